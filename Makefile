@@ -1,0 +1,62 @@
+# LineGuard — every command a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+DEBS_STAMP := $(VENV)/.debs
+export CDK_DISABLE_VERSION_CHECK := true
+export AWS_EC2_METADATA_DISABLED := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: help setup test lint typecheck pytest demo synth clean
+
+help: ## list the commands
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): requirements-dev.txt requirements-device.txt constraints.txt
+	@echo "==> Python environment ($(VENV))"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@# the repository root and the component source are importable (python -m inspector|training|rollout)
+	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/edge_component" > "$(SITE)/lineguard.pth"
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@echo "==> CDK CLI (npm ci)"
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(DEBS_STAMP): | $(VENV_STAMP)
+	@echo "==> Debian packages the tests need"
+	@./scripts/install-debs.sh
+	@touch $@
+
+setup: $(VENV_STAMP) $(NODE_STAMP) $(DEBS_STAMP) ## install everything (venv, CDK CLI, Debian packages)
+
+lint: $(VENV_STAMP) ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV_STAMP) ## mypy on the packages
+	$(VENV)/bin/mypy stacks rollout training edge_component/inspector app.py
+
+pytest: setup ## the test suite only
+	$(VENV)/bin/pytest
+
+test: setup lint typecheck pytest ## everything CI runs: install, lint, types, tests
+
+synth: setup ## synthesise every plant with the real CDK CLI into cdk.out/
+	npx cdk synth --all --quiet
+
+demo: setup ## the main job on the local default (no AWS account needed)
+	$(PY) -m demo
+
+clean: ## remove build output (keeps .venv and node_modules)
+	rm -rf cdk.out build out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,334 @@
+"""The model package contract: a directory with ``model.onnx`` and ``manifest.json``.
+
+Defined once here, on the edge side. The training code writes packages with
+:func:`write_manifest` and the rollout code validates them with :func:`load_package`; nothing
+else defines the format. Only the standard library is used, so the loader runs on a device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "lineguard.model-package/1"
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+COLOR_MODES = ("RGB", "L")
+RESIZE_MODES = ("bilinear", "nearest", "bicubic")
+
+
+class ModelPackageError(ValueError):
+    """A model package is missing, malformed or does not match its manifest."""
+
+    def __init__(self, where: Path | str, field_path: str, message: str) -> None:
+        self.where = str(where)
+        self.field_path = field_path
+        super().__init__(
+            f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}"
+        )
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a frame becomes the model's input tensor.
+
+    The tensor is ``(batch, channels, height, width)`` float32 (layout NCHW); each channel is
+    ``(pixel - mean[c]) / std[c]`` with pixels in 0..255 after conversion to ``color``.
+    """
+
+    name: str
+    height: int
+    width: int
+    color: str = "RGB"
+    resize: str = "bilinear"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    @property
+    def channels(self) -> int:
+        """Number of channels the model expects (3 for RGB, 1 for L)."""
+        return 3 if self.color == "RGB" else 1
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Names of the graph outputs: the image score (shape ``(batch,)``) and an optional map."""
+
+    score: str
+    anomaly_map: str | None = None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds: ``score >= reject`` rejects; ``manual <= score < reject`` is manual."""
+
+    reject: float
+    manual: float
+
+
+@dataclass(frozen=True)
+class Golden:
+    """A reference image shipped in the package with its expected score, for the self-test."""
+
+    file: str
+    score: float
+    tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The package's ``manifest.json``, validated."""
+
+    name: str
+    version: str
+    sha256: str
+    input: InputSpec
+    outputs: OutputSpec
+    thresholds: Thresholds
+    created: str = ""
+    golden: Golden | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    pipeline_run: str | None = None
+    format: str = FORMAT
+    model_file: str = MODEL_FILE
+
+    @property
+    def ref(self) -> str:
+        """``name@version``, as carried in every result message."""
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as the JSON document written to ``manifest.json``."""
+        doc = asdict(self)
+        doc["input"]["mean"] = list(self.input.mean)
+        doc["input"]["std"] = list(self.input.std)
+        return doc
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A validated package on disk."""
+
+    root: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        """Path of the ONNX graph."""
+        return self.root / self.manifest.model_file
+
+    @property
+    def golden_path(self) -> Path | None:
+        """Path of the golden self-test image, if the package has one."""
+        return self.root / self.manifest.golden.file if self.manifest.golden else None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Reader:
+    """Reads typed fields out of a JSON object, raising errors that name the field."""
+
+    def __init__(self, where: Path | str, doc: Any, path: str = "") -> None:
+        self.where, self.doc, self.path = where, doc, path
+        if not isinstance(doc, dict):
+            raise ModelPackageError(where, path or "(root)", "must be an object")
+
+    def _fail(self, key: str, message: str) -> ModelPackageError:
+        return ModelPackageError(self.where, f"{self.path}{key}", message)
+
+    def child(self, key: str, optional: bool = False) -> _Reader | None:
+        if key not in self.doc or self.doc[key] is None:
+            if optional:
+                return None
+            raise self._fail(key, "is required")
+        return _Reader(self.where, self.doc[key], f"{self.path}{key}.")
+
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Any = None,
+        expect: str = "",
+    ) -> Any:
+        if key not in self.doc:
+            if default is ...:
+                raise self._fail(key, "is required")
+            return default
+        value = self.doc[key]
+        if kind in (float, int) or kind == (float, int):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok or (check is not None and not check(value)):
+            raise self._fail(
+                key, f"must be {expect or getattr(kind, '__name__', kind)}, got {value!r}"
+            )
+        return value
+
+    def unknown(self, allowed: set[str]) -> None:
+        extra = sorted(set(self.doc) - allowed)
+        if extra:
+            raise self._fail(extra[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
+    """Validate a manifest document and return it typed; raise :class:`ModelPackageError`."""
+    top = _Reader(where, doc)
+    top.unknown({f.name for f in Manifest.__dataclass_fields__.values()})
+    fmt = top.get("format", str, FORMAT)
+    if fmt != FORMAT:
+        raise ModelPackageError(
+            where, "format", f"unsupported format {fmt!r} (expected {FORMAT!r})"
+        )
+    inp = top.child("input")
+    assert inp is not None
+    inp.unknown({f.name for f in InputSpec.__dataclass_fields__.values()})
+    color = inp.get("color", str, "RGB", lambda v: v in COLOR_MODES, f"one of {COLOR_MODES}")
+    channels = 3 if color == "RGB" else 1
+    per_channel = f"a list of {channels} numbers"
+
+    def channel_list(key: str, default: float, positive: bool = False) -> tuple[float, ...]:
+        def ok(v: Any) -> bool:
+            return (
+                len(v) == channels
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+                and (not positive or all(x > 0 for x in v))
+            )
+
+        return tuple(float(x) for x in inp.get(key, list, [default] * channels, ok, per_channel))
+
+    input_spec = InputSpec(
+        name=inp.get("name", str),
+        height=inp.get("height", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
+        width=inp.get("width", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
+        color=color,
+        resize=inp.get(
+            "resize", str, "bilinear", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"
+        ),
+        mean=channel_list("mean", 0.0),
+        std=channel_list("std", 1.0, positive=True),
+        layout=inp.get("layout", str, "NCHW", lambda v: v == "NCHW", "'NCHW'"),
+        dtype=inp.get("dtype", str, "float32", lambda v: v == "float32", "'float32'"),
+    )
+    out = top.child("outputs")
+    assert out is not None
+    out.unknown({"score", "anomaly_map"})
+    outputs = OutputSpec(
+        score=out.get("score", str), anomaly_map=out.get("anomaly_map", (str, type(None)), None)
+    )
+    thr = top.child("thresholds")
+    assert thr is not None
+    thr.unknown({"reject", "manual"})
+    reject = float(thr.get("reject", (float, int)))
+    manual = float(thr.get("manual", (float, int)))
+    if manual > reject:
+        raise ModelPackageError(
+            where, "thresholds.manual", f"must be <= thresholds.reject ({manual} > {reject})"
+        )
+    golden = None
+    gold = top.child("golden", optional=True)
+    if gold is not None:
+        gold.unknown({"file", "score", "tolerance"})
+        golden = Golden(
+            file=gold.get(
+                "file", str, check=_safe_relative, expect="a file name inside the package"
+            ),
+            score=float(gold.get("score", (float, int))),
+            tolerance=float(
+                gold.get("tolerance", (float, int), 1e-3, lambda v: v > 0, "a positive number")
+            ),
+        )
+    return Manifest(
+        name=top.get(
+            "name", str, check=lambda v: bool(NAME.match(v)), expect="a lower-case name [a-z0-9._-]"
+        ),
+        version=top.get(
+            "version", str, check=lambda v: bool(SEMVER.match(v)), expect="a semantic version"
+        ),
+        sha256=top.get(
+            "sha256",
+            str,
+            check=lambda v: bool(re.fullmatch(r"[0-9a-f]{64}", v)),
+            expect="a hex sha256",
+        ),
+        input=input_spec,
+        outputs=outputs,
+        thresholds=Thresholds(reject=reject, manual=manual),
+        created=top.get("created", str, ""),
+        golden=golden,
+        metrics=top.get("metrics", dict, {}),
+        data_fingerprint=top.get("data_fingerprint", str, ""),
+        pipeline_run=top.get("pipeline_run", (str, type(None)), None),
+        format=fmt,
+        model_file=top.get(
+            "model_file", str, MODEL_FILE, _safe_relative, "a file name inside the package"
+        ),
+    )
+
+
+def _safe_relative(value: str) -> bool:
+    path = Path(value)
+    return bool(value) and not path.is_absolute() and ".." not in path.parts
+
+
+def load_package(root: Path | str, verify_checksum: bool = True) -> ModelPackage:
+    """Read and validate a package directory: manifest fields, files present, graph sha256."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ModelPackageError(root, "", "model package directory not found")
+    manifest_path = root / MANIFEST_FILE
+    try:
+        doc = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelPackageError(manifest_path, "", "manifest.json is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelPackageError(manifest_path, "", f"not valid JSON ({exc})") from None
+    manifest = parse_manifest(doc, manifest_path)
+    package = ModelPackage(root=root, manifest=manifest)
+    if not package.model_path.is_file():
+        raise ModelPackageError(manifest_path, "model_file", f"{manifest.model_file} is missing")
+    if verify_checksum:
+        actual = sha256_file(package.model_path)
+        if actual != manifest.sha256:
+            raise ModelPackageError(
+                manifest_path,
+                "sha256",
+                f"{manifest.model_file} has sha256 {actual}, manifest says {manifest.sha256}",
+            )
+    golden = package.golden_path
+    if golden is not None and not golden.is_file():
+        raise ModelPackageError(
+            manifest_path,
+            "golden.file",
+            f"{manifest.golden.file if manifest.golden else ''} is missing",
+        )
+    return package
+
+
+def write_manifest(root: Path | str, manifest: Manifest) -> Path:
+    """Validate ``manifest`` and write it as ``root/manifest.json``; return the path."""
+    root = Path(root)
+    doc = manifest.to_json()
+    parse_manifest(doc, root / MANIFEST_FILE)
+    path = root / MANIFEST_FILE
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
