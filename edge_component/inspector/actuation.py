@@ -1,0 +1,113 @@
+"""Local actuation: a reject message per rejected or manual part, and a heartbeat.
+
+The local contract with the line bridge (fixed): ``lineguard/local/<station>/reject`` carries
+the result message v1 of a part whose decision is ``reject`` or ``manual`` (duplicates of a
+part may occur: at-least-once); ``lineguard/local/<station>/heartbeat`` carries
+``{"v":1,"station","device","ts","seq","healthy","model","interval_s"}`` every interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from inspector.messages import encode, rfc3339_ms
+
+LOG = logging.getLogger(__name__)
+
+ACTUATED = ("reject", "manual")
+
+
+def reject_topic(station: str) -> str:
+    """``lineguard/local/<station>/reject``."""
+    return f"lineguard/local/{station}/reject"
+
+
+def heartbeat_topic(station: str) -> str:
+    """``lineguard/local/<station>/heartbeat``."""
+    return f"lineguard/local/{station}/heartbeat"
+
+
+class Actuator:
+    """Publishes reject messages and heartbeats on the local bus.
+
+    Args:
+        station, device: who is speaking.
+        publish_local: ``(topic, payload bytes)``; may raise (the failure is counted and logged).
+        heartbeat_interval_s: seconds between heartbeats.
+        status: returns ``(healthy, model ref or None)`` for the heartbeat.
+        clock, wall_clock: monotonic and epoch seconds.
+    """
+
+    def __init__(
+        self,
+        station: str,
+        device: str,
+        publish_local: Callable[[str, bytes], None],
+        *,
+        heartbeat_interval_s: float = 1.0,
+        status: Callable[[], tuple[bool, str | None]] = lambda: (False, None),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not heartbeat_interval_s > 0:
+            raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
+        self.station = station
+        self.device = device
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self._publish = publish_local
+        self._status = status
+        self._clock = clock
+        self._wall = wall_clock
+        self._next_heartbeat = float("-inf")
+        self.heartbeat_seq = 0
+        self.published = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def _send(self, topic: str, payload: bytes) -> bool:
+        try:
+            self._publish(topic, payload)
+        except Exception as exc:  # the line must still get the next message: log and count
+            self.failures += 1
+            self.last_error = f"local publish to {topic} failed: {type(exc).__name__}: {exc}"
+            LOG.error("%s", self.last_error)
+            return False
+        self.published += 1
+        return True
+
+    def on_result(self, result: dict[str, Any]) -> bool:
+        """Publish the reject message if the part is ``reject`` or ``manual``; True if sent."""
+        if result.get("decision") not in ACTUATED:
+            return False
+        return self._send(reject_topic(self.station), encode(result))
+
+    def heartbeat_message(self) -> dict[str, Any]:
+        """The next heartbeat message (does not send it)."""
+        healthy, model = self._status()
+        return {
+            "v": 1,
+            "station": self.station,
+            "device": self.device,
+            "ts": rfc3339_ms(self._wall()),
+            "seq": self.heartbeat_seq,
+            "healthy": bool(healthy),
+            "model": model,
+            "interval_s": float(self.heartbeat_interval_s),
+        }
+
+    def tick(self) -> bool:
+        """Send a heartbeat if one is due; True if one was sent."""
+        now = self._clock()
+        if now < self._next_heartbeat:
+            return False
+        self._next_heartbeat = now + self.heartbeat_interval_s
+        message = self.heartbeat_message()
+        self.heartbeat_seq += 1
+        return self._send(heartbeat_topic(self.station), encode(message))
+
+    def next_wakeup(self) -> float:
+        """Monotonic time of the next heartbeat."""
+        return self._next_heartbeat

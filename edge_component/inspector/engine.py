@@ -1,0 +1,411 @@
+"""The per-frame path: frame → decode → preprocess → model → decision → result message v1.
+
+:class:`Inspector` is a plain object: its collaborators (the loaded model runner, the clocks, the
+``seq`` source, the model loader) are passed in, so the service wires real ones and tests pass
+their own. :meth:`Inspector.judge` never raises and never returns ``pass`` for a frame it could
+not judge (fail-safe → ``manual`` with a reason).
+
+Model hot swap loads the new package beside the old one (manifest, sha256, input shape and
+golden self-test are checked by :meth:`ModelRunner.load`), then switches with one reference
+assignment; on failure the old model keeps serving and the engine reports unhealthy until a
+swap succeeds. An optional shadow model scores every frame, never decides, and counts agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from inspector import decision as dec
+from inspector.decode import UNREADABLE, FrameError, check_image, decode_image
+from inspector.messages import Identity, build_result
+from inspector.model_package import ModelPackage
+from inspector.runner import InferenceError, ModelLoadError, ModelRunner, RunnerOptions
+from inspector.runtime_config import ConfigError, RuntimeConfig
+from inspector.sources import Frame
+
+LOG = logging.getLogger(__name__)
+
+Loader = Callable[[Path, RunnerOptions], ModelRunner]
+
+
+def load_runner(package: Path, options: RunnerOptions) -> ModelRunner:
+    """The default loader: :meth:`ModelRunner.load` with every check on."""
+    return ModelRunner.load(package, options)
+
+
+@dataclass(frozen=True)
+class SwapReport:
+    """Outcome of a model (or shadow) swap: ok, the model now serving, and why it failed."""
+
+    ok: bool
+    model: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """Outcome of a configuration update: ok, or the error that refused it."""
+
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ShadowStats:
+    """Shadow model agreement: frames both judged, how many agreed, and errors."""
+
+    model: str | None
+    frames: int
+    agreed: int
+    errors: int
+
+    @property
+    def agreement(self) -> float | None:
+        """Fraction of frames where the shadow's decision equals the served decision."""
+        return self.agreed / self.frames if self.frames else None
+
+
+@dataclass
+class _Pending:
+    frame: Frame
+    t0: float
+    verdict: dec.Verdict | None = None
+    image: Image.Image | None = None
+    tensor: np.ndarray | None = None
+
+
+class Inspector:
+    """Judges frames with the served model and builds result messages.
+
+    Args:
+        identity: plant, line, station, device carried in every result.
+        runner: the model to serve at start (None: every frame is ``manual`` / ``no_model``).
+        config: runtime settings (deadline, thresholds override, batching, image limits).
+        clock: monotonic seconds (latency and deadline).
+        wall_clock: epoch seconds (``ts`` when a frame carries no wall time).
+        seq: returns the next ``seq``; the service's journal overwrites it when it stores the
+            result, so the default (0) is only a placeholder.
+        loader: loads and verifies a model package (tests may wrap it).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        runner: ModelRunner | None = None,
+        config: RuntimeConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        seq: Callable[[], int] | None = None,
+        loader: Loader = load_runner,
+    ) -> None:
+        self.identity = identity
+        self.config = config or RuntimeConfig()
+        self._runner = runner
+        self._shadow: ModelRunner | None = None
+        self._clock = clock
+        self._wall = wall_clock
+        self._seq = seq or (lambda: 0)
+        self._loader = loader
+        self._swap_lock = threading.Lock()
+        self._swap_failed: str | None = None
+        self.last_error: str | None = None
+        self._shadow_lock = threading.Lock()  # judging threads may share one engine
+        self._shadow_frames = 0
+        self._shadow_agreed = 0
+        self._shadow_errors = 0
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def runner(self) -> ModelRunner | None:
+        """The model serving now (None when no model is loaded)."""
+        return self._runner
+
+    @property
+    def model_ref(self) -> str | None:
+        """``name@version`` of the served model, or None."""
+        runner = self._runner
+        return runner.ref if runner else None
+
+    @property
+    def healthy(self) -> bool:
+        """A model is serving and the last swap did not fail."""
+        return self._runner is not None and self._swap_failed is None
+
+    def shadow_stats(self) -> ShadowStats:
+        """Agreement of the shadow model since it was set."""
+        shadow = self._shadow
+        return ShadowStats(
+            model=shadow.ref if shadow else None,
+            frames=self._shadow_frames,
+            agreed=self._shadow_agreed,
+            errors=self._shadow_errors,
+        )
+
+    def _options(self) -> RunnerOptions:
+        return RunnerOptions(
+            intra_op_threads=self.config.intra_op_threads, max_batch=self.config.max_batch
+        )
+
+    def _thresholds(self, runner: ModelRunner, cfg: RuntimeConfig) -> dec.DecisionThresholds:
+        if cfg.reject_threshold is not None and cfg.manual_threshold is not None:
+            return dec.DecisionThresholds(cfg.reject_threshold, cfg.manual_threshold)
+        thr = runner.manifest.thresholds
+        return dec.DecisionThresholds(thr.reject, thr.manual)
+
+    # ---- model swap, shadow, configuration --------------------------------------------------
+
+    def swap_model(self, package: Path | str | ModelPackage) -> SwapReport:
+        """Load ``package`` beside the served model, verify it, switch atomically; never raise.
+
+        The package is always re-read from disk (a ``ModelPackage`` stands for its directory),
+        so manifest, sha256, input shape and golden self-test are checked on every swap.
+        """
+        with self._swap_lock:
+            try:
+                source = package.root if isinstance(package, ModelPackage) else Path(package)
+                new = self._loader(source, self._options())
+            except ModelLoadError as exc:
+                return self._swap_failure(f"model_swap_failed: {exc}")
+            except Exception as exc:  # a loader bug must not take the served model down
+                return self._swap_failure(f"model_swap_failed: {type(exc).__name__}: {exc}")
+            old = self._runner
+            self._runner = new  # the switch: one reference assignment
+            self._swap_failed = None
+            LOG.info("model swapped: %s -> %s", old.ref if old else None, new.ref)
+            return SwapReport(True, new.ref)
+
+    def _swap_failure(self, reason: str) -> SwapReport:
+        self._swap_failed = reason
+        self.last_error = reason
+        LOG.error("%s (still serving %s)", reason, self.model_ref)
+        return SwapReport(False, self.model_ref, reason)
+
+    def set_shadow(self, package: Path | str | ModelPackage | None) -> SwapReport:
+        """Start (or with None stop) a shadow model; agreement counters restart."""
+        with self._swap_lock:
+            if package is None:
+                self._shadow = None
+                shadow_ref = None
+            else:
+                try:
+                    source = package.root if isinstance(package, ModelPackage) else Path(package)
+                    shadow = self._loader(source, self._options())
+                except Exception as exc:
+                    self.last_error = f"shadow_load_failed: {exc}"
+                    return SwapReport(False, None, self.last_error)
+                self._shadow = shadow
+                shadow_ref = shadow.ref
+            with self._shadow_lock:
+                self._shadow_frames = self._shadow_agreed = self._shadow_errors = 0
+            return SwapReport(True, shadow_ref)
+
+    def update_config(self, doc: dict[str, Any]) -> ConfigReport:
+        """Apply a configuration update; an invalid one is refused and the last good one stays."""
+        try:
+            new = RuntimeConfig.from_dict(doc, base=self.config)
+        except ConfigError as exc:
+            self.last_error = f"config_refused: {exc}"
+            LOG.error("%s (keeping the last good configuration)", self.last_error)
+            return ConfigReport(False, self.last_error)
+        old, self.config = self.config, new
+        runner = self._runner
+        if runner is not None and (
+            new.intra_op_threads != old.intra_op_threads or new.max_batch != old.max_batch
+        ):
+            report = self.swap_model(runner.package)  # a new session with the new settings
+            if not report.ok:
+                self.config = old
+                return ConfigReport(False, f"config_refused: {report.reason}")
+        return ConfigReport(True)
+
+    # ---- judging -----------------------------------------------------------------------------
+
+    def judge(self, frame: Frame) -> dict[str, Any]:
+        """Judge one frame and return its result message v1 (never raises)."""
+        return self.judge_batch([frame])[0]
+
+    def judge_batch(self, frames: Sequence[Frame]) -> list[dict[str, Any]]:
+        """Judge frames queued together (e.g. from several cameras) with one model call."""
+        try:
+            return self._judge_batch(frames)
+        except Exception as exc:  # the fail-safe of last resort: never lose a frame, never pass
+            LOG.exception("internal error while judging %d frame(s)", len(frames))
+            self.last_error = f"{dec.INTERNAL_ERROR}: {type(exc).__name__}: {exc}"
+            runner = self._runner
+            verdict = dec.fail_safe(dec.INTERNAL_ERROR, type(exc).__name__)
+            out = []
+            for frame in frames:
+                try:
+                    seq = int(self._seq())
+                except Exception:
+                    seq = 0
+                out.append(
+                    build_result(
+                        self.identity,
+                        camera=str(frame.camera),
+                        part_id=str(frame.part_id),
+                        seq=seq,
+                        ts=self._wall(),
+                        decision=verdict.decision,
+                        score=None,
+                        threshold=None,
+                        model=runner.ref if runner else None,
+                        latency_ms=0.0,
+                        reason=verdict.reason,
+                    )
+                )
+            return out
+
+    def _judge_batch(self, frames: Sequence[Frame]) -> list[dict[str, Any]]:
+        runner = self._runner  # read once: a swap during this batch does not mix models
+        shadow = self._shadow
+        config = self.config  # likewise for a configuration update
+        thresholds = self._thresholds(runner, config) if runner is not None else None
+        deadline_s = config.deadline_ms / 1000.0
+        limits = config.decode_limits
+        items = [_Pending(frame, frame.captured or self._clock()) for frame in frames]
+        for item in items:
+            item.verdict = self._precheck(item, runner, deadline_s)
+            if item.verdict is not None:
+                continue
+            assert runner is not None
+            try:
+                frame = item.frame
+                if frame.image is not None:
+                    image = check_image(frame.image, limits)
+                else:
+                    image = decode_image(frame.data or b"", limits)
+                item.image = image
+                item.tensor = runner.preprocess(image)
+            except FrameError as exc:
+                item.verdict = dec.fail_safe(exc.reason, exc.detail)
+            except Exception as exc:
+                item.verdict = dec.fail_safe("preprocess_error", f"{type(exc).__name__}: {exc}")
+        todo = [item for item in items if item.verdict is None]
+        if todo and runner is not None and thresholds is not None:
+            scores = self._score(runner, [item.tensor for item in todo if item.tensor is not None])
+            for item, score in zip(todo, scores, strict=True):
+                if isinstance(score, str):
+                    item.verdict = dec.fail_safe(dec.MODEL_ERROR, score)
+                else:
+                    item.verdict = dec.decide(score, thresholds)
+        results = []
+        for item in items:
+            verdict = item.verdict or dec.fail_safe(dec.INTERNAL_ERROR, "no verdict")
+            elapsed = self._clock() - item.t0
+            if elapsed > deadline_s and verdict.decision != dec.MANUAL:
+                verdict = dec.fail_safe(
+                    dec.DEADLINE_MISSED, f"{elapsed * 1000:.0f} ms", score=verdict.score
+                )
+            results.append(self._result(item.frame, item.t0, verdict, runner, thresholds, elapsed))
+        if shadow is not None:
+            self._run_shadow(shadow, runner, items, results)
+        return results
+
+    def _precheck(
+        self, item: _Pending, runner: ModelRunner | None, deadline_s: float
+    ) -> dec.Verdict | None:
+        frame = item.frame
+        if frame.error:
+            code, _, detail = frame.error.partition(": ")
+            return dec.fail_safe(code or UNREADABLE, detail)
+        if runner is None:
+            return dec.fail_safe(dec.NO_MODEL, "no model package loaded")
+        waited = self._clock() - item.t0
+        if waited > deadline_s:
+            return dec.fail_safe(dec.DEADLINE_MISSED, f"queued {waited * 1000:.0f} ms")
+        return None
+
+    def _score(self, runner: ModelRunner, tensors: list[np.ndarray]) -> list[float | str]:
+        """Scores, or an error text per frame; a failed batch is retried frame by frame."""
+        try:
+            return list(runner.score(tensors))
+        except InferenceError as exc:
+            self.last_error = f"{dec.MODEL_ERROR}: {exc}"
+            if len(tensors) == 1:
+                return [str(exc)]
+        except Exception as exc:
+            self.last_error = f"{dec.MODEL_ERROR}: {type(exc).__name__}: {exc}"
+            if len(tensors) == 1:
+                return [self.last_error]
+        out: list[float | str] = []
+        for tensor in tensors:  # isolate the frame that breaks the model from its batch mates
+            try:
+                out.append(runner.score([tensor])[0])
+            except Exception as exc:
+                out.append(f"{type(exc).__name__}: {exc}")
+        return out
+
+    def _run_shadow(
+        self,
+        shadow: ModelRunner,
+        runner: ModelRunner | None,
+        items: list[_Pending],
+        results: list[dict[str, Any]],
+    ) -> None:
+        scored = [
+            (item, result)
+            for item, result in zip(items, results, strict=True)
+            if item.image is not None and result["score"] is not None
+        ]
+        if not scored:
+            return
+        thr = shadow.manifest.thresholds
+        thresholds = dec.DecisionThresholds(thr.reject, thr.manual)
+        same_input = runner is not None and runner.manifest.input == shadow.manifest.input
+        try:
+            tensors = [
+                item.tensor if same_input and item.tensor is not None else shadow.preprocess(image)
+                for item, _ in scored
+                if (image := item.image) is not None
+            ]
+            scores = shadow.score(tensors)
+        except Exception as exc:
+            with self._shadow_lock:
+                self._shadow_errors += len(scored)
+            LOG.warning("shadow model %s failed: %s", shadow.ref, exc)
+            return
+        agreed = sum(
+            dec.decide(score, thresholds).decision == result["decision"]
+            for (_, result), score in zip(scored, scores, strict=True)
+        )
+        with self._shadow_lock:
+            if self._shadow is shadow:  # not replaced while this batch was scored
+                self._shadow_frames += len(scored)
+                self._shadow_agreed += agreed
+
+    def _result(
+        self,
+        frame: Frame,
+        t0: float,
+        verdict: dec.Verdict,
+        runner: ModelRunner | None,
+        thresholds: dec.DecisionThresholds | None,
+        elapsed: float | None,
+    ) -> dict[str, Any]:
+        if elapsed is None:
+            elapsed = self._clock() - t0
+        return build_result(
+            self.identity,
+            camera=frame.camera,
+            part_id=frame.part_id,
+            seq=self._seq(),
+            ts=frame.wall or self._wall(),
+            decision=verdict.decision,
+            score=verdict.score,
+            threshold=thresholds.reject if thresholds else None,
+            model=runner.ref if runner else None,
+            latency_ms=elapsed * 1000.0,
+            reason=verdict.reason,
+        )

@@ -1,0 +1,158 @@
+"""Result message v1 (DESIGN.md §4): building, encoding and the size check.
+
+``{v, plant, line, station, device, camera, part_id, seq, ts, decision, score, threshold,
+model, latency_ms, reason?}`` — compact JSON, at most :data:`MAX_RESULT_BYTES` bytes. The
+cloud side validates against :data:`RESULT_FIELDS`; nothing else defines the message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+VERSION = 1
+MAX_RESULT_BYTES = 512
+MAX_ID_CHARS = 64
+MAX_REASON_CHARS = 120
+DECISIONS = ("pass", "reject", "manual")
+RESULT_FIELDS = (
+    "v",
+    "plant",
+    "line",
+    "station",
+    "device",
+    "camera",
+    "part_id",
+    "seq",
+    "ts",
+    "decision",
+    "score",
+    "threshold",
+    "model",
+    "latency_ms",
+)
+OPTIONAL_FIELDS = ("reason",)
+
+
+class MessageError(ValueError):
+    """A message that breaks the v1 contract (missing field, bad value, too large)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Where results come from: plant, line, station and device (the thing name)."""
+
+    plant: str
+    line: str
+    station: str
+    device: str
+
+    def __post_init__(self) -> None:
+        for name in ("plant", "line", "station", "device"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+                raise MessageError(f"identity.{name}: must be 1..{MAX_ID_CHARS} chars")
+            if any(ch in value for ch in "/+#"):
+                raise MessageError(f"identity.{name}: {value!r} must not contain / + #")
+
+    def topic(self, kind: str) -> str:
+        """Upstream topic ``lineguard/<plant>/<line>/<station>/<device>/<kind>``."""
+        return f"lineguard/{self.plant}/{self.line}/{self.station}/{self.device}/{kind}"
+
+
+def rfc3339_ms(epoch_s: float) -> str:
+    """RFC 3339 UTC timestamp with milliseconds, e.g. ``2026-11-28T04:30:00.123Z``."""
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def build_result(
+    identity: Identity,
+    *,
+    camera: str,
+    part_id: str,
+    seq: int,
+    ts: float,
+    decision: str,
+    score: float | None,
+    threshold: float | None,
+    model: str | None,
+    latency_ms: float,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Build a result message v1 dict; long ids and reasons are clipped to keep it small."""
+    if decision not in DECISIONS:
+        raise MessageError(f"decision: {decision!r} not one of {DECISIONS}")
+    message: dict[str, Any] = {
+        "v": VERSION,
+        "plant": identity.plant,
+        "line": identity.line,
+        "station": identity.station,
+        "device": identity.device,
+        "camera": _clip(camera, MAX_ID_CHARS),
+        "part_id": _clip(part_id, MAX_ID_CHARS),
+        "seq": int(seq),
+        "ts": rfc3339_ms(ts),
+        "decision": decision,
+        "score": _number(score, 6),
+        "threshold": _number(threshold, 6),
+        "model": model,
+        "latency_ms": _number(latency_ms, 3) or 0.0,
+    }
+    if reason:
+        message["reason"] = _clip(reason, MAX_REASON_CHARS)
+    return _fit(message)
+
+
+def _fit(message: dict[str, Any]) -> dict[str, Any]:
+    # Long ids and reasons are rare; when they meet, the reason gives way first, then the ids.
+    over = len(encode(message)) - MAX_RESULT_BYTES
+    if over > 0 and "reason" in message:
+        message["reason"] = _clip(message["reason"], max(16, len(message["reason"]) - over - 4))
+    for name in ("part_id", "camera"):
+        if len(encode(message)) > MAX_RESULT_BYTES:
+            message[name] = _clip(message[name], 24)
+    return message
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON of a message (no spaces), as published and journaled."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def validate_result(message: Any) -> dict[str, Any]:
+    """Check a decoded result message against the v1 contract; raise :class:`MessageError`."""
+    if not isinstance(message, dict):
+        raise MessageError("result: must be a JSON object")
+    missing = [name for name in RESULT_FIELDS if name not in message]
+    if missing:
+        raise MessageError(f"result: missing field {missing[0]!r}")
+    extra = sorted(set(message) - set(RESULT_FIELDS) - set(OPTIONAL_FIELDS))
+    if extra:
+        raise MessageError(f"result: unknown field {extra[0]!r}")
+    if message["v"] != VERSION:
+        raise MessageError(f"result.v: {message['v']!r} is not {VERSION}")
+    if message["decision"] not in DECISIONS:
+        raise MessageError(f"result.decision: {message['decision']!r} not one of {DECISIONS}")
+    if not isinstance(message["seq"], int) or message["seq"] < 0:
+        raise MessageError(f"result.seq: {message['seq']!r} is not a non-negative integer")
+    if message["decision"] == "manual" and not message.get("reason"):
+        # manual from the thresholds carries reason "manual_band"; fail-safe ones say why
+        raise MessageError("result.reason: a manual decision must carry a reason")
+    size = len(encode(message))
+    if size > MAX_RESULT_BYTES:
+        raise MessageError(f"result: {size} bytes > {MAX_RESULT_BYTES}")
+    return message

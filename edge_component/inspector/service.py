@@ -1,0 +1,532 @@
+"""``python -m inspector run``: the long-running inspector service, on any transport.
+
+Wiring (DESIGN.md §3): source → engine (decide) → actuation (local reject message + heartbeat) →
+journal (durable, assigns ``seq``) → uplink (batched results, own thread) → health → sampler.
+The reject message carries the ``seq`` the journal assigns right after it; a frame counts as
+acknowledged once it is journaled (with the source's cursor, in the same transaction), so a
+restart after a ``kill -9`` resumes after the last acknowledged frame and never journals it
+twice, while a reject signalled just before the crash is signalled again (at-least-once).
+
+Only this module constructs real clients (``GreengrassCoreIPCClientV2()``, paho); the stages
+receive them. SIGTERM/SIGINT stop the loop cleanly: the current frame finishes, the uplink
+tries a last flush, the journal is checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from inspector.actuation import Actuator
+from inspector.engine import Inspector
+from inspector.health import HealthReporter, engine_status
+from inspector.journal import Journal, JournalError
+from inspector.messages import Identity, MessageError
+from inspector.runtime_config import ConfigError, RuntimeConfig
+from inspector.sampler import Sampler
+from inspector.sources import DirectorySource, Frame, SimulatedCamera, SourceError
+from inspector.transports.base import Transport, TransportError
+from inspector.uplink import Uplink
+
+LOG = logging.getLogger("inspector.service")
+MB = 1024 * 1024
+
+
+class ServiceError(Exception):
+    """Bad options or a stage that cannot start: one clear line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m inspector run",
+        description=(
+            "Run the inspector: judge frames from a folder or simulated cameras, journal every "
+            "result, publish local reject messages and heartbeats, and send batched results "
+            "and health upstream over the chosen transport. Stops cleanly on SIGTERM."
+        ),
+    )
+    g = p.add_argument_group("transport")
+    g.add_argument("--transport", choices=("file", "mqtt", "greengrass"), default="file")
+    g.add_argument("--out", type=Path, help="file transport: directory for the JSONL files")
+    g.add_argument("--host", default="127.0.0.1", help="mqtt: broker host")
+    g.add_argument("--port", type=int, default=8883, help="mqtt: broker port (default 8883)")
+    g.add_argument("--ca", type=Path, help="mqtt: CA certificate (PEM)")
+    g.add_argument("--cert", type=Path, help="mqtt: this device's certificate (PEM)")
+    g.add_argument("--key", type=Path, help="mqtt: this device's private key (PEM)")
+    g.add_argument(
+        "--config-topic", help="mqtt: topic carrying runtime configuration updates (JSON)"
+    )
+    g = p.add_argument_group("identity")
+    g.add_argument("--plant", default="local")
+    g.add_argument("--line", default="line-1")
+    g.add_argument("--station", default="station-1")
+    g.add_argument(
+        "--device",
+        default=os.environ.get("AWS_IOT_THING_NAME", "local-device"),
+        help="device id = thing name (default: $AWS_IOT_THING_NAME or local-device)",
+    )
+    g = p.add_argument_group("frames")
+    g.add_argument("--images", type=Path, required=True, help="folder of images (or dataset)")
+    g.add_argument(
+        "--source",
+        choices=("dir", "camera"),
+        default="dir",
+        help="dir: each file once, in name order; camera: simulated cameras replaying --images",
+    )
+    g.add_argument("--cameras", type=int, default=1, help="camera: number of simulated cameras")
+    g.add_argument("--fps", type=float, default=1.0, help="camera: frames per second each")
+    g.add_argument(
+        "--max-frames",
+        type=int,
+        help="camera: stop after this many frames each (counted across restarts)",
+    )
+    g.add_argument(
+        "--once",
+        action="store_true",
+        help="dir: stop when every file is judged and the backlog is sent (else watch the folder)",
+    )
+    g = p.add_argument_group("model and settings")
+    g.add_argument("--model", type=Path, help="model package directory (none: every frame manual)")
+    g.add_argument("--shadow", type=Path, help="optional shadow model package directory")
+    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    g.add_argument("--max-batch", type=int, default=8, help="micro-batch across cameras")
+    g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
+    g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
+    g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
+    g = p.add_argument_group("journal and sampler")
+    g.add_argument("--journal", type=Path, required=True, help="journal SQLite file")
+    g.add_argument("--journal-cap-mb", type=float, default=512.0, help="journal disk cap (MB)")
+    g.add_argument(
+        "--sample-budget-mb-per-hour", type=float, default=20.0, help="sampler bytes per hour"
+    )
+    g.add_argument("--sample-cap-mb", type=float, default=64.0, help="sampler disk cap (MB)")
+    g.add_argument("--sample-band", type=float, default=0.1, help="near-threshold band")
+    g.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="--once: seconds to send the backlog"
+    )
+    g.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    return p
+
+
+@dataclass
+class Settings:
+    """Validated options of one run."""
+
+    args: argparse.Namespace
+    identity: Identity
+    config: RuntimeConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    """Parse and validate the options; raise ServiceError naming the bad one."""
+    args = _parser().parse_args(list(argv))
+    try:
+        identity = Identity(args.plant, args.line, args.station, args.device)
+        config = RuntimeConfig(
+            deadline_ms=args.deadline_ms,
+            max_batch=args.max_batch,
+            intra_op_threads=args.threads,
+            health_interval_s=args.health_interval,
+            heartbeat_interval_s=args.heartbeat_interval,
+        )
+    except (MessageError, ConfigError) as exc:
+        raise ServiceError(str(exc)) from None
+    if args.transport == "file" and args.out is None:
+        raise ServiceError("--out is required with --transport file")
+    if args.transport == "mqtt":
+        missing = [n for n in ("ca", "cert", "key") if getattr(args, n) is None]
+        if missing:
+            raise ServiceError(f"--{missing[0]} is required with --transport mqtt")
+    if args.cameras < 1:
+        raise ServiceError(f"--cameras must be >= 1, got {args.cameras}")
+    if args.journal_cap_mb <= 0:
+        raise ServiceError(f"--journal-cap-mb must be > 0, got {args.journal_cap_mb}")
+    if not 0 <= args.sample_band <= 1:
+        raise ServiceError(f"--sample-band must be in [0, 1], got {args.sample_band}")
+    for flag in ("sample_budget_mb_per_hour", "sample_cap_mb", "drain_timeout"):
+        if getattr(args, flag) < 0:
+            raise ServiceError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.fps <= 0:
+        raise ServiceError(f"--fps must be > 0, got {args.fps}")
+    return Settings(args=args, identity=identity, config=config)
+
+
+def make_transport(args: argparse.Namespace, device: str) -> Transport:
+    """The entry point's one place that constructs real clients."""
+    if args.transport == "file":
+        from inspector.transports.file import FileTransport
+
+        return FileTransport(args.out)
+    if args.transport == "mqtt":
+        from inspector.transports.mqtt import MqttSettings, MqttTransport
+
+        return MqttTransport(
+            MqttSettings(
+                host=args.host,
+                port=args.port,
+                client_id=device,
+                ca_file=args.ca,
+                cert_file=args.cert,
+                key_file=args.key,
+                config_topic=args.config_topic,
+            )
+        )
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+    from inspector.transports.greengrass import GreengrassTransport
+
+    socket_var = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+    if not os.environ.get(socket_var) or not os.environ.get("SVCUID"):
+        raise ServiceError(
+            f"--transport greengrass needs the Greengrass nucleus: {socket_var} and SVCUID are "
+            "not set (run it as a component, or use --transport mqtt|file)"
+        )
+    try:
+        client = GreengrassCoreIPCClientV2()
+    except Exception as exc:
+        raise ServiceError(f"cannot connect to the Greengrass nucleus (IPC): {exc}") from None
+    return GreengrassTransport(client)
+
+
+class Outbox:
+    """Best-effort upstream publishes (health) from a background thread, so a slow or absent
+    connection never stalls the frame loop; when full, the oldest message is dropped."""
+
+    def __init__(self, publish: Callable[[str, bytes], None], *, size: int = 16) -> None:
+        self._publish = publish
+        self._size = size
+        self._items: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, topic: str, payload: bytes) -> None:
+        """Queue one message (never blocks)."""
+        with self._cond:
+            if len(self._items) >= self._size:
+                self._items.pop(0)
+                self.dropped += 1
+            self._items.append((topic, payload))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._items or self._closed)
+                if not self._items:
+                    return
+                topic, payload = self._items.pop(0)
+            try:
+                self._publish(topic, payload)
+            except Exception as exc:
+                self.failures += 1
+                LOG.warning("health publish to %s failed: %s", topic, exc)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (within ``timeout_s``) and stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+
+
+class Service:
+    """The running inspector: owns the stages and the frame loop.
+
+    Args:
+        settings: validated options.
+        transport: where messages go (constructed by the entry point).
+        stop: set to end the loop (SIGTERM does it).
+        clock, wall_clock: monotonic and epoch seconds.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        *,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        args = settings.args
+        self.settings = settings
+        self.identity = settings.identity
+        self.transport = transport
+        self.stop = stop or threading.Event()
+        self._clock = clock
+        self._wall = wall_clock
+        self._in_flight = 0
+        self.frames = 0
+        try:
+            self.journal = Journal(
+                args.journal,
+                device=self.identity.device,
+                cap_bytes=int(args.journal_cap_mb * MB),
+                clock=wall_clock,
+            )
+        except JournalError as exc:
+            raise ServiceError(str(exc)) from None
+        self.engine = Inspector(
+            self.identity, config=settings.config, clock=clock, wall_clock=wall_clock
+        )
+        if args.model is not None:
+            report = self.engine.swap_model(args.model)
+            if not report.ok:
+                LOG.error("no model served (every frame is manual): %s", report.reason)
+        if args.shadow is not None:
+            shadow = self.engine.set_shadow(args.shadow)
+            if not shadow.ok:
+                LOG.error("no shadow model: %s", shadow.reason)
+        self.uplink = Uplink(self.journal, transport, self.identity.topic("results"))
+        self.actuator = Actuator(
+            self.identity.station,
+            self.identity.device,
+            transport.publish_local,
+            heartbeat_interval_s=settings.config.heartbeat_interval_s,
+            status=lambda: (self.engine.healthy, self.engine.model_ref),
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self.health = HealthReporter(
+            self.identity,
+            interval_s=settings.config.health_interval_s,
+            status=self._status,
+            backlog=self.journal.backlog,
+            publish=self._outbox_put,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self.sampler = Sampler(
+            self.journal,
+            band=args.sample_band,
+            bytes_per_hour=int(args.sample_budget_mb_per_hour * MB),
+            disk_cap_bytes=int(args.sample_cap_mb * MB),
+            clock=wall_clock,
+        )
+        self.outbox: Outbox | None = None
+        self.config_reports: list[tuple[bool, str | None]] = []
+        transport.on_config(self._on_config)
+        transport.on_component_update(lambda: self._in_flight == 0)
+
+    # -- callbacks -------------------------------------------------------------------------
+
+    def _outbox_put(self, topic: str, payload: bytes) -> None:
+        if self.outbox is None:
+            self.outbox = Outbox(self.transport.publish_upstream)
+        self.outbox.put(topic, payload)
+
+    def _status(self) -> dict[str, Any]:
+        status = engine_status(self.engine)
+        stats = self.journal.stats()
+        if status.get("last_error") is None:
+            if stats.dropped_results:
+                status["last_error"] = f"journal_full: {stats.dropped_results} results dropped"
+            elif self.uplink.stats.last_error and not self.uplink.stats.connected:
+                status["last_error"] = f"uplink: {self.uplink.stats.last_error}"[:300]
+        return status
+
+    def _on_config(self, doc: dict[str, Any]) -> None:
+        """A configuration update: the ``runtime`` section (Greengrass) or the whole document."""
+        error: str | None
+        # Greengrass delivers the whole component configuration: only ``runtime`` is runtime
+        whole = {} if self.transport.name == "greengrass" else doc
+        runtime = doc.get("runtime", whole)
+        if "__error__" in doc:
+            report_ok, error = False, f"config_refused: {doc['__error__']}"
+            self.engine.last_error = error
+        elif not isinstance(runtime, dict):
+            report_ok, error = False, "config_refused: runtime: must be an object"
+            self.engine.last_error = error
+        else:
+            report = self.engine.update_config(dict(runtime))
+            report_ok, error = report.ok, report.error
+        self.config_reports.append((report_ok, error))
+        if report_ok:
+            LOG.info("configuration update applied")
+        else:
+            LOG.error("configuration update refused: %s", error)
+
+    # -- frames ----------------------------------------------------------------------------
+
+    def _batches(self) -> Iterator[tuple[list[Frame], list[tuple[str, str]]]]:
+        """Frame batches with the cursors (name, key) to save alongside their results."""
+        args = self.settings.args
+        limits = self.settings.config.max_image_bytes
+        if args.source == "dir":
+            source = DirectorySource(
+                args.images,
+                camera="dir",
+                after=self.journal.cursor("dir"),
+                max_bytes=limits,
+                clock=self._clock,
+                wall_clock=self._wall,
+            )
+            frames = iter(source) if args.once else source.watch(self.stop)
+            for frame in frames:
+                yield [frame], [("dir", frame.key)]
+                if self.stop.is_set():
+                    return
+            return
+        cameras = []
+        for index in range(args.cameras):
+            name = f"cam{index}"
+            last = self.journal.cursor(f"camera:{name}")
+            first = 0 if last is None else int(last) + 1
+            cameras.append(
+                SimulatedCamera(
+                    args.images,
+                    camera=name,
+                    fps=args.fps,
+                    # --max-frames counts across restarts: resume where the journal stopped
+                    max_frames=None if args.max_frames is None else max(0, args.max_frames - first),
+                    first_part=first,
+                    max_bytes=limits,
+                    clock=self._clock,
+                    wall_clock=self._wall,
+                )
+            )
+        while not self.stop.is_set() and not all(c.exhausted() for c in cameras):
+            due = [f for f in (c.poll() for c in cameras) if f is not None]
+            if not due:
+                nxt = min(c.next_due() for c in cameras if not c.exhausted())
+                self._idle(nxt)
+                continue
+            for start in range(0, len(due), self.settings.config.max_batch):
+                batch = due[start : start + self.settings.config.max_batch]
+                yield batch, [(f"camera:{f.camera}", f.key) for f in batch]
+
+    def _idle(self, until: float) -> None:
+        self.actuator.tick()
+        self.health.tick()
+        self.stop.wait(max(0.0, min(until - self._clock(), 0.05)))
+
+    def process(self, frames: list[Frame], cursors: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Judge, actuate, journal (with the cursors), record health, offer to the sampler.
+
+        The local reject message goes out first, carrying the ``seq`` the journal is about to
+        assign (this loop is the journal's only writer): a crash after it and before the commit
+        re-judges the frame on restart and signals it again (at-least-once, as the line bridge
+        expects); a crash before it loses nothing either. Only the commit acknowledges a frame.
+        """
+        self._in_flight += len(frames)
+        try:
+            results = self.engine.judge_batch(frames)
+            first = self.journal.next_seq()
+            for offset, result in enumerate(results):
+                result["seq"] = first + offset
+                self.actuator.on_result(result)
+            seqs = self.journal.append_many(results, cursors=cursors)
+            if seqs[:1] != [first]:
+                raise JournalError(f"{self.journal.path}: seq moved under the frame loop")
+            for result in results:
+                self.health.record(result)
+            for frame, result in zip(frames, results, strict=True):
+                try:
+                    self.sampler.offer(result, frame.data)
+                except JournalError as exc:
+                    LOG.warning("sampler: %s", exc)
+            self.frames += len(frames)
+            return results
+        finally:
+            self._in_flight -= len(frames)
+
+    def run(self) -> int:
+        """The frame loop; returns the exit code."""
+        args = self.settings.args
+        uplink_stop = threading.Event()
+        uplink_thread = threading.Thread(
+            target=self.uplink.run, args=(uplink_stop,), name="uplink", daemon=True
+        )
+        uplink_thread.start()
+        print(
+            f"inspector: {self.identity.device} judging {args.source} frames from {args.images}"
+            f" with {self.engine.model_ref or 'NO MODEL (every frame manual)'};"
+            f" transport {self.transport.name}, journal {args.journal}"
+            f" (backlog {self.journal.backlog()})",
+            file=sys.stderr,
+        )
+        try:
+            for frames, cursors in self._batches():
+                self.process(frames, cursors)
+                self.actuator.tick()
+                self.health.tick()
+                if self.stop.is_set():
+                    break
+            if args.once and not self.stop.is_set():
+                LOG.info("all frames judged; sending the backlog")
+                deadline = self._clock() + args.drain_timeout
+                while self.journal.backlog() and self._clock() < deadline:
+                    if self.stop.wait(0.05):
+                        break
+        finally:
+            uplink_stop.set()
+            uplink_thread.join(timeout=15)
+            if self.outbox is not None:
+                self.outbox.close()
+            backlog = self.journal.backlog()
+            self.journal.close()
+            self.transport.close()
+        print(
+            f"inspector: stopped after {self.frames} frames;"
+            f" {self.uplink.stats.results_sent} results sent in {self.uplink.stats.publishes}"
+            f" publishes, {backlog} waiting in the journal",
+            file=sys.stderr,
+        )
+        if args.once and backlog:
+            print(f"error: {backlog} results could not be sent upstream", file=sys.stderr)
+            return 1
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m inspector run``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse_settings(argv)
+    except SystemExit as exc:  # argparse: --help or a usage error (already printed)
+        return int(exc.code or 0)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    level = logging.INFO if settings.args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when ``python -m inspector`` configured logging
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        LOG.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        transport = make_transport(settings.args, settings.identity.device)
+    except (TransportError, ServiceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        service = Service(settings, transport, stop=stop)
+    except (ServiceError, SourceError) as exc:
+        transport.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return service.run()
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

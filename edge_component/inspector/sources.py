@@ -1,0 +1,302 @@
+"""Where frames come from: a directory of images, a simulated camera, an OpenCV capture.
+
+Every source yields :class:`Frame` objects stamped with the capture time (monotonic, for the
+deadline and the latency) and the wall time (the result's ``ts``). A source never decodes: a
+file it cannot read becomes a frame with ``error`` set, which the engine judges ``manual``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+
+class SourceError(Exception):
+    """A source cannot start or continue (missing folder, no images, OpenCV missing...)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of one part from one camera.
+
+    ``data`` holds encoded image bytes; ``image`` an already decoded image (OpenCV); ``error``
+    says why the source could not read it. ``key`` identifies the frame in its source (the file
+    name), for resuming after a restart.
+    """
+
+    camera: str
+    part_id: str
+    data: bytes | None = None
+    image: Image.Image | None = field(default=None, compare=False)
+    captured: float = 0.0
+    wall: float = 0.0
+    error: str | None = None
+    key: str = ""
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes + 1`` bytes, so an oversized file is seen without loading it."""
+    with path.open("rb") as handle:
+        return handle.read(max_bytes + 1)
+
+
+def _image_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.iterdir() if p.is_file() and not p.name.startswith((".", "~"))
+    )
+
+
+class DirectorySource:
+    """Every regular file of a directory, in name order; the part id is the file name's stem.
+
+    Args:
+        directory: the folder to read.
+        camera: the camera id carried in results.
+        after: skip files whose name sorts at or before this one (a journal cursor).
+        max_bytes: files are read only up to this many bytes (+1, so oversize is detectable).
+        clock, wall_clock: monotonic and epoch seconds (injected for tests).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        camera: str = "dir",
+        after: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise SourceError(f"{self.directory}: image directory not found")
+        self.camera = camera
+        self.after = after
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._wall = wall_clock
+
+    def files(self) -> list[Path]:
+        """The files this source will yield now, in order."""
+        return [
+            p for p in _image_files(self.directory) if self.after is None or p.name > self.after
+        ]
+
+    def frame_for(self, path: Path) -> Frame:
+        """Read one file into a frame (an unreadable file gives a frame with ``error``)."""
+        captured, wall = self._clock(), self._wall()
+        try:
+            data: bytes | None = read_capped(path, self.max_bytes)
+            error = None
+        except OSError as exc:
+            data, error = None, f"image_unreadable: {exc.strerror or type(exc).__name__}"
+        return Frame(
+            camera=self.camera,
+            part_id=path.stem or path.name,
+            data=data,
+            captured=captured,
+            wall=wall,
+            error=error,
+            key=path.name,
+        )
+
+    def __iter__(self) -> Iterator[Frame]:
+        for path in self.files():
+            yield self.frame_for(path)
+            self.after = path.name
+
+    def watch(self, stop: threading.Event, *, poll_s: float = 0.5) -> Iterator[Frame]:
+        """Yield files as they appear (once their size stopped changing), until ``stop`` is set."""
+        sizes: dict[str, int] = {}
+        while not stop.is_set():
+            for path in self.files():
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    continue
+                if sizes.get(path.name) != size:
+                    sizes[path.name] = size  # still being written, or new: look again next poll
+                    continue
+                sizes.pop(path.name, None)
+                yield self.frame_for(path)
+                self.after = path.name
+            stop.wait(poll_s)
+
+
+class SimulatedCamera:
+    """A camera replaying a dataset folder at a set frame rate.
+
+    Frames are due at ``start + n / fps``; part ids are ``<camera>-<n:06d>``. Each file is read
+    when its frame is emitted (memory stays flat however large the folder); a file that cannot
+    be read gives a frame with ``error`` set.
+
+    Args:
+        folder: images to replay in name order (looping when ``loop``).
+        camera: camera id.
+        fps: frames per second (> 0).
+        max_frames: stop after this many frames (None: unbounded, or one pass without ``loop``).
+        first_part: number of the first part (to resume after a restart).
+    """
+
+    def __init__(
+        self,
+        folder: Path | str,
+        *,
+        camera: str,
+        fps: float,
+        loop: bool = True,
+        max_frames: int | None = None,
+        first_part: int = 0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not fps > 0:
+            raise SourceError(f"camera {camera}: fps must be > 0, got {fps}")
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise SourceError(f"camera {camera}: dataset folder {folder} not found")
+        files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        if not files:
+            raise SourceError(f"camera {camera}: no files in {folder}")
+        self._files = sorted(files)
+        self._max_bytes = max_bytes
+        self.camera = camera
+        self.fps = fps
+        self.loop = loop
+        self.max_frames = max_frames if loop else min(max_frames or len(files), len(files))
+        self.count = 0
+        self.first_part = first_part
+        self._clock = clock
+        self._wall = wall_clock
+        self._sleep = sleep
+        self._start: float | None = None
+
+    def next_due(self) -> float:
+        """Monotonic time at which the next frame is due."""
+        if self._start is None:
+            self._start = self._clock()
+        return self._start + self.count / self.fps
+
+    def exhausted(self) -> bool:
+        """True when ``max_frames`` frames were emitted."""
+        return self.max_frames is not None and self.count >= self.max_frames
+
+    def poll(self) -> Frame | None:
+        """The next frame if it is due now (for loops serving several cameras), else None."""
+        if self.exhausted() or self._clock() < self.next_due():
+            return None
+        return self._emit()
+
+    def _emit(self) -> Frame:
+        number = self.first_part + self.count
+        path = self._files[self.count % len(self._files)]
+        self.count += 1
+        captured, wall = self._clock(), self._wall()
+        try:
+            data: bytes | None = read_capped(path, self._max_bytes)
+            error = None
+        except OSError as exc:
+            data, error = None, f"image_unreadable: {exc.strerror or type(exc).__name__}"
+        return Frame(
+            camera=self.camera,
+            part_id=f"{self.camera}-{number:06d}",
+            data=data,
+            captured=captured,
+            wall=wall,
+            error=error,
+            key=str(number),
+        )
+
+    def __iter__(self) -> Iterator[Frame]:
+        while not self.exhausted():
+            wait = self.next_due() - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            yield self._emit()
+
+
+def _import_cv2() -> Any:
+    try:
+        import cv2  # optional extra: only OpenCV sources need it
+    except ImportError:
+        raise SourceError(
+            "OpenCV capture needs the optional extra opencv-python-headless "
+            "(pip install opencv-python-headless); it is not installed"
+        ) from None
+    return cv2
+
+
+class OpenCVSource:
+    """Frames from ``cv2.VideoCapture`` (a device index or an RTSP/file URL).
+
+    OpenCV is imported only when the source opens; without it :class:`SourceError` says which
+    package to install. Frames carry decoded RGB images (no re-encoding).
+    """
+
+    def __init__(
+        self,
+        url: str | int,
+        *,
+        camera: str,
+        max_failures: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.camera = camera
+        self.max_failures = max_failures
+        self._clock = clock
+        self._wall = wall_clock
+        self._capture: Any = None
+        self.count = 0
+
+    def open(self) -> None:
+        """Open the capture; raise :class:`SourceError` if OpenCV is missing or it fails."""
+        cv2 = _import_cv2()
+        capture = cv2.VideoCapture(self.url)
+        if not capture.isOpened():
+            raise SourceError(f"camera {self.camera}: cannot open {self.url!r}")
+        self._capture = capture
+
+    def close(self) -> None:
+        """Release the capture."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._capture is None:
+            self.open()
+        cv2 = _import_cv2()
+        failures = 0
+        while True:
+            ok, pixels = self._capture.read()
+            captured, wall = self._clock(), self._wall()
+            if not ok or pixels is None:
+                failures += 1
+                if failures >= self.max_failures:
+                    raise SourceError(
+                        f"camera {self.camera}: {failures} failed reads from {self.url!r}"
+                    )
+                continue
+            failures = 0
+            image = Image.fromarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB))
+            self.count += 1
+            yield Frame(
+                camera=self.camera,
+                part_id=f"{self.camera}-{self.count:06d}",
+                image=image,
+                captured=captured,
+                wall=wall,
+                key=str(self.count),
+            )

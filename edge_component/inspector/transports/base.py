@@ -1,0 +1,50 @@
+"""The transport interface every stage publishes through."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+ConfigCallback = Callable[[dict[str, Any]], None]
+UpdateGate = Callable[[], bool]
+
+
+class TransportError(Exception):
+    """A publish was not delivered/acknowledged (names the topic and the reason)."""
+
+
+class Transport(abc.ABC):
+    """Upstream (QoS 1, acknowledged) and local publishing plus configuration updates."""
+
+    name = "transport"
+
+    @abc.abstractmethod
+    def publish_upstream(self, topic: str, payload: bytes) -> None:
+        """Publish to the cloud; return only once acknowledged, else raise TransportError."""
+
+    @abc.abstractmethod
+    def publish_local(self, topic: str, payload: bytes) -> None:
+        """Publish on the device's local bus (line bridge); raise TransportError on failure."""
+
+    @abc.abstractmethod
+    def on_config(self, callback: ConfigCallback) -> None:
+        """Call ``callback(config)`` with each runtime configuration update."""
+
+    def on_component_update(self, ready: UpdateGate) -> None:  # noqa: B027 - optional hook
+        """Ask before a component update; ``ready()`` False defers it (only Greengrass can)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+def call_safely(callback: Callable[..., Any], *args: Any, what: str) -> None:
+    """Run a user callback from a transport thread; log, never raise."""
+    try:
+        callback(*args)
+    except Exception:
+        LOG.exception("%s: callback raised; ignored", what)

@@ -1,0 +1,210 @@
+"""The uplink: journaled results → batched upstream messages, in order, resuming after outages.
+
+One publish carries a batch ``{"v": 1, "device": ..., "results": [...]}`` of consecutive
+results, under :data:`MAX_PUBLISH_BYTES` (IoT Core's 128 KB limit with room for the topic and
+MQTT framing). Publishes are paced to at most ``max_publishes_per_s`` and ``max_bytes_per_s``
+(IoT Core allows 100 publishes/s and 512 KiB/s per connection and drops the excess), so a
+large backlog drains at about 1,800 results/s. A batch is marked sent in the journal only after the transport acknowledged it, so
+after a failure or a crash the same batch (same ``seq``s) is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from inspector.journal import Journal, Pending
+from inspector.transports.base import Transport, TransportError
+
+LOG = logging.getLogger(__name__)
+MAX_PUBLISH_BYTES = 126 * 1024
+_HEAD = b'{"v":1,"device":'
+
+
+@dataclass
+class UplinkStats:
+    """What the uplink has done: publishes, results sent, failures and the last error."""
+
+    publishes: int = 0
+    results_sent: int = 0
+    bytes_sent: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    connected: bool = True
+
+
+def encode_batch(device: str, entries: list[Pending]) -> bytes:
+    """The batch payload for consecutive journaled results (their JSON embedded verbatim)."""
+    import json
+
+    return (
+        _HEAD
+        + json.dumps(device).encode()
+        + b',"first_seq":'
+        + str(entries[0].seq).encode()
+        + b',"last_seq":'
+        + str(entries[-1].seq).encode()
+        + b',"results":['
+        + b",".join(e.payload for e in entries)
+        + b"]}"
+    )
+
+
+class Uplink:
+    """Sends the journal's backlog through a transport, batched, paced and in ``seq`` order.
+
+    Args:
+        journal: where results wait until acknowledged.
+        transport: publishes with QoS 1 (returns when acknowledged, raises on failure).
+        topic: the results topic, ``lineguard/<plant>/<line>/<station>/<device>/results``.
+        clock: monotonic seconds (injected so tests can accelerate time).
+        sleep: waits for the given seconds (injected alongside ``clock``).
+        max_publishes_per_s: pacing limit per connection.
+        max_bytes_per_s: payload bytes per second per connection (IoT Core: 512 KiB/s).
+        max_batch_bytes: upper bound of one payload.
+        linger_s: how long a partial batch may wait for more results.
+        backoff_s: first retry delay after a failure; doubles up to ``max_backoff_s``.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        transport: Transport,
+        topic: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        max_publishes_per_s: float = 100.0,
+        max_bytes_per_s: float = 480 * 1024,
+        max_batch_bytes: int = MAX_PUBLISH_BYTES,
+        max_batch_results: int = 2000,
+        linger_s: float = 0.5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        if not 0 < max_publishes_per_s <= 100:
+            raise ValueError("max_publishes_per_s must be in (0, 100]")
+        if not 1024 <= max_bytes_per_s <= 512 * 1024:
+            raise ValueError("max_bytes_per_s must be in [1024, 524288]")
+        if not 1024 <= max_batch_bytes <= MAX_PUBLISH_BYTES:
+            raise ValueError(f"max_batch_bytes must be in [1024, {MAX_PUBLISH_BYTES}]")
+        self.journal = journal
+        self.transport = transport
+        self.topic = topic
+        self.stats = UplinkStats()
+        self._clock = clock
+        self._sleep = sleep
+        self._interval = 1.0 / max_publishes_per_s
+        self._byte_rate = max_bytes_per_s
+        self._max_bytes = max_batch_bytes
+        self._max_results = max_batch_results
+        self._linger = linger_s
+        self._backoff0 = backoff_s
+        self._max_backoff = max_backoff_s
+        self._backoff = backoff_s
+        self._next_publish = float("-inf")
+        self._retry_at = float("-inf")
+        self._oldest_seen: float | None = None
+
+    def _batch(self) -> list[Pending]:
+        overhead = len(_HEAD) + len(self.journal.device) + 64
+        entries = self.journal.pending(self._max_results, self._max_bytes - overhead)
+        total = overhead
+        out: list[Pending] = []
+        for entry in entries:
+            total += len(entry.payload) + 1
+            if total > self._max_bytes:
+                break
+            out.append(entry)
+        if not out and entries:
+            # a single result can never exceed 128 KB (they are ≤ 512 bytes), but never stall
+            out = entries[:1]
+        return out
+
+    def step(self, *, flush: bool = False) -> int:
+        """Publish at most one batch if pacing, backoff and lingering allow; return results sent.
+
+        Raises nothing: a transport failure is recorded, and retried after a backoff.
+        """
+        now = self._clock()
+        if now < self._retry_at or now < self._next_publish:
+            return 0
+        entries = self._batch()
+        if not entries:
+            self._oldest_seen = None
+            return 0
+        full = len(entries) >= self._max_results or (
+            sum(len(e.payload) + 1 for e in entries) > self._max_bytes // 2
+        )
+        if self._oldest_seen is None:
+            self._oldest_seen = now
+        if not (flush or full or now - self._oldest_seen >= self._linger):
+            return 0
+        payload = encode_batch(self.journal.device, entries)
+        self._next_publish = now + max(self._interval, len(payload) / self._byte_rate)
+        try:
+            self.transport.publish_upstream(self.topic, payload)
+        except TransportError as exc:
+            self.stats.failures += 1
+            self.stats.last_error = str(exc)
+            if self.stats.connected:  # log the start of an outage once, not every retry
+                LOG.warning("uplink: publish failed; results wait in the journal: %s", exc)
+            self.stats.connected = False
+            self._retry_at = self._clock() + self._backoff
+            LOG.debug("uplink: retry in %.1fs", self._backoff)
+            self._backoff = min(self._backoff * 2, self._max_backoff)
+            return 0
+        self.journal.mark_sent(entries[-1].seq)
+        self._backoff = self._backoff0
+        self._oldest_seen = None
+        if not self.stats.connected:
+            LOG.warning("uplink: publishing again after %d failed attempts", self.stats.failures)
+        self.stats.connected = True
+        self.stats.publishes += 1
+        self.stats.results_sent += len(entries)
+        self.stats.bytes_sent += len(payload)
+        return len(entries)
+
+    def next_wakeup(self) -> float:
+        """Clock time at which :meth:`step` may next do something useful."""
+        base = max(self._retry_at, self._next_publish)
+        if self._oldest_seen is not None:
+            base = max(base, min(self._oldest_seen + self._linger, self._clock()))
+        return base
+
+    def run(
+        self, stop: threading.Event, *, poll_s: float = 0.05, final_flush_s: float = 5.0
+    ) -> None:
+        """Loop until ``stop`` is set, then flush the backlog for up to ``final_flush_s``.
+
+        The final flush gives up at once if the transport is failing: the results stay in the
+        journal for the next start.
+        """
+        while not stop.is_set():
+            sent = self.step()
+            if sent == 0:
+                wait = max(poll_s, self.next_wakeup() - self._clock())
+                stop.wait(min(wait, 1.0))
+        deadline = self._clock() + final_flush_s
+        try:
+            while self.journal.backlog() and self._clock() < deadline:
+                if self.step(flush=True) == 0:
+                    if not self.stats.connected:
+                        break
+                    self._sleep(min(0.05, max(0.001, self.next_wakeup() - self._clock())))
+        except Exception as exc:  # shutdown is best effort: the journal keeps the rest
+            LOG.warning("uplink: final flush failed: %s", exc)
+
+    def drain(self, *, timeout_s: float) -> bool:
+        """Publish until the backlog is empty or ``timeout_s`` of clock time passed; True if empty."""
+        deadline = self._clock() + timeout_s
+        while self.journal.backlog():
+            if self._clock() >= deadline:
+                return False
+            if self.step(flush=True) == 0:
+                wait = max(0.0, self.next_wakeup() - self._clock())
+                self._sleep(min(max(wait, 0.001), max(0.0, deadline - self._clock())))
+        return True

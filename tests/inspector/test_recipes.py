@@ -1,0 +1,248 @@
+"""Packaging: recipe templates valid against the GDK schema, and the component build."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.support.tiny_model import build_tiny_package
+
+REPO = Path(__file__).resolve().parents[2]
+EDGE = REPO / "edge_component"
+
+
+def _load_build() -> Any:
+    """edge_component/build.py by path (``build`` is also the name of a PyPI package)."""
+    spec = importlib.util.spec_from_file_location("lineguard_component_build", EDGE / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+component_build = _load_build()
+RECIPES = EDGE / "recipes"
+SCHEMA = REPO.parent / "shared" / "schemas" / "gdk-recipe-schema.json"
+
+
+def lower_keys(value: Any) -> Any:
+    """What the GDK does before validating: lowercase every key, recursively (keys only)."""
+    if isinstance(value, dict):
+        return {str(k).lower(): lower_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [lower_keys(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft7Validator:
+    if not SCHEMA.is_file():
+        pytest.fail(
+            f"GDK recipe schema not found at {SCHEMA}: CI expects shared/ beside the clone "
+            "(<repo>/../shared/schemas/gdk-recipe-schema.json)"
+        )
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def rendered(name: str, version: str = "1.2.3") -> dict[str, Any]:
+    text = (RECIPES / f"{name}.yaml").read_text()
+    out = component_build.render_recipe(text, name=name, version=version, bucket="my-bucket")
+    return component_build.check_recipe(out, where=name, name=name, version=version)
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_every_recipe_template_validates_against_the_gdk_schema(
+    template: str, validator: jsonschema.Draft7Validator
+) -> None:
+    name = template.removesuffix(".yaml")
+    doc = rendered(name)
+    errors = sorted(validator.iter_errors(lower_keys(doc)), key=lambda e: list(e.path))
+    assert not errors, f"{template}: {errors[0].message} at {list(errors[0].path)}"
+
+
+def test_schema_catches_a_broken_recipe(validator: jsonschema.Draft7Validator) -> None:
+    doc = rendered("com.lineguard.Inspector")
+    del doc["ComponentVersion"]
+    doc["Manifests"][0]["Artifacts"][0]["Unarchive"] = "TARGZ"
+    assert len(list(validator.iter_errors(lower_keys(doc)))) == 2
+
+
+def test_inspector_recipe_contract() -> None:
+    doc = rendered("com.lineguard.Inspector")
+    dep = doc["ComponentDependencies"]["com.lineguard.Model"]
+    assert dep["DependencyType"] == "HARD" and dep["VersionRequirement"] == ">=1.0.0 <2.0.0"
+    manifest = doc["Manifests"][0]
+    run = manifest["Lifecycle"]["run"]["Script"]
+    assert "--model {com.lineguard.Model:artifacts:decompressedPath}/model" in run
+    assert "--device {iot:thingName}" in run and "--transport greengrass" in run
+    install = manifest["Lifecycle"]["install"]["Script"]
+    assert "--no-index" in install and "/inspector/wheels" in install
+    assert (
+        manifest["Artifacts"][0]["URI"]
+        == "s3://my-bucket/com.lineguard.Inspector/1.2.3/inspector.zip"
+    )
+    acl = doc["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    upstream = acl["aws.greengrass.ipc.mqttproxy"]["com.lineguard.Inspector:mqttproxy:1"]
+    assert upstream["operations"] == ["aws.greengrass#PublishToIoTCore"]
+    assert upstream["resources"] == [
+        "lineguard/+/+/+/{iot:thingName}/results",
+        "lineguard/+/+/+/{iot:thingName}/health",
+    ]
+    local = acl["aws.greengrass.ipc.pubsub"]["com.lineguard.Inspector:pubsub:1"]
+    assert local["resources"] == ["lineguard/local/+/reject", "lineguard/local/+/heartbeat"]
+    every = json.dumps(acl)
+    assert '"*"' not in every
+    # every {configuration:/x} the run script uses has a default
+    defaults = doc["ComponentConfiguration"]["DefaultConfiguration"]
+    import re
+
+    for key in re.findall(r"\{configuration:/(\w+)\}", run):
+        assert key in defaults, key
+
+
+def test_model_recipe_contract() -> None:
+    doc = rendered("com.lineguard.Model")
+    artifact = doc["Manifests"][0]["Artifacts"][0]
+    assert artifact["URI"] == "s3://my-bucket/com.lineguard.Model/1.2.3/model.zip"
+    assert artifact["Unarchive"] == "ZIP" and artifact["Permission"]["Read"] == "ALL"
+
+
+def make_wheel(directory: Path, name: str = "lineguard_probe", version: str = "0.1.0") -> Path:
+    """A minimal valid pure-Python wheel (so the build test needs no network)."""
+    files = {
+        f"{name}/__init__.py": b"VALUE = 42\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n"
+        ).encode(),
+        f"{name}-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: lineguard-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = f"{name}-{version}.dist-info/RECORD"
+    lines = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{path},sha256={digest},{len(data)}")
+    lines.append(f"{record},,")
+    files[record] = ("\n".join(lines) + "\n").encode()
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def test_build_inspector_offline_from_a_prepopulated_cache(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements-device.txt"
+    requirements.write_text("# device pins\nlineguard-probe==0.1.0\n")
+    cache_root = tmp_path / "cache"
+    cache = component_build.cache_dir_for(requirements, cache_root)
+    cache.mkdir(parents=True)
+    make_wheel(cache)
+    (cache / ".complete").write_text("lineguard-probe==0.1.0\n")
+    specs = {s.name: s for s in component_build.load_specs(bucket="test-bucket")}
+    built = component_build.build_component(
+        specs["com.lineguard.Inspector"],
+        tmp_path / "components",
+        requirements=requirements,
+        wheel_cache=cache_root,
+        offline=True,
+        log=lambda _: None,
+    )
+    version = json.loads((EDGE / "gdk-config.json").read_text())["component"][
+        "com.lineguard.Inspector"
+    ]["version"]
+    assert built.directory == tmp_path / "components" / "com.lineguard.Inspector" / version
+    assert built.uri == f"s3://test-bucket/com.lineguard.Inspector/{version}/inspector.zip"
+    recipe = yaml.safe_load(built.recipe.read_text())
+    assert recipe["ComponentVersion"] == version
+    assert recipe["Manifests"][0]["Artifacts"][0]["URI"] == built.uri
+    with zipfile.ZipFile(built.artifact) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "unzipped" / "inspector")
+    assert "inspector/service.py" in names and "inspector/journal.py" in names
+    assert "wheels/lineguard_probe-0.1.0-py3-none-any.whl" in names
+    assert "requirements-device.txt" in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # the install lifecycle, for real: pip with no index, only the bundled wheels
+    root = tmp_path / "unzipped" / "inspector"
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-index", "--find-links", str(root / "wheels"), "-r",
+         str(root / "requirements-device.txt"), "--target", str(target)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    assert (target / "lineguard_probe" / "__init__.py").exists()
+    # the shipped package imports nothing from the rest of the repository
+    repo_packages = {"stacks", "training", "rollout", "tests", "demo", "app", "bench"}
+    for path in (root / "inspector").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                mods = [node.module]
+            for mod in mods:
+                assert mod.split(".")[0] not in repo_packages, f"{path.name} imports {mod}"
+    # deterministic: rebuilding gives the same bytes (artifact digests stay stable)
+    first = built.artifact.read_bytes()
+    again = component_build.build_component(
+        specs["com.lineguard.Inspector"], tmp_path / "components", requirements=requirements,
+        wheel_cache=cache_root, offline=True, log=lambda _: None,
+    )  # fmt: skip
+    assert again.artifact.read_bytes() == first
+
+
+def test_offline_build_without_cache_fails_clearly(tmp_path: Path) -> None:
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("lineguard-probe==0.1.0\n")
+    specs = {s.name: s for s in component_build.load_specs()}
+    with pytest.raises(component_build.BuildError, match="not cached"):
+        component_build.build_component(
+            specs["com.lineguard.Inspector"], tmp_path / "out", requirements=requirements,
+            wheel_cache=tmp_path / "empty", offline=True, log=lambda _: None,
+        )  # fmt: skip
+    requirements.write_text("numpy>=2\n")
+    with pytest.raises(component_build.BuildError, match="not pinned"):
+        component_build.cache_dir_for(requirements, tmp_path)
+
+
+def test_build_model_component_from_a_model_package(tmp_path: Path) -> None:
+    package = build_tiny_package(tmp_path / "pkg")
+    specs = {s.name: s for s in component_build.load_specs(bucket="b")}
+    built = component_build.build_component(
+        specs["com.lineguard.Model"], tmp_path / "components",
+        requirements=tmp_path / "unused", wheel_cache=tmp_path / "unused",
+        model_package=package.root, log=lambda _: None,
+    )  # fmt: skip
+    version = package.manifest.version
+    assert built.version == version
+    assert built.uri == f"s3://b/com.lineguard.Model/{version}/model.zip"
+    with zipfile.ZipFile(built.artifact) as archive:
+        assert {"model.onnx", "manifest.json"} <= set(archive.namelist())
+    with pytest.raises(component_build.BuildError, match="--model-package"):
+        component_build.build_component(
+            specs["com.lineguard.Model"], tmp_path / "c2", requirements=tmp_path / "x",
+            wheel_cache=tmp_path / "x", log=lambda _: None,
+        )  # fmt: skip
+
+
+def test_cli_reports_unknown_component(capsys: pytest.CaptureFixture[str]) -> None:
+    assert component_build.main(["--component", "com.example.Nope"]) == 2
+    assert "not in" in capsys.readouterr().err

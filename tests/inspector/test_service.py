@@ -1,0 +1,272 @@
+"""The service end to end: folder/cameras → engine → journal → actuation → uplink → health."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.broker import MosquittoBroker
+from inspector import service
+from inspector.journal import Journal
+from inspector.transports.file import CONFIG_FILE, LOCAL_FILE, UPSTREAM_FILE, read_jsonl
+from tests.inspector.conftest import bad_images
+from tests.support.tiny_model import image_bytes, part_image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_images(folder: Path, n_good: int = 6) -> dict[str, str]:
+    """Good, reject, manual-band and unreadable files; returns part id → expected decision."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for i in range(n_good):
+        (folder / f"a{i:03d}.png").write_bytes(image_bytes(part_image(0.0)))
+        expected[f"a{i:03d}"] = "pass"
+    (folder / "b-reject.png").write_bytes(image_bytes(part_image(0.3)))
+    expected["b-reject"] = "reject"
+    (folder / "c-band.png").write_bytes(image_bytes(part_image(0.15)))
+    expected["c-band"] = "manual"
+    data, _ = bad_images()["truncated_png"]
+    (folder / "d-truncated.png").write_bytes(data)
+    expected["d-truncated"] = "manual"
+    (folder / "e-empty.png").write_bytes(b"")
+    expected["e-empty"] = "manual"
+    return expected
+
+
+def upstream_results(out: Path) -> list[dict[str, Any]]:
+    return [
+        r
+        for line in read_jsonl(out / UPSTREAM_FILE)
+        if line["topic"].endswith("/results")
+        for r in line["payload"]["results"]
+    ]
+
+
+def base_args(tmp_path: Path, images: Path, model: Path) -> list[str]:
+    return [
+        "--transport", "file", "--out", str(tmp_path / "out"),
+        "--plant", "p1", "--line", "l1", "--station", "s1", "--device", "dev-1",
+        "--images", str(images), "--model", str(model),
+        "--journal", str(tmp_path / "journal.db"), "--journal-cap-mb", "8",
+        "--deadline-ms", "10000", "--health-interval", "1", "--heartbeat-interval", "0.2",
+    ]  # fmt: skip
+
+
+def test_folder_once_end_to_end(tmp_path: Path, tiny_package_dir: Path) -> None:
+    expected = make_images(tmp_path / "images")
+    code = service.main([*base_args(tmp_path, tmp_path / "images", tiny_package_dir), "--once"])
+    assert code == 0
+    out = tmp_path / "out"
+    results = upstream_results(out)
+    assert {r["part_id"]: r["decision"] for r in results} == expected
+    seqs = [r["seq"] for r in results]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) == len(expected)
+    assert all(r["device"] == "dev-1" and r["model"] == "tiny@1.0.0" for r in results)
+    # local reject messages: one per reject/manual part, same seq as upstream
+    local = read_jsonl(out / LOCAL_FILE)
+    rejects = [m["payload"] for m in local if m["topic"] == "lineguard/local/s1/reject"]
+    by_part = {r["part_id"]: r for r in results}
+    assert {m["part_id"] for m in rejects} == {p for p, d in expected.items() if d != "pass"}
+    assert all(by_part[m["part_id"]]["seq"] == m["seq"] for m in rejects)
+    beats = [m["payload"] for m in local if m["topic"] == "lineguard/local/s1/heartbeat"]
+    assert beats and beats[0]["healthy"] is True and beats[0]["model"] == "tiny@1.0.0"
+    # the sampler kept the reject and the near-threshold frame, not the good ones
+    journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
+    assert {s.part_id for s in journal.samples()} == {"b-reject", "c-band"}
+    assert journal.backlog() == 0
+    journal.close()
+    # a second run over the same folder judges nothing twice (cursor in the journal)
+    (tmp_path / "images" / "f-late.png").write_bytes(image_bytes(part_image(0.0)))
+    assert (
+        service.main([*base_args(tmp_path, tmp_path / "images", tiny_package_dir), "--once"]) == 0
+    )
+    again = upstream_results(out)
+    assert [r["part_id"] for r in again[len(results) :]] == ["f-late"]
+    assert again[-1]["seq"] == seqs[-1] + 1
+
+
+def test_cameras_health_config_and_bad_model(tmp_path: Path, tiny_package_dir: Path) -> None:
+    images = tmp_path / "dataset"
+    make_images(images, n_good=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / CONFIG_FILE).write_text(json.dumps({"max_batch": 0}))  # invalid: refused
+    args = [
+        *base_args(tmp_path, images, tiny_package_dir),
+        "--source", "camera", "--cameras", "3", "--fps", "20", "--max-frames", "30",
+    ]  # fmt: skip
+    settings = service.parse_settings(args)
+    from inspector.transports.file import FileTransport
+
+    svc = service.Service(settings, FileTransport(out))
+    assert svc.config_reports and svc.config_reports[0][0] is False
+    assert "max_batch" in (svc.config_reports[0][1] or "")
+    assert svc.engine.config.max_batch == 8  # the last good configuration stays
+    svc.health.interval_s = 0.5
+    started = time.monotonic()
+    assert svc.run() == 0
+    assert time.monotonic() - started >= 1.3  # 30 frames at 20 fps per camera
+    results = upstream_results(out)
+    assert len(results) == 90
+    for cam in ("cam0", "cam1", "cam2"):
+        parts = [r["part_id"] for r in results if r["camera"] == cam]
+        assert parts == [f"{cam}-{n:06d}" for n in range(30)]
+    health = [
+        line["payload"]
+        for line in read_jsonl(out / UPSTREAM_FILE)
+        if line["topic"] == "lineguard/p1/l1/s1/dev-1/health"
+    ]
+    assert health, "no health message"
+    assert "config_refused" in (health[0]["last_error"] or "")
+    assert sum(h["frames"] for h in health) <= 90
+    # a model package that fails verification: service still runs, every frame manual
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    (tmp_path / "journal.db").unlink()
+    args2 = [a if a != str(tiny_package_dir) else str(broken) for a in args]
+    assert service.main([*args2, "--max-frames", "2", "--cameras", "1"]) == 0
+    tail = upstream_results(out)[-2:]
+    assert [r["decision"] for r in tail] == ["manual", "manual"]
+    assert all(r["reason"].startswith("no_model") for r in tail)
+
+
+def test_bad_options_give_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert service.main(["--images", str(tmp_path), "--journal", str(tmp_path / "j.db")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --out is required with --transport file"
+    code = service.main(
+        ["--transport", "mqtt", "--images", str(tmp_path), "--journal", str(tmp_path / "j")]
+    )
+    assert code == 2 and "--ca is required" in capsys.readouterr().err
+    args = ["--out", str(tmp_path / "o"), "--journal", str(tmp_path / "j.db")]
+    assert service.main([*args, "--images", str(tmp_path / "missing"), "--once"]) == 2
+    assert "image directory not found" in capsys.readouterr().err
+    assert service.main([*args, "--images", str(tmp_path), "--sample-band", "2"]) == 2
+    assert "--sample-band must be in [0, 1]" in capsys.readouterr().err
+    assert service.main([*args, "--images", str(tmp_path), "--journal-cap-mb", "0.01"]) == 2
+    assert "cap_bytes" in capsys.readouterr().err
+    assert service.main(["--help"]) == 0
+    assert "--transport" in capsys.readouterr().out
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path, tiny_package_dir: Path) -> None:
+    images = tmp_path / "dataset"
+    make_images(images, n_good=2)
+    args = [
+        *base_args(tmp_path, images, tiny_package_dir),
+        "--source", "camera", "--fps", "50", "-v",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "run", *args],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    out = tmp_path / "out" / UPSTREAM_FILE
+    while time.monotonic() < deadline and (
+        not out.exists() or len(upstream_results(out.parent)) < 20
+    ):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "inspector: stopped after" in err
+    journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
+    sent = upstream_results(tmp_path / "out")
+    assert journal.backlog() == 0  # the last flush sent everything
+    assert [r["seq"] for r in sent] == list(range(sent[0]["seq"], sent[0]["seq"] + len(sent)))
+    journal.close()
+
+
+def test_mqtt_transport_end_to_end(tmp_path: Path, tiny_package_dir: Path) -> None:
+    acl = {"dev-1": ["write lineguard/p1/l1/s1/dev-1/#", "write lineguard/local/s1/#"]}
+    expected = make_images(tmp_path / "images", n_good=3)
+    with MosquittoBroker(acl) as broker:
+        creds = broker.credentials("dev-1")
+        args = base_args(tmp_path, tmp_path / "images", tiny_package_dir)
+        args[args.index("file")] = "mqtt"
+        code = service.main(
+            [
+                *args,
+                "--once",
+                "--host",
+                broker.host,
+                "--port",
+                str(broker.port),
+                "--ca",
+                str(creds.ca_file),
+                "--cert",
+                str(creds.cert_file),
+                "--key",
+                str(creds.key_file),
+            ]  # fmt: skip
+        )
+    assert code == 0
+    journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
+    stats = journal.stats()
+    assert stats.pending == 0
+    assert stats.last_sent_seq == stats.next_seq - 1
+    assert stats.next_seq - len(expected) > 0
+    journal.close()
+
+
+def test_greengrass_transport_wired_through_the_service(
+    tmp_path: Path, tiny_package_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from awsiot.greengrasscoreipc.model import ComponentUpdatePolicyEvents, PreComponentUpdateEvent
+
+    from inspector.transports.greengrass import GreengrassTransport
+    from tests.inspector.test_transports_greengrass import FakeIpcClient, config_event
+
+    images = tmp_path / "dataset"
+    make_images(images, n_good=2)
+    args = [
+        *base_args(tmp_path, images, tiny_package_dir),
+        "--source", "camera", "--fps", "50", "--max-frames", "20",
+    ]  # fmt: skip
+    args[args.index("file")] = "greengrass"
+    client = FakeIpcClient()
+    client.config = {"plant": "p1", "runtime": {"deadline_ms": 300}}
+    svc = service.Service(service.parse_settings(args), GreengrassTransport(client))
+    handler = client.handlers["config"]["on_stream_event"]
+    handler(config_event())
+    assert svc.engine.config.deadline_ms == 300  # only the runtime section is applied
+    client.config = {"runtime": {"max_batch": 0}}
+    handler(config_event())
+    assert svc.config_reports[-1][0] is False and svc.engine.config.deadline_ms == 300
+    updates = client.handlers["updates"]["on_stream_event"]
+    svc._in_flight = 1  # a frame is being judged: the update waits
+    updates(
+        ComponentUpdatePolicyEvents(pre_update_event=PreComponentUpdateEvent(deployment_id="d"))
+    )
+    svc._in_flight = 0
+    assert svc.run() == 0
+    updates(
+        ComponentUpdatePolicyEvents(pre_update_event=PreComponentUpdateEvent(deployment_id="d"))
+    )
+    defers = [kw["recheck_after_ms"] for n, kw in client.calls if n == "defer_component_update"]
+    assert defers[0] > 0 and defers[-1] == 0
+    upstream = [kw for n, kw in client.calls if n == "publish_to_iot_core"]
+    results = [
+        r for kw in upstream if kw["topic_name"].endswith("/results")
+        for r in json.loads(kw["payload"])["results"]
+    ]  # fmt: skip
+    assert [r["part_id"] for r in results] == [f"cam0-{n:06d}" for n in range(20)]
+    local = [kw["topic"] for n, kw in client.calls if n == "publish_to_topic"]
+    assert "lineguard/local/s1/heartbeat" in local and "lineguard/local/s1/reject" in local
+    assert client.closed
+    # outside Greengrass the entry point says so in one line
+    monkeypatch.delenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", raising=False)
+    assert service.main(args) == 2

@@ -1,0 +1,196 @@
+"""Frame sources: directory, simulated camera (with an injected clock), OpenCV's clear error."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.sources import DirectorySource, OpenCVSource, SimulatedCamera, SourceError
+
+
+def _folder(tmp_path: Path, names: list[str]) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(name.encode())
+    return folder
+
+
+def test_directory_yields_files_in_order_with_stems_as_part_ids(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["b.png", "a.jpg", ".hidden", "c"])
+    (folder / "sub").mkdir()
+    frames = list(
+        DirectorySource(folder, camera="cam-9", clock=lambda: 5.0, wall_clock=lambda: 7.0)
+    )
+    assert [(f.part_id, f.key, f.data) for f in frames] == [
+        ("a", "a.jpg", b"a.jpg"),
+        ("b", "b.png", b"b.png"),
+        ("c", "c", b"c"),
+    ]
+    assert {(f.camera, f.captured, f.wall) for f in frames} == {("cam-9", 5.0, 7.0)}
+
+
+def test_directory_resumes_after_a_cursor(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["1.png", "2.png", "3.png"])
+    assert [f.part_id for f in DirectorySource(folder, after="2.png")] == ["3"]
+
+
+def test_directory_reads_at_most_the_cap_plus_one(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "huge.png").write_bytes(b"x" * 5000)
+    (frame,) = DirectorySource(folder, max_bytes=1000)
+    assert frame.data is not None and len(frame.data) == 1001
+
+
+def test_unreadable_path_becomes_an_error_frame(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png"])
+    source = DirectorySource(folder)
+    frame = source.frame_for(folder / "vanished.png")
+    assert frame.data is None and (frame.error or "").startswith("image_unreadable")
+
+
+def test_missing_directory_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="not found"):
+        DirectorySource(tmp_path / "none")
+
+
+def test_watch_yields_new_files_once_complete(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["1.png"])
+    stop = threading.Event()
+    source = DirectorySource(folder)
+    seen = []
+    for frame in source.watch(stop, poll_s=0.01):
+        seen.append(frame.part_id)
+        if frame.part_id == "1":
+            (folder / "2.png").write_bytes(b"two")
+        if len(seen) == 2:
+            stop.set()
+    assert seen == ["1", "2"]
+
+
+class FakeTime:
+    """A clock and a sleep that advances it: simulated cameras run without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+        self.now += seconds
+
+
+def test_simulated_camera_paces_frames_at_its_fps(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png", "b.png"])
+    fake = FakeTime()
+    camera = SimulatedCamera(
+        folder,
+        camera="cam-2",
+        fps=4.0,
+        max_frames=5,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        wall_clock=lambda: 1e9,
+    )
+    frames = list(camera)
+    assert [f.part_id for f in frames] == [f"cam-2-{i:06d}" for i in range(5)]
+    assert [f.captured for f in frames] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert [f.data for f in frames] == [b"a.png", b"b.png", b"a.png", b"b.png", b"a.png"]
+    assert fake.slept == pytest.approx(1.0)
+
+
+def test_simulated_camera_poll_serves_several_cameras_in_one_loop(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png"])
+    fake = FakeTime()
+    cams = [
+        SimulatedCamera(folder, camera=f"c{i}", fps=1.0, clock=fake.clock, first_part=10)
+        for i in range(3)
+    ]
+    got = []
+    for _ in range(25):  # 2.5 s in 100 ms steps
+        got += [f.part_id for cam in cams if (f := cam.poll()) is not None]
+        fake.now += 0.1
+    assert sorted(got) == sorted(f"c{i}-{n:06d}" for i in range(3) for n in (10, 11, 12))
+
+
+def test_simulated_camera_without_loop_stops_after_one_pass(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png", "b.png"])
+    fake = FakeTime()
+    camera = SimulatedCamera(
+        folder, camera="c", fps=100, loop=False, clock=fake.clock, sleep=fake.sleep
+    )
+    assert len(list(camera)) == 2
+
+
+def test_simulated_camera_checks_its_arguments(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="fps"):
+        SimulatedCamera(tmp_path, camera="c", fps=0)
+    with pytest.raises(SourceError, match="no files"):
+        SimulatedCamera(tmp_path, camera="c", fps=1)
+
+
+def test_opencv_source_says_clearly_when_opencv_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 → ImportError
+    with pytest.raises(SourceError, match="opencv-python-headless"):
+        OpenCVSource("rtsp://127.0.0.1:1/none", camera="c").open()
+
+
+def test_simulated_camera_reports_a_file_that_vanished(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png", "b.png"])
+    fake = FakeTime()
+    camera = SimulatedCamera(folder, camera="c", fps=10, clock=fake.clock, sleep=fake.sleep)
+    (folder / "b.png").unlink()
+    first, second = next(iter(camera)), next(iter(camera))
+    assert first.data == b"a.png" and first.error is None
+    assert second.data is None and (second.error or "").startswith("image_unreadable")
+
+
+class FakeCapture:
+    """``cv2.VideoCapture`` at its boundary: two BGR frames, then failed reads."""
+
+    def __init__(self, url: object) -> None:
+        self.url = url
+        self.reads = 0
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.url != "bad"
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.reads += 1
+        if self.reads > 2:
+            return False, None
+        pixels = np.zeros((4, 6, 3), dtype=np.uint8)
+        pixels[..., 0] = 255  # blue in OpenCV's BGR order
+        return True, pixels
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_opencv_source_with_opencv_at_its_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cv2 = types.SimpleNamespace(
+        VideoCapture=FakeCapture,
+        COLOR_BGR2RGB=4,
+        cvtColor=lambda pixels, code: pixels[..., ::-1].copy(),
+    )
+    monkeypatch.setitem(sys.modules, "cv2", fake_cv2)
+    source = OpenCVSource("rtsp://127.0.0.1/cam", camera="c", max_failures=3, clock=lambda: 1.0)
+    frames = []
+    with pytest.raises(SourceError, match="3 failed reads"):
+        for frame in source:
+            frames.append(frame)
+    assert [f.part_id for f in frames] == ["c-000001", "c-000002"]
+    assert frames[0].image is not None and frames[0].image.getpixel((0, 0)) == (0, 0, 255)
+    source.close()
+    with pytest.raises(SourceError, match="cannot open 'bad'"):
+        OpenCVSource("bad", camera="c").open()

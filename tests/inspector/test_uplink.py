@@ -1,0 +1,158 @@
+"""The uplink: batches under 128 KB, ≤ 100 publishes/s, in order, resuming after failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inspector.journal import Journal
+from inspector.transports.base import ConfigCallback, Transport, TransportError
+from inspector.transports.file import UPSTREAM_FILE, FileTransport, read_jsonl
+from inspector.uplink import MAX_PUBLISH_BYTES, Uplink
+from tests.inspector.test_journal import result
+
+TOPIC = "lineguard/p1/l1/s1/dev-1/results"
+
+
+class FakeClock:
+    """Monotonic time that only moves when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 1e-6)
+
+
+class Recorder(Transport):
+    """Records upstream publishes with their clock time; fails while ``down`` is True."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.down = False
+        self.sent: list[tuple[float, str, bytes]] = []
+        self.attempts = 0
+
+    def publish_upstream(self, topic: str, payload: bytes) -> None:
+        self.attempts += 1
+        if self.down:
+            raise TransportError("broker unreachable")
+        self.sent.append((self.clock(), topic, payload))
+
+    def publish_local(self, topic: str, payload: bytes) -> None:
+        raise AssertionError("uplink never publishes locally")
+
+    def on_config(self, callback: ConfigCallback) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def seqs(sent: list[tuple[float, str, bytes]]) -> list[int]:
+    out = []
+    for _, _, payload in sent:
+        batch = json.loads(payload)
+        got = [r["seq"] for r in batch["results"]]
+        assert batch["first_seq"] == got[0] and batch["last_seq"] == got[-1]
+        out.extend(got)
+    return out
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "j.db", device="dev-1", cap_bytes=64 << 20, synchronous="NORMAL")
+
+
+def test_batches_are_under_128kb_and_paced(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Recorder(clock)
+    first = journal.append_many([result(f"p{i}") for i in range(20_000)])[0]
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep)
+    assert uplink.drain(timeout_s=60)
+    assert seqs(transport.sent) == list(range(first, first + 20_000))
+    assert all(len(p) < MAX_PUBLISH_BYTES <= 128 * 1024 for _, _, p in transport.sent)
+    assert all(topic == TOPIC for _, topic, _ in transport.sent)
+    assert max(len(p) for _, _, p in transport.sent) > 100 * 1024  # batches are filled
+    assert uplink.stats.publishes == len(transport.sent) > 30
+    # never more than 512 KiB of payload in any one-second window (IoT Core's per-connection cap)
+    for i, (start, _, _) in enumerate(transport.sent):
+        window = [len(p) for t, _, p in transport.sent[i:] if t < start + 1.0]
+        assert sum(window) <= 512 * 1024
+    duration = transport.sent[-1][0] - transport.sent[0][0]
+    assert uplink.stats.bytes_sent / (duration + 0.3) <= 480 * 1024 * 1.05
+
+
+def test_never_more_than_100_publishes_per_second(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Recorder(clock)
+    journal.append_many([result(f"p{i}") for i in range(4000)])
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep, max_batch_results=10)
+    assert uplink.drain(timeout_s=60)
+    times = [t for t, _, _ in transport.sent]
+    assert len(times) == 400
+    for i in range(len(times) - 100):
+        assert times[i + 100] - times[i] >= 1.0 - 1e-9
+    assert 3.9 <= times[-1] - times[0] <= 4.5
+
+
+def test_outage_resumes_in_order_with_backoff(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Recorder(clock)
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep, max_backoff_s=8)
+    first = journal.append_many([result(f"a{i}") for i in range(300)])[0]
+    assert uplink.drain(timeout_s=5)
+    transport.down = True
+    journal.append_many([result(f"b{i}") for i in range(300)])
+    assert not uplink.drain(timeout_s=120)  # two minutes of outage
+    assert uplink.stats.failures >= 10
+    # exponential backoff capped at 8 s: about 120 / 8 attempts, not hundreds
+    assert transport.attempts < 40
+    assert journal.backlog() == 300
+    transport.down = False
+    journal.append_many([result(f"c{i}") for i in range(300)])
+    assert uplink.drain(timeout_s=60)
+    assert seqs(transport.sent) == list(range(first, first + 900))
+    assert uplink.stats.connected and journal.backlog() == 0
+
+
+def test_linger_batches_a_trickle(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Recorder(clock)
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep, linger_s=1.0)
+    for i in range(50):  # 50 frames/s for one second
+        journal.append(result(f"p{i}"))
+        uplink.step()
+        clock.sleep(0.02)
+    uplink.step()
+    assert len(transport.sent) == 1 and len(seqs(transport.sent)) == 50
+
+
+def test_with_file_transport_and_restart(tmp_path: Path, journal: Journal) -> None:
+    clock = FakeClock()
+    files = FileTransport(tmp_path / "out")
+    first = journal.append_many([result(f"p{i}") for i in range(100)])[0]
+    Uplink(journal, files, TOPIC, clock=clock, sleep=clock.sleep).drain(timeout_s=5)
+    files.close()
+    # a torn line (crash mid-write) is cut off on reopen; the journal still has nothing pending
+    with (tmp_path / "out" / UPSTREAM_FILE).open("ab") as handle:
+        handle.write(b'{"topic":"x","payl')
+    files = FileTransport(tmp_path / "out")
+    journal.append_many([result(f"q{i}") for i in range(10)])
+    Uplink(journal, files, TOPIC, clock=clock, sleep=clock.sleep).drain(timeout_s=5)
+    files.close()
+    lines = read_jsonl(tmp_path / "out" / UPSTREAM_FILE)
+    got = [r["seq"] for line in lines for r in line["payload"]["results"]]
+    assert got == list(range(first, first + 110))
+
+
+def test_rejects_bad_limits(journal: Journal) -> None:
+    with pytest.raises(ValueError, match="max_publishes_per_s"):
+        Uplink(journal, Recorder(FakeClock()), TOPIC, max_publishes_per_s=500)
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        Uplink(journal, Recorder(FakeClock()), TOPIC, max_batch_bytes=200 * 1024)
