@@ -1,0 +1,352 @@
+"""Health messages → CloudWatch metrics; dashboard and alarms per plant; alarms → SNS."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from stacks.config import PlantConfig
+
+# Health message fields the rule reads (edge_component/inspector/health.py):
+# {"v": 1, "counts": {"pass": n, "reject": n, "manual": n}, "latency_ms": {"p50": x|null,
+#  "p99": x|null, ...}, "backlog": n|null, "healthy": bool, ...}
+HEALTH_SQL = "SELECT * FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1"
+TOTAL = "counts.pass + counts.reject + counts.manual"
+LINES_PER_WIDGET = 10
+
+
+def _or_zero(field: str) -> str:
+    # An interval without frames reports null; a metric action on null would fail the rule.
+    return f"${{CASE isNull({field}) OR isUndefined({field}) WHEN true THEN 0 ELSE {field} END}}"
+
+
+def plant_namespace(plant: str) -> str:
+    """CloudWatch namespace of a plant's metrics."""
+    return f"LineGuard/{plant}"
+
+
+def line_namespace(plant: str, line: str) -> str:
+    """CloudWatch namespace of one line's metrics (IoT metric actions cannot set dimensions)."""
+    return f"LineGuard/{plant}/{line}"
+
+
+# (metric name, value expression, unit) published per health message at plant level
+PLANT_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("Inspections", f"${{{TOTAL}}}", "Count"),
+    ("Rejects", "${counts.reject}", "Count"),
+    ("Manual", "${counts.manual}", "Count"),
+    ("InferenceP99", _or_zero("latency_ms.p99"), "Milliseconds"),
+    ("JournalBacklog", _or_zero("backlog"), "Count"),
+    ("HealthReports", "1", "Count"),
+    ("UnhealthyReports", "${CASE healthy WHEN true THEN 0 ELSE 1 END}", "Count"),
+)
+# ... per model version, for the rollout gates (rollout/aws.py reads them): namespace
+# LineGuard/<plant>/model:<version> (":" cannot occur in a line name, so no clash with lines)
+VERSION_NAMESPACE = "{ns}/model:${{substring(model, indexof(model, '@') + 1)}}"
+VERSION_HEALTH_SQL = HEALTH_SQL + " AND isString(model)"
+SHADOW_HEALTH_SQL = VERSION_HEALTH_SQL + " AND isNumber(shadow.agreement)"
+VERSION_METRICS = tuple(m for m in PLANT_METRICS if m[0] != "JournalBacklog")
+SHADOW_METRIC = ("ShadowAgreement", "${shadow.agreement}", "None")
+# ... and per line, in the line's namespace (topic level 3 is the line)
+LINE_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("Inspections", f"${{{TOTAL}}}", "Count"),
+    ("Rejects", "${counts.reject}", "Count"),
+)
+
+
+class PlantMonitoring(Construct):
+    """Health rule, alarm topic, alarms (reject burst, per-line reject rate, p99, silent
+    devices, journal backlog) and the plant dashboard.
+
+    Attributes:
+        topic: SNS topic every alarm notifies.
+        rule: the IoT rule that turns health messages into metrics.
+        alarms: name → alarm.
+        dashboard: the plant's CloudWatch dashboard.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        plant: PlantConfig,
+        error_action: iot.CfnTopicRule.ActionProperty,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        ns = plant_namespace(plant.name)
+        mon = plant.monitoring
+
+        role = iam.Role(
+            self,
+            "RuleRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description=f"IoT health rule of plant {plant.name}: put CloudWatch metrics",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resource-level permission
+                conditions={"StringLike": {"cloudwatch:namespace": [ns, f"{ns}/*"]}},
+            )
+        )
+        cdk.Validations.of(role).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="cloudwatch:PutMetricData supports no resource ARN; the policy is limited "
+                f"to the plant's namespaces ({ns} and {ns}/*) by condition.",
+            )
+        )
+        actions = [
+            self._metric_action(ns, name, value, unit, role) for name, value, unit in PLANT_METRICS
+        ]
+        actions += [
+            self._metric_action(f"{ns}/${{topic(3)}}", name, value, unit, role)
+            for name, value, unit in LINE_METRICS
+        ]
+        self.rule = iot.CfnTopicRule(
+            self,
+            "HealthRule",
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                description=f"LineGuard {plant.name}: device health messages to CloudWatch",
+                sql=HEALTH_SQL.format(plant=plant.name),
+                aws_iot_sql_version="2016-03-23",
+                rule_disabled=False,
+                actions=actions,
+                error_action=error_action,
+            ),
+        )
+        # IoT rules take at most 10 actions: the per-version metrics get rules of their own.
+        version_ns = VERSION_NAMESPACE.format(ns=ns)
+        self.version_rules = [
+            iot.CfnTopicRule(
+                self,
+                rule_id,
+                topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                    description=f"LineGuard {plant.name}: health per model version (rollout gates)",
+                    sql=sql.format(plant=plant.name),
+                    aws_iot_sql_version="2016-03-23",
+                    rule_disabled=False,
+                    actions=[self._metric_action(version_ns, *m, role) for m in metrics],
+                    error_action=error_action,
+                ),
+            )
+            for rule_id, sql, metrics in (
+                ("VersionHealthRule", VERSION_HEALTH_SQL, VERSION_METRICS),
+                ("ShadowHealthRule", SHADOW_HEALTH_SQL, (SHADOW_METRIC,)),
+            )
+        ]
+
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description=f"LineGuard {plant.name} alarm topic encryption",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        # CloudWatch alarms publish to an encrypted topic only if the key lets them.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": plant.account}},
+            )
+        )
+        self.topic = sns.Topic(
+            self,
+            "Alarms",
+            display_name=f"LineGuard {plant.name} alarms",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        action = cw_actions.SnsAction(self.topic)
+        self.alarms: dict[str, cw.Alarm] = {}
+        period = cdk.Duration.minutes(5)
+
+        def plant_metric(name: str, statistic: str, minutes: int = 5) -> cw.Metric:
+            return cw.Metric(
+                namespace=ns,
+                metric_name=name,
+                statistic=statistic,
+                period=cdk.Duration.minutes(minutes),
+            )
+
+        def add(name: str, alarm: cw.Alarm) -> None:
+            alarm.add_alarm_action(action)
+            self.alarms[name] = alarm
+
+        add(
+            "RejectBurst",
+            plant_metric("Rejects", "Sum", minutes=1).create_alarm(
+                self,
+                "RejectBurst",
+                alarm_name=f"lineguard-{plant.name}-reject-burst",
+                alarm_description=(
+                    f"More than {mon.reject_burst_per_minute} rejects in one minute over the plant"
+                ),
+                threshold=mon.reject_burst_per_minute,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        )
+        add(
+            "InferenceP99",
+            plant_metric("InferenceP99", "Maximum").create_alarm(
+                self,
+                "InferenceP99",
+                alarm_name=f"lineguard-{plant.name}-inference-p99",
+                alarm_description=(
+                    f"A device's inference p99 above {plant.gates.inference_p99_budget_ms:g} ms "
+                    "for 15 minutes"
+                ),
+                threshold=plant.gates.inference_p99_budget_ms,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=3,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        )
+        add(
+            "JournalBacklog",
+            plant_metric("JournalBacklog", "Maximum").create_alarm(
+                self,
+                "JournalBacklog",
+                alarm_name=f"lineguard-{plant.name}-journal-backlog",
+                alarm_description=(
+                    f"A device holds more than {mon.journal_backlog_alarm} unsent results"
+                ),
+                threshold=mon.journal_backlog_alarm,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=2,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        )
+        reports_per_period = plant.expected_devices * 300 / mon.health_interval_seconds
+        silent_threshold = reports_per_period * (1 - mon.silent_device_share)
+        add(
+            "SilentDevices",
+            plant_metric("HealthReports", "SampleCount").create_alarm(
+                self,
+                "SilentDevices",
+                alarm_name=f"lineguard-{plant.name}-silent-devices",
+                alarm_description=(
+                    f"More than {mon.silent_device_share:.0%} of {plant.expected_devices} devices "
+                    "sent no health message (fewer reports than expected in 5 minutes)"
+                ),
+                threshold=round(silent_threshold, 2),
+                comparison_operator=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+                evaluation_periods=2,
+                treat_missing_data=cw.TreatMissingData.BREACHING,
+            ),
+        )
+        line_rates: list[cw.MathExpression] = []
+        for i, line in enumerate(plant.lines):
+            lns = line_namespace(plant.name, line.name)
+            # ids must be unique within a graph that shows several lines
+            rejects, inspections = f"rejects{i}", f"inspections{i}"
+            rate = cw.MathExpression(
+                expression=f"IF({inspections} > 0, {rejects} / {inspections}, 0)",
+                using_metrics={
+                    rejects: cw.Metric(
+                        namespace=lns, metric_name="Rejects", statistic="Sum", period=period
+                    ),
+                    inspections: cw.Metric(
+                        namespace=lns, metric_name="Inspections", statistic="Sum", period=period
+                    ),
+                },
+                label=line.name,
+                period=period,
+            )
+            line_rates.append(rate)
+            add(
+                f"RejectRate-{line.name}",
+                rate.create_alarm(
+                    self,
+                    f"RejectRate-{line.name}",
+                    alarm_name=f"lineguard-{plant.name}-{line.name}-reject-rate",
+                    alarm_description=(
+                        f"Line {line.name} reject rate above {mon.line_reject_rate_alarm:.0%} "
+                        "for 10 minutes"
+                    ),
+                    threshold=mon.line_reject_rate_alarm,
+                    comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    evaluation_periods=2,
+                    treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                ),
+            )
+
+        self.dashboard = cw.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=f"lineguard-{plant.name}",
+            default_interval=cdk.Duration.hours(6),
+        )
+        self.dashboard.add_widgets(
+            cw.AlarmStatusWidget(
+                title="Alarms", alarms=list(self.alarms.values()), width=24, height=4
+            )
+        )
+        for start in range(0, len(line_rates), LINES_PER_WIDGET):
+            chunk = line_rates[start : start + LINES_PER_WIDGET]
+            self.dashboard.add_widgets(
+                cw.GraphWidget(
+                    title=f"Reject rate per line ({start + 1}–{start + len(chunk)})",
+                    left=list(chunk),
+                    left_y_axis=cw.YAxisProps(min=0, max=1),
+                    width=24,
+                )
+            )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Inference p99 (worst device, ms)",
+                left=[plant_metric("InferenceP99", "Maximum")],
+                left_annotations=[
+                    cw.HorizontalAnnotation(
+                        value=plant.gates.inference_p99_budget_ms, label="budget"
+                    )
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Health reports (silent devices)",
+                left=[plant_metric("HealthReports", "SampleCount")],
+                left_annotations=[cw.HorizontalAnnotation(value=silent_threshold, label="alarm")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Journal backlog (worst device)",
+                left=[plant_metric("JournalBacklog", "Maximum")],
+                width=8,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Decisions per 5 minutes",
+                left=[
+                    plant_metric("Inspections", "Sum"),
+                    plant_metric("Rejects", "Sum"),
+                    plant_metric("Manual", "Sum"),
+                ],
+                width=24,
+            )
+        )
+
+    def _metric_action(
+        self, namespace: str, name: str, value: str, unit: str, role: iam.IRole
+    ) -> iot.CfnTopicRule.ActionProperty:
+        return iot.CfnTopicRule.ActionProperty(
+            cloudwatch_metric=iot.CfnTopicRule.CloudwatchMetricActionProperty(
+                metric_namespace=namespace,
+                metric_name=name,
+                metric_value=value,
+                metric_unit=unit,
+                role_arn=role.role_arn,
+            )
+        )

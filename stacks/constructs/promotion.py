@@ -1,0 +1,249 @@
+"""Promotion: an approved model package starts the rollout controller in CodeBuild.
+
+An EventBridge rule on ``SageMaker Model Package State Change`` (the group's packages, status
+``Approved``) starts a CodeBuild project that runs the same command as CI,
+``python -m rollout promote --plant <p> --model-package <arn>``, for every plant of the account
+and region. CodeBuild rather than Step Functions: a promotion is one long-running program (bakes
+of hours, up to CodeBuild's 36 h build limit) whose state the controller already persists; Step
+Functions would need the controller split into states or 15-minute Lambda steps — a second
+implementation of the rollout. Release files and controller state live in the artifact bucket
+under ``rollout/`` so a re-run resumes; see docs/rollout.md.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from stacks.config import PlantConfig
+from stacks.constructs._nag import acknowledge
+
+REPO = Path(__file__).resolve().parents[2]
+ROLLOUT_PREFIX = "rollout/"
+# What the promotion job needs from the repository (no CDK, no training, no device runtime).
+SOURCE_FILES = (
+    "rollout/*.py",
+    "stacks/__init__.py",
+    "stacks/config.py",
+    "stacks/deployment_spec.py",
+    "edge_component/inspector/__init__.py",
+    "edge_component/inspector/model_package.py",
+    "edge_component/build.py",
+    "edge_component/gdk-config.json",
+    "edge_component/recipes/com.lineguard.Model.yaml",
+    "plants/*.yaml",
+    "releases/*.json",
+)
+RUNTIME_PACKAGES = ("boto3", "pydantic", "PyYAML")
+MAX_BUILD_HOURS = 36
+_SOURCE_REASON = (
+    "CodeBuild's read grant on its S3 source: the one asset object of the promotion job's code."
+)
+
+
+def runtime_pins(requirements: Path = REPO / "requirements-dev.txt") -> list[str]:
+    """The exact pins of the packages the promotion job installs, from the requirements file."""
+    pins = {}
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s#]+)", line.strip())
+        if match:
+            pins[match.group(1).lower()] = f"{match.group(1)}=={match.group(3)}"
+    missing = [p for p in RUNTIME_PACKAGES if p.lower() not in pins]
+    if missing:
+        raise ValueError(f"{requirements}: no exact pin for {', '.join(missing)}")
+    return [pins[p.lower()] for p in RUNTIME_PACKAGES]
+
+
+def stage_source(root: Path = REPO) -> Path:
+    """Copy the promotion job's files into a fresh directory (the CodeBuild source asset)."""
+    stage = Path(tempfile.mkdtemp(prefix="lineguard-promotion-"))
+    for pattern in SOURCE_FILES:
+        for path in sorted(root.glob(pattern)):
+            target = stage / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return stage
+
+
+class Promotion(Construct):
+    """EventBridge rule on model package approval → CodeBuild project running the promotion.
+
+    Attributes:
+        project: the CodeBuild project.
+        rule: the EventBridge rule.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        plants: Sequence[PlantConfig],
+        bucket: s3.IBucket,
+        key: kms.IKey,
+        role: iam.IRole,
+        model_package_group_name: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not plants:
+            raise ValueError("Promotion needs at least one plant")
+        names = " ".join(p.name for p in plants)
+        bake_hours = max(sum(r.bake_minutes for r in p.rings) for p in plants) / 60.0
+        timeout_hours = min(MAX_BUILD_HOURS, int(bake_hours * len(plants)) + 4)
+        staged = stage_source()
+        try:  # the asset is copied into the cloud assembly here, so the staging dir can go
+            source = s3_assets.Asset(self, "Source", path=str(staged))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[source.bucket.arn_for_objects(source.s3_object_key)],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{ROLLOUT_PREFIX}*")],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{ROLLOUT_PREFIX}*"]}},
+            )
+        )
+        sync = f"s3://{bucket.bucket_name}/{ROLLOUT_PREFIX}"
+        self.project = codebuild.Project(
+            self,
+            "Project",
+            description="LineGuard promotion: python -m rollout promote for every plant",
+            role=role,
+            encryption_key=key,
+            timeout=cdk.Duration.hours(timeout_hours),
+            source=codebuild.Source.s3(bucket=source.bucket, path=source.s3_object_key),
+            environment=codebuild.BuildEnvironment(
+                build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                compute_type=codebuild.ComputeType.SMALL,
+            ),
+            environment_variables={
+                "PLANTS": codebuild.BuildEnvironmentVariable(value=names),
+                "ARTIFACT_BUCKET": codebuild.BuildEnvironmentVariable(value=bucket.bucket_name),
+                "MODEL_PACKAGE_ARN": codebuild.BuildEnvironmentVariable(value=""),
+            },
+            build_spec=codebuild.BuildSpec.from_object(
+                {
+                    "version": "0.2",
+                    "phases": {
+                        "install": {
+                            "runtime-versions": {"python": "3.11"},
+                            "commands": [f"pip install --quiet {' '.join(runtime_pins())}"],
+                        },
+                        "pre_build": {
+                            "commands": [
+                                'test -n "$MODEL_PACKAGE_ARN"',
+                                f"aws s3 sync {sync}releases/ releases/",
+                                f"aws s3 sync {sync}state/ .rollout-state/",
+                            ]
+                        },
+                        "build": {
+                            "commands": [
+                                "export PYTHONPATH=.:edge_component",
+                                "rc=0; for plant in $PLANTS; do python -m rollout promote "
+                                '--plant "$plant" --model-package "$MODEL_PACKAGE_ARN" '
+                                '--artifact-bucket "$ARTIFACT_BUCKET" --state-dir .rollout-state '
+                                "|| rc=$?; done; exit $rc",
+                            ]
+                        },
+                        "post_build": {
+                            "commands": [
+                                f"aws s3 sync releases/ {sync}releases/",
+                                f"aws s3 sync .rollout-state/ {sync}state/",
+                            ]
+                        },
+                    },
+                }
+            ),
+        )
+        self.rule = events.Rule(
+            self,
+            "OnApproval",
+            description="Start the LineGuard promotion when a model package is approved",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Model Package State Change"],
+                detail={
+                    "ModelPackageGroupName": [model_package_group_name],
+                    "ModelApprovalStatus": ["Approved"],
+                },
+            ),
+        )
+        self.rule.add_target(
+            targets.CodeBuildProject(
+                self.project,
+                event=events.RuleTargetInput.from_object(
+                    {
+                        "environmentVariablesOverride": [
+                            {
+                                "name": "MODEL_PACKAGE_ARN",
+                                "value": events.EventField.from_path("$.detail.ModelPackageArn"),
+                                "type": "PLAINTEXT",
+                            }
+                        ]
+                    }
+                ),
+            )
+        )
+        self._acknowledge(role, bucket)
+
+    def _acknowledge(self, role: iam.IRole, bucket: s3.IBucket) -> None:
+        stack = cdk.Stack.of(self)
+        region, account = stack.region, stack.account
+        if cdk.Token.is_unresolved(region):
+            region = "<AWS::Region>"
+        if cdk.Token.is_unresolved(account):
+            account = "<AWS::AccountId>"
+        project = f"<{stack.resolve(stack.get_logical_id(self.project.node.default_child))}>"  # type: ignore[arg-type]
+        bucket_child = bucket.node.default_child
+        bucket_ref = (
+            f"<{stack.resolve(stack.get_logical_id(bucket_child))}.Arn>"  # type: ignore[arg-type]
+            if bucket_child is not None
+            else bucket.bucket_arn
+        )
+        part = "arn:<AWS::Partition>"
+        findings = {
+            f"Resource::{bucket_ref}/{ROLLOUT_PREFIX}*": (
+                "The promotion job keeps release files and controller state under rollout/ only."
+            ),
+            f"Resource::{part}:logs:{region}:{account}:log-group:/aws/codebuild/{project}:*": (
+                "CodeBuild writes the promotion build's logs to the project's own log group."
+            ),
+            f"Resource::{part}:codebuild:{region}:{account}:report-group/{project}-*": (
+                "CodeBuild's default grant for the project's own test report groups."
+            ),
+            "Action::s3:GetObject*": _SOURCE_REASON,
+            "Action::s3:GetBucket*": _SOURCE_REASON,
+            "Action::s3:List*": _SOURCE_REASON,
+            "Action::kms:ReEncrypt*": (
+                "CodeBuild's grant on the artifact key it encrypts build output with (CB4)."
+            ),
+            "Action::kms:GenerateDataKey*": (
+                "CodeBuild's grant on the artifact key it encrypts build output with (CB4)."
+            ),
+        }
+        for finding, reason in findings.items():
+            acknowledge(role, f"AwsSolutions-IAM5[{finding}]", reason)

@@ -1,0 +1,193 @@
+"""Fleet provisioning by claim: template, claim policy, provisioning role and pre-provisioning hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.config import PlantConfig
+from stacks.constructs._nag import acknowledge_wildcard, arn_text
+from stacks.policies import claim_policy_document, provisioning_template_body
+
+RUNTIME_DIR = Path(__file__).parent / "runtime"
+
+
+def hook_environment(plant: PlantConfig) -> dict[str, str]:
+    """The hook Lambda's environment, from the plant file."""
+    return {
+        "PLANT": plant.name,
+        "SERIAL_PATTERN": plant.provisioning.serial_pattern,
+        "ALLOW_LIST": ",".join(plant.provisioning.allow_list),
+        "LINES": ",".join(line.name for line in plant.lines),
+        "RINGS": json.dumps([[r.name, r.percent] for r in plant.rings], separators=(",", ":")),
+    }
+
+
+class FleetProvisioning(Construct):
+    """Provisioning template, claim policy, provisioning role and pre-provisioning hook.
+
+    Attributes:
+        template: the provisioning template.
+        claim_policy: IoT policy to attach to the claim certificate.
+        provisioning_role: the role IoT assumes to create things and attach policies.
+        hook: the pre-provisioning hook function.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        plant: PlantConfig,
+        core_policy: iot.CfnPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        template_name = plant.provisioning_template_name
+        template_arn = stack.format_arn(
+            service="iot", resource="provisioningtemplate", resource_name=template_name
+        )
+
+        log_group_name = f"/lineguard/{plant.name}/provisioning-hook"
+        log_streams_arn = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"{log_group_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        log_group = logs.LogGroup(
+            self,
+            "HookLogs",
+            log_group_name=log_group_name,
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        hook_role = iam.Role(
+            self,
+            "HookRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Pre-provisioning hook of plant {plant.name}: writes its own logs only",
+        )
+        hook_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_streams_arn],
+            )
+        )
+        self.hook = lambda_.Function(
+            self,
+            "Hook",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="hook.handler",
+            code=lambda_.Code.from_asset(str(RUNTIME_DIR), exclude=["__pycache__", "*.pyc"]),
+            role=hook_role,
+            log_group=log_group,
+            memory_size=128,
+            timeout=cdk.Duration.seconds(5),
+            environment=hook_environment(plant),
+            description=f"LineGuard {plant.name}: check serial and line, assign the ring",
+        )
+        acknowledge_wildcard(
+            hook_role,
+            arn_text(hook_role, "logs", f"log-group:{log_group_name}:*"),
+            "Log streams of the hook's own log group are created at run time; the grant is "
+            "limited to that one group.",
+        )
+        self.hook.add_permission(
+            "InvokedByIotProvisioning",
+            principal=iam.ServicePrincipal("iot.amazonaws.com"),
+            action="lambda:InvokeFunction",
+            source_arn=template_arn,
+            source_account=plant.account,
+        )
+
+        self.provisioning_role = iam.Role(
+            self,
+            "ProvisioningRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description=f"IoT fleet provisioning of plant {plant.name}'s core devices",
+        )
+        thing_arn = stack.format_arn(
+            service="iot", resource="thing", resource_name=f"lineguard-{plant.name}-*"
+        )
+        groups_arn = stack.format_arn(
+            service="iot", resource="thinggroup", resource_name=f"lineguard-{plant.name}-*"
+        )
+        cert_arn = stack.format_arn(service="iot", resource="cert", resource_name="*")
+        policy_arn = stack.format_arn(
+            service="iot", resource="policy", resource_name=plant.core_policy_name
+        )
+        self.provisioning_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RegisterOwnThings",
+                actions=[
+                    "iot:CreateThing",
+                    "iot:DescribeThing",
+                    "iot:UpdateThing",
+                    "iot:AddThingToThingGroup",
+                    "iot:RemoveThingFromThingGroup",
+                    "iot:UpdateThingGroupsForThing",
+                    "iot:ListThingGroupsForThing",
+                    "iot:DescribeThingGroup",
+                    "iot:AttachThingPrincipal",
+                    "iot:ListThingPrincipals",
+                ],
+                resources=[thing_arn, groups_arn],
+            )
+        )
+        self.provisioning_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ActivateCertificates",
+                actions=[
+                    "iot:DescribeCertificate",
+                    "iot:UpdateCertificate",
+                    "iot:AttachPolicy",
+                    "iot:ListPrincipalThings",
+                ],
+                resources=[cert_arn, policy_arn],
+            )
+        )
+        acknowledge_wildcard(
+            self.provisioning_role,
+            arn_text(self, "iot", "cert/*"),
+            "Device certificates are created during provisioning; their ids are not known in "
+            "advance. Only describe/activate/attach the plant's core policy are allowed.",
+        )
+        for kind in ("thing", "thinggroup"):
+            acknowledge_wildcard(
+                self.provisioning_role,
+                arn_text(self, "iot", f"{kind}/lineguard-{plant.name}-*"),
+                f"Things and groups are limited to this plant's name prefix lineguard-{plant.name}-; "
+                "thing names come from serials at provisioning time.",
+            )
+
+        self.claim_policy = iot.CfnPolicy(
+            self,
+            "ClaimPolicy",
+            policy_name=f"lineguard-{plant.name}-provisioning-claim",
+            policy_document=claim_policy_document(plant),
+        )
+        self.template = iot.CfnProvisioningTemplate(
+            self,
+            "Template",
+            template_name=template_name,
+            description=f"LineGuard {plant.name}: core devices provisioning by claim",
+            enabled=True,
+            provisioning_role_arn=self.provisioning_role.role_arn,
+            template_body=json.dumps(provisioning_template_body(plant), separators=(",", ":")),
+            template_type="FLEET_PROVISIONING",
+            pre_provisioning_hook=iot.CfnProvisioningTemplate.ProvisioningHookProperty(
+                target_arn=self.hook.function_arn, payload_version="2020-04-01"
+            ),
+        )
+        self.template.node.add_dependency(core_policy)
+        for child in self.hook.node.children:
+            if isinstance(child, lambda_.CfnPermission):
+                self.template.node.add_dependency(child)

@@ -1,0 +1,290 @@
+"""Results pipeline: IoT rule → Firehose → S3 partitioned by plant/line/date, Glue table for Athena."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.config import PlantConfig
+from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
+from stacks.constructs.artifact_store import ACCESS_LOGS_PREFIX
+
+RESULTS_PREFIX = "results/"
+# The inspector publishes batches {"v": 1, "results": [<result message v1>, ...]}; the rule
+# turns each batch into one Firehose record per result (batch mode).
+RESULTS_SQL = "SELECT VALUE results FROM 'lineguard/{plant}/+/+/+/results' WHERE v = 1"
+# Result message v1 (edge_component/inspector/messages.py), as Athena columns.
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("v", "int"),
+    ("plant", "string"),
+    ("station", "string"),
+    ("device", "string"),
+    ("camera", "string"),
+    ("part_id", "string"),
+    ("seq", "bigint"),
+    ("ts", "string"),
+    ("decision", "string"),
+    ("score", "double"),
+    ("threshold", "double"),
+    ("model", "string"),
+    ("latency_ms", "double"),
+    ("reason", "string"),
+)
+
+
+def glue_database_name(plant: str) -> str:
+    """Glue database of a plant's results (Glue names take no dashes)."""
+    return "lineguard_" + plant.replace("-", "_")
+
+
+class ResultsPipeline(Construct):
+    """Results bucket, Firehose stream with dynamic partitioning, topic rule and Glue table.
+
+    Attributes:
+        bucket: where results land (``results/plant=<p>/line=<l>/dt=<yyyy-mm-dd>/``).
+        delivery_stream: the Firehose stream.
+        rule: the IoT topic rule feeding it.
+        table_name: the Glue table (in ``database_name``) Athena queries.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        plant: PlantConfig,
+        access_log_bucket: s3.IBucket,
+        error_action: iot.CfnTopicRule.ActionProperty,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=cdk.Duration.days(plant.monitoring.results_retention_days),
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
+                )
+            ],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        # The access-log bucket lives in the Shared stack and accepts logs from this account.
+        cfn_bucket = self.bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(
+            destination_bucket_name=access_log_bucket.bucket_name,
+            log_file_prefix=f"{ACCESS_LOGS_PREFIX}results-{plant.name}/",
+        )
+
+        stream_logs = logs.LogGroup(
+            self,
+            "DeliveryLogs",
+            log_group_name=f"/lineguard/{plant.name}/results-delivery",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        stream_log_stream = logs.LogStream(self, "DeliveryLogStream", log_group=stream_logs)
+        role = iam.Role(
+            self,
+            "DeliveryRole",
+            assumed_by=iam.ServicePrincipal("firehose.amazonaws.com"),
+            description=f"Firehose delivery of plant {plant.name}'s results to S3",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "s3:AbortMultipartUpload",
+                    "s3:GetBucketLocation",
+                    "s3:ListBucket",
+                    "s3:ListBucketMultipartUploads",
+                    "s3:PutObject",
+                    "s3:GetObject",
+                ],
+                resources=[
+                    self.bucket.bucket_arn,
+                    self.bucket.arn_for_objects(f"{RESULTS_PREFIX}*"),
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:PutLogEvents"],
+                resources=[
+                    stack.format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name=f"/lineguard/{plant.name}/results-delivery:*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        prefix = f"{RESULTS_PREFIX}plant={plant.name}/"
+        self.delivery_stream = firehose.CfnDeliveryStream(
+            self,
+            "Stream",
+            delivery_stream_type="DirectPut",
+            delivery_stream_encryption_configuration_input=firehose.CfnDeliveryStream.DeliveryStreamEncryptionConfigurationInputProperty(
+                key_type="AWS_OWNED_CMK"
+            ),
+            extended_s3_destination_configuration=firehose.CfnDeliveryStream.ExtendedS3DestinationConfigurationProperty(
+                bucket_arn=self.bucket.bucket_arn,
+                role_arn=role.role_arn,
+                prefix=prefix
+                + "line=!{partitionKeyFromQuery:line}/dt=!{partitionKeyFromQuery:dt}/",
+                error_output_prefix=f"{RESULTS_PREFIX}errors/!{{firehose:error-output-type}}/dt=!{{timestamp:yyyy-MM-dd}}/",
+                buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
+                    interval_in_seconds=300, size_in_m_bs=64
+                ),
+                compression_format="GZIP",
+                dynamic_partitioning_configuration=firehose.CfnDeliveryStream.DynamicPartitioningConfigurationProperty(
+                    enabled=True,
+                    retry_options=firehose.CfnDeliveryStream.RetryOptionsProperty(
+                        duration_in_seconds=300
+                    ),
+                ),
+                processing_configuration=firehose.CfnDeliveryStream.ProcessingConfigurationProperty(
+                    enabled=True,
+                    processors=[
+                        firehose.CfnDeliveryStream.ProcessorProperty(
+                            type="MetadataExtraction",
+                            parameters=[
+                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
+                                    parameter_name="MetadataExtractionQuery",
+                                    parameter_value="{line:.line,dt:.ts[0:10]}",
+                                ),
+                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
+                                    parameter_name="JsonParsingEngine", parameter_value="JQ-1.6"
+                                ),
+                            ],
+                        ),
+                        firehose.CfnDeliveryStream.ProcessorProperty(
+                            type="AppendDelimiterToRecord",
+                            parameters=[
+                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
+                                    parameter_name="Delimiter", parameter_value="\\n"
+                                )
+                            ],
+                        ),
+                    ],
+                ),
+                cloud_watch_logging_options=firehose.CfnDeliveryStream.CloudWatchLoggingOptionsProperty(
+                    enabled=True,
+                    log_group_name=stream_logs.log_group_name,
+                    log_stream_name=stream_log_stream.log_stream_name,
+                ),
+            ),
+        )
+        # Firehose checks its S3 access at creation: create the role's policy first.
+        policy = role.node.find_child("DefaultPolicy")
+        self.delivery_stream.node.add_dependency(policy)
+
+        rule_role = iam.Role(
+            self,
+            "RuleRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description=f"IoT rule of plant {plant.name}: put results into Firehose",
+        )
+        rule_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["firehose:PutRecord", "firehose:PutRecordBatch"],
+                resources=[self.delivery_stream.attr_arn],
+            )
+        )
+        self.rule = iot.CfnTopicRule(
+            self,
+            "Rule",
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                description=f"LineGuard {plant.name}: result batches to Firehose (one record each)",
+                sql=RESULTS_SQL.format(plant=plant.name),
+                aws_iot_sql_version="2016-03-23",
+                rule_disabled=False,
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        firehose=iot.CfnTopicRule.FirehoseActionProperty(
+                            delivery_stream_name=self.delivery_stream.ref,
+                            role_arn=rule_role.role_arn,
+                            batch_mode=True,
+                            separator="\n",
+                        )
+                    )
+                ],
+                error_action=error_action,
+            ),
+        )
+
+        # Glue table over the partitioned objects; partition projection, so no crawler.
+        self.database_name = glue_database_name(plant.name)
+        database = glue.CfnDatabase(
+            self,
+            "Database",
+            catalog_id=plant.account,
+            database_input=glue.CfnDatabase.DatabaseInputProperty(
+                name=self.database_name,
+                description=f"LineGuard results of plant {plant.name}",
+            ),
+        )
+        self.table_name = "results"
+        location = f"s3://{self.bucket.bucket_name}/{prefix}"
+        table = glue.CfnTable(
+            self,
+            "Table",
+            catalog_id=plant.account,
+            database_name=self.database_name,
+            table_input=glue.CfnTable.TableInputProperty(
+                name=self.table_name,
+                description="Result messages v1, one row per inspected part",
+                table_type="EXTERNAL_TABLE",
+                parameters={
+                    "classification": "json",
+                    "compressionType": "gzip",
+                    "projection.enabled": "true",
+                    "projection.line.type": "enum",
+                    "projection.line.values": ",".join(line.name for line in plant.lines),
+                    "projection.dt.type": "date",
+                    "projection.dt.format": "yyyy-MM-dd",
+                    "projection.dt.range": "2026-01-01,NOW",
+                    "projection.dt.interval": "1",
+                    "projection.dt.interval.unit": "DAYS",
+                    "storage.location.template": location + "line=${line}/dt=${dt}/",
+                },
+                partition_keys=[
+                    glue.CfnTable.ColumnProperty(name="line", type="string"),
+                    glue.CfnTable.ColumnProperty(name="dt", type="string"),
+                ],
+                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                    location=location,
+                    input_format="org.apache.hadoop.mapred.TextInputFormat",
+                    output_format="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+                    serde_info=glue.CfnTable.SerdeInfoProperty(
+                        serialization_library="org.openx.data.jsonserde.JsonSerDe",
+                        parameters={"ignore.malformed.json": "true"},
+                    ),
+                    columns=[
+                        glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in RESULT_COLUMNS
+                    ],
+                ),
+            ),
+        )
+        table.add_resource_dependency(database)
+        acknowledge_wildcard(
+            role,
+            f"{attr_text(cfn_bucket, 'Arn')}/{RESULTS_PREFIX}*",
+            "Firehose writes objects it names at delivery time, only under results/ of this "
+            "plant's results bucket.",
+        )
+        acknowledge_wildcard(
+            role,
+            arn_text(role, "logs", f"log-group:/lineguard/{plant.name}/results-delivery:*"),
+            "Firehose writes delivery errors to the streams of its own log group only.",
+        )

@@ -1,0 +1,132 @@
+"""The one definition of a ring's Greengrass deployment.
+
+:func:`deployment_spec` returns the ``greengrassv2.create_deployment`` request exactly as boto3
+takes it; the rollout controller sends it as is. :func:`to_cfn_properties` turns the same request
+into ``AWS::GreengrassV2::Deployment`` properties for the Plant stack, so ``cdk deploy`` always
+reproduces what the fleet runs. No CDK import here: the rollout CLI runs without Node.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stacks.config import PlantConfig, Release, RingRelease
+
+
+class NoRingRelease(LookupError):
+    """The release has no entry for the ring, so the ring gets no deployment."""
+
+
+def deployment_name(plant: PlantConfig, ring: str) -> str:
+    """Greengrass deployment name of a ring (stable across releases)."""
+    return f"lineguard-{plant.name}-{ring}"
+
+
+def _ring_release(plant: PlantConfig, ring: str, release: Release | RingRelease) -> RingRelease:
+    plant.ring(ring)  # KeyError naming the plant's rings for an unknown ring
+    if isinstance(release, RingRelease):
+        return release
+    if release.plant != plant.name:
+        raise ValueError(f"release is for plant {release.plant!r}, not {plant.name!r}")
+    entry = release.ring(ring)
+    if entry is None:
+        raise NoRingRelease(f"plant {plant.name!r}: ring {ring!r} has no release")
+    return entry
+
+
+def deployment_spec(
+    plant: PlantConfig, ring: str, release: Release | RingRelease
+) -> dict[str, Any]:
+    """The ``greengrassv2.create_deployment`` keyword arguments for ``ring`` of ``plant``.
+
+    Args:
+        plant: the plant configuration.
+        ring: the ring's name (one of ``plant.ring_names``).
+        release: the plant's release (the ring's entry is used) or the ring's entry itself.
+
+    Raises:
+        KeyError: ``ring`` is not a ring of ``plant``.
+        NoRingRelease: the release has no entry for ``ring``.
+    """
+    entry = _ring_release(plant, ring, release)
+    policy = plant.deployment
+    components: dict[str, Any] = {}
+    for name, version in sorted(entry.components.items()):
+        spec: dict[str, Any] = {"componentVersion": version}
+        merge = entry.configuration.get(name)
+        if merge:
+            spec["configurationUpdate"] = {
+                "merge": json.dumps(dict(merge), sort_keys=True, separators=(",", ":"))
+            }
+        components[name] = spec
+    rate = policy.rollout
+    return {
+        "targetArn": plant.ring_group_arn(ring),
+        "deploymentName": deployment_name(plant, ring),
+        "components": components,
+        "deploymentPolicies": {
+            "failureHandlingPolicy": "ROLLBACK",
+            "componentUpdatePolicy": {
+                "timeoutInSeconds": policy.component_update_timeout_seconds,
+                "action": "NOTIFY_COMPONENTS",
+            },
+            "configurationValidationPolicy": {
+                "timeoutInSeconds": policy.configuration_validation_timeout_seconds,
+            },
+        },
+        "iotJobConfiguration": {
+            "jobExecutionsRolloutConfig": {
+                "exponentialRate": {
+                    "baseRatePerMinute": rate.base_rate_per_minute,
+                    "incrementFactor": float(rate.increment_factor),
+                    "rateIncreaseCriteria": {
+                        "numberOfSucceededThings": rate.rate_increase_after_succeeded
+                    },
+                },
+                "maximumPerMinute": rate.maximum_per_minute,
+            },
+            "abortConfig": {
+                "criteriaList": [
+                    {
+                        "failureType": c.failure_type,
+                        "action": "CANCEL",
+                        "thresholdPercentage": float(c.threshold_percentage),
+                        "minNumberOfExecutedThings": c.min_executed,
+                    }
+                    for c in policy.abort
+                ]
+            },
+            "timeoutConfig": {"inProgressTimeoutInMinutes": policy.in_progress_timeout_minutes},
+        },
+        "tags": {"lineguard:plant": plant.name, "lineguard:ring": ring},
+    }
+
+
+def _pascal(key: str) -> str:
+    return key[0].upper() + key[1:]
+
+
+# Keys whose values are maps keyed by user data (component names, tag keys): keep those keys.
+_USER_KEYED = {"components", "tags"}
+
+
+def _convert(value: Any, parent: str | None = None) -> Any:
+    if isinstance(value, dict):
+        if parent in _USER_KEYED:
+            return {k: _convert(v) for k, v in value.items()}
+        return {_pascal(k): _convert(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_convert(v) for v in value]
+    return value
+
+
+def to_cfn_properties(spec: dict[str, Any]) -> dict[str, Any]:
+    """``AWS::GreengrassV2::Deployment`` properties for a ``create_deployment`` request.
+
+    CloudFormation spells the same fields in PascalCase (``targetArn`` → ``TargetArn``,
+    ``iotJobConfiguration`` → ``IotJobConfiguration``) and keeps component names and tag keys
+    as they are. ``clientToken`` has no CloudFormation equivalent and is dropped.
+    """
+    request = {k: v for k, v in spec.items() if k != "clientToken"}
+    return {_pascal(k): _convert(v, k) for k, v in request.items()}

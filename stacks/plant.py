@@ -1,0 +1,84 @@
+"""LineGuard-Plant-<plant>: one plant's fleet, provisioning, deployments and monitoring."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.config import PlantConfig, Release, access_log_bucket_name, artifact_bucket_name
+from stacks.constructs.core_device_access import CoreDeviceAccess
+from stacks.constructs.fleet_groups import FleetGroups
+from stacks.constructs.monitoring import PlantMonitoring
+from stacks.constructs.provisioning import FleetProvisioning
+from stacks.constructs.results_pipeline import ResultsPipeline
+from stacks.constructs.ring_deployments import RingDeployments
+from stacks.constructs.rule_errors import RuleErrorLog
+
+
+def plant_stack_name(plant: str) -> str:
+    """Stack name (and CDK id) of a plant's stack."""
+    return f"LineGuard-Plant-{plant}"
+
+
+class PlantStack(cdk.Stack):
+    """Thing groups, provisioning, device access, ring deployments, results and monitoring.
+
+    Its size is O(lines + rings), whatever the device count: devices join by fleet provisioning
+    and are not CloudFormation resources.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        plant: PlantConfig,
+        release: Release,
+        artifact_key: kms.IKey,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        # The shared buckets have fixed names; only the key ARN is a cross-stack reference.
+        artifact_bucket = s3.Bucket.from_bucket_name(
+            self, "ArtifactBucket", artifact_bucket_name(plant.account, plant.region)
+        )
+        access_log_bucket = s3.Bucket.from_bucket_name(
+            self, "AccessLogBucket", access_log_bucket_name(plant.account, plant.region)
+        )
+        self.plant = plant
+        self.groups = FleetGroups(self, "Groups", plant=plant)
+        self.device_access = CoreDeviceAccess(
+            self,
+            "CoreDevices",
+            plant=plant,
+            artifact_bucket=artifact_bucket,
+            artifact_key=artifact_key,
+        )
+        self.provisioning = FleetProvisioning(
+            self, "Provisioning", plant=plant, core_policy=self.device_access.policy
+        )
+        for group in self.groups.line_groups.values():
+            self.provisioning.template.node.add_dependency(group)
+        for group in self.groups.ring_groups.values():
+            self.provisioning.template.node.add_dependency(group)
+        self.deployments = RingDeployments(
+            self,
+            "Deployments",
+            plant=plant,
+            release=release,
+            ring_groups=self.groups.ring_groups,
+        )
+        rule_errors = RuleErrorLog(self, "RuleErrors", plant_name=plant.name)
+        self.results = ResultsPipeline(
+            self,
+            "Results",
+            plant=plant,
+            access_log_bucket=access_log_bucket,
+            error_action=rule_errors.error_action,
+        )
+        self.monitoring = PlantMonitoring(
+            self, "Monitoring", plant=plant, error_action=rule_errors.error_action
+        )
+        cdk.Tags.of(self).add("lineguard:plant", plant.name)

@@ -1,0 +1,77 @@
+"""LineGuard-Shared: what every plant in one account and region shares."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.config import access_log_bucket_name, artifact_bucket_name
+from stacks.constructs.artifact_store import ArtifactStore
+from stacks.constructs.model_registry import ModelRegistry
+from stacks.constructs.pipeline_roles import PipelineRoles
+from stacks.constructs.training_pipeline import TrainingPipeline
+
+MODEL_PACKAGE_GROUP = "lineguard-inspection"
+
+
+class SharedStack(cdk.Stack):
+    """Artifact bucket, model package group, and the training and promotion roles.
+
+    Other constructs (the training pipeline, the promotion trigger) are added to this stack by
+    the app and wire themselves to the attributes below:
+
+    Attributes:
+        artifact_bucket_name / access_log_bucket_name: their fixed names (plant stacks use the
+            names, not references, so nothing but the key ARN crosses stacks).
+        artifact_bucket: versioned SSE-KMS bucket (``components/``, ``models/``, ``datasets/``,
+            ``pipeline/``, ``samples/`` prefixes; see ``stacks.constructs.artifact_store``).
+        artifact_key: the KMS key of the artifact bucket.
+        access_log_bucket: S3 server-access-log bucket for every LineGuard bucket.
+        model_package_group_name: SageMaker model package group name.
+        model_package_group_arn: its ARN.
+        training_role: SageMaker pipeline execution role.
+        promotion_role: CodeBuild role of the promotion job.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model_package_group_name: str = MODEL_PACKAGE_GROUP,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        account, region = self.account, self.region
+        if cdk.Token.is_unresolved(account) or cdk.Token.is_unresolved(region):
+            raise ValueError("LineGuard-Shared needs a concrete env (account and region)")
+        self.artifact_bucket_name = artifact_bucket_name(account, region)
+        self.access_log_bucket_name = access_log_bucket_name(account, region)
+        store = ArtifactStore(
+            self,
+            "Artifacts",
+            bucket_name=self.artifact_bucket_name,
+            access_log_bucket_name=self.access_log_bucket_name,
+        )
+        registry = ModelRegistry(self, "Models", group_name=model_package_group_name)
+        roles = PipelineRoles(
+            self,
+            "Roles",
+            bucket=store.bucket,
+            key=store.key,
+            model_package_group_name=model_package_group_name,
+        )
+        self.artifact_bucket = store.bucket
+        self.artifact_key = store.key
+        self.access_log_bucket = store.access_log_bucket
+        self.model_package_group_name = registry.group_name
+        self.model_package_group_arn = registry.group_arn
+        self.training_role = roles.training_role
+        self.promotion_role = roles.promotion_role
+        self.training_pipeline = TrainingPipeline(
+            self,
+            "Training",
+            role=roles.training_role,
+            bucket_name=self.artifact_bucket_name,
+            model_package_group_name=model_package_group_name,
+        )

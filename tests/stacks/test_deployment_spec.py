@@ -1,0 +1,138 @@
+"""deployment_spec: the exact Greengrass v2 CreateDeployment request, and its CloudFormation twin."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import jsonschema
+import pytest
+from botocore.stub import Stubber
+from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+from stacks.config import INSPECTOR, LINE_BRIDGE, MODEL, PlantConfig, Release
+from stacks.deployment_spec import NoRingRelease, deployment_spec, to_cfn_properties
+
+
+@pytest.fixture(scope="module")
+def greengrass() -> Any:
+    return boto3.client(
+        "greengrassv2",
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def send(client: Any, spec: dict[str, Any]) -> None:
+    """Send the spec through a Stubber, which validates it against the real service model."""
+    with Stubber(client) as stub:
+        stub.add_response(
+            "create_deployment",
+            {"deploymentId": "d-1", "iotJobId": "j-1"},
+            expected_params=spec,
+        )
+        assert client.create_deployment(**spec)["deploymentId"] == "d-1"
+        stub.assert_no_pending_responses()
+
+
+def test_spec_is_a_valid_create_deployment_request(
+    greengrass: Any, large: PlantConfig, large_release: Release
+) -> None:
+    for ring in large.ring_names:
+        send(greengrass, deployment_spec(large, ring, large_release))
+
+
+def test_spec_with_configuration_merge_is_valid(greengrass: Any, demo: PlantConfig) -> None:
+    release = Release(plant="demo").with_ring(
+        "canary",
+        {INSPECTOR: "1.2.0", MODEL: "2.0.0", LINE_BRIDGE: "0.3.1"},
+        configuration={INSPECTOR: {"threads": 2, "shadow": None}},
+    )
+    spec = deployment_spec(demo, "canary", release)
+    send(greengrass, spec)
+    merge = spec["components"][INSPECTOR]["configurationUpdate"]["merge"]
+    assert json.loads(merge) == {"threads": 2, "shadow": None}
+    assert "configurationUpdate" not in spec["components"][MODEL]
+
+
+def test_spec_pins_exact_versions_and_targets_the_ring_group(
+    demo: PlantConfig, demo_release: Release
+) -> None:
+    spec = deployment_spec(demo, "fleet", demo_release)
+    assert spec["targetArn"] == (
+        "arn:aws:iot:eu-west-1:123456789012:thinggroup/lineguard-demo-ring-fleet"
+    )
+    assert spec["deploymentName"] == "lineguard-demo-fleet"
+    assert {k: v["componentVersion"] for k, v in spec["components"].items()} == {
+        INSPECTOR: "1.0.0",
+        MODEL: "1.0.0",
+    }
+
+
+def test_spec_policies_come_from_the_plant_file(large: PlantConfig, large_release: Release) -> None:
+    spec = deployment_spec(large, "early", large_release)
+    policies = spec["deploymentPolicies"]
+    assert policies["failureHandlingPolicy"] == "ROLLBACK"
+    assert policies["componentUpdatePolicy"] == {
+        "timeoutInSeconds": 300,
+        "action": "NOTIFY_COMPONENTS",
+    }
+    job = spec["iotJobConfiguration"]
+    assert job["jobExecutionsRolloutConfig"] == {
+        "exponentialRate": {
+            "baseRatePerMinute": 20,
+            "incrementFactor": 2.0,
+            "rateIncreaseCriteria": {"numberOfSucceededThings": 50},
+        },
+        "maximumPerMinute": 500,
+    }
+    assert job["abortConfig"]["criteriaList"][0] == {
+        "failureType": "FAILED",
+        "action": "CANCEL",
+        "thresholdPercentage": 5.0,
+        "minNumberOfExecutedThings": 20,
+    }
+    assert job["timeoutConfig"] == {"inProgressTimeoutInMinutes": 120}
+
+
+def test_ring_without_release_has_no_spec(demo: PlantConfig) -> None:
+    release = Release(plant="demo").with_ring("canary", {INSPECTOR: "1.0.0", MODEL: "1.0.0"})
+    with pytest.raises(NoRingRelease, match="ring 'fleet' has no release"):
+        deployment_spec(demo, "fleet", release)
+
+
+def test_unknown_ring_names_the_plant_rings(demo: PlantConfig, demo_release: Release) -> None:
+    with pytest.raises(KeyError, match="rings: canary, fleet"):
+        deployment_spec(demo, "broad", demo_release)
+
+
+def test_cfn_properties_match_the_cloudformation_schema(
+    large: PlantConfig, large_release: Release
+) -> None:
+    schema = dict(
+        PROVIDER_SCHEMA_MANAGER.get_resource_schema(
+            "eu-west-1", "AWS::GreengrassV2::Deployment"
+        ).schema
+    )
+    schema.pop("readOnlyProperties", None)
+    for ring in large.ring_names:
+        props = to_cfn_properties(deployment_spec(large, ring, large_release))
+        jsonschema.validate(props, schema)
+        assert props["DeploymentPolicies"]["FailureHandlingPolicy"] == "ROLLBACK"
+        assert set(props["Components"]) == {INSPECTOR, MODEL}  # names kept, not PascalCased
+        assert props["Tags"] == {"lineguard:plant": "example-large", "lineguard:ring": ring}
+
+
+def test_cfn_properties_carry_the_same_values(demo: PlantConfig) -> None:
+    release = Release(plant="demo").with_ring(
+        "canary", {INSPECTOR: "1.0.0", MODEL: "1.0.0"}, configuration={INSPECTOR: {"a": 1}}
+    )
+    spec = deployment_spec(demo, "canary", release)
+    props = to_cfn_properties({**spec, "clientToken": "abc"})
+    assert "ClientToken" not in props
+    assert props["Components"][INSPECTOR]["ConfigurationUpdate"] == {"Merge": '{"a":1}'}
+    criteria = props["IotJobConfiguration"]["AbortConfig"]["CriteriaList"]
+    assert [c["FailureType"] for c in criteria] == ["FAILED", "TIMED_OUT"]
+    assert props["TargetArn"] == spec["targetArn"]
