@@ -1,0 +1,162 @@
+"""The SageMaker pipeline definition (offline) and the CDK construct that embeds it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training import pipeline as pipeline_module
+from training.pipeline import ROLE_PLACEHOLDER, package_code, pipeline_definition
+
+ROLE = "arn:aws:iam::123456789012:role/lineguard-training"
+
+
+class _NoNetwork(socket.socket):
+    def connect(self, address: Any) -> None:  # type: ignore[override]
+        raise AssertionError(f"network connection attempted to {address}")
+
+    def connect_ex(self, address: Any) -> int:  # type: ignore[override]
+        raise AssertionError(f"network connection attempted to {address}")
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict[str, Any]:
+    """The definition built with every socket connection refused (no cache)."""
+    original = socket.socket
+    socket.socket = _NoNetwork  # type: ignore[misc]
+    try:
+        text = pipeline_definition("eu-west-1", "lineguard-artifacts-x", role=ROLE, cache_dir=None)
+    finally:
+        socket.socket = original  # type: ignore[misc]
+    return json.loads(text)
+
+
+def _step(definition: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in definition["Steps"] if s["Name"] == name)
+
+
+def test_steps_in_order(definition: dict[str, Any]) -> None:
+    assert [(s["Name"], s["Type"]) for s in definition["Steps"]] == [
+        ("DataCheck", "Processing"),
+        ("Train", "Training"),
+        ("Evaluate", "Processing"),
+        ("CheckAuroc", "Condition"),
+    ]
+    assert {p["Name"] for p in definition["Parameters"]} == {
+        "InputData",
+        "MinImageAuroc",
+        "SplitSeed",
+        "ModelVersion",
+    }
+
+
+def test_train_reads_the_data_check_splits_in_script_mode(definition: dict[str, Any]) -> None:
+    train = _step(definition, "Train")["Arguments"]
+    channels = {c["ChannelName"]: c for c in train["InputDataConfig"]}
+    assert set(channels) == {"train", "validation"}
+    uri = channels["train"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert uri == {"Get": "Steps.DataCheck.ProcessingOutputConfig.Outputs['train'].S3Output.S3Uri"}
+    assert json.loads(train["HyperParameters"]["sagemaker_program"]) == "sm_train.py"
+    assert train["RoleArn"] == ROLE
+
+
+def test_evaluate_writes_a_property_file_and_scores_the_test_split(
+    definition: dict[str, Any],
+) -> None:
+    step = _step(definition, "Evaluate")
+    assert step["PropertyFiles"][0]["PropertyFileName"] == "EvaluationReport"
+    sources = json.dumps(step["Arguments"]["ProcessingInputs"])
+    assert "Steps.Train.ModelArtifacts.S3ModelArtifacts" in sources
+    assert "Outputs['test']" in sources
+
+
+def test_gate_registers_pending_approval_with_metrics_or_fails(definition: dict[str, Any]) -> None:
+    gate = _step(definition, "CheckAuroc")["Arguments"]
+    condition = gate["Conditions"][0]
+    assert condition["Type"] == "GreaterThanOrEqualTo"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == "image_auroc"
+    assert condition["RightValue"] == {"Get": "Parameters.MinImageAuroc"}
+    register = gate["IfSteps"][0]
+    assert register["Type"] == "RegisterModel"
+    assert register["Arguments"]["ModelApprovalStatus"] == "PendingManualApproval"
+    assert register["Arguments"]["ModelPackageGroupName"] == "lineguard-inspection"
+    assert "evaluation.json" in json.dumps(register["Arguments"]["ModelMetrics"])
+    assert [s["Type"] for s in gate["ElseSteps"]] == ["Fail"]
+
+
+def test_definition_is_cached_by_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = pipeline_module.get_pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "get_pipeline", counting)
+    first = pipeline_definition("eu-west-1", "b1", cache_dir=tmp_path)
+    again = pipeline_definition("eu-west-1", "b1", cache_dir=tmp_path)
+    other = pipeline_definition("us-east-1", "b1", cache_dir=tmp_path)
+    assert first == again and len(calls) == 2 and ROLE_PLACEHOLDER in first
+    assert "us-east-1" in other
+
+
+def test_code_package_is_reproducible_and_runnable(tmp_path: Path) -> None:
+    first = package_code(tmp_path / "a.tar.gz")
+    assert package_code(tmp_path / "b.tar.gz") == first
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {
+        "sm_train.py",
+        "sm_evaluate.py",
+        "sm_dataset.py",
+        "requirements.txt",
+        "training/train.py",
+        "inspector/model_package.py",
+    } <= names
+
+
+def test_construct_embeds_the_definition_with_its_role() -> None:
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+    from aws_cdk.assertions import Match, Template
+
+    from stacks.constructs.training_pipeline import TrainingPipeline
+
+    app = cdk.App(builtin_cloud_formation_validation=False)
+    stack = cdk.Stack(app, "T", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    built = TrainingPipeline(
+        stack,
+        "Training",
+        role=role,
+        bucket_name="lineguard-artifacts-x",
+        model_package_group_name="lineguard-inspection",
+    )
+    template = Template.from_stack(stack)
+    pipelines = template.find_resources("AWS::SageMaker::Pipeline")
+    assert len(pipelines) == 1
+    props = next(iter(pipelines.values()))["Properties"]
+    assert props["PipelineName"] == built.pipeline_name
+    body, variables = props["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    assert "Fn::GetAtt" in variables["RoleArn"]
+    parsed = json.loads(body.replace("${RoleArn}", ROLE))
+    assert [s["Name"] for s in parsed["Steps"]][-1] == "CheckAuroc"
+    assert _step(parsed, "Train")["Arguments"]["RoleArn"] == ROLE
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": [
+                    Match.object_like(
+                        {"Action": "s3:GetObject", "Resource": {"Fn::Join": Match.any_value()}}
+                    )
+                ]
+            }
+        },
+    )
+    assert built.code_uri.startswith("s3://lineguard-artifacts-x/pipeline/code/")

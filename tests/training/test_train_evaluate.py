@@ -1,0 +1,250 @@
+"""Train → package → evaluate end to end on the tiny sample, and the device's view of it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspector.model_package import load_package
+from inspector.preprocess import to_tensor
+from training.evaluate import evaluate
+from training.evaluate import main as evaluate_main
+from training.scoring import onnx_session, score_tensors
+from training.train import main as train_main
+from training.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def metrics(package: Path, sample: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("eval") / "metrics.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluate(package, sample / "brick", out, latency_runs=5)
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def unseen(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset the package never saw: tissue images as grayscale at odd, mixed sizes."""
+    root = tmp_path_factory.mktemp("unseen")
+    for i, path in enumerate(sorted((sample / "tissue" / "good").glob("*.png"))[:6]):
+        target = root / "good" / f"part-{i}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").resize((150 + 7 * i, 97)).save(target, quality=95)
+    for path in sorted((sample / "tissue" / "defect").rglob("*.png"))[:3]:
+        target = root / "defect" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").resize((211, 160)).save(target)
+    return root
+
+
+def test_package_is_valid_and_describes_its_preprocessing(package: Path) -> None:
+    loaded = load_package(package)  # verifies fields and the graph's sha256
+    manifest = loaded.manifest
+    assert manifest.ref == "brick@1.2.3"
+    assert (manifest.input.color, manifest.input.height, manifest.input.width) == ("RGB", 224, 224)
+    assert manifest.input.mean == (127.0,) * 3 and manifest.input.std == (128.0,) * 3
+    assert manifest.outputs.anomaly_map
+    assert manifest.thresholds.manual <= manifest.thresholds.reject
+    assert len(manifest.data_fingerprint) == 64
+    assert manifest.metrics["validation"]["good"] >= 1
+
+
+def test_golden_image_reproduces_its_score_on_the_device_path(package: Path) -> None:
+    loaded = load_package(package)
+    golden = loaded.manifest.golden
+    assert golden is not None and loaded.golden_path is not None
+    tensor = to_tensor(Image.open(loaded.golden_path), loaded.manifest.input)
+    session = onnx_session(loaded.model_path)
+    score = float(score_tensors(session, loaded.manifest.input.name, [tensor])[0][0])
+    assert abs(score - golden.score) <= golden.tolerance
+
+
+def test_graph_has_dynamic_batch_and_both_outputs(package: Path, sample: Path) -> None:
+    loaded = load_package(package)
+    spec = loaded.manifest.input
+    tensors = [
+        to_tensor(Image.open(p), spec)
+        for p in sorted((sample / "brick" / "good").glob("*.png"))[:3]
+    ]
+    session = onnx_session(loaded.model_path)
+    together = session.run(None, {spec.name: np.stack(tensors)})
+    singles = [session.run(None, {spec.name: t[None]})[0][0] for t in tensors]
+    assert together[0].shape == (3,) and together[1].shape == (3, 224, 224)
+    np.testing.assert_allclose(together[0], singles, rtol=1e-4, atol=1e-4)
+
+
+def test_evaluate_uses_the_held_out_test_split_of_training_data(metrics: dict) -> None:
+    assert "held-out test split" in metrics["images"]["selection"]
+    cm = metrics["confusion_matrix"]
+    assert sum(cm.values()) == metrics["images"]["evaluated"] == len(metrics["per_image"])
+    assert 0.0 <= metrics["image_auroc"] <= 1.0
+    assert set(metrics["per_defect_type"]) <= {
+        "crack",
+        "discolouration",
+        "hole",
+        "missing",
+        "scratch",
+        "spot",
+    }
+    assert metrics["latency"]["p50_ms"] > 0
+    assert metrics["score_parity_max_abs_diff"] < 1e-3
+    assert all(Path(p).is_file() and Path(p).stat().st_size > 1000 for p in metrics["plots"])
+
+
+def test_evaluate_refuses_all_images_of_the_training_data(
+    package: Path, sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--model-dir",
+        str(package),
+        "--data",
+        str(sample / "brick"),
+        "--split",
+        "all",
+        "--out",
+        str(tmp_path / "m.json"),
+    ]
+    assert evaluate_main(args) == 2
+    assert "training data" in capsys.readouterr().err
+
+
+def test_evaluate_and_inspector_agree_on_an_unseen_grayscale_dataset(
+    package: Path, unseen: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "unseen.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = evaluate(package, unseen, out, latency_runs=3, plots=False)
+    assert result["images"]["selection"].startswith("all images")
+    assert result["images"]["evaluated"] == 9
+    expected = {
+        Path(row["file"]).stem: row["score"]
+        for row in result["per_image"]
+        if row["file"].startswith("good/")
+    }
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "inspect",
+            "--model",
+            str(package),
+            "--images",
+            str(unseen / "good"),
+            "--out",
+            str(results),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    seen = {m["part_id"]: m["score"] for m in map(json.loads, results.read_text().splitlines())}
+    assert set(seen) == set(expected)
+    for part, score in expected.items():
+        assert seen[part] == pytest.approx(score, abs=1e-4)
+
+
+def test_thresholds_ignore_the_test_split(sample: Path, tmp_path: Path) -> None:
+    """Replacing every test-split image leaves the package's thresholds unchanged."""
+    from training.dataset import load_dataset, split_dataset
+
+    data = tmp_path / "brick"
+    shutil.copytree(sample / "brick", data)
+    runs = []
+    for attempt in range(2):
+        if attempt:
+            splits = split_dataset(load_dataset(data), seed=1)
+            for s in splits.test:
+                pixels = np.asarray(Image.open(s.path)).copy()
+                Image.fromarray(255 - pixels).save(s.path)  # test images changed beyond recognition
+        with contextlib.redirect_stdout(io.StringIO()):
+            runs.append(train(data, tmp_path / f"pkg{attempt}", seed=1, max_bank=128))
+    assert runs[0].thresholds == runs[1].thresholds
+    assert runs[0].data_fingerprint != runs[1].data_fingerprint
+
+
+def test_sagemaker_script_mode_environment(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.dataset import main as dataset_main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert (
+            dataset_main(
+                [
+                    "check",
+                    "--data",
+                    str(sample / "tissue"),
+                    "--out",
+                    str(tmp_path / "splits"),
+                    "--min-good",
+                    "10",
+                ]
+            )
+            == 0
+        )
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "splits" / "train"))
+    monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(tmp_path / "splits" / "validation"))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = train_main(
+            [
+                "--seed",
+                "2",
+                "--version",
+                "2.0.0",
+                "--max-bank",
+                "128",
+                "--name",
+                "tissue",
+                "--pipeline-run",
+                "arn:run/1",
+            ]
+        )
+    assert code == 0
+    manifest = load_package(tmp_path / "model").manifest
+    assert manifest.ref == "tissue@2.0.0" and manifest.pipeline_run == "arn:run/1"
+    assert manifest.metrics["validation"]["defect"] > 0
+
+
+def test_train_cli_bad_data_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data" / "good").mkdir(parents=True)
+    code = train_main(["--data", str(tmp_path / "data"), "--model-dir", str(tmp_path / "m")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too few good images (0" in err[0]
+
+
+def test_good_only_grayscale_dataset_of_mixed_sizes_trains_and_evaluates(
+    sample: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "plain"
+    for i, path in enumerate(sorted((sample / "brick" / "good").glob("*.png"))):
+        target = data / "good" / f"{i}.bmp"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        side = 100 + 10 * i  # any size: every image is resized to the model's input
+        Image.open(path).convert("L").resize((side, side)).save(target)
+    with contextlib.redirect_stdout(io.StringIO()):
+        manifest = train(data, tmp_path / "pkg", max_bank=128)
+        metrics = evaluate(tmp_path / "pkg", data, tmp_path / "m.json", latency_runs=3)
+    assert manifest.metrics["validation"]["threshold_rule"] == "validation good-score quantiles"
+    assert manifest.thresholds.reject > manifest.metrics["validation"]["good_score_max"]
+    assert metrics["image_auroc"] is None and metrics["images"]["defect"] == 0
+    assert metrics["confusion_matrix"]["tn"] + metrics["confusion_matrix"]["fp"] == 3

@@ -1,0 +1,1 @@
+"""Training side of LineGuard: dataset layout, sample data, PatchCore model, SageMaker pipeline."""

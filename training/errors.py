@@ -1,0 +1,11 @@
+"""The exceptions the training package raises; CLIs turn them into one clear line."""
+
+from __future__ import annotations
+
+
+class TrainingError(Exception):
+    """Base class for errors a user of the training CLIs can fix."""
+
+
+class DatasetError(TrainingError):
+    """A dataset folder does not follow the documented layout or has unusable images."""

