@@ -1,0 +1,1 @@
+"""Model promotion and staged rollout: controller, AWS adapter, fleet simulator and CLI."""

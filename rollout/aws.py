@@ -1,0 +1,301 @@
+"""The boto3 implementation of :class:`rollout.fleet.FleetApi`.
+
+Clients are created lazily from a session (no AWS work at import or construction). Every AWS
+error becomes :class:`rollout.errors.AwsError` naming the service, operation and resource.
+
+Health metrics: the Plant stack's IoT rules put every health message's figures into CloudWatch,
+per model version, in the namespace ``LineGuard/<plant>/model:<version>`` (no dimensions: IoT
+metric actions cannot set any): ``Inspections``, ``Rejects``, ``Manual`` (counts of the interval),
+``InferenceP99`` (ms), ``HealthReports``, ``UnhealthyReports`` and, with a shadow model,
+``ShadowAgreement``. See ``stacks/constructs/monitoring.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inspector.model_package import MANIFEST_FILE, ModelPackage, load_package
+from rollout.errors import AwsError, BadInputError
+from rollout.fleet import (
+    MODEL_COMPONENT,
+    CoreDevice,
+    DeploymentProgress,
+    PublishedModel,
+    RingHealth,
+)
+from rollout.recipe import build_model, recipe_bytes
+
+METRICS = {
+    "inspections": ("Inspections", "Sum"),
+    "rejects": ("Rejects", "Sum"),
+    "manual": ("Manual", "Sum"),
+    "p99": ("InferenceP99", "Maximum"),
+    "agreement": ("ShadowAgreement", "Average"),
+    "reports": ("HealthReports", "Sum"),
+}
+METRIC_PERIOD_S = 60
+
+
+def health_namespace(plant: str, model_version: str) -> str:
+    """CloudWatch namespace of one model version's health metrics in a plant."""
+    return f"LineGuard/{plant}/model:{model_version}"
+
+
+def _resource(kwargs: dict[str, Any]) -> str:
+    for key in ("deploymentId", "jobId", "ModelPackageName", "Key", "thingGroupArn", "targetArn"):
+        if key in kwargs:
+            return f" ({kwargs[key]})"
+    return ""
+
+
+class AwsFleet:
+    """The fleet behind Greengrass v2, IoT jobs, CloudWatch, SageMaker and S3."""
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        artifact_bucket: str,
+        session: Any = None,
+        clients: dict[str, Any] | None = None,
+    ) -> None:
+        """Args: region; artifact bucket (the Shared stack's); a boto3 session or ready clients."""
+        self.region = region
+        self.artifact_bucket = artifact_bucket
+        self._session = session
+        self._clients: dict[str, Any] = dict(clients or {})
+
+    def client(self, service: str) -> Any:
+        """The boto3 client of a service, created on first use."""
+        if service not in self._clients:
+            if self._session is None:
+                import boto3
+
+                self._session = boto3.session.Session(region_name=self.region)
+            self._clients[service] = self._session.client(service, region_name=self.region)
+        return self._clients[service]
+
+    def _call(self, service: str, operation: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client(service), operation)(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise AwsError(
+                f"{service}.{operation}{_resource(kwargs)}: {err.get('Code', 'Error')}: "
+                f"{err.get('Message', exc)}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise AwsError(f"{service}.{operation}{_resource(kwargs)}: {exc}") from exc
+
+    def _pages(
+        self, service: str, operation: str, key: str, token: str = "nextToken", **kwargs: Any
+    ) -> Iterator[Any]:
+        while True:
+            page = self._call(service, operation, **kwargs)
+            yield from page.get(key, [])
+            nxt = page.get(token)
+            if not nxt:
+                return
+            kwargs[token] = nxt
+
+    # -- publish ------------------------------------------------------------------------------
+
+    def publish_model(self, package: ModelPackage) -> PublishedModel:
+        """Build the model component, upload its artifact (with its SHA-256), create the version."""
+        version = package.manifest.version
+        built = build_model(package, self.artifact_bucket)
+        self._call(
+            "s3",
+            "put_object",
+            Bucket=self.artifact_bucket,
+            Key=built.key,
+            Body=built.archive,
+            ChecksumSHA256=built.digest,
+            Metadata={"model": package.manifest.ref, "graph-sha256": package.manifest.sha256},
+        )
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client("greengrassv2").create_component_version(
+                inlineRecipe=recipe_bytes(built.recipe)
+            )
+            arn = response["arn"]
+            status = response.get("status", {}).get("componentState", "")
+            if status == "FAILED":
+                message = response["status"].get("message", "")
+                raise AwsError(f"greengrassv2.create_component_version ({arn}): FAILED: {message}")
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            if err.get("Code") != "ConflictException":
+                raise AwsError(
+                    f"greengrassv2.create_component_version ({MODEL_COMPONENT} {version}): "
+                    f"{err.get('Code')}: {err.get('Message')}"
+                ) from exc
+            # Already published (e.g. a resumed promotion): the existing version must match.
+            arn = self._existing_component_arn(version, built.digest)
+        return PublishedModel(MODEL_COMPONENT, version, arn, built.uri, built.digest)
+
+    def _existing_component_arn(self, version: str, digest: str) -> str:
+        account = self._call("sts", "get_caller_identity")["Account"]
+        arn = f"arn:aws:greengrass:{self.region}:{account}:components:{MODEL_COMPONENT}:versions:{version}"
+        recipe = json.loads(
+            self._call("greengrassv2", "get_component", arn=arn, recipeOutputFormat="JSON")[
+                "recipe"
+            ]
+        )
+        digests = [
+            a.get("Digest") for m in recipe.get("Manifests", []) for a in m.get("Artifacts", [])
+        ]
+        if digest not in digests:
+            raise BadInputError(
+                f"{MODEL_COMPONENT} {version} already exists with a different artifact; "
+                "a model package version can be published only once"
+            )
+        return arn
+
+    # -- deployments --------------------------------------------------------------------------
+
+    def create_deployment(self, request: dict[str, Any]) -> str:
+        """``greengrassv2.create_deployment`` with the request from ``deployment_spec``."""
+        return str(self._call("greengrassv2", "create_deployment", **request)["deploymentId"])
+
+    def deployment_progress(self, deployment_id: str) -> DeploymentProgress:
+        """Greengrass deployment status plus its IoT job's execution summaries by status."""
+        dep = self._call("greengrassv2", "get_deployment", deploymentId=deployment_id)
+        status = dep.get("deploymentStatus", "ACTIVE")
+        job_id = dep.get("iotJobId")
+        if not job_id:
+            return DeploymentProgress(deployment_id, status, "IN_PROGRESS", {})
+        job = self._call("iot", "describe_job", jobId=job_id)["job"]
+        counts: dict[str, int] = {}
+        for summary in self._pages(
+            "iot", "list_job_executions_for_job", "executionSummaries", jobId=job_id
+        ):
+            state = summary.get("jobExecutionSummary", {}).get("status", "QUEUED")
+            counts[state] = counts.get(state, 0) + 1
+        return DeploymentProgress(deployment_id, status, job.get("status", "IN_PROGRESS"), counts)
+
+    def core_devices(self, target_arn: str) -> list[CoreDevice]:
+        """``list_core_devices`` of the ring's thing group."""
+        return [
+            CoreDevice(d["coreDeviceThingName"], d.get("status", "UNKNOWN"))
+            for d in self._pages(
+                "greengrassv2", "list_core_devices", "coreDevices", thingGroupArn=target_arn
+            )
+        ]
+
+    def effective_deployments(self, device: str) -> list[dict[str, Any]]:
+        """``list_effective_deployments`` of one core device."""
+        return list(
+            self._pages(
+                "greengrassv2",
+                "list_effective_deployments",
+                "effectiveDeployments",
+                coreDeviceThingName=device,
+            )
+        )
+
+    # -- health -------------------------------------------------------------------------------
+
+    def ring_health(
+        self, plant: str, ring: str, target_arn: str, start: float, end: float, model_version: str
+    ) -> RingHealth:
+        """The ring's health: core device status, and the version's health metrics.
+
+        ``healthy`` is the ring's HEALTHY core devices (the controller caps it at the devices the
+        deployment reached). Health messages carry no ring, so the metrics are those of the
+        plant's devices on ``model_version`` — during a ring's bake, the rings promoted so far.
+        Latency: per minute the worst device's p99, then the 99th percentile of those minutes.
+        ``reporting`` assumes one health message per device per minute.
+        """
+        devices = self.core_devices(target_arn)
+        namespace = health_namespace(plant, model_version)
+        queries = [
+            {
+                "Id": query_id,
+                "MetricStat": {
+                    "Metric": {"Namespace": namespace, "MetricName": metric},
+                    "Period": METRIC_PERIOD_S,
+                    "Stat": stat,
+                },
+                "ReturnData": True,
+            }
+            for query_id, (metric, stat) in METRICS.items()
+        ]
+        values: dict[str, list[float]] = {q: [] for q in METRICS}
+        for result in self._pages(
+            "cloudwatch",
+            "get_metric_data",
+            "MetricDataResults",
+            token="NextToken",
+            MetricDataQueries=queries,
+            StartTime=datetime.fromtimestamp(start, UTC),
+            EndTime=datetime.fromtimestamp(end, UTC),
+        ):
+            values[result["Id"]].extend(float(v) for v in result.get("Values", []))
+        # intervals without frames report p99 0: they say nothing about latency
+        lat = sorted(v for v in values["p99"] if v > 0)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None
+        agree = values["agreement"]
+        rejects, manual = int(sum(values["rejects"])), int(sum(values["manual"]))
+        inspections = int(sum(values["inspections"]))
+        interval = max(1.0, end - start)
+        return RingHealth(
+            devices=len(devices),
+            healthy=sum(1 for d in devices if d.status == "HEALTHY"),
+            reporting=min(len(devices), round(sum(values["reports"]) * 60.0 / interval)),
+            decisions={
+                "pass": max(0, inspections - rejects - manual),
+                "reject": rejects,
+                "manual": manual,
+            },
+            latency_p99_ms=p99,
+            shadow_agreement=sum(agree) / len(agree) if agree else None,
+        )
+
+    # -- model package ------------------------------------------------------------------------
+
+    def fetch_model_package(self, arn: str, workdir: Path) -> Path:
+        """Download an Approved model package's artifact (tar.gz or zip) and unpack it."""
+        desc = self._call("sagemaker", "describe_model_package", ModelPackageName=arn)
+        approval = desc.get("ModelApprovalStatus")
+        if approval != "Approved":
+            raise BadInputError(f"{arn}: model package is {approval}, not Approved")
+        containers = desc.get("InferenceSpecification", {}).get("Containers", [])
+        url = next((c["ModelDataUrl"] for c in containers if c.get("ModelDataUrl")), None)
+        if not url or not url.startswith("s3://"):
+            raise BadInputError(f"{arn}: no s3:// ModelDataUrl in InferenceSpecification")
+        bucket, _, key = url[5:].partition("/")
+        body = self._call("s3", "get_object", Bucket=bucket, Key=key)["Body"].read()
+        target = Path(workdir) / "model-package"
+        target.mkdir(parents=True, exist_ok=True)
+        _unpack(body, key, target)
+        roots = sorted(p.parent for p in target.rglob(MANIFEST_FILE))
+        if not roots:
+            raise BadInputError(f"{url}: no {MANIFEST_FILE} in the model artifact")
+        load_package(roots[0])  # validate (manifest fields, graph sha256) before anything ships
+        return roots[0]
+
+
+def _unpack(body: bytes, name: str, target: Path) -> None:
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            for member in archive.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise BadInputError(f"{name}: unsafe path {member!r} in the archive")
+            archive.extractall(target)
+        return
+    try:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as archive:
+            archive.extractall(target, filter="data")
+    except tarfile.TarError as exc:
+        raise BadInputError(f"{name}: not a tar.gz or zip model artifact ({exc})") from None

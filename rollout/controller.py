@@ -1,0 +1,414 @@
+"""The rollout controller: drive a model version through a plant's rings, gate, roll back."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inspector.model_package import ModelPackage
+from rollout.errors import BadInputError, StateError
+from rollout.fleet import MODEL_COMPONENT, Clock, DeploymentProgress, FleetApi, RingHealth
+from rollout.gates import GateResult, deployment_gates, health_gates
+from rollout.state import StateStore
+from stacks.config import (
+    PlantConfig,
+    Release,
+    ReleaseError,
+    load_plant_release,
+    parse_release,
+    release_path,
+    write_release,
+)
+from stacks.deployment_spec import deployment_spec
+
+MIN_BASELINE_S = 1800.0
+"""The ring's baseline is measured over the bake time before deploying, at least this long."""
+
+
+@dataclass
+class Report:
+    """The outcome of a promotion or rollback; ``status`` decides the exit code."""
+
+    plant: str
+    model_version: str
+    status: str
+    message: str
+    rings: dict[str, Any] = field(default_factory=dict)
+    failed: list[GateResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was rolled back and nothing failed."""
+        return self.status in (
+            "completed",
+            "paused",
+            "already-released",
+            "dry-run",
+            "rolled-back-on-request",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (the CLI prints it with ``--json`` and writes it beside the state)."""
+        return {
+            "plant": self.plant,
+            "model_version": self.model_version,
+            "status": self.status,
+            "message": self.message,
+            "failed_gates": [g.to_json() for g in self.failed],
+            "rings": self.rings,
+        }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Controller:
+    """Promotes one model version ring by ring; state lives in a :class:`StateStore`."""
+
+    def __init__(
+        self,
+        *,
+        plant: PlantConfig,
+        fleet: FleetApi,
+        clock: Clock,
+        releases_dir: Path | str,
+        state_dir: Path | str,
+        log: Callable[[str], None] = print,
+        poll_s: float = 60.0,
+    ) -> None:
+        self.plant = plant
+        self.fleet = fleet
+        self.clock = clock
+        self.releases_dir = Path(releases_dir)
+        self.store = StateStore(state_dir, plant.name)
+        self.poll_s = poll_s
+        self._log = log
+        self._t0 = clock.now()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        """Progress line prefixed with the elapsed (possibly simulated) time."""
+        elapsed = int(self.clock.now() - self._t0)
+        self._log(
+            f"[+{elapsed // 3600:02d}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}] {message}"
+        )
+
+    def _release(self) -> Release:
+        return load_plant_release(self.plant, self.releases_dir)
+
+    def _write_ring(self, ring: str, components: dict[str, str], base: Release) -> Release:
+        current = self._release()
+        entry = base.ring(ring)
+        release = current.with_ring(
+            ring,
+            components,
+            configuration={k: dict(v) for k, v in entry.configuration.items()} if entry else None,
+            updated_at=_iso(self.clock.now()),
+        )
+        write_release(release_path(self.plant.name, self.releases_dir), release)
+        return release
+
+    def _target(self, ring: str) -> str:
+        return self.plant.ring_group_arn(ring)
+
+    def _wait(self, ring: str, deployment_id: str, started: float) -> DeploymentProgress:
+        """Poll until the ring's IoT job ends (completed or cancelled) or the deadline passes."""
+        policy = self.plant.deployment
+        devices = max(1, len(self.fleet.core_devices(self._target(ring))))
+        release_minutes = math.ceil(devices / policy.rollout.base_rate_per_minute)
+        deadline = started + 60.0 * (policy.in_progress_timeout_minutes + release_minutes + 15)
+        last = ""
+        while True:
+            progress = self.fleet.deployment_progress(deployment_id)
+            summary = (
+                f"{ring}: deployment {deployment_id} {progress.job_status.lower()}: "
+                f"{progress.count('SUCCEEDED')} succeeded, {progress.failed} failed, "
+                f"{progress.total - progress.finished} pending of {progress.total}"
+            )
+            if summary != last:
+                self.log(summary)
+                last = summary
+            if progress.job_status != "IN_PROGRESS" or self.clock.now() >= deadline:
+                return progress
+            self.clock.sleep(min(self.poll_s, max(1.0, deadline - self.clock.now())))
+
+    # -- promotion ----------------------------------------------------------------------------
+
+    def promote(
+        self, package: ModelPackage, *, dry_run: bool = False, stop_after: str | None = None
+    ) -> Report:
+        """Publish the package as the model component and roll it out ring by ring.
+
+        ``stop_after`` pauses once that ring passed (status ``paused``); promoting the same
+        package again continues with the next ring.
+        """
+        if stop_after is not None and stop_after not in self.plant.ring_names:
+            raise BadInputError(
+                f"plant {self.plant.name!r} has no ring {stop_after!r} "
+                f"(rings: {', '.join(self.plant.ring_names)})"
+            )
+        version = package.manifest.version
+        release = self._release()
+        state = self.store.load()
+        if state and state["status"] == "rolling_back":
+            raise StateError(
+                f"{self.store.path}: the rollback of {state['model_version']} was interrupted; "
+                f"run `rollout rollback --plant {self.plant.name}` first"
+            )
+        if state and state["status"] == "in_progress":
+            if state["model_version"] != version:
+                raise StateError(
+                    f"{self.store.path}: a promotion of {MODEL_COMPONENT} {state['model_version']} "
+                    f"is in progress; finish it or run `rollout rollback --plant {self.plant.name}`"
+                )
+            if dry_run:
+                raise StateError(f"{self.store.path}: a promotion is in progress; no --dry-run")
+            self.log(f"resuming the promotion of {version} from {self.store.path}")
+        else:
+            missing = [r for r in self.plant.ring_names if release.ring(r) is None]
+            if missing:
+                raise BadInputError(
+                    f"{release_path(self.plant.name, self.releases_dir)}: ring(s) "
+                    f"{', '.join(missing)} have no release to roll back to"
+                )
+            running = {r: release.rings[r].components[MODEL_COMPONENT] for r in release.rings}
+            if all(v == version for v in running.values()):
+                return Report(
+                    self.plant.name,
+                    version,
+                    "already-released",
+                    f"every ring already runs {MODEL_COMPONENT} {version}",
+                )
+            state = {
+                "plant": self.plant.name,
+                "model_version": version,
+                "package_sha256": package.manifest.sha256,
+                "status": "in_progress",
+                "started_at": _iso(self.clock.now()),
+                "previous": release.to_json(),
+                "rings": {},
+            }
+        if dry_run:
+            return self._dry_run(release, version)
+        previous = parse_release(state["previous"], self.store.path, self.plant)
+        if "component_arn" not in state:
+            self.log(f"publishing {MODEL_COMPONENT} {version} from {package.root}")
+            published = self.fleet.publish_model(package)
+            state["component_arn"] = published.arn
+            state["artifact_uri"] = published.artifact_uri
+            self.store.save(state)
+            self.log(f"published {published.arn} ({published.artifact_uri})")
+        for ring in self.plant.ring_names:
+            failed = self._promote_ring(ring, version, previous, state)
+            if failed:
+                return self._roll_back(state, previous, failed)
+            if ring == stop_after and ring != self.plant.ring_names[-1]:
+                self.log(f"paused after {ring}; promote {version} again to continue")
+                return Report(
+                    self.plant.name,
+                    version,
+                    "paused",
+                    f"{MODEL_COMPONENT} {version} passed rings up to {ring}; run promote again "
+                    "to continue",
+                    rings=state["rings"],
+                )
+        state["status"] = "completed"
+        state["finished_at"] = _iso(self.clock.now())
+        self.store.save(state)
+        self.log(f"every ring runs {MODEL_COMPONENT} {version}")
+        return Report(
+            self.plant.name,
+            version,
+            "completed",
+            f"{MODEL_COMPONENT} {version} promoted to rings {', '.join(self.plant.ring_names)}",
+            rings=state["rings"],
+        )
+
+    def _dry_run(self, release: Release, version: str) -> Report:
+        rings: dict[str, Any] = {}
+        for ring in self.plant.ring_names:
+            components = dict(release.rings[ring].components)
+            components[MODEL_COMPONENT] = version
+            spec = deployment_spec(self.plant, ring, release.with_ring(ring, components))
+            bake = self.plant.ring(ring).bake_minutes
+            self.log(f"would deploy {MODEL_COMPONENT} {version} to {ring}, bake {bake} min")
+            rings[ring] = {"request": spec}
+        return Report(
+            self.plant.name, version, "dry-run", "dry run: nothing published or deployed", rings
+        )
+
+    def _promote_ring(
+        self, ring: str, version: str, previous: Release, state: dict[str, Any]
+    ) -> list[GateResult]:
+        """Deploy, wait, bake and gate one ring; return the failed gates (empty: passed)."""
+        rs = state["rings"].setdefault(ring, {"phase": "pending"})
+        if rs["phase"] == "passed":
+            self.log(f"{ring}: already passed, not redeployed")
+            return []
+        target = self._target(ring)
+        old = previous.rings[ring].components
+        old_version = old[MODEL_COMPONENT]
+        bake_s = 60.0 * self.plant.ring(ring).bake_minutes
+        if rs["phase"] == "pending":
+            now = self.clock.now()
+            window = max(bake_s, MIN_BASELINE_S)
+            baseline = self.fleet.ring_health(
+                self.plant.name, ring, target, now - window, now, old_version
+            )
+            rs["baseline"] = baseline.to_json()
+            components = dict(old)
+            components[MODEL_COMPONENT] = version
+            spec = deployment_spec(self.plant, ring, previous.with_ring(ring, components))
+            if old_version == version:
+                self.log(f"{ring}: already on {version}; checking it anyway")
+            self.log(f"{ring}: deploying {MODEL_COMPONENT} {old_version} -> {version}")
+            rs["deployment_id"] = self.fleet.create_deployment(spec)
+            rs["deployed_at"] = now
+            rs["phase"] = "deploying"
+            state["rings"][ring] = rs
+            self.store.save(state)
+            self._write_ring(ring, components, previous)
+        if rs["phase"] == "deploying":
+            progress = self._wait(ring, rs["deployment_id"], rs["deployed_at"])
+            rs["reached_at"] = self.clock.now()
+            rs["phase"] = "baking"
+            self.store.save(state)
+            if progress.aborted:
+                health = self.fleet.ring_health(
+                    self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
+                )
+                return self._judge(ring, state, progress, None, health, baked=False)
+        remaining = rs["reached_at"] + bake_s - self.clock.now()
+        if remaining > 0:
+            self.log(f"{ring}: baking for {remaining / 60:.0f} min")
+            self.clock.sleep(remaining)
+        progress = self.fleet.deployment_progress(rs["deployment_id"])
+        health = self.fleet.ring_health(
+            self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
+        )
+        baseline = RingHealth.from_json(rs["baseline"])
+        failed = self._judge(ring, state, progress, baseline, health, baked=bake_s > 0)
+        if not failed:
+            rs["phase"] = "passed"
+            self.store.save(state)
+            self.log(f"{ring}: every gate passed")
+        return failed
+
+    def _judge(
+        self,
+        ring: str,
+        state: dict[str, Any],
+        progress: DeploymentProgress,
+        baseline: RingHealth | None,
+        health: RingHealth,
+        *,
+        baked: bool,
+    ) -> list[GateResult]:
+        gates = self.plant.gates
+        results = deployment_gates(ring, gates, progress, health)
+        if baked and not progress.aborted:
+            results += health_gates(ring, gates, baseline, health)
+        for result in results:
+            self.log(result.line())
+        rs = state["rings"][ring]
+        rs["gates"] = [r.to_json() for r in results]
+        rs["health"] = health.to_json()
+        self.store.save(state)
+        return [r for r in results if not r.passed]
+
+    # -- rollback -----------------------------------------------------------------------------
+
+    def _roll_back(
+        self, state: dict[str, Any], previous: Release, failed: list[GateResult]
+    ) -> Report:
+        first = failed[0]
+        self.log(f"gate {first.gate} failed on ring {first.ring}: rolling back")
+        state["status"] = "rolling_back"
+        state["failed_gates"] = [g.to_json() for g in failed]
+        self.store.save(state)
+        self._restore(state, previous)
+        state["status"] = "rolled_back"
+        state["finished_at"] = _iso(self.clock.now())
+        self.store.save(state)
+        message = (
+            f"gate {first.gate} failed on ring {first.ring}: {first.detail}; "
+            f"rings {', '.join(self._touched(state))} rolled back to the previous release"
+        )
+        return Report(
+            self.plant.name,
+            state["model_version"],
+            "rolled-back",
+            message,
+            rings=state["rings"],
+            failed=failed,
+        )
+
+    def _touched(self, state: dict[str, Any]) -> list[str]:
+        return [r for r in self.plant.ring_names if state["rings"].get(r, {}).get("deployment_id")]
+
+    def _restore(self, state: dict[str, Any], previous: Release) -> None:
+        """Deploy the previous release to every touched ring and rewrite the release file."""
+        for ring in reversed(self._touched(state)):
+            rs = state["rings"][ring]
+            if rs.get("phase") == "rolled_back":
+                continue
+            components = dict(previous.rings[ring].components)
+            spec = deployment_spec(self.plant, ring, previous)
+            self.log(
+                f"{ring}: deploying the previous release ({MODEL_COMPONENT} "
+                f"{components[MODEL_COMPONENT]})"
+            )
+            rollback_id = self.fleet.create_deployment(spec)
+            rs["rollback_deployment_id"] = rollback_id
+            self._write_ring(ring, components, previous)
+            self.store.save(state)
+            progress = self._wait(ring, rollback_id, self.clock.now())
+            rs["phase"] = "rolled_back"
+            rs["rollback_status"] = progress.job_status
+            self.store.save(state)
+
+    def rollback(self) -> Report:
+        """Roll every ring the last promotion touched back to the release it started from."""
+        state = self.store.load()
+        if not state:
+            raise StateError(f"{self.store.path}: no promotion to roll back")
+        if state["status"] == "rolled_back":
+            return Report(
+                self.plant.name,
+                state["model_version"],
+                "rolled-back-on-request",
+                "the last promotion is already rolled back",
+            )
+        try:
+            previous = parse_release(state["previous"], self.store.path, self.plant)
+        except ReleaseError as exc:
+            raise StateError(str(exc)) from None
+        state["status"] = "rolling_back"
+        self.store.save(state)
+        self._restore(state, previous)
+        state["status"] = "rolled_back"
+        state["finished_at"] = _iso(self.clock.now())
+        self.store.save(state)
+        return Report(
+            self.plant.name,
+            state["model_version"],
+            "rolled-back-on-request",
+            f"rings {', '.join(self._touched(state)) or '(none)'} back on the previous release",
+            rings=state["rings"],
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The release file and the last promotion's state, as one JSON document."""
+        state = self.store.load()
+        return {
+            "plant": self.plant.name,
+            "release": self._release().to_json(),
+            "promotion": json.loads(json.dumps(state)) if state else None,
+        }

@@ -1,0 +1,180 @@
+"""The narrow interface between the rollout controller and the fleet, and the values it returns.
+
+Two implementations: :class:`rollout.aws.AwsFleet` (boto3) and
+:class:`rollout.simulator.FleetSimulator` (seeded, simulated clock).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from inspector.model_package import ModelPackage
+
+MODEL_COMPONENT = "com.lineguard.Model"
+"""The Greengrass component whose artifact is the model package; its version is the package's."""
+
+TERMINAL_EXECUTION_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "CANCELED", "REMOVED")
+FAILED_EXECUTION_STATES = ("FAILED", "TIMED_OUT", "REJECTED")
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A model component version created from a model package."""
+
+    component: str
+    version: str
+    arn: str
+    artifact_uri: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DeploymentProgress:
+    """Where a ring's deployment stands: Greengrass status plus IoT job execution counts."""
+
+    deployment_id: str
+    status: str
+    job_status: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, *states: str) -> int:
+        """Sum of the job executions in the given states."""
+        return sum(self.counts.get(s, 0) for s in states)
+
+    @property
+    def total(self) -> int:
+        """All job executions of the deployment."""
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        """Executions that reached a terminal state."""
+        return self.count(*TERMINAL_EXECUTION_STATES)
+
+    @property
+    def failed(self) -> int:
+        """Executions that failed, timed out or were rejected."""
+        return self.count(*FAILED_EXECUTION_STATES)
+
+    @property
+    def aborted(self) -> bool:
+        """The IoT job was cancelled (abort criteria met) or the deployment failed/cancelled."""
+        return self.job_status in ("CANCELED", "DELETION_IN_PROGRESS") or self.status in (
+            "CANCELED",
+            "FAILED",
+        )
+
+
+@dataclass(frozen=True)
+class RingHealth:
+    """What a ring's devices reported over a time window (health messages + device status)."""
+
+    devices: int
+    healthy: int
+    reporting: int
+    """``healthy``: devices healthy on the version asked for; ``reporting``: sent health."""
+    decisions: dict[str, int] = field(default_factory=dict)
+    latency_p99_ms: float | None = None
+    shadow_agreement: float | None = None
+
+    @property
+    def frames(self) -> int:
+        """Frames judged in the window."""
+        return sum(self.decisions.values())
+
+    def rate(self, decision: str) -> float | None:
+        """Share of frames with this decision, or None with no frames."""
+        return self.decisions.get(decision, 0) / self.frames if self.frames else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for the persisted state and the report."""
+        return {
+            "devices": self.devices,
+            "healthy": self.healthy,
+            "reporting": self.reporting,
+            "decisions": dict(self.decisions),
+            "latency_p99_ms": self.latency_p99_ms,
+            "shadow_agreement": self.shadow_agreement,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RingHealth:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            devices=int(doc["devices"]),
+            healthy=int(doc["healthy"]),
+            reporting=int(doc["reporting"]),
+            decisions={k: int(v) for k, v in doc.get("decisions", {}).items()},
+            latency_p99_ms=doc.get("latency_p99_ms"),
+            shadow_agreement=doc.get("shadow_agreement"),
+        )
+
+
+@dataclass(frozen=True)
+class CoreDevice:
+    """A Greengrass core device and its reported status (HEALTHY or UNHEALTHY)."""
+
+    name: str
+    status: str
+
+
+class Clock(Protocol):
+    """Time source of the controller: wall clock in production, simulated in the simulator."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait (or advance simulated time) this many seconds."""
+        ...
+
+
+class WallClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep for real."""
+        time.sleep(seconds)
+
+
+class FleetApi(Protocol):
+    """Everything the controller needs from AWS (or from the simulator)."""
+
+    def publish_model(self, package: ModelPackage) -> PublishedModel:
+        """Copy the package to the artifact prefix and create the model component version."""
+        ...
+
+    def create_deployment(self, request: dict[str, Any]) -> str:
+        """Send a ``greengrassv2.create_deployment`` request; return the deployment id."""
+        ...
+
+    def deployment_progress(self, deployment_id: str) -> DeploymentProgress:
+        """Status of a deployment and its IoT job executions."""
+        ...
+
+    def core_devices(self, target_arn: str) -> list[CoreDevice]:
+        """Core devices in a ring's thing group with their status."""
+        ...
+
+    def ring_health(
+        self, plant: str, ring: str, target_arn: str, start: float, end: float, model_version: str
+    ) -> RingHealth:
+        """Aggregate the ring's health over ``[start, end)``; ``healthy`` counts devices on
+        ``model_version``."""
+        ...
+
+    def effective_deployments(self, device: str) -> list[dict[str, Any]]:
+        """The deployments that apply to one core device (for ``status``)."""
+        ...
+
+    def fetch_model_package(self, arn: str, workdir: Path) -> Path:
+        """Download an approved SageMaker model package's artifact; return the package dir."""
+        ...

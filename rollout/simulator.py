@@ -1,0 +1,583 @@
+"""A seeded fleet simulator that implements :class:`rollout.fleet.FleetApi` on a simulated clock.
+
+Greengrass v2 semantics it keeps: one deployment per target (a new one replaces the previous and
+cancels its pending job executions); the IoT job's exponential rollout rate, abort criteria and
+in-progress timeout; failure handling ROLLBACK; a component that errors three times within an hour
+goes BROKEN (core device UNHEALTHY); devices offline for periods. Each model version behaves as
+set (reject and manual rates, latency, crash probability, agreement with the previous model) and
+the ring's health is aggregated from the same quantities the inspector's health message carries.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inspector.model_package import ModelPackage
+from rollout.errors import BadInputError
+from rollout.fleet import (
+    MODEL_COMPONENT,
+    TERMINAL_EXECUTION_STATES,
+    CoreDevice,
+    DeploymentProgress,
+    PublishedModel,
+    RingHealth,
+)
+from rollout.health import aggregate
+from stacks.config import PlantConfig, Release
+
+HOUR = 3600.0
+BROKEN_AFTER_ERRORS = 3
+
+
+@dataclass(frozen=True)
+class ModelBehaviour:
+    """How one model version behaves on every device that runs it."""
+
+    reject_rate: float = 0.03
+    manual_rate: float = 0.01
+    latency_p99_ms: float = 45.0
+    crash_per_start: float = 0.0
+    crash_per_hour: float = 0.0
+    agreement: float | None = None
+
+
+def _good(base: ModelBehaviour, rng: random.Random) -> ModelBehaviour:
+    return replace(
+        base,
+        reject_rate=base.reject_rate * (1 + rng.uniform(-0.15, 0.15)),
+        manual_rate=base.manual_rate * (1 + rng.uniform(-0.15, 0.15)),
+        latency_p99_ms=base.latency_p99_ms * (1 + rng.uniform(-0.1, 0.1)),
+        agreement=rng.uniform(0.96, 0.995),
+    )
+
+
+SCENARIOS: dict[str, Callable[[ModelBehaviour, random.Random], ModelBehaviour]] = {
+    "good": _good,
+    "crash": lambda b, r: replace(_good(b, r), crash_per_start=0.95, crash_per_hour=60.0),
+    "reject-all": lambda b, r: replace(_good(b, r), reject_rate=0.97, agreement=0.05),
+    "reject-none": lambda b, r: replace(_good(b, r), reject_rate=0.0, agreement=0.97),
+    "slow": lambda b, r: replace(_good(b, r), latency_p99_ms=b.latency_p99_ms * 3),
+}
+"""Behaviour of the new model version relative to the fleet's current one, per scenario."""
+
+
+class SimClock:
+    """A simulated clock; ``sleep`` advances the simulation."""
+
+    def __init__(self, start: float, on_advance: Callable[[float], None]) -> None:
+        self._now = start
+        self._on_advance = on_advance
+
+    def now(self) -> float:
+        """Simulated seconds since the epoch."""
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance simulated time (the simulator runs every tick in between)."""
+        target = self._now + max(0.0, seconds)
+        self._on_advance(target)
+        self._now = target
+
+    def _set(self, value: float) -> None:
+        self._now = value
+
+
+@dataclass
+class _Device:
+    name: str
+    ring: str
+    offline: list[tuple[float, float]]
+    latency_factor: float
+    rate_factor: float
+    components: dict[str, str]
+    broken: bool = False
+    errors: list[float] = field(default_factory=list)
+    # (time, model version running or None when broken) — for health aggregation
+    history: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def online(self, t: float) -> bool:
+        return all(not start <= t < end for start, end in self.offline)
+
+    def model(self) -> str | None:
+        return None if self.broken else self.components.get(MODEL_COMPONENT)
+
+    def record(self, t: float) -> None:
+        self.history.append((t, self.model()))
+
+
+@dataclass
+class _Execution:
+    device: str
+    status: str = "QUEUED"
+    released: bool = False
+    started: float = 0.0
+    finish_at: float = 0.0
+
+
+@dataclass
+class _Deployment:
+    deployment_id: str
+    target: str
+    components: dict[str, str]
+    rollback: bool
+    created: float
+    base_rate: float
+    factor: float
+    increase_every: int
+    max_rate: float
+    timeout_s: float | None
+    abort: list[dict[str, Any]]
+    executions: dict[str, _Execution]
+    status: str = "ACTIVE"
+    job_status: str = "IN_PROGRESS"
+    rate: float = 1.0
+    budget: float = 0.0
+    last_increase_at: int = 0
+
+
+class FleetSimulator:
+    """A fleet of simulated core devices in rings, driven through the ``FleetApi`` calls."""
+
+    def __init__(
+        self,
+        rings: Iterable[tuple[str, str, int]],
+        components: Mapping[str, str],
+        *,
+        seed: int = 0,
+        behaviours: Mapping[str, ModelBehaviour] | None = None,
+        default_behaviour: ModelBehaviour | None = None,
+        offline_share: float = 0.02,
+        parts_per_second: float = 1.0,
+        start: float = 1_767_225_600.0,
+        tick_s: float = 60.0,
+        horizon_s: float = 14 * 24 * HOUR,
+        ring_components: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Create the fleet.
+
+        Args:
+            rings: ``(ring name, thing group ARN, device count)`` per ring.
+            components: component name → version every device runs at the start.
+            seed: seeds every random choice (offline periods, crashes, counts).
+            behaviours: model version → behaviour; other versions get ``default_behaviour``.
+            offline_share: share of devices that go offline for a period (1–6 h) in the horizon.
+            parts_per_second: frames each device judges per second while running.
+            start: simulated epoch seconds at the start.
+            tick_s: simulation step.
+            horizon_s: span over which offline periods are drawn.
+            ring_components: per-ring overrides of ``components``.
+        """
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.behaviours = dict(behaviours or {})
+        self.default_behaviour = default_behaviour or ModelBehaviour()
+        self.parts_per_second = parts_per_second
+        self.tick_s = tick_s
+        self.now = start
+        self.clock = SimClock(start, self._advance_to)
+        self.targets: dict[str, list[str]] = {}
+        self.ring_of_target: dict[str, str] = {}
+        self.devices: dict[str, _Device] = {}
+        self.published: dict[tuple[str, str], PublishedModel] = {}
+        ring_components = ring_components or {}
+        self.known_versions = {(name, version) for name, version in components.items()}
+        for overrides in ring_components.values():
+            self.known_versions |= set(overrides.items())
+        self.deployments: dict[str, _Deployment] = {}
+        self.active: dict[str, str] = {}
+        self.calls: list[tuple[str, Any]] = []
+        for ring, target, count in rings:
+            names = []
+            for i in range(count):
+                name = f"sim-{ring}-{i:05d}"
+                offline: list[tuple[float, float]] = []
+                if self.rng.random() < offline_share:
+                    begin = start + self.rng.uniform(0, horizon_s)
+                    offline.append((begin, begin + self.rng.uniform(1 * HOUR, 6 * HOUR)))
+                device = _Device(
+                    name=name,
+                    ring=ring,
+                    offline=offline,
+                    latency_factor=math.exp(self.rng.gauss(0, 0.05)),
+                    rate_factor=math.exp(self.rng.gauss(0, 0.1)),
+                    components=dict(ring_components.get(ring, components)),
+                )
+                device.record(start - horizon_s)
+                self.devices[name] = device
+                names.append(name)
+            self.targets[target] = names
+            self.ring_of_target[target] = ring
+
+    # -- behaviour -----------------------------------------------------------------------------
+
+    def behaviour(self, version: str) -> ModelBehaviour:
+        """The behaviour of a model version."""
+        return self.behaviours.get(version, self.default_behaviour)
+
+    # -- FleetApi ------------------------------------------------------------------------------
+
+    def publish_model(self, package: ModelPackage) -> PublishedModel:
+        """Record the model component version (as Greengrass would after CreateComponentVersion)."""
+        version = package.manifest.version
+        key = (MODEL_COMPONENT, version)
+        self.calls.append(("publish_model", version))
+        if key not in self.published:
+            self.published[key] = PublishedModel(
+                component=MODEL_COMPONENT,
+                version=version,
+                arn=f"arn:aws:greengrass:sim:000000000000:components:{MODEL_COMPONENT}:versions:{version}",
+                artifact_uri=f"s3://sim-artifacts/{MODEL_COMPONENT}/{version}/model-package.zip",
+                sha256=package.manifest.sha256,
+            )
+            self.known_versions.add(key)
+        return self.published[key]
+
+    def create_deployment(self, request: dict[str, Any]) -> str:
+        """Create a deployment; it replaces the target's previous one (one per target)."""
+        target = request["targetArn"]
+        if target not in self.targets:
+            raise BadInputError(f"simulator: no thing group {target}")
+        components = {
+            name: spec["componentVersion"] for name, spec in request.get("components", {}).items()
+        }
+        for name, version in components.items():
+            if (name, version) not in self.known_versions:
+                raise BadInputError(f"simulator: component {name} {version} was never published")
+        previous = self.active.get(target)
+        if previous:
+            old = self.deployments[previous]
+            old.status = "INACTIVE"
+            if old.job_status == "IN_PROGRESS":
+                old.job_status = "CANCELED"
+            for ex in old.executions.values():
+                if ex.status == "QUEUED" or (ex.status == "IN_PROGRESS" and not ex.released):
+                    ex.status = "CANCELED"
+        job = request.get("iotJobConfiguration", {})
+        rollout = job.get("jobExecutionsRolloutConfig", {})
+        exp = rollout.get("exponentialRate")
+        policies = request.get("deploymentPolicies", {})
+        timeout = job.get("timeoutConfig", {}).get("inProgressTimeoutInMinutes")
+        deployment_id = f"sim-{len(self.deployments) + 1:04d}"
+        dep = _Deployment(
+            deployment_id=deployment_id,
+            target=target,
+            components=components,
+            rollback=policies.get("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK",
+            created=self.now,
+            base_rate=float(exp["baseRatePerMinute"]) if exp else 1000.0,
+            factor=float(exp["incrementFactor"]) if exp else 1.0,
+            increase_every=int(
+                exp.get("rateIncreaseCriteria", {}).get("numberOfSucceededThings", 0) or 0
+            )
+            if exp
+            else 0,
+            max_rate=float(rollout.get("maximumPerMinute", 1000)),
+            timeout_s=float(timeout) * 60 if timeout else None,
+            abort=list(job.get("abortConfig", {}).get("criteriaList", [])),
+            executions={name: _Execution(name) for name in self.targets[target]},
+        )
+        dep.rate = dep.base_rate
+        self.deployments[deployment_id] = dep
+        self.active[target] = deployment_id
+        self.calls.append(("create_deployment", request))
+        return deployment_id
+
+    def deployment_progress(self, deployment_id: str) -> DeploymentProgress:
+        """Deployment status and job execution counts by state."""
+        dep = self.deployments[deployment_id]
+        counts: dict[str, int] = {}
+        for ex in dep.executions.values():
+            counts[ex.status] = counts.get(ex.status, 0) + 1
+        return DeploymentProgress(deployment_id, dep.status, dep.job_status, counts)
+
+    def core_devices(self, target_arn: str) -> list[CoreDevice]:
+        """Devices of a ring with HEALTHY/UNHEALTHY status."""
+        return [
+            CoreDevice(name, "UNHEALTHY" if self.devices[name].broken else "HEALTHY")
+            for name in self.targets[target_arn]
+        ]
+
+    def effective_deployments(self, device: str) -> list[dict[str, Any]]:
+        """The deployment that applies to a device (its ring's active one)."""
+        ring_target = next(t for t, names in self.targets.items() if device in names)
+        dep_id = self.active.get(ring_target)
+        if not dep_id:
+            return []
+        ex = self.deployments[dep_id].executions[device]
+        return [
+            {
+                "deploymentId": dep_id,
+                "targetArn": ring_target,
+                "coreDeviceExecutionStatus": ex.status,
+            }
+        ]
+
+    def fetch_model_package(self, arn: str, workdir: Path) -> Path:
+        """The simulator has no SageMaker: pass a package directory instead."""
+        raise BadInputError(f"--simulate needs a model package directory, not {arn}")
+
+    def ring_health(
+        self, plant: str, ring: str, target_arn: str, start: float, end: float, model_version: str
+    ) -> RingHealth:
+        """Aggregate the ring's health messages over ``[start, end)`` as the gates read them."""
+        names = self.targets[target_arn]
+        return aggregate(
+            self.health_messages(plant, target_arn, start, end),
+            devices=len(names),
+            healthy=sum(1 for n in names if self.devices[n].model() == model_version),
+            version=model_version,
+        )
+
+    def health_messages(
+        self, plant: str, target_arn: str, start: float, end: float
+    ) -> list[dict[str, Any]]:
+        """Inspector-format (v1) health messages of a ring's devices over ``[start, end)``.
+
+        One message per device and model version run in the window (the window is the
+        message's interval), with the counts, latency and shadow agreement that version gives.
+        """
+        if end > self.now + 1e-6:
+            raise ValueError(f"simulator: health asked for the future ({end} > {self.now})")
+        messages: list[dict[str, Any]] = []
+        for name in self.targets[target_arn]:
+            device = self.devices[name]
+            for version, seconds in self._running(device, start, end).items():
+                frames = int(seconds * self.parts_per_second)
+                if frames <= 0:
+                    continue
+                model = self.behaviour(version)
+                rejects = _binomial(
+                    self.rng, frames, min(1.0, model.reject_rate * device.rate_factor)
+                )
+                manual = _binomial(self.rng, frames - rejects, model.manual_rate)
+                p99 = model.latency_p99_ms * device.latency_factor
+                shadow = None
+                if model.agreement is not None:
+                    shadow = {
+                        "model": "sim-previous",
+                        "frames": frames,
+                        "agreement": round(model.agreement, 4),
+                        "errors": 0,
+                    }
+                messages.append(
+                    {
+                        "v": 1,
+                        "plant": plant,
+                        "line": "sim",
+                        "station": device.ring,
+                        "device": name,
+                        "ts": _rfc3339(end),
+                        "seq": len(messages),
+                        "interval_s": end - start,
+                        "healthy": not device.broken,
+                        "model": f"sim@{version}",
+                        "frames": frames,
+                        "counts": {
+                            "pass": frames - rejects - manual,
+                            "reject": rejects,
+                            "manual": manual,
+                        },
+                        "reasons": {},
+                        "latency_ms": {
+                            "p50": round(p99 / 2.5, 3),
+                            "p99": round(p99, 3),
+                            "max": round(p99 * 1.2, 3),
+                        },
+                        "score_hist": {"edges": [], "counts": []},
+                        "backlog": 0,
+                        "last_error": "component errored" if device.errors else None,
+                        "shadow": shadow,
+                    }
+                )
+        return messages
+
+    # -- simulation ----------------------------------------------------------------------------
+
+    def _running(self, device: _Device, start: float, end: float) -> dict[str, float]:
+        """Seconds per model version the device was online and running in ``[start, end)``."""
+        out: dict[str, float] = {}
+        hist = device.history
+        idx = max(0, bisect.bisect_right([t for t, _ in hist], start) - 1)
+        for i in range(idx, len(hist)):
+            seg_start = max(start, hist[i][0])
+            seg_end = min(end, hist[i + 1][0] if i + 1 < len(hist) else end)
+            version = hist[i][1]
+            if seg_end <= seg_start or version is None:
+                continue
+            seconds = seg_end - seg_start
+            for off_start, off_end in device.offline:
+                overlap = min(seg_end, off_end) - max(seg_start, off_start)
+                if overlap > 0:
+                    seconds -= overlap
+            if seconds > 0:
+                out[version] = out.get(version, 0.0) + seconds
+        return out
+
+    def _advance_to(self, target: float) -> None:
+        while self.now + self.tick_s <= target + 1e-9:
+            self._tick(self.now + self.tick_s)
+        if target > self.now:
+            self._tick(target)
+
+    def _tick(self, t: float) -> None:
+        dt = t - self.now
+        self.now = t
+        self.clock._set(t)
+        for dep_id in list(self.active.values()):
+            dep = self.deployments[dep_id]
+            if dep.job_status == "IN_PROGRESS":
+                self._step_job(dep, dt)
+        self._runtime_crashes(dt)
+
+    def _step_job(self, dep: _Deployment, dt: float) -> None:
+        t = self.now
+        dep.budget = min(dep.budget + dep.rate * dt / 60.0, max(dep.rate, 1.0))
+        for ex in dep.executions.values():
+            if ex.status == "QUEUED" and not ex.released and dep.budget >= 1.0:
+                ex.released = True
+                dep.budget -= 1.0
+            device = self.devices[ex.device]
+            if ex.released and ex.status == "QUEUED" and device.online(t):
+                ex.status = "IN_PROGRESS"
+                ex.started = t
+                ex.finish_at = t + self.rng.uniform(20.0, 90.0)
+            if ex.status == "IN_PROGRESS":
+                if dep.timeout_s is not None and t - ex.started > dep.timeout_s:
+                    ex.status = "TIMED_OUT"
+                elif t >= ex.finish_at and device.online(t):
+                    ex.status = self._install(device, dep, t)
+        succeeded = sum(1 for ex in dep.executions.values() if ex.status == "SUCCEEDED")
+        if dep.increase_every and succeeded >= dep.last_increase_at + dep.increase_every:
+            dep.last_increase_at = succeeded - succeeded % dep.increase_every
+            dep.rate = min(dep.max_rate, dep.rate * dep.factor)
+        dep.rate = min(dep.rate, dep.max_rate)
+        self._check_abort(dep)
+        if all(ex.status in TERMINAL_EXECUTION_STATES for ex in dep.executions.values()):
+            dep.job_status = "COMPLETED"
+
+    def _install(self, device: _Device, dep: _Deployment, t: float) -> str:
+        previous = dict(device.components)
+        device.components = dict(dep.components)
+        device.broken = False
+        device.errors = []
+        version = device.components.get(MODEL_COMPONENT)
+        model = self.behaviour(version) if version else self.default_behaviour
+        starts = 0
+        while starts < BROKEN_AFTER_ERRORS and self.rng.random() < model.crash_per_start:
+            starts += 1
+            device.errors.append(t)
+        if starts >= BROKEN_AFTER_ERRORS:
+            if dep.rollback:
+                device.components = previous
+                device.errors = []
+            else:
+                device.broken = True
+            device.record(t)
+            return "FAILED"
+        device.record(t)
+        return "SUCCEEDED"
+
+    def _check_abort(self, dep: _Deployment) -> None:
+        executed = [ex for ex in dep.executions.values() if ex.status in TERMINAL_EXECUTION_STATES]
+        for criteria in dep.abort:
+            failure = criteria.get("failureType", "FAILED")
+            states = ("FAILED", "REJECTED", "TIMED_OUT") if failure == "ALL" else (failure,)
+            failed = sum(1 for ex in executed if ex.status in states)
+            if len(executed) >= int(criteria.get("minNumberOfExecutedThings", 1)) and (
+                100.0 * failed / max(1, len(executed)) >= float(criteria["thresholdPercentage"])
+            ):
+                dep.job_status = "CANCELED"
+                for ex in dep.executions.values():
+                    if ex.status == "QUEUED":
+                        ex.status = "CANCELED"
+                return
+
+    def _runtime_crashes(self, dt: float) -> None:
+        t = self.now
+        rates = [b.crash_per_hour for b in self.behaviours.values()]
+        if max([self.default_behaviour.crash_per_hour, *rates]) <= 0:
+            return
+        for device in self.devices.values():
+            version = device.model()
+            if version is None:
+                continue
+            rate = self.behaviour(version).crash_per_hour
+            if rate <= 0 or not device.online(t):
+                continue
+            if self.rng.random() < 1 - math.exp(-rate * dt / HOUR):
+                device.errors = [e for e in device.errors if e > t - HOUR] + [t]
+                if len(device.errors) >= BROKEN_AFTER_ERRORS:
+                    device.broken = True
+                    device.record(t)
+
+
+def _rfc3339(ts: float) -> str:
+    return (
+        datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{int(ts * 1000) % 1000:03d}Z"
+    )
+
+
+def _binomial(rng: random.Random, n: int, p: float) -> int:
+    """A binomial draw; normal approximation for large n (counts of frames are large)."""
+    if p <= 0 or n <= 0:
+        return 0
+    if p >= 1:
+        return n
+    if n < 50:
+        return sum(1 for _ in range(n) if rng.random() < p)
+    mean, sd = n * p, math.sqrt(n * p * (1 - p))
+    return max(0, min(n, round(rng.gauss(mean, sd))))
+
+
+def ring_sizes(plant: PlantConfig, devices: int) -> dict[str, int]:
+    """Devices per ring by the ring percentages (largest remainder; at least one per ring)."""
+    exact = [(r.name, devices * r.percent / 100.0) for r in plant.rings]
+    sizes = {name: max(1, math.floor(x)) for name, x in exact}
+    order = sorted(exact, key=lambda item: item[1] - math.floor(item[1]), reverse=True)
+    for name, _ in order[: max(0, devices - sum(sizes.values()))]:
+        sizes[name] += 1
+    return sizes
+
+
+def simulated_fleet(
+    plant: PlantConfig,
+    release: Release,
+    *,
+    new_version: str,
+    scenario: str = "good",
+    devices: int | None = None,
+    seed: int = 0,
+    offline_share: float = 0.02,
+    base: ModelBehaviour | None = None,
+) -> FleetSimulator:
+    """A simulator of ``plant`` running ``release``, where ``new_version`` behaves per scenario."""
+    if scenario not in SCENARIOS:
+        raise BadInputError(f"unknown scenario {scenario!r} (scenarios: {', '.join(SCENARIOS)})")
+    base = base or ModelBehaviour()
+    count = devices if devices is not None else plant.expected_devices
+    sizes = ring_sizes(plant, count)
+    ring_components = {name: dict(entry.components) for name, entry in release.rings.items()}
+    behaviours = {
+        entry.components[MODEL_COMPONENT]: base
+        for entry in release.rings.values()
+        if MODEL_COMPONENT in entry.components
+    }
+    behaviours[new_version] = SCENARIOS[scenario](base, random.Random(seed))
+    first = next(iter(ring_components.values()))
+    return FleetSimulator(
+        [(r.name, plant.ring_group_arn(r.name), sizes[r.name]) for r in plant.rings],
+        first,
+        seed=seed,
+        behaviours=behaviours,
+        default_behaviour=base,
+        offline_share=offline_share,
+        ring_components=ring_components,
+    )

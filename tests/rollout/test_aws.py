@@ -1,0 +1,321 @@
+"""AwsFleet against botocore Stubber (Greengrass v2) and moto (IoT, S3, SageMaker, CloudWatch)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.iot.models import iot_backends
+
+from inspector.model_package import load_package
+from rollout.aws import AwsFleet, health_namespace
+from rollout.errors import AwsError, BadInputError
+from rollout.recipe import build_model, digest_b64
+from stacks.config import initial_release
+from stacks.deployment_spec import deployment_spec
+
+from .conftest import REPO
+
+REGION = "eu-west-1"
+BUCKET = "lineguard-artifacts-test"
+T0 = 1_767_225_600.0
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        yield
+
+
+@pytest.fixture
+def greengrass() -> Iterator[tuple[Any, Stubber]]:
+    client = boto3.client(
+        "greengrassv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def fleet(greengrass_client: Any) -> AwsFleet:
+    return AwsFleet(
+        region=REGION, artifact_bucket=BUCKET, clients={"greengrassv2": greengrass_client}
+    )
+
+
+def component_arn(version: str) -> str:
+    return (
+        f"arn:aws:greengrass:{REGION}:{DEFAULT_ACCOUNT_ID}:components:"
+        f"com.lineguard.Model:versions:{version}"
+    )
+
+
+def test_publish_uploads_the_built_component_with_digest(aws, greengrass, make_package, tmp_path):
+    client, stubber = greengrass
+    package = make_package("1.1.0")
+    built = build_model(package, BUCKET)
+    uri = f"s3://{BUCKET}/components/com.lineguard.Model/1.1.0/model.zip"
+    assert built.uri == uri and built.key == "components/com.lineguard.Model/1.1.0/model.zip"
+    captured: dict[str, Any] = {}
+    client.meta.events.register_first(
+        "before-parameter-build.greengrassv2.CreateComponentVersion",
+        lambda params, **_: captured.update(params),
+    )
+    stubber.add_response(
+        "create_component_version",
+        {
+            "componentName": "com.lineguard.Model",
+            "componentVersion": "1.1.0",
+            "arn": component_arn("1.1.0"),
+            "creationTimestamp": datetime(2026, 1, 1, tzinfo=UTC),
+            "status": {"componentState": "DEPLOYABLE", "message": "ok"},
+        },
+        {"inlineRecipe": ANY},
+    )
+    api = fleet(client)
+    sent: dict[str, Any] = {}
+    api.client("s3").meta.events.register_first(
+        "before-parameter-build.s3.PutObject", lambda params, **_: sent.update(params)
+    )
+    published = api.publish_model(package)
+    assert published.arn == component_arn("1.1.0") and published.artifact_uri == uri
+    obj = boto3.client("s3", region_name=REGION).get_object(Bucket=BUCKET, Key=built.key)
+    body = obj["Body"].read()
+    assert body == built.archive  # the component build is deterministic
+    assert sent["ChecksumSHA256"] == digest_b64(body) == published.sha256  # S3 verifies it
+    assert obj["Metadata"]["graph-sha256"] == package.manifest.sha256
+    recipe = json.loads(captured["inlineRecipe"])
+    assert recipe["ComponentName"] == "com.lineguard.Model"
+    assert recipe["ComponentVersion"] == "1.1.0"  # the model package's version
+    (artifact,) = recipe["Manifests"][0]["Artifacts"]
+    assert artifact["URI"] == uri and artifact["Unarchive"] == "ZIP"
+    assert artifact["Digest"] == digest_b64(body) and artifact["Algorithm"] == "SHA-256"
+    # what the device unpacks is a valid model package, where the inspector's recipe looks
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        archive.extractall(tmp_path / "model")
+    assert load_package(tmp_path / "model").manifest.sha256 == package.manifest.sha256
+    inspector_recipe = (REPO / "edge_component/recipes/com.lineguard.Inspector.yaml").read_text()
+    assert "{com.lineguard.Model:artifacts:decompressedPath}/model" in inspector_recipe
+
+
+def test_publish_twice_accepts_the_same_artifact_only(aws, greengrass, make_package) -> None:
+    client, stubber = greengrass
+    package = make_package("1.1.0")
+    digest = build_model(package, BUCKET).digest
+    for recipe_digest in (digest, "c29tZXRoaW5nIGVsc2U="):
+        stubber.add_client_error("create_component_version", "ConflictException", "exists", 409)
+        recipe = {"Manifests": [{"Artifacts": [{"Digest": recipe_digest}]}]}
+        stubber.add_response(
+            "get_component",
+            {"recipeOutputFormat": "JSON", "recipe": json.dumps(recipe).encode()},
+            {"arn": component_arn("1.1.0"), "recipeOutputFormat": "JSON"},
+        )
+    assert fleet(client).publish_model(package).arn == component_arn("1.1.0")
+    with pytest.raises(BadInputError, match="already exists with a different artifact"):
+        fleet(client).publish_model(package)
+
+
+def test_create_deployment_sends_deployment_spec_verbatim(greengrass, demo_plant) -> None:
+    client, stubber = greengrass
+    release = initial_release(
+        demo_plant, {"com.lineguard.Inspector": "1.0.0", "com.lineguard.Model": "1.1.0"}
+    )
+    request = deployment_spec(demo_plant, "canary", release)
+    # Stubber validates the request against the real greengrassv2 service model
+    stubber.add_response(
+        "create_deployment",
+        {"deploymentId": "d-1", "iotJobId": "job-1", "iotJobArn": "arn:aws:iot:::job/job-1"},
+        request,
+    )
+    assert fleet(client).create_deployment(request) == "d-1"
+
+
+def test_greengrass_error_names_operation_and_resource(greengrass) -> None:
+    client, stubber = greengrass
+    stubber.add_client_error("get_deployment", "ResourceNotFoundException", "no such", 404)
+    with pytest.raises(AwsError, match=r"greengrassv2.get_deployment \(d-9\): ResourceNotFound"):
+        fleet(client).deployment_progress("d-9")
+
+
+def _job(things: int) -> str:
+    iot = boto3.client("iot", region_name=REGION)
+    arns = []
+    for i in range(things):
+        arns.append(iot.create_thing(thingName=f"lineguard-demo-DEMO-{i:04d}")["thingArn"])
+    iot.create_job(jobId="gg-job-1", targets=arns, document="{}")
+    return "gg-job-1"
+
+
+def test_deployment_progress_counts_job_executions(aws, greengrass) -> None:
+    client, stubber = greengrass
+    job_id = _job(5)
+    iot = boto3.client("iot", region_name=REGION)
+    iot.cancel_job_execution(jobId=job_id, thingName="lineguard-demo-DEMO-0004")
+    backend = iot_backends[DEFAULT_ACCOUNT_ID][REGION]
+    for i, status in enumerate(["SUCCEEDED", "SUCCEEDED", "FAILED"]):  # what devices reported
+        backend.job_executions[(job_id, f"lineguard-demo-DEMO-{i:04d}")].status = status
+    stubber.add_response(
+        "get_deployment",
+        {"deploymentId": "d-1", "deploymentStatus": "ACTIVE", "iotJobId": job_id},
+        {"deploymentId": "d-1"},
+    )
+    progress = fleet(client).deployment_progress("d-1")
+    assert progress.counts == {"SUCCEEDED": 2, "FAILED": 1, "QUEUED": 1, "CANCELED": 1}
+    assert progress.total == 5 and progress.failed == 1 and progress.finished == 4
+    assert progress.status == "ACTIVE"
+
+
+def test_core_devices_and_effective_deployments_page(greengrass, demo_plant) -> None:
+    client, stubber = greengrass
+    target = demo_plant.ring_group_arn("canary")
+    stubber.add_response(
+        "list_core_devices",
+        {"coreDevices": [{"coreDeviceThingName": "a", "status": "HEALTHY"}], "nextToken": "n"},
+        {"thingGroupArn": target},
+    )
+    stubber.add_response(
+        "list_core_devices",
+        {"coreDevices": [{"coreDeviceThingName": "b", "status": "UNHEALTHY"}]},
+        {"thingGroupArn": target, "nextToken": "n"},
+    )
+    stubber.add_response(
+        "list_effective_deployments",
+        {
+            "effectiveDeployments": [
+                {
+                    "deploymentId": "d-1",
+                    "deploymentName": "lineguard-demo-canary",
+                    "targetArn": target,
+                    "coreDeviceExecutionStatus": "SUCCEEDED",
+                    "creationTimestamp": datetime(2026, 1, 1, tzinfo=UTC),
+                    "modifiedTimestamp": datetime(2026, 1, 1, tzinfo=UTC),
+                }
+            ]
+        },
+        {"coreDeviceThingName": "a"},
+    )
+    api = fleet(client)
+    assert [(d.name, d.status) for d in api.core_devices(target)] == [
+        ("a", "HEALTHY"),
+        ("b", "UNHEALTHY"),
+    ]
+    assert api.effective_deployments("a")[0]["coreDeviceExecutionStatus"] == "SUCCEEDED"
+
+
+def test_ring_health_reads_cloudwatch_metrics(aws, greengrass, demo_plant) -> None:
+    client, stubber = greengrass
+    target = demo_plant.ring_group_arn("canary")
+    stubber.add_response(
+        "list_core_devices",
+        {
+            "coreDevices": [
+                {"coreDeviceThingName": "a", "status": "HEALTHY"},
+                {"coreDeviceThingName": "b", "status": "UNHEALTHY"},
+            ]
+        },
+        {"thingGroupArn": target},
+    )
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    now = datetime.now(UTC).timestamp()
+    start = now - 300
+    data: dict[str, list[dict[str, Any]]] = {
+        health_namespace("demo", v): [] for v in ("1.1.0", "1.0.0")
+    }
+    for minute in range(5):  # one health message per device per minute
+        ts = datetime.fromtimestamp(start + 60 * minute + 30, UTC)
+        for passed, rejected, p99 in ((55, 3, 40.0 + minute), (58, 1, 42.0)):
+            for name, value in (
+                ("Inspections", passed + rejected + 2),
+                ("Rejects", rejected),
+                ("Manual", 2),
+                ("InferenceP99", p99),
+                ("HealthReports", 1),
+                ("ShadowAgreement", 0.97),
+            ):
+                data[health_namespace("demo", "1.1.0")].append(
+                    {"MetricName": name, "Value": value, "Timestamp": ts}
+                )
+        idle = {"MetricName": "InferenceP99", "Value": 0.0, "Timestamp": ts}  # no frames
+        data[health_namespace("demo", "1.1.0")].append(idle)
+        data[health_namespace("demo", "1.0.0")].append(
+            {"MetricName": "Rejects", "Value": 99, "Timestamp": ts}
+        )
+    for namespace, points in data.items():
+        for i in range(0, len(points), 20):
+            cw.put_metric_data(Namespace=namespace, MetricData=points[i : i + 20])
+    health = fleet(client).ring_health("demo", "canary", target, start, now, "1.1.0")
+    assert health.decisions == {"pass": 5 * 113, "reject": 5 * 4, "manual": 5 * 4}
+    assert health.devices == 2 and health.healthy == 1 and health.reporting == 2
+    assert health.latency_p99_ms == pytest.approx(44.0)
+    assert health.shadow_agreement == pytest.approx(0.97)
+
+
+def _register(status: str, key: str, body: bytes) -> str:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.create_model_package_group(ModelPackageGroupName="lineguard-inspection")
+    return sm.create_model_package(
+        ModelPackageGroupName="lineguard-inspection",
+        ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": "123.dkr.ecr.eu-west-1.amazonaws.com/x:1",
+                    "ModelDataUrl": f"s3://{BUCKET}/{key}",
+                }
+            ],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )["ModelPackageArn"]
+
+
+def _tar(root: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(root.iterdir()):
+            archive.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def test_fetch_approved_model_package(aws, make_package, tmp_path) -> None:
+    package = make_package("1.2.0")
+    arn = _register("Approved", "models/run-1/model.tar.gz", _tar(package.root))
+    root = AwsFleet(region=REGION, artifact_bucket=BUCKET).fetch_model_package(arn, tmp_path / "w")
+    fetched = load_package(root)
+    assert fetched.manifest.version == "1.2.0"
+    assert fetched.manifest.sha256 == package.manifest.sha256
+
+
+def test_fetch_refuses_unapproved_or_broken_packages(aws, make_package, tmp_path) -> None:
+    package = make_package("1.2.0")
+    api = AwsFleet(region=REGION, artifact_bucket=BUCKET)
+    pending = _register("PendingManualApproval", "models/run-2/model.tar.gz", _tar(package.root))
+    with pytest.raises(BadInputError, match="PendingManualApproval, not Approved"):
+        api.fetch_model_package(pending, tmp_path / "a")
+    (package.root / "model.onnx").write_bytes(b"tampered")
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.update_model_package(ModelPackageArn=pending, ModelApprovalStatus="Approved")
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=BUCKET, Key="models/run-2/model.tar.gz", Body=_tar(package.root)
+    )
+    with pytest.raises(Exception, match="sha256"):
+        api.fetch_model_package(pending, tmp_path / "b")

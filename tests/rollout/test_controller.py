@@ -1,0 +1,291 @@
+"""The controller drives rings in order, gates each, rolls back on failure and resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollout.controller import Controller
+from rollout.errors import StateError
+from rollout.fleet import MODEL_COMPONENT
+from rollout.simulator import FleetSimulator, simulated_fleet
+from stacks.config import PlantConfig, load_plant, load_plant_release, release_path
+from stacks.deployment_spec import deployment_spec
+
+from .conftest import REPO
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in the controller may catch it."""
+
+
+def controller(plant, sim, releases_dir: Path, state_dir: Path, lines=None) -> Controller:
+    log = lines.append if lines is not None else (lambda _m: None)
+    return Controller(
+        plant=plant,
+        fleet=sim,
+        clock=sim.clock,
+        releases_dir=releases_dir,
+        state_dir=state_dir,
+        log=log,
+    )
+
+
+def sim_for(plant, releases_dir, scenario, devices=20, seed=3, version="1.1.0") -> FleetSimulator:
+    release = load_plant_release(plant, releases_dir)
+    return simulated_fleet(
+        plant, release, new_version=version, scenario=scenario, devices=devices, seed=seed
+    )
+
+
+def deployments(sim: FleetSimulator) -> list[dict[str, Any]]:
+    return [req for name, req in sim.calls if name == "create_deployment"]
+
+
+def test_good_model_is_promoted_to_every_ring(
+    demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package
+) -> None:
+    committed = (REPO / "releases" / "demo.json").read_text()
+    sim = sim_for(demo_plant, releases_dir, "good")
+    lines: list[str] = []
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state", lines).promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "completed" and report.ok
+    release = load_plant_release(demo_plant, releases_dir)
+    assert {r: e.components[MODEL_COMPONENT] for r, e in release.rings.items()} == {
+        "canary": "1.1.0",
+        "fleet": "1.1.0",
+    }
+    assert release.rings["canary"].components["com.lineguard.Inspector"] == "1.0.0"
+    sent = deployments(sim)
+    assert [req["targetArn"] for req in sent] == [
+        demo_plant.ring_group_arn("canary"),
+        demo_plant.ring_group_arn("fleet"),
+    ]
+    # what was sent is exactly deployment_spec of the release file that was written
+    for ring, req in zip(demo_plant.ring_names, sent, strict=True):
+        assert req == deployment_spec(demo_plant, ring, release)
+    assert {d.components[MODEL_COMPONENT] for d in sim.devices.values()} == {"1.1.0"}
+    # the canary baked for its 10 minutes before the fleet ring was deployed
+    assert sim.now - sim.deployments["sim-0001"].created >= 10 * 60
+    assert any("canary: every gate passed" in line for line in lines)
+    state = json.loads((tmp_path / "state" / "demo.json").read_text())
+    assert state["status"] == "completed"
+    # the copy was written, the committed release file was not
+    assert (REPO / "releases" / "demo.json").read_text() == committed
+    assert (REPO / "releases" / "demo.json").read_text() != release_path(
+        "demo", releases_dir
+    ).read_text()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "gates"),
+    [
+        ("crash", {"deployment_failure_ratio", "healthy_share"}),
+        ("reject-all", {"reject_rate"}),
+        ("reject-none", {"reject_rate"}),
+        ("slow", {"p99_regression"}),
+    ],
+)
+def test_bad_model_stops_at_canary_and_rolls_back(
+    demo_plant, releases_dir, tmp_path, make_package, scenario, gates
+) -> None:
+    before = load_plant_release(demo_plant, releases_dir)
+    sim = sim_for(demo_plant, releases_dir, scenario)
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "rolled-back" and not report.ok
+    failed = {g.gate for g in report.failed}
+    assert failed & gates, failed
+    assert {g.ring for g in report.failed} == {"canary"}
+    assert report.failed[0].gate in report.message and "canary" in report.message
+    # the fleet ring was never deployed; canary got the new version, then the previous again
+    sent = deployments(sim)
+    assert [req["targetArn"] for req in sent] == [demo_plant.ring_group_arn("canary")] * 2
+    assert sent[1] == deployment_spec(demo_plant, "canary", before)
+    after = load_plant_release(demo_plant, releases_dir)
+    assert {r: dict(e.components) for r, e in after.rings.items()} == {
+        r: dict(e.components) for r, e in before.rings.items()
+    }
+    assert {d.components[MODEL_COMPONENT] for d in sim.devices.values()} == {"1.0.0"}
+
+
+def test_failed_gate_in_a_later_ring_rolls_back_every_touched_ring(
+    releases_dir, tmp_path, make_package
+) -> None:
+    plant = load_plant(REPO / "plants" / "example-large.yaml")
+    sim = sim_for(plant, releases_dir, "good", devices=300)
+    sim.behaviours["1.1.0"] = sim.behaviours["1.0.0"]
+    ctl = controller(plant, sim, releases_dir, tmp_path / "state")
+    original = sim.ring_health
+
+    def health(plant_name, ring, target, start, end, version):  # the early ring misbehaves
+        h = original(plant_name, ring, target, start, end, version)
+        if ring == "early" and version == "1.1.0":
+            return type(h)(**{**h.__dict__, "latency_p99_ms": 500.0})
+        return h
+
+    sim.ring_health = health  # type: ignore[method-assign]
+    report = ctl.promote(make_package("1.1.0"))
+    assert report.status == "rolled-back"
+    assert {g.ring for g in report.failed} == {"early"}
+    assert "p99_budget" in {g.gate for g in report.failed}
+    targets = [req["targetArn"] for req in deployments(sim)]
+    arn = plant.ring_group_arn
+    assert targets == [arn("canary"), arn("early"), arn("early"), arn("canary")]
+    release = load_plant_release(plant, releases_dir)
+    assert {e.components[MODEL_COMPONENT] for e in release.rings.values()} == {"1.0.0"}
+
+
+@pytest.mark.parametrize("kill_at", ["early-bake", "early-wait", "broad-deploy"])
+def test_killed_controller_resumes_without_redeploying_finished_rings(
+    releases_dir, tmp_path, make_package, kill_at
+) -> None:
+    plant = load_plant(REPO / "plants" / "example-large.yaml")
+    sim = sim_for(plant, releases_dir, "good", devices=300)
+    package = make_package("1.1.0")
+    real_sleep, real_deploy = sim.clock.sleep, sim.create_deployment
+    calls = {"sleep": 0}
+
+    def sleep(seconds: float) -> None:
+        early = [r for r in deployments(sim) if r["targetArn"] == plant.ring_group_arn("early")]
+        if early:
+            calls["sleep"] += 1
+            if kill_at == "early-wait" and calls["sleep"] == 2:
+                raise Killed
+            if kill_at == "early-bake" and seconds > 3600:
+                raise Killed
+        real_sleep(seconds)
+
+    def deploy(request: dict[str, Any]) -> str:
+        if kill_at == "broad-deploy" and request["targetArn"] == plant.ring_group_arn("broad"):
+            raise Killed
+        return real_deploy(request)
+
+    sim.clock.sleep = sleep  # type: ignore[method-assign]
+    sim.create_deployment = deploy  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        controller(plant, sim, releases_dir, tmp_path / "state").promote(package)
+    state = json.loads((tmp_path / "state" / "example-large.json").read_text())
+    assert state["status"] == "in_progress"
+    sim.clock.sleep, sim.create_deployment = real_sleep, real_deploy  # type: ignore[method-assign]
+    lines: list[str] = []
+    report = controller(plant, sim, releases_dir, tmp_path / "state", lines).promote(package)
+    assert report.status == "completed", report.message
+    targets = [req["targetArn"] for req in deployments(sim)]
+    assert targets == [plant.ring_group_arn(r) for r in plant.ring_names]  # each ring once
+    assert [c for c in sim.calls if c[0] == "publish_model"] == [("publish_model", "1.1.0")]
+    assert any("resuming" in line for line in lines)
+    assert any("canary: already passed, not redeployed" in line for line in lines)
+    release = load_plant_release(plant, releases_dir)
+    assert {e.components[MODEL_COMPONENT] for e in release.rings.values()} == {"1.1.0"}
+
+
+def test_release_file_follows_each_ring(demo_plant, releases_dir, tmp_path, make_package) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    seen: list[dict[str, str]] = []
+    real = sim.create_deployment
+
+    def deploy(request: dict[str, Any]) -> str:
+        release = load_plant_release(demo_plant, releases_dir)
+        seen.append({r: e.components[MODEL_COMPONENT] for r, e in release.rings.items()})
+        return real(request)
+
+    sim.create_deployment = deploy  # type: ignore[method-assign]
+    controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
+    assert seen == [
+        {"canary": "1.0.0", "fleet": "1.0.0"},
+        {"canary": "1.1.0", "fleet": "1.0.0"},
+    ]
+    doc = json.loads(release_path("demo", releases_dir).read_text())
+    assert doc["rings"]["canary"]["updated_at"].endswith("Z")
+
+
+def test_rollback_command_restores_the_previous_release(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    ctl = controller(demo_plant, sim, releases_dir, tmp_path / "state")
+    assert ctl.promote(make_package("1.1.0")).status == "completed"
+    report = ctl.rollback()
+    assert report.status == "rolled-back-on-request" and report.ok
+    release = load_plant_release(demo_plant, releases_dir)
+    assert {e.components[MODEL_COMPONENT] for e in release.rings.values()} == {"1.0.0"}
+    sim.clock.sleep(3600)
+    assert {d.components[MODEL_COMPONENT] for d in sim.devices.values()} == {"1.0.0"}
+    assert ctl.rollback().message == "the last promotion is already rolled back"
+
+
+def test_rollback_without_a_promotion_is_an_error(demo_plant, releases_dir, tmp_path) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    with pytest.raises(StateError, match="no promotion"):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").rollback()
+
+
+def test_other_version_in_progress_is_refused(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    real = sim.create_deployment
+
+    def deploy(request: dict[str, Any]) -> str:
+        if request["targetArn"].endswith("ring-fleet"):
+            raise Killed
+        return real(request)
+
+    sim.create_deployment = deploy  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
+    with pytest.raises(StateError, match=r"1\.1\.0 is in progress"):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.2.0"))
+
+
+def test_dry_run_changes_nothing(demo_plant, releases_dir, tmp_path, make_package) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    before = release_path("demo", releases_dir).read_text()
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.1.0"), dry_run=True
+    )
+    assert report.status == "dry-run"
+    request = report.rings["canary"]["request"]
+    assert request["components"][MODEL_COMPONENT] == {"componentVersion": "1.1.0"}
+    assert sim.calls == [] and not (tmp_path / "state").exists()
+    assert release_path("demo", releases_dir).read_text() == before
+
+
+def test_already_released_version_is_a_no_op(demo_plant, releases_dir, tmp_path, make_package):
+    sim = sim_for(demo_plant, releases_dir, "good")
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.0.0")
+    )
+    assert report.status == "already-released" and sim.calls == []
+
+
+def test_interrupted_rollback_is_finished_by_the_rollback_command(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "reject-all")
+    real = sim.create_deployment
+
+    def deploy(request: dict[str, Any]) -> str:
+        if len(deployments(sim)) == 1:  # the rollback's deployment: killed before it is sent
+            raise Killed
+        return real(request)
+
+    sim.create_deployment = deploy  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
+    sim.create_deployment = real  # type: ignore[method-assign]
+    again = controller(demo_plant, sim, releases_dir, tmp_path / "state")
+    with pytest.raises(StateError, match="rollback of 1.1.0 was interrupted"):
+        again.promote(make_package("1.1.0"))
+    assert again.rollback().status == "rolled-back-on-request"
+    sim.clock.sleep(3600)
+    assert {d.components[MODEL_COMPONENT] for d in sim.devices.values()} == {"1.0.0"}
+    release = load_plant_release(demo_plant, releases_dir)
+    assert {e.components[MODEL_COMPONENT] for e in release.rings.values()} == {"1.0.0"}

@@ -1,0 +1,121 @@
+"""The deployment in the synthesised Plant template equals the request the controller sent,
+and the health metrics the controller reads are the ones the Plant stack publishes.
+
+The template side is converted back to a ``create_deployment`` request with a conversion written
+here (not the stack's own), so a drift in either direction fails.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollout.aws import METRICS, health_namespace
+from rollout.controller import Controller
+from rollout.simulator import simulated_fleet
+from stacks.config import PlantConfig, Release, load_plant_release
+
+DEPLOYMENT = "AWS::GreengrassV2::Deployment"
+USER_KEYED = {"Components", "Tags"}
+
+
+class Killed(BaseException):
+    """Stops the controller like a kill would."""
+
+
+def to_request(value: Any, user_keyed: bool = False) -> Any:
+    """CloudFormation PascalCase properties → the boto3 camelCase request."""
+    if isinstance(value, dict):
+        return {
+            (k if user_keyed else k[0].lower() + k[1:]): to_request(
+                v, (not user_keyed) and k in USER_KEYED
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [to_request(v) for v in value]
+    return value
+
+
+def template_requests(
+    plant: PlantConfig, release: Release, metrics: dict[str, set[str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Synthesise the Plant stack for ``release``; return targetArn → request.
+
+    ``metrics`` (if given) is filled with CloudWatch namespace → metric names of the IoT rules.
+    """
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from stacks.app import add_stacks
+
+    app = cdk.App()
+    stacks = add_stacks(app, (plant,), {plant.name: release})
+    template = Template.from_stack(stacks.plants[plant.name])
+    resources = template.find_resources(DEPLOYMENT)
+    if metrics is not None:
+        for rule in template.find_resources("AWS::IoT::TopicRule").values():
+            for action in rule["Properties"]["TopicRulePayload"]["Actions"]:
+                metric = action.get("CloudwatchMetric")
+                if metric and isinstance(metric["MetricNamespace"], str):
+                    names = metrics.setdefault(metric["MetricNamespace"], set())
+                    names.add(metric["MetricName"])
+    requests = [to_request(r["Properties"]) for r in resources.values()]
+    return {r["targetArn"]: r for r in requests}
+
+
+def sent_requests(sim: Any) -> list[dict[str, Any]]:
+    return [req for name, req in sim.calls if name == "create_deployment"]
+
+
+@pytest.mark.slow
+def test_template_deployments_equal_the_controller_requests(
+    demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package
+) -> None:
+    package = make_package("1.1.0")
+    release = load_plant_release(demo_plant, releases_dir)
+    sim = simulated_fleet(demo_plant, release, new_version="1.1.0", devices=4, seed=1)
+    real = sim.create_deployment
+
+    def deploy(request: dict[str, Any]) -> str:
+        if request["targetArn"] == demo_plant.ring_group_arn("fleet"):
+            raise Killed  # stop after the canary: a mixed release (canary new, fleet old)
+        return real(request)
+
+    sim.create_deployment = deploy  # type: ignore[method-assign]
+    ctl = Controller(
+        plant=demo_plant,
+        fleet=sim,
+        clock=sim.clock,
+        releases_dir=releases_dir,
+        state_dir=tmp_path / "state",
+        log=lambda _m: None,
+    )
+    with pytest.raises(Killed):
+        ctl.promote(package)
+    mixed = load_plant_release(demo_plant, releases_dir)
+    metrics: dict[str, set[str]] = {}
+    synthesised = template_requests(demo_plant, mixed, metrics)
+    (canary,) = sent_requests(sim)
+    assert canary["components"]["com.lineguard.Model"] == {"componentVersion": "1.1.0"}
+    assert synthesised[canary["targetArn"]] == canary
+    fleet = synthesised[demo_plant.ring_group_arn("fleet")]
+    assert fleet["components"]["com.lineguard.Model"] == {"componentVersion": "1.0.0"}
+
+    # the health metrics the controller reads against AWS are the ones the Plant stack publishes
+    per_version = {
+        re.sub(r"\$\{[^}]*\}", "1.1.0", ns): names for ns, names in metrics.items() if "${" in ns
+    }
+    published = per_version[health_namespace("demo", "1.1.0")]
+    assert {name for name, _stat in METRICS.values()} <= published
+
+    sim.create_deployment = real  # type: ignore[method-assign]
+    assert ctl.promote(package).status == "completed"
+    final = template_requests(demo_plant, load_plant_release(demo_plant, releases_dir))
+    sent = sent_requests(sim)
+    assert len(sent) == 2
+    for request in sent:
+        assert final[request["targetArn"]] == request

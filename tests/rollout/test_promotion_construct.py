@@ -1,0 +1,161 @@
+"""The Promotion construct: EventBridge rule on approval → CodeBuild running ``rollout promote``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.config import load_plant
+from stacks.constructs.promotion import runtime_pins, stage_source
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synthesised() -> dict[str, Any]:
+    """One bare stack with the construct, its template, and cdk-nag's unacknowledged findings."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+    from aws_cdk import aws_kms as kms
+    from aws_cdk import aws_s3 as s3
+    from aws_cdk.assertions import Template
+    from cdk_nag import AwsSolutionsChecks
+
+    from stacks.constructs._nag import acknowledge
+    from stacks.constructs.promotion import Promotion
+
+    app = cdk.App()
+    stack = cdk.Stack(app, "Bare", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    key = kms.Key(stack, "Key", enable_key_rotation=True)
+    bucket = s3.Bucket(stack, "Artifacts", encryption_key=key, enforce_ssl=True)
+    acknowledge(bucket, "AwsSolutions-S1", "test bucket only")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"))
+    plants = [load_plant(REPO / "plants" / f"{n}.yaml") for n in ("demo", "example-large")]
+    Promotion(
+        stack,
+        "Promotion",
+        plants=plants,
+        bucket=bucket,
+        key=key,
+        role=role,
+        model_package_group_name="lineguard-inspection",
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    error = None
+    try:
+        app.synth()
+    except Exception as exc:  # cdk-nag findings fail the synth
+        error = str(exc)
+    return {"template": Template.from_stack(stack), "error": error}
+
+
+def test_no_unacknowledged_nag_findings(synthesised) -> None:
+    assert synthesised["error"] is None
+
+
+def test_rule_matches_approved_packages_of_the_group(synthesised) -> None:
+    from aws_cdk.assertions import Match
+
+    synthesised["template"].has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.sagemaker"],
+                "detail-type": ["SageMaker Model Package State Change"],
+                "detail": {
+                    "ModelPackageGroupName": ["lineguard-inspection"],
+                    "ModelApprovalStatus": ["Approved"],
+                },
+            },
+            "Targets": [
+                Match.object_like(
+                    {
+                        "InputTransformer": {
+                            "InputPathsMap": {"detail-ModelPackageArn": "$.detail.ModelPackageArn"},
+                            "InputTemplate": Match.string_like_regexp("MODEL_PACKAGE_ARN"),
+                        }
+                    }
+                )
+            ],
+        },
+    )
+
+
+def _buildspec(template) -> dict[str, Any]:
+    (project,) = template.find_resources("AWS::CodeBuild::Project").values()
+    return project["Properties"]
+
+
+def _flatten(value: Any) -> str:
+    """A CloudFormation string (maybe an Fn::Join of tokens) with tokens as ``TOKEN``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_flatten(p) for p in parts)
+    return "TOKEN"
+
+
+def test_build_runs_the_same_promote_command_for_every_plant(synthesised) -> None:
+    props = _buildspec(synthesised["template"])
+    spec = json.loads(_flatten(props["Source"]["BuildSpec"]))
+    build = " ".join(spec["phases"]["build"]["commands"])
+    assert "python -m rollout promote" in build and '--model-package "$MODEL_PACKAGE_ARN"' in build
+    assert "--state-dir .rollout-state" in build
+    env = {v["Name"]: v.get("Value") for v in props["Environment"]["EnvironmentVariables"]}
+    assert env["PLANTS"] == "demo example-large"
+    install = spec["phases"]["install"]["commands"][0]
+    assert all(pin in install for pin in runtime_pins())
+    # releases and state survive the build (post_build runs even when promote fails)
+    post = " ".join(spec["phases"]["post_build"]["commands"])
+    assert "rollout/releases/" in post and "rollout/state/" in post
+    assert props["TimeoutInMinutes"] == 60 * (int(2 * 300 / 60) + 4)
+    assert props["EncryptionKey"]
+
+
+def test_staged_source_runs_the_cli(tmp_path: Path, make_package) -> None:
+    stage = stage_source()
+    request = _run_staged(stage, tmp_path, make_package)
+    assert '"componentVersion": "1.1.0"' in request
+
+
+def _run_staged(stage: Path, tmp_path: Path, make_package) -> str:
+    try:
+        return _dry_run(stage, tmp_path, make_package)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _dry_run(stage: Path, tmp_path: Path, make_package) -> str:
+    assert (stage / "rollout" / "cli.py").is_file() and (stage / "plants" / "demo.yaml").is_file()
+    assert not (stage / "stacks" / "plant.py").exists()  # no CDK in the promotion job
+    package = make_package("1.1.0")
+    env = {**os.environ, "PYTHONPATH": ".:edge_component"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rollout", "promote", "--plant", "demo"]
+        + ["--model-package", str(package.root), "--dry-run", "--state-dir", str(tmp_path)],
+        cwd=stage,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    build = subprocess.run(
+        [sys.executable, "-c", "import sys; from inspector.model_package import load_package; "
+         "from rollout.recipe import build_model; "
+         "print(build_model(load_package(sys.argv[1]), 'bucket-x').uri)", str(package.root)],
+        cwd=stage, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    assert build.stdout.strip() == "s3://bucket-x/components/com.lineguard.Model/1.1.0/model.zip"
+    return proc.stdout
