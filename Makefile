@@ -15,7 +15,7 @@ export AWS_EC2_METADATA_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup test lint typecheck pytest demo synth clean
+.PHONY: help setup test lint typecheck pytest demo bench e2e-line synth clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,18 +45,28 @@ lint: $(VENV_STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV_STAMP) ## mypy on the packages
-	$(VENV)/bin/mypy stacks rollout training edge_component/inspector app.py
+	$(VENV)/bin/mypy stacks rollout training demo bench edge_component/inspector edge_component/line_bridge edge_component/build.py app.py
 
 pytest: setup ## the test suite only
 	$(VENV)/bin/pytest
 
 test: setup lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
-synth: setup ## synthesise every plant with the real CDK CLI into cdk.out/
-	npx cdk synth --all --quiet
+synth: setup ## synthesise LineGuard-Shared and every plant with the real CDK CLI into cdk.out/
+	npx cdk synth --quiet
 
 demo: setup ## the main job on the local default (no AWS account needed)
 	$(PY) -m demo
+
+bench: setup ## run every bench/*.py; writes out/bench/results.json and report.html
+	$(PY) bench/run_all.py --out out/bench
+
+e2e-line: setup ## inspector + line bridge + simulated OPC UA PLC; JSON figures, fails on a missed reject
+	$(PY) bench/line_e2e.py --frames 300 --fps 20 --defect-share 0.1 --manual-share 0.05
+
+.PHONY: component
+component: $(VENV_STAMP) ## build Greengrass components into build/components/ (MODEL=<package dir> adds the model)
+	$(PY) edge_component/build.py $(if $(MODEL),--model-package $(MODEL))
 
 clean: ## remove build output (keeps .venv and node_modules)
 	rm -rf cdk.out build out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,548 @@
+"""``make demo``: a whole plant on this machine, and the report that shows why edge inference wins.
+
+Steps: sample dataset → train model 1.0.0 (and 1.1.0, the next version) → evaluate → build the
+components as they would be published → synthesise every plant with the real CDK CLI → run the
+demo plant's line (simulated cameras at 1 fps through real inspector processes, MQTT with client
+certificates, line bridges writing to a simulated OPC UA PLC) → promote 1.1.0 through the
+simulated fleet → model the plant at scale → ``out/demo/report.html``.
+
+Work already done (dataset, trained models, component wheels) is reused on the next run; pass
+``--fresh`` to redo it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = "brick"
+MODEL_VERSION, NEXT_VERSION = "1.0.0", "1.1.0"
+DEFECT_SHARE = 0.15  # share of defective parts the demo's cameras see
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message names the step and where its log is."""
+
+
+class Steps:
+    """Numbered progress lines with the time each step took."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.n = total, 0
+        self.started = time.monotonic()
+        self.times: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def begin(self, title: str) -> None:
+        """Announce the next step."""
+        self.end()
+        self.n += 1
+        print(f"[{self.n}/{self.total}] {title} …", flush=True)
+        self._current = (title, time.monotonic())
+
+    def end(self) -> None:
+        """Close the current step and print how long it took."""
+        if self._current is not None:
+            title, t0 = self._current
+            self.times[title] = round(time.monotonic() - t0, 1)
+            print(f"      done in {self.times[title]:.1f} s", flush=True)
+            self._current = None
+
+    def note(self, text: str) -> None:
+        """A progress line inside a step."""
+        print(f"      {text}", flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the demo started."""
+        return time.monotonic() - self.started
+
+
+def run(cmd: Sequence[str], log: Path, what: str, timeout: float = 1800) -> str:
+    """Run a command with its output in ``log``; raise :class:`DemoError` naming it on failure."""
+    from demo.local_line import child_env
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            list(cmd), cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+    text = log.read_text(errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join(text.splitlines()[-15:])
+        raise DemoError(f"{what} failed (exit {proc.returncode}); log: {log}\n{tail}")
+    return text
+
+
+def shown(path: Path) -> str:
+    """A path as printed: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def py(*args: str) -> list[str]:
+    """A command line running this Python."""
+    return [sys.executable, *args]
+
+
+def make_camera_folders(
+    dataset: Path, out: Path, stations: dict[str, int], seed: int
+) -> dict[str, Any]:
+    """Shuffle a held-out dataset into one replay folder per station; return the ground truth.
+
+    The folder holds every good image and enough defective ones for :data:`DEFECT_SHARE`.
+
+    Cameras replay their folder in name order, so the files are renamed to their shuffled position
+    and ``truth[station][name]`` keeps what each one really is (``good`` or the defect type).
+    """
+    from training.dataset import load_dataset
+
+    held_out = load_dataset(dataset)
+    rng = random.Random(seed)
+    defects = list(held_out.defects)
+    rng.shuffle(defects)
+    wanted = round(DEFECT_SHARE / (1 - DEFECT_SHARE) * len(held_out.good))
+    samples = list(held_out.good) + defects[:wanted]
+    truth: dict[str, dict[str, str]] = {}
+    for station in stations:
+        folder = out / station
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        picked = samples[:]
+        rng.shuffle(picked)
+        truth[station] = {}
+        for i, sample in enumerate(picked):
+            name = f"{i:05d}{sample.path.suffix}"
+            shutil.copyfile(sample.path, folder / name)
+            truth[station][name] = "good" if sample.label == 0 else sample.defect_type or "defect"
+    return truth
+
+
+def anomaly_maps(
+    model_dir: Path, rejects: list[dict[str, Any]], frames: Path, out: Path
+) -> list[dict[str, Any]]:
+    """Image + anomaly map of a few rejected parts, recomputed with the same package."""
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    from inspector.model_package import load_package
+    from inspector.preprocess import to_tensor
+
+    package = load_package(model_dir)
+    spec = package.manifest
+    if spec.outputs.anomaly_map is None or not rejects:
+        return []
+    session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
+    out.mkdir(parents=True, exist_ok=True)
+    items = []
+    for result in rejects:
+        folder = frames / result["station"]
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        number = int(result["part_id"].rsplit("-", 1)[1])
+        source = files[number % len(files)]
+        with Image.open(source) as image:
+            tensor = to_tensor(image, spec.input)[None]
+        outputs = session.run([spec.outputs.anomaly_map], {spec.input.name: tensor})
+        heat = np.asarray(outputs[0]).squeeze()
+        map_path = out / f"{result['station']}-{result['part_id']}.npy"
+        np.save(map_path, heat)
+        items.append(
+            {"part_id": result["part_id"], "camera": result["camera"],
+             "decision": result["decision"], "score": result["score"],
+             "threshold": result["threshold"], "image": str(source), "map": str(map_path)}
+        )  # fmt: skip
+    return items
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; exit 0 with ``out/demo/report.html`` written, 1 when a step fails."""
+    parser = argparse.ArgumentParser(
+        prog="make demo", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="output folder")
+    parser.add_argument("--frames", type=int, default=60, help="frames per camera (default 60)")
+    parser.add_argument("--fps", type=float, default=1.0, help="frames per second per camera")
+    parser.add_argument("--seed", type=int, default=1, help="dataset and model seed")
+    parser.add_argument("--fresh", action="store_true", help="redo cached work (data, models)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the headless-browser check")
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.fps <= 0:
+        parser.error("--frames must be >= 1 and --fps > 0")
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    try:
+        return _demo(args)
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stacks.config import load_plant
+
+    out: Path = args.out
+    logs = out / "logs"
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plant = load_plant(ROOT / "plants" / "demo.yaml")
+    line = plant.lines[0]
+    steps = Steps(10)
+    notes: list[str] = []
+
+    steps.begin(f"Sample dataset ({PRODUCT}, small) and a held-out batch for the cameras")
+    dataset, line_data = out / "data", out / "line-data"
+    for folder, seed in ((dataset, args.seed), (line_data, args.seed + 1000)):
+        if not (folder / PRODUCT / "good").is_dir():
+            run(py("-m", "training.sample_data", "--out", str(folder), "--seed", str(seed),
+                   "--size", "small", "--products", PRODUCT),
+                logs / f"sample-data-{seed}.log", "sample data")  # fmt: skip
+        else:
+            steps.note(f"reusing {shown(folder)}")
+
+    models: dict[str, Path] = {}
+    for i, version in enumerate((MODEL_VERSION, NEXT_VERSION)):
+        steps.begin(f"Train model {PRODUCT}@{version}")
+        target = out / "models" / f"{PRODUCT}-{version}"
+        models[version] = target
+        if (target / "manifest.json").is_file():
+            steps.note(f"reusing {shown(target)}")
+            continue
+        run(py("-m", "training.train", "--data", str(dataset / PRODUCT), "--model-dir", str(target),
+               "--name", PRODUCT, "--version", version, "--seed", str(args.seed + i)),
+            logs / f"train-{version}.log", f"training {version}")  # fmt: skip
+
+    steps.begin(f"Evaluate {PRODUCT}@{MODEL_VERSION} on its held-out test split")
+    metrics_path = out / "metrics.json"
+    run(py("-m", "training.evaluate", "--model-dir", str(models[MODEL_VERSION]),
+           "--data", str(dataset / PRODUCT), "--out", str(metrics_path)),
+        logs / "evaluate.log", "evaluation")  # fmt: skip
+    metrics = json.loads(metrics_path.read_text())
+    steps.note(f"image AUROC {metrics.get('image_auroc', metrics.get('auroc'))}")
+
+    steps.begin("Build the Inspector, LineBridge and Model components as they would be published")
+    components = out / "components"
+    run(py(str(ROOT / "edge_component" / "build.py"), "--out", str(components),
+           "--component", "com.lineguard.Inspector", "--component", "com.lineguard.LineBridge",
+           "--component", "com.lineguard.Model", "--model-package", str(models[MODEL_VERSION])),
+        logs / "build-components.log", "component build")  # fmt: skip
+    built = sorted(str(p.relative_to(out)) for p in components.glob("*/*") if p.is_dir())
+    steps.note("built " + ", ".join(built))
+
+    steps.begin("Synthesise every plant with the CDK CLI (cdk-nag on)")
+    cdk_out = out / "cdk.out"
+    run(["npx", "cdk", "synth", "--quiet", "-o", str(cdk_out)], logs / "cdk-synth.log", "cdk synth")
+    stacks = sorted(p.name.removesuffix(".template.json") for p in cdk_out.glob("*.template.json"))
+    steps.note("stacks: " + ", ".join(stacks))
+    describe = run(
+        py("-m", "stacks.describe", "--plant", "demo"), logs / "describe.log", "describe"
+    )
+    (out / "demo-plant.txt").write_text(describe)
+
+    steps.begin(
+        f"Run line {line.name}: {sum(s.cameras for s in line.stations)} cameras at "
+        f"{args.fps:g} fps for {args.frames} frames, MQTT + OPC UA PLC"
+    )
+    run_data = _run_line(args, out, plant, models[MODEL_VERSION], line_data / PRODUCT, steps, notes)
+
+    steps.begin(
+        f"Promote {PRODUCT}@{NEXT_VERSION} through the demo plant's rings (simulated fleet)"
+    )
+    releases = out / "releases"
+    releases.mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "releases" / "demo.json", releases / "demo.json")
+    state = out / "rollout-state"
+    shutil.rmtree(state, ignore_errors=True)
+    report_text = run(
+        py("-m", "rollout", "promote", "--plant", "demo", "--model-package",
+           str(models[NEXT_VERSION]), "--simulate", "good", "--json",
+           "--releases-dir", str(releases), "--state-dir", str(state)),
+        logs / "promote.log", "promotion",
+    )  # fmt: skip
+    rollout = json.loads(report_text[report_text.index("{") :])
+    steps.note(f"rollout {rollout.get('status')}: releases in {shown(releases)}")
+
+    steps.begin("Model the plant at scale: cloud vs edge inference over a shared uplink")
+    from demo import plant_model
+
+    measured = plant_model.measured_from_run(run_data["results"], run_data["frame_files"])
+    model = plant_model.run_sweep(measured)
+    (out / "plant_model.json").write_text(json.dumps(model, indent=1))
+    steps.note(model["statement"])
+
+    steps.begin("Write the report")
+    from demo import report
+
+    data = {
+        "title": "LineGuard demo report",
+        "summary": {
+            "plant": plant.name,
+            "line": line.name,
+            "cameras": run_data["cameras"],
+            "frames judged": len(run_data["results"]),
+            "transport": run_data["transport"],
+            "model": f"{PRODUCT}@{MODEL_VERSION}",
+            "model image AUROC (held-out)": metrics.get("image_auroc", metrics.get("auroc")),
+            "stacks synthesised": ", ".join(stacks),
+            "demo wall time (s)": round(steps.elapsed),
+        },
+        "notes": notes,
+        "results": run_data["report_results"],
+        "health": run_data["health"],
+        "anomaly_maps": run_data["anomaly_maps"],
+        "plc": run_data["plc"],
+        "bytes": run_data["bytes"],
+        "rollout": rollout,
+        "rollout_bake_s": {r.name: r.bake_minutes * 60 for r in plant.rings},
+        "plant_model": model,
+    }
+    (out / "report-data.json").write_text(json.dumps(data, indent=1, default=str))
+    page = report.write_report(data, out, base=out)
+    if not args.no_browser and shutil.which("chromium"):
+        from demo import browser
+
+        check = browser.check_page(page, screenshot=out / "report-screenshot.png")
+        broken = [i["alt"] for i in check.images if not i["complete"] or not i["width"]]
+        steps.note(
+            f"headless Chromium: {len(check.images) - len(broken)}/{len(check.images)} plots "
+            f"rendered, {len(check.console_errors)} console errors; screenshot "
+            f"{shown(out / 'report-screenshot.png')}"
+        )
+    steps.end()
+
+    plc = run_data["plc_summary"]
+    print()
+    print(
+        f"LineGuard demo: {len(run_data['results'])} frames judged on {run_data['cameras']} cameras"
+    )
+    print(f"  decisions: {run_data['decisions']}")
+    if plc is not None:
+        print(f"  PLC: {plc['seen']} of {plc['expected']} rejects/manuals seen, "
+              f"{plc['missed']} missed, decision → PLC p50 {plc['p50_ms']} ms, "
+              f"p99 {plc['p99_ms']} ms")  # fmt: skip
+    else:
+        print("  PLC: not run (no broker)")
+    b = run_data["bytes"]
+    print(f"  upstream: {b['upstream_total']:,} bytes for {b['images_bytes']:,} bytes of images "
+          f"({b['images_bytes'] / max(1, b['upstream_total']):.0f}× less)")  # fmt: skip
+    print(f"  rollout of {NEXT_VERSION}: {rollout.get('status')}")
+    print(f"  plant model: {model['statement']}")
+    print(f"  report: {page}")
+    print(f"  wall time: {steps.elapsed:.0f} s")
+    return 0
+
+
+def _run_line(
+    args: argparse.Namespace,
+    out: Path,
+    plant: Any,
+    model_dir: Path,
+    line_data: Path,
+    steps: Steps,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Run the demo plant's line and collect what the cloud, the PLC and the devices saw."""
+    from demo.broker import BrokerError
+    from demo.local_line import Device, LocalLine
+
+    line = plant.lines[0]
+    devices = [
+        Device(name=f"{plant.name}-{line.name}-{s.name}", station=s.name, cameras=s.cameras)
+        for s in line.stations
+    ]
+    frames_dir = out / "frames"
+    truth = make_camera_folders(line_data, frames_dir, {d.station: d.cameras for d in devices}, 7)
+    (out / "frames-truth.json").write_text(json.dumps(truth, indent=1))
+    workdir = out / "line"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    workdir.chmod(0o755)  # mosquitto drops root and must read the certificates
+    local: LocalLine | None = None
+    try:
+        local = LocalLine(workdir, plant=plant.name, line=line.name, devices=devices)
+        local.start()
+    except (BrokerError, OSError, TimeoutError) as exc:
+        if local is not None:
+            local.stop()
+        notes.append(
+            f"The local broker could not start ({exc}), so the inspectors used the file "
+            "transport; the line bridges and the PLC need the broker and did not run."
+        )
+        steps.note(notes[-1])
+        seen = _line_over_files(args, plant, devices, frames_dir, model_dir, workdir)
+    else:
+        try:
+            seen = _line_over_mqtt(args, local, devices, frames_dir, model_dir, steps)
+        finally:
+            local.stop()
+    return _collect(seen, devices, frames_dir, truth, model_dir, out)
+
+
+def _wait_for(procs: Sequence[subprocess.Popen[bytes]], names: Sequence[str], args: argparse.Namespace,
+              workdir: Path, progress: Any) -> None:  # fmt: skip
+    """Wait for the inspector processes to finish their frames; fail naming a bad one."""
+    deadline = time.monotonic() + args.frames / args.fps + 180
+    while any(p.poll() is None for p in procs):
+        if time.monotonic() > deadline:
+            raise DemoError(f"inspectors did not finish; logs in {workdir}")
+        time.sleep(5)
+        progress()
+    for name, proc in zip(names, procs, strict=True):
+        if proc.returncode != 0:
+            raise DemoError(f"inspector {name} exited {proc.returncode}; log {workdir}/{name}.log")
+
+
+def _line_over_mqtt(
+    args: argparse.Namespace,
+    local: Any,
+    devices: Sequence[Any],
+    frames_dir: Path,
+    model_dir: Path,
+    steps: Steps,
+) -> dict[str, Any]:
+    """Inspectors over MQTT, bridges writing to the simulated PLC; what each side saw."""
+    from demo.local_line import percentile, wait_until
+    from line_bridge.messages import parse_ts
+
+    procs = [
+        local.start_inspector(d.name, frames_dir / d.station, model_dir, fps=args.fps,
+                              frames=args.frames, extra=("--threads", "1"))
+        for d in devices
+    ]  # fmt: skip
+    _wait_for(
+        procs, [d.name for d in devices], args, local.workdir,
+        lambda: steps.note(f"{len(local.upstream.results)} results upstream so far"),
+    )  # fmt: skip
+    total = sum(d.cameras for d in devices) * args.frames
+    wait_until(lambda: len(local.upstream.results) >= total, 30, "every result upstream")
+    acted = {(r["station"], r["part_id"]) for r in local.upstream.results
+             if r["decision"] in ("reject", "manual")}  # fmt: skip
+    with contextlib.suppress(TimeoutError):  # a missed reject is reported, not raised
+        wait_until(
+            lambda: acted <= {(r.station, r.part_id) for r in local.plc.record.rejects},
+            10, "every reject at the PLC",
+        )  # fmt: skip
+    plc_rejects = list(local.plc.record.rejects)
+    latencies = []
+    for reject in plc_rejects:
+        msg = local.observed.get((reject.station, reject.part_id))
+        if msg is not None:
+            decided = parse_ts(msg["ts"], "result") + float(msg.get("latency_ms", 0)) / 1000.0
+            latencies.append((reject.received - decided) * 1000.0)
+    at_plc = {(r.station, r.part_id) for r in plc_rejects}
+    return {
+        "transport": "mqtt (mosquitto, mutual TLS)",
+        "results": list(local.upstream.results),
+        "health": list(local.upstream.health),
+        "upstream_bytes": dict(local.upstream.by_kind),
+        "plc": {
+            "seen": [{"part_id": f"{r.station}/{r.part_id}", "ts": r.received} for r in plc_rejects]
+        },  # fmt: skip
+        "plc_summary": {
+            "expected": len(acted),
+            "seen": len(at_plc & acted),
+            "missed": len(acted - at_plc),
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+        },
+    }
+
+
+def _line_over_files(
+    args: argparse.Namespace,
+    plant: Any,
+    devices: Sequence[Any],
+    frames_dir: Path,
+    model_dir: Path,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Inspectors with the file transport (no broker): upstream publishes land in JSONL files."""
+    from demo.local_line import child_env
+    from inspector.transports.file import UPSTREAM_FILE, read_jsonl
+
+    procs = []
+    for d in devices:
+        cmd = py("-m", "inspector", "run", "--transport", "file", "--out", str(workdir / d.name),
+                 "--plant", plant.name, "--line", plant.lines[0].name, "--station", d.station,
+                 "--device", d.name, "--images", str(frames_dir / d.station), "--source", "camera",
+                 "--cameras", str(d.cameras), "--fps", str(args.fps), "--model", str(model_dir),
+                 "--journal", str(workdir / f"{d.name}-journal.db"), "--threads", "1",
+                 "--max-frames", str(args.frames), "--once")  # fmt: skip
+        with (workdir / f"{d.name}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(cmd, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+            )
+    _wait_for(procs, [d.name for d in devices], args, workdir, lambda: None)
+    seen: dict[str, Any] = {"transport": "file (JSONL)", "results": [], "health": [],
+                            "upstream_bytes": {}, "plc": None, "plc_summary": None}  # fmt: skip
+    for d in devices:
+        for line in read_jsonl(workdir / d.name / UPSTREAM_FILE):
+            kind = line["topic"].rsplit("/", 1)[-1]
+            size = len(json.dumps(line["payload"], separators=(",", ":")))
+            seen["upstream_bytes"][kind] = seen["upstream_bytes"].get(kind, 0) + size
+            if kind == "results":
+                seen["results"].extend(line["payload"]["results"])
+            elif kind == "health":
+                seen["health"].append(line["payload"])
+    return seen
+
+
+def _collect(
+    seen: dict[str, Any],
+    devices: Sequence[Any],
+    frames_dir: Path,
+    truth: dict[str, dict[str, str]],
+    model_dir: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Everything the report and the summary need from one line run."""
+    results = sorted(seen["results"], key=lambda r: (r["device"], r["seq"]))
+    names = {station: sorted(files) for station, files in truth.items()}
+    frame_files = [
+        frames_dir / r["station"]
+        / names[r["station"]][int(r["part_id"].rsplit("-", 1)[1]) % len(names[r["station"]])]
+        for r in results
+    ]  # fmt: skip
+    decisions: dict[str, int] = {}
+    for r in results:
+        decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
+    rejects = [r for r in results if r["decision"] == "reject"][:6]
+    maps = anomaly_maps(model_dir, rejects, frames_dir, out / "maps")
+
+    # part and camera ids are per device: the report names them by station to keep them apart
+    def by_station(doc: dict[str, Any], station: str) -> dict[str, Any]:
+        return {**doc, "camera": f"{station}/{doc['camera']}",
+                "part_id": f"{station}/{doc['part_id']}"}  # fmt: skip
+
+    upstream = seen["upstream_bytes"]
+    return {
+        **seen,
+        "cameras": sum(d.cameras for d in devices),
+        "results": results,
+        "report_results": [by_station(r, r["station"]) for r in results],
+        "frame_files": frame_files,
+        "decisions": decisions,
+        "anomaly_maps": [by_station(m, r["station"]) for r, m in zip(rejects, maps, strict=False)],
+        "bytes": {
+            "frames": len(results),
+            "images_bytes": sum(p.stat().st_size for p in frame_files),
+            "upstream": upstream,
+            "upstream_total": sum(upstream.values()),
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tests of the demo report, the plant-scale model and the benchmark runner."""

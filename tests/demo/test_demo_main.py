@@ -1,0 +1,78 @@
+"""`make demo` (python -m demo): the camera folders it builds, its bad input, and one whole run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from demo.__main__ import DEFECT_SHARE, main, make_camera_folders
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dataset(root: Path, good: int, defects: int) -> Path:
+    for i in range(good):
+        (root / "good").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (32, 32), 100 + i).save(root / "good" / f"g{i:02d}.png")
+    for i in range(defects):
+        (root / "defect" / "scratch").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (32, 32), 10 + i).save(root / "defect" / "scratch" / f"d{i:02d}.png")
+    return root
+
+
+def test_camera_folders_hold_every_good_part_and_the_defect_share(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path / "data", good=17, defects=10)
+    truth = make_camera_folders(dataset, tmp_path / "frames", {"s1": 1, "s2": 2}, seed=7)
+    wanted_defects = round(DEFECT_SHARE / (1 - DEFECT_SHARE) * 17)
+    for station in ("s1", "s2"):
+        files = sorted(p.name for p in (tmp_path / "frames" / station).iterdir())
+        assert files == sorted(truth[station])
+        labels = list(truth[station].values())
+        assert labels.count("good") == 17
+        assert labels.count("scratch") == wanted_defects
+        # the truth names what each replayed file really is
+        for name, label in truth[station].items():
+            pixel = Image.open(tmp_path / "frames" / station / name).getpixel((0, 0))
+            assert isinstance(pixel, int)
+            assert (pixel >= 100) == (label == "good")
+    # shuffled: good parts are not all first
+    assert list(truth["s1"].values())[:17] != ["good"] * 17
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--frames", "0"])
+    assert raised.value.code == 2
+    assert "--frames must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_whole_demo_runs_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "demo", "--out", str(out), "--frames", "4", "--fps", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    html = (out / "report.html").read_text()
+    for section in ("summary", "latency", "decisions", "anomaly-maps", "plc", "bytes", "rollout",
+                    "plant-model"):  # fmt: skip
+        assert f'id="{section}"' in html
+    data = json.loads((out / "report-data.json").read_text())
+    results = data["results"]
+    assert len(results) == 3 * 4  # 3 cameras, 4 frames each
+    assert {r["decision"] for r in results} <= {"pass", "reject", "manual"}
+    acted = {r["part_id"] for r in results if r["decision"] != "pass"}
+    assert {s["part_id"] for s in data["plc"]["seen"]} >= acted
+    assert data["rollout"]["status"] == "completed"
+    releases = json.loads((out / "releases" / "demo.json").read_text())
+    assert {ring["components"]["com.lineguard.Model"] for ring in releases["rings"].values()} == {
+        "1.1.0"
+    }
+    assert "saturates" in data["plant_model"]["statement"]
+    assert "PLC:" in proc.stdout and "0 missed" in proc.stdout
