@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 DEBS_STAMP := $(VENV)/.debs
@@ -25,7 +24,7 @@ $(VENV_STAMP): requirements-dev.txt requirements-device.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	@# the repository root and the component source are importable (python -m inspector|training|rollout)
-	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/edge_component" > "$(SITE)/lineguard.pth"
+	@$(PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "lineguard.pth").write_text("\n".join(sys.argv[1:]) + "\n")' "$(CURDIR)" "$(CURDIR)/edge_component"
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json

@@ -69,6 +69,9 @@ class FeatureExtractor(nn.Module):
         self.taps = tuple(taps)
         self.grid_stride = grid_stride
         self.register_buffer("weight", torch.ones(1, 1, 1, 1))
+        # (k, D, 1, 1) principal axes the patch features are projected on (set by fit), or None
+        self.projection: torch.Tensor | None
+        self.register_buffer("projection", None)
 
     def raw(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-tap feature maps on the common grid, before weighting."""
@@ -88,7 +91,20 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised input → ``(B, D, H/8, W/8)`` weighted patch features."""
-        return torch.cat(self.raw(x), dim=1) * self.weight
+        feats = torch.cat(self.raw(x), dim=1) * self.weight
+        if self.projection is not None:
+            feats = F.conv2d(feats, self.projection)
+        return feats
+
+
+def principal_axes(patches: torch.Tensor, dims: int) -> torch.Tensor:
+    """The ``dims`` leading principal axes of ``patches`` ``(N, D)`` as a 1×1 conv ``(k, D, 1, 1)``."""
+    sample = patches[torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))]
+    sample = sample[:20000].double()
+    covariance = torch.cov(sample.t())
+    _, vectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
+    axes = vectors[:, -dims:].flip(1).t().float().contiguous()
+    return axes[:, :, None, None]
 
 
 @torch.no_grad()
@@ -254,6 +270,7 @@ def fit(
     seed: int = 0,
     balance: bool = True,
     sigma: float = 0.5,
+    dims: int | None = None,
     log: Callable[[str], None] = print,
 ) -> PatchCoreModel:
     """Build the model from good images' input tensors (memory bank + coreset)."""
@@ -276,6 +293,11 @@ def fit(
         f"features: {patches.shape[0]} patches × {patches.shape[1]} dims "
         f"in {time.perf_counter() - started:.1f}s"
     )
+    if dims is not None and dims < patches.shape[1]:
+        axes = principal_axes(patches, dims)
+        patches = patches @ axes[:, :, 0, 0].t()
+        extractor.projection = axes
+        log(f"features: projected to {dims} principal axes")
     size = int(min(max(round(patches.shape[0] * coreset_ratio), min_bank), max_bank))
     started = time.perf_counter()
     index = greedy_coreset(
