@@ -41,7 +41,7 @@ def add_stacks(
             env=cdk.Environment(account=account, region=region),
             description="LineGuard shared: artifact bucket, model package group, pipeline roles",
         )
-    for (account, region), base in shared.items():  # promotion on approval (engineer D)
+    for (account, region), base in shared.items():  # promotion on model package approval
         Promotion(
             base,
             "Promotion",

@@ -13,7 +13,7 @@ import pytest
 from line_bridge import COMPONENT_NAME
 from line_bridge.config import parse_config
 
-# B2's packaging test owns the schema location, the GDK key lowering and the build module;
+# The inspector's packaging test owns the schema location, the GDK key lowering and the build module;
 # reuse them so the bridge recipe is checked exactly like the inspector's
 from tests.inspector.test_recipes import (  # noqa: E402
     SCHEMA,
