@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -118,7 +119,12 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
     taps = tuple(package.manifest.metrics.get("taps", patchcore.DEFAULT_TAPS))
     graph = onnx.load(str(package.model_path))
     named = {init.name: init for init in graph.graph.initializer}
-    missing = [n for n in ("bank_t", "center", "scale") if n not in named]
+    chunks = sorted(
+        (int(n.rsplit("_", 1)[1]), n) for n in named if re.fullmatch(r"bank_aug_\d+", n)
+    )
+    # bank_aug_<i>: chunks of [-2·bankᵀ; |bank|²]; bank_t: packages made before the chunks
+    bank_name = "bank_aug_0" if chunks or "bank_t" not in named else "bank_t"
+    missing = [n for n in (bank_name, "center", "scale") if n not in named]
     if missing:
         raise TrainingError(f"{package.model_path}: {', '.join(missing)} not found in the graph")
 
@@ -128,8 +134,15 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
     extractor = patchcore.FeatureExtractor(patchcore.load_backbone(), taps)
     if "extractor.weight" in named:
         extractor.weight = tensor("extractor.weight")
+    if "extractor.projection" in named:
+        extractor.projection = tensor("extractor.projection")
+    if chunks:
+        bank = -0.5 * torch.cat([tensor(name) for _, name in chunks], dim=1)[:-1].t()
+    else:
+        bank = tensor("bank_t").t()
+    top_k = int(package.manifest.metrics.get("score_top_k", 1))
     return patchcore.PatchCoreModel(
-        extractor, tensor("bank_t").t(), center=tensor("center"), scale=tensor("scale")
+        extractor, bank, center=tensor("center"), scale=tensor("scale"), top_k=top_k
     ).eval()
 
 

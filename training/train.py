@@ -86,8 +86,10 @@ def train(
     validation_fraction: float = 0.2,
     test_fraction: float = 0.2,
     taps: Sequence[int] = patchcore.DEFAULT_TAPS,
-    coreset_ratio: float = 0.1,
-    max_bank: int = 1024,
+    coreset_ratio: float = patchcore.DEFAULT_CORESET_RATIO,
+    max_bank: int = patchcore.DEFAULT_MAX_BANK,
+    dims: int | None = patchcore.DEFAULT_DIMS,
+    top_k: int = patchcore.DEFAULT_TOP_K,
     balance: bool = True,
     smoothing: float = 0.5,
     name: str | None = None,
@@ -135,6 +137,8 @@ def train(
         seed=seed,
         balance=balance,
         sigma=smoothing,
+        dims=dims,
+        top_k=top_k,
         log=_log,
     )
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +170,9 @@ def train(
             "threshold_rule": rule,
         },
         "train_images": len(train_samples),
-        "memory_bank": int(model.bank_t.shape[1]),
-        "feature_dims": int(model.bank_t.shape[0]),
+        "memory_bank": int(model.bank.shape[0]),
+        "feature_dims": int(model.bank.shape[1]),
+        "score_top_k": top_k,
         "taps": list(taps),
         "balanced_taps": balance,
         "smoothing": smoothing,
@@ -234,10 +239,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--coreset-ratio",
         type=float,
-        default=0.1,
+        default=patchcore.DEFAULT_CORESET_RATIO,
         help="bank size as a fraction of training patches (capped by --max-bank)",
     )
-    parser.add_argument("--max-bank", type=int, default=1024, help="memory bank size cap")
+    parser.add_argument(
+        "--max-bank",
+        type=int,
+        default=patchcore.DEFAULT_MAX_BANK,
+        help=f"memory bank size cap (default {patchcore.DEFAULT_MAX_BANK})",
+    )
+    parser.add_argument(
+        "--dims",
+        type=int,
+        default=patchcore.DEFAULT_DIMS,
+        help="principal axes kept per patch feature, 0 keeps all "
+        f"(default {patchcore.DEFAULT_DIMS})",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=patchcore.DEFAULT_TOP_K,
+        help="image score = mean of the k highest map cells "
+        f"(default {patchcore.DEFAULT_TOP_K}; 1 = maximum)",
+    )
     parser.add_argument(
         "--no-balance", action="store_true", help="do not equalise the taps' feature variance"
     )
@@ -277,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             taps=taps,
             coreset_ratio=args.coreset_ratio,
             max_bank=args.max_bank,
+            dims=args.dims or None,
+            top_k=args.top_k,
             balance=not args.no_balance,
             smoothing=args.smoothing,
             name=args.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.model import greedy_coreset, ring_index
+from training.model import PatchCoreModel, greedy_coreset, principal_axes, ring_index
 from training.scoring import calibrate
 
 
@@ -49,3 +49,33 @@ def test_calibrate_good_only_rejects_clear_outliers() -> None:
     assert thresholds.reject > 2.0 and thresholds.manual <= thresholds.reject
     assert thresholds.manual > np.median(good)
     assert "good" in rule
+
+
+def test_principal_axes_are_orthonormal_and_follow_the_variance() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5.0, 3.0, 1.0, 0.1, 0.1, 0.1])
+    points = torch.randn(4000, 6, generator=generator) * scales
+    axes = principal_axes(points, 2)[:, :, 0, 0]
+    assert axes.shape == (2, 6)
+    assert torch.allclose(axes @ axes.t(), torch.eye(2), atol=1e-5)
+    assert abs(float(axes[0, 0])) > 0.99 and abs(float(axes[1, 1])) > 0.99
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_nearest_distances_and_top_k_score_match_brute_force() -> None:
+    generator = torch.Generator().manual_seed(1)
+    bank = torch.randn(1100, 5, generator=generator)  # three chunks of the bank
+    x = torch.randn(2, 5, 6, 7, generator=generator)
+    model = PatchCoreModel(_Identity(), bank, sigma=0.5, top_k=4)  # type: ignore[arg-type]
+    model.kernel = torch.ones(1, 1, 1, 1)  # no smoothing: compare raw distances
+    patches = x.flatten(2).transpose(1, 2)
+    expected = torch.cdist(patches, bank).amin(dim=2).reshape(2, 1, 6, 7)
+    assert torch.allclose(model.distances(x), expected, atol=1e-4)
+    assert torch.allclose(model.bank, bank, atol=1e-6)
+    score, amap = model(x)
+    assert torch.allclose(score, expected.flatten(1).topk(4, dim=1).values.mean(dim=1), atol=1e-4)
+    assert amap.shape == (2, 6, 7)
