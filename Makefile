@@ -64,8 +64,8 @@ e2e-line: setup ## inspector + line bridge + simulated OPC UA PLC; JSON figures,
 	$(PY) bench/line_e2e.py --frames 300 --fps 20 --defect-share 0.1 --manual-share 0.05
 
 .PHONY: component
-component: $(VENV_STAMP) ## build Greengrass components into build/components/ (MODEL=<package dir> adds the model)
-	$(PY) edge_component/build.py $(if $(MODEL),--model-package $(MODEL))
+component: $(VENV_STAMP) ## build Greengrass components into build/components/ (MODEL=<package dir>, BUCKET=<bucket/prefix>)
+	$(PY) edge_component/build.py $(if $(MODEL),--model-package $(MODEL)) $(if $(BUCKET),--bucket $(BUCKET))
 
 clean: ## remove build output (keeps .venv and node_modules)
 	rm -rf cdk.out build out .pytest_cache .mypy_cache .ruff_cache
