@@ -5,7 +5,8 @@
 
 A variant is comma-separated ``key=value`` pairs over the defaults of the previous design:
 ``size`` (input px, 224), ``taps`` (``2+4+10``), ``bank`` (1024), ``ratio`` (coreset ratio,
-0.1), ``dims`` (PCA dimensions, 0 = all), ``top_k`` (1 = maximum), ``sigma`` (0.5). Each
+0.1), ``dims`` (PCA dimensions, 0 = all), ``top_k`` (1 = maximum), ``sigma`` (0.5), ``norm``
+(``ring``, ``cell`` or ``cellmean``), ``gain`` (per-tap factors, e.g. ``1.5+1+1``; all 1). Each
 product is trained on its train split and scored on its test split of the *development* seed;
 the accuracy benchmark's held-out seed is refused. Prints one JSON document.
 """
@@ -29,16 +30,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "edge_component")]
 DEV_SEED = 4242
 BASE = {"size": 224, "taps": "2+4+10", "bank": 1024, "ratio": 0.1, "dims": 0, "top_k": 1}
 BASE_SIGMA = 0.5
+TEXT_KEYS = ("taps", "norm", "gain")
 
 
 def parse_variant(text: str) -> dict[str, object]:
     """``"bank=8192,dims=32"`` → the full settings over :data:`BASE`."""
-    settings: dict[str, object] = dict(BASE, sigma=BASE_SIGMA)
+    settings: dict[str, object] = dict(BASE, sigma=BASE_SIGMA, norm="ring", gain="")
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in settings:
             raise ValueError(f"bad variant item {item!r} (keys: {', '.join(settings)})")
-        settings[key] = value if key == "taps" else float(value)
+        settings[key] = value if key in TEXT_KEYS else float(value)
     return settings
 
 
@@ -66,6 +68,9 @@ def run_variant(data: Path, product: str, settings: dict[str, object]) -> dict[s
             dims=int(settings["dims"]) or None,  # type: ignore[call-overload]
             top_k=int(settings["top_k"]),  # type: ignore[call-overload]
             sigma=float(settings["sigma"]),  # type: ignore[arg-type]
+            norm=str(settings["norm"]),
+            tap_gain=[float(g) for g in str(settings["gain"] or "").split("+") if g]
+            or [1.0] * len(str(settings["taps"]).split("+")),
             log=lambda _: None,
         )
     fit_s = time.perf_counter() - started

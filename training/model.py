@@ -31,6 +31,10 @@ DEFAULT_MAX_BANK = 8192
 DEFAULT_CORESET_RATIO = 0.2
 DEFAULT_DIMS = 32
 DEFAULT_TOP_K = 3
+NORM_MODES = ("ring", "cell", "cellmean")
+DEFAULT_NORM = "cellmean"
+MIN_CELL_IMAGES = 8
+DEFAULT_FINE_TAP_GAIN = 1.5  # extra weight of the first (finest) tap over the balanced others
 BANK_CHUNK = 512
 INPUT_NAME = "image"
 SCORE_NAME = "score"
@@ -114,13 +118,29 @@ def principal_axes(patches: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def balance_taps(extractor: FeatureExtractor, tensors: Sequence[np.ndarray]) -> torch.Tensor:
-    """Channel weights ``(1, D, 1, 1)`` giving every tap the same total feature variance."""
+def default_tap_gain(taps: int) -> tuple[float, ...]:
+    """Per-tap gain: :data:`DEFAULT_FINE_TAP_GAIN` on the finest tap, 1 on the others."""
+    return (DEFAULT_FINE_TAP_GAIN,) + (1.0,) * (taps - 1) if taps > 1 else (1.0,)
+
+
+def balance_taps(
+    extractor: FeatureExtractor,
+    tensors: Sequence[np.ndarray],
+    gain: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Channel weights ``(1, D, 1, 1)`` giving every tap the same total feature variance.
+
+    ``gain`` (one factor per tap) then scales each tap's standard deviation.
+    """
     sample = torch.from_numpy(np.stack(tensors[: min(len(tensors), 16)]))
+    maps = extractor.raw(sample)
+    gains = list(gain) if gain is not None else [1.0] * len(maps)
+    if len(gains) != len(maps) or min(gains) <= 0:
+        raise ValueError(f"tap gain needs {len(maps)} positive factors, got {list(gains)}")
     weights = []
-    for m in extractor.raw(sample):
+    for m, g in zip(maps, gains, strict=True):
         variance = float(m.var(dim=(0, 2, 3)).sum())
-        weights.append(torch.full((m.shape[1],), 1.0 / math.sqrt(max(variance, 1e-8))))
+        weights.append(torch.full((m.shape[1],), g / math.sqrt(max(variance, 1e-8))))
     return torch.cat(weights)[None, :, None, None]
 
 
@@ -147,8 +167,9 @@ class PatchCoreModel(nn.Module):
 
     A patch's raw anomaly is its distance to the nearest bank entry. Patches near the image edge
     see padding and are rarer in the bank, so raw distances grow towards the edge; the map is
-    standardised per ring of cells (distance to the edge) with the mean and spread measured on
-    held-out good images, which makes every position's score comparable.
+    standardised per cell (by default the cell's own mean and its ring's spread, see
+    :func:`standardisation`) measured on held-out good images, which makes every position's
+    score comparable.
     """
 
     kernel: torch.Tensor
@@ -213,9 +234,17 @@ class PatchCoreModel(nn.Module):
 
 @torch.no_grad()
 def standardisation(
-    model: PatchCoreModel, tensors: Sequence[np.ndarray], rings: int = 4
+    model: PatchCoreModel, tensors: Sequence[np.ndarray], rings: int = 4, mode: str = "ring"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-ring mean and spread ``(1, 1, h, w)`` of raw distances on held-out good images."""
+    """Mean and spread ``(1, 1, h, w)`` of raw distances on held-out good images.
+
+    ``mode`` ``ring`` pools the cells of each ring (distance to the edge); ``cell`` uses every
+    cell's own mean and spread; ``cellmean`` the cell's own mean with its ring's spread. With
+    fewer than :data:`MIN_CELL_IMAGES` images per-cell statistics are too noisy and ``ring`` is
+    used whatever the mode.
+    """
+    if mode not in NORM_MODES:
+        raise ValueError(f"norm must be one of {', '.join(NORM_MODES)}, got {mode!r}")
     maps = torch.cat(
         [
             model.distances(torch.from_numpy(np.stack(tensors[i : i + 16])))
@@ -230,6 +259,12 @@ def standardisation(
         cells = maps[:, ring == r].flatten()
         center[ring == r] = cells.mean()
         scale[ring == r] = torch.clamp(cells.std(), min=1e-3)
+    if maps.shape[0] < MIN_CELL_IMAGES:
+        return center[None, None], scale[None, None]
+    if mode in ("cell", "cellmean"):
+        center = maps.mean(dim=0)
+    if mode == "cell":
+        scale = torch.clamp(maps.std(dim=0), min=1e-3)
     return center[None, None], scale[None, None]
 
 
@@ -297,13 +332,16 @@ def fit(
     sigma: float = 0.5,
     dims: int | None = DEFAULT_DIMS,
     top_k: int = DEFAULT_TOP_K,
+    norm: str = DEFAULT_NORM,
+    tap_gain: Sequence[float] | None = None,
     log: Callable[[str], None] = print,
 ) -> PatchCoreModel:
     """Build the model from good images' input tensors (memory bank + coreset)."""
     torch.manual_seed(seed)
     extractor = FeatureExtractor(load_backbone(), taps).eval()
     if balance:
-        extractor.weight = balance_taps(extractor, tensors)
+        gain = tuple(tap_gain) if tap_gain is not None else default_tap_gain(len(taps))
+        extractor.weight = balance_taps(extractor, tensors, gain)
     # a fifth of the good images (at least 2) stay out of the bank to measure normal distances
     order = np.random.default_rng(seed).permutation(len(tensors))
     n_held = max(2, len(tensors) // 5) if len(tensors) >= 6 else 0
@@ -332,7 +370,7 @@ def fit(
     log(f"coreset: {len(index)} of {patches.shape[0]} in {time.perf_counter() - started:.1f}s")
     model = PatchCoreModel(extractor, patches[index].clone(), sigma=sigma, top_k=top_k).eval()
     if held:
-        center, scale = standardisation(model, held)
+        center, scale = standardisation(model, held, mode=norm)
         model = PatchCoreModel(
             extractor,
             patches[index].clone(),
@@ -341,7 +379,8 @@ def fit(
             scale=scale,
             top_k=top_k,
         )
-        log(f"standardised on {len(held)} held-out good images")
+        used = norm if len(held) >= MIN_CELL_IMAGES else "ring"
+        log(f"standardised ({used}) on {len(held)} held-out good images")
     return model.eval()
 
 

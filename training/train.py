@@ -90,6 +90,8 @@ def train(
     max_bank: int = patchcore.DEFAULT_MAX_BANK,
     dims: int | None = patchcore.DEFAULT_DIMS,
     top_k: int = patchcore.DEFAULT_TOP_K,
+    norm: str = patchcore.DEFAULT_NORM,
+    tap_gain: Sequence[float] | None = None,
     balance: bool = True,
     smoothing: float = 0.5,
     name: str | None = None,
@@ -139,6 +141,8 @@ def train(
         sigma=smoothing,
         dims=dims,
         top_k=top_k,
+        norm=norm,
+        tap_gain=tap_gain,
         log=_log,
     )
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +179,8 @@ def train(
         "score_top_k": top_k,
         "taps": list(taps),
         "balanced_taps": balance,
+        "tap_gain": list(tap_gain or patchcore.default_tap_gain(len(taps))) if balance else None,
+        "standardisation": norm,
         "smoothing": smoothing,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
@@ -263,6 +269,19 @@ def _parser() -> argparse.ArgumentParser:
         f"(default {patchcore.DEFAULT_TOP_K}; 1 = maximum)",
     )
     parser.add_argument(
+        "--norm",
+        choices=patchcore.NORM_MODES,
+        default=patchcore.DEFAULT_NORM,
+        help="anomaly map standardisation: per edge ring, per cell, or per-cell mean with the "
+        f"ring's spread (default {patchcore.DEFAULT_NORM})",
+    )
+    parser.add_argument(
+        "--tap-gain",
+        default=None,
+        help="per-tap weight factors after balancing, comma-separated (default "
+        f"{patchcore.DEFAULT_FINE_TAP_GAIN:g} on the finest tap, 1 on the others)",
+    )
+    parser.add_argument(
         "--no-balance", action="store_true", help="do not equalise the taps' feature variance"
     )
     parser.add_argument(
@@ -291,6 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         taps = tuple(int(t) for t in str(args.taps).split(",") if t.strip())
+        gain = (
+            [float(g) for g in str(args.tap_gain).split(",") if g.strip()]
+            if args.tap_gain
+            else None
+        )
         train(
             args.data,
             args.model_dir,
@@ -303,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_bank=args.max_bank,
             dims=args.dims or None,
             top_k=args.top_k,
+            norm=args.norm,
+            tap_gain=gain,
             balance=not args.no_balance,
             smoothing=args.smoothing,
             name=args.name,

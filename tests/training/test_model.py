@@ -1,11 +1,20 @@
-"""Model building blocks: coreset, ring standardisation, threshold calibration."""
+"""Model building blocks: coreset, map standardisation, threshold calibration."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from training.model import PatchCoreModel, greedy_coreset, principal_axes, ring_index
+from training.model import (
+    PatchCoreModel,
+    balance_taps,
+    default_tap_gain,
+    greedy_coreset,
+    principal_axes,
+    ring_index,
+    standardisation,
+)
 from training.scoring import calibrate
 
 
@@ -79,3 +88,77 @@ def test_nearest_distances_and_top_k_score_match_brute_force() -> None:
     score, amap = model(x)
     assert torch.allclose(score, expected.flatten(1).topk(4, dim=1).values.mean(dim=1), atol=1e-4)
     assert amap.shape == (2, 6, 7)
+
+
+class _FixedMaps:
+    """Stands in for a model whose raw distance maps are known: ``distances`` slices them."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        self.maps = maps
+        self.seen = 0
+
+    def distances(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.maps[self.seen : self.seen + len(batch)]
+        self.seen += len(batch)
+        return out
+
+
+def _standardise(maps: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = [np.zeros((3, 8, 8), np.float32) for _ in range(len(maps))]
+    return standardisation(_FixedMaps(maps), tensors, rings=2, mode=mode)  # type: ignore[arg-type]
+
+
+def test_standardisation_modes_pool_rings_or_keep_cells() -> None:
+    generator = torch.Generator().manual_seed(0)
+    position = torch.arange(25, dtype=torch.float32).reshape(1, 1, 5, 5)  # a per-cell offset
+    maps = position + torch.randn(20, 1, 5, 5, generator=generator)
+    ring = ring_index(5, 5, 2)
+    center, scale = _standardise(maps, "ring")
+    assert torch.allclose(center[0, 0][ring == 0], maps[:, 0][:, ring == 0].mean())
+    assert torch.allclose(scale[0, 0][ring == 1], maps[:, 0][:, ring == 1].std())
+    cell_center, cell_scale = _standardise(maps, "cell")
+    assert torch.allclose(cell_center[0, 0], maps[:, 0].mean(dim=0))
+    assert torch.allclose(cell_scale[0, 0], maps[:, 0].std(dim=0))
+    # the per-cell offset is removed by a per-cell mean, not by a per-ring one
+    assert float(((maps - cell_center) / cell_scale).mean(dim=0).abs().max()) < 1e-4
+    assert float(((maps - center) / scale).mean(dim=0).abs().max()) > 0.5
+    mixed_center, mixed_scale = _standardise(maps, "cellmean")
+    assert torch.equal(mixed_center, cell_center) and torch.equal(mixed_scale, scale)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        _standardise(maps, "pixel")
+    few = maps[:4]  # too few images for per-cell statistics: ring pooling whatever the mode
+    few_cell, few_ring = _standardise(few, "cell"), _standardise(few, "ring")
+    assert torch.equal(few_cell[0], few_ring[0]) and torch.equal(few_cell[1], few_ring[1])
+
+
+class _FixedTaps:
+    """Stands in for a feature extractor with two known tap maps."""
+
+    def __init__(self, maps: list[torch.Tensor]) -> None:
+        self.maps = maps
+
+    def raw(self, sample: torch.Tensor) -> list[torch.Tensor]:
+        return self.maps
+
+
+def test_balance_taps_equalises_variance_then_applies_the_gain() -> None:
+    generator = torch.Generator().manual_seed(0)
+    fine = 5.0 * torch.randn(4, 2, 6, 6, generator=generator)
+    coarse = 0.2 * torch.randn(4, 3, 6, 6, generator=generator)
+    stub = _FixedTaps([fine, coarse])
+    sample = [np.zeros((3, 8, 8), np.float32)]
+
+    def tap_variances(weight: torch.Tensor) -> list[float]:
+        fw, cw = weight[:, :2], weight[:, 2:]
+        return [
+            float((fine * fw).var(dim=(0, 2, 3)).sum()),
+            float((coarse * cw).var(dim=(0, 2, 3)).sum()),
+        ]
+
+    balanced = tap_variances(balance_taps(stub, sample))  # type: ignore[arg-type]
+    assert balanced == pytest.approx([1.0, 1.0], rel=1e-4)
+    gained = tap_variances(balance_taps(stub, sample, (1.5, 1.0)))  # type: ignore[arg-type]
+    assert gained == pytest.approx([2.25, 1.0], rel=1e-4)
+    with pytest.raises(ValueError, match="tap gain needs 2"):
+        balance_taps(stub, sample, (1.5,))  # type: ignore[arg-type]
+    assert default_tap_gain(3)[1:] == (1.0, 1.0) and default_tap_gain(1) == (1.0,)
