@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from inspector.messages import encode, rfc3339_ms
 LOG = logging.getLogger(__name__)
 
 ACTUATED = ("reject", "manual")
+MAX_PENDING_REJECTS = 10_000
 
 
 def reject_topic(station: str) -> str:
@@ -32,6 +34,12 @@ def heartbeat_topic(station: str) -> str:
 
 class Actuator:
     """Publishes reject messages and heartbeats on the local bus.
+
+    A reject message that cannot be published (the local bus is not up yet, or is down) is kept
+    and sent again, in order, before anything else: a part the inspector rejected must reach
+    the line controller even when the bus comes up late. While rejects wait, no heartbeat is
+    sent, so the line bridge does not report the station healthy with a reject outstanding.
+    At most ``max_pending`` rejects wait; beyond that the oldest is dropped and counted.
 
     Args:
         station, device: who is speaking.
@@ -51,6 +59,7 @@ class Actuator:
         status: Callable[[], tuple[bool, str | None]] = lambda: (False, None),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        max_pending: int = MAX_PENDING_REJECTS,
     ) -> None:
         if not heartbeat_interval_s > 0:
             raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
@@ -65,7 +74,11 @@ class Actuator:
         self.heartbeat_seq = 0
         self.published = 0
         self.failures = 0
+        self.dropped = 0
         self.last_error: str | None = None
+        self._pending: deque[bytes] = deque()
+        self._max_pending = max_pending
+        self._failing = False
 
     def _send(self, topic: str, payload: bytes) -> bool:
         try:
@@ -73,16 +86,42 @@ class Actuator:
         except Exception as exc:  # the line must still get the next message: log and count
             self.failures += 1
             self.last_error = f"local publish to {topic} failed: {type(exc).__name__}: {exc}"
-            LOG.error("%s", self.last_error)
+            if not self._failing:  # once per outage, not once per retry
+                LOG.error("%s", self.last_error)
+            self._failing = True
             return False
+        if self._failing:
+            LOG.info("local publish to %s works again", topic)
+        self._failing = False
         self.published += 1
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Reject messages waiting for the local bus."""
+        return len(self._pending)
+
+    def flush(self) -> bool:
+        """Send the waiting reject messages in order; True when none is left."""
+        while self._pending:
+            if not self._send(reject_topic(self.station), self._pending[0]):
+                return False
+            self._pending.popleft()
         return True
 
     def on_result(self, result: dict[str, Any]) -> bool:
         """Publish the reject message if the part is ``reject`` or ``manual``; True if sent."""
         if result.get("decision") not in ACTUATED:
             return False
-        return self._send(reject_topic(self.station), encode(result))
+        if len(self._pending) >= self._max_pending:
+            self._pending.popleft()
+            self.dropped += 1
+            LOG.error(
+                "%d reject messages waiting for the local bus: dropped the oldest",
+                self._max_pending,
+            )
+        self._pending.append(encode(result))
+        return self.flush()
 
     def heartbeat_message(self) -> dict[str, Any]:
         """The next heartbeat message (does not send it)."""
@@ -99,7 +138,9 @@ class Actuator:
         }
 
     def tick(self) -> bool:
-        """Send a heartbeat if one is due; True if one was sent."""
+        """Resend waiting rejects, then send a heartbeat if one is due; True if one was sent."""
+        if not self.flush():
+            return False
         now = self._clock()
         if now < self._next_heartbeat:
             return False

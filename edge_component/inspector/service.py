@@ -38,6 +38,7 @@ from inspector.sources import DirectorySource, Frame, SimulatedCamera, SourceErr
 from inspector.transports.base import Transport, TransportError
 from inspector.uplink import Uplink
 
+CONNECT_WAIT_S = 10.0
 LOG = logging.getLogger("inspector.service")
 MB = 1024 * 1024
 
@@ -453,6 +454,13 @@ class Service:
             target=self.uplink.run, args=(uplink_stop,), name="uplink", daemon=True
         )
         uplink_thread.start()
+        if not self.transport.wait_connected(CONNECT_WAIT_S):
+            LOG.warning(
+                "%s transport not connected after %.0f s: judging anyway; rejects wait for the "
+                "local bus and results in the journal",
+                self.transport.name,
+                CONNECT_WAIT_S,
+            )
         print(
             f"inspector: {self.identity.device} judging {args.source} frames from {args.images}"
             f" with {self.engine.model_ref or 'NO MODEL (every frame manual)'};"
@@ -470,7 +478,9 @@ class Service:
             if args.once and not self.stop.is_set():
                 LOG.info("all frames judged; sending the backlog")
                 deadline = self._clock() + args.drain_timeout
-                while self.journal.backlog() and self._clock() < deadline:
+                while (
+                    self.journal.backlog() or not self.actuator.flush()
+                ) and self._clock() < deadline:
                     if self.stop.wait(0.05):
                         break
         finally:
@@ -489,6 +499,13 @@ class Service:
         )
         if args.once and backlog:
             print(f"error: {backlog} results could not be sent upstream", file=sys.stderr)
+            return 1
+        if self.actuator.pending or self.actuator.dropped:
+            print(
+                f"error: {self.actuator.pending + self.actuator.dropped} reject messages never"
+                " reached the local bus",
+                file=sys.stderr,
+            )
             return 1
         return 0
 

@@ -144,3 +144,43 @@ def test_intervals_must_be_positive() -> None:
         Actuator("s", "d", lambda t, p: None, heartbeat_interval_s=0)
     with pytest.raises(ValueError):
         HealthReporter(IDENTITY, interval_s=0, status=dict)
+
+
+def test_rejects_wait_for_the_local_bus_and_go_out_in_order_before_any_heartbeat() -> None:
+    bus_up = False
+    sent: list[tuple[str, dict[str, object]]] = []
+
+    def publish(topic: str, payload: bytes) -> None:
+        if not bus_up:
+            raise OSError("not connected")
+        sent.append((topic, json.loads(payload)))
+
+    clock = Clock()
+    actuator = Actuator("st-1", "dev-1", publish, heartbeat_interval_s=0.5, clock=clock)
+    assert actuator.on_result({"decision": "reject", "part_id": "p1"}) is False
+    assert actuator.on_result({"decision": "manual", "part_id": "p2"}) is False
+    assert actuator.on_result({"decision": "pass", "part_id": "p3"}) is False
+    assert actuator.pending == 2
+    assert actuator.tick() is False  # no heartbeat while a reject is outstanding
+    bus_up = True
+    assert actuator.tick() is True
+    assert actuator.pending == 0
+    assert [(t.rsplit("/", 1)[1], m.get("part_id")) for t, m in sent] == [
+        ("reject", "p1"),
+        ("reject", "p2"),
+        ("heartbeat", None),
+    ]
+
+
+def test_waiting_rejects_are_bounded_oldest_dropped_first() -> None:
+    def fail(topic: str, payload: bytes) -> None:
+        raise OSError("bus down")
+
+    sent: list[str] = []
+    actuator = Actuator("st-1", "dev-1", fail, max_pending=3)
+    for n in range(5):
+        actuator.on_result({"decision": "reject", "part_id": f"p{n}"})
+    assert actuator.pending == 3 and actuator.dropped == 2
+    actuator._publish = lambda t, p: sent.append(json.loads(p)["part_id"])
+    assert actuator.flush() is True
+    assert sent == ["p2", "p3", "p4"]

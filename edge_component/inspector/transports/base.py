@@ -37,6 +37,10 @@ class Transport(abc.ABC):
     def on_component_update(self, ready: UpdateGate) -> None:  # noqa: B027 - optional hook
         """Ask before a component update; ``ready()`` False defers it (only Greengrass can)."""
 
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until the transport can publish (or the timeout); True if it can."""
+        return True
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections and files."""
