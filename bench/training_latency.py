@@ -17,32 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "edge_component")]
-
-
-def _latency(model: Path, tensor: np.ndarray, threads: int, runs: int) -> dict[str, float]:
-    from training.scoring import onnx_session
-
-    session = onnx_session(model, threads=threads)
-    name = session.get_inputs()[0].name
-    batch = tensor[None].astype(np.float32)
-    for _ in range(10):
-        session.run(None, {name: batch})
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, {name: batch})
-        times.append((time.perf_counter() - started) * 1000)
-    return {
-        "threads": threads,
-        "runs": runs,
-        "p50_ms": round(float(np.percentile(times, 50)), 2),
-        "p99_ms": round(float(np.percentile(times, 99)), 2),
-        "mean_ms": round(float(np.mean(times)), 2),
-    }
 
 
 def main() -> int:
@@ -59,6 +35,7 @@ def main() -> int:
 
     from inspector.model_package import load_package
     from inspector.preprocess import to_tensor
+    from training.evaluate import measure_latency
 
     result: dict[str, object] = {"benchmark": "training_latency"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,8 +60,12 @@ def main() -> int:
         result["model_mb"] = round(package.model_path.stat().st_size / 1e6, 2)
         result["memory_bank"] = package.manifest.metrics.get("memory_bank")
         result["input"] = f"{spec.width}x{spec.height}"
-        result["onnxruntime_1_thread"] = _latency(package.model_path, tensor, 1, args.runs)
-        result["onnxruntime_2_threads"] = _latency(package.model_path, tensor, 2, args.runs)
+        result["onnxruntime_1_thread"] = measure_latency(
+            package.model_path, tensor, args.runs, threads=1
+        )
+        result["onnxruntime_2_threads"] = measure_latency(
+            package.model_path, tensor, args.runs, threads=2
+        )
         if args.int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -95,7 +76,9 @@ def main() -> int:
                 quantize_dynamic(
                     str(package.model_path), str(quantised), weight_type=QuantType.QInt8
                 )
-            result["int8_dynamic_1_thread"] = _latency(quantised, tensor, 1, args.runs)
+            result["int8_dynamic_1_thread"] = measure_latency(
+                quantised, tensor, args.runs, threads=1
+            )
             full = onnx_session(package.model_path).run(None, {spec.name: tensor[None]})[0]
             small = onnx_session(quantised).run(None, {spec.name: tensor[None]})[0]
             result["int8_golden_score_diff"] = round(float(abs(full - small).max()), 4)
