@@ -379,78 +379,80 @@ def saturation_statement(model: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _path_series(model: dict[str, Any], u: dict[str, Any], path: str, key: str) -> np.ndarray:
+def _series(u: dict[str, Any], path: str, key: str) -> np.ndarray:
     return np.array([p[path][key] for p in u["points"]], dtype=float)
+
+
+def _machines(u: dict[str, Any]) -> np.ndarray:
+    return np.array([p["machines"] for p in u["points"]])
+
+
+def _log_log_axes() -> tuple[Any, Any, Any]:
+    """(pyplot, figure, axes) for a log-log plot against the number of machines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("machines sharing the uplink (1 image/s each)")
+    return plt, fig, ax
+
+
+def _save(
+    plt: Any, fig: Any, ax: Any, title: str, target: Path | str | IO[bytes], ncol: int
+) -> None:
+    ax.set_title(title)
+    ax.title.set_fontsize(9)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, ncol=ncol)
+    fig.tight_layout()
+    fig.savefig(target, format="png")
+    plt.close(fig)
 
 
 def plot_latency(model: dict[str, Any], target: Path | str | IO[bytes]) -> None:
     """Plot p50/p99 frame-to-decision latency against N, cloud and edge, for every uplink."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
+    plt, fig, ax = _log_log_axes()
     colours = ["tab:red", "tab:purple", "tab:brown", "tab:pink"]
     for i, u in enumerate(model["uplinks"]):
-        n = np.array([p["machines"] for p in u["points"]])
+        n = _machines(u)
         c = colours[i % len(colours)]
         label = f"cloud, {u['uplink_mbps']:g} Mbps"
-        ax.plot(n, _path_series(model, u, "cloud", "p99_ms"), "-", color=c, label=label + " p99")
-        ax.plot(n, _path_series(model, u, "cloud", "p50_ms"), ":", color=c, label=label + " p50")
+        ax.plot(n, _series(u, "cloud", "p99_ms"), "-", color=c, label=label + " p99")
+        ax.plot(n, _series(u, "cloud", "p50_ms"), ":", color=c, label=label + " p50")
         ax.axvline(u["cloud_saturation_machines_analytic"], color=c, lw=0.8, ls="--", alpha=0.6)
     u0 = model["uplinks"][0]
-    n0 = np.array([p["machines"] for p in u0["points"]])
-    ax.plot(n0, _path_series(model, u0, "edge", "p99_ms"), "-", color="tab:green", label="edge p99")
-    ax.plot(n0, _path_series(model, u0, "edge", "p50_ms"), ":", color="tab:green", label="edge p50")
+    n0 = _machines(u0)
+    ax.plot(n0, _series(u0, "edge", "p99_ms"), "-", color="tab:green", label="edge p99")
+    ax.plot(n0, _series(u0, "edge", "p50_ms"), ":", color="tab:green", label="edge p50")
     ax.axhline(model["assumptions"]["deadline_ms"], color="grey", lw=0.8, ls="-.")
     ax.text(n0[0], model["assumptions"]["deadline_ms"] * 1.1, "deadline", color="grey", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("machines sharing the uplink (1 image/s each)")
     ax.set_ylabel("frame → decision latency (ms)")
     window = model["assumptions"]["window_s"]
-    ax.set_title(
-        f"Decision latency (dashed: saturation; past it, bounded only by the {window:g} s run)"
-    )
-    ax.title.set_fontsize(9)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(target, format="png")
-    plt.close(fig)
+    title = f"Decision latency (dashed: saturation; past it, bounded only by the {window:g} s run)"
+    _save(plt, fig, ax, title, target, ncol=2)
 
 
 def plot_utilisation(model: dict[str, Any], target: Path | str | IO[bytes]) -> None:
     """Plot offered uplink utilisation against N, cloud and edge, for every uplink."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
+    plt, fig, ax = _log_log_axes()
     styles = ["-", "--", "-.", ":"]
     for i, u in enumerate(model["uplinks"]):
-        n = np.array([p["machines"] for p in u["points"]])
+        n = _machines(u)
         s = styles[i % len(styles)]
         lbl = f"{u['uplink_mbps']:g} Mbps"
-        ax.plot(n, _path_series(model, u, "cloud", "offered_utilisation"), s, color="tab:red",
+        ax.plot(n, _series(u, "cloud", "offered_utilisation"), s, color="tab:red",
                 label=f"cloud (images), {lbl}")  # fmt: skip
-        ax.plot(n, _path_series(model, u, "edge", "offered_utilisation"), s, color="tab:green",
+        ax.plot(n, _series(u, "edge", "offered_utilisation"), s, color="tab:green",
                 label=f"edge (results), {lbl}")  # fmt: skip
     ax.axhline(1.0, color="black", lw=1)
     ax.text(10, 1.15, "uplink full", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("machines sharing the uplink (1 image/s each)")
     ax.set_ylabel("offered uplink utilisation")
-    ax.set_title("Uplink utilisation: sending every image against sending results")
-    ax.title.set_fontsize(9)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(target, format="png")
-    plt.close(fig)
+    title = "Uplink utilisation: sending every image against sending results"
+    _save(plt, fig, ax, title, target, ncol=1)
 
 
 def _read_samples(path: Path) -> tuple[float, ...]:
