@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,9 @@ def make_camera_folders(
 
 
 def anomaly_maps(
-    model_dir: Path, rejects: list[dict[str, Any]], frames: Path, out: Path
+    model_dir: Path, rejects: list[tuple[dict[str, Any], Path]], out: Path
 ) -> list[dict[str, Any]]:
-    """Image + anomaly map of a few rejected parts, recomputed with the same package."""
+    """Image + anomaly map of rejected parts (result, judged image), recomputed with the package."""
     import numpy as np
     import onnxruntime as ort
     from PIL import Image
@@ -148,11 +149,7 @@ def anomaly_maps(
     session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
     out.mkdir(parents=True, exist_ok=True)
     items = []
-    for result in rejects:
-        folder = frames / result["station"]
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        number = int(result["part_id"].rsplit("-", 1)[1])
-        source = files[number % len(files)]
+    for result, source in rejects:
         with Image.open(source) as image:
             tensor = to_tensor(image, spec.input)[None]
         outputs = session.run([spec.outputs.anomaly_map], {spec.input.name: tensor})
@@ -519,11 +516,11 @@ def _collect(
         / names[r["station"]][int(r["part_id"].rsplit("-", 1)[1]) % len(names[r["station"]])]
         for r in results
     ]  # fmt: skip
-    decisions: dict[str, int] = {}
-    for r in results:
-        decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
-    rejects = [r for r in results if r["decision"] == "reject"][:6]
-    maps = anomaly_maps(model_dir, rejects, frames_dir, out / "maps")
+    decisions = dict(Counter(r["decision"] for r in results))
+    rejects = [
+        (r, f) for r, f in zip(results, frame_files, strict=True) if r["decision"] == "reject"
+    ]
+    maps = anomaly_maps(model_dir, rejects[:6], out / "maps")
 
     # part and camera ids are per device: the report names them by station to keep them apart
     def by_station(doc: dict[str, Any], station: str) -> dict[str, Any]:
@@ -538,7 +535,9 @@ def _collect(
         "report_results": [by_station(r, r["station"]) for r in results],
         "frame_files": frame_files,
         "decisions": decisions,
-        "anomaly_maps": [by_station(m, r["station"]) for r, m in zip(rejects, maps, strict=False)],
+        "anomaly_maps": [
+            by_station(m, r["station"]) for (r, _), m in zip(rejects, maps, strict=False)
+        ],
         "bytes": {
             "frames": len(results),
             "images_bytes": sum(p.stat().st_size for p in frame_files),
