@@ -22,7 +22,11 @@ from stacks.config import (
     load_plants,
 )
 from stacks.deployment_spec import deployment_spec
-from stacks.policies import claim_policy_document, core_device_policy_document
+from stacks.policies import (
+    claim_policy_document,
+    core_device_policy_document,
+    device_policy_document,
+)
 
 LINES_SHOWN = 5
 
@@ -55,6 +59,8 @@ def describe(plant: PlantConfig, release: Release) -> dict[str, Any]:
         "policies": {
             plant.core_policy_name: core_device_policy_document(plant),
             f"lineguard-{plant.name}-provisioning-claim": claim_policy_document(plant),
+            # each device's own policy, as provisioning creates it (shown for serial <serial>)
+            "<device policy>": device_policy_document(plant, plant.thing_name("<serial>")),
         },
     }
 

@@ -50,6 +50,16 @@ class CoreDeviceAccess(Construct):
                 resources=[artifact_bucket.arn_for_objects(f"{COMPONENTS_PREFIX}com.lineguard.*")],
             )
         )
+        # The nucleus asks for the bucket's region before every artifact download
+        # (nucleus componentmanager/builtins/S3Downloader.java: getBucketLocation, then
+        # getObject), and the developer guide's device-service-role page lists both actions.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="LocateArtifactBucket",
+                actions=["s3:GetBucketLocation"],
+                resources=[artifact_bucket.bucket_arn],
+            )
+        )
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="WriteOwnSamples",

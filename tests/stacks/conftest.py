@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,34 @@ def demo_release(demo: PlantConfig) -> Release:
 def large_release(large: PlantConfig) -> Release:
     """The shipped example-large release."""
     return load_plant_release(large, RELEASES)
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for the CDK CLI: no version check, no metadata, no validation."""
+    env = dict(os.environ)
+    env.update(
+        CDK_DISABLE_VERSION_CHECK="true",
+        AWS_EC2_METADATA_DISABLED="true",
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="1",
+        JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION="1",
+        CDK_VALIDATION="false",  # cfn-lint below validates the templates
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full synth with the real CDK CLI (cdk-nag on), shared by every test that reads it."""
+    if shutil.which("npx") is None:
+        pytest.fail("npx not found: the CDK CLI is needed (make setup)")
+    out = tmp_path_factory.mktemp("cdk.out")
+    proc = subprocess.run(
+        ["npx", "cdk", "synth", "--quiet", "-o", str(out)],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out

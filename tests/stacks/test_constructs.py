@@ -13,6 +13,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match, Template
 
+from stacks.authorization import render_provisioning_value
 from stacks.config import INSPECTOR, MODEL, PlantConfig, Release, load_plant
 from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.core_device_access import CoreDeviceAccess
@@ -20,13 +21,14 @@ from stacks.constructs.fleet_groups import FleetGroups
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.monitoring import PlantMonitoring
 from stacks.constructs.pipeline_roles import PipelineRoles
-from stacks.constructs.provisioning import FleetProvisioning
+from stacks.constructs.provisioning import FleetProvisioning, hook_asset_dir
 from stacks.constructs.results_pipeline import ResultsPipeline
 from stacks.constructs.ring_deployments import RingDeployments
 from stacks.constructs.rule_errors import RuleErrorLog
 
 from .conftest import PLANTS
 
+IOT_MESSAGING = {"iot:Publish", "iot:Subscribe", "iot:Receive"}
 ENV = cdk.Environment(account="123456789012", region="eu-west-1")
 
 
@@ -247,20 +249,38 @@ def iot_statements(template: Template) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def template_body(template: Template) -> dict[str, Any]:
+    properties = resources(template, "AWS::IoT::ProvisioningTemplate")[0]["Properties"]
+    return json.loads(properties["TemplateBody"])
+
+
+def device_policy(template: Template, serial: str) -> dict[str, Any]:
+    """The IoT policy fleet provisioning creates for the device with this serial."""
+    value = template_body(template)["Resources"]["devicePolicy"]["Properties"]["PolicyDocument"]
+    return json.loads(render_provisioning_value(value, {"SerialNumber": serial}))
+
+
 def test_core_device_connects_only_as_its_thing_name(plant_parts: Built) -> None:
-    statements = iot_statements(plant_parts.template)["lineguard-example-large-core-device"]
+    statements = device_policy(plant_parts.template, "LG01-00000001")["Statement"]
     connect = [s for s in statements if s["Action"] == ["iot:Connect"]]
-    assert connect[0]["Resource"] == [
-        "arn:aws:iot:eu-west-1:123456789012:client/${iot:Connection.Thing.ThingName}"
-    ]
+    arn = "arn:aws:iot:eu-west-1:123456789012:client/lineguard-example-large-LG01-00000001"
+    assert connect[0]["Resource"] == [arn, arn + "#*"]
 
 
 def test_core_device_publishes_only_its_own_topics(plant_parts: Built) -> None:
+    statements = device_policy(plant_parts.template, "LG01-00000001")["Statement"]
+    messaging = [s for s in statements if set(s["Action"]) & IOT_MESSAGING]
+    assert messaging
+    for statement in messaging:
+        for resource in statement["Resource"]:
+            assert "/lineguard-example-large-LG01-00000001/" in resource, resource
+
+
+def test_plant_wide_core_policy_names_no_device_and_no_topic(plant_parts: Built) -> None:
     statements = iot_statements(plant_parts.template)["lineguard-example-large-core-device"]
-    for statement in statements:
-        if set(statement["Action"]) & {"iot:Publish", "iot:Subscribe", "iot:Receive"}:
-            for resource in statement["Resource"]:
-                assert "${iot:Connection.Thing.ThingName}" in resource, resource
+    actions = {a for s in statements for a in s["Action"]}
+    assert actions & (IOT_MESSAGING | {"iot:Connect"}) == set()
+    assert "iot:AssumeRoleWithCertificate" in actions
 
 
 def test_no_iot_policy_allows_everything(plant_parts: Built) -> None:
@@ -323,14 +343,24 @@ def test_provisioning_template_uses_the_hook(plant_parts: Built) -> None:
     assert body["Resources"]["policy"]["Properties"]["PolicyName"] == (
         "lineguard-example-large-core-device"
     )
+    # the device's own policy has no name: fleet provisioning names it by a hash of its document
+    assert set(body["Resources"]["devicePolicy"]["Properties"]) == {"PolicyDocument"}
+    assert body["Resources"]["thing"]["Properties"]["AttributePayload"]["station"] == {
+        "Ref": "StationName"
+    }
 
 
-def test_hook_gets_rings_and_lines_from_the_plant(plant_parts: Built) -> None:
+def test_hook_gets_rings_lines_and_stations_from_the_plant(
+    plant_parts: Built, large_plant: PlantConfig
+) -> None:
     fn = resources(plant_parts.template, "AWS::Lambda::Function")[0]["Properties"]
-    env = fn["Environment"]["Variables"]
-    assert json.loads(env["RINGS"]) == [["canary", 1.0], ["early", 10.0], ["broad", 89.0]]
-    assert len(env["LINES"].split(",")) == 40
     assert fn["Handler"] == "hook.handler"
+    # the plant's topology ships in the code asset: Lambda environments hold 4 KB at most
+    assert "Environment" not in fn
+    settings = json.loads((hook_asset_dir(large_plant) / "plant.json").read_text())
+    assert settings["rings"] == [["canary", 1.0], ["early", 10.0], ["broad", 89.0]]
+    assert len(settings["lines"]) == 40
+    assert settings["lines"]["line-01"]["weld-check"] == 3
 
 
 def test_only_iot_may_invoke_the_hook(plant_parts: Built) -> None:

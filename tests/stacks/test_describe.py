@@ -29,7 +29,7 @@ def test_text_lists_groups_rings_deployments_and_policies() -> None:
     assert "lineguard-demo-canary -> arn:aws:iot:eu-west-1:123456789012:thinggroup/" in text
     assert "com.lineguard.Inspector 1.0.0" in text
     assert "failure handling ROLLBACK" in text
-    assert "topic/lineguard/demo/*/*/${iot:Connection.Thing.ThingName}/results" in text
+    assert "topic/lineguard/demo/*/*/lineguard-demo-<serial>/results" in text
 
 
 def test_json_has_one_deployment_spec_per_ring() -> None:

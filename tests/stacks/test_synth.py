@@ -3,49 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from stacks.config import load_plants
 
 from .conftest import PLANTS, ROOT
 
 IOT_MESSAGING = {"iot:Publish", "iot:Subscribe", "iot:Receive"}
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        CDK_DISABLE_VERSION_CHECK="true",
-        AWS_EC2_METADATA_DISABLED="true",
-        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="1",
-        JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION="1",
-        CDK_VALIDATION="false",  # cfn-lint below validates the templates
-    )
-    return env
-
-
-@pytest.fixture(scope="module")
-def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("npx") is None:
-        pytest.fail("npx not found: the CDK CLI is needed (make setup)")
-    out = tmp_path_factory.mktemp("cdk.out")
-    proc = subprocess.run(
-        ["npx", "cdk", "synth", "--quiet", "-o", str(out)],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
 
 
 def template(cdk_out: Path, stack: str) -> dict[str, Any]:

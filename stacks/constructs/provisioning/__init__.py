@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -19,15 +22,28 @@ from stacks.policies import claim_policy_document, provisioning_template_body
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 
 
-def hook_environment(plant: PlantConfig) -> dict[str, str]:
-    """The hook Lambda's environment, from the plant file."""
+def hook_settings(plant: PlantConfig) -> dict[str, Any]:
+    """The hook's ``plant.json``, from the plant file."""
     return {
-        "PLANT": plant.name,
-        "SERIAL_PATTERN": plant.provisioning.serial_pattern,
-        "ALLOW_LIST": ",".join(plant.provisioning.allow_list),
-        "LINES": ",".join(line.name for line in plant.lines),
-        "RINGS": json.dumps([[r.name, r.percent] for r in plant.rings], separators=(",", ":")),
+        "plant": plant.name,
+        "serial_pattern": plant.provisioning.serial_pattern,
+        "allow_list": list(plant.provisioning.allow_list),
+        "lines": {line.name: {s.name: s.cameras for s in line.stations} for line in plant.lines},
+        "rings": [[r.name, r.percent] for r in plant.rings],
     }
+
+
+def hook_asset_dir(plant: PlantConfig) -> Path:
+    """A directory with the hook's code and this plant's ``plant.json`` (the Lambda asset)."""
+    settings = json.dumps(hook_settings(plant), sort_keys=True, separators=(",", ":"))
+    code = (RUNTIME_DIR / "hook.py").read_bytes()
+    digest = hashlib.sha256(code + settings.encode()).hexdigest()[:16]
+    staging = Path(tempfile.gettempdir(), "lineguard-hook", f"{plant.name}-{digest}")
+    if not (staging / "plant.json").exists():
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / "hook.py").write_bytes(code)
+        (staging / "plant.json").write_text(settings, encoding="utf-8")
+    return staging
 
 
 class FleetProvisioning(Construct):
@@ -86,12 +102,11 @@ class FleetProvisioning(Construct):
             "Hook",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="hook.handler",
-            code=lambda_.Code.from_asset(str(RUNTIME_DIR), exclude=["__pycache__", "*.pyc"]),
+            code=lambda_.Code.from_asset(str(hook_asset_dir(plant))),
             role=hook_role,
             log_group=log_group,
             memory_size=128,
             timeout=cdk.Duration.seconds(5),
-            environment=hook_environment(plant),
             description=f"LineGuard {plant.name}: check serial and line, assign the ring",
         )
         acknowledge_wildcard(
@@ -141,6 +156,24 @@ class FleetProvisioning(Construct):
                 ],
                 resources=[thing_arn, groups_arn],
             )
+        )
+        # Each device's own policy is created from the template's PolicyDocument; its name is a
+        # hash of the document (provision-template "Policy resources"), unknown in advance.
+        device_policies_arn = stack.format_arn(service="iot", resource="policy", resource_name="*")
+        self.provisioning_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CreateDevicePolicies",
+                actions=["iot:CreatePolicy", "iot:GetPolicy", "iot:AttachPolicy"],
+                resources=[device_policies_arn],
+            )
+        )
+        acknowledge_wildcard(
+            self.provisioning_role,
+            arn_text(self, "iot", "policy/*"),
+            "Each core device gets its own IoT policy with its thing name written in (Greengrass "
+            "core devices do not support thing policy variables); fleet provisioning names it by "
+            "a hash of its document, so the name is not known in advance. Only this plant's "
+            "template, whose documents the stack defines, uses the role.",
         )
         self.provisioning_role.add_to_policy(
             iam.PolicyStatement(

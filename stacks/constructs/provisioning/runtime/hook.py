@@ -5,12 +5,12 @@ device's template parameters; it checks the serial format, the optional allow-li
 then assigns the ring deterministically from a hash of the plant and serial, so a device always
 lands in the same ring and ring sizes follow the plant file's percentages.
 
-Environment (set by the construct from the plant file):
-    PLANT          plant name
-    SERIAL_PATTERN anchored regular expression a serial must match
-    ALLOW_LIST     comma-separated serials (empty: no allow-list)
-    LINES          comma-separated line names
-    RINGS          JSON list of [ring name, percent] in rollout order
+Settings: ``plant.json`` beside this file, written by the construct from the plant file (a file,
+not the environment: Lambda environment variables are limited to 4 KB in all, and a plant's lines
+and stations do not fit)::
+
+    {"plant": name, "serial_pattern": anchored regex, "allow_list": [serial, ...],
+     "lines": {line: {station: cameras, ...}, ...}, "rings": [[ring, percent], ...]}
 """
 
 from __future__ import annotations
@@ -18,14 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 LOG = logging.getLogger()
 LOG.setLevel(logging.INFO)
+
+SETTINGS_FILE = Path(__file__).with_name("plant.json")
+# Serials become part of the thing name, the device's policy (as literal text) and MQTT topics:
+# only characters that are literal in all three (thing names allow [a-zA-Z0-9:_-]; ":" would end
+# an ARN segment, and * ? + # / $ mean something in policies or topics).
+SAFE_SERIAL = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 # 2**64 buckets: more than enough resolution for percentages with decimals.
 _SCALE = 2**64
@@ -38,16 +44,25 @@ class HookSettings:
     plant: str
     serial_pattern: str
     allow_list: frozenset[str]
-    lines: frozenset[str]
+    lines: Mapping[str, Mapping[str, int]]
     rings: tuple[tuple[str, float], ...]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> HookSettings:
-        """Read the settings from the Lambda environment."""
-        rings = tuple((str(name), float(pct)) for name, pct in json.loads(env["RINGS"]))
-        allow = frozenset(s for s in env.get("ALLOW_LIST", "").split(",") if s)
-        lines = frozenset(s for s in env["LINES"].split(",") if s)
-        return cls(env["PLANT"], env["SERIAL_PATTERN"], allow, lines, rings)
+    def from_dict(cls, data: Mapping[str, Any]) -> HookSettings:
+        """Settings from the parsed ``plant.json``."""
+        rings = tuple((str(name), float(pct)) for name, pct in data["rings"])
+        lines = {
+            str(line): {str(station): int(cameras) for station, cameras in stations.items()}
+            for line, stations in data["lines"].items()
+        }
+        allow = frozenset(str(s) for s in data.get("allow_list", ()))
+        return cls(str(data["plant"]), str(data["serial_pattern"]), allow, lines, rings)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> HookSettings:
+        """Read ``plant.json`` (by default the one beside this file)."""
+        text = (path or SETTINGS_FILE).read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
 
 
 def ring_position(plant: str, serial: str) -> float:
@@ -73,15 +88,26 @@ def decide(settings: HookSettings, parameters: Mapping[str, Any]) -> dict[str, A
     """The hook's answer for one provisioning request's template parameters."""
     serial = str(parameters.get("SerialNumber") or "")
     line = str(parameters.get("LineName") or "")
+    station = str(parameters.get("StationName") or "")
+    if not SAFE_SERIAL.fullmatch(serial):
+        return _deny(f"serial {serial!r} has characters other than A-Z a-z 0-9 _ -")
     if not re.fullmatch(settings.serial_pattern, serial):
         return _deny(f"serial {serial!r} does not match {settings.serial_pattern}")
     if settings.allow_list and serial not in settings.allow_list:
         return _deny(f"serial {serial!r} is not on the plant's allow-list")
     if line not in settings.lines:
         return _deny(f"line {line!r} is not a line of plant {settings.plant!r}")
+    stations = settings.lines[line]
+    if station not in stations:
+        return _deny(f"station {station!r} is not a station of line {line!r}")
     ring = assign_ring(settings.plant, serial, settings.rings)
-    LOG.info(json.dumps({"allow": True, "serial": serial, "line": line, "ring": ring}))
-    return {"allowProvisioning": True, "parameterOverrides": {"RingName": ring}}
+    LOG.info(
+        json.dumps(
+            {"allow": True, "serial": serial, "line": line, "station": station, "ring": ring}
+        )
+    )
+    overrides = {"RingName": ring, "CameraCount": str(stations[station])}
+    return {"allowProvisioning": True, "parameterOverrides": overrides}
 
 
 def _deny(reason: str) -> dict[str, Any]:
@@ -91,7 +117,7 @@ def _deny(reason: str) -> dict[str, Any]:
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point for the IoT fleet provisioning pre-provisioning hook."""
-    settings = HookSettings.from_env(os.environ)
+    settings = HookSettings.load()
     parameters = event.get("parameters") or {}
     if not isinstance(parameters, Mapping):
         return _deny("template parameters are not an object")
