@@ -10,6 +10,7 @@ from constructs import Construct
 from stacks.config import PlantConfig, Release, access_log_bucket_name, artifact_bucket_name
 from stacks.constructs.core_device_access import CoreDeviceAccess
 from stacks.constructs.fleet_groups import FleetGroups
+from stacks.constructs.identity import DeviceIdentity
 from stacks.constructs.monitoring import PlantMonitoring
 from stacks.constructs.provisioning import FleetProvisioning
 from stacks.constructs.results_pipeline import ResultsPipeline
@@ -77,6 +78,9 @@ class PlantStack(cdk.Stack):
             plant=plant,
             access_log_bucket=access_log_bucket,
             error_action=rule_errors.error_action,
+        )
+        self.identity = DeviceIdentity(
+            self, "Identity", plant=plant, error_action=rule_errors.error_action
         )
         self.monitoring = PlantMonitoring(
             self, "Monitoring", plant=plant, error_action=rule_errors.error_action

@@ -113,7 +113,11 @@ class Plant:
 
     @property
     def hook_settings_file(self) -> Path:
-        (fn,) = self.resources("AWS::Lambda::Function").values()
+        (fn,) = [
+            f
+            for f in self.resources("AWS::Lambda::Function").values()
+            if f["Properties"]["Handler"] == "hook.handler"
+        ]
         asset = fn["Metadata"]["aws:asset:path"]
         return self.out / asset / "plant.json"
 
@@ -427,3 +431,43 @@ def test_the_token_exchange_role_denies_other_prefixes_and_devices(demo_stack: P
     ):
         decision = evaluate_iam(policies, tes_request(action, resource, thing))
         assert decision is Decision.IMPLICIT_DENY, (action, resource)
+
+
+# ------------------------------------------------------------------ the identity-sync function
+
+
+def test_identity_sync_reads_this_plants_things_and_writes_only_their_identity_shadow(
+    demo_stack: Plant,
+) -> None:
+    policies = demo_stack.role_policies("IdentityRole")
+    own = f"{IOT}:thing/lineguard-demo-DEMO-0001"
+    for action, resource in (
+        ("iot:DescribeThing", own),
+        ("iot:GetThingShadow", f"{own}/lineguard-identity"),
+        ("iot:UpdateThingShadow", f"{own}/lineguard-identity"),
+    ):
+        assert evaluate_iam(policies, Request(action, resource)).allowed, (action, resource)
+    for action, resource in (
+        ("iot:UpdateThingShadow", f"{own}/AWSManagedGreengrassV2Deployment"),
+        ("iot:UpdateThingShadow", own),  # the classic shadow
+        ("iot:DescribeThing", f"{IOT}:thing/lineguard-example-large-LG01-00000001"),
+        ("iot:UpdateThing", own),
+    ):
+        assert not evaluate_iam(policies, Request(action, resource)).allowed, (action, resource)
+
+
+def test_the_identity_rule_listens_where_devices_publish_fleet_status(demo_stack: Plant) -> None:
+    (rule,) = [
+        r["Properties"]["TopicRulePayload"]
+        for r in demo_stack.resources("AWS::IoT::TopicRule").values()
+        if "identity" in r["Properties"]["TopicRulePayload"].get("Description", "")
+    ]
+    device = demo_stack.provision(*DEMO_DEVICE)
+    thing = device["thing"]["ThingName"]
+    topic = f"$aws/things/{thing}/greengrassv2/health/json"
+    decision = evaluate_iot(
+        device["policies"], request("iot:Publish", f"topic/{topic}", thing, thing)
+    )
+    assert decision.allowed
+    assert "FROM '$aws/things/+/greengrassv2/health/json'" in rule["Sql"]
+    assert "startswith(topic(3), 'lineguard-demo-')" in rule["Sql"]
