@@ -18,6 +18,7 @@ from stacks.config import INSPECTOR, MODEL, PlantConfig, Release, load_plant
 from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.core_device_access import CoreDeviceAccess
 from stacks.constructs.fleet_groups import FleetGroups
+from stacks.constructs.identity import DeviceIdentity
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.monitoring import PlantMonitoring
 from stacks.constructs.pipeline_roles import PipelineRoles
@@ -100,6 +101,7 @@ def plant_parts(large_plant: PlantConfig) -> Iterator[Built]:
         error_action=errors.error_action,
     )
     PlantMonitoring(stack, "Monitoring", plant=large_plant, error_action=errors.error_action)
+    DeviceIdentity(stack, "Identity", plant=large_plant, error_action=errors.error_action)
     yield Built(Template.from_stack(stack), stack)
 
 
@@ -453,3 +455,42 @@ def test_alarm_topic_is_encrypted_and_dashboard_exists(plant_parts: Built) -> No
     plant_parts.template.has_resource_properties(
         "AWS::CloudWatch::Dashboard", {"DashboardName": "lineguard-example-large"}
     )
+
+
+# ------------------------------------------------------------------ plant: identity
+
+
+def test_identity_sync_runs_on_the_plants_fleet_status(plant_parts: Built) -> None:
+    plant_parts.template.has_resource_properties(
+        "AWS::IoT::TopicRule",
+        {
+            "TopicRulePayload": Match.object_like(
+                {
+                    "Sql": "SELECT topic(3) AS thing FROM '$aws/things/+/greengrassv2/health/json' "
+                    "WHERE startswith(topic(3), 'lineguard-example-large-')",
+                    "Actions": [{"Lambda": {"FunctionArn": Match.any_value()}}],
+                    "ErrorAction": Match.any_value(),
+                }
+            )
+        },
+    )
+
+
+def test_identity_sync_has_a_concurrency_cap_and_knows_its_plant(plant_parts: Built) -> None:
+    plant_parts.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "identity_sync.handler",
+            "ReservedConcurrentExecutions": 5,
+            "Environment": {"Variables": {"PLANT": "example-large"}},
+        },
+    )
+
+
+def test_only_the_identity_rule_may_invoke_identity_sync(plant_parts: Built) -> None:
+    permissions = [
+        p["Properties"]
+        for p in resources(plant_parts.template, "AWS::Lambda::Permission")
+        if "Rule" in json.dumps(p["Properties"].get("SourceArn"))
+    ]
+    assert [p["Principal"] for p in permissions] == ["iot.amazonaws.com"]
