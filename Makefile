@@ -9,6 +9,9 @@ PIP := $(VENV)/bin/pip
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 DEBS_STAMP := $(VENV)/.debs
+# checkov pins boto3, packaging, networkx and schema below what the project needs: its own venv.
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 export CDK_DISABLE_VERSION_CHECK := true
 export AWS_EC2_METADATA_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
@@ -27,6 +30,12 @@ $(VENV_STAMP): requirements-dev.txt requirements-device.txt constraints.txt
 	@$(PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "lineguard.pth").write_text("\n".join(sys.argv[1:]) + "\n")' "$(CURDIR)" "$(CURDIR)/edge_component"
 	@touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt | $(VENV_STAMP)
+	@echo "==> checkov ($(CHECKOV_VENV))"
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
 $(NODE_STAMP): package.json package-lock.json
 	@echo "==> CDK CLI (npm ci)"
 	npm ci --no-audit --no-fund --loglevel=error
@@ -37,7 +46,7 @@ $(DEBS_STAMP): | $(VENV_STAMP)
 	@./scripts/install-debs.sh
 	@touch $@
 
-setup: $(VENV_STAMP) $(NODE_STAMP) $(DEBS_STAMP) ## install everything (venv, CDK CLI, Debian packages)
+setup: $(VENV_STAMP) $(CHECKOV_STAMP) $(NODE_STAMP) $(DEBS_STAMP) ## install everything (venvs, CDK CLI, Debian packages)
 
 lint: $(VENV_STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check .
@@ -47,7 +56,7 @@ typecheck: $(VENV_STAMP) ## mypy on the packages
 	$(VENV)/bin/mypy stacks rollout training demo bench edge_component/inspector edge_component/line_bridge edge_component/build.py app.py
 
 pytest: setup ## the test suite only
-	$(VENV)/bin/pytest
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/pytest
 
 test: setup lint typecheck pytest ## everything CI runs: install, lint, types, tests
 

@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.config import PlantConfig, Release
+from stacks.constructs._checkov import accept_checkov_findings
 from stacks.constructs.promotion import Promotion
 from stacks.plant import PlantStack, plant_stack_name
 from stacks.shared import SharedStack
@@ -65,6 +66,7 @@ def add_stacks(
         )
         stack.add_stack_dependency(base)
         stacks[plant.name] = stack
+    accept_checkov_findings(app)
     return LineGuardStacks(shared=shared, plants=stacks)
 
 

@@ -11,6 +11,7 @@ from stacks.config import PlantConfig, Release, access_log_bucket_name, artifact
 from stacks.constructs.core_device_access import CoreDeviceAccess
 from stacks.constructs.fleet_groups import FleetGroups
 from stacks.constructs.identity import DeviceIdentity
+from stacks.constructs.log_encryption import PlantLogKey
 from stacks.constructs.monitoring import PlantMonitoring
 from stacks.constructs.provisioning import FleetProvisioning
 from stacks.constructs.results_pipeline import ResultsPipeline
@@ -49,6 +50,7 @@ class PlantStack(cdk.Stack):
             self, "AccessLogBucket", access_log_bucket_name(plant.account, plant.region)
         )
         self.plant = plant
+        self.log_key = log_key = PlantLogKey(self, "LogKey", plant_name=plant.name).key
         self.groups = FleetGroups(self, "Groups", plant=plant)
         self.device_access = CoreDeviceAccess(
             self,
@@ -58,7 +60,11 @@ class PlantStack(cdk.Stack):
             artifact_key=artifact_key,
         )
         self.provisioning = FleetProvisioning(
-            self, "Provisioning", plant=plant, core_policy=self.device_access.policy
+            self,
+            "Provisioning",
+            plant=plant,
+            core_policy=self.device_access.policy,
+            log_key=log_key,
         )
         for group in self.groups.line_groups.values():
             self.provisioning.template.node.add_dependency(group)
@@ -71,16 +77,17 @@ class PlantStack(cdk.Stack):
             release=release,
             ring_groups=self.groups.ring_groups,
         )
-        rule_errors = RuleErrorLog(self, "RuleErrors", plant_name=plant.name)
+        rule_errors = RuleErrorLog(self, "RuleErrors", plant_name=plant.name, log_key=log_key)
         self.results = ResultsPipeline(
             self,
             "Results",
             plant=plant,
             access_log_bucket=access_log_bucket,
             error_action=rule_errors.error_action,
+            log_key=log_key,
         )
         self.identity = DeviceIdentity(
-            self, "Identity", plant=plant, error_action=rule_errors.error_action
+            self, "Identity", plant=plant, error_action=rule_errors.error_action, log_key=log_key
         )
         self.monitoring = PlantMonitoring(
             self, "Monitoring", plant=plant, error_action=rule_errors.error_action

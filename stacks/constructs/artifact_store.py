@@ -54,7 +54,20 @@ class ArtifactStore(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(365))],
+            # Versioned, so a deleted access log stays recoverable for noncurrent_days; log objects
+            # are never overwritten, so versioning costs nothing until something deletes one.
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-logs",
+                    expiration=cdk.Duration.days(365),
+                    noncurrent_version_expiration=cdk.Duration.days(noncurrent_days),
+                ),
+                # S3 takes no expired-delete-marker cleanup in a rule that expires by age.
+                s3.LifecycleRule(
+                    id="remove-expired-delete-markers", expired_object_delete_marker=True
+                ),
+            ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         # Plant stacks' buckets log here too; granting by account keeps this stack free of

@@ -17,6 +17,7 @@ from stacks.constructs.artifact_store import (
 )
 
 COMPONENT_NAMES = "com.lineguard.*"
+CORE_DEVICE_NAMES = "lineguard-*"  # thing names lineguard-<plant>-<serial> (provisioning)
 
 
 class PipelineRoles(Construct):
@@ -187,12 +188,16 @@ class PipelineRoles(Construct):
                 resources=[group_arn, packages_arn],
             )
         )
-        components_arn = stack.format_arn(
-            service="greengrass",
-            resource="components",
-            resource_name=COMPONENT_NAMES,
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
+
+        def greengrass_arn(resource: str, name: str) -> str:
+            return stack.format_arn(
+                service="greengrass",
+                resource=resource,
+                resource_name=name,
+                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+            )
+
+        components_arn = greengrass_arn("components", COMPONENT_NAMES)
         p.add_to_policy(
             iam.PolicyStatement(
                 actions=[
@@ -204,18 +209,33 @@ class PipelineRoles(Construct):
                 resources=[components_arn],
             )
         )
-        # Deployment and core-device reads take no resource-level permissions beyond "*".
+        # Greengrass v2 resource types (Service Authorization Reference, "Actions, resources, and
+        # condition keys for AWS IoT Greengrass V2"): Get/CancelDeployment take a deployment
+        # (deployments:<id>); GetCoreDevice, ListInstalledComponents and ListEffectiveDeployments a
+        # core device (coreDevices:<thing name>); CreateDeployment, ListDeployments,
+        # ListCoreDevices and cloudwatch:GetMetricData take no resource, hence "*".
+        p.add_to_policy(
+            iam.PolicyStatement(
+                actions=["greengrass:GetDeployment", "greengrass:CancelDeployment"],
+                resources=[greengrass_arn("deployments", "*")],
+            )
+        )
+        p.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "greengrass:GetCoreDevice",
+                    "greengrass:ListInstalledComponents",
+                    "greengrass:ListEffectiveDeployments",
+                ],
+                resources=[greengrass_arn("coreDevices", CORE_DEVICE_NAMES)],
+            )
+        )
         p.add_to_policy(
             iam.PolicyStatement(
                 actions=[
                     "greengrass:CreateDeployment",
-                    "greengrass:GetDeployment",
                     "greengrass:ListDeployments",
-                    "greengrass:CancelDeployment",
-                    "greengrass:ListEffectiveDeployments",
                     "greengrass:ListCoreDevices",
-                    "greengrass:GetCoreDevice",
-                    "greengrass:ListInstalledComponents",
                     "cloudwatch:GetMetricData",
                 ],
                 resources=["*"],
@@ -270,9 +290,9 @@ class PipelineRoles(Construct):
         )
         no_resource_level = (
             "*",
-            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData (training), Greengrass "
-            "deployment / core-device reads and cloudwatch:GetMetricData (promotion) support no "
-            "resource-level permissions.",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData (training), "
+            "greengrass:CreateDeployment, ListDeployments, ListCoreDevices and "
+            "cloudwatch:GetMetricData (promotion) support no resource-level permissions.",
         )
         training = [
             (f"{objects}/{DATASETS_PREFIX}*", prefix_reason),
@@ -305,6 +325,15 @@ class PipelineRoles(Construct):
             (
                 arn_text(self, "greengrass", f"components:{COMPONENT_NAMES}"),
                 "Promotion publishes new versions of LineGuard's own components only.",
+            ),
+            (
+                arn_text(self, "greengrass", "deployments:*"),
+                "Greengrass generates deployment ids; the grant is Get/CancelDeployment only.",
+            ),
+            (
+                arn_text(self, "greengrass", f"coreDevices:{CORE_DEVICE_NAMES}"),
+                "LineGuard core devices are named lineguard-<plant>-<serial> at provisioning; "
+                "the grant is core-device reads only.",
             ),
             (
                 arn_text(self, "iot", "job/*"),

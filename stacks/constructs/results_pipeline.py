@@ -7,6 +7,7 @@ from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -16,6 +17,7 @@ from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
 from stacks.constructs.artifact_store import ACCESS_LOGS_PREFIX
 
 RESULTS_PREFIX = "results/"
+NONCURRENT_DAYS = 30  # how long a deleted or overwritten result object stays recoverable
 # The inspector publishes batches {"v": 1, "results": [<result message v1>, ...]}; the rule
 # turns each batch into one Firehose record per result (batch mode).
 RESULTS_SQL = "SELECT VALUE results FROM 'lineguard/{plant}/+/+/+/results' WHERE v = 1"
@@ -61,6 +63,7 @@ class ResultsPipeline(Construct):
         plant: PlantConfig,
         access_log_bucket: s3.IBucket,
         error_action: iot.CfnTopicRule.ActionProperty,
+        log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
@@ -70,11 +73,20 @@ class ResultsPipeline(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
+            # Versioned, so a deleted or overwritten result object stays recoverable for
+            # NONCURRENT_DAYS; the lifecycle then removes old versions and the delete markers
+            # expiry leaves behind, so versioning does not grow the bucket forever.
+            versioned=True,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     expiration=cdk.Duration.days(plant.monitoring.results_retention_days),
+                    noncurrent_version_expiration=cdk.Duration.days(NONCURRENT_DAYS),
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
-                )
+                ),
+                # S3 takes no expired-delete-marker cleanup in a rule that expires by age.
+                s3.LifecycleRule(
+                    id="remove-expired-delete-markers", expired_object_delete_marker=True
+                ),
             ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
@@ -91,6 +103,7 @@ class ResultsPipeline(Construct):
             "DeliveryLogs",
             log_group_name=f"/lineguard/{plant.name}/results-delivery",
             retention=logs.RetentionDays.THREE_MONTHS,
+            encryption_key=log_key,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         stream_log_stream = logs.LogStream(self, "DeliveryLogStream", log_group=stream_logs)

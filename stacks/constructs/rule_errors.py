@@ -5,6 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -19,7 +20,9 @@ class RuleErrorLog(Construct):
         error_action: the ``errorAction`` to give every topic rule.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, plant_name: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, plant_name: str, log_key: kms.IKey
+    ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         name = f"/lineguard/{plant_name}/iot-rule-errors"
@@ -28,6 +31,7 @@ class RuleErrorLog(Construct):
             "Logs",
             log_group_name=name,
             retention=logs.RetentionDays.THREE_MONTHS,
+            encryption_key=log_key,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         role = iam.Role(

@@ -19,11 +19,12 @@ from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.core_device_access import CoreDeviceAccess
 from stacks.constructs.fleet_groups import FleetGroups
 from stacks.constructs.identity import DeviceIdentity
+from stacks.constructs.log_encryption import PlantLogKey
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.monitoring import PlantMonitoring
 from stacks.constructs.pipeline_roles import PipelineRoles
-from stacks.constructs.provisioning import FleetProvisioning, hook_asset_dir
-from stacks.constructs.results_pipeline import ResultsPipeline
+from stacks.constructs.provisioning import HOOK_CONCURRENCY, FleetProvisioning, hook_asset_dir
+from stacks.constructs.results_pipeline import NONCURRENT_DAYS, ResultsPipeline
 from stacks.constructs.ring_deployments import RingDeployments
 from stacks.constructs.rule_errors import RuleErrorLog
 
@@ -81,17 +82,20 @@ def plant_parts(large_plant: PlantConfig) -> Iterator[Built]:
         stack, "Key", "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
     )
     groups = FleetGroups(stack, "Groups", plant=large_plant)
+    log_key = PlantLogKey(stack, "LogKey", plant_name=large_plant.name).key
     access = CoreDeviceAccess(
         stack, "Devices", plant=large_plant, artifact_bucket=bucket, artifact_key=key
     )
-    FleetProvisioning(stack, "Provisioning", plant=large_plant, core_policy=access.policy)
+    FleetProvisioning(
+        stack, "Provisioning", plant=large_plant, core_policy=access.policy, log_key=log_key
+    )
     release = Release(plant=large_plant.name)
     for ring in ("canary", "early"):  # "broad" has no release
         release = release.with_ring(ring, {INSPECTOR: "1.0.0", MODEL: "1.0.0"})
     RingDeployments(
         stack, "Deployments", plant=large_plant, release=release, ring_groups=groups.ring_groups
     )
-    errors = RuleErrorLog(stack, "Errors", plant_name=large_plant.name)
+    errors = RuleErrorLog(stack, "Errors", plant_name=large_plant.name, log_key=log_key)
     logs_bucket = s3.Bucket.from_bucket_name(stack, "Logs", "lineguard-logs-x")
     ResultsPipeline(
         stack,
@@ -99,9 +103,12 @@ def plant_parts(large_plant: PlantConfig) -> Iterator[Built]:
         plant=large_plant,
         access_log_bucket=logs_bucket,
         error_action=errors.error_action,
+        log_key=log_key,
     )
     PlantMonitoring(stack, "Monitoring", plant=large_plant, error_action=errors.error_action)
-    DeviceIdentity(stack, "Identity", plant=large_plant, error_action=errors.error_action)
+    DeviceIdentity(
+        stack, "Identity", plant=large_plant, error_action=errors.error_action, log_key=log_key
+    )
     yield Built(Template.from_stack(stack), stack)
 
 
@@ -152,6 +159,27 @@ def test_artifact_bucket_expires_noncurrent_versions(shared: Built) -> None:
     )
 
 
+def test_access_log_bucket_is_versioned_and_expires_noncurrent_versions(shared: Built) -> None:
+    shared.template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketName": "lineguard-logs-x",
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "LifecycleConfiguration": {
+                "Rules": [
+                    Match.object_like(
+                        {
+                            "ExpirationInDays": 365,
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": 90},
+                        }
+                    ),
+                    Match.object_like({"ExpiredObjectDeleteMarker": True}),
+                ]
+            },
+        },
+    )
+
+
 def test_buckets_deny_plain_http(shared: Built) -> None:
     policies = resources(shared.template, "AWS::S3::BucketPolicy")
     assert len(policies) == 2
@@ -192,6 +220,36 @@ def test_training_role_writes_only_pipeline_and_model_prefixes(shared: Built) ->
                 else [statement["Action"]]
             )
             assert not any(a.endswith(":*") or a == "*" for a in actions)
+
+
+def promotion_statements(shared: Built) -> list[dict[str, Any]]:
+    (policy,) = [
+        p
+        for p in resources(shared.template, "AWS::IAM::Policy")
+        if "greengrass:CreateDeployment" in json.dumps(p)
+    ]
+    statements: list[dict[str, Any]] = policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def test_promotion_cancels_and_reads_only_deployments_and_lineguard_core_devices(
+    shared: Built,
+) -> None:
+    scoped = {
+        "greengrass:CancelDeployment": ":deployments:*",
+        "greengrass:GetDeployment": ":deployments:*",
+        "greengrass:GetCoreDevice": ":coreDevices:lineguard-*",
+        "greengrass:ListInstalledComponents": ":coreDevices:lineguard-*",
+        "greengrass:ListEffectiveDeployments": ":coreDevices:lineguard-*",
+    }
+    found = set()
+    for statement in promotion_statements(shared):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else []
+        for action in set(actions) & set(scoped):
+            assert statement["Resource"] != "*", action
+            assert json.dumps(statement["Resource"]).endswith(f'{scoped[action]}"]]}}'), action
+            found.add(action)
+    assert found == set(scoped)
 
 
 # ------------------------------------------------------------------ plant: groups and deployments
@@ -372,7 +430,70 @@ def test_only_iot_may_invoke_the_hook(plant_parts: Built) -> None:
     assert ":provisioningtemplate/lineguard-example-large-core-devices" in source
 
 
+def test_hook_has_reserved_concurrency(plant_parts: Built) -> None:
+    plant_parts.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Handler": "hook.handler", "ReservedConcurrentExecutions": HOOK_CONCURRENCY},
+    )
+
+
+# ------------------------------------------------------------------ plant: log encryption
+
+
+def log_key_id(template: Template) -> str:
+    (key_id,) = template.find_resources(
+        "AWS::KMS::Key", {"Properties": {"Description": Match.string_like_regexp("log groups")}}
+    )
+    return key_id
+
+
+def test_every_log_group_is_encrypted_with_the_plant_log_key(plant_parts: Built) -> None:
+    key_id = log_key_id(plant_parts.template)
+    groups = resources(plant_parts.template, "AWS::Logs::LogGroup")
+    assert len(groups) == 4  # provisioning hook, results delivery, IoT rule errors, identity
+    for group in groups:
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+
+
+def test_log_key_serves_only_cloudwatch_logs_of_this_plant(plant_parts: Built) -> None:
+    key = plant_parts.template.find_resources("AWS::KMS::Key")[log_key_id(plant_parts.template)]
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    (logs_statement,) = [s for s in statements if "Service" in s["Principal"]]
+    assert logs_statement["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+    condition = logs_statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert json.dumps(condition).endswith(
+        ':logs:eu-west-1:123456789012:log-group:/lineguard/example-large/*"]]}'
+    )
+
+
+def test_log_key_rotates(plant_parts: Built) -> None:
+    key = plant_parts.template.find_resources("AWS::KMS::Key")[log_key_id(plant_parts.template)]
+    assert key["Properties"]["EnableKeyRotation"] is True
+
+
 # ------------------------------------------------------------------ plant: results and monitoring
+
+
+def test_results_bucket_is_versioned_and_expires_noncurrent_versions(
+    plant_parts: Built, large_plant: PlantConfig
+) -> None:
+    plant_parts.template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "LifecycleConfiguration": {
+                "Rules": [
+                    Match.object_like(
+                        {
+                            "ExpirationInDays": large_plant.monitoring.results_retention_days,
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
+                        }
+                    ),
+                    Match.object_like({"ExpiredObjectDeleteMarker": True}),
+                ]
+            },
+        },
+    )
 
 
 def test_every_topic_rule_has_an_error_action(plant_parts: Built) -> None:

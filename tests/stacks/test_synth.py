@@ -1,18 +1,43 @@
-"""One full synth with the real CDK CLI, then cfn-lint, cdk-nag and the plant-scale checks."""
+"""One full synth with the real CDK CLI, then cfn-lint, cdk-nag, checkov and plant-scale checks."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stacks.config import load_plants
+from stacks.constructs._checkov import ACCEPTED
 
 from .conftest import PLANTS, ROOT
 
 IOT_MESSAGING = {"iot:Publish", "iot:Subscribe", "iot:Receive"}
+# checkov lives in its own venv (requirements-checkov.txt); `make pytest` sets CHECKOV.
+CHECKOV = Path(os.environ.get("CHECKOV") or Path(sys.prefix, "tools", "checkov", "bin", "checkov"))
+
+
+@pytest.fixture(scope="module")
+def checkov_report(cdk_out: Path) -> dict[str, Any]:
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov not found at {CHECKOV}: make setup installs requirements-checkov.txt")
+    files = [a for p in sorted(cdk_out.glob("*.template.json")) for a in ("-f", str(p))]
+    proc = subprocess.run(
+        # --skip-download: no call to the vendor's platform (no network here, nothing to fetch)
+        [str(CHECKOV), *files, "--framework", "cloudformation", "-o", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # checkov exits 1 when a check fails; anything else non-zero is checkov itself failing
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert isinstance(report, dict) and report["check_type"] == "cloudformation", proc.stdout[:500]
+    return report
 
 
 def template(cdk_out: Path, stack: str) -> dict[str, Any]:
@@ -60,6 +85,36 @@ def test_every_nag_acknowledgement_has_a_specific_reason(cdk_out: Path) -> None:
     for rule, reason in reasons.items():
         assert len(reason) >= 40, f"{rule}: reason too short: {reason!r}"
         assert "AwsSolutions-" in rule
+
+
+def test_checkov_scans_every_resource_of_every_template(
+    cdk_out: Path, checkov_report: dict[str, Any]
+) -> None:
+    templates = sorted(cdk_out.glob("*.template.json"))
+    total = sum(len(json.loads(p.read_text())["Resources"]) for p in templates)
+    assert checkov_report["summary"]["parsing_errors"] == 0
+    assert checkov_report["summary"]["resource_count"] == total
+    scanned = {Path(c["file_path"]).name for c in checkov_report["results"]["passed_checks"]}
+    assert scanned == {p.name for p in templates}
+
+
+def test_checkov_reports_no_failed_checks(checkov_report: dict[str, Any]) -> None:
+    failed = [
+        f"{c['check_id']} {Path(c['file_path']).name} {c['resource']}: {c['check_name']}"
+        for c in checkov_report["results"]["failed_checks"]
+    ]
+    assert failed == []
+
+
+def test_every_checkov_acceptance_is_used_with_its_reason(checkov_report: dict[str, Any]) -> None:
+    reasons = {(a.check_id, a.reason) for a in ACCEPTED}
+    skipped = {
+        (c["check_id"], c["check_result"].get("suppress_comment", ""))
+        for c in checkov_report["results"]["skipped_checks"]
+    }
+    assert skipped == reasons  # no skip without an entry in ACCEPTED, no stale entry
+    for check_id, reason in reasons:
+        assert len(reason) >= 40, f"{check_id}: reason too short: {reason!r}"
 
 
 def test_example_large_stays_small(cdk_out: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -39,6 +40,7 @@ class DeviceIdentity(Construct):
         *,
         plant: PlantConfig,
         error_action: iot.CfnTopicRule.ActionProperty,
+        log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
@@ -48,6 +50,7 @@ class DeviceIdentity(Construct):
             self,
             "Logs",
             log_group_name=log_group_name,
+            encryption_key=log_key,
             retention=logs.RetentionDays.THREE_MONTHS,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )

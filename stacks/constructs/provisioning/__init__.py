@@ -11,6 +11,7 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -20,6 +21,7 @@ from stacks.constructs._nag import acknowledge_wildcard, arn_text
 from stacks.policies import claim_policy_document, provisioning_template_body
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
+HOOK_CONCURRENCY = 10  # reserved concurrent executions of the pre-provisioning hook
 
 
 def hook_settings(plant: PlantConfig) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class FleetProvisioning(Construct):
         *,
         plant: PlantConfig,
         core_policy: iot.CfnPolicy,
+        log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
@@ -83,6 +86,7 @@ class FleetProvisioning(Construct):
             "HookLogs",
             log_group_name=log_group_name,
             retention=logs.RetentionDays.THREE_MONTHS,
+            encryption_key=log_key,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         hook_role = iam.Role(
@@ -107,6 +111,12 @@ class FleetProvisioning(Construct):
             log_group=log_group,
             memory_size=128,
             timeout=cdk.Duration.seconds(5),
+            # IoT calls the hook synchronously and fails the registration (ACCESS_DENIED) if it has
+            # not answered within 5 s (IoT Developer Guide, pre-provisioning-hook). It answers in
+            # milliseconds (a regex and a hash), so 10 in flight serve far more registrations per
+            # second than a plant commissions, and a leaked claim certificate cannot drain the
+            # account's Lambda concurrency; a throttled request fails and the device retries.
+            reserved_concurrent_executions=HOOK_CONCURRENCY,
             description=f"LineGuard {plant.name}: check serial and line, assign the ring",
         )
         acknowledge_wildcard(
