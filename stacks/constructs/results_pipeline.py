@@ -370,7 +370,9 @@ class ResultsPipeline(Construct):
         # Athena view without resent copies: what queries should use. A Glue table of type
         # VIRTUAL_VIEW that Athena reads as its own view when presto_view is "true" and the
         # comment is "Presto View" (trinodb/trino ViewReaderUtil.isTrinoView; mapbox/cloudfriend
-        # lib/shortcuts/glue-presto-view.js writes the same parameters and expanded text).
+        # lib/shortcuts/glue-presto-view.js writes the same parameters and expanded text). No
+        # Glue description: it would replace that comment (trinodb/trino, metastore/glue/
+        # GlueConverter.fromGlueTable), and Trino writes none for its own views.
         self.view_name = DEDUP_VIEW_NAME
         view = glue.CfnTable(
             self,
@@ -379,10 +381,6 @@ class ResultsPipeline(Construct):
             database_name=self.database_name,
             table_input=glue.CfnTable.TableInputProperty(
                 name=self.view_name,
-                description=(
-                    "Result messages v1, one row per (device, seq): copies a device sent again "
-                    "are dropped; ts is a timestamp (UTC)"
-                ),
                 table_type="VIRTUAL_VIEW",
                 parameters={"presto_view": "true", "comment": "Presto View"},
                 view_original_text=presto_view_text(
@@ -391,10 +389,14 @@ class ResultsPipeline(Construct):
                     columns=DEDUP_VIEW_COLUMNS,
                 ),
                 view_expanded_text="/* Presto View */",
+                # SerDe info present though empty: Trino reads no Glue table without one
+                # (GlueConverter.fromGlueStorage: "StorageDescriptor SerDeInfo is null").
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
                     columns=[
                         glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in DEDUP_VIEW_COLUMNS
                     ],
+                    location="",
+                    serde_info=glue.CfnTable.SerdeInfoProperty(),
                 ),
             ),
         )

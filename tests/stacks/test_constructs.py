@@ -443,7 +443,9 @@ def test_dedup_view_is_an_athena_view_of_the_results_table(plant_parts: Built) -
     # what Trino's Hive connector (Athena) takes for its own view: ViewReaderUtil.isTrinoView
     assert view["TableType"] == "VIRTUAL_VIEW"
     assert view["Parameters"] == {"presto_view": "true", "comment": "Presto View"}
+    assert "Description" not in view  # Trino's Glue reader would put it in place of the comment
     assert view["ViewExpandedText"] == "/* Presto View */"
+    assert view["StorageDescriptor"]["SerdeInfo"] == {}  # Trino refuses a view without one
     definition = presto_view(view)
     assert definition["catalog"] == "awsdatacatalog"
     assert definition["schema"] == "lineguard_example_large"
