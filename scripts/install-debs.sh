@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use, when missing.
-# mosquitto is required; chromium (browser test of the demo report) is best effort.
+# mosquitto, openssl and jq are required; chromium (browser test of the demo report) is best
+# effort.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v jq >/dev/null 2>&1 || need+=(jq)  # Firehose's jq query, in tests
 optional=()
 command -v chromium >/dev/null 2>&1 || optional+=(chromium)
 if [ ${#need[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ]; then

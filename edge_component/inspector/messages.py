@@ -3,6 +3,7 @@
 ``{v, plant, line, station, device, camera, part_id, seq, ts, decision, score, threshold,
 model, latency_ms, reason?}`` — compact JSON, at most :data:`MAX_RESULT_BYTES` bytes. The
 cloud side validates against :data:`RESULT_FIELDS`; nothing else defines the message.
+Results travel upstream in batches of at most :data:`MAX_RESULTS_PER_BATCH`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ MAX_RESULT_BYTES = 512
 MAX_ID_CHARS = 64
 MAX_REASON_CHARS = 120
 DECISIONS = ("pass", "reject", "manual")
+# The results of one upstream message. The cloud's IoT rule hands a batch to Firehose as one
+# PutRecordBatch, one record per result, and in batch mode "the resulting array can't have more
+# than 500 records" (AWS IoT developer guide, kinesis-firehose-rule-action.html, batchMode).
+# The uplink never sends more; the results pipeline (stacks/) checks its rule against it.
+MAX_RESULTS_PER_BATCH = 500
 RESULT_FIELDS = (
     "v",
     "plant",

@@ -1,22 +1,27 @@
 """The uplink: journaled results → batched upstream messages, in order, resuming after outages.
 
 One publish carries a batch ``{"v": 1, "device": ..., "results": [...]}`` of consecutive
-results, under :data:`MAX_PUBLISH_BYTES` (IoT Core's 128 KB limit with room for the topic and
-MQTT framing). Publishes are paced to at most ``max_publishes_per_s`` and ``max_bytes_per_s``
-(IoT Core allows 100 publishes/s and 512 KiB/s per connection and drops the excess), so a
-large backlog drains at about 1,800 results/s. A batch is marked sent in the journal only after the transport acknowledged it, so
-after a failure or a crash the same batch (same ``seq``s) is sent again.
+results: at most :data:`~inspector.messages.MAX_RESULTS_PER_BATCH` of them (what the cloud's IoT
+rule can hand to Firehose in one go) and under :data:`MAX_PUBLISH_BYTES` (IoT Core's 128 KB
+limit with room for the topic and MQTT framing). Publishes are paced to at most
+``max_publishes_per_s`` and ``max_bytes_per_s`` in any one second (IoT Core allows 100
+publishes/s and 512 KiB/s per connection and drops the excess), so a large backlog drains at
+about 1,800 results/s. A batch is marked sent in the journal only after the transport
+acknowledged it, so after a failure or a crash the same batch (same ``seq``s) is sent again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from inspector.journal import Journal, Pending
+from inspector.messages import MAX_RESULTS_PER_BATCH
 from inspector.transports.base import Transport, TransportError
 
 LOG = logging.getLogger(__name__)
@@ -65,6 +70,8 @@ class Uplink:
         max_publishes_per_s: pacing limit per connection.
         max_bytes_per_s: payload bytes per second per connection (IoT Core: 512 KiB/s).
         max_batch_bytes: upper bound of one payload.
+        max_batch_results: upper bound of the results in one payload (at most
+            :data:`~inspector.messages.MAX_RESULTS_PER_BATCH`).
         linger_s: how long a partial batch may wait for more results.
         backoff_s: first retry delay after a failure; doubles up to ``max_backoff_s``.
     """
@@ -80,7 +87,7 @@ class Uplink:
         max_publishes_per_s: float = 100.0,
         max_bytes_per_s: float = 480 * 1024,
         max_batch_bytes: int = MAX_PUBLISH_BYTES,
-        max_batch_results: int = 2000,
+        max_batch_results: int = MAX_RESULTS_PER_BATCH,
         linger_s: float = 0.5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
@@ -91,6 +98,13 @@ class Uplink:
             raise ValueError("max_bytes_per_s must be in [1024, 524288]")
         if not 1024 <= max_batch_bytes <= MAX_PUBLISH_BYTES:
             raise ValueError(f"max_batch_bytes must be in [1024, {MAX_PUBLISH_BYTES}]")
+        if isinstance(max_batch_results, bool) or not isinstance(max_batch_results, int):
+            raise ValueError(f"max_batch_results: {max_batch_results!r} is not an integer")
+        if not 1 <= max_batch_results <= MAX_RESULTS_PER_BATCH:
+            raise ValueError(
+                f"max_batch_results: {max_batch_results} is outside 1..{MAX_RESULTS_PER_BATCH}"
+                " (the most results the cloud's IoT rule passes to Firehose per message)"
+            )
         self.journal = journal
         self.transport = transport
         self.topic = topic
@@ -99,13 +113,18 @@ class Uplink:
         self._sleep = sleep
         self._interval = 1.0 / max_publishes_per_s
         self._byte_rate = max_bytes_per_s
-        self._max_bytes = max_batch_bytes
+        # A second's byte budget holds a whole number of full batches (480 KiB: four of
+        # 120 KiB, where 126 KiB ones would leave a quarter of it unused).
+        self._max_bytes = min(
+            max_batch_bytes, int(max_bytes_per_s // math.ceil(max_bytes_per_s / max_batch_bytes))
+        )
         self._max_results = max_batch_results
         self._linger = linger_s
         self._backoff0 = backoff_s
         self._max_backoff = max_backoff_s
         self._backoff = backoff_s
         self._next_publish = float("-inf")
+        self._window: deque[tuple[float, int]] = deque()  # (clock, bytes) of the last second
         self._retry_at = float("-inf")
         self._oldest_seen: float | None = None
 
@@ -144,6 +163,16 @@ class Uplink:
         if not (flush or full or now - self._oldest_seen >= self._linger):
             return 0
         payload = encode_batch(self.journal.device, entries)
+        # Spacing publishes by size keeps the average under the byte rate, but a one-second
+        # window can still hold one payload more than that; IoT Core's cap is per second, so
+        # also wait until the last second's bytes plus this payload fit.
+        while self._window and self._window[0][0] + 1.0 <= now:
+            self._window.popleft()
+        in_window = sum(size for _, size in self._window)
+        if self._window and in_window + len(payload) > self._byte_rate:
+            self._next_publish = self._window[0][0] + 1.0
+            return 0
+        self._window.append((now, len(payload)))
         self._next_publish = now + max(self._interval, len(payload) / self._byte_rate)
         try:
             self.transport.publish_upstream(self.topic, payload)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import aws_cdk as cdk
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
@@ -12,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from inspector.messages import MAX_RESULTS_PER_BATCH
 from stacks.config import PlantConfig
 from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
 from stacks.constructs.artifact_store import ACCESS_LOGS_PREFIX
@@ -20,8 +24,20 @@ RESULTS_PREFIX = "results/"
 NONCURRENT_DAYS = 30  # how long a deleted or overwritten result object stays recoverable
 # The inspector publishes batches {"v": 1, "results": [<result message v1>, ...]}; the rule
 # turns each batch into one Firehose record per result (batch mode).
-RESULTS_SQL = "SELECT VALUE results FROM 'lineguard/{plant}/+/+/+/results' WHERE v = 1"
-# Result message v1 (edge_component/inspector/messages.py), as Athena columns.
+# The device's IoT policy pins topic level 5 to its own thing name (stacks/policies.py), so a
+# batch whose "device" is not the publishing thing is dropped rather than stored under its name.
+RESULTS_SQL = (
+    "SELECT VALUE results FROM 'lineguard/{plant}/+/+/+/results' WHERE v = 1 AND device = topic(5)"
+)
+# In batch mode the Firehose action sends the SQL's array as one PutRecordBatch, and "the
+# resulting array can't have more than 500 records" (AWS IoT developer guide,
+# kinesis-firehose-rule-action.html, batchMode). A device batch holds at most
+# inspector.messages.MAX_RESULTS_PER_BATCH results, which must fit.
+FIREHOSE_BATCH_MAX_RECORDS = 500
+# Result message v1 (edge_component/inspector/messages.py), as Athena columns. ts stays the
+# RFC 3339 text here: Athena documents `timestamp.formats` for the Hive JSON SerDe only
+# (hive-json-serde.html), not for the OpenX one this table uses (openx-json-serde.html), so
+# the dedup view parses it instead.
 RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("v", "int"),
     ("plant", "string"),
@@ -40,19 +56,79 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+DEDUP_VIEW_NAME = "results_dedup"
+# The view's columns (Hive types): the table's with ts a timestamp, then its partition keys.
+DEDUP_VIEW_COLUMNS: tuple[tuple[str, str], ...] = (
+    *((name, "timestamp" if name == "ts" else type_) for name, type_ in RESULT_COLUMNS),
+    ("line", "string"),
+    ("dt", "string"),
+)
+# How Athena (Trino) names these types in a view definition.
+_PRESTO_TYPES = {
+    "string": "varchar",
+    "int": "integer",
+    "bigint": "bigint",
+    "double": "double",
+    "timestamp": "timestamp(3)",
+}
+
+
 def glue_database_name(plant: str) -> str:
     """Glue database of a plant's results (Glue names take no dashes)."""
     return "lineguard_" + plant.replace("-", "_")
 
 
+def dedup_view_sql(table: str) -> str:
+    """The view's Presto SQL over ``table``: one row per (device, seq), ``ts`` a timestamp.
+
+    A result the device sent again (after a lost acknowledgement) keeps its ``seq`` and is
+    byte-identical, so its copies share line and dt too. Those are in the window's PARTITION BY
+    so that a query's ``WHERE line/dt`` still prunes partitions through the view: Trino pushes a
+    predicate below a window only if it uses the window's partition columns
+    (trinodb/trino, PredicatePushDown.visitWindow). ``from_iso8601_timestamp`` gives
+    ``timestamp(3) with time zone`` (trino.io docs, functions/datetime); the cast keeps its UTC
+    wall time as a ``timestamp(3)``.
+    """
+    select = ",\n  ".join(
+        "CAST(from_iso8601_timestamp(ts) AS timestamp(3)) AS ts" if name == "ts" else name
+        for name, _ in DEDUP_VIEW_COLUMNS
+    )
+    return (
+        f"SELECT\n  {select}\nFROM (\n"
+        "  SELECT *, row_number() OVER (PARTITION BY device, seq, line, dt ORDER BY ts)"
+        " AS copy_number\n"
+        f"  FROM {table}\n"
+        ")\nWHERE copy_number = 1"
+    )
+
+
+def presto_view_text(sql: str, *, schema: str, columns: tuple[tuple[str, str], ...]) -> str:
+    """Glue ``ViewOriginalText`` of an Athena view, as Athena writes it for ``CREATE VIEW``.
+
+    ``/* Presto View: <base64 of the JSON view definition> */``: the format Trino's Hive
+    connector decodes (trinodb/trino, plugin/trino-hive/.../ViewReaderUtil.java: VIEW_PREFIX,
+    VIEW_SUFFIX, PrestoViewReader), with ``originalSql``, ``catalog``, ``schema`` and
+    ``columns`` as mapbox/cloudfriend's ``GluePrestoView`` shortcut writes them.
+    """
+    definition = {
+        "originalSql": sql,
+        "catalog": "awsdatacatalog",
+        "schema": schema,
+        "columns": [{"name": name, "type": _PRESTO_TYPES[type_]} for name, type_ in columns],
+    }
+    encoded = base64.b64encode(json.dumps(definition, separators=(",", ":")).encode()).decode()
+    return f"/* Presto View: {encoded} */"
+
+
 class ResultsPipeline(Construct):
-    """Results bucket, Firehose stream with dynamic partitioning, topic rule and Glue table.
+    """Results bucket, Firehose stream with dynamic partitioning, topic rule, Glue table and view.
 
     Attributes:
         bucket: where results land (``results/plant=<p>/line=<l>/dt=<yyyy-mm-dd>/``).
         delivery_stream: the Firehose stream.
         rule: the IoT topic rule feeding it.
         table_name: the Glue table (in ``database_name``) Athena queries.
+        view_name: the Athena view over it without resent copies (one row per device and seq).
     """
 
     def __init__(
@@ -66,6 +142,12 @@ class ResultsPipeline(Construct):
         log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
+        if MAX_RESULTS_PER_BATCH > FIREHOSE_BATCH_MAX_RECORDS:
+            raise ValueError(
+                f"inspector.messages.MAX_RESULTS_PER_BATCH: {MAX_RESULTS_PER_BATCH} results per "
+                f"message, but the IoT rule's Firehose action takes at most "
+                f"{FIREHOSE_BATCH_MAX_RECORDS} records per message in batch mode"
+            )
         stack = cdk.Stack.of(self)
         self.bucket = s3.Bucket(
             self,
@@ -181,6 +263,14 @@ class ResultsPipeline(Construct):
                                 ),
                             ],
                         ),
+                        # Firehose "concatenates data without any delimiters" by default
+                        # (Firehose developer guide, basic-deliver.html); this processor puts
+                        # a newline after each record (dynamic-partitioning-new-line-delimiter:
+                        # "add a new line delimiter between records in objects that are
+                        # delivered to Amazon S3"), so every result is one JSON line. The rule
+                        # adds no separator of its own: with both, every result is followed by
+                        # an empty line, which the OpenX JSON reader turns into a row of nulls
+                        # (trinodb/trino, lib/trino-hive-formats/.../openxjson/README.md).
                         firehose.CfnDeliveryStream.ProcessorProperty(
                             type="AppendDelimiterToRecord",
                             parameters=[
@@ -218,7 +308,10 @@ class ResultsPipeline(Construct):
             self,
             "Rule",
             topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
-                description=f"LineGuard {plant.name}: result batches to Firehose (one record each)",
+                description=(
+                    f"LineGuard {plant.name}: result batches (at most {MAX_RESULTS_PER_BATCH} "
+                    "results) to Firehose, one record each"
+                ),
                 sql=RESULTS_SQL.format(plant=plant.name),
                 aws_iot_sql_version="2016-03-23",
                 rule_disabled=False,
@@ -228,7 +321,7 @@ class ResultsPipeline(Construct):
                             delivery_stream_name=self.delivery_stream.ref,
                             role_arn=rule_role.role_arn,
                             batch_mode=True,
-                            separator="\n",
+                            # no separator: Firehose appends the newline (see its processors)
                         )
                     )
                 ],
@@ -290,6 +383,41 @@ class ResultsPipeline(Construct):
             ),
         )
         table.add_resource_dependency(database)
+
+        # Athena view without resent copies: what queries should use. A Glue table of type
+        # VIRTUAL_VIEW that Athena reads as its own view when presto_view is "true" and the
+        # comment is "Presto View" (trinodb/trino ViewReaderUtil.isTrinoView; mapbox/cloudfriend
+        # lib/shortcuts/glue-presto-view.js writes the same parameters and expanded text). No
+        # Glue description: it would replace that comment (trinodb/trino, metastore/glue/
+        # GlueConverter.fromGlueTable), and Trino writes none for its own views.
+        self.view_name = DEDUP_VIEW_NAME
+        view = glue.CfnTable(
+            self,
+            "DedupView",
+            catalog_id=plant.account,
+            database_name=self.database_name,
+            table_input=glue.CfnTable.TableInputProperty(
+                name=self.view_name,
+                table_type="VIRTUAL_VIEW",
+                parameters={"presto_view": "true", "comment": "Presto View"},
+                view_original_text=presto_view_text(
+                    dedup_view_sql(self.table_name),
+                    schema=self.database_name,
+                    columns=DEDUP_VIEW_COLUMNS,
+                ),
+                view_expanded_text="/* Presto View */",
+                # SerDe info present though empty: Trino reads no Glue table without one
+                # (GlueConverter.fromGlueStorage: "StorageDescriptor SerDeInfo is null").
+                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                    columns=[
+                        glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in DEDUP_VIEW_COLUMNS
+                    ],
+                    location="",
+                    serde_info=glue.CfnTable.SerdeInfoProperty(),
+                ),
+            ),
+        )
+        view.add_resource_dependency(table)
         acknowledge_wildcard(
             role,
             f"{attr_text(cfn_bucket, 'Arn')}/{RESULTS_PREFIX}*",

@@ -8,6 +8,7 @@ import pytest
 
 from inspector.messages import (
     MAX_RESULT_BYTES,
+    MAX_RESULTS_PER_BATCH,
     Identity,
     MessageError,
     build_result,
@@ -107,3 +108,9 @@ def test_identity_is_checked() -> None:
     with pytest.raises(MessageError, match="identity.station"):
         Identity("p", "l", "a/b", "d")
     assert IDENTITY.topic("results") == "lineguard/plant-a/line-1/st-1/dev-1/results"
+
+
+def test_a_batch_fits_one_iot_rule_firehose_batch() -> None:
+    # AWS IoT developer guide, kinesis-firehose-rule-action.html, batchMode: "The resulting
+    # array can't have more than 500 records."
+    assert 1 <= MAX_RESULTS_PER_BATCH <= 500

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from inspector.journal import Journal
+from inspector.messages import MAX_RESULTS_PER_BATCH
 from inspector.transports.base import ConfigCallback, Transport, TransportError
 from inspector.transports.file import UPSTREAM_FILE, FileTransport, read_jsonl
 from inspector.uplink import MAX_PUBLISH_BYTES, Uplink
@@ -80,12 +81,32 @@ def test_batches_are_under_128kb_and_paced(journal: Journal) -> None:
     assert all(topic == TOPIC for _, topic, _ in transport.sent)
     assert max(len(p) for _, _, p in transport.sent) > 100 * 1024  # batches are filled
     assert uplink.stats.publishes == len(transport.sent) > 30
-    # never more than 512 KiB of payload in any one-second window (IoT Core's per-connection cap)
+    # never more than the 480 KiB budget in any one-second window (IoT Core's per-connection
+    # cap is 512 KiB/s)
     for i, (start, _, _) in enumerate(transport.sent):
         window = [len(p) for t, _, p in transport.sent[i:] if t < start + 1.0]
-        assert sum(window) <= 512 * 1024
+        assert sum(window) <= 480 * 1024
     duration = transport.sent[-1][0] - transport.sent[0][0]
     assert uplink.stats.bytes_sent / (duration + 0.3) <= 480 * 1024 * 1.05
+
+
+def test_batches_never_carry_more_results_than_the_contract(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Recorder(clock)
+    first = journal.append_many([result(f"p{i}") for i in range(3000)])[0]
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep)
+    # ~230-byte results: 126 KiB would hold ~550 of them, so the count is what binds here
+    assert 126 * 1024 // len(journal.pending(1, 1 << 20)[0].payload) > MAX_RESULTS_PER_BATCH
+    assert uplink.drain(timeout_s=60)
+    sizes = [len(json.loads(p)["results"]) for _, _, p in transport.sent]
+    assert max(sizes) == MAX_RESULTS_PER_BATCH and sum(sizes) == 3000
+    assert seqs(transport.sent) == list(range(first, first + 3000))
+
+
+@pytest.mark.parametrize("value", [MAX_RESULTS_PER_BATCH + 1, 2000, 0])
+def test_refuses_more_results_per_batch_than_the_contract(journal: Journal, value: int) -> None:
+    with pytest.raises(ValueError, match=rf"max_batch_results: {value} is outside 1\.\.500"):
+        Uplink(journal, Recorder(FakeClock()), TOPIC, max_batch_results=value)
 
 
 def test_never_more_than_100_publishes_per_second(journal: Journal) -> None:

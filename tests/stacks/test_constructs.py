@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -509,12 +510,53 @@ def test_results_rule_splits_batches_into_firehose_records(plant_parts: Built) -
         {
             "TopicRulePayload": Match.object_like(
                 {
-                    "Sql": "SELECT VALUE results FROM 'lineguard/example-large/+/+/+/results' WHERE v = 1",
+                    "Sql": "SELECT VALUE results FROM 'lineguard/example-large/+/+/+/results' "
+                    "WHERE v = 1 AND device = topic(5)",
                     "Actions": [{"Firehose": Match.object_like({"BatchMode": True})}],
                 }
             )
         },
     )
+
+
+def test_results_get_one_newline_each_from_firehose_none_from_the_rule(
+    plant_parts: Built,
+) -> None:
+    (rule,) = [
+        r
+        for r in resources(plant_parts.template, "AWS::IoT::TopicRule")
+        if "Firehose" in r["Properties"]["TopicRulePayload"]["Actions"][0]
+    ]
+    assert "Separator" not in rule["Properties"]["TopicRulePayload"]["Actions"][0]["Firehose"]
+    stream = resources(plant_parts.template, "AWS::KinesisFirehose::DeliveryStream")[0]
+    processors = stream["Properties"]["ExtendedS3DestinationConfiguration"][
+        "ProcessingConfiguration"
+    ]["Processors"]
+    delimiters = [p for p in processors if p["Type"] == "AppendDelimiterToRecord"]
+    assert [d["Parameters"] for d in delimiters] == [
+        [{"ParameterName": "Delimiter", "ParameterValue": "\\n"}]
+    ]
+
+
+def test_results_pipeline_refuses_batches_above_the_firehose_batch_limit(
+    large_plant: PlantConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stacks.constructs import results_pipeline
+
+    monkeypatch.setattr(results_pipeline, "MAX_RESULTS_PER_BATCH", 501)
+    stack = bare_stack()
+    log_key = PlantLogKey(stack, "LogKey", plant_name=large_plant.name).key
+    errors = RuleErrorLog(stack, "Errors", plant_name=large_plant.name, log_key=log_key)
+    logs_bucket = s3.Bucket.from_bucket_name(stack, "Logs", "lineguard-logs-x")
+    with pytest.raises(ValueError, match="MAX_RESULTS_PER_BATCH: 501 .* at most 500 records"):
+        ResultsPipeline(
+            stack,
+            "Results",
+            plant=large_plant,
+            access_log_bucket=logs_bucket,
+            error_action=errors.error_action,
+            log_key=log_key,
+        )
 
 
 def test_results_land_partitioned_by_plant_line_and_date(plant_parts: Built) -> None:
@@ -527,12 +569,67 @@ def test_results_land_partitioned_by_plant_line_and_date(plant_parts: Built) -> 
     assert s3_conf["DynamicPartitioningConfiguration"]["Enabled"] is True
 
 
+def glue_table(template: Template, name: str) -> dict[str, Any]:
+    (table,) = [
+        t["Properties"]["TableInput"]
+        for t in resources(template, "AWS::Glue::Table")
+        if t["Properties"]["TableInput"]["Name"] == name
+    ]
+    return table
+
+
 def test_glue_table_projects_line_and_date_partitions(plant_parts: Built) -> None:
-    table = resources(plant_parts.template, "AWS::Glue::Table")[0]["Properties"]["TableInput"]
+    table = glue_table(plant_parts.template, "results")
     assert [k["Name"] for k in table["PartitionKeys"]] == ["line", "dt"]
     assert table["Parameters"]["projection.enabled"] == "true"
     columns = {c["Name"] for c in table["StorageDescriptor"]["Columns"]}
     assert {"part_id", "decision", "score", "seq", "model"} <= columns
+
+
+def presto_view(view: dict[str, Any]) -> dict[str, Any]:
+    text = view["ViewOriginalText"]
+    prefix, suffix = "/* Presto View: ", " */"
+    assert text.startswith(prefix) and text.endswith(suffix)
+    decoded: dict[str, Any] = json.loads(base64.b64decode(text[len(prefix) : -len(suffix)]))
+    return decoded
+
+
+def test_dedup_view_is_an_athena_view_of_the_results_table(plant_parts: Built) -> None:
+    view = glue_table(plant_parts.template, "results_dedup")
+    # what Trino's Hive connector (Athena) takes for its own view: ViewReaderUtil.isTrinoView
+    assert view["TableType"] == "VIRTUAL_VIEW"
+    assert view["Parameters"] == {"presto_view": "true", "comment": "Presto View"}
+    assert "Description" not in view  # Trino's Glue reader would put it in place of the comment
+    assert view["ViewExpandedText"] == "/* Presto View */"
+    assert view["StorageDescriptor"]["SerdeInfo"] == {}  # Trino refuses a view without one
+    definition = presto_view(view)
+    assert definition["catalog"] == "awsdatacatalog"
+    assert definition["schema"] == "lineguard_example_large"
+    assert "FROM results\n" in definition["originalSql"]
+    assert "PARTITION BY device, seq, line, dt" in definition["originalSql"]
+    (resource,) = [
+        r
+        for r in resources(plant_parts.template, "AWS::Glue::Table")
+        if r["Properties"]["TableInput"]["Name"] == "results_dedup"
+    ]
+    assert resource["Properties"]["DatabaseName"] == "lineguard_example_large"
+
+
+def test_dedup_view_has_every_result_column_and_ts_as_a_timestamp(plant_parts: Built) -> None:
+    view = glue_table(plant_parts.template, "results_dedup")
+    table = glue_table(plant_parts.template, "results")
+    glue_columns = [(c["Name"], c["Type"]) for c in view["StorageDescriptor"]["Columns"]]
+    table_columns = [
+        (c["Name"], c["Type"])
+        for c in table["StorageDescriptor"]["Columns"] + table["PartitionKeys"]
+    ]
+    assert [n for n, _ in glue_columns] == [n for n, _ in table_columns]
+    assert dict(glue_columns)["ts"] == "timestamp" and dict(table_columns)["ts"] == "string"
+    # the same columns in the encoded definition, with Trino's type names
+    presto = [(c["name"], c["type"]) for c in presto_view(view)["columns"]]
+    assert [n for n, _ in presto] == [n for n, _ in glue_columns]
+    hive_to_presto = {"string": "varchar", "int": "integer", "timestamp": "timestamp(3)"}
+    assert presto == [(n, hive_to_presto.get(t, t)) for n, t in glue_columns]
 
 
 def test_health_rule_puts_plant_and_line_metrics(plant_parts: Built) -> None:
