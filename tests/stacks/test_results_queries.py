@@ -28,8 +28,8 @@ from inspector.journal import Pending
 from inspector.messages import Identity, build_result, encode
 from inspector.uplink import encode_batch
 from stacks.config import PlantConfig
-from stacks.constructs.results_pipeline import ResultsPipeline
 from stacks.constructs.log_encryption import PlantLogKey
+from stacks.constructs.results_pipeline import ResultsPipeline
 from stacks.constructs.rule_errors import RuleErrorLog
 
 # Glue (Hive) column types as DuckDB types, and Trino view types as DuckDB reports them.
