@@ -4,6 +4,13 @@
 takes it; the rollout controller sends it as is. :func:`to_cfn_properties` turns the same request
 into ``AWS::GreengrassV2::Deployment`` properties for the Plant stack, so ``cdk deploy`` always
 reproduces what the fleet runs. No CDK import here: the rollout CLI runs without Node.
+
+A deployment to a thing group is a continuous IoT job that also serves devices that join the
+group later ("Deployments are continuous", Greengrass developer guide, manage-deployments). Abort
+criteria cancel that job once they trip, and a cancelled deployment reaches no device added
+afterwards (guide, cancel-deployments; IoT developer guide, iot-jobs-lifecycle: "CANCELED").
+So only the rollout controller's deployments carry them; the Plant stack's standing deployment
+per ring is built with ``abort=False``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ def _ring_release(plant: PlantConfig, ring: str, release: Release | RingRelease)
 
 
 def deployment_spec(
-    plant: PlantConfig, ring: str, release: Release | RingRelease
+    plant: PlantConfig, ring: str, release: Release | RingRelease, *, abort: bool = True
 ) -> dict[str, Any]:
     """The ``greengrassv2.create_deployment`` keyword arguments for ``ring`` of ``plant``.
 
@@ -44,6 +51,9 @@ def deployment_spec(
         plant: the plant configuration.
         ring: the ring's name (one of ``plant.ring_names``).
         release: the plant's release (the ring's entry is used) or the ring's entry itself.
+        abort: include the plant's abort criteria (``abortConfig``). True for a rollout's
+            deployment; False for the standing deployment, which must keep serving devices
+            that join the ring later.
 
     Raises:
         KeyError: ``ring`` is not a ring of ``plant``.
@@ -61,6 +71,31 @@ def deployment_spec(
             }
         components[name] = spec
     rate = policy.rollout
+    job: dict[str, Any] = {
+        "jobExecutionsRolloutConfig": {
+            "exponentialRate": {
+                "baseRatePerMinute": rate.base_rate_per_minute,
+                "incrementFactor": float(rate.increment_factor),
+                "rateIncreaseCriteria": {
+                    "numberOfSucceededThings": rate.rate_increase_after_succeeded
+                },
+            },
+            "maximumPerMinute": rate.maximum_per_minute,
+        },
+    }
+    if abort:
+        job["abortConfig"] = {
+            "criteriaList": [
+                {
+                    "failureType": c.failure_type,
+                    "action": "CANCEL",
+                    "thresholdPercentage": float(c.threshold_percentage),
+                    "minNumberOfExecutedThings": c.min_executed,
+                }
+                for c in policy.abort
+            ]
+        }
+    job["timeoutConfig"] = {"inProgressTimeoutInMinutes": policy.in_progress_timeout_minutes}
     return {
         "targetArn": plant.ring_group_arn(ring),
         "deploymentName": deployment_name(plant, ring),
@@ -75,30 +110,7 @@ def deployment_spec(
                 "timeoutInSeconds": policy.configuration_validation_timeout_seconds,
             },
         },
-        "iotJobConfiguration": {
-            "jobExecutionsRolloutConfig": {
-                "exponentialRate": {
-                    "baseRatePerMinute": rate.base_rate_per_minute,
-                    "incrementFactor": float(rate.increment_factor),
-                    "rateIncreaseCriteria": {
-                        "numberOfSucceededThings": rate.rate_increase_after_succeeded
-                    },
-                },
-                "maximumPerMinute": rate.maximum_per_minute,
-            },
-            "abortConfig": {
-                "criteriaList": [
-                    {
-                        "failureType": c.failure_type,
-                        "action": "CANCEL",
-                        "thresholdPercentage": float(c.threshold_percentage),
-                        "minNumberOfExecutedThings": c.min_executed,
-                    }
-                    for c in policy.abort
-                ]
-            },
-            "timeoutConfig": {"inProgressTimeoutInMinutes": policy.in_progress_timeout_minutes},
-        },
+        "iotJobConfiguration": job,
         "tags": {"lineguard:plant": plant.name, "lineguard:ring": ring},
     }
 
