@@ -71,32 +71,7 @@ def deployment_spec(
             }
         components[name] = spec
     rate = policy.rollout
-    job: dict[str, Any] = {
-        "jobExecutionsRolloutConfig": {
-            "exponentialRate": {
-                "baseRatePerMinute": rate.base_rate_per_minute,
-                "incrementFactor": float(rate.increment_factor),
-                "rateIncreaseCriteria": {
-                    "numberOfSucceededThings": rate.rate_increase_after_succeeded
-                },
-            },
-            "maximumPerMinute": rate.maximum_per_minute,
-        },
-    }
-    if abort:
-        job["abortConfig"] = {
-            "criteriaList": [
-                {
-                    "failureType": c.failure_type,
-                    "action": "CANCEL",
-                    "thresholdPercentage": float(c.threshold_percentage),
-                    "minNumberOfExecutedThings": c.min_executed,
-                }
-                for c in policy.abort
-            ]
-        }
-    job["timeoutConfig"] = {"inProgressTimeoutInMinutes": policy.in_progress_timeout_minutes}
-    return {
+    request: dict[str, Any] = {
         "targetArn": plant.ring_group_arn(ring),
         "deploymentName": deployment_name(plant, ring),
         "components": components,
@@ -110,9 +85,35 @@ def deployment_spec(
                 "timeoutInSeconds": policy.configuration_validation_timeout_seconds,
             },
         },
-        "iotJobConfiguration": job,
+        "iotJobConfiguration": {
+            "jobExecutionsRolloutConfig": {
+                "exponentialRate": {
+                    "baseRatePerMinute": rate.base_rate_per_minute,
+                    "incrementFactor": float(rate.increment_factor),
+                    "rateIncreaseCriteria": {
+                        "numberOfSucceededThings": rate.rate_increase_after_succeeded
+                    },
+                },
+                "maximumPerMinute": rate.maximum_per_minute,
+            },
+            "abortConfig": {
+                "criteriaList": [
+                    {
+                        "failureType": c.failure_type,
+                        "action": "CANCEL",
+                        "thresholdPercentage": float(c.threshold_percentage),
+                        "minNumberOfExecutedThings": c.min_executed,
+                    }
+                    for c in policy.abort
+                ]
+            },
+            "timeoutConfig": {"inProgressTimeoutInMinutes": policy.in_progress_timeout_minutes},
+        },
         "tags": {"lineguard:plant": plant.name, "lineguard:ring": ring},
     }
+    if not abort:  # the standing deployment: a cancelled job would serve no device added later
+        del request["iotJobConfiguration"]["abortConfig"]
+    return request
 
 
 def _pascal(key: str) -> str:
