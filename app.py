@@ -4,6 +4,8 @@
 Context: ``plant`` (comma-separated names, default all), ``plants_dir`` / ``releases_dir``
 (default ``plants/`` and ``releases/`` beside this file), ``nag`` (``false`` skips cdk-nag).
 
+Every plant file is read (the Shared stack of an account/region promotes all of its plants, so
+it synthesises the same whatever ``-c plant`` selects); releases are read for the selected plants.
 A broken plant file, a missing release file or an unknown plant prints one line on stderr and
 exits non-zero before anything is synthesised.
 """
@@ -13,48 +15,38 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stacks.config import PlantConfigError, load_plant_release, load_plants, release_path
+from stacks.config import PlantConfigError, release_path
 
 ROOT = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    """Validate the selected plants and their releases, then synthesise the app."""
+    """Validate the plant files and the selected plants' releases, then synthesise the app."""
     import aws_cdk as cdk
 
-    from stacks.app import add_nag, add_stacks
+    from stacks.app import add_nag, add_stacks, load_selection
 
     app = cdk.App()
-    selected = _selected(app.node.try_get_context("plant"))
     try:
-        plants_dir = Path(app.node.try_get_context("plants_dir") or ROOT / "plants")
-        releases_dir = Path(app.node.try_get_context("releases_dir") or ROOT / "releases")
-        plants = load_plants(plants_dir, selected)
-        releases = {p.name: load_plant_release(p, releases_dir) for p in plants}
+        selection = load_selection(app, ROOT)
     except PlantConfigError as exc:
         print(f"error: {_relative(str(exc))}", file=sys.stderr)
         return 2
 
-    stacks = add_stacks(app, plants, releases)
+    stacks = add_stacks(
+        app, selection.plants, selection.releases, every_plant=selection.every_plant
+    )
     for name, stack in stacks.plants.items():
         for ring in stack.deployments.rings_without_release:
             print(
                 f"{stack.stack_name}: ring {ring!r} has no release in "
-                f"{_relative(str(release_path(name, releases_dir)))}; no deployment",
+                f"{_relative(str(release_path(name, selection.releases_dir)))}; no deployment",
                 file=sys.stderr,
             )
     if app.node.try_get_context("nag") not in (False, "false"):
         add_nag(app)
     app.synth()
     return 0
-
-
-def _selected(value: object) -> list[str] | None:
-    if value in (None, "", "all"):
-        return None
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [s.strip() for s in str(value).split(",") if s.strip()]
 
 
 def _relative(message: str) -> str:

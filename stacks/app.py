@@ -1,19 +1,28 @@
-"""Compose the CDK app: one Shared stack per account/region, one Plant stack per plant."""
+"""Compose the CDK app: one Shared stack per account/region, one Plant stack per plant.
+
+Deploying one plant never changes another plant's stacks or the Shared stack: the Shared stack
+of an account/region promotes every plant file of that account/region (not only the plants
+selected with ``-c plant``), and is always named ``LineGuard-Shared-<account>-<region>``, so it
+synthesises identically whatever the selection.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import PlantConfig, Release
+from stacks.config import PlantConfig, Release, load_plant_release, load_plants
 from stacks.constructs._checkov import accept_checkov_findings
 from stacks.constructs.promotion import Promotion
 from stacks.plant import PlantStack, plant_stack_name
 from stacks.shared import SharedStack
 
 SHARED_STACK = "LineGuard-Shared"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -24,21 +33,81 @@ class LineGuardStacks:
     plants: dict[str, PlantStack]
 
 
-def shared_stack_name(account: str, region: str, envs: int) -> str:
-    """``LineGuard-Shared``, or ``LineGuard-Shared-<account>-<region>`` when plants span envs."""
-    return SHARED_STACK if envs == 1 else f"{SHARED_STACK}-{account}-{region}"
+@dataclass(frozen=True)
+class Selection:
+    """What the app's context selects: the plants to deploy, every plant, and the releases.
+
+    Attributes:
+        plants: the selected plants (``-c plant=a,b``; all by default), which get Plant stacks.
+        every_plant: every plant file in ``plants_dir`` (the Shared stacks promote all of them).
+        releases: plant name → release, for the selected plants.
+        releases_dir: where the release files are.
+    """
+
+    plants: tuple[PlantConfig, ...]
+    every_plant: tuple[PlantConfig, ...]
+    releases: dict[str, Release]
+    releases_dir: Path
+
+
+def shared_stack_name(account: str, region: str) -> str:
+    """``LineGuard-Shared-<account>-<region>``: one per account and region, whatever is selected."""
+    return f"{SHARED_STACK}-{account}-{region}"
+
+
+def selected_names(value: object) -> list[str] | None:
+    """The ``plant`` context value as plant names (None: every plant)."""
+    if value in (None, "", "all"):
+        return None
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [s.strip() for s in str(value).split(",") if s.strip()]
+
+
+def load_selection(app: cdk.App, root: Path = REPO) -> Selection:
+    """Read the ``plant``, ``plants_dir`` and ``releases_dir`` context and load what they name.
+
+    Every plant file is loaded (and must be valid), not only the selected ones: the Shared stack
+    lists them all. Releases are loaded for the selected plants only.
+
+    Raises:
+        PlantConfigError: a broken plant or release file, a missing release, an unknown plant.
+    """
+    plants_dir = Path(app.node.try_get_context("plants_dir") or root / "plants")
+    releases_dir = Path(app.node.try_get_context("releases_dir") or root / "releases")
+    every_plant = load_plants(plants_dir)
+    selected = selected_names(app.node.try_get_context("plant"))
+    plants = every_plant if selected is None else load_plants(plants_dir, selected)
+    releases = {p.name: load_plant_release(p, releases_dir) for p in plants}
+    return Selection(plants, every_plant, releases, releases_dir)
 
 
 def add_stacks(
-    app: cdk.App, plants: tuple[PlantConfig, ...], releases: dict[str, Release]
+    app: cdk.App,
+    plants: Sequence[PlantConfig],
+    releases: dict[str, Release],
+    *,
+    every_plant: Sequence[PlantConfig] | None = None,
 ) -> LineGuardStacks:
-    """Add the Shared stack(s) and one Plant stack per plant to ``app``."""
+    """Add one Plant stack per plant and the Shared stack of each of their accounts/regions.
+
+    Args:
+        app: the CDK app.
+        plants: the plants to add Plant stacks for.
+        releases: plant name → release, for ``plants``.
+        every_plant: every plant there is (default ``plants``); each Shared stack promotes those
+            of its account and region, so its template does not depend on ``plants``.
+    """
+    every = tuple(sorted(every_plant if every_plant is not None else plants, key=lambda p: p.name))
+    missing = [p.name for p in plants if p not in every]
+    if missing:
+        raise ValueError(f"plants {missing} are not among every_plant")
     envs = sorted({(p.account, p.region) for p in plants})
     shared: dict[tuple[str, str], SharedStack] = {}
     for account, region in envs:
         shared[(account, region)] = SharedStack(
             app,
-            shared_stack_name(account, region, len(envs)),
+            shared_stack_name(account, region),
             env=cdk.Environment(account=account, region=region),
             description="LineGuard shared: artifact bucket, model package group, pipeline roles",
         )
@@ -46,7 +115,7 @@ def add_stacks(
         Promotion(
             base,
             "Promotion",
-            plants=[p for p in plants if (p.account, p.region) == (account, region)],
+            plants=[p for p in every if (p.account, p.region) == (account, region)],
             bucket=base.artifact_bucket,
             key=base.artifact_key,
             role=base.promotion_role,

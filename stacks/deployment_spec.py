@@ -4,6 +4,13 @@
 takes it; the rollout controller sends it as is. :func:`to_cfn_properties` turns the same request
 into ``AWS::GreengrassV2::Deployment`` properties for the Plant stack, so ``cdk deploy`` always
 reproduces what the fleet runs. No CDK import here: the rollout CLI runs without Node.
+
+A deployment to a thing group is a continuous IoT job that also serves devices that join the
+group later ("Deployments are continuous", Greengrass developer guide, manage-deployments). Abort
+criteria cancel that job once they trip, and a cancelled deployment reaches no device added
+afterwards (guide, cancel-deployments; IoT developer guide, iot-jobs-lifecycle: "CANCELED").
+So only the rollout controller's deployments carry them; the Plant stack's standing deployment
+per ring is built with ``abort=False``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ def _ring_release(plant: PlantConfig, ring: str, release: Release | RingRelease)
 
 
 def deployment_spec(
-    plant: PlantConfig, ring: str, release: Release | RingRelease
+    plant: PlantConfig, ring: str, release: Release | RingRelease, *, abort: bool = True
 ) -> dict[str, Any]:
     """The ``greengrassv2.create_deployment`` keyword arguments for ``ring`` of ``plant``.
 
@@ -44,6 +51,9 @@ def deployment_spec(
         plant: the plant configuration.
         ring: the ring's name (one of ``plant.ring_names``).
         release: the plant's release (the ring's entry is used) or the ring's entry itself.
+        abort: include the plant's abort criteria (``abortConfig``). True for a rollout's
+            deployment; False for the standing deployment, which must keep serving devices
+            that join the ring later.
 
     Raises:
         KeyError: ``ring`` is not a ring of ``plant``.
@@ -61,7 +71,7 @@ def deployment_spec(
             }
         components[name] = spec
     rate = policy.rollout
-    return {
+    request: dict[str, Any] = {
         "targetArn": plant.ring_group_arn(ring),
         "deploymentName": deployment_name(plant, ring),
         "components": components,
@@ -101,6 +111,9 @@ def deployment_spec(
         },
         "tags": {"lineguard:plant": plant.name, "lineguard:ring": ring},
     }
+    if not abort:  # the standing deployment: a cancelled job would serve no device added later
+        del request["iotJobConfiguration"]["abortConfig"]
+    return request
 
 
 def _pascal(key: str) -> str:

@@ -34,9 +34,11 @@ LINES_SHOWN = 5
 def describe(plant: PlantConfig, release: Release) -> dict[str, Any]:
     """What the plant's stack would deploy, as plain data."""
     deployments: dict[str, Any] = {}
-    for ring in plant.ring_names:
+    for ring in plant.ring_names:  # the Plant stack's standing deployments: no abort criteria
         deployments[ring] = (
-            deployment_spec(plant, ring, release) if release.ring(ring) is not None else None
+            deployment_spec(plant, ring, release, abort=False)
+            if release.ring(ring) is not None
+            else None
         )
     return {
         "plant": plant.name,
@@ -54,6 +56,14 @@ def describe(plant: PlantConfig, release: Release) -> dict[str, Any]:
             for r in plant.rings
         ],
         "deployments": deployments,
+        "rollout_abort": [
+            {
+                "failureType": c.failure_type,
+                "thresholdPercentage": c.threshold_percentage,
+                "minNumberOfExecutedThings": c.min_executed,
+            }
+            for c in plant.deployment.abort
+        ],
         "provisioning_template": plant.provisioning_template_name,
         "role_alias": plant.role_alias_name,
         "policies": {
@@ -118,11 +128,13 @@ def render(info: dict[str, Any], out: TextIO) -> None:
             f"{rate['maximumPerMinute']}/min; in-progress timeout "
             f"{job['timeoutConfig']['inProgressTimeoutInMinutes']} min\n"
         )
-        for c in job["abortConfig"]["criteriaList"]:
-            w(
-                f"      abort when {c['failureType']} >= {c['thresholdPercentage']:g} % "
-                f"(after {c['minNumberOfExecutedThings']} executed)\n"
-            )
+    w("  No abort criteria on these standing deployments (they serve devices that join later);\n")
+    w("  the rollout's deployments abort:\n")
+    for c in info["rollout_abort"]:
+        w(
+            f"      when {c['failureType']} >= {c['thresholdPercentage']:g} % "
+            f"(after {c['minNumberOfExecutedThings']} executed)\n"
+        )
     w(f"\nProvisioning template {info['provisioning_template']}, role alias {info['role_alias']}\n")
     w("\nIoT policies (action, resource scope)\n")
     for name, document in info["policies"].items():

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from stacks.config import PlantConfig, Release, access_log_bucket_name, artifact_bucket_name
 from stacks.constructs.core_device_access import CoreDeviceAccess
+from stacks.constructs.deployment_check import DeploymentCheck
 from stacks.constructs.fleet_groups import FleetGroups
 from stacks.constructs.identity import DeviceIdentity
 from stacks.constructs.log_encryption import PlantLogKey
@@ -25,7 +26,7 @@ def plant_stack_name(plant: str) -> str:
 
 
 class PlantStack(cdk.Stack):
-    """Thing groups, provisioning, device access, ring deployments, results and monitoring.
+    """Thing groups, provisioning, device access, ring deployments (checked), results, monitoring.
 
     Its size is O(lines + rings), whatever the device count: devices join by fleet provisioning
     and are not CloudFormation resources.
@@ -91,5 +92,13 @@ class PlantStack(cdk.Stack):
         )
         self.monitoring = PlantMonitoring(
             self, "Monitoring", plant=plant, error_action=rule_errors.error_action
+        )
+        self.deployment_check = DeploymentCheck(
+            self,
+            "DeploymentCheck",
+            plant=plant,
+            deployments=self.deployments.deployments,
+            topic=self.monitoring.topic,
+            log_key=log_key,
         )
         cdk.Tags.of(self).add("lineguard:plant", plant.name)

@@ -1,4 +1,4 @@
-"""LineGuard-Shared: what every plant in one account and region shares."""
+"""LineGuard-Shared-<account>-<region>: what every plant in one account and region shares."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ class AcceptedCheck:
 
 _HOOK = "Provisioning/Hook/Resource"
 _IDENTITY = "Identity/Function/Resource"
+_DEPLOYMENT_CHECK = "DeploymentCheck/Function/Resource"
 
 ACCEPTED: tuple[AcceptedCheck, ...] = (
     AcceptedCheck(
@@ -68,6 +69,25 @@ ACCEPTED: tuple[AcceptedCheck, ...] = (
         _IDENTITY,
         "The environment holds only the plant's name, which is in the repository and in every "
         "resource name; Lambda encrypts it at rest with its service key already.",
+    ),
+    AcceptedCheck(
+        "CKV_AWS_116",
+        _DEPLOYMENT_CHECK,
+        "The deployment check runs on a schedule with no retries; the next run is the retry, and "
+        "a run that fails raises the plant's deployment-check-errors alarm, which a dead-letter "
+        "queue would only duplicate.",
+    ),
+    AcceptedCheck(
+        "CKV_AWS_117",
+        _DEPLOYMENT_CHECK,
+        "The deployment check calls only public AWS APIs (Greengrass, IoT jobs, CloudWatch); a "
+        "VPC would need endpoints for them and would protect nothing.",
+    ),
+    AcceptedCheck(
+        "CKV_AWS_173",
+        _DEPLOYMENT_CHECK,
+        "The environment holds the plant's name, namespace and ring group ARNs, which are in the "
+        "repository and the template; Lambda encrypts it at rest with its service key already.",
     ),
 )
 

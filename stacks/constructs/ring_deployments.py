@@ -1,4 +1,9 @@
-"""One AWS::GreengrassV2::Deployment per ring, from the same spec the rollout controller sends."""
+"""One AWS::GreengrassV2::Deployment per ring, from the same spec the rollout controller sends.
+
+The standing deployment has no abort criteria (``deployment_spec(..., abort=False)``): it is a
+continuous IoT job, and once abort criteria cancel it, devices provisioned into the ring later get
+nothing (see ``stacks.deployment_spec``). Its staged rollout rate and timeouts stay.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ DEPLOYMENT_TYPE = "AWS::GreengrassV2::Deployment"
 
 
 class RingDeployments(Construct):
-    """A deployment for every ring that has a release; a synth-time warning for those without.
+    """A standing deployment (no abort criteria) per ring with a release; a warning for the rest.
 
     Attributes:
         deployments: ring name → the deployment resource.
@@ -41,7 +46,7 @@ class RingDeployments(Construct):
                     "no deployment",
                 )
                 continue
-            spec = deployment_spec(plant, ring.name, release)
+            spec = deployment_spec(plant, ring.name, release, abort=False)
             deployment = cdk.CfnResource(
                 self, f"Ring-{ring.name}", type=DEPLOYMENT_TYPE, properties=to_cfn_properties(spec)
             )

@@ -1,4 +1,7 @@
-"""`python app.py`: bad plant files, missing releases, unknown plants fail fast with one line."""
+"""`python app.py`: bad plant files, missing releases, unknown plants fail fast with one line.
+
+In process: the Shared stack synthesises the same whatever ``-c plant`` selects.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk.assertions import Template
+
+from stacks.app import LineGuardStacks, add_stacks, load_selection
+from stacks.config import INSPECTOR, MODEL, PlantConfig, initial_release
 
 from .conftest import PLANTS, RELEASES, ROOT
 
@@ -90,3 +99,83 @@ def test_ring_without_release_synthesises_with_a_message(
     stack = json.loads((tmp_path / "out" / "LineGuard-Plant-demo.template.json").read_text())
     types = [r["Type"] for r in stack["Resources"].values()]
     assert types.count("AWS::GreengrassV2::Deployment") == 1
+
+
+# ------------------------------------------------------------------ in process: the Shared stack
+
+COMPONENTS = {INSPECTOR: "1.0.0", MODEL: "1.0.0"}
+
+
+def synth_in_process(tmp_path: Path, **context: str) -> tuple[LineGuardStacks, cdk.App]:
+    """What app.py builds, on an app with validation and cdk-nag off (context as ``-c``)."""
+    app = cdk.App(
+        context={"nag": "false", **context},
+        outdir=str(tmp_path),
+        builtin_cloud_formation_validation=False,
+    )
+    selection = load_selection(app, ROOT)
+    stacks = add_stacks(
+        app, selection.plants, selection.releases, every_plant=selection.every_plant
+    )
+    return stacks, app
+
+
+@pytest.fixture(scope="module")
+def shared_templates(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Selection → (Shared stack name, template) for ``-c plant=demo`` and for every plant."""
+    env = ("123456789012", "eu-west-1")  # both shipped plants live here
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for label, context in (("demo", {"plant": "demo"}), ("all", {})):
+        stacks, _app = synth_in_process(tmp_path_factory.mktemp(label), **context)
+        assert set(stacks.shared) == {env}
+        shared = stacks.shared[env]
+        out[label] = (shared.stack_name, Template.from_stack(shared).to_json())
+    return out
+
+
+def test_shared_template_does_not_depend_on_the_plant_selection(
+    shared_templates: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    (demo_name, demo_only), (all_name, every) = shared_templates["demo"], shared_templates["all"]
+    assert demo_name == all_name == "LineGuard-Shared-123456789012-eu-west-1"
+    assert demo_only == every
+
+
+def test_shared_promotes_every_plant_of_its_env_when_one_is_selected(
+    shared_templates: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    _name, template = shared_templates["demo"]
+    (project,) = [
+        r for r in template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"
+    ]
+    variables = {
+        v["Name"]: v["Value"] for v in project["Properties"]["Environment"]["EnvironmentVariables"]
+    }
+    assert variables["PLANTS"] == "demo example-large"
+
+
+def test_shared_stack_name_does_not_depend_on_how_many_envs_are_selected(
+    demo: PlantConfig,
+) -> None:
+    elsewhere = demo.model_copy(update={"name": "elsewhere", "account": "210987654321"})
+    names = {}
+    for label, selected in (("one env", (demo,)), ("two envs", (demo, elsewhere))):
+        app = cdk.App(builtin_cloud_formation_validation=False)
+        releases = {p.name: initial_release(p, COMPONENTS) for p in selected}
+        stacks = add_stacks(app, selected, releases, every_plant=(demo, elsewhere))
+        names[label] = {env: s.stack_name for env, s in stacks.shared.items()}
+    assert names["one env"] == {
+        ("123456789012", "eu-west-1"): "LineGuard-Shared-123456789012-eu-west-1"
+    }
+    assert names["two envs"] == {
+        ("123456789012", "eu-west-1"): "LineGuard-Shared-123456789012-eu-west-1",
+        ("210987654321", "eu-west-1"): "LineGuard-Shared-210987654321-eu-west-1",
+    }
+
+
+def test_selected_plant_must_be_among_every_plant(demo: PlantConfig, large: PlantConfig) -> None:
+    app = cdk.App(builtin_cloud_formation_validation=False)
+    with pytest.raises(ValueError, match="not among every_plant"):
+        add_stacks(app, (demo,), {"demo": initial_release(demo, COMPONENTS)}, every_plant=(large,))

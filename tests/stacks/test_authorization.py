@@ -139,7 +139,9 @@ class Plant:
 
 def load_plant_stack(cdk_out: Path, plant: str) -> Plant:
     template = json.loads((cdk_out / f"LineGuard-Plant-{plant}.template.json").read_text())
-    shared = json.loads((cdk_out / "LineGuard-Shared.template.json").read_text())
+    shared = json.loads(
+        (cdk_out / f"LineGuard-Shared-{ACCOUNT}-{REGION}.template.json").read_text()
+    )
     imports: dict[str, Any] = {
         output["Export"]["Name"]: output["Value"]
         for output in shared.get("Outputs", {}).values()

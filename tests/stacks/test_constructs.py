@@ -273,7 +273,7 @@ def test_one_deployment_per_ring_with_a_release(plant_parts: Built) -> None:
     assert targets == ["lineguard-example-large-ring-canary", "lineguard-example-large-ring-early"]
 
 
-def test_deployment_has_rollback_rollout_and_abort(plant_parts: Built) -> None:
+def test_standing_deployment_has_rollback_rollout_and_no_abort(plant_parts: Built) -> None:
     plant_parts.template.has_resource_properties(
         "AWS::GreengrassV2::Deployment",
         {
@@ -287,7 +287,7 @@ def test_deployment_has_rollback_rollout_and_abort(plant_parts: Built) -> None:
                 "JobExecutionsRolloutConfig": Match.object_like(
                     {"ExponentialRate": Match.object_like({"BaseRatePerMinute": 20})}
                 ),
-                "AbortConfig": {"CriteriaList": Match.any_value()},
+                "AbortConfig": Match.absent(),
                 "TimeoutConfig": {"InProgressTimeoutInMinutes": 120},
             },
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -42,6 +43,19 @@ def test_spec_is_a_valid_create_deployment_request(
 ) -> None:
     for ring in large.ring_names:
         send(greengrass, deployment_spec(large, ring, large_release))
+
+
+def test_standing_spec_is_the_rollout_spec_without_abort_criteria(
+    greengrass: Any, large: PlantConfig, large_release: Release
+) -> None:
+    for ring in large.ring_names:
+        standing = deployment_spec(large, ring, large_release, abort=False)
+        send(greengrass, standing)
+        rollout = deployment_spec(large, ring, large_release)
+        assert "abortConfig" not in standing["iotJobConfiguration"]
+        assert rollout["iotJobConfiguration"]["abortConfig"]["criteriaList"]
+        del rollout["iotJobConfiguration"]["abortConfig"]
+        assert standing == rollout
 
 
 def test_spec_with_configuration_merge_is_valid(greengrass: Any, demo: PlantConfig) -> None:
@@ -117,9 +131,10 @@ def test_cfn_properties_match_the_cloudformation_schema(
         ).schema
     )
     schema.pop("readOnlyProperties", None)
-    for ring in large.ring_names:
-        props = to_cfn_properties(deployment_spec(large, ring, large_release))
+    for ring, abort in itertools.product(large.ring_names, (True, False)):
+        props = to_cfn_properties(deployment_spec(large, ring, large_release, abort=abort))
         jsonschema.validate(props, schema)
+        assert ("AbortConfig" in props["IotJobConfiguration"]) is abort
         assert props["DeploymentPolicies"]["FailureHandlingPolicy"] == "ROLLBACK"
         assert set(props["Components"]) == {INSPECTOR, MODEL}  # names kept, not PascalCased
         assert props["Tags"] == {"lineguard:plant": "example-large", "lineguard:ring": ring}

@@ -29,6 +29,8 @@ def test_text_lists_groups_rings_deployments_and_policies() -> None:
     assert "lineguard-demo-canary -> arn:aws:iot:eu-west-1:123456789012:thinggroup/" in text
     assert "com.lineguard.Inspector 1.0.0" in text
     assert "failure handling ROLLBACK" in text
+    assert "No abort criteria on these standing deployments" in text
+    assert "when FAILED >= 50 % (after 1 executed)" in text
     assert "topic/lineguard/demo/*/*/lineguard-demo-<serial>/results" in text
 
 
@@ -42,6 +44,13 @@ def test_json_has_one_deployment_spec_per_ring() -> None:
         for d in info["deployments"].values()
     )
     assert len(info["thing_groups"]["lines"]) == 40
+    # what the Plant stack deploys: no abort criteria; the rollout's are listed apart
+    assert all("abortConfig" not in d["iotJobConfiguration"] for d in info["deployments"].values())
+    assert info["rollout_abort"][0] == {
+        "failureType": "FAILED",
+        "thresholdPercentage": 5,
+        "minNumberOfExecutedThings": 20,
+    }
 
 
 def test_unknown_plant_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
