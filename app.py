@@ -4,8 +4,9 @@
 Context: ``plant`` (comma-separated names, default all), ``plants_dir`` / ``releases_dir``
 (default ``plants/`` and ``releases/`` beside this file), ``nag`` (``false`` skips cdk-nag).
 
-A broken plant file, a missing release file or an unknown plant prints one line on stderr and
-exits non-zero before anything is synthesised.
+A broken plant file, a missing release file, an unknown plant or a stack CloudFormation would
+refuse (too many resources) prints one line on stderr and exits non-zero before anything is
+synthesised.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main() -> int:
     """Validate the selected plants and their releases, then synthesise the app."""
     import aws_cdk as cdk
 
-    from stacks.app import add_nag, add_stacks
+    from stacks.app import StackLimitError, add_nag, add_stacks, check_stack_sizes
 
     app = cdk.App()
     selected = _selected(app.node.try_get_context("plant"))
@@ -36,6 +37,11 @@ def main() -> int:
         return 2
 
     stacks = add_stacks(app, plants, releases)
+    try:
+        check_stack_sizes(app)
+    except StackLimitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for name, stack in stacks.plants.items():
         for ring in stack.deployments.rings_without_release:
             print(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import PLANTS, RELEASES, ROOT
 
@@ -90,3 +91,19 @@ def test_ring_without_release_synthesises_with_a_message(
     stack = json.loads((tmp_path / "out" / "LineGuard-Plant-demo.template.json").read_text())
     types = [r["Type"] for r in stack["Resources"].values()]
     assert types.count("AWS::GreengrassV2::Deployment") == 1
+
+
+def test_plant_with_more_lines_than_deploy_exits_before_synthesis(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    plants, releases = dirs
+    doc = yaml.safe_load((plants / "demo.yaml").read_text())
+    doc["lines"] = [{"name": f"line-{i}", "stations": [{"name": "check"}]} for i in range(3000)]
+    (plants / "demo.yaml").write_text(yaml.safe_dump(doc))
+    proc = run_app(tmp_path, plants_dir=str(plants), releases_dir=str(releases))
+    assert proc.returncode != 0
+    line = last_line(proc)
+    assert "plants/demo.yaml: lines: 3000 lines, at most 2000 can deploy: " in line
+    assert "cloudformation-limits.html" in line
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

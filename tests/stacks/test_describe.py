@@ -42,6 +42,7 @@ def test_json_has_one_deployment_spec_per_ring() -> None:
         for d in info["deployments"].values()
     )
     assert len(info["thing_groups"]["lines"]) == 40
+    assert sum(info["thing_groups"]["line_stacks"].values()) == 40
 
 
 def test_unknown_plant_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

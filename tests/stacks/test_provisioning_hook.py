@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from stacks.config import PlantConfig
-from stacks.constructs.provisioning import hook_environment
+from stacks.constructs.provisioning import hook_environment, hook_lines
 from stacks.constructs.provisioning.runtime import hook
 
 
 def settings(plant: PlantConfig) -> hook.HookSettings:
-    return hook.HookSettings.from_env(hook_environment(plant))
+    return hook.HookSettings.from_env(hook_environment(plant), json.loads(hook_lines(plant)))
 
 
 def test_same_serial_always_gets_the_same_ring(large: PlantConfig) -> None:
@@ -73,11 +75,30 @@ def test_without_allow_list_any_well_formed_serial_joins(large: PlantConfig) -> 
     assert answer["parameterOverrides"]["RingName"] in large.ring_names
 
 
+def test_lines_file_round_trips_and_junk_is_refused(large: PlantConfig, tmp_path: Path) -> None:
+    path = tmp_path / hook.LINES_FILE
+    path.write_text(hook_lines(large))
+    assert hook.read_lines(path) == tuple(line.name for line in large.lines)
+    path.write_text('{"line-01": 1}')
+    with pytest.raises(ValueError, match="JSON list of line names"):
+        hook.read_lines(path)
+
+
+def test_environment_stays_small_whatever_the_line_count(large: PlantConfig) -> None:
+    many = large.model_copy(update={"lines": large.lines * 50})  # 2,000 (duplicate) lines
+    env = hook_environment(many)
+    # Lambda: all environment variables together at most 4 KB (gettingstarted-limits.html)
+    assert sum(len(k) + len(v) for k, v in env.items()) < 1024
+    assert len(json.loads(hook_lines(many))) == 2000
+
+
 def test_handler_reads_the_lambda_environment(
     demo: PlantConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for key, value in hook_environment(demo).items():
         monkeypatch.setenv(key, value)
+    # what hook_code() bundles beside hook.py (tests/stacks/test_constructs.py runs the staged copy)
+    monkeypatch.setattr(hook, "_bundled_lines", lambda: tuple(json.loads(hook_lines(demo))))
     event = {
         "claimCertificateId": "abc",
         "certificateId": "def",

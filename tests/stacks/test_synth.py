@@ -57,7 +57,11 @@ def plant_names() -> list[str]:
 
 
 def test_synth_gives_shared_and_one_stack_per_plant(cdk_out: Path) -> None:
-    stacks = sorted(p.name.removesuffix(".template.json") for p in cdk_out.glob("*.template.json"))
+    stacks = sorted(
+        p.name.removesuffix(".template.json")
+        for p in cdk_out.glob("*.template.json")
+        if not p.name.endswith(".nested.template.json")  # a plant's line groups
+    )
     assert stacks == sorted(["LineGuard-Shared"] + [f"LineGuard-Plant-{n}" for n in plant_names()])
 
 
@@ -98,6 +102,9 @@ def test_every_nag_acknowledgement_has_a_specific_reason(cdk_out: Path) -> None:
 def test_example_large_stays_small(cdk_out: Path) -> None:
     resources = template(cdk_out, "LineGuard-Plant-example-large")["Resources"]
     assert len(resources) <= 150
+    nested = list(cdk_out.glob("LineGuardPlantexamplelarge*.nested.template.json"))
+    groups = [len(json.loads(p.read_text())["Resources"]) for p in nested]
+    assert 1 <= len(nested) <= 5 and sum(groups) == 40  # one thing group per line
 
 
 def test_one_deployment_per_ring_with_rollback_rollout_and_abort(cdk_out: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -14,9 +15,11 @@ from constructs import Construct
 
 from stacks.config import PlantConfig
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
+from stacks.constructs.provisioning.runtime.hook import LINES_FILE
 from stacks.policies import claim_policy_document, provisioning_template_body
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
+HOOK_SOURCE = RUNTIME_DIR / "hook.py"
 
 
 def hook_environment(plant: PlantConfig) -> dict[str, str]:
@@ -25,9 +28,30 @@ def hook_environment(plant: PlantConfig) -> dict[str, str]:
         "PLANT": plant.name,
         "SERIAL_PATTERN": plant.provisioning.serial_pattern,
         "ALLOW_LIST": ",".join(plant.provisioning.allow_list),
-        "LINES": ",".join(line.name for line in plant.lines),
         "RINGS": json.dumps([[r.name, r.percent] for r in plant.rings], separators=(",", ":")),
     }
+
+
+def hook_lines(plant: PlantConfig) -> str:
+    """The hook's lines file (``lines.json`` beside ``hook.py``): the plant's line names."""
+    return json.dumps([line.name for line in plant.lines], separators=(",", ":")) + "\n"
+
+
+def hook_code(scope: Construct, plant: PlantConfig) -> lambda_.Code:
+    """The hook's code asset: ``hook.py`` and the plant's ``lines.json``.
+
+    The lines travel in the code, not the environment: a function's environment variables
+    share 4 KB (Lambda quotas, ``gettingstarted-limits.html``), which 2,000 line names exceed.
+    The source is assembled in the cloud assembly's directory, which the CDK stages it from.
+    """
+    stage = cdk.Stage.of(scope)
+    assert stage is not None, "the hook must be inside an app"
+    staging = Path(stage.outdir) / f".hook-source-{plant.name}"
+    shutil.rmtree(staging, ignore_errors=True)  # nothing left over from an earlier synth
+    staging.mkdir(parents=True)
+    shutil.copyfile(HOOK_SOURCE, staging / HOOK_SOURCE.name)
+    (staging / LINES_FILE).write_text(hook_lines(plant), encoding="utf-8")
+    return lambda_.Code.from_asset(str(staging))
 
 
 class FleetProvisioning(Construct):
@@ -86,7 +110,7 @@ class FleetProvisioning(Construct):
             "Hook",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="hook.handler",
-            code=lambda_.Code.from_asset(str(RUNTIME_DIR), exclude=["__pycache__", "*.pyc"]),
+            code=hook_code(self, plant),
             role=hook_role,
             log_group=log_group,
             memory_size=128,

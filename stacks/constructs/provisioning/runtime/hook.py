@@ -9,8 +9,9 @@ Environment (set by the construct from the plant file):
     PLANT          plant name
     SERIAL_PATTERN anchored regular expression a serial must match
     ALLOW_LIST     comma-separated serials (empty: no allow-list)
-    LINES          comma-separated line names
     RINGS          JSON list of [ring name, percent] in rollout order
+and ``lines.json`` beside this file: the JSON list of the plant's line names (too many for the
+environment's 4 KB).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 LOG = logging.getLogger()
@@ -29,6 +32,7 @@ LOG.setLevel(logging.INFO)
 
 # 2**64 buckets: more than enough resolution for percentages with decimals.
 _SCALE = 2**64
+LINES_FILE = "lines.json"
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,25 @@ class HookSettings:
     rings: tuple[tuple[str, float], ...]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> HookSettings:
-        """Read the settings from the Lambda environment."""
+    def from_env(cls, env: Mapping[str, str], lines: Iterable[str]) -> HookSettings:
+        """Read the settings from the Lambda environment and the plant's line names."""
         rings = tuple((str(name), float(pct)) for name, pct in json.loads(env["RINGS"]))
         allow = frozenset(s for s in env.get("ALLOW_LIST", "").split(",") if s)
-        lines = frozenset(s for s in env["LINES"].split(",") if s)
-        return cls(env["PLANT"], env["SERIAL_PATTERN"], allow, lines, rings)
+        return cls(env["PLANT"], env["SERIAL_PATTERN"], allow, frozenset(lines), rings)
+
+
+def read_lines(path: Path) -> tuple[str, ...]:
+    """The line names in a ``lines.json`` file."""
+    names = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: must be a JSON list of line names")
+    return tuple(names)
+
+
+@cache
+def _bundled_lines() -> tuple[str, ...]:
+    # Read once per Lambda execution environment, at the first invocation.
+    return read_lines(Path(__file__).with_name(LINES_FILE))
 
 
 def ring_position(plant: str, serial: str) -> float:
@@ -91,7 +108,7 @@ def _deny(reason: str) -> dict[str, Any]:
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point for the IoT fleet provisioning pre-provisioning hook."""
-    settings = HookSettings.from_env(os.environ)
+    settings = HookSettings.from_env(os.environ, _bundled_lines())
     parameters = event.get("parameters") or {}
     if not isinstance(parameters, Mapping):
         return _deny("template parameters are not an object")
