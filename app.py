@@ -8,6 +8,9 @@ Every plant file is read (the Shared stack of an account/region promotes all of 
 it synthesises the same whatever ``-c plant`` selects); releases are read for the selected plants.
 A broken plant file, a missing release file or an unknown plant prints one line on stderr and
 exits non-zero before anything is synthesised.
+Also: a broken plant file, a missing release file, an unknown plant or a stack CloudFormation would
+refuse (too many resources) prints one line on stderr and exits non-zero before anything is
+synthesised.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def main() -> int:
     """Validate the plant files and the selected plants' releases, then synthesise the app."""
     import aws_cdk as cdk
 
-    from stacks.app import add_nag, add_stacks, load_selection
+    from stacks.app import StackLimitError, add_nag, add_stacks, check_stack_sizes, load_selection
 
     app = cdk.App()
     try:
@@ -36,6 +39,11 @@ def main() -> int:
     stacks = add_stacks(
         app, selection.plants, selection.releases, every_plant=selection.every_plant
     )
+    try:
+        check_stack_sizes(app)
+    except StackLimitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for name, stack in stacks.plants.items():
         for ring in stack.deployments.rings_without_release:
             print(

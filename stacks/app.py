@@ -14,8 +14,16 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
 
-from stacks.config import PlantConfig, Release, load_plant_release, load_plants
+from stacks.config import (
+    CFN_MAX_RESOURCES_PER_OPERATION,
+    CFN_MAX_RESOURCES_PER_STACK,
+    PlantConfig,
+    Release,
+    load_plant_release,
+    load_plants,
+)
 from stacks.constructs._checkov import accept_checkov_findings
 from stacks.constructs.promotion import Promotion
 from stacks.plant import PlantStack, plant_stack_name
@@ -137,6 +145,51 @@ def add_stacks(
         stacks[plant.name] = stack
     accept_checkov_findings(app)
     return LineGuardStacks(shared=shared, plants=stacks)
+
+
+class StackLimitError(ValueError):
+    """A stack would not deploy: more resources than CloudFormation takes; one-line message."""
+
+
+def resource_counts(app: cdk.App) -> dict[str, int]:
+    """CloudFormation resources per stack (nested stacks separately), by construct path."""
+    counts: dict[str, int] = {}
+
+    def walk(scope: IConstruct, stack: str) -> None:
+        for child in scope.node.children:
+            if isinstance(child, cdk.Stack):
+                counts[child.node.path] = 0
+                walk(child, child.node.path)
+                continue
+            if isinstance(child, cdk.CfnResource):
+                counts[stack] += 1
+            walk(child, stack)
+
+    walk(app, "")
+    return counts
+
+
+def check_stack_sizes(app: cdk.App) -> None:
+    """Raise :class:`StackLimitError` before synthesis if a stack exceeds CloudFormation's quotas.
+
+    CloudFormation quotas (cloudformation-limits.html): 500 resources per template; 2,500
+    resources created, updated or deleted in one operation of a stack and its nested stacks.
+    """
+    counts = resource_counts(app)
+    for path, count in counts.items():
+        if count > CFN_MAX_RESOURCES_PER_STACK:
+            raise StackLimitError(
+                f"{path}: {count} resources, CloudFormation takes at most "
+                f"{CFN_MAX_RESOURCES_PER_STACK} per stack (cloudformation-limits.html)"
+            )
+    for path in (p for p in counts if "/" not in p):
+        total = sum(n for p, n in counts.items() if p == path or p.startswith(path + "/"))
+        if total > CFN_MAX_RESOURCES_PER_OPERATION:
+            raise StackLimitError(
+                f"{path}: {total} resources with its nested stacks, CloudFormation creates at "
+                f"most {CFN_MAX_RESOURCES_PER_OPERATION} in one stack operation "
+                "(cloudformation-limits.html)"
+            )
 
 
 def add_nag(app: cdk.App) -> None:

@@ -10,6 +10,7 @@ repository reads plant YAML or release JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -49,6 +50,19 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]
 # Lambda environment variables share 4 KB; the allow-list travels in one of them.
 MAX_ALLOW_LIST_CHARS = 3000
 
+# Plant size. Every line is one thing group, a CloudFormation resource (the provisioning template
+# adds each device to its line's group and cannot create groups). CloudFormation quotas
+# (cloudformation-limits.html): 500 resources per template, and at most 2,500 resources created,
+# updated or deleted in one operation of a stack and its nested stacks. The line groups are
+# spread over LINE_STACKS nested stacks by a hash of the line name, so a line never moves to
+# another stack when lines are added or removed; 2,000 lines leave room under 2,500 for the rest
+# of the plant stack.
+MAX_LINES = 2000
+CFN_MAX_RESOURCES_PER_STACK = 500
+CFN_MAX_RESOURCES_PER_OPERATION = 2500
+LINE_STACKS = 5
+MAX_LINES_PER_STACK = 490
+
 
 def artifact_bucket_name(account: str, region: str) -> str:
     """Name of the Shared stack's artifact bucket in an account and region."""
@@ -58,6 +72,16 @@ def artifact_bucket_name(account: str, region: str) -> str:
 def access_log_bucket_name(account: str, region: str) -> str:
     """Name of the Shared stack's S3 server-access-log bucket in an account and region."""
     return f"lineguard-access-logs-{account}-{region}"
+
+
+def line_stack(line: str) -> int:
+    """Which of the plant's ``LINE_STACKS`` nested stacks holds a line's thing group.
+
+    A hash of the name alone, so adding or removing other lines never moves a line's group: a
+    group that moved between stacks would be deleted by the stack it left after the other one
+    created it again, under the same name.
+    """
+    return int.from_bytes(hashlib.sha256(line.encode()).digest()[:8], "big") % LINE_STACKS
 
 
 class PlantConfigError(ValueError):
@@ -248,6 +272,24 @@ class PlantConfig(_Frozen):
     @classmethod
     def _unique_lines(cls, lines: tuple[Line, ...]) -> tuple[Line, ...]:
         _reject_duplicates([line.name for line in lines], "line", "lines")
+        if len(lines) > MAX_LINES:
+            raise ValueError(
+                f"{len(lines)} lines, at most {MAX_LINES} can deploy: every line is a thing "
+                f"group, a CloudFormation resource, and CloudFormation creates at most "
+                f"{CFN_MAX_RESOURCES_PER_OPERATION} resources in one stack operation, nested "
+                "stacks included (cloudformation-limits.html); split the plant into several "
+                "plant files"
+            )
+        per_stack = [0] * LINE_STACKS
+        for line in lines:
+            per_stack[line_stack(line.name)] += 1
+        if max(per_stack) > MAX_LINES_PER_STACK:
+            # Only reachable near MAX_LINES with unevenly hashing names.
+            raise ValueError(
+                f"{max(per_stack)} line groups fall into one nested stack (at most "
+                f"{MAX_LINES_PER_STACK}; CloudFormation allows {CFN_MAX_RESOURCES_PER_STACK} "
+                "resources per stack); remove lines or split the plant"
+            )
         return lines
 
     @field_validator("rings")

@@ -18,6 +18,7 @@ from stacks.config import (
     PlantConfig,
     PlantConfigError,
     Release,
+    line_stack,
     load_plant_release,
     load_plants,
 )
@@ -34,6 +35,10 @@ LINES_SHOWN = 5
 def describe(plant: PlantConfig, release: Release) -> dict[str, Any]:
     """What the plant's stack would deploy, as plain data."""
     deployments: dict[str, Any] = {}
+    line_stacks: dict[str, int] = {}
+    for line in plant.lines:
+        key = f"Lines{line_stack(line.name)}"
+        line_stacks[key] = line_stacks.get(key, 0) + 1
     for ring in plant.ring_names:  # the Plant stack's standing deployments: no abort criteria
         deployments[ring] = (
             deployment_spec(plant, ring, release, abort=False)
@@ -50,6 +55,8 @@ def describe(plant: PlantConfig, release: Release) -> dict[str, Any]:
             "plant": plant.plant_group_name,
             "lines": [plant.line_group_name(line.name) for line in plant.lines],
             "rings": [plant.ring_group_name(r) for r in plant.ring_names],
+            # nested stack → how many line groups it holds
+            "line_stacks": dict(sorted(line_stacks.items())),
         },
         "rings": [
             {"name": r.name, "percent": r.percent, "bake_minutes": r.bake_minutes}
@@ -94,8 +101,10 @@ def render(info: dict[str, Any], out: TextIO) -> None:
     stations = sum(len(v) for v in lines.values())
     w(f"  lines: {len(lines)}, stations: {stations}\n")
     w("\nThing groups (organisation only, no deployment)\n")
-    w(f"  {info['thing_groups']['plant']}\n")
+    w(f"  {info['thing_groups']['plant']}  (parent of the ring groups)\n")
     groups = info["thing_groups"]["lines"]
+    parts = ", ".join(f"{k} {n}" for k, n in info["thing_groups"]["line_stacks"].items())
+    w(f"  line groups, top-level, in nested stacks ({parts}):\n")
     for name in groups[:LINES_SHOWN]:
         w(f"    {name}\n")
     if len(groups) > LINES_SHOWN:

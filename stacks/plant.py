@@ -28,8 +28,9 @@ def plant_stack_name(plant: str) -> str:
 class PlantStack(cdk.Stack):
     """Thing groups, provisioning, device access, ring deployments (checked), results, monitoring.
 
-    Its size is O(lines + rings), whatever the device count: devices join by fleet provisioning
-    and are not CloudFormation resources.
+    Its own size is O(rings), whatever the line or device count: devices join by fleet
+    provisioning and are not CloudFormation resources, and the line thing groups live in nested
+    stacks (``Groups/Lines<k>``).
     """
 
     def __init__(
@@ -67,8 +68,9 @@ class PlantStack(cdk.Stack):
             core_policy=self.device_access.policy,
             log_key=log_key,
         )
-        for group in self.groups.line_groups.values():
-            self.provisioning.template.node.add_dependency(group)
+        # Devices join their line's group as they provision: the groups come first.
+        for line_stack in self.groups.line_stacks.values():
+            self.provisioning.template.node.add_dependency(line_stack)
         for group in self.groups.ring_groups.values():
             self.provisioning.template.node.add_dependency(group)
         self.deployments = RingDeployments(
@@ -91,7 +93,11 @@ class PlantStack(cdk.Stack):
             self, "Identity", plant=plant, error_action=rule_errors.error_action, log_key=log_key
         )
         self.monitoring = PlantMonitoring(
-            self, "Monitoring", plant=plant, error_action=rule_errors.error_action
+            self,
+            "Monitoring",
+            plant=plant,
+            error_action=rule_errors.error_action,
+            log_key=log_key,
         )
         self.deployment_check = DeploymentCheck(
             self,

@@ -12,13 +12,18 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import PlantConfig
+from stacks.constructs.line_health import LineHealth, line_query
 
 # Health message fields the rule reads (edge_component/inspector/health.py):
 # {"v": 1, "counts": {"pass": n, "reject": n, "manual": n}, "latency_ms": {"p50": x|null,
 #  "p99": x|null, ...}, "backlog": n|null, "healthy": bool, ...}
 HEALTH_SQL = "SELECT * FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1"
 TOTAL = "counts.pass + counts.reject + counts.manual"
-LINES_PER_WIDGET = 10
+# Lines shown in each per-line dashboard graph (the highest values; the alarm watches all).
+LINES_SHOWN = 20
+# Dynamic label "the metric's default label" (CloudWatch graph-dynamic-labels): a grouped
+# query's series are named by their line; without it the CDK labels every series with the query.
+SERIES_LABEL = "${LABEL}"
 
 
 def _or_zero(field: str) -> str:
@@ -29,11 +34,6 @@ def _or_zero(field: str) -> str:
 def plant_namespace(plant: str) -> str:
     """CloudWatch namespace of a plant's metrics."""
     return f"LineGuard/{plant}"
-
-
-def line_namespace(plant: str, line: str) -> str:
-    """CloudWatch namespace of one line's metrics (IoT metric actions cannot set dimensions)."""
-    return f"LineGuard/{plant}/{line}"
 
 
 # (metric name, value expression, unit) published per health message at plant level
@@ -53,16 +53,17 @@ VERSION_HEALTH_SQL = HEALTH_SQL + " AND isString(model)"
 SHADOW_HEALTH_SQL = VERSION_HEALTH_SQL + " AND isNumber(shadow.agreement)"
 VERSION_METRICS = tuple(m for m in PLANT_METRICS if m[0] != "JournalBacklog")
 SHADOW_METRIC = ("ShadowAgreement", "${shadow.agreement}", "None")
-# ... and per line, in the line's namespace (topic level 3 is the line)
-LINE_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("Inspections", f"${{{TOTAL}}}", "Count"),
-    ("Rejects", "${counts.reject}", "Count"),
-)
+# ... and per line, with a Line dimension, through stacks/constructs/line_health.py
 
 
 class PlantMonitoring(Construct):
-    """Health rule, alarm topic, alarms (reject burst, per-line reject rate, p99, silent
-    devices, journal backlog) and the plant dashboard.
+    """Health rules, alarm topic, alarms (reject burst, line reject rate, p99, silent devices,
+    journal backlog) and the plant dashboard.
+
+    Its size does not grow with the plant's lines: one alarm watches every line's reject rate
+    (a Metrics Insights query grouped by line; each line is a contributor of the alarm) and the
+    dashboard graphs the worst lines. An alarm per line would hit CloudFormation's 500 resources
+    per stack, and a metric math alarm takes at most 10 metrics (CloudWatch ``alarm-limits.html``).
 
     Attributes:
         topic: SNS topic every alarm notifies.
@@ -78,6 +79,7 @@ class PlantMonitoring(Construct):
         *,
         plant: PlantConfig,
         error_action: iot.CfnTopicRule.ActionProperty,
+        log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         ns = plant_namespace(plant.name)
@@ -105,10 +107,6 @@ class PlantMonitoring(Construct):
         )
         actions = [
             self._metric_action(ns, name, value, unit, role) for name, value, unit in PLANT_METRICS
-        ]
-        actions += [
-            self._metric_action(f"{ns}/${{topic(3)}}", name, value, unit, role)
-            for name, value, unit in LINE_METRICS
         ]
         self.rule = iot.CfnTopicRule(
             self,
@@ -142,6 +140,14 @@ class PlantMonitoring(Construct):
                 ("ShadowHealthRule", SHADOW_HEALTH_SQL, (SHADOW_METRIC,)),
             )
         ]
+        self.line_health = LineHealth(
+            self,
+            "LineHealth",
+            plant=plant,
+            namespace=ns,
+            error_action=error_action,
+            log_key=log_key,
+        )
 
         key = kms.Key(
             self,
@@ -246,41 +252,30 @@ class PlantMonitoring(Construct):
                 treat_missing_data=cw.TreatMissingData.BREACHING,
             ),
         )
-        line_rates: list[cw.MathExpression] = []
-        for i, line in enumerate(plant.lines):
-            lns = line_namespace(plant.name, line.name)
-            # ids must be unique within a graph that shows several lines
-            rejects, inspections = f"rejects{i}", f"inspections{i}"
-            rate = cw.MathExpression(
-                expression=f"IF({inspections} > 0, {rejects} / {inspections}, 0)",
-                using_metrics={
-                    rejects: cw.Metric(
-                        namespace=lns, metric_name="Rejects", statistic="Sum", period=period
-                    ),
-                    inspections: cw.Metric(
-                        namespace=lns, metric_name="Inspections", statistic="Sum", period=period
-                    ),
-                },
-                label=line.name,
+        # One alarm for every line: a multi time series Metrics Insights alarm evaluates each
+        # line's series and names the lines in ALARM (CloudWatch Create_Metrics_Insights_Alarm,
+        # multi-time-series-alarm). Limits (alarm-limits.html): 200 such alarms per account and
+        # Region by default (one per plant here), 500 series per query, 10,000 metrics matched.
+        add(
+            "LineRejectRate",
+            cw.MathExpression(
+                # no label: each series keeps its line's name as its label
+                expression=line_query(ns, "RejectRate", "AVG"),
                 period=period,
-            )
-            line_rates.append(rate)
-            add(
-                f"RejectRate-{line.name}",
-                rate.create_alarm(
-                    self,
-                    f"RejectRate-{line.name}",
-                    alarm_name=f"lineguard-{plant.name}-{line.name}-reject-rate",
-                    alarm_description=(
-                        f"Line {line.name} reject rate above {mon.line_reject_rate_alarm:.0%} "
-                        "for 10 minutes"
-                    ),
-                    threshold=mon.line_reject_rate_alarm,
-                    comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    evaluation_periods=2,
-                    treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ).create_alarm(
+                self,
+                "LineRejectRate",
+                alarm_name=f"lineguard-{plant.name}-line-reject-rate",
+                alarm_description=(
+                    f"A line's reject rate above {mon.line_reject_rate_alarm:.0%} for 10 minutes "
+                    "(mean over its health reports; the alarm's contributors name the lines)"
                 ),
-            )
+                threshold=mon.line_reject_rate_alarm,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=2,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        )
 
         self.dashboard = cw.Dashboard(
             self,
@@ -293,16 +288,36 @@ class PlantMonitoring(Construct):
                 title="Alarms", alarms=list(self.alarms.values()), width=24, height=4
             )
         )
-        for start in range(0, len(line_rates), LINES_PER_WIDGET):
-            chunk = line_rates[start : start + LINES_PER_WIDGET]
-            self.dashboard.add_widgets(
-                cw.GraphWidget(
-                    title=f"Reject rate per line ({start + 1}–{start + len(chunk)})",
-                    left=list(chunk),
-                    left_y_axis=cw.YAxisProps(min=0, max=1),
-                    width=24,
-                )
-            )
+        # A dashboard takes at most 500 widgets and 2,500 metrics (CloudWatch quotas,
+        # cloudwatch_limits.html): two queries, however many lines.
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title=f"Reject rate, {LINES_SHOWN} worst lines",
+                left=[
+                    cw.MathExpression(
+                        expression=line_query(ns, "RejectRate", "AVG", LINES_SHOWN),
+                        label=SERIES_LABEL,
+                        period=period,
+                    )
+                ],
+                left_y_axis=cw.YAxisProps(min=0, max=1),
+                left_annotations=[
+                    cw.HorizontalAnnotation(value=mon.line_reject_rate_alarm, label="alarm")
+                ],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title=f"Inspections per 5 minutes, {LINES_SHOWN} busiest lines",
+                left=[
+                    cw.MathExpression(
+                        expression=line_query(ns, "Inspections", "SUM", LINES_SHOWN),
+                        label=SERIES_LABEL,
+                        period=period,
+                    )
+                ],
+                width=12,
+            ),
+        )
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Inference p99 (worst device, ms)",

@@ -15,6 +15,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+import yaml
 from aws_cdk.assertions import Template
 
 from stacks.app import LineGuardStacks, add_stacks, load_selection
@@ -179,3 +180,19 @@ def test_selected_plant_must_be_among_every_plant(demo: PlantConfig, large: Plan
     app = cdk.App(builtin_cloud_formation_validation=False)
     with pytest.raises(ValueError, match="not among every_plant"):
         add_stacks(app, (demo,), {"demo": initial_release(demo, COMPONENTS)}, every_plant=(large,))
+
+
+def test_plant_with_more_lines_than_deploy_exits_before_synthesis(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    plants, releases = dirs
+    doc = yaml.safe_load((plants / "demo.yaml").read_text())
+    doc["lines"] = [{"name": f"line-{i}", "stations": [{"name": "check"}]} for i in range(3000)]
+    (plants / "demo.yaml").write_text(yaml.safe_dump(doc))
+    proc = run_app(tmp_path, plants_dir=str(plants), releases_dir=str(releases))
+    assert proc.returncode != 0
+    line = last_line(proc)
+    assert "plants/demo.yaml: lines: 3000 lines, at most 2000 can deploy: " in line
+    assert "cloudformation-limits.html" in line
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,16 @@ import yaml
 from stacks.config import (
     INSPECTOR,
     LINE_BRIDGE,
+    LINE_STACKS,
+    MAX_LINES,
+    MAX_LINES_PER_STACK,
     MODEL,
     PlantConfig,
     PlantConfigError,
     Release,
     ReleaseError,
     initial_release,
+    line_stack,
     load_plant,
     load_plant_release,
     load_plants,
@@ -62,6 +66,10 @@ def test_defaults_fill_omitted_sections() -> None:
     plant = parse_plant(doc, WHERE)
     assert plant.gates.max_p99_regression == 1.25
     assert [a.failure_type for a in plant.deployment.abort] == ["FAILED", "TIMED_OUT"]
+
+
+def lines_doc(names: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"name": name, "stations": [{"name": "check"}]} for name in names]
 
 
 BAD_PLANTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
@@ -123,6 +131,13 @@ BAD_PLANTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ),
     ("name differs from file", lambda d: d.update(name="other"), "name: 'other' must match"),
     ("no lines", lambda d: d.update(lines=[]), "lines:"),
+    (
+        "more lines than deploy",
+        lambda d: d.update(lines=lines_doc(f"line-{i}" for i in range(MAX_LINES + 1))),
+        f"lines: {MAX_LINES + 1} lines, at most {MAX_LINES} can deploy: every line is a thing "
+        "group, a CloudFormation resource, and CloudFormation creates at most 2500 resources "
+        "in one stack operation",
+    ),
 ]
 
 
@@ -138,6 +153,24 @@ def test_bad_plant_is_one_line_naming_file_and_field(
     assert message.startswith(f"{WHERE}: ")
     assert expected in message
     assert "\n" not in message
+
+
+def test_the_largest_plant_that_deploys_loads() -> None:
+    doc = mutated(lambda d: d.update(lines=lines_doc(f"line-{i:04d}" for i in range(MAX_LINES))))
+    assert len(parse_plant(doc, WHERE).lines) == MAX_LINES
+
+
+def test_line_stacks_never_change_for_a_line_name() -> None:
+    # A line group that moved to another nested stack would be deleted by the one it left.
+    assert [line_stack(n) for n in ("line-1", "line-01", "line-40", "L7")] == [3, 1, 1, 1]
+    assert {line_stack(f"line-{i}") for i in range(100)} == set(range(LINE_STACKS))
+
+
+def test_more_lines_than_one_nested_stack_takes_are_refused() -> None:
+    same = [n for n in (f"x{i}" for i in range(5000)) if line_stack(n) == 2]
+    doc = mutated(lambda d: d.update(lines=lines_doc(same[: MAX_LINES_PER_STACK + 1])))
+    with pytest.raises(PlantConfigError, match=r"lines: 491 line groups fall into one nested"):
+        parse_plant(doc, WHERE)
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

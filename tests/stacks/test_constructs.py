@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -15,16 +18,17 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match, Template
 
 from stacks.authorization import render_provisioning_value
-from stacks.config import INSPECTOR, MODEL, PlantConfig, Release, load_plant
+from stacks.config import INSPECTOR, MODEL, PlantConfig, Release, line_stack, load_plant
 from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.core_device_access import CoreDeviceAccess
 from stacks.constructs.fleet_groups import FleetGroups
 from stacks.constructs.identity import DeviceIdentity
+from stacks.constructs.line_health import LINE_METRICS, line_health_document, line_health_sql
 from stacks.constructs.log_encryption import PlantLogKey
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.monitoring import PlantMonitoring
 from stacks.constructs.pipeline_roles import PipelineRoles
-from stacks.constructs.provisioning import HOOK_CONCURRENCY, FleetProvisioning, hook_asset_dir
+from stacks.constructs.provisioning import HOOK_CONCURRENCY, FleetProvisioning
 from stacks.constructs.results_pipeline import NONCURRENT_DAYS, ResultsPipeline
 from stacks.constructs.ring_deployments import RingDeployments
 from stacks.constructs.rule_errors import RuleErrorLog
@@ -36,7 +40,11 @@ ENV = cdk.Environment(account="123456789012", region="eu-west-1")
 
 
 def bare_stack() -> cdk.Stack:
-    app = cdk.App(builtin_cloud_formation_validation=False)
+    # asset metadata (as the CDK CLI sets it) tells where a function's code was staged
+    app = cdk.App(
+        builtin_cloud_formation_validation=False,
+        context={"aws:cdk:enable-asset-metadata": True},
+    )
     return cdk.Stack(app, "Test", env=ENV)
 
 
@@ -48,6 +56,7 @@ def resources(template: Template, type_: str) -> list[Any]:
 class Built:
     template: Template
     stack: cdk.Stack
+    nested: dict[int, Template] = field(default_factory=dict)  # line stacks by index
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +115,14 @@ def plant_parts(large_plant: PlantConfig) -> Iterator[Built]:
         error_action=errors.error_action,
         log_key=log_key,
     )
-    PlantMonitoring(stack, "Monitoring", plant=large_plant, error_action=errors.error_action)
+    PlantMonitoring(
+        stack, "Monitoring", plant=large_plant, error_action=errors.error_action, log_key=log_key
+    )
     DeviceIdentity(
         stack, "Identity", plant=large_plant, error_action=errors.error_action, log_key=log_key
     )
-    yield Built(Template.from_stack(stack), stack)
+    nested = {i: Template.from_stack(s) for i, s in groups.line_stacks.items()}
+    yield Built(Template.from_stack(stack), stack, nested)
 
 
 # ------------------------------------------------------------------ shared
@@ -256,15 +268,34 @@ def test_promotion_cancels_and_reads_only_deployments_and_lineguard_core_devices
 # ------------------------------------------------------------------ plant: groups and deployments
 
 
-def test_line_and_ring_groups_hang_under_the_plant_group(plant_parts: Built) -> None:
-    groups = resources(plant_parts.template, "AWS::IoT::ThingGroup")
-    names = {
+def parents(template: Template) -> dict[str, str | None]:
+    groups = resources(template, "AWS::IoT::ThingGroup")
+    return {
         g["Properties"]["ThingGroupName"]: g["Properties"].get("ParentGroupName") for g in groups
     }
-    assert names["lineguard-example-large"] is None
-    assert names["lineguard-example-large-line-line-01"] == "lineguard-example-large"
-    assert names["lineguard-example-large-ring-canary"] == "lineguard-example-large"
-    assert len(names) == 1 + 40 + 3
+
+
+def test_ring_groups_hang_under_the_plant_group(plant_parts: Built) -> None:
+    names = parents(plant_parts.template)
+    assert names == {
+        "lineguard-example-large": None,
+        "lineguard-example-large-ring-canary": "lineguard-example-large",
+        "lineguard-example-large-ring-early": "lineguard-example-large",
+        "lineguard-example-large-ring-broad": "lineguard-example-large",
+    }
+
+
+def test_line_groups_are_top_level_in_the_nested_stack_their_name_picks(
+    plant_parts: Built, large_plant: PlantConfig
+) -> None:
+    seen: dict[str, None | str] = {}
+    for index, template in plant_parts.nested.items():
+        names = parents(template)
+        for name in names:
+            line = name.removeprefix("lineguard-example-large-line-")
+            assert line_stack(line) == index, name
+        seen.update(names)
+    assert seen == {large_plant.line_group_name(line.name): None for line in large_plant.lines}
 
 
 def test_one_deployment_per_ring_with_a_release(plant_parts: Built) -> None:
@@ -411,17 +442,49 @@ def test_provisioning_template_uses_the_hook(plant_parts: Built) -> None:
     }
 
 
-def test_hook_gets_rings_lines_and_stations_from_the_plant(
+def hook_asset(built: Built) -> Path:
+    (fn,) = [
+        f
+        for f in resources(built.template, "AWS::Lambda::Function")
+        if f["Properties"]["Handler"] == "hook.handler"
+    ]
+    outdir = Path(built.stack.node.root.outdir)  # type: ignore[attr-defined]
+    return outdir / fn["Metadata"]["aws:asset:path"]
+
+
+def test_hook_gets_rings_lines_and_stations_from_its_code(
     plant_parts: Built, large_plant: PlantConfig
 ) -> None:
-    fn = resources(plant_parts.template, "AWS::Lambda::Function")[0]["Properties"]
-    assert fn["Handler"] == "hook.handler"
+    (fn,) = [
+        f["Properties"]
+        for f in resources(plant_parts.template, "AWS::Lambda::Function")
+        if f["Properties"]["Handler"] == "hook.handler"
+    ]
     # the plant's topology ships in the code asset: Lambda environments hold 4 KB at most
     assert "Environment" not in fn
-    settings = json.loads((hook_asset_dir(large_plant) / "plant.json").read_text())
+    asset = hook_asset(plant_parts)
+    assert sorted(p.name for p in asset.iterdir()) == ["hook.py", "plant.json"]
+    settings = json.loads((asset / "plant.json").read_text())
     assert settings["rings"] == [["canary", 1.0], ["early", 10.0], ["broad", 89.0]]
-    assert len(settings["lines"]) == 40
+    assert list(settings["lines"]) == [line.name for line in large_plant.lines]
     assert settings["lines"]["line-01"]["weld-check"] == 3
+
+
+def test_staged_hook_reads_the_plant_bundled_beside_it(
+    plant_parts: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "staged_hook", hook_asset(plant_parts) / "hook.py"
+    )
+    assert spec is not None and spec.loader is not None
+    staged = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "staged_hook", staged)  # dataclasses look it up
+    spec.loader.exec_module(staged)
+    parameters = {"SerialNumber": "LG07-00C0FFEE", "LineName": "line-40", "StationName": "paint"}
+    request = {"parameters": parameters}
+    assert staged.handler(request, None)["allowProvisioning"] is True
+    parameters["LineName"] = "line-41"
+    assert staged.handler(request, None) == {"allowProvisioning": False}
 
 
 def test_only_iot_may_invoke_the_hook(plant_parts: Built) -> None:
@@ -451,7 +514,8 @@ def log_key_id(template: Template) -> str:
 def test_every_log_group_is_encrypted_with_the_plant_log_key(plant_parts: Built) -> None:
     key_id = log_key_id(plant_parts.template)
     groups = resources(plant_parts.template, "AWS::Logs::LogGroup")
-    assert len(groups) == 4  # provisioning hook, results delivery, IoT rule errors, identity
+    # provisioning hook, results delivery, IoT rule errors, identity sync, line health
+    assert len(groups) == 5
     for group in groups:
         assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
 
@@ -632,31 +696,87 @@ def test_dedup_view_has_every_result_column_and_ts_as_a_timestamp(plant_parts: B
     assert presto == [(n, hive_to_presto.get(t, t)) for n, t in glue_columns]
 
 
-def test_health_rule_puts_plant_and_line_metrics(plant_parts: Built) -> None:
-    sql = "SELECT * FROM 'lineguard/example-large/+/+/+/health' WHERE v = 1"
+def rule_with_sql(built: Built, sql: str) -> dict[str, Any]:
     (rule,) = [
-        r
-        for r in resources(plant_parts.template, "AWS::IoT::TopicRule")
+        r["Properties"]["TopicRulePayload"]
+        for r in resources(built.template, "AWS::IoT::TopicRule")
         if r["Properties"]["TopicRulePayload"]["Sql"] == sql
     ]
-    actions = rule["Properties"]["TopicRulePayload"]["Actions"]
-    namespaces = {a["CloudwatchMetric"]["MetricNamespace"] for a in actions}
-    assert namespaces == {"LineGuard/example-large", "LineGuard/example-large/${topic(3)}"}
-    assert len(actions) <= 10  # IoT Core's limit of actions per rule
+    return rule
 
 
-def test_alarm_per_line_plus_plant_alarms_all_notify_sns(plant_parts: Built) -> None:
+def test_health_rule_puts_plant_metrics(plant_parts: Built) -> None:
+    rule = rule_with_sql(
+        plant_parts, "SELECT * FROM 'lineguard/example-large/+/+/+/health' WHERE v = 1"
+    )
+    namespaces = {a["CloudwatchMetric"]["MetricNamespace"] for a in rule["Actions"]}
+    assert namespaces == {"LineGuard/example-large"}
+    assert len(rule["Actions"]) <= 10  # IoT Core's limit of actions per rule
+
+
+def test_line_health_rule_writes_emf_documents_to_its_log_group(plant_parts: Built) -> None:
+    rule = rule_with_sql(plant_parts, line_health_sql("example-large", "LineGuard/example-large"))
+    assert rule["Sql"].startswith("SELECT VALUE {'_aws': {'Timestamp': timestamp(), ")
+    assert rule["Sql"].endswith(
+        "WHERE v = 1 AND (counts.pass + counts.reject + counts.manual) > 0"
+    )  # an interval without inspections has no reject rate
+    (action,) = rule["Actions"]
+    plant_parts.template.has_resource_properties(
+        "AWS::Logs::LogGroup", {"LogGroupName": "/lineguard/example-large/line-health"}
+    )
+    assert action["CloudwatchLogs"]["LogGroupName"] == {
+        "Ref": plant_parts.stack.resolve(
+            plant_parts.stack.get_logical_id(
+                plant_parts.stack.node.find_child("Monitoring")
+                .node.find_child("LineHealth")
+                .node.find_child("Logs")
+                .node.default_child  # type: ignore[arg-type]
+            )
+        )
+    }
+
+
+def test_line_health_document_follows_the_emf_specification() -> None:
+    doc = line_health_document("LineGuard/p")
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    assert set(doc["_aws"]) == {"Timestamp", "CloudWatchMetrics"}
+    assert directive["Namespace"] == "LineGuard/p"
+    # every dimension and metric a directive names is a member of the root node
+    assert directive["Dimensions"] == [["Line"]]
+    names = [m["Name"] for m in directive["Metrics"]]
+    assert names == [n for n, _ in LINE_METRICS] and set(names) | {"Line"} <= set(doc)
+    assert doc["Line"].sql == "topic(3)"
+    assert "* 1.0 /" in doc["RejectRate"].sql  # not an integer division
+
+
+def test_one_alarm_watches_every_line_plus_plant_alarms_all_notify_sns(
+    plant_parts: Built,
+) -> None:
     alarms = resources(plant_parts.template, "AWS::CloudWatch::Alarm")
     names = {a["Properties"]["AlarmName"] for a in alarms}
-    assert "lineguard-example-large-line-07-reject-rate" in names
-    assert {
+    assert names == {
+        "lineguard-example-large-line-reject-rate",
         "lineguard-example-large-reject-burst",
         "lineguard-example-large-inference-p99",
         "lineguard-example-large-silent-devices",
         "lineguard-example-large-journal-backlog",
-    } <= names
-    assert len(alarms) == 40 + 4
+    }
     assert all(len(a["Properties"]["AlarmActions"]) == 1 for a in alarms)
+
+
+def test_line_alarm_is_a_metrics_insights_query_grouped_by_line(plant_parts: Built) -> None:
+    (alarm,) = [
+        a["Properties"]
+        for a in resources(plant_parts.template, "AWS::CloudWatch::Alarm")
+        if a["Properties"]["AlarmName"] == "lineguard-example-large-line-reject-rate"
+    ]
+    (query,) = alarm["Metrics"]
+    assert query["Expression"] == (
+        'SELECT AVG(RejectRate) FROM SCHEMA("LineGuard/example-large", Line) '
+        "GROUP BY Line ORDER BY AVG() DESC LIMIT 500"
+    )
+    assert query["Period"] == 300 and query["ReturnData"] is True
+    assert (alarm["Threshold"], alarm["EvaluationPeriods"]) == (0.15, 2)
 
 
 def test_reject_burst_threshold_comes_from_the_plant_file(plant_parts: Built) -> None:
@@ -712,3 +832,17 @@ def test_only_the_identity_rule_may_invoke_identity_sync(plant_parts: Built) -> 
         if "Rule" in json.dumps(p["Properties"].get("SourceArn"))
     ]
     assert [p["Principal"] for p in permissions] == ["iot.amazonaws.com"]
+
+
+def test_dashboard_graphs_lines_with_queries_not_one_metric_per_line(plant_parts: Built) -> None:
+    (dashboard,) = resources(plant_parts.template, "AWS::CloudWatch::Dashboard")
+    # the body is a Fn::Join around the alarms' ARNs, each inside a JSON string
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = json.loads("".join(p if isinstance(p, str) else "ARN" for p in parts))
+    metrics = [m for w in body["widgets"] for m in w["properties"].get("metrics", [])]
+    queries = [m[0]["expression"] for m in metrics if "expression" in m[0]]
+    assert 'SELECT AVG(RejectRate) FROM SCHEMA("LineGuard/example-large", Line) ' in queries[0]
+    # each series is labelled with its line (the default label), not with the query
+    assert all(m[0]["label"] == "${LABEL}" for m in metrics if "expression" in m[0])
+    assert "line-07" not in json.dumps(body)
+    assert len(body["widgets"]) < 10

@@ -51,6 +51,7 @@ def test_json_has_one_deployment_spec_per_ring() -> None:
         "thresholdPercentage": 5,
         "minNumberOfExecutedThings": 20,
     }
+    assert sum(info["thing_groups"]["line_stacks"].values()) == 40
 
 
 def test_unknown_plant_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

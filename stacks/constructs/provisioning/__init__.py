@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from stacks.policies import claim_policy_document, provisioning_template_body
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 HOOK_CONCURRENCY = 10  # reserved concurrent executions of the pre-provisioning hook
+HOOK_SOURCE = RUNTIME_DIR / "hook.py"
+SETTINGS_FILE = "plant.json"  # read by the hook beside itself (runtime/hook.py)
 
 
 def hook_settings(plant: PlantConfig) -> dict[str, Any]:
@@ -35,17 +36,23 @@ def hook_settings(plant: PlantConfig) -> dict[str, Any]:
     }
 
 
-def hook_asset_dir(plant: PlantConfig) -> Path:
-    """A directory with the hook's code and this plant's ``plant.json`` (the Lambda asset)."""
+def hook_code(scope: Construct, plant: PlantConfig) -> lambda_.Code:
+    """The hook's code asset: ``hook.py`` and the plant's ``plant.json`` (:func:`hook_settings`).
+
+    The plant's lines and stations travel in the code, not the environment: a function's
+    environment variables share 4 KB (Lambda quotas, ``gettingstarted-limits.html``), which a
+    large plant's lines exceed. The source is assembled in the cloud assembly's directory, which
+    the CDK stages it from.
+    """
+    stage = cdk.Stage.of(scope)
+    assert stage is not None, "the hook must be inside an app"
+    staging = Path(stage.outdir) / f".hook-source-{plant.name}"
+    shutil.rmtree(staging, ignore_errors=True)  # nothing left over from an earlier synth
+    staging.mkdir(parents=True)
+    shutil.copyfile(HOOK_SOURCE, staging / HOOK_SOURCE.name)
     settings = json.dumps(hook_settings(plant), sort_keys=True, separators=(",", ":"))
-    code = (RUNTIME_DIR / "hook.py").read_bytes()
-    digest = hashlib.sha256(code + settings.encode()).hexdigest()[:16]
-    staging = Path(tempfile.gettempdir(), "lineguard-hook", f"{plant.name}-{digest}")
-    if not (staging / "plant.json").exists():
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / "hook.py").write_bytes(code)
-        (staging / "plant.json").write_text(settings, encoding="utf-8")
-    return staging
+    (staging / SETTINGS_FILE).write_text(settings + "\n", encoding="utf-8")
+    return lambda_.Code.from_asset(str(staging))
 
 
 class FleetProvisioning(Construct):
@@ -106,7 +113,7 @@ class FleetProvisioning(Construct):
             "Hook",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="hook.handler",
-            code=lambda_.Code.from_asset(str(hook_asset_dir(plant))),
+            code=hook_code(self, plant),
             role=hook_role,
             log_group=log_group,
             memory_size=128,
