@@ -15,6 +15,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.components import PublishedComponents
 from stacks.config import PlantConfig, Release, load_plant_release, load_plants
 from stacks.constructs._checkov import accept_checkov_findings
 from stacks.constructs.promotion import Promotion
@@ -88,6 +89,7 @@ def add_stacks(
     releases: dict[str, Release],
     *,
     every_plant: Sequence[PlantConfig] | None = None,
+    components: PublishedComponents | None = None,
 ) -> LineGuardStacks:
     """Add one Plant stack per plant and the Shared stack of each of their accounts/regions.
 
@@ -97,6 +99,9 @@ def add_stacks(
         releases: plant name → release, for ``plants``.
         every_plant: every plant there is (default ``plants``); each Shared stack promotes those
             of its account and region, so its template does not depend on ``plants``.
+        components: the component build (``stacks.components``) each Shared stack publishes in
+            its account and region; every Plant stack depends on its Shared stack, so the
+            versions exist before a ring's deployment names them.
     """
     every = tuple(sorted(every_plant if every_plant is not None else plants, key=lambda p: p.name))
     missing = [p.name for p in plants if p not in every]
@@ -109,7 +114,9 @@ def add_stacks(
             app,
             shared_stack_name(account, region),
             env=cdk.Environment(account=account, region=region),
-            description="LineGuard shared: artifact bucket, model package group, pipeline roles",
+            description="LineGuard shared: artifact bucket, components, model package group, "
+            "training pipeline, roles",
+            components=components,
         )
     for (account, region), base in shared.items():  # promotion on model package approval
         Promotion(
