@@ -97,8 +97,8 @@ def test_status_and_rollback(demo_plant, releases_dir, tmp_path, make_package, c
     assert run("status", *common) == 0
     out = capsys.readouterr().out
     assert (
-        "canary: aws.greengrass.Nucleus 2.16.1, com.lineguard.Inspector 1.0.0, "
-        "com.lineguard.LineBridge 1.0.0, com.lineguard.Model 1.1.0"
+        "canary: aws.greengrass.Nucleus 2.16.1, aws.greengrass.ShadowManager 2.3.12, "
+        "com.lineguard.Inspector 1.0.0, com.lineguard.LineBridge 1.0.0, com.lineguard.Model 1.1.0"
     ) in out
     assert "last promotion: 1.1.0 completed" in out
     assert run("rollback", "--simulate", *common) == 0

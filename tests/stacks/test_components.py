@@ -13,6 +13,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_kms as kms
 from aws_cdk.assertions import Match, Template
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
@@ -83,7 +84,15 @@ def shared(published: PublishedComponents, sample: Path) -> Template:
     app = cdk.App(builtin_cloud_formation_validation=False)
     stack = cdk.Stack(app, "Shared", env=ENV)
     store = ArtifactStore(stack, "Store", bucket_name=BUCKET, access_log_bucket_name="logs-x")
-    publisher = ArtifactPublisher(stack, "Publisher", bucket=store.bucket, key=store.key)
+    log_key = kms.Key(stack, "LogKey")
+    publisher = ArtifactPublisher(
+        stack,
+        "Publisher",
+        bucket=store.bucket,
+        key=store.key,
+        log_group_name="/lineguard/shared/artifact-publisher",
+        log_key=log_key,
+    )
     ComponentVersions(
         stack, "Components", publisher=publisher, bucket_name=BUCKET, components=published.all()
     )
@@ -352,4 +361,4 @@ def test_every_component_a_ring_deploys_is_published_or_aws_provided(
                 else:
                     assert (name, version) in published, (plant.name, name, version)
                 checked += 1
-    assert checked >= 4 * 5  # demo 2 rings + example-large 3 rings, 4 components each
+    assert checked >= 5 * 5  # demo 2 rings + example-large 3 rings, 5 components each

@@ -177,12 +177,18 @@ def test_shipped_releases_pin_every_ring(demo: PlantConfig, large: PlantConfig) 
             assert entry is not None
             assert dict(entry.components) == {
                 NUCLEUS: "2.16.1",
+                SHADOW_MANAGER: "2.3.12",
                 INSPECTOR: "1.0.0",
                 LINE_BRIDGE: "1.0.0",
                 MODEL: "1.0.0",
             }
-            assert dict(entry.configuration) == {
-                NUCLEUS: {"interpolateComponentConfiguration": True}
+            assert entry.configuration[NUCLEUS] == {"interpolateComponentConfiguration": True}
+            # the identity shadow, synced from the cloud on every device (docs/identity.md)
+            assert entry.configuration[SHADOW_MANAGER] == {
+                "synchronize": {
+                    "coreThing": {"classic": False, "namedShadows": ["lineguard-identity"]},
+                    "direction": "cloudToDevice",
+                }
             }
 
 

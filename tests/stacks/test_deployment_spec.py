@@ -12,7 +12,15 @@ import pytest
 from botocore.stub import Stubber
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
-from stacks.config import INSPECTOR, LINE_BRIDGE, MODEL, NUCLEUS, PlantConfig, Release
+from stacks.config import (
+    INSPECTOR,
+    LINE_BRIDGE,
+    MODEL,
+    NUCLEUS,
+    SHADOW_MANAGER,
+    PlantConfig,
+    Release,
+)
 from stacks.deployment_spec import NoRingRelease, deployment_spec, to_cfn_properties
 
 
@@ -81,6 +89,7 @@ def test_spec_pins_exact_versions_and_targets_the_ring_group(
     assert spec["deploymentName"] == "lineguard-demo-fleet"
     assert {k: v["componentVersion"] for k, v in spec["components"].items()} == {
         NUCLEUS: "2.16.1",
+        SHADOW_MANAGER: "2.3.12",
         INSPECTOR: "1.0.0",
         LINE_BRIDGE: "1.0.0",
         MODEL: "1.0.0",
@@ -154,7 +163,7 @@ def test_cfn_properties_match_the_cloudformation_schema(
         assert ("AbortConfig" in props["IotJobConfiguration"]) is abort
         assert props["DeploymentPolicies"]["FailureHandlingPolicy"] == "ROLLBACK"
         # names kept, not PascalCased
-        assert set(props["Components"]) == {NUCLEUS, INSPECTOR, LINE_BRIDGE, MODEL}
+        assert set(props["Components"]) == {NUCLEUS, SHADOW_MANAGER, INSPECTOR, LINE_BRIDGE, MODEL}
         assert props["Tags"] == {"lineguard:plant": "example-large", "lineguard:ring": ring}
 
 
