@@ -60,12 +60,13 @@ pytest: setup ## the test suite only
 
 test: setup lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
-synth: setup component ## build the components, synthesise LineGuard-Shared and every plant into cdk.out/
+synth: setup component ## build the components, synthesise the Shared stack(s) and every plant into cdk.out/
 	npx cdk synth --quiet
 
-deploy: setup component ## build the components, then cdk deploy LineGuard-Shared and LineGuard-Plant-$(PLANT)
+deploy: setup component ## PLANT=<plant>: build the components, then cdk deploy the plant and its Shared stack
 	@test -n "$(PLANT)" || { echo "error: make deploy PLANT=<plant> (a file in plants/)"; exit 2; }
-	npx cdk deploy -c plant=$(PLANT) LineGuard-Shared LineGuard-Plant-$(PLANT)
+	@# -c plant selects one Plant stack and the Shared stack of its account/region: --all is those two
+	npx cdk deploy -c plant=$(PLANT) --all
 
 demo: setup ## the main job on the local default (no AWS account needed)
 	$(PY) -m demo

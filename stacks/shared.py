@@ -10,12 +10,14 @@ from stacks.config import access_log_bucket_name, artifact_bucket_name
 from stacks.constructs.artifact_publisher import ArtifactPublisher
 from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.component_versions import ComponentVersions
+from stacks.constructs.log_encryption import PlantLogKey, plant_log_group_prefix
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.pipeline_roles import PipelineRoles
 from stacks.constructs.training_assets import TrainingAssets
 from stacks.constructs.training_pipeline import TrainingPipeline
 
 MODEL_PACKAGE_GROUP = "lineguard-inspection"
+SHARED_LOGS = "shared"  # log groups of this stack: /lineguard/shared/...
 
 
 class SharedStack(cdk.Stack):
@@ -83,7 +85,17 @@ class SharedStack(cdk.Stack):
             bucket_name=self.artifact_bucket_name,
             model_package_group_name=model_package_group_name,
         )
-        publisher = ArtifactPublisher(self, "Publisher", bucket=store.bucket, key=store.key)
+        # the Shared stack's own log groups, under /lineguard/shared/ (not a plant: plant stacks
+        # have their own keys for /lineguard/<plant>/)
+        log_key = PlantLogKey(self, "LogKey", plant_name=SHARED_LOGS).key
+        publisher = ArtifactPublisher(
+            self,
+            "Publisher",
+            bucket=store.bucket,
+            key=store.key,
+            log_group_name=f"{plant_log_group_prefix(SHARED_LOGS)}artifact-publisher",
+            log_key=log_key,
+        )
         TrainingAssets(self, "TrainingAssets", publisher=publisher)
         self.component_versions: ComponentVersions | None = None
         if components is None:

@@ -27,6 +27,9 @@ from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 RESOURCE_TYPE = "Custom::LineGuardArtifact"
+# CloudFormation creates the stack's artifacts in parallel (three components, the training code
+# and the sample data); more would wait and be retried by Lambda, not fail.
+PUBLISHER_CONCURRENCY = 5
 
 
 def file_sha256(path: Path) -> str:
@@ -55,17 +58,25 @@ class ArtifactPublisher(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, bucket: s3.IBucket, key: kms.IKey
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+        log_group_name: str,
+        log_key: kms.IKey,
     ) -> None:
+        """Args: the artifact bucket and its key; the function's log group and its log key."""
         super().__init__(scope, construct_id)
         self._bucket = bucket
         stack = cdk.Stack.of(self)
-        log_group_name = "/lineguard/artifact-publisher"  # one Shared stack per account+region
         log_group = logs.LogGroup(
             self,
             "Logs",
             log_group_name=log_group_name,
             retention=logs.RetentionDays.THREE_MONTHS,
+            encryption_key=log_key,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         self.role = iam.Role(
@@ -109,6 +120,7 @@ class ArtifactPublisher(Construct):
             log_group=log_group,
             memory_size=512,
             timeout=cdk.Duration.minutes(5),
+            reserved_concurrent_executions=PUBLISHER_CONCURRENCY,
             description="LineGuard: copy CDK assets into the artifact bucket (never over other "
             "bytes)",
         )
