@@ -116,7 +116,8 @@ class PublishedComponents:
         return any(a.name == name and a.version == version for a in self.all())
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (component zips are tens of MB)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -147,7 +148,7 @@ def _load_built(directory: Path, name: str, version: str) -> tuple[ComponentArti
         raise ComponentBuildError(f"{directory}/recipe.yaml: not the recipe of {name} {version}")
     if not artifact.is_file():
         raise ComponentBuildError(f"{artifact}: missing (run `make component`)")
-    sha = _sha256(artifact)
+    sha = file_sha256(artifact)
     if sha != expected:
         raise ComponentBuildError(f"{artifact}: changed since it was built (run `make component`)")
     return ComponentArtifact(name, version, recipe, artifact, sha), str(info.get("source_sha256"))

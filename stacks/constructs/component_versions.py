@@ -44,7 +44,10 @@ class ComponentVersions(Construct):
         for component in components:
             label = f"{component.name}-{component.version}"
             copied = publisher.publish_file(
-                f"Artifact-{label}", path=component.artifact, key=component.key
+                f"Artifact-{label}",
+                path=component.artifact,
+                key=component.key,
+                sha256=component.sha256,
             )
             version = greengrassv2.CfnComponentVersion(
                 self,

@@ -11,7 +11,6 @@ destination bucket.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -23,6 +22,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from stacks.components import file_sha256
 from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -30,15 +30,6 @@ RESOURCE_TYPE = "Custom::LineGuardArtifact"
 # CloudFormation creates the stack's artifacts in parallel (three components, the training code
 # and the sample data); more would wait and be retried by Lambda, not fail.
 PUBLISHER_CONCURRENCY = 5
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (component zips are tens of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _objects_text(bucket: s3.IBucket) -> str:
@@ -135,8 +126,13 @@ class ArtifactPublisher(Construct):
         )
         return asset
 
-    def publish_file(self, construct_id: str, *, path: Path, key: str) -> cdk.CustomResource:
-        """Publish one file at ``key``; fails the deployment if ``key`` holds other bytes."""
+    def publish_file(
+        self, construct_id: str, *, path: Path, key: str, sha256: str | None = None
+    ) -> cdk.CustomResource:
+        """Publish one file at ``key``; fails the deployment if ``key`` holds other bytes.
+
+        ``sha256`` (hex) saves hashing the file again when the caller already did.
+        """
         asset = self._asset(construct_id, path)
         bucket = self._bucket
         self.role.add_to_policy(
@@ -164,7 +160,7 @@ class ArtifactPublisher(Construct):
                 "SourceKey": asset.s3_object_key,
                 "Bucket": bucket.bucket_name,
                 "Key": key,
-                "Sha256": file_sha256(path),
+                "Sha256": sha256 or file_sha256(path),
             },
         )
 
