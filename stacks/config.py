@@ -57,7 +57,8 @@ AWS_COMPONENTS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 KNOWN_COMPONENTS = (*LINEGUARD_COMPONENTS, *AWS_COMPONENTS)
 # The inspector's accessControl names its topics with {iot:thingName}; the nucleus interpolates
-# recipe variables in component configuration only when this is true (default false). A nucleus
+# recipe variables in component configuration only when this is true (default false; developer
+# guide greengrass-nucleus-component, configuration "interpolateComponentConfiguration"). A nucleus
 # configuration in the same deployment decides it for that deployment (aws-greengrass-nucleus
 # KernelConfigResolver.java shouldInterpolateConfiguration, DeviceConfiguration.java
 # DEVICE_PARAM_INTERPOLATE_COMPONENT_CONFIGURATION, v2.16.1 lines 199-220 / 86).
