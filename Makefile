@@ -17,7 +17,7 @@ export AWS_EC2_METADATA_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup test lint typecheck pytest demo bench e2e-line synth clean
+.PHONY: help setup test lint typecheck pytest demo bench e2e-line synth deploy clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,8 +60,13 @@ pytest: setup ## the test suite only
 
 test: setup lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
-synth: setup ## synthesise LineGuard-Shared and every plant with the real CDK CLI into cdk.out/
+synth: setup component ## build the components, synthesise the Shared stack(s) and every plant into cdk.out/
 	npx cdk synth --quiet
+
+deploy: setup component ## PLANT=<plant>: build the components, then cdk deploy the plant and its Shared stack
+	@test -n "$(PLANT)" || { echo "error: make deploy PLANT=<plant> (a file in plants/)"; exit 2; }
+	@# -c plant selects one Plant stack and the Shared stack of its account/region: --all is those two
+	npx cdk deploy -c plant=$(PLANT) --all
 
 demo: setup ## the main job on the local default (no AWS account needed)
 	$(PY) -m demo

@@ -2,22 +2,31 @@
 """CDK entry point: every plant in plants/ (or those in ``-c plant=a,b``) becomes its stacks.
 
 Context: ``plant`` (comma-separated names, default all), ``plants_dir`` / ``releases_dir``
-(default ``plants/`` and ``releases/`` beside this file), ``nag`` (``false`` skips cdk-nag).
+(default ``plants/`` and ``releases/`` beside this file), ``components_dir`` (the component
+build, default ``build/components/``, made by ``make component``), ``nag`` (``false`` skips
+cdk-nag).
 
 Every plant file is read (the Shared stack of an account/region promotes all of its plants, so
 it synthesises the same whatever ``-c plant`` selects); releases are read for the selected plants.
-A broken plant file, a missing release file or an unknown plant prints one line on stderr and
-exits non-zero before anything is synthesised.
-Also: a broken plant file, a missing release file, an unknown plant or a stack CloudFormation would
-refuse (too many resources) prints one line on stderr and exits non-zero before anything is
+A broken plant file, a missing release file, an unknown plant, a missing or stale component build,
+a release naming a code component version the build does not publish, or a stack CloudFormation
+would refuse (too many resources) prints one line on stderr and exits non-zero before anything is
 synthesised.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
+from stacks.components import (
+    ComponentBuildError,
+    PublishedComponents,
+    build_initial_model,
+    check_release_versions,
+    load_code_components,
+)
 from stacks.config import PlantConfigError, release_path
 
 ROOT = Path(__file__).resolve().parent
@@ -30,15 +39,34 @@ def main() -> int:
     from stacks.app import StackLimitError, add_nag, add_stacks, check_stack_sizes, load_selection
 
     app = cdk.App()
+    # the initial model's zip is built here; its asset is copied into the cloud assembly at once
+    work = tempfile.TemporaryDirectory(prefix="lineguard-initial-model-")
     try:
         selection = load_selection(app, ROOT)
-    except PlantConfigError as exc:
+        components_dir = Path(
+            app.node.try_get_context("components_dir") or ROOT / "build" / "components"
+        )
+        components = PublishedComponents(
+            code=load_code_components(components_dir), model=build_initial_model(Path(work.name))
+        )
+        for plant in selection.plants:
+            check_release_versions(
+                selection.releases[plant.name],
+                components,
+                release_path(plant.name, selection.releases_dir),
+            )
+        stacks = add_stacks(
+            app,
+            selection.plants,
+            selection.releases,
+            every_plant=selection.every_plant,
+            components=components,
+        )
+    except (PlantConfigError, ComponentBuildError) as exc:
         print(f"error: {_relative(str(exc))}", file=sys.stderr)
         return 2
-
-    stacks = add_stacks(
-        app, selection.plants, selection.releases, every_plant=selection.every_plant
-    )
+    finally:
+        work.cleanup()
     try:
         check_stack_sizes(app)
     except StackLimitError as exc:

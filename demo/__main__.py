@@ -244,7 +244,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     steps.begin("Synthesise every plant with the CDK CLI (cdk-nag on)")
     cdk_out = out / "cdk.out"
-    run(["npx", "cdk", "synth", "--quiet", "-o", str(cdk_out)], logs / "cdk-synth.log", "cdk synth")
+    run(["npx", "cdk", "synth", "--quiet", "-o", str(cdk_out), "-c", f"components_dir={components}"],
+        logs / "cdk-synth.log", "cdk synth")  # fmt: skip
     stacks = sorted(p.name.removesuffix(".template.json") for p in cdk_out.glob("*.template.json"))
     steps.note("stacks: " + ", ".join(stacks))
     describe = run(

@@ -9,7 +9,13 @@ A component with ``"wheels": true`` gets the device requirements (``requirements
 and their wheels for the device platform inside its zip (``pip download``, cached under
 ``build/wheel-cache/`` so repeated builds are fast and work offline), so its install lifecycle
 never needs an index. ``com.lineguard.Model`` is built from a model package directory
-(``--model-package``); its version is the package manifest's version.
+(``--model-package``); its version is the package manifest's version. ``lineguard.initial_package``
+in ``gdk-config.json`` names the shipped initial model package, which the Shared stack publishes
+as the first model version.
+
+Beside the recipe and the zip, ``build.json`` records the build: the SHA-256 of its sources
+(recipe template, package files, device pins) and of the artifact. The CDK app publishes only a
+build whose sources are still those of the working tree (``stacks/components.py``).
 
 Zip layout (Greengrass unarchives ``<artifact>.zip`` into ``{artifacts:decompressedPath}/<artifact>/``)::
 
@@ -37,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GDK_CONFIG = HERE / "gdk-config.json"
 MODEL_COMPONENT = "com.lineguard.Model"
+BUILD_INFO = "build.json"
 MAX_RECIPE_BYTES = 16 * 1024  # Greengrass limit
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
@@ -62,6 +69,7 @@ class ComponentSpec:
     artifact: str
     wheels: bool
     bucket: str
+    initial_package: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class Built:
     recipe: Path
     artifact: Path
     uri: str
+    source_sha256: str = ""
 
 
 def load_specs(config_path: Path = GDK_CONFIG, *, bucket: str | None = None) -> list[ComponentSpec]:
@@ -90,6 +99,7 @@ def load_specs(config_path: Path = GDK_CONFIG, *, bucket: str | None = None) -> 
         if "recipe" not in extra:
             raise BuildError(f"{where}.lineguard.recipe: missing (the recipe template)")
         package = extra.get("package")
+        initial = extra.get("initial_package")
         version = str(entry.get("version", ""))
         if name != MODEL_COMPONENT and not SEMVER.match(version):
             raise BuildError(f"{where}.version: {version!r} is not a semantic version")
@@ -105,6 +115,9 @@ def load_specs(config_path: Path = GDK_CONFIG, *, bucket: str | None = None) -> 
                 artifact=str(extra.get("artifact") or package or name.rsplit(".", 1)[-1].lower()),
                 wheels=bool(extra.get("wheels", False)),
                 bucket=str(chosen_bucket),
+                initial_package=None
+                if initial is None
+                else (config_path.parent / initial).resolve(),
             )
         )
     return specs
@@ -156,6 +169,22 @@ def _files(root: Path) -> list[Path]:
         if path.is_file():
             out.append(path)
     return out
+
+
+def source_digest(
+    spec: ComponentSpec, *, version: str, package: Path, requirements: Path | None
+) -> str:
+    """SHA-256 (hex) over what a build is made of: name, version, recipe template, the package's
+    files (names and bytes, as they go into the zip) and, with wheels, the device pins."""
+    digest = hashlib.sha256()
+    for part in (spec.name, version, spec.recipe.read_text(encoding="utf-8")):
+        digest.update(part.encode() + b"\0")
+    for path in _files(package):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    if requirements is not None:
+        digest.update(b"requirements\0" + requirements.read_bytes())
+    return digest.hexdigest()
 
 
 def write_zip(entries: Sequence[tuple[Path, str]], dest: Path) -> Path:
@@ -298,9 +327,20 @@ def build_component(
         raise BuildError(f"{spec.recipe}: no artifact URI {uri} (found {uris})")
     recipe = directory / "recipe.yaml"
     recipe.write_text(text, encoding="utf-8")
+    sources = source_digest(
+        spec, version=version, package=package, requirements=requirements if spec.wheels else None
+    )
+    info = {
+        "name": spec.name,
+        "version": version,
+        "source_sha256": sources,
+        "artifact": artifact.name,
+        "artifact_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+    }
+    (directory / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     size_mb = artifact.stat().st_size / 1e6
     log(f"  {recipe}\n  {artifact} ({size_mb:.1f} MB) -> {uri}")
-    return Built(spec.name, version, directory, recipe, artifact, uri)
+    return Built(spec.name, version, directory, recipe, artifact, uri, sources)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

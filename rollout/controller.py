@@ -64,6 +64,14 @@ class Report:
         }
 
 
+def _with_components(release: Release, ring: str, components: dict[str, str]) -> Release:
+    """``release`` with ``ring`` on ``components``, keeping the ring's configuration merges (the
+    nucleus's among them), exactly as ``_write_ring`` writes it to the release file."""
+    entry = release.ring(ring)
+    configuration = {k: dict(v) for k, v in entry.configuration.items()} if entry else None
+    return release.with_ring(ring, components, configuration=configuration)
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -236,7 +244,7 @@ class Controller:
         for ring in self.plant.ring_names:
             components = dict(release.rings[ring].components)
             components[MODEL_COMPONENT] = version
-            spec = deployment_spec(self.plant, ring, release.with_ring(ring, components))
+            spec = deployment_spec(self.plant, ring, _with_components(release, ring, components))
             bake = self.plant.ring(ring).bake_minutes
             self.log(f"would deploy {MODEL_COMPONENT} {version} to {ring}, bake {bake} min")
             rings[ring] = {"request": spec}
@@ -265,7 +273,7 @@ class Controller:
             rs["baseline"] = baseline.to_json()
             components = dict(old)
             components[MODEL_COMPONENT] = version
-            spec = deployment_spec(self.plant, ring, previous.with_ring(ring, components))
+            spec = deployment_spec(self.plant, ring, _with_components(previous, ring, components))
             if old_version == version:
                 self.log(f"{ring}: already on {version}; checking it anyway")
             self.log(f"{ring}: deploying {MODEL_COMPONENT} {old_version} -> {version}")

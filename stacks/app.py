@@ -16,6 +16,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
+from stacks.components import PublishedComponents
 from stacks.config import (
     CFN_MAX_RESOURCES_PER_OPERATION,
     CFN_MAX_RESOURCES_PER_STACK,
@@ -96,6 +97,7 @@ def add_stacks(
     releases: dict[str, Release],
     *,
     every_plant: Sequence[PlantConfig] | None = None,
+    components: PublishedComponents | None = None,
 ) -> LineGuardStacks:
     """Add one Plant stack per plant and the Shared stack of each of their accounts/regions.
 
@@ -105,6 +107,9 @@ def add_stacks(
         releases: plant name → release, for ``plants``.
         every_plant: every plant there is (default ``plants``); each Shared stack promotes those
             of its account and region, so its template does not depend on ``plants``.
+        components: the component build (``stacks.components``) each Shared stack publishes in
+            its account and region; every Plant stack depends on its Shared stack, so the
+            versions exist before a ring's deployment names them.
     """
     every = tuple(sorted(every_plant if every_plant is not None else plants, key=lambda p: p.name))
     missing = [p.name for p in plants if p not in every]
@@ -117,7 +122,9 @@ def add_stacks(
             app,
             shared_stack_name(account, region),
             env=cdk.Environment(account=account, region=region),
-            description="LineGuard shared: artifact bucket, model package group, pipeline roles",
+            description="LineGuard shared: artifact bucket, components, model package group, "
+            "training pipeline, roles",
+            components=components,
         )
     for (account, region), base in shared.items():  # promotion on model package approval
         Promotion(

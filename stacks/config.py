@@ -38,8 +38,38 @@ RELEASE_FORMAT: Final = "lineguard.release/1"
 INSPECTOR = "com.lineguard.Inspector"
 MODEL = "com.lineguard.Model"
 LINE_BRIDGE = "com.lineguard.LineBridge"
+LINEGUARD_COMPONENTS = (INSPECTOR, MODEL, LINE_BRIDGE)
 REQUIRED_COMPONENTS = (INSPECTOR, MODEL)
-KNOWN_COMPONENTS = (INSPECTOR, MODEL, LINE_BRIDGE)
+
+NUCLEUS = "aws.greengrass.Nucleus"
+LOG_MANAGER = "aws.greengrass.LogManager"
+SHADOW_MANAGER = "aws.greengrass.ShadowManager"
+# AWS-provided components a release may name, each only at a pinned version: a deployment that
+# names a component without a version would take its newest patch, and a nucleus update restarts
+# every component on the device (developer guide, greengrass-nucleus-component: "we recommend that
+# you directly include your preferred version"). Versions from the developer guide's document
+# history (document-history.html): Greengrass Core v2.16.1 (2025-12-23); log manager v2.3.11 and
+# shadow manager v2.3.12, released with nucleus v2.16.0 (2025-11-06). Tag v2.16.1 is in
+# github.com/aws-greengrass/aws-greengrass-nucleus (6d85c4e).
+AWS_COMPONENTS: Final[Mapping[str, tuple[str, ...]]] = {
+    NUCLEUS: ("2.16.1",),
+    LOG_MANAGER: ("2.3.11",),
+    SHADOW_MANAGER: ("2.3.12",),
+}
+KNOWN_COMPONENTS = (*LINEGUARD_COMPONENTS, *AWS_COMPONENTS)
+# The inspector's accessControl names its topics with {iot:thingName}; the nucleus interpolates
+# recipe variables in component configuration only when this is true (default false; developer
+# guide greengrass-nucleus-component, configuration "interpolateComponentConfiguration"). A nucleus
+# configuration in the same deployment decides it for that deployment (aws-greengrass-nucleus
+# KernelConfigResolver.java shouldInterpolateConfiguration, DeviceConfiguration.java
+# DEVICE_PARAM_INTERPOLATE_COMPONENT_CONFIGURATION, v2.16.1 lines 199-220 / 86).
+INTERPOLATE_CONFIGURATION = "interpolateComponentConfiguration"
+# Settings that differ per device reach it from its provisioning, never from a ring's release:
+# a ring spans many lines, stations and PLCs.
+PER_DEVICE_SETTINGS: Final[Mapping[str, tuple[str, ...]]] = {
+    INSPECTOR: ("line", "station"),
+    LINE_BRIDGE: ("device", "controller"),
+}
 
 PLANT_NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 LINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
@@ -390,6 +420,12 @@ class RingRelease(_Frozen):
                 )
             if not SEMVER.match(version):
                 raise ValueError(f"{name}: version {version!r} is not an exact semantic version")
+            allowed = AWS_COMPONENTS.get(name)
+            if allowed is not None and version not in allowed:
+                raise ValueError(
+                    f"{name}: version {version!r} is not an allowed pin "
+                    f"(allowed: {', '.join(allowed)}; stacks/config.py AWS_COMPONENTS)"
+                )
         missing = [c for c in REQUIRED_COMPONENTS if c not in components]
         if missing:
             raise ValueError(f"missing required component(s): {', '.join(missing)}")
@@ -397,9 +433,22 @@ class RingRelease(_Frozen):
 
     @model_validator(mode="after")
     def _configuration_for_deployed_components(self) -> RingRelease:
-        for name in self.configuration:
+        for name, merge in self.configuration.items():
             if name not in self.components:
                 raise ValueError(f"configuration for {name!r}, which this ring does not deploy")
+            for key in PER_DEVICE_SETTINGS.get(name, ()):
+                if key in merge:
+                    raise ValueError(
+                        f"configuration.{name}.{key}: a per-device setting comes from the "
+                        "device's provisioning, not from a ring's release"
+                    )
+        if NUCLEUS in self.components:
+            merge = self.configuration.get(NUCLEUS, {})
+            if merge.get(INTERPOLATE_CONFIGURATION) is not True:
+                raise ValueError(
+                    f"configuration.{NUCLEUS}.{INTERPOLATE_CONFIGURATION} must be true: the "
+                    "inspector's accessControl uses {iot:thingName}"
+                )
         return self
 
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.components import PublishedComponents
 from stacks.config import access_log_bucket_name, artifact_bucket_name
+from stacks.constructs.artifact_publisher import ArtifactPublisher
 from stacks.constructs.artifact_store import ArtifactStore
+from stacks.constructs.component_versions import ComponentVersions
+from stacks.constructs.log_encryption import PlantLogKey, plant_log_group_prefix
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.pipeline_roles import PipelineRoles
+from stacks.constructs.training_assets import TrainingAssets
 from stacks.constructs.training_pipeline import TrainingPipeline
 
 MODEL_PACKAGE_GROUP = "lineguard-inspection"
+SHARED_LOGS = "shared"  # log groups of this stack: /lineguard/shared/...
 
 
 class SharedStack(cdk.Stack):
-    """Artifact bucket, model package group, and the training and promotion roles.
+    """Artifact bucket, model package group, training and promotion roles, and what devices and
+    the training pipeline read from the bucket: the LineGuard component versions (from the
+    component build, see ``stacks.components``) and the pipeline's code and sample data.
 
     Other constructs (the training pipeline, the promotion trigger) are added to this stack by
     the app and wire themselves to the attributes below:
@@ -31,6 +39,7 @@ class SharedStack(cdk.Stack):
         model_package_group_arn: its ARN.
         training_role: SageMaker pipeline execution role.
         promotion_role: CodeBuild role of the promotion job.
+        component_versions: the published component versions (``None`` without a build).
     """
 
     def __init__(
@@ -39,6 +48,7 @@ class SharedStack(cdk.Stack):
         construct_id: str,
         *,
         model_package_group_name: str = MODEL_PACKAGE_GROUP,
+        components: PublishedComponents | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -75,3 +85,29 @@ class SharedStack(cdk.Stack):
             bucket_name=self.artifact_bucket_name,
             model_package_group_name=model_package_group_name,
         )
+        # the Shared stack's own log groups, under /lineguard/shared/ (not a plant: plant stacks
+        # have their own keys for /lineguard/<plant>/)
+        log_key = PlantLogKey(self, "LogKey", plant_name=SHARED_LOGS).key
+        publisher = ArtifactPublisher(
+            self,
+            "Publisher",
+            bucket=store.bucket,
+            key=store.key,
+            log_group_name=f"{plant_log_group_prefix(SHARED_LOGS)}artifact-publisher",
+            log_key=log_key,
+        )
+        TrainingAssets(self, "TrainingAssets", publisher=publisher)
+        self.component_versions: ComponentVersions | None = None
+        if components is None:
+            cdk.Annotations.of(self).add_warning_v2(
+                "lineguard:no-component-build",
+                "no component build given: this stack publishes no Greengrass components",
+            )
+        else:
+            self.component_versions = ComponentVersions(
+                self,
+                "Components",
+                publisher=publisher,
+                bucket_name=self.artifact_bucket_name,
+                components=components.all(),
+            )

@@ -7,7 +7,9 @@ so the CDK app imports the (slow) SageMaker SDK only when an input changed.
 
 The steps run the code of this repository from one ``sourcedir.tar.gz`` (``training/``,
 ``inspector/``, the step entry points and ``requirements.txt``), built reproducibly by
-``python -m training.pipeline package-code --out <file>`` and uploaded to ``code_uri``.
+``python -m training.pipeline package-code --out <file>``; its default input is one product of the
+sample data (``sample_dataset``) under ``datasets/sample/``. The Shared stack publishes both to
+the artifact bucket (``stacks/constructs/training_assets.py``).
 """
 
 from __future__ import annotations
@@ -88,9 +90,46 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+def code_key() -> str:
+    """Object key of the steps' code: ``pipeline/code/<digest>/sourcedir.tar.gz``."""
+    return f"pipeline/code/{code_digest()[:16]}/sourcedir.tar.gz"
+
+
 def default_code_uri(bucket: str) -> str:
-    """Where the pipeline expects the steps' code: ``pipeline/code/<digest>/sourcedir.tar.gz``."""
-    return f"s3://{bucket}/pipeline/code/{code_digest()[:16]}/sourcedir.tar.gz"
+    """Where the pipeline expects the steps' code (``code_key`` in ``bucket``)."""
+    return f"s3://{bucket}/{code_key()}"
+
+
+# The pipeline's default input: the benchmark-size sample of one product (the data the shipped
+# initial model, edge_component/initial-model, was trained on).
+SAMPLE_DATA_PREFIX = "datasets/sample/"
+SAMPLE_PRODUCT = "brick"
+SAMPLE_SIZE = "large"
+SAMPLE_SEED = 0
+
+
+def default_input_data(bucket: str) -> str:
+    """S3 URI of the pipeline's default ``InputData`` (the sample dataset)."""
+    return f"s3://{bucket}/{SAMPLE_DATA_PREFIX.rstrip('/')}"
+
+
+def sample_dataset(cache_dir: Path = CACHE_DIR) -> Path:
+    """The sample dataset the pipeline runs on by default, generated once and cached on disk."""
+    generator = REPO / "training" / "sample_data.py"
+    key_doc = json.dumps([SAMPLE_PRODUCT, SAMPLE_SIZE, SAMPLE_SEED]).encode()
+    key = hashlib.sha256(generator.read_bytes() + key_doc).hexdigest()[:16]
+    root = cache_dir / f"sample-{key}"
+    if not (root / ".complete").is_file():
+        import contextlib
+        import shutil
+
+        from training.sample_data import generate
+
+        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.redirect_stdout(sys.stderr):  # the CDK app's stdout stays quiet
+            generate(root, SAMPLE_SEED, SAMPLE_SIZE, [SAMPLE_PRODUCT])
+        (root / ".complete").write_text(key + "\n", encoding="utf-8")
+    return root / SAMPLE_PRODUCT
 
 
 def _quiet_sagemaker() -> None:
@@ -155,7 +194,7 @@ def get_pipeline(
     session._default_bucket = bucket  # type: ignore[assignment]  # never look it up in S3
     work = f"s3://{bucket}/{base_prefix}"
 
-    input_data = ParameterString("InputData", default_value=f"s3://{bucket}/datasets/sample")
+    input_data = ParameterString("InputData", default_value=default_input_data(bucket))
     min_auroc = ParameterFloat("MinImageAuroc", default_value=0.95)
     seed = ParameterInteger("SplitSeed", default_value=0)
     model_version = ParameterString("ModelVersion", default_value="1.0.0")

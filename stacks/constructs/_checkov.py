@@ -29,6 +29,7 @@ class AcceptedCheck:
 _HOOK = "Provisioning/Hook/Resource"
 _IDENTITY = "Identity/Function/Resource"
 _DEPLOYMENT_CHECK = "DeploymentCheck/Function/Resource"
+_PUBLISHER = "Publisher/Function/Resource"
 
 ACCEPTED: tuple[AcceptedCheck, ...] = (
     AcceptedCheck(
@@ -88,6 +89,20 @@ ACCEPTED: tuple[AcceptedCheck, ...] = (
         _DEPLOYMENT_CHECK,
         "The environment holds the plant's name, namespace and ring group ARNs, which are in the "
         "repository and the template; Lambda encrypts it at rest with its service key already.",
+    ),
+    AcceptedCheck(
+        "CKV_AWS_116",
+        _PUBLISHER,
+        "The artifact publisher serves CloudFormation custom resources only: CloudFormation "
+        "invokes it during a deployment and learns every outcome from its response, failing the "
+        "stack update on an error; an event left in a dead-letter queue would be a stale request "
+        "that nothing may replay.",
+    ),
+    AcceptedCheck(
+        "CKV_AWS_117",
+        _PUBLISHER,
+        "The artifact publisher calls only the S3 API (the CDK assets bucket and the artifact "
+        "bucket); a VPC would need an S3 endpoint and would protect nothing.",
     ),
 )
 

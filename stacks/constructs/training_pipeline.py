@@ -30,8 +30,8 @@ class TrainingPipeline(Construct):
 
     Attributes:
         pipeline_name: the pipeline's name.
-        code_uri: where the steps' ``sourcedir.tar.gz`` must be uploaded
-            (``python -m training.pipeline package-code``).
+        code_uri: where the steps' ``sourcedir.tar.gz`` is (the Shared stack publishes it there,
+            ``stacks.constructs.training_assets``).
     """
 
     def __init__(
@@ -83,5 +83,5 @@ class TrainingPipeline(Construct):
             self,
             "CodeUri",
             value=self.code_uri,
-            description="upload `python -m training.pipeline package-code` output here",
+            description="the training steps' code (published by this stack)",
         )

@@ -96,7 +96,10 @@ def test_status_and_rollback(demo_plant, releases_dir, tmp_path, make_package, c
     capsys.readouterr()
     assert run("status", *common) == 0
     out = capsys.readouterr().out
-    assert "canary: com.lineguard.Inspector 1.0.0, com.lineguard.Model 1.1.0" in out
+    assert (
+        "canary: aws.greengrass.Nucleus 2.16.1, aws.greengrass.ShadowManager 2.3.12, "
+        "com.lineguard.Inspector 1.0.0, com.lineguard.LineBridge 1.0.0, com.lineguard.Model 1.1.0"
+    ) in out
     assert "last promotion: 1.1.0 completed" in out
     assert run("rollback", "--simulate", *common) == 0
     assert models(demo_plant, releases_dir) == {"canary": "1.0.0", "fleet": "1.0.0"}

@@ -82,6 +82,25 @@ def test_good_model_is_promoted_to_every_ring(
     ).read_text()
 
 
+def test_promotion_keeps_each_rings_configuration_merges(
+    demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package
+) -> None:
+    """The nucleus merge (interpolateComponentConfiguration) travels with every deployment the
+    controller sends, as the Plant stack's deployment from the same release file has it."""
+    sim = sim_for(demo_plant, releases_dir, "good")
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "completed"
+    sent = deployments(sim)
+    assert len(sent) == len(demo_plant.ring_names)
+    for request in sent:
+        nucleus = request["components"]["aws.greengrass.Nucleus"]
+        assert json.loads(nucleus["configurationUpdate"]["merge"]) == {
+            "interpolateComponentConfiguration": True
+        }
+
+
 @pytest.mark.parametrize(
     ("scenario", "gates"),
     [

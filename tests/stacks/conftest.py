@@ -1,4 +1,5 @@
-"""Shared fixtures for the cloud-side tests: the shipped plant files and their releases."""
+"""Shared fixtures for the cloud-side tests: the shipped plant files, their releases, a
+component build and one synth with the real CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stacks.components import PublishedComponents, build_initial_model, load_code_components
 from stacks.config import PlantConfig, Release, load_plant, load_plant_release
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +56,39 @@ def cli_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def components_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A current component build of the code components (small: a stand-in wheel)."""
+    from tests.support.components import build_code_components
+
+    return build_code_components(tmp_path_factory.mktemp("component-build"))
+
+
+@pytest.fixture(scope="session")
+def published(
+    components_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> PublishedComponents:
+    """What the Shared stack publishes, from that build and the shipped initial model."""
+    model = build_initial_model(tmp_path_factory.mktemp("initial-model"))
+    return PublishedComponents(code=load_code_components(components_dir), model=model)
+
+
+@pytest.fixture(scope="session")
+def cdk_out(tmp_path_factory: pytest.TempPathFactory, components_dir: Path) -> Path:
     """One full synth with the real CDK CLI (cdk-nag on), shared by every test that reads it."""
     if shutil.which("npx") is None:
         pytest.fail("npx not found: the CDK CLI is needed (make setup)")
     out = tmp_path_factory.mktemp("cdk.out")
     proc = subprocess.run(
-        ["npx", "cdk", "synth", "--quiet", "-o", str(out)],
+        [
+            "npx",
+            "cdk",
+            "synth",
+            "--quiet",
+            "-o",
+            str(out),
+            "-c",
+            f"components_dir={components_dir}",
+        ],
         cwd=ROOT,
         env=cli_env(),
         capture_output=True,

@@ -19,6 +19,7 @@ import yaml
 from aws_cdk.assertions import Template
 
 from stacks.app import LineGuardStacks, add_stacks, load_selection
+from stacks.components import PublishedComponents
 from stacks.config import INSPECTOR, MODEL, PlantConfig, initial_release
 
 from .conftest import PLANTS, RELEASES, ROOT
@@ -88,13 +89,19 @@ def test_unknown_plant_in_context_exits(tmp_path: Path, dirs: tuple[Path, Path])
 
 
 def test_ring_without_release_synthesises_with_a_message(
-    tmp_path: Path, dirs: tuple[Path, Path]
+    tmp_path: Path, dirs: tuple[Path, Path], components_dir: Path
 ) -> None:
     plants, releases = dirs
     doc = json.loads((releases / "demo.json").read_text())
     del doc["rings"]["fleet"]
     (releases / "demo.json").write_text(json.dumps(doc))
-    proc = run_app(tmp_path, plants_dir=str(plants), releases_dir=str(releases), nag="false")
+    proc = run_app(
+        tmp_path,
+        plants_dir=str(plants),
+        releases_dir=str(releases),
+        components_dir=str(components_dir),
+        nag="false",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "LineGuard-Plant-demo: ring 'fleet' has no release" in proc.stderr
     stack = json.loads((tmp_path / "out" / "LineGuard-Plant-demo.template.json").read_text())
@@ -107,7 +114,9 @@ def test_ring_without_release_synthesises_with_a_message(
 COMPONENTS = {INSPECTOR: "1.0.0", MODEL: "1.0.0"}
 
 
-def synth_in_process(tmp_path: Path, **context: str) -> tuple[LineGuardStacks, cdk.App]:
+def synth_in_process(
+    tmp_path: Path, components: PublishedComponents, **context: str
+) -> tuple[LineGuardStacks, cdk.App]:
     """What app.py builds, on an app with validation and cdk-nag off (context as ``-c``)."""
     app = cdk.App(
         context={"nag": "false", **context},
@@ -116,20 +125,24 @@ def synth_in_process(tmp_path: Path, **context: str) -> tuple[LineGuardStacks, c
     )
     selection = load_selection(app, ROOT)
     stacks = add_stacks(
-        app, selection.plants, selection.releases, every_plant=selection.every_plant
+        app,
+        selection.plants,
+        selection.releases,
+        every_plant=selection.every_plant,
+        components=components,
     )
     return stacks, app
 
 
 @pytest.fixture(scope="module")
 def shared_templates(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, published: PublishedComponents
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """Selection → (Shared stack name, template) for ``-c plant=demo`` and for every plant."""
     env = ("123456789012", "eu-west-1")  # both shipped plants live here
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for label, context in (("demo", {"plant": "demo"}), ("all", {})):
-        stacks, _app = synth_in_process(tmp_path_factory.mktemp(label), **context)
+        stacks, _app = synth_in_process(tmp_path_factory.mktemp(label), published, **context)
         assert set(stacks.shared) == {env}
         shared = stacks.shared[env]
         out[label] = (shared.stack_name, Template.from_stack(shared).to_json())
@@ -195,4 +208,36 @@ def test_plant_with_more_lines_than_deploy_exits_before_synthesis(
     assert "plants/demo.yaml: lines: 3000 lines, at most 2000 can deploy: " in line
     assert "cloudformation-limits.html" in line
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_missing_component_build_exits_naming_make_component(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
+    plants, releases = dirs
+    empty = tmp_path / "no-build"
+    proc = run_app(
+        tmp_path, plants_dir=str(plants), releases_dir=str(releases), components_dir=str(empty)
+    )
+    assert proc.returncode != 0
+    assert last_line(proc).endswith("is not built (run `make component`)")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_release_naming_an_unbuilt_code_version_exits(
+    tmp_path: Path, dirs: tuple[Path, Path], components_dir: Path
+) -> None:
+    plants, releases = dirs
+    doc = json.loads((releases / "demo.json").read_text())
+    doc["rings"]["canary"]["components"]["com.lineguard.LineBridge"] = "9.9.9"
+    (releases / "demo.json").write_text(json.dumps(doc))
+    proc = run_app(
+        tmp_path,
+        plants_dir=str(plants),
+        releases_dir=str(releases),
+        components_dir=str(components_dir),
+    )
+    assert proc.returncode != 0
+    line = last_line(proc)
+    assert "demo.json: rings.canary.components.com.lineguard.LineBridge: 9.9.9 is not" in line
     assert not (tmp_path / "out" / "manifest.json").exists()

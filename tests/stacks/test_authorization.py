@@ -400,7 +400,12 @@ def tes_calls(plant: Plant, thing: str) -> list[tuple[str, str]]:
 
 
 def _artifact_key(plant: Plant) -> str:
-    (key,) = [k for k, r in plant.imports["__shared__"].items() if r["Type"] == "AWS::KMS::Key"]
+    (key,) = [
+        k
+        for k, r in plant.imports["__shared__"].items()
+        if r["Type"] == "AWS::KMS::Key"
+        and r["Properties"].get("Description") == "LineGuard artifact bucket encryption"
+    ]
     return key
 
 

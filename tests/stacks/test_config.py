@@ -12,12 +12,16 @@ import pytest
 import yaml
 
 from stacks.config import (
+    AWS_COMPONENTS,
     INSPECTOR,
     LINE_BRIDGE,
     LINE_STACKS,
+    LOG_MANAGER,
     MAX_LINES,
     MAX_LINES_PER_STACK,
     MODEL,
+    NUCLEUS,
+    SHADOW_MANAGER,
     PlantConfig,
     PlantConfigError,
     Release,
@@ -204,7 +208,21 @@ def test_shipped_releases_pin_every_ring(demo: PlantConfig, large: PlantConfig) 
         for ring in plant.ring_names:
             entry = release.ring(ring)
             assert entry is not None
-            assert dict(entry.components) == {INSPECTOR: "1.0.0", MODEL: "1.0.0"}
+            assert dict(entry.components) == {
+                NUCLEUS: "2.16.1",
+                SHADOW_MANAGER: "2.3.12",
+                INSPECTOR: "1.0.0",
+                LINE_BRIDGE: "1.0.0",
+                MODEL: "1.0.0",
+            }
+            assert entry.configuration[NUCLEUS] == {"interpolateComponentConfiguration": True}
+            # the identity shadow, synced from the cloud on every device (docs/identity.md)
+            assert entry.configuration[SHADOW_MANAGER] == {
+                "synchronize": {
+                    "coreThing": {"classic": False, "namedShadows": ["lineguard-identity"]},
+                    "direction": "cloudToDevice",
+                }
+            }
 
 
 def test_missing_release_file(demo: PlantConfig, tmp_path: Path) -> None:
@@ -239,6 +257,42 @@ BAD_RELEASES: list[tuple[str, dict[str, Any], str]] = [
         release_doc(canary={**GOOD, "configuration": {LINE_BRIDGE: {"x": 1}}}),
         "which this ring does not deploy",
     ),
+    (
+        "aws component at another version",
+        release_doc(canary={"components": {**GOOD["components"], LOG_MANAGER: "2.3.0"}}),
+        "aws.greengrass.LogManager: version '2.3.0' is not an allowed pin (allowed: 2.3.11;",
+    ),
+    (
+        "nucleus without interpolation",
+        release_doc(canary={"components": {**GOOD["components"], NUCLEUS: "2.16.1"}}),
+        "configuration.aws.greengrass.Nucleus.interpolateComponentConfiguration must be true",
+    ),
+    (
+        "nucleus interpolation as a string",
+        release_doc(
+            canary={
+                "components": {**GOOD["components"], NUCLEUS: "2.16.1"},
+                "configuration": {NUCLEUS: {"interpolateComponentConfiguration": "true"}},
+            }
+        ),
+        "interpolateComponentConfiguration must be true",
+    ),
+    (
+        "plc endpoint from the ring",
+        release_doc(
+            canary={
+                "components": {**GOOD["components"], LINE_BRIDGE: "1.0.0"},
+                "configuration": {LINE_BRIDGE: {"controller": {"endpoint": "opc.tcp://plc:4840"}}},
+            }
+        ),
+        "configuration.com.lineguard.LineBridge.controller: a per-device setting comes from the "
+        "device's provisioning",
+    ),
+    (
+        "station from the ring",
+        release_doc(canary={**GOOD, "configuration": {INSPECTOR: {"station": "st-1"}}}),
+        "configuration.com.lineguard.Inspector.station: a per-device setting",
+    ),
     ("unknown key", {**release_doc(canary=GOOD), "extra": 1}, "extra: unknown key"),
     ("wrong format", {**release_doc(), "format": "v2"}, "format:"),
     ("other plant", {**release_doc(), "plant": "other"}, "plant: 'other' is not plant 'demo'"),
@@ -255,6 +309,17 @@ def test_bad_release_is_one_line_naming_file_and_field(
         parse_release(doc, "releases/demo.json", demo)
     assert str(info.value).startswith("releases/demo.json: ")
     assert expected in str(info.value)
+
+
+def test_aws_components_at_their_pins_are_accepted(demo: PlantConfig) -> None:
+    pins = {name: AWS_COMPONENTS[name][0] for name in (NUCLEUS, LOG_MANAGER, SHADOW_MANAGER)}
+    canary = {
+        "components": {**GOOD["components"], **pins},
+        "configuration": {NUCLEUS: {"interpolateComponentConfiguration": True}},
+    }
+    release = parse_release(release_doc(canary=canary), "releases/demo.json", demo)
+    entry = release.ring("canary")
+    assert entry is not None and dict(entry.components) == {**GOOD["components"], **pins}
 
 
 def test_release_without_a_ring_is_valid(demo: PlantConfig) -> None:

@@ -413,6 +413,20 @@ def test_token_exchange_role_reads_components_and_writes_own_samples(plant_parts
     assert "lineguard-artifacts-x/samples/example-large/${credentials-iot:ThingName}/*" in text
 
 
+def test_token_exchange_role_may_locate_the_artifact_bucket(plant_parts: Built) -> None:
+    """The nucleus calls GetBucketLocation before it downloads an artifact (S3Downloader)."""
+    found = [
+        s
+        for policy in resources(plant_parts.template, "AWS::IAM::Policy")
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Sid") == "LocateArtifactBucket"
+    ]
+    assert len(found) == 1
+    assert found[0]["Action"] == "s3:GetBucketLocation"
+    assert "lineguard-artifacts-x" in json.dumps(found[0]["Resource"])
+    assert "/" not in json.dumps(found[0]["Resource"]).split("lineguard-artifacts-x")[1]
+
+
 def test_role_alias_points_at_the_token_exchange_role(plant_parts: Built) -> None:
     plant_parts.template.has_resource_properties(
         "AWS::IoT::RoleAlias",

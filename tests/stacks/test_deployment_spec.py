@@ -12,7 +12,15 @@ import pytest
 from botocore.stub import Stubber
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
-from stacks.config import INSPECTOR, LINE_BRIDGE, MODEL, PlantConfig, Release
+from stacks.config import (
+    INSPECTOR,
+    LINE_BRIDGE,
+    MODEL,
+    NUCLEUS,
+    SHADOW_MANAGER,
+    PlantConfig,
+    Release,
+)
 from stacks.deployment_spec import NoRingRelease, deployment_spec, to_cfn_properties
 
 
@@ -80,9 +88,27 @@ def test_spec_pins_exact_versions_and_targets_the_ring_group(
     )
     assert spec["deploymentName"] == "lineguard-demo-fleet"
     assert {k: v["componentVersion"] for k, v in spec["components"].items()} == {
+        NUCLEUS: "2.16.1",
+        SHADOW_MANAGER: "2.3.12",
         INSPECTOR: "1.0.0",
+        LINE_BRIDGE: "1.0.0",
         MODEL: "1.0.0",
     }
+
+
+def test_shipped_rings_turn_on_interpolation_and_leave_device_settings_alone(
+    greengrass: Any, demo: PlantConfig, demo_release: Release
+) -> None:
+    for ring in demo.ring_names:
+        spec = deployment_spec(demo, ring, demo_release)
+        send(greengrass, spec)
+        nucleus = spec["components"][NUCLEUS]
+        assert json.loads(nucleus["configurationUpdate"]["merge"]) == {
+            "interpolateComponentConfiguration": True
+        }
+        # the PLC endpoint and stations reach a device from its provisioning, not its ring
+        assert "configurationUpdate" not in spec["components"][LINE_BRIDGE]
+        assert "configurationUpdate" not in spec["components"][INSPECTOR]
 
 
 def test_spec_policies_come_from_the_plant_file(large: PlantConfig, large_release: Release) -> None:
@@ -136,7 +162,8 @@ def test_cfn_properties_match_the_cloudformation_schema(
         jsonschema.validate(props, schema)
         assert ("AbortConfig" in props["IotJobConfiguration"]) is abort
         assert props["DeploymentPolicies"]["FailureHandlingPolicy"] == "ROLLBACK"
-        assert set(props["Components"]) == {INSPECTOR, MODEL}  # names kept, not PascalCased
+        # names kept, not PascalCased
+        assert set(props["Components"]) == {NUCLEUS, SHADOW_MANAGER, INSPECTOR, LINE_BRIDGE, MODEL}
         assert props["Tags"] == {"lineguard:plant": "example-large", "lineguard:ring": ring}
 
 

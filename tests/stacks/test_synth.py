@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stacks.components import PublishedComponents
 from stacks.config import load_plants
 from stacks.constructs._checkov import ACCEPTED
 
@@ -167,7 +168,9 @@ def test_no_iot_policy_allows_iot_star_or_messaging_on_star(cdk_out: Path) -> No
     assert checked > 0
 
 
-def test_cdk_nag_in_process_passes_the_app_and_catches_a_bad_bucket() -> None:
+def test_cdk_nag_in_process_passes_the_app_and_catches_a_bad_bucket(
+    published: PublishedComponents,
+) -> None:
     import aws_cdk as cdk
     from aws_cdk import aws_s3 as s3
     from cdk_nag import AwsSolutionsChecks
@@ -177,7 +180,8 @@ def test_cdk_nag_in_process_passes_the_app_and_catches_a_bad_bucket() -> None:
 
     plants = load_plants(PLANTS)
     app = cdk.App(builtin_cloud_formation_validation=False)
-    add_stacks(app, plants, {p.name: load_plant_release(p, ROOT / "releases") for p in plants})
+    releases = {p.name: load_plant_release(p, ROOT / "releases") for p in plants}
+    add_stacks(app, plants, releases, components=published)
     report = AwsSolutionsChecks().validate_scope(app)
     assert report.success, [v.rule_name for v in report.violations]
 
