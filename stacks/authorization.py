@@ -57,6 +57,10 @@ class Decision(enum.Enum):
         """True only for an Allow that no Deny overrides."""
         return self is Decision.ALLOW
 
+    def __bool__(self) -> bool:
+        # Every member would be truthy, so `if evaluate_iot(...)` would read a deny as allowed.
+        raise TypeError("use Decision.allowed, not the decision as a truth value")
+
 
 @dataclass(frozen=True)
 class Request:
@@ -71,13 +75,20 @@ class Request:
     context: Mapping[str, str] = field(default_factory=dict)
 
 
-def mqtt_context(client_id: str, attached_thing: str | None) -> dict[str, str]:
+def mqtt_context(
+    client_id: str, attached_thing: str | None, *, core_device: bool = False
+) -> dict[str, str]:
     """The IoT request context of an MQTT client with this client id and certificate.
 
     ``attached_thing`` is the thing the certificate is attached to (None: no thing). The thing
-    variables resolve only when the client id equals that thing's name [thing-vars].
+    variables resolve only when the client id equals that thing's name [thing-vars], and never
+    for a Greengrass core device: "Thing policy variables (iot:Connection.Thing.*) aren't
+    supported for in AWS IoT policies for core devices or Greengrass data plane operations"
+    (Greengrass developer guide, device-auth).
     """
     context = {"iot:ClientId": client_id}
+    if core_device:
+        return context
     is_thing = attached_thing is not None and client_id == attached_thing
     context["iot:Connection.Thing.IsAttached"] = "true" if is_thing else "false"
     if is_thing:
@@ -86,11 +97,25 @@ def mqtt_context(client_id: str, attached_thing: str | None) -> dict[str, str]:
     return context
 
 
+def https_context() -> dict[str, str]:
+    """The IoT request context of a call over HTTPS with a device certificate (no MQTT session).
+
+    There is no client id, and the thing variables are "only available when a device connects
+    over MQTT or MQTT over the WebSocket protocol" [thing-vars].
+    """
+    return {}
+
+
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
 def _substitute(text: str, context: Mapping[str, str]) -> str | None:
-    """``text`` with ``${var}`` replaced from ``context``; None when a variable has no value."""
+    """``text`` with ``${var}`` replaced from ``context``; None when a variable has no value.
+
+    The docs do not say whether a ``*`` or ``?`` inside a substituted value is a wildcard; it is
+    taken as one here, the reading that allows more, so a check that a call is denied holds
+    either way.
+    """
     missing = False
 
     def value(match: re.Match[str]) -> str:
@@ -101,8 +126,7 @@ def _substitute(text: str, context: Mapping[str, str]) -> str | None:
         if name not in context:
             missing = True
             return ""
-        # A substituted value matches literally, never as a wildcard.
-        return "\x00" + context[name] + "\x01"
+        return context[name]
 
     out = _VARIABLE.sub(value, text)
     return None if missing else out
@@ -111,41 +135,34 @@ def _substitute(text: str, context: Mapping[str, str]) -> str | None:
 @lru_cache(maxsize=4096)
 def _iot_pattern(pattern: str) -> re.Pattern[str]:
     # [wildcards]: * is any run of characters, across "/" too; ? one character; + and # literal.
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(regex, re.DOTALL)
+
+
+@lru_cache(maxsize=4096)
+def _iam_pattern(pattern: str, *, within_segments: bool) -> re.Pattern[str]:
+    # [iam-wildcards]: "You can use wildcard characters (* and ?) within the individual
+    # segments of an ARN"; "If the * wildcard is the last character of a resource ARN segment,
+    # it can expand to match beyond the colon boundaries". Whether a * inside a segment may
+    # cross a colon is not said: within_segments=True reads it as no, False as yes, and
+    # evaluate_iam requires both readings to agree.
     parts: list[str] = []
-    literal = False
-    for ch in pattern:
-        if ch == "\x00":
-            literal = True
-        elif ch == "\x01":
-            literal = False
-        elif not literal and ch == "*":
-            parts.append(".*")
-        elif not literal and ch == "?":
-            parts.append(".")
+    for i, ch in enumerate(pattern):
+        if ch == "*":
+            ends_segment = i + 1 == len(pattern) or pattern[i + 1] == ":"
+            parts.append("[^:]*" if within_segments and not ends_segment else ".*")
+        elif ch == "?":
+            parts.append("[^:]" if within_segments else ".")
         else:
             parts.append(re.escape(ch))
     return re.compile("".join(parts), re.DOTALL)
 
 
 @lru_cache(maxsize=4096)
-def _iam_pattern(pattern: str) -> re.Pattern[str]:
-    # [iam-wildcards]: wildcards stay inside a colon-separated segment, except a * that ends a
-    # segment, which may run past the colon.
-    parts: list[str] = []
-    literal = False
-    for i, ch in enumerate(pattern):
-        if ch == "\x00":
-            literal = True
-        elif ch == "\x01":
-            literal = False
-        elif not literal and ch == "*":
-            ends_segment = i + 1 == len(pattern) or pattern[i + 1] == ":"
-            parts.append(".*" if ends_segment else "[^:]*")
-        elif not literal and ch == "?":
-            parts.append("[^:]")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL)
+def _string_like(pattern: str) -> re.Pattern[str]:
+    # IAM StringLike: * any characters (colons included), ? one character.
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(regex, re.DOTALL)
 
 
 def _as_list(value: Any, what: str) -> list[str]:
@@ -172,26 +189,32 @@ _CONDITION_OPERATORS = {"Bool", "StringEquals", "StringLike", "ArnLike", "ArnEqu
 
 def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
     # IAM condition semantics: every operator and every key must hold; any listed value
-    # satisfies a key; a key absent from the context fails the condition (no ...IfExists here).
+    # satisfies a key; a key absent from the context fails the condition (no ...IfExists here);
+    # condition key names are case-insensitive (IAM reference_policies_elements_condition).
+    lowered = {k.lower(): v for k, v in context.items()}
     for operator, keys in condition.items():
         if operator not in _CONDITION_OPERATORS:
             raise UnsupportedPolicy(f"condition operator {operator!r} is not modelled")
         for key, expected in keys.items():
-            if key not in context:
+            if key.lower() not in lowered:
                 return False
-            actual = context[key]
+            actual = lowered[key.lower()]
             values = _as_list(expected, f"condition {operator}/{key}")
+            if any("${" in v for v in values):
+                raise UnsupportedPolicy(f"policy variables in condition {key} are not modelled")
             if operator in ("Bool", "StringEquals", "ArnEquals"):
                 want = [v.lower() for v in values] if operator == "Bool" else values
                 got = actual.lower() if operator == "Bool" else actual
                 if got not in want:
                     return False
-            elif not any(_iam_pattern(v).fullmatch(actual) for v in values):
+            elif not any(_string_like(v).fullmatch(actual) for v in values):
                 return False
     return True
 
 
-def _statement_matches(statement: Mapping[str, Any], request: Request, *, iam: bool) -> bool | None:
+def _statement_matches(
+    statement: Mapping[str, Any], request: Request, *, iam: bool, within_segments: bool = True
+) -> bool | None:
     """True/False, or None when a resource variable has no value for this caller."""
     for unsupported in ("NotAction", "NotResource", "NotPrincipal"):
         if unsupported in statement:
@@ -205,7 +228,7 @@ def _statement_matches(statement: Mapping[str, Any], request: Request, *, iam: b
         if text is None:
             unresolved = True
             continue
-        pattern = _iam_pattern(text) if iam else _iot_pattern(text)
+        pattern = _iam_pattern(text, within_segments=within_segments) if iam else _iot_pattern(text)
         if pattern.fullmatch(request.resource):
             matched = True
             break
@@ -225,13 +248,19 @@ def _statements(policies: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, 
         yield from statements
 
 
-def _evaluate(policies: Iterable[Mapping[str, Any]], request: Request, *, iam: bool) -> Decision:
+def _evaluate(
+    policies: Iterable[Mapping[str, Any]],
+    request: Request,
+    *,
+    iam: bool,
+    within_segments: bool = True,
+) -> Decision:
     allowed = False
     for statement in _statements(policies):
         effect = statement.get("Effect")
         if effect not in ("Allow", "Deny"):
             raise UnsupportedPolicy(f"Effect must be Allow or Deny, got {effect!r}")
-        matches = _statement_matches(statement, request, iam=iam)
+        matches = _statement_matches(statement, request, iam=iam, within_segments=within_segments)
         if matches is None and effect == "Deny":
             # A Deny we cannot resolve might apply: refuse to decide rather than allow.
             raise UnsupportedPolicy(
@@ -250,8 +279,20 @@ def evaluate_iot(policies: Iterable[Mapping[str, Any]], request: Request) -> Dec
 
 
 def evaluate_iam(policies: Iterable[Mapping[str, Any]], request: Request) -> Decision:
-    """Decide a request against a role's identity policies (no boundaries or SCPs)."""
-    return _evaluate(list(policies), request, iam=True)
+    """Decide a request against a role's identity policies (no boundaries or SCPs).
+
+    Both readings of a ``*`` inside an ARN segment must agree [iam-wildcards]; where they do
+    not, the policy relies on what the docs leave open and :class:`UnsupportedPolicy` is raised.
+    """
+    documents = list(policies)
+    strict = _evaluate(documents, request, iam=True, within_segments=True)
+    loose = _evaluate(documents, request, iam=True, within_segments=False)
+    if strict is not loose:
+        raise UnsupportedPolicy(
+            f"{request.action} on {request.resource}: the decision depends on whether a * "
+            "inside an ARN segment may match a colon, which IAM's docs do not settle"
+        )
+    return strict
 
 
 def render_provisioning_value(value: Any, parameters: Mapping[str, str]) -> Any:

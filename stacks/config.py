@@ -587,7 +587,33 @@ def load_plants(
     if unknown:
         known = ", ".join(files) or "none"
         raise PlantConfigError(plants_dir, "", f"unknown plant {unknown[0]!r} (plants: {known})")
-    return tuple(load_plant(files[n]) for n in names)
+    plants = tuple(load_plant(files[n]) for n in names)
+    if selected is None:
+        check_thing_name_prefixes(plants, files)
+    return plants
+
+
+def check_thing_name_prefixes(plants: Iterable[PlantConfig], files: Mapping[str, Path]) -> None:
+    """Refuse two plants of one account and region whose thing names could collide.
+
+    A device's thing is ``lineguard-<plant>-<serial>`` and serials may hold "-", so with plants
+    ``a`` and ``a-b`` the serial ``b-1`` of plant ``a`` would be thing ``lineguard-a-b-1`` —
+    a name of plant ``a-b``, inside its policies' and roles' ``lineguard-a-b-*`` patterns.
+    """
+    by_env: dict[tuple[str, str], list[PlantConfig]] = {}
+    for plant in plants:
+        by_env.setdefault((plant.account, plant.region), []).append(plant)
+    for same_env in by_env.values():
+        for plant in same_env:
+            for other in same_env:
+                if other is not plant and other.name.startswith(f"{plant.name}-"):
+                    raise PlantConfigError(
+                        files[other.name],
+                        "name",
+                        f"{other.name!r} starts with {plant.name!r} + '-', and both are in "
+                        f"{plant.account}/{plant.region}: their devices' thing names "
+                        f"(lineguard-<plant>-<serial>) could collide; rename one",
+                    )
 
 
 # --------------------------------------------------------------------------- releases

@@ -62,69 +62,99 @@ def core_device_policy_document(plant: PlantConfig, alias_arn: str | None = None
     }
 
 
+# AWS IoT CreatePolicy: "policyDocument must have a minimum length of 1, with a maximum length of
+# 2048, excluding whitespace" (AWS IoT API reference, CreatePolicy). Thing names: at most 128
+# characters (CreateThing, thingName).
+MAX_POLICY_CHARS = 2048
+MAX_THING_NAME = 128
+# The named shadow the nucleus uses for deployments to a single thing (nucleus
+# deployment/ShadowDeploymentListener.java DEPLOYMENT_SHADOW_NAME).
+DEPLOYMENT_SHADOW = "AWSManagedGreengrassV2Deployment"
+
+
 def device_topics(plant: PlantConfig, thing: str) -> dict[str, list[str]]:
-    """The MQTT topics (and topic filters) of one core device, by IoT policy action."""
+    """The MQTT topics (and topic filters) of one core device, by IoT policy action.
+
+    Kept short on purpose: the rendered policy must stay under :data:`MAX_POLICY_CHARS`.
+    """
     own = f"$aws/things/{thing}"
     # The nucleus (developer guide device-auth, "Minimal AWS IoT policy for AWS IoT Greengrass
-    # V2 core devices"): IoT jobs (deployments) and shadows (ShadowManager, shadow deployments)
-    # both ways; it publishes fleet status on greengrassv2/health/json and telemetry on
-    # greengrass/health/json.
-    nucleus = [f"{own}/jobs/*", f"{own}/shadow/*"]
-    health = [f"{own}/greengrassv2/health/json", f"{own}/greengrass/health/json"]
-    upstream = [f"lineguard/{plant.name}/*/*/{thing}/{kind}" for kind in UPSTREAM_KINDS]
-    downstream = [f"lineguard/{plant.name}/{thing}/{kind}" for kind in DOWNSTREAM_KINDS]
+    # V2 core devices"; nucleus deployment/IotJobsClientWrapper.java, ShadowDeploymentListener
+    # .java): IoT jobs and the deployment shadow both ways; it publishes fleet status on
+    # greengrassv2/health/json (status/FleetStatusService.java) and telemetry on
+    # greengrass/health/json (telemetry/TelemetryAgent.java) — "greengrass*" is both.
+    # ShadowManager subscribes to update/accepted and delete/accepted of the identity shadow
+    # (sync/CloudDataClient.java) and reads it over HTTPS; with direction cloudToDevice it never
+    # writes the cloud copy, so the device publishes to no shadow but the deployment shadow:
+    # the cloud owns its identity.
+    inbound = [f"{own}/*", *(f"lineguard/{plant.name}/{thing}/{k}" for k in DOWNSTREAM_KINDS)]
     return {
-        "publish": [*upstream, *health, *nucleus],
-        "subscribe": [*nucleus, *downstream],
-        "receive": [*nucleus, *downstream],
+        # lineguard/<plant>/<line>/<station>/<thing>/results|health (UPSTREAM_KINDS)
+        "publish": [
+            f"lineguard/{plant.name}/*/*/{thing}/*",
+            f"{own}/greengrass*/health/json",
+            f"{own}/jobs/*",
+            f"{own}/shadow/name/{DEPLOYMENT_SHADOW}/*",
+        ],
+        "subscribe": inbound,
+        "receive": inbound,
     }
 
 
 def device_policy_document(plant: PlantConfig, thing: str) -> dict[str, Any]:
-    """One core device's own IoT policy: its client ids and its topics, thing name literal."""
-    arn = _arn(plant)
+    """One core device's own IoT policy: its client ids and its topics, thing name literal.
+
+    Its ARNs leave region and account as ``*``: an IoT policy only ever authorizes requests in
+    its own account and region, and the shorter ARNs keep the document within the 2,048
+    characters CreatePolicy takes.
+    """
+    arn = "arn:aws:iot:*:*"
     topics = device_topics(plant, thing)
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                # The nucleus opens more connections as <thing>#2, <thing>#3, ... when one
-                # connection's subscriptions are full ("#" is literal in a policy).
-                "Sid": "ConnectAsOwnThing",
+                # The nucleus opens more connections as <thing>#2, <thing>#3, ... (one per 50
+                # subscriptions) and <thing>#endpoint-switch (mqttclient/MqttClient.java,
+                # StandaloneMqttConnector.java); "#" is literal in a policy.
                 "Effect": "Allow",
                 "Action": ["iot:Connect"],
                 "Resource": [f"{arn}:client/{thing}", f"{arn}:client/{thing}#*"],
             },
             {
-                "Sid": "PublishOwnTopics",
                 "Effect": "Allow",
                 "Action": ["iot:Publish"],
                 "Resource": [f"{arn}:topic/{t}" for t in topics["publish"]],
             },
             {
-                "Sid": "SubscribeOwnTopics",
                 "Effect": "Allow",
                 "Action": ["iot:Subscribe"],
                 "Resource": [f"{arn}:topicfilter/{t}" for t in topics["subscribe"]],
             },
             {
-                "Sid": "ReceiveOwnTopics",
                 "Effect": "Allow",
                 "Action": ["iot:Receive"],
                 "Resource": [f"{arn}:topic/{t}" for t in topics["receive"]],
             },
             {
-                # ShadowManager reads and writes the cloud shadows over the IoT data-plane HTTPS
-                # API with the device certificate (shadow-manager-component, "Requirements";
-                # ShadowManager sync/IotDataPlaneClientFactory.java), so these are IoT actions
-                # on the thing (iot-action-resources: thing/<thing>/<shadow>).
-                "Sid": "OwnIdentityShadow",
+                # ShadowManager reads the cloud shadow over the IoT data-plane HTTPS API with the
+                # device certificate (sync/IotDataPlaneClientFactory.java), an IoT action on
+                # thing/<thing>/<shadow> (iot-action-resources).
                 "Effect": "Allow",
-                "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+                "Action": ["iot:GetThingShadow"],
                 "Resource": [f"{arn}:thing/{thing}/{IDENTITY_SHADOW}"],
             },
         ],
     }
+
+
+def max_serial_length(plant: PlantConfig) -> int:
+    """The longest serial whose thing name and device policy stay within AWS IoT's limits."""
+    base = plant.thing_name("")
+    rendered = json.dumps(device_policy_document(plant, base), separators=(",", ":"))
+    occurrences = rendered.count(base)
+    by_policy = (MAX_POLICY_CHARS - len(rendered)) // occurrences
+    return min(by_policy, MAX_THING_NAME - len(base))
 
 
 _PLACEHOLDER = "\x00thing\x00"
@@ -159,6 +189,9 @@ def claim_policy_document(plant: PlantConfig) -> dict[str, Any]:
     topics = [
         "$aws/certificates/create/json",
         "$aws/certificates/create/json/*",
+        # the plugin's CSR mode (csrPath): CreateCertificateFromCsr (provision-wo-cert)
+        "$aws/certificates/create-from-csr/json",
+        "$aws/certificates/create-from-csr/json/*",
         f"$aws/provisioning-templates/{template}/provision/json",
         f"$aws/provisioning-templates/{template}/provision/json/*",
     ]
@@ -172,6 +205,15 @@ def claim_policy_document(plant: PlantConfig) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": ["iot:Connect"],
                 "Resource": [f"{arn}:client/*"],
+            },
+            {
+                # ...but never as a device: IoT keeps one connection per client id, so a claim
+                # certificate connecting as lineguard-... would drop that device. The plugin
+                # connects with a random client id unless deviceId is set.
+                "Sid": "NeverAsADevice",
+                "Effect": "Deny",
+                "Action": ["iot:Connect"],
+                "Resource": [f"{arn}:client/lineguard-*"],
             },
             {
                 "Sid": "ProvisioningTopics",
@@ -219,13 +261,13 @@ def provisioning_template_body(plant: PlantConfig) -> dict[str, Any]:
                     "ThingName": {
                         "Fn::Join": ["", [f"lineguard-{plant.name}-", {"Ref": THING_PARAMETER}]]
                     },
+                    # A thing without a thing type has at most three attributes (IoT developer
+                    # guide, thing-types). The plant and serial are in the thing name, the ring
+                    # is its ring group.
                     "AttributePayload": {
-                        "plant": plant.name,
                         "line": {"Ref": "LineName"},
                         "station": {"Ref": "StationName"},
                         "cameras": {"Ref": "CameraCount"},
-                        "ring": {"Ref": "RingName"},
-                        "serial": {"Ref": THING_PARAMETER},
                     },
                     "ThingGroups": [
                         {"Fn::Join": ["", [f"lineguard-{plant.name}-line-", {"Ref": "LineName"}]]},

@@ -65,7 +65,7 @@ def move_station(
                 thingGroupName=plant.line_group_name(old_line), thingName=thing
             )
     try:
-        written = sync(iot, iot_data, thing)
+        written = sync(iot, iot_data, plant.name, thing)
     except IdentityError as err:
         raise StationMoveError(str(err)) from None
     if written is None:  # already the identity the shadow holds

@@ -23,6 +23,7 @@ from stacks.authorization import (
     Request,
     evaluate_iam,
     evaluate_iot,
+    https_context,
     mqtt_context,
     render_provisioning_value,
 )
@@ -165,77 +166,127 @@ def large_stack(cdk_out: Path) -> Plant:
 # ------------------------------------------------------------------ the calls devices make
 
 
-def mqtt_calls(plant: str, thing: str, line: str, station: str) -> list[tuple[str, str, str]]:
-    """(why, action, resource) for every MQTT call a LineGuard core device makes.
+@dataclass(frozen=True)
+class Call:
+    """One call a core device makes to AWS IoT: why, the action, its resource, over what."""
 
-    The nucleus' topics: AWS IoT Jobs MQTT API for deployments (nucleus
-    deployment/IotJobsHelper.java via the device SDK's IotJobsClient: notify, $next/get,
-    <jobId>/update and their accepted/rejected replies), shadow deployments and ShadowManager
-    (``$aws/things/<thing>/shadow/name/<shadow>/...``), fleet status
-    (status/FleetStatusService.java) and telemetry (telemetry/TelemetryAgent.java).
+    why: str
+    action: str
+    resource: str  # relative to arn:aws:iot:<region>:<account>: unless it is a full ARN
+    https: bool = False  # HTTPS with the device certificate (no MQTT session)
+
+    @property
+    def arn(self) -> str:
+        return self.resource if self.resource.startswith("arn:") else f"{IOT}:{self.resource}"
+
+    def request(self, own_thing: str) -> Request:
+        """The request as the device ``own_thing`` makes it (a core device: no thing variables)."""
+        if self.https:
+            return Request(self.action, self.arn, https_context())
+        client = (
+            self.resource.removeprefix("client/") if self.action == "iot:Connect" else own_thing
+        )
+        return Request(self.action, self.arn, mqtt_context(client, own_thing, core_device=True))
+
+
+def device_calls(plant: str, thing: str, line: str, station: str) -> list[Call]:
+    """Every call to AWS IoT a LineGuard core device makes with its certificate.
+
+    The nucleus: client ids <thing>, <thing>#N (mqttclient/MqttClient.java) and
+    <thing>#endpoint-switch (>= 2.18, mqttclient/StandaloneMqttConnector.java); the AWS IoT Jobs
+    MQTT API for deployments, every topic with the namespace-aws-gg-deployment suffix
+    (deployment/IotJobsClientWrapper.java:43-56); the deployment shadow
+    (deployment/ShadowDeploymentListener.java:91-103); fleet status
+    (status/FleetStatusService.java) and telemetry (telemetry/TelemetryAgent.java); the
+    Greengrass data plane over HTTPS with the certificate (util/GreengrassServiceClientFactory
+    .java). ShadowManager: subscribes to update/accepted and delete/accepted of the identity
+    shadow (sync/CloudDataClient.java:109-110) and reads it over HTTPS
+    (sync/IotDataPlaneClientWrapper.java). The inspector: results, health and the ack topic.
     """
-    jobs = f"$aws/things/{thing}/jobs"
-    shadow = f"$aws/things/{thing}/shadow/name/AWSManagedGreengrassV2Deployment"
-    identity = f"$aws/things/{thing}/shadow/name/lineguard-identity"
+    own = f"$aws/things/{thing}"
+    ns = "namespace-aws-gg-deployment"
+    deployment_shadow = f"{own}/shadow/name/AWSManagedGreengrassV2Deployment"
+    identity = f"{own}/shadow/name/lineguard-identity"
     ours = f"lineguard/{plant}/{line}/{station}/{thing}"
+    gg = f"arn:aws:greengrass:{REGION}:{ACCOUNT}"
     calls = [
-        ("first connection", "iot:Connect", f"client/{thing}"),
-        ("51st subscription", "iot:Connect", f"client/{thing}#2"),
-        ("101st subscription", "iot:Connect", f"client/{thing}#3"),
-        # nucleus >= 2.18 mqttclient/StandaloneMqttConnector.java:42
-        ("endpoint switch", "iot:Connect", f"client/{thing}#endpoint-switch"),
-        ("fleet status", "iot:Publish", f"topic/$aws/things/{thing}/greengrassv2/health/json"),
-        ("telemetry", "iot:Publish", f"topic/$aws/things/{thing}/greengrass/health/json"),
-        (
+        Call("first connection", "iot:Connect", f"client/{thing}"),
+        Call("51st subscription", "iot:Connect", f"client/{thing}#2"),
+        Call("101st subscription", "iot:Connect", f"client/{thing}#3"),
+        Call("endpoint switch", "iot:Connect", f"client/{thing}#endpoint-switch"),
+        Call("fleet status", "iot:Publish", f"topic/{own}/greengrassv2/health/json"),
+        Call("telemetry", "iot:Publish", f"topic/{own}/greengrass/health/json"),
+        Call("inspector results", "iot:Publish", f"topic/{ours}/results"),
+        Call("inspector health", "iot:Publish", f"topic/{ours}/health"),
+        Call("results acknowledged", "iot:Subscribe", f"topicfilter/lineguard/{plant}/{thing}/ack"),
+        Call("results acknowledged", "iot:Receive", f"topic/lineguard/{plant}/{thing}/ack"),
+        Call("jobs", "iot:Subscribe", f"topicfilter/{own}/jobs/notify-{ns}"),
+        Call("jobs", "iot:Receive", f"topic/{own}/jobs/notify-{ns}"),
+        Call("jobs", "iot:Publish", f"topic/{own}/jobs/$next/{ns}/get"),
+        Call("jobs", "iot:Publish", f"topic/{own}/jobs/job-1/{ns}/update"),
+        Call("identity shadow", "iot:GetThingShadow", f"thing/{thing}/lineguard-identity", True),
+        Call(
             "token exchange",
             "iot:AssumeRoleWithCertificate",
             f"rolealias/lineguard-{plant}-token-exchange",
+            True,
         ),
-        ("inspector results", "iot:Publish", f"topic/{ours}/results"),
-        ("inspector health", "iot:Publish", f"topic/{ours}/health"),
-        ("results acknowledged", "iot:Subscribe", f"topicfilter/lineguard/{plant}/{thing}/ack"),
-        ("results acknowledged", "iot:Receive", f"topic/lineguard/{plant}/{thing}/ack"),
     ]
-    # deployment/IotJobsClientWrapper.java:43-56 — every jobs topic carries the namespace.
-    ns = "namespace-aws-gg-deployment"
-    calls.append(("jobs", "iot:Subscribe", f"topicfilter/{jobs}/notify-{ns}"))
-    calls.append(("jobs", "iot:Receive", f"topic/{jobs}/notify-{ns}"))
-    calls.append(("jobs", "iot:Publish", f"topic/{jobs}/$next/{ns}/get"))
-    calls.append(("jobs", "iot:Publish", f"topic/{jobs}/job-1/{ns}/update"))
-    for reply in ("$next/" + ns + "/get", "job-1/" + ns + "/update"):
+    for reply in (f"$next/{ns}/get", f"job-1/{ns}/update"):
         for outcome in ("accepted", "rejected"):
-            calls.append(("jobs", "iot:Subscribe", f"topicfilter/{jobs}/{reply}/{outcome}"))
-            calls.append(("jobs", "iot:Receive", f"topic/{jobs}/{reply}/{outcome}"))
-    # deployment/ShadowDeploymentListener.java:91-103
+            calls.append(Call("jobs", "iot:Subscribe", f"topicfilter/{own}/jobs/{reply}/{outcome}"))
+            calls.append(Call("jobs", "iot:Receive", f"topic/{own}/jobs/{reply}/{outcome}"))
     for suffix in ("update/accepted", "update/rejected", "get/accepted"):
-        calls.append(("shadow deployments", "iot:Subscribe", f"topicfilter/{shadow}/{suffix}"))
-        calls.append(("shadow deployments", "iot:Receive", f"topic/{shadow}/{suffix}"))
+        calls.append(
+            Call("deployment shadow", "iot:Subscribe", f"topicfilter/{deployment_shadow}/{suffix}")
+        )
+        calls.append(
+            Call("deployment shadow", "iot:Receive", f"topic/{deployment_shadow}/{suffix}")
+        )
     for suffix in ("get", "update"):
-        calls.append(("shadow deployments", "iot:Publish", f"topic/{shadow}/{suffix}"))
-    # ShadowManager sync/CloudDataClient.java:109-110 subscribes; IotDataPlaneClientWrapper
-    # reads and writes over HTTPS with the device certificate.
+        calls.append(
+            Call("deployment shadow", "iot:Publish", f"topic/{deployment_shadow}/{suffix}")
+        )
     for suffix in ("update/accepted", "delete/accepted"):
-        calls.append(("identity shadow", "iot:Subscribe", f"topicfilter/{identity}/{suffix}"))
-        calls.append(("identity shadow", "iot:Receive", f"topic/{identity}/{suffix}"))
-    for action in ("iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"):
-        calls.append(("identity shadow", action, f"thing/{thing}/lineguard-identity"))
-    # The Greengrass data plane, authorised by the IoT policy (device certificate).
-    for action in (
-        "greengrass:ResolveComponentCandidates",
-        "greengrass:GetComponentVersionArtifact",
-        "greengrass:GetDeploymentConfiguration",
-        "greengrass:ListThingGroupsForCoreDevice",
+        calls.append(Call("identity shadow", "iot:Subscribe", f"topicfilter/{identity}/{suffix}"))
+        calls.append(Call("identity shadow", "iot:Receive", f"topic/{identity}/{suffix}"))
+    component = f"{gg}:components:com.lineguard.Inspector"
+    for action, resource in (
+        ("greengrass:ResolveComponentCandidates", f"{component}:versions:1.0.0"),
+        ("greengrass:GetComponentVersionArtifact", f"{component}:versions:1.0.0"),
+        ("greengrass:GetDeploymentConfiguration", f"{gg}:coreDevices:{thing}"),
+        ("greengrass:ListThingGroupsForCoreDevice", f"{gg}:coreDevices:{thing}"),
     ):
-        calls.append(("data plane", action, "component/com.lineguard.Inspector"))
+        calls.append(Call("data plane", action, resource, True))
     return calls
 
 
+def forbidden_own_calls(plant: str, thing: str) -> list[Call]:
+    """Calls a device must not make even on its own resources: its identity is the cloud's."""
+    identity = f"$aws/things/{thing}/shadow/name/lineguard-identity"
+    return [
+        Call("rewrite own identity", "iot:Publish", f"topic/{identity}/update"),
+        Call(
+            "rewrite own identity",
+            "iot:UpdateThingShadow",
+            f"thing/{thing}/lineguard-identity",
+            True,
+        ),
+        Call(
+            "delete own identity",
+            "iot:DeleteThingShadow",
+            f"thing/{thing}/lineguard-identity",
+            True,
+        ),
+        Call("classic shadow", "iot:UpdateThingShadow", f"thing/{thing}", True),
+    ]
+
+
 DEMO_DEVICE = ("DEMO-0001", "line-1", "press-out")
-OTHER_DEMO_DEVICE = ("DEMO-0002", "line-1", "final-check")
 
 
 def request(action: str, resource: str, client_id: str, thing: str | None) -> Request:
-    return Request(action, f"{IOT}:{resource}", mqtt_context(client_id, thing))
+    return Request(action, f"{IOT}:{resource}", mqtt_context(client_id, thing, core_device=True))
 
 
 def test_a_provisioned_device_may_make_every_call_the_nucleus_and_components_make(
@@ -245,19 +296,22 @@ def test_a_provisioned_device_may_make_every_call_the_nucleus_and_components_mak
     device = demo_stack.provision(serial, line, station)
     thing = device["thing"]["ThingName"]
     refused = [
-        (why, action, resource)
-        for why, action, resource in mqtt_calls("demo", thing, line, station)
-        if not evaluate_iot(
-            device["policies"],
-            request(
-                action,
-                resource,
-                thing if action != "iot:Connect" else resource.removeprefix("client/"),
-                thing,
-            ),
-        ).allowed
+        call
+        for call in device_calls("demo", thing, line, station)
+        if not evaluate_iot(device["policies"], call.request(thing)).allowed
     ]
     assert refused == []
+
+
+def test_a_device_cannot_rewrite_its_own_identity(demo_stack: Plant) -> None:
+    device = demo_stack.provision(*DEMO_DEVICE)
+    thing = device["thing"]["ThingName"]
+    allowed = [
+        call
+        for call in forbidden_own_calls("demo", thing)
+        if evaluate_iot(device["policies"], call.request(thing)).allowed
+    ]
+    assert allowed == []
 
 
 def test_every_large_plant_station_may_publish_its_results(large_stack: Plant) -> None:
@@ -273,31 +327,53 @@ def test_every_large_plant_station_may_publish_its_results(large_stack: Plant) -
 
 def test_the_thing_carries_the_identity_the_device_gave(demo_stack: Plant) -> None:
     device = demo_stack.provision("DEMO-0002", "line-1", "final-check")
-    attributes = device["thing"]["AttributePayload"]
-    assert attributes["plant"] == "demo"
-    assert (attributes["line"], attributes["station"], attributes["cameras"]) == (
-        "line-1",
-        "final-check",
-        "2",
-    )
     assert device["thing"]["ThingName"] == "lineguard-demo-DEMO-0002"
+    assert device["thing"]["AttributePayload"] == {
+        "line": "line-1",
+        "station": "final-check",
+        "cameras": "2",
+    }
+    # IoT developer guide, thing-types: "Things without a thing type can have up to three
+    # attributes"
+    assert "ThingTypeName" not in device["thing"]
 
 
 @pytest.mark.parametrize("other", ["DEMO-0002", "DEMO-00012", "DEMO-000"])
 def test_no_call_reaches_another_devices_topics_or_client_id(demo_stack: Plant, other: str) -> None:
-    serial, line, station = DEMO_DEVICE
-    device = demo_stack.provision(serial, line, station)
+    device = demo_stack.provision(*DEMO_DEVICE)
     own = device["thing"]["ThingName"]
     victim = f"lineguard-demo-{other}"
-    allowed = []
-    for why, action, resource in mqtt_calls("demo", victim, line, station):
-        if victim not in resource:
-            continue  # plant-wide calls (token exchange, data plane) name no device
-        client = resource.removeprefix("client/") if action == "iot:Connect" else own
-        decision = evaluate_iot(device["policies"], request(action, resource, client, own))
-        if decision.allowed:
-            allowed.append((why, action, resource))
+    calls = device_calls("demo", victim, *DEMO_DEVICE[1:]) + forbidden_own_calls("demo", victim)
+    allowed = [
+        call
+        for call in calls
+        # the token exchange names no device; the Greengrass data plane takes "*" only (the
+        # guide's minimal policy), so any device may resolve the account's components
+        if victim in call.resource and not call.action.startswith("greengrass:")
+        if evaluate_iot(device["policies"], call.request(own)).allowed
+    ]
     assert allowed == []
+
+
+def test_the_longest_serial_the_hook_admits_fits_aws_iots_limits(large_stack: Plant) -> None:
+    settings = hook.HookSettings.load(large_stack.hook_settings_file)
+    longest = "L" * settings.max_serial_length
+    wide = hook.HookSettings.from_dict(
+        {**json.loads(large_stack.hook_settings_file.read_text()), "serial_pattern": ".+"}
+    )
+    request = {"LineName": "line-01", "StationName": "stamping"}
+    assert hook.decide(wide, {"SerialNumber": longest, **request})["allowProvisioning"]
+    assert hook.decide(wide, {"SerialNumber": longest + "L", **request}) == {
+        "allowProvisioning": False
+    }
+    body = large_stack.template_body
+    document = render_provisioning_value(
+        body["Resources"]["devicePolicy"]["Properties"]["PolicyDocument"],
+        {"SerialNumber": longest},
+    )
+    # CreatePolicy: "maximum length of 2048, excluding whitespace"; CreateThing: 128
+    assert len("".join(document.split())) <= 2048
+    assert len(f"lineguard-example-large-{longest}") <= 128
 
 
 def test_no_call_reaches_another_plant(demo_stack: Plant) -> None:
@@ -331,18 +407,28 @@ def test_wildcard_subscriptions_beyond_its_own_are_refused(
 
 def test_the_claim_certificate_can_only_provision(demo_stack: Plant) -> None:
     claim = [demo_stack.iot_policy("lineguard-demo-provisioning-claim")]
-    client = "claim-7f3a"
+    client = "7f3a9c2e-1b4d-4e8a-9f00-5c6d7e8f9a0b"  # the plugin's default: a random UUID
     thing = "lineguard-demo-DEMO-0001"
-    device_calls = [
-        (action, resource)
-        for _, action, resource in mqtt_calls("demo", thing, *DEMO_DEVICE[1:])
-        if action != "iot:Connect"
-    ]
     allowed = [
-        (action, resource)
-        for action, resource in device_calls
-        if evaluate_iot(claim, request(action, resource, client, None)).allowed
+        call
+        for call in device_calls("demo", thing, *DEMO_DEVICE[1:])
+        if evaluate_iot(
+            claim,
+            Request(
+                call.action,
+                call.arn,
+                https_context()
+                if call.https
+                else mqtt_context(
+                    call.resource.removeprefix("client/")
+                    if call.action == "iot:Connect"
+                    else client,
+                    None,
+                ),
+            ),
+        ).allowed
     ]
+    # connecting as a device would drop that device: IoT keeps one connection per client id
     assert allowed == []
     template = "$aws/provisioning-templates/lineguard-demo-core-devices/provision/json"
     for action, resource in (
@@ -350,24 +436,28 @@ def test_the_claim_certificate_can_only_provision(demo_stack: Plant) -> None:
         ("iot:Publish", "topic/$aws/certificates/create/json"),
         ("iot:Subscribe", "topicfilter/$aws/certificates/create/json/accepted"),
         ("iot:Receive", "topic/$aws/certificates/create/json/accepted"),
+        ("iot:Publish", "topic/$aws/certificates/create-from-csr/json"),
+        ("iot:Receive", "topic/$aws/certificates/create-from-csr/json/accepted"),
         ("iot:Publish", f"topic/{template}"),
         ("iot:Receive", f"topic/{template}/accepted"),
     ):
-        assert evaluate_iot(claim, request(action, resource, client, None)).allowed, resource
+        decision = evaluate_iot(
+            claim, Request(action, f"{IOT}:{resource}", mqtt_context(client, None))
+        )
+        assert decision.allowed, resource
 
 
 def test_a_device_of_another_plant_gets_nothing_of_this_plant(large_stack: Plant) -> None:
     device = large_stack.provision("LG01-00000001", "line-01", "stamping")
     thing = device["thing"]["ThingName"]
     calls = [
-        (action, resource)
-        for _, action, resource in mqtt_calls("demo", thing, *DEMO_DEVICE[1:])
-        if "lineguard/demo/" in resource or "lineguard-demo-" in resource
+        call
+        for call in device_calls("demo", thing, *DEMO_DEVICE[1:])
+        if "lineguard/demo/" in call.resource or "lineguard-demo-" in call.resource
     ]
     assert calls
-    for action, resource in calls:
-        decision = evaluate_iot(device["policies"], request(action, resource, thing, thing))
-        assert not decision.allowed, (action, resource)
+    for call in calls:
+        assert not evaluate_iot(device["policies"], call.request(thing)).allowed, call
 
 
 # ------------------------------------------------------------------ the token exchange role
@@ -463,18 +553,22 @@ def test_identity_sync_reads_this_plants_things_and_writes_only_their_identity_s
         assert not evaluate_iam(policies, Request(action, resource)).allowed, (action, resource)
 
 
-def test_the_identity_rule_listens_where_devices_publish_fleet_status(demo_stack: Plant) -> None:
-    (rule,) = [
-        r["Properties"]["TopicRulePayload"]
+def test_the_identity_rules_listen_where_the_device_and_iot_publish(demo_stack: Plant) -> None:
+    sql = sorted(
+        r["Properties"]["TopicRulePayload"]["Sql"]
         for r in demo_stack.resources("AWS::IoT::TopicRule").values()
-        if "identity" in r["Properties"]["TopicRulePayload"].get("Description", "")
+        if "identity sync" in r["Properties"]["TopicRulePayload"].get("Description", "")
+    )
+    assert sql == [
+        "SELECT clientId AS thing FROM '$aws/events/presence/connected/+' "
+        "WHERE startswith(clientId, 'lineguard-demo-')",
+        "SELECT topic(3) AS thing FROM '$aws/things/+/greengrassv2/health/json' "
+        "WHERE startswith(topic(3), 'lineguard-demo-')",
     ]
     device = demo_stack.provision(*DEMO_DEVICE)
     thing = device["thing"]["ThingName"]
-    topic = f"$aws/things/{thing}/greengrassv2/health/json"
-    decision = evaluate_iot(
-        device["policies"], request("iot:Publish", f"topic/{topic}", thing, thing)
+    # the fleet-status rule only sees what the device may publish
+    fleet_status = Call(
+        "fleet status", "iot:Publish", f"topic/$aws/things/{thing}/greengrassv2/health/json"
     )
-    assert decision.allowed
-    assert "FROM '$aws/things/+/greengrassv2/health/json'" in rule["Sql"]
-    assert "startswith(topic(3), 'lineguard-demo-')" in rule["Sql"]
+    assert evaluate_iot(device["policies"], fleet_status.request(thing)).allowed

@@ -12,6 +12,7 @@ from stacks.authorization import (
     UnsupportedPolicy,
     evaluate_iam,
     evaluate_iot,
+    https_context,
     mqtt_context,
     render_provisioning_value,
 )
@@ -78,10 +79,34 @@ def test_thing_name_variable_resolves_only_when_the_client_id_is_the_thing_name(
     assert not evaluate_iot(p, iot("iot:Connect", "client/dev1", "dev1", None)).allowed
 
 
-def test_a_substituted_value_is_literal_not_a_wildcard() -> None:
+def test_a_substituted_wildcard_is_taken_as_a_wildcard() -> None:
+    # The docs leave it open; the evaluator takes the reading that allows more, so a check that
+    # a call is denied holds either way.
     p = [policy(allow("iot:Publish", f"{IOT}:topic/${{iot:ClientId}}/data"))]
     assert evaluate_iot(p, iot("iot:Publish", "topic/*/data", "*")).allowed
-    assert not evaluate_iot(p, iot("iot:Publish", "topic/other/data", "*")).allowed
+    assert evaluate_iot(p, iot("iot:Publish", "topic/other/data", "*")).allowed
+    assert not evaluate_iot(p, iot("iot:Publish", "topic/other/data", "c1")).allowed
+
+
+def test_core_devices_get_no_thing_variables() -> None:
+    # Greengrass developer guide, device-auth: not supported for core devices.
+    p = [policy(allow("iot:Connect", f"{IOT}:client/${{iot:Connection.Thing.ThingName}}"))]
+    request = Request(
+        "iot:Connect", f"{IOT}:client/dev1", mqtt_context("dev1", "dev1", core_device=True)
+    )
+    assert not evaluate_iot(p, request).allowed
+
+
+def test_https_calls_have_no_client_id() -> None:
+    p = [policy(allow("iot:GetThingShadow", f"{IOT}:thing/${{iot:ClientId}}"))]
+    request = Request("iot:GetThingShadow", f"{IOT}:thing/dev1", https_context())
+    assert not evaluate_iot(p, request).allowed
+
+
+def test_a_decision_cannot_be_used_as_a_truth_value() -> None:
+    # `assert evaluate_iot(...)` would pass for a deny: force `.allowed`.
+    with pytest.raises(TypeError, match="allowed"):
+        bool(Decision.IMPLICIT_DENY)
 
 
 def test_is_attached_condition() -> None:
@@ -115,17 +140,34 @@ def test_actions_are_case_insensitive_and_may_use_wildcards() -> None:
     assert evaluate_iam(p, Request("s3:GetObject", "arn:aws:s3:::b/k")).allowed
 
 
-def test_iam_wildcards_stay_within_an_arn_segment_unless_they_end_it() -> None:
+def test_iam_wildcards_that_end_a_segment_may_cross_colons() -> None:
     # IAM reference_policies_elements_resource, "Using wildcards in resource ARNs".
     p = [policy(allow("logs:PutLogEvents", "arn:aws:logs:eu-west-1:1:log-group:/aws/greengrass/*"))]
     stream = "arn:aws:logs:eu-west-1:1:log-group:/aws/greengrass/Comp:log-stream:s1"
     assert evaluate_iam(p, Request("logs:PutLogEvents", stream)).allowed
     mid = [policy(allow("s3:GetObject", "arn:aws:s3:::b?c/k"))]
     assert evaluate_iam(mid, Request("s3:GetObject", "arn:aws:s3:::bxc/k")).allowed
+
+
+def test_iam_refuses_to_decide_what_the_docs_leave_open() -> None:
+    # A * inside a segment against a value with a colon there: allowed on one reading only.
     region = [policy(allow("logs:PutLogEvents", "arn:aws:logs:eu-*-1:1:log-group:g"))]
-    assert not evaluate_iam(
-        region, Request("logs:PutLogEvents", "arn:aws:logs:eu-west:x-1:1:log-group:g")
-    ).allowed
+    with pytest.raises(UnsupportedPolicy, match="ARN segment"):
+        evaluate_iam(region, Request("logs:PutLogEvents", "arn:aws:logs:eu-west:x-1:1:log-group:g"))
+
+
+def test_string_like_conditions_match_across_colons_and_keys_ignore_case() -> None:
+    statement = allow(
+        "s3:GetObject",
+        "*",
+        Condition={"StringLike": {"AWS:SourceArn": "arn:aws:iot:*:1:rolealias/*"}},
+    )
+    request = Request(
+        "s3:GetObject",
+        "arn:aws:s3:::b/k",
+        {"aws:SourceArn": "arn:aws:iot:eu-west-1:1:rolealias/a"},
+    )
+    assert evaluate_iam([policy(statement)], request).allowed
 
 
 def test_iam_credentials_variable_from_the_credentials_provider() -> None:

@@ -351,3 +351,18 @@ def test_with_ring_validates(demo: PlantConfig) -> None:
     release = Release(plant="demo")
     with pytest.raises(ValueError, match="missing required component"):
         release.with_ring("canary", {INSPECTOR: "1.0.0"})
+
+
+def test_plants_whose_thing_names_could_collide_are_refused(tmp_path: Path) -> None:
+    # thing lineguard-<plant>-<serial>: plant "demo" with serial "2-0001" would be a thing of
+    # plant "demo-2"
+    source = (PLANTS / "demo.yaml").read_text()
+    (tmp_path / "demo.yaml").write_text(source)
+    (tmp_path / "demo-2.yaml").write_text(source.replace("name: demo", "name: demo-2", 1))
+    with pytest.raises(PlantConfigError, match=r"demo-2\.yaml: name: 'demo-2' starts with 'demo'"):
+        load_plants(tmp_path)
+    # in another account they cannot meet
+    (tmp_path / "demo-2.yaml").write_text(
+        source.replace("name: demo", "name: demo-2", 1).replace("123456789012", "210987654321")
+    )
+    assert sorted(p.name for p in load_plants(tmp_path)) == ["demo", "demo-2"]

@@ -355,7 +355,7 @@ def device_policy(template: Template, serial: str) -> dict[str, Any]:
 def test_core_device_connects_only_as_its_thing_name(plant_parts: Built) -> None:
     statements = device_policy(plant_parts.template, "LG01-00000001")["Statement"]
     connect = [s for s in statements if s["Action"] == ["iot:Connect"]]
-    arn = "arn:aws:iot:eu-west-1:123456789012:client/lineguard-example-large-LG01-00000001"
+    arn = "arn:aws:iot:*:*:client/lineguard-example-large-LG01-00000001"
     assert connect[0]["Resource"] == [arn, arn + "#*"]
 
 
@@ -388,9 +388,14 @@ def test_claim_certificate_reaches_only_the_provisioning_topics(plant_parts: Bui
     topics = [r for s in statements if s["Action"] != ["iot:Connect"] for r in s["Resource"]]
     assert topics and all(
         "$aws/certificates/create/" in r
+        or "$aws/certificates/create-from-csr/" in r
         or "$aws/provisioning-templates/lineguard-example-large-core-devices/provision/" in r
         for r in topics
     )
+    # and it may never connect as a device (the only Deny)
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    assert deny["Action"] == ["iot:Connect"]
+    assert deny["Resource"] == ["arn:aws:iot:eu-west-1:123456789012:client/lineguard-*"]
 
 
 def test_token_exchange_role_reads_components_and_writes_own_samples(plant_parts: Built) -> None:
@@ -839,13 +844,21 @@ def test_identity_sync_has_a_concurrency_cap_and_knows_its_plant(plant_parts: Bu
     )
 
 
-def test_only_the_identity_rule_may_invoke_identity_sync(plant_parts: Built) -> None:
+def test_only_the_identity_rules_may_invoke_identity_sync(plant_parts: Built) -> None:
     permissions = [
         p["Properties"]
         for p in resources(plant_parts.template, "AWS::Lambda::Permission")
-        if "Rule" in json.dumps(p["Properties"].get("SourceArn"))
+        if "Identity" in json.dumps(p["Properties"].get("FunctionName"))
     ]
-    assert [p["Principal"] for p in permissions] == ["iot.amazonaws.com"]
+    rules = {
+        name
+        for name, r in plant_parts.template.find_resources("AWS::IoT::TopicRule").items()
+        if "identity sync" in r["Properties"]["TopicRulePayload"]["Description"]
+    }
+    # one permission per identity rule, each scoped to that rule
+    assert len(rules) == 2
+    assert {p["SourceArn"]["Fn::GetAtt"][0] for p in permissions} == rules
+    assert {p["Principal"] for p in permissions} == {"iot.amazonaws.com"}
 
 
 def test_dashboard_graphs_lines_with_queries_not_one_metric_per_line(plant_parts: Built) -> None:
@@ -860,3 +873,29 @@ def test_dashboard_graphs_lines_with_queries_not_one_metric_per_line(plant_parts
     assert all(m[0]["label"] == "${LABEL}" for m in metrics if "expression" in m[0])
     assert "line-07" not in json.dumps(body)
     assert len(body["widgets"]) < 10
+
+
+def test_only_this_accounts_iot_may_assume_the_provisioning_role(plant_parts: Built) -> None:
+    plant_parts.template.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": Match.object_like(
+                {
+                    "Statement": [
+                        Match.object_like(
+                            {
+                                "Principal": {"Service": "iot.amazonaws.com"},
+                                "Condition": {
+                                    "StringEquals": {"aws:SourceAccount": "123456789012"},
+                                    "ArnLike": {
+                                        "aws:SourceArn": "arn:aws:iot:eu-west-1:123456789012:*"
+                                    },
+                                },
+                            }
+                        )
+                    ]
+                }
+            ),
+            "Description": Match.string_like_regexp("IoT fleet provisioning"),
+        },
+    )

@@ -31,7 +31,7 @@ def test_text_lists_groups_rings_deployments_and_policies() -> None:
     assert "failure handling ROLLBACK" in text
     assert "No abort criteria on these standing deployments" in text
     assert "when FAILED >= 50 % (after 1 executed)" in text
-    assert "topic/lineguard/demo/*/*/lineguard-demo-<serial>/results" in text
+    assert "topic/lineguard/demo/*/*/lineguard-demo-<serial>/*" in text
 
 
 def test_json_has_one_deployment_spec_per_ring() -> None:

@@ -17,20 +17,30 @@ from stacks.constructs._nag import acknowledge_wildcard, arn_text
 from stacks.constructs.identity.runtime.identity_sync import SHADOW
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
-# The nucleus publishes fleet status at launch, on reconnect, after deployments and every 24 h
-# (nucleus status/FleetStatusService.java); each message re-checks the device's identity.
-IDENTITY_SQL = (
-    "SELECT topic(3) AS thing FROM '$aws/things/+/greengrassv2/health/json' "
-    "WHERE startswith(topic(3), 'lineguard-{plant}-')"
-)
+# Two triggers, each re-checking the device's identity:
+# - every connection: IoT always publishes $aws/events/presence/connected/<client id> ("available
+#   by default and they can't be disabled"; client ids with "#" get none, so only the nucleus'
+#   first connection, whose client id is the thing name: developer guide life-cycle-events);
+# - fleet status, which the nucleus publishes at launch, on reconnect, after deployments and every
+#   24 h (nucleus status/FleetStatusService.java): the periodic repair of drift.
+IDENTITY_TRIGGERS = {
+    "Connected": (
+        "SELECT clientId AS thing FROM '$aws/events/presence/connected/+' "
+        "WHERE startswith(clientId, 'lineguard-{plant}-')"
+    ),
+    "FleetStatus": (
+        "SELECT topic(3) AS thing FROM '$aws/things/+/greengrassv2/health/json' "
+        "WHERE startswith(topic(3), 'lineguard-{plant}-')"
+    ),
+}
 
 
 class DeviceIdentity(Construct):
-    """The identity-sync function and the fleet-status rule that runs it.
+    """The identity-sync function and the IoT rules that run it.
 
     Attributes:
         function: writes a thing's attributes into its ``lineguard-identity`` shadow.
-        rule: the IoT rule on the plant's fleet-status messages.
+        rules: trigger name → the IoT rule (device connected, fleet status).
     """
 
     def __init__(
@@ -118,28 +128,31 @@ class DeviceIdentity(Construct):
             environment={"PLANT": plant.name},
             description=f"LineGuard {plant.name}: thing attributes -> {SHADOW} shadow",
         )
-        self.rule = iot.CfnTopicRule(
-            self,
-            "Rule",
-            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
-                description=f"LineGuard {plant.name}: fleet status -> identity sync",
-                sql=IDENTITY_SQL.format(plant=plant.name),
-                aws_iot_sql_version="2016-03-23",
-                rule_disabled=False,
-                actions=[
-                    iot.CfnTopicRule.ActionProperty(
-                        lambda_=iot.CfnTopicRule.LambdaActionProperty(
-                            function_arn=self.function.function_arn
+        self.rules: dict[str, iot.CfnTopicRule] = {}
+        for name, sql in IDENTITY_TRIGGERS.items():
+            rule = iot.CfnTopicRule(
+                self,
+                f"{name}Rule",
+                topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                    description=f"LineGuard {plant.name}: {name} -> identity sync",
+                    sql=sql.format(plant=plant.name),
+                    aws_iot_sql_version="2016-03-23",
+                    rule_disabled=False,
+                    actions=[
+                        iot.CfnTopicRule.ActionProperty(
+                            lambda_=iot.CfnTopicRule.LambdaActionProperty(
+                                function_arn=self.function.function_arn
+                            )
                         )
-                    )
-                ],
-                error_action=error_action,
-            ),
-        )
-        self.function.add_permission(
-            "InvokedByRule",
-            principal=iam.ServicePrincipal("iot.amazonaws.com"),
-            action="lambda:InvokeFunction",
-            source_arn=self.rule.attr_arn,
-            source_account=plant.account,
-        )
+                    ],
+                    error_action=error_action,
+                ),
+            )
+            self.function.add_permission(
+                f"InvokedBy{name}Rule",
+                principal=iam.ServicePrincipal("iot.amazonaws.com"),
+                action="lambda:InvokeFunction",
+                source_arn=rule.attr_arn,
+                source_account=plant.account,
+            )
+            self.rules[name] = rule

@@ -17,11 +17,16 @@ from constructs import Construct
 
 from stacks.config import PlantConfig
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
-from stacks.policies import claim_policy_document, provisioning_template_body
+from stacks.policies import (
+    claim_policy_document,
+    max_serial_length,
+    provisioning_template_body,
+)
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 HOOK_CONCURRENCY = 10  # reserved concurrent executions of the pre-provisioning hook
 HOOK_SOURCE = RUNTIME_DIR / "hook.py"
+MIN_SERIAL_LENGTH = 8  # a plant whose serials cannot be this long is refused
 SETTINGS_FILE = "plant.json"  # read by the hook beside itself (runtime/hook.py)
 
 
@@ -33,6 +38,8 @@ def hook_settings(plant: PlantConfig) -> dict[str, Any]:
         "allow_list": list(plant.provisioning.allow_list),
         "lines": {line.name: {s.name: s.cameras for s in line.stations} for line in plant.lines},
         "rings": [[r.name, r.percent] for r in plant.rings],
+        # the thing name and the device's own policy must stay within AWS IoT's limits
+        "max_serial_length": max_serial_length(plant),
     }
 
 
@@ -75,6 +82,12 @@ class FleetProvisioning(Construct):
         log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
+        if max_serial_length(plant) < MIN_SERIAL_LENGTH:
+            raise ValueError(
+                f"plant {plant.name}: serials could have at most {max_serial_length(plant)} "
+                "characters within AWS IoT's 128-character thing names and 2,048-character "
+                "policies; use a shorter plant name"
+            )
         stack = cdk.Stack.of(self)
         template_name = plant.provisioning_template_name
         template_arn = stack.format_arn(
@@ -143,7 +156,15 @@ class FleetProvisioning(Construct):
         self.provisioning_role = iam.Role(
             self,
             "ProvisioningRole",
-            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            # Confused-deputy protection in the trust policy, in the form the IoT developer
+            # guide gives (cross-service-confused-deputy-prevention): this account's IoT only.
+            assumed_by=iam.ServicePrincipal(
+                "iot.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": plant.account},
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:iot:{plant.region}:{plant.account}:*"},
+                },
+            ),
             description=f"IoT fleet provisioning of plant {plant.name}'s core devices",
         )
         thing_arn = stack.format_arn(

@@ -7,7 +7,9 @@ device's plant, line, station and camera count. The components read them from th
 This module writes that shadow's desired state; it runs in AWS Lambda (standard library and the
 runtime's boto3) on every fleet-status message a device publishes — at nucleus launch, on
 reconnect, after deployments and every 24 h (nucleus ``status/FleetStatusService.java``,
-``model/Trigger.java``) — and from the ``stacks.station`` command.
+``model/Trigger.java``) — on every connection of the device (the lifecycle event
+``$aws/events/presence/connected/<client id>``, which IoT always publishes: developer guide
+life-cycle-events) and from the ``stacks.station`` command.
 
 Environment (Lambda): ``PLANT``, the plant whose things this function may touch.
 """
@@ -25,15 +27,19 @@ LOG.setLevel(logging.INFO)
 
 SHADOW = "lineguard-identity"
 FORMAT = 1
-FIELDS = ("plant", "line", "station", "cameras")
+FIELDS = ("line", "station", "cameras")
 
 
 class IdentityError(ValueError):
     """A thing whose attributes do not make a LineGuard identity."""
 
 
-def identity_document(thing_name: str, attributes: Mapping[str, str]) -> dict[str, Any]:
-    """The identity a device's components use, from its thing attributes."""
+def identity_document(plant: str, thing_name: str, attributes: Mapping[str, str]) -> dict[str, Any]:
+    """The identity a device's components use, from its thing name and attributes.
+
+    A thing without a thing type has at most three attributes (IoT developer guide,
+    thing-types): ``line``, ``station`` and ``cameras``; the plant is in the thing name.
+    """
     missing = [f for f in FIELDS if not attributes.get(f)]
     if missing:
         raise IdentityError(f"thing {thing_name}: attributes {', '.join(missing)} are missing")
@@ -46,7 +52,7 @@ def identity_document(thing_name: str, attributes: Mapping[str, str]) -> dict[st
     return {
         "v": FORMAT,
         "thing": thing_name,
-        "plant": attributes["plant"],
+        "plant": plant,
         "line": attributes["line"],
         "station": attributes["station"],
         "cameras": cameras,
@@ -64,10 +70,10 @@ def desired_identity(iot_data: Any, thing_name: str) -> dict[str, Any] | None:
     return desired if isinstance(desired, dict) else None
 
 
-def sync(iot: Any, iot_data: Any, thing_name: str) -> dict[str, Any] | None:
+def sync(iot: Any, iot_data: Any, plant: str, thing_name: str) -> dict[str, Any] | None:
     """Write the thing's identity to its shadow if the shadow differs; the written document."""
     attributes = iot.describe_thing(thingName=thing_name).get("attributes", {})
-    document = identity_document(thing_name, attributes)
+    document = identity_document(plant, thing_name, attributes)
     current = desired_identity(iot_data, thing_name)
     if current == document:
         return None
@@ -82,16 +88,17 @@ def sync(iot: Any, iot_data: Any, thing_name: str) -> dict[str, Any] | None:
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point: the IoT rule passes ``{"thing": <thing name>}``."""
+    """Lambda entry point: the IoT rules pass ``{"thing": <thing name>}``."""
     import boto3  # the Lambda runtime's; imported here so tests pass their own clients
 
     thing = str(event.get("thing") or "")
-    prefix = f"lineguard-{os.environ['PLANT']}-"
+    plant = os.environ["PLANT"]
+    prefix = f"lineguard-{plant}-"
     if not thing.startswith(prefix):
         LOG.warning(json.dumps({"ignored": thing, "reason": f"not a {prefix}* thing"}))
         return {"synced": False}
     try:
-        written = sync(boto3.client("iot"), boto3.client("iot-data"), thing)
+        written = sync(boto3.client("iot"), boto3.client("iot-data"), plant, thing)
     except IdentityError as err:
         LOG.error(json.dumps({"thing": thing, "error": str(err)}))
         return {"synced": False, "error": str(err)}

@@ -46,6 +46,7 @@ class HookSettings:
     allow_list: frozenset[str]
     lines: Mapping[str, Mapping[str, int]]
     rings: tuple[tuple[str, float], ...]
+    max_serial_length: int = 100
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HookSettings:
@@ -56,7 +57,8 @@ class HookSettings:
             for line, stations in data["lines"].items()
         }
         allow = frozenset(str(s) for s in data.get("allow_list", ()))
-        return cls(str(data["plant"]), str(data["serial_pattern"]), allow, lines, rings)
+        longest = int(data.get("max_serial_length", 100))
+        return cls(str(data["plant"]), str(data["serial_pattern"]), allow, lines, rings, longest)
 
     @classmethod
     def load(cls, path: Path | None = None) -> HookSettings:
@@ -91,6 +93,9 @@ def decide(settings: HookSettings, parameters: Mapping[str, Any]) -> dict[str, A
     station = str(parameters.get("StationName") or "")
     if not SAFE_SERIAL.fullmatch(serial):
         return _deny(f"serial {serial!r} has characters other than A-Z a-z 0-9 _ -")
+    if len(serial) > settings.max_serial_length:
+        # its thing name or its own IoT policy would exceed AWS IoT's limits
+        return _deny(f"serial {serial!r} is longer than {settings.max_serial_length} characters")
     if not re.fullmatch(settings.serial_pattern, serial):
         return _deny(f"serial {serial!r} does not match {settings.serial_pattern}")
     if settings.allow_list and serial not in settings.allow_list:
