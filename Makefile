@@ -61,10 +61,13 @@ pytest: setup ## the test suite only
 test: setup lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
 synth: setup component ## build the components, synthesise the Shared stack(s) and every plant into cdk.out/
+	@# a fresh cdk.out: a stack renamed or removed since the last synth must not linger there
+	rm -rf cdk.out
 	npx cdk synth --quiet
 
 deploy: setup component ## PLANT=<plant>: build the components, then cdk deploy the plant and its Shared stack
 	@test -n "$(PLANT)" || { echo "error: make deploy PLANT=<plant> (a file in plants/)"; exit 2; }
+	$(PY) -m stacks.preflight --plant $(PLANT)
 	@# -c plant selects one Plant stack and the Shared stack of its account/region: --all is those two
 	npx cdk deploy -c plant=$(PLANT) --all
 

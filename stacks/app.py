@@ -24,13 +24,13 @@ from stacks.config import (
     Release,
     load_plant_release,
     load_plants,
+    shared_stack_name,
 )
 from stacks.constructs._checkov import accept_checkov_findings
 from stacks.constructs.promotion import Promotion
 from stacks.plant import PlantStack, plant_stack_name
 from stacks.shared import SharedStack
 
-SHARED_STACK = "LineGuard-Shared"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -57,11 +57,6 @@ class Selection:
     every_plant: tuple[PlantConfig, ...]
     releases: dict[str, Release]
     releases_dir: Path
-
-
-def shared_stack_name(account: str, region: str) -> str:
-    """``LineGuard-Shared-<account>-<region>``: one per account and region, whatever is selected."""
-    return f"{SHARED_STACK}-{account}-{region}"
 
 
 def selected_names(value: object) -> list[str] | None:

@@ -619,6 +619,11 @@ def check_thing_name_prefixes(plants: Iterable[PlantConfig], files: Mapping[str,
 # --------------------------------------------------------------------------- releases
 
 
+def shared_stack_name(account: str, region: str) -> str:
+    """``LineGuard-Shared-<account>-<region>``: one per account and region, whatever is selected."""
+    return f"LineGuard-Shared-{account}-{region}"
+
+
 def release_path(plant: str, releases_dir: Path | str = RELEASES_DIR) -> Path:
     """Where the release file of ``plant`` lives."""
     return Path(releases_dir) / f"{plant}.json"
