@@ -217,7 +217,34 @@ def station_move(command: DocCommand, endpoint: str, tmp: Path) -> None:
     assert out.startswith(f"{thing}: now ")
 
 
+def claim_device(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    argv = command.argv
+    plant = argv[argv.index("--plant") + 1]
+    iot = boto3.client(
+        "iot",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    # what `make deploy` leaves behind: the plant's claim policy (synthesised document)
+    from stacks.config import load_plant
+    from stacks.policies import claim_policy_document
+
+    iot.create_policy(
+        policyName=f"lineguard-{plant}-provisioning-claim",
+        policyDocument=json.dumps(
+            claim_policy_document(load_plant(ROOT / "plants" / f"{plant}.yaml"))
+        ),
+    )
+    # the only rewrite: the device's files go to a temporary directory
+    out = shell(f"{command.text} --out {tmp / 'device'}", aws_env(endpoint))
+    assert "--init-config config.yaml" in out
+    assert (tmp / "device" / "config.yaml").is_file()
+
+
 RUNNERS: tuple[tuple[str, Runner], ...] = (
+    (r"\.venv/bin/python -m stacks\.claim ", claim_device),
     (r"make (test|demo|bench|e2e-line|setup)$", dry_run_make),
     (r"make (synth|component)$", run_as_documented),
     (r"make deploy PLANT=\S+$", make_deploy),

@@ -86,32 +86,41 @@ def assign_ring(plant: str, serial: str, rings: Sequence[tuple[str, float]]) -> 
     return rings[-1][0]  # rounding: percentages that sum to 99.999... still cover [0, 100)
 
 
-def decide(settings: HookSettings, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The hook's answer for one provisioning request's template parameters."""
+def refusal(settings: HookSettings, parameters: Mapping[str, Any]) -> str | None:
+    """Why a provisioning request's template parameters are refused; None if they are not."""
     serial = str(parameters.get("SerialNumber") or "")
     line = str(parameters.get("LineName") or "")
     station = str(parameters.get("StationName") or "")
     if not SAFE_SERIAL.fullmatch(serial):
-        return _deny(f"serial {serial!r} has characters other than A-Z a-z 0-9 _ -")
+        return f"serial {serial!r} has characters other than A-Z a-z 0-9 _ -"
     if len(serial) > settings.max_serial_length:
         # its thing name or its own IoT policy would exceed AWS IoT's limits
-        return _deny(f"serial {serial!r} is longer than {settings.max_serial_length} characters")
+        return f"serial {serial!r} is longer than {settings.max_serial_length} characters"
     if not re.fullmatch(settings.serial_pattern, serial):
-        return _deny(f"serial {serial!r} does not match {settings.serial_pattern}")
+        return f"serial {serial!r} does not match {settings.serial_pattern}"
     if settings.allow_list and serial not in settings.allow_list:
-        return _deny(f"serial {serial!r} is not on the plant's allow-list")
+        return f"serial {serial!r} is not on the plant's allow-list"
     if line not in settings.lines:
-        return _deny(f"line {line!r} is not a line of plant {settings.plant!r}")
-    stations = settings.lines[line]
-    if station not in stations:
-        return _deny(f"station {station!r} is not a station of line {line!r}")
+        return f"line {line!r} is not a line of plant {settings.plant!r}"
+    if station not in settings.lines[line]:
+        return f"station {station!r} is not a station of line {line!r}"
+    return None
+
+
+def decide(settings: HookSettings, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The hook's answer for one provisioning request's template parameters."""
+    reason = refusal(settings, parameters)
+    if reason is not None:
+        return _deny(reason)
+    serial = str(parameters["SerialNumber"])
+    line, station = str(parameters["LineName"]), str(parameters["StationName"])
     ring = assign_ring(settings.plant, serial, settings.rings)
     LOG.info(
         json.dumps(
             {"allow": True, "serial": serial, "line": line, "station": station, "ring": ring}
         )
     )
-    overrides = {"RingName": ring, "CameraCount": str(stations[station])}
+    overrides = {"RingName": ring, "CameraCount": str(settings.lines[line][station])}
     return {"allowProvisioning": True, "parameterOverrides": overrides}
 
 
