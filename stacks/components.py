@@ -78,7 +78,12 @@ class ComponentArtifact:
 
     @property
     def digest(self) -> str:
-        """Base64 SHA-256, as recipes spell ``Digest`` (and the nucleus checks it)."""
+        """Base64 SHA-256, as recipes spell ``Digest``.
+
+        Greengrass replaces a recipe's ``Digest`` with the one it computes when the component is
+        created (recipe reference: "(Read-only)"), so the nucleus checks the service's digest;
+        ours is the same bytes' and makes the recipe change whenever the bytes do.
+        """
         return base64.b64encode(bytes.fromhex(self.sha256)).decode("ascii")
 
     def published_recipe(self, bucket: str) -> dict[str, Any]:

@@ -19,7 +19,10 @@ class ComponentVersions(Construct):
     """A component version per built component; each depends on the copy of its artifact.
 
     A version is immutable in Greengrass (name + version), so the resources are retained when
-    they leave the template or are replaced: a ring may still run an older version. Changed
+    they leave the template or are updated away (a ring may still run an older version) — but
+    not when the operation that created them rolls back: a retained half-created version would
+    make the retry fail on its name + version (DeletionPolicy RetainExceptOnCreate, the
+    CloudFormation DeletionPolicy attribute page). Changed
     bytes under an existing version fail the deployment twice over — the artifact copy refuses
     to overwrite the key, and the recipe (which names the artifact's digest) changes, which
     CloudFormation can only apply by creating that name + version again.
@@ -54,6 +57,6 @@ class ComponentVersions(Construct):
                 label,
                 inline_recipe=json.dumps(component.published_recipe(bucket_name), sort_keys=True),
             )
-            version.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+            version.apply_removal_policy(cdk.RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
             version.node.add_dependency(copied)
             self.versions[(component.name, component.version)] = version

@@ -1,7 +1,8 @@
-"""Every command the deployment docs show is run here, so a wrong one fails CI.
+"""Every command README.md and docs/*.md show is run here, so a wrong one fails CI.
 
-The commands come from the ``bash`` blocks of the documents in ``DOCUMENTS``; each must match
-one of the runners below, or the test fails naming it. Placeholders (``<account>``,
+The commands come from the documents' ``bash`` blocks (and the ``$`` lines of ``console``
+transcripts); each must match one of the runners below, or the test fails naming it. A trailing
+``# exit N`` comment is the exit code the command must give. Placeholders (``<account>``,
 ``<plant>``, ...) take the demo plant's values. AWS calls go to a moto server on loopback
 (``AWS_ENDPOINT_URL``), where moto implements the service. Where it does not, the runner says
 what it checks instead:
@@ -10,11 +11,16 @@ what it checks instead:
   implement (Greengrass v2, IoT thing groups, SageMaker: FACTS.md) and cannot create these
   stacks, so the recipe is read from ``make -n``, its preflight runs against moto, and
   ``cdk list`` with the same selection shows exactly the stacks the deploy would create.
-- ``aws greengrassv2 create-deployment``: moto has no Greengrass v2; the request file the docs
-  build is validated against botocore's Greengrass v2 model, as the CLI does before sending it.
 - ``make test`` (this run), ``make demo``, ``make bench``, ``make e2e-line``, ``make setup``:
   ``make -n`` proves the target exists with those arguments; CI runs ``make test`` itself and
   ``tests/demo`` runs the demo.
+- Synopses (``[--option ...]``, ``<a|b>``, a trailing ``...``) and long-running services (the
+  line bridge): ``--help`` of that program must list every option the line shows.
+- ``bench/training_accuracy.py``: minutes of training over several data sources, too slow for
+  the suite (``make bench`` runs it); its options are checked as a synopsis.
+- ``aws <service> <operation>``: the AWS CLI is not installed; the call is mapped the way the
+  CLI maps it (operation and parameter names to botocore's) and validated against botocore's
+  model, then sent to moto where moto implements the service.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import pytest
 from botocore.validate import ParamValidator
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = ("README.md", "docs/deploy.md", "docs/identity.md", "docs/scanners.md")
+DOCUMENTS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 ACCOUNT, REGION = "123456789012", "eu-west-1"  # the demo plant's (moto's default account too)
 PLACEHOLDERS = {
     "<account>": ACCOUNT,
@@ -58,6 +64,8 @@ class DocCommand:
 
     where: str  # file:line
     text: str  # placeholders filled in
+    exit_code: int = 0  # from a trailing "# exit N"
+    block: str = ""  # the whole block it came from (a runner may need a file the block shows)
 
     @property
     def argv(self) -> list[str]:
@@ -65,21 +73,35 @@ class DocCommand:
 
 
 def doc_commands(document: str) -> list[DocCommand]:
-    """The commands of a document's ``bash`` blocks (continuations joined, comments dropped)."""
+    """The commands of a document (continuations joined, comments dropped)."""
     lines = (ROOT / document).read_text(encoding="utf-8").splitlines()
     commands: list[DocCommand] = []
-    in_block, pending, start = False, "", 0
+    kind, pending, start, code, block_start = "", "", 0, 0, 0
     for number, line in enumerate(lines, 1):
-        if line.strip().startswith("```"):  # blocks inside list items are indented
-            in_block = line.strip() in ("```bash", "```sh") if not in_block else False
+        stripped = line.strip()
+        if stripped.startswith("```"):  # blocks inside list items are indented
+            if kind:
+                kind = ""
+            else:
+                kind = {"```bash": "bash", "```sh": "bash", "```console": "console"}.get(
+                    stripped, "other"
+                )
+                block_start = number
             continue
-        if not in_block:
+        if kind not in ("bash", "console"):
             continue
-        text = re.sub(r"\s+#\s.*$", "", line).strip()  # a trailing "  # comment"
+        if kind == "console":
+            if not stripped.startswith("$ "):
+                continue
+            stripped = stripped[2:]
+        expected = re.search(r"\s#\s*exit (\d+)", stripped)
+        text = re.sub(r"\s+#\s.*$", "", stripped).strip()  # a trailing "  # comment"
         if not pending and (not text or text.startswith("#")):
             continue
         if not pending:
-            start = number
+            start, code = number, 0
+        if expected:
+            code = int(expected.group(1))
         if text.endswith("\\"):
             pending += text[:-1] + " "
             continue
@@ -87,7 +109,8 @@ def doc_commands(document: str) -> list[DocCommand]:
         pending = ""
         for name, value in PLACEHOLDERS.items():
             full = full.replace(name, value)
-        commands.append(DocCommand(f"{document}:{start}", full))
+        block = "\n".join(lines[block_start:number])
+        commands.append(DocCommand(f"{document}:{start}", full, code, block))
     return commands
 
 
@@ -184,17 +207,6 @@ def describe_to_file(command: DocCommand, endpoint: str, tmp: Path) -> None:
     assert request["deploymentName"] == "lineguard-demo-canary"
 
 
-def greengrass_create_deployment(command: DocCommand, endpoint: str, tmp: Path) -> None:
-    # Built by the describe command that precedes it in the docs (same block).
-    path = Path(command.text.split("file://", 1)[1].split()[0])
-    request = json.loads((tmp / path.name).read_text())
-    model = botocore.session.get_session().get_service_model("greengrassv2")
-    report = ParamValidator().validate(
-        request, model.operation_model("CreateDeployment").input_shape
-    )
-    assert not report.has_errors(), report.generate_report()
-
-
 def station_move(command: DocCommand, endpoint: str, tmp: Path) -> None:
     argv = command.argv
     plant, serial = argv[argv.index("--plant") + 1], argv[argv.index("--serial") + 1]
@@ -243,8 +255,210 @@ def claim_device(command: DocCommand, endpoint: str, tmp: Path) -> None:
     assert (tmp / "device" / "config.yaml").is_file()
 
 
+# ---- commands that work on files: run in a scratch directory laid out like a checkout
+
+
+def workdir(tmp: Path) -> Path:
+    """A scratch directory with the venv and bench/ linked, plants/ and releases/ copied, a
+    model package for ``<package dir>`` and the sample images the inspector docs show."""
+    import shutil
+
+    from tests.support.tiny_model import build_tiny_package
+
+    work = tmp / "work"
+    if work.exists():
+        return work
+    work.mkdir()
+    for name in (".venv", "bench", "tests"):
+        (work / name).symlink_to(ROOT / name)
+    for name in ("plants", "releases"):
+        shutil.copytree(ROOT / name, work / name)
+    build_tiny_package(work / "package")
+    samples = work / "samples"
+    samples.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(samples / "a.png")
+    good = work / "c-full.jpg"
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(good)
+    (samples / "c.jpg").write_bytes(good.read_bytes()[:-200])  # truncated
+    Image.new("CMYK", (64, 64)).save(samples / "d.jpg")
+    (samples / "e.png").write_bytes(b"")
+    return work
+
+
+def in_workdir(text: str, work: Path) -> str:
+    """The command with its scratch paths: /tmp/… and <package dir> inside the work directory."""
+    text = text.replace("/tmp/", f"{work}/tmp/")
+    for name in ("<package dir>", "<package>"):
+        text = text.replace(name, str(work / "package"))
+    return text
+
+
+def run_in_workdir(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    work = workdir(tmp)
+    (work / "tmp").mkdir(exist_ok=True)
+    proc = subprocess.run(
+        in_workdir(command.text, work),
+        shell=True,
+        cwd=work,
+        env=aws_env(endpoint),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == command.exit_code, (
+        f"{command.text}: exit {proc.returncode}, not {command.exit_code}\n"
+        f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    )
+
+
+def inspector_transcript(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    work = workdir(tmp)
+    text = command.text.replace("/tmp/brick", str(work / "package"))
+    proc = subprocess.run(text, shell=True, cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    # the transcript's fail-safe lines, as the docs show them
+    for line in (
+        "c.jpg: manual (image_truncated:",
+        "d.jpg: manual (image_mode: CMYK not in RGB/L)",
+        "e.png: manual (image_empty: 0 bytes)",
+        "wrote 4 result(s) to results.jsonl",
+    ):
+        assert line in out, (line, out)
+
+
+def make_component_with_model(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    work = workdir(tmp)
+    shell(command.text.replace("<package dir>", str(work / "package")))
+    recipes = list((ROOT / "build" / "components" / "com.lineguard.Model").glob("*/recipe.yaml"))
+    assert recipes, "make component MODEL=... built no com.lineguard.Model"
+
+
+def bridge_config(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    # the configuration the page shows, in the yaml block above the command
+    page = (ROOT / "docs/line-bridge.md").read_text(encoding="utf-8")
+    yaml_text = re.search(r"```yaml\n(.*?)```", page, re.S)
+    assert yaml_text, "docs/line-bridge.md shows no configuration"
+    work = workdir(tmp)
+    (work / "bridge.yaml").write_text(yaml_text.group(1))
+    out = subprocess.run(
+        command.text, shell=True, cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def plc_simulator(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    work = workdir(tmp)
+    proc = subprocess.Popen(
+        command.argv, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # prints {"controller": {...}} when it listens
+        assert "controller" in json.loads(first), first
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def help_lists_options(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    """A synopsis or a service: the program's --help lists every option the line shows."""
+    argv = [a for a in command.argv if a != "nice"]
+    program: list[str] = []
+    for arg in argv:  # the program: up to the first option or placeholder
+        if (
+            arg.startswith(("-", "[", "<"))
+            and arg != "-m"
+            and not (program and program[-1] == "-m")
+        ):
+            break
+        program.append(arg)
+    program[0] = str(ROOT / ".venv/bin/python") if program[0].endswith("python") else program[0]
+    out = subprocess.run(
+        [*program, "--help"], cwd=workdir(tmp), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", command.text))
+    missing = sorted(o for o in options if o not in out.stdout)
+    assert options and not missing, f"{' '.join(program)} --help lacks {missing}"
+
+
+def aws_cli(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    """``aws <service> <operation> --param value``: mapped as the AWS CLI maps it."""
+    from botocore import xform_name
+
+    argv = command.argv
+    service, operation = argv[1], argv[2]
+    session = botocore.session.get_session()
+    model = session.get_service_model(service)
+    names = {xform_name(op).replace("_", "-"): op for op in model.operation_names}
+    assert operation in names, f"aws {service}: no operation {operation}"
+    op_model = model.operation_model(names[operation])
+    params: dict[str, object] = {}
+    i = 3
+    while i < len(argv):
+        key, value = argv[i], argv[i + 1]
+        i += 2
+        if value.startswith("file://"):
+            value = (tmp / Path(value[len("file://") :]).name).read_text()
+        if key == "--cli-input-json":
+            params.update(json.loads(value))
+            continue
+        members = {xform_name(m).replace("_", "-"): m for m in op_model.input_shape.members}
+        assert key[2:] in members, f"aws {service} {operation}: no parameter {key}"
+        params[members[key[2:]]] = value
+    # the CLI (botocore's generate_idempotent_uuid handler) fills idempotency tokens itself
+    for member, shape in op_model.input_shape.members.items():
+        if shape.metadata.get("idempotencyToken") and member not in params:
+            params[member] = "00000000-0000-4000-8000-000000000000"
+    report = ParamValidator().validate(params, op_model.input_shape)
+    assert not report.has_errors(), report.generate_report()
+    if (
+        service == "sagemaker"
+    ):  # moto implements it: the pipeline must exist, as cdk deploy makes it
+        from training.pipeline import PIPELINE_NAME
+
+        assert params.get("PipelineName") == PIPELINE_NAME
+        client = boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        role = f"arn:aws:iam::{ACCOUNT}:role/lineguard-training"
+        client.create_pipeline(
+            PipelineName=PIPELINE_NAME,
+            PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": []}),
+            RoleArn=role,
+        )
+        started = getattr(client, xform_name(names[operation]))(**params)
+        assert started["PipelineExecutionArn"]
+
+
+SYNOPSIS = r".*(\[--|<[a-z]+\|[a-z]+>|<dataset>|<out>|\.\.\.\s*$|\"\.\.\.\")"
+
 RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"\.venv/bin/python -m stacks\.claim ", claim_device),
+    (SYNOPSIS, help_lists_options),
+    (r"(\.venv/bin/)?python -m line_bridge run ", help_lists_options),
+    (r"python -m rollout (promote|status|rollback) ", help_lists_options),  # the synopsis
+    (r"nice \.venv/bin/python bench/training_accuracy\.py ", help_lists_options),
+    (r"\.venv/bin/python -m inspector inspect --model /tmp/brick ", inspector_transcript),
+    (r"head -1 results\.jsonl$", run_in_workdir),
+    (r"make component MODEL=", make_component_with_model),
+    (r"\.venv/bin/python -m line_bridge check-config bridge\.yaml$", bridge_config),
+    (r"\.venv/bin/python -m line_bridge\.plc_sim ", plc_simulator),
+    (r"\.venv/bin/python edge_component/build\.py ", run_as_documented),
+    (
+        r"(\.venv/bin/python -m (inspector|training|rollout)\.?\w* |cp -r releases /tmp/)",
+        run_in_workdir,
+    ),
+    (r"\.venv/bin/python (-c |bench/)", run_in_workdir),
+    (r"aws (sagemaker) ", aws_cli),
+    (r"aws greengrassv2 create-deployment --cli-input-json file://ring\.json$", aws_cli),
     (r"make (test|demo|bench|e2e-line|setup)$", dry_run_make),
     (r"make (synth|component)$", run_as_documented),
     (r"make deploy PLANT=\S+$", make_deploy),
@@ -252,10 +466,6 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"npx cdk synth ", run_as_documented),
     (r"\.venv/bin/python -m stacks\.describe [^|>]*$", run_as_documented),
     (r"\.venv/bin/python -m stacks\.describe .*\| jq .*> ring\.json$", describe_to_file),
-    (
-        r"aws greengrassv2 create-deployment --cli-input-json file://ring\.json$",
-        greengrass_create_deployment,
-    ),
     (r"\.venv/bin/python -m stacks\.station ", station_move),
     (r"\.venv/tools/checkov/bin/checkov -d cdk\.out ", run_as_documented),
 )
@@ -275,7 +485,17 @@ UNIQUE = list({c.text: c for c in reversed(ALL)}.values())[::-1]
 
 def test_the_documents_show_commands_and_each_has_a_runner() -> None:
     assert len(ALL) >= 15
-    assert {c.where.split(":")[0] for c in ALL} == set(DOCUMENTS)
+    # every page that shows how to run something has its commands here
+    assert {c.where.split(":")[0] for c in ALL} >= {
+        "README.md",
+        "docs/deploy.md",
+        "docs/identity.md",
+        "docs/inspector.md",
+        "docs/line-bridge.md",
+        "docs/rollout.md",
+        "docs/scanners.md",
+        "docs/training.md",
+    }
     for command in ALL:
         runner_for(command)
 

@@ -153,6 +153,8 @@ class ArtifactPublisher(Construct):
             self,
             construct_id,
             service_token=self.function.function_arn,
+            # CloudFormation waits an hour for an answer by default; the function has 5 minutes
+            service_timeout=cdk.Duration.minutes(10),
             resource_type=RESOURCE_TYPE,
             properties={
                 "Mode": "object",
@@ -193,6 +195,8 @@ class ArtifactPublisher(Construct):
             self,
             construct_id,
             service_token=self.function.function_arn,
+            # CloudFormation waits an hour for an answer by default; the function has 5 minutes
+            service_timeout=cdk.Duration.minutes(10),
             resource_type=RESOURCE_TYPE,
             properties={
                 "Mode": "tree",
