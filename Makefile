@@ -65,9 +65,10 @@ synth: setup component ## build the components, synthesise the Shared stack(s) a
 	rm -rf cdk.out
 	npx cdk synth --quiet
 
-deploy: setup component ## PLANT=<plant>: build the components, then cdk deploy the plant and its Shared stack
+deploy: $(VENV_STAMP) $(NODE_STAMP) ## PLANT=<plant>: preflight, build the components, cdk deploy the plant and its Shared stack
 	@test -n "$(PLANT)" || { echo "error: make deploy PLANT=<plant> (a file in plants/)"; exit 2; }
 	$(PY) -m stacks.preflight --plant $(PLANT)
+	$(MAKE) component
 	@# -c plant selects one Plant stack and the Shared stack of its account/region: --all is those two
 	npx cdk deploy -c plant=$(PLANT) --all
 

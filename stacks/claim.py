@@ -82,16 +82,16 @@ def create_claim(iot: Any, plant: PlantConfig, claim_dir: Path) -> str:
     created = iot.create_keys_and_certificate(setAsActive=True)
     claim_dir.mkdir(parents=True, exist_ok=True)
     (claim_dir / CLAIM_CERT).write_text(created["certificatePem"], encoding="utf-8")
-    key = claim_dir / CLAIM_KEY
-    key.write_text(created["keyPair"]["PrivateKey"], encoding="utf-8")
-    os.chmod(key, 0o600)
+    # the private key is never readable by others, not even between write and chmod
+    fd = os.open(claim_dir / CLAIM_KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as key:
+        key.write(created["keyPair"]["PrivateKey"])
     iot.attach_policy(policyName=claim_policy_name(plant), target=created["certificateArn"])
     return str(created["certificateArn"])
 
 
 def installer_config(
     plant: PlantConfig,
-    nucleus_version: str,
     *,
     data_endpoint: str,
     credential_endpoint: str,
@@ -103,11 +103,11 @@ def installer_config(
     """The installer's ``--init-config`` for one device (developer guide fleet-provisioning)."""
     return {
         "services": {
-            NUCLEUS: {
-                "version": nucleus_version,
-                # the device side's accessControl uses {iot:thingName} (docs/identity.md)
-                "configuration": {"interpolateComponentConfiguration": True},
-            },
+            # No "version": the nucleus takes a version given here over its own jar's
+            # (Kernel.initializeNucleusVersion), so it could misreport what runs; install the
+            # version the rings deploy instead. The device side's accessControl uses
+            # {iot:thingName} (docs/identity.md).
+            NUCLEUS: {"configuration": {"interpolateComponentConfiguration": True}},
             "aws.greengrass.FleetProvisioningByClaim": {
                 "configuration": {
                     "rootPath": root,
@@ -160,16 +160,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ClaimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    versions = {
-        entry.components[NUCLEUS] for entry in release.rings.values() if NUCLEUS in entry.components
-    }
-    if len(versions) != 1:
-        print(
-            f"error: releases/{plant.name}.json: the rings name {len(versions)} nucleus versions "
-            f"({', '.join(sorted(versions)) or 'none'}); install one the rings deploy",
-            file=sys.stderr,
-        )
-        return 2
+    versions = sorted(
+        {
+            entry.components[NUCLEUS]
+            for entry in release.rings.values()
+            if NUCLEUS in entry.components
+        }
+    )
     import boto3
 
     iot = boto3.client("iot", region_name=plant.region)
@@ -190,7 +187,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 1
     config = installer_config(
         plant,
-        versions.pop(),
         data_endpoint=data,
         credential_endpoint=creds,
         root=args.root,
@@ -200,8 +196,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    nucleus = " or ".join(versions) or "the latest"
     out.write(
-        f"wrote {out_dir / 'config.yaml'}; on the device, with {claim_dir}/ copied to "
+        f"wrote {out_dir / 'config.yaml'}; install Greengrass nucleus {nucleus} (what the "
+        f"rings deploy) on the device, with {claim_dir}/ copied to "
         f"{args.root}/claim-certs/ and {ROOT_CA} to {args.root}/:\n"
         f'  sudo -E java -Droot="{args.root}" -Dlog.store=FILE -jar GreengrassInstaller/lib/'
         "Greengrass.jar --trusted-plugin GreengrassInstaller/aws.greengrass.FleetProvisioningByClaim"

@@ -168,6 +168,8 @@ class PlantMonitoring(Construct):
         self.topic = sns.Topic(
             self,
             "Alarms",
+            # a fixed name, so people can subscribe by ARN (docs/deploy.md)
+            topic_name=f"lineguard-{plant.name}-alarms",
             display_name=f"LineGuard {plant.name} alarms",
             master_key=key,
             enforce_ssl=True,

@@ -55,7 +55,12 @@ PLACEHOLDERS = {
     "<serial>": "DEMO-0001",
     "<line>": "line-1",
     "<station>": "final-check",
+    "<email>": "quality@example.com",
 }
+
+
+# A line that runs something, wherever it stands (an unlabelled block would hide it).
+SHELL_LIKE = r"(\$ |\.venv/|make |npx |python3? -m |aws |sudo |cp |curl )"
 
 
 @dataclass(frozen=True)
@@ -81,14 +86,19 @@ def doc_commands(document: str) -> list[DocCommand]:
         stripped = line.strip()
         if stripped.startswith("```"):  # blocks inside list items are indented
             if kind:
+                assert not pending, f"{document}:{number}: a continuation runs past its block"
                 kind = ""
             else:
                 kind = {"```bash": "bash", "```sh": "bash", "```console": "console"}.get(
-                    stripped, "other"
+                    stripped, "other" if stripped == "```" else stripped[3:]
                 )
                 block_start = number
             continue
         if kind not in ("bash", "console"):
+            # a command in a block of another kind would never run: label it
+            assert kind not in ("other",) or not re.match(SHELL_LIKE, stripped), (
+                f"{document}:{number}: `{stripped}` is in an unlabelled block; fence it ```bash"
+            )
             continue
         if kind == "console":
             if not stripped.startswith("$ "):
@@ -190,8 +200,13 @@ def dry_run_make(command: DocCommand, endpoint: str, tmp: Path) -> None:
 def make_deploy(command: DocCommand, endpoint: str, tmp: Path) -> None:
     recipe = shell(f"make -n {shlex.join(command.argv[1:])}")
     plant = dict(a.split("=", 1) for a in command.argv[1:] if "=" in a)["PLANT"]
-    assert f"-m stacks.preflight --plant {plant}" in recipe
-    assert f"npx cdk deploy -c plant={plant} --all" in recipe
+    steps = [
+        f"-m stacks.preflight --plant {plant}",  # first: nothing is built for the wrong account
+        "make component",
+        f"npx cdk deploy -c plant={plant} --all",
+    ]
+    positions = [recipe.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), recipe
     env = aws_env(endpoint)
     shell(f"{sys.executable} -m stacks.preflight --plant {plant}", env)
     stacks = shell(f"npx cdk list -c plant={plant} -c nag=false -o {tmp / 'cdk.out'}", env)
@@ -381,7 +396,8 @@ def help_lists_options(command: DocCommand, endpoint: str, tmp: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", command.text))
-    missing = sorted(o for o in options if o not in out.stdout)
+    offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", out.stdout))
+    missing = sorted(options - offered)  # exact names: --plan is not --plant
     assert options and not missing, f"{' '.join(program)} --help lacks {missing}"
 
 
@@ -407,6 +423,9 @@ def aws_cli(command: DocCommand, endpoint: str, tmp: Path) -> None:
             params.update(json.loads(value))
             continue
         members = {xform_name(m).replace("_", "-"): m for m in op_model.input_shape.members}
+        members.update(
+            {cli: members[api] for (svc, api), cli in CLI_RENAMES.items() if svc == service}
+        )
         assert key[2:] in members, f"aws {service} {operation}: no parameter {key}"
         params[members[key[2:]]] = value
     # the CLI (botocore's generate_idempotent_uuid handler) fills idempotency tokens itself
@@ -415,19 +434,26 @@ def aws_cli(command: DocCommand, endpoint: str, tmp: Path) -> None:
             params[member] = "00000000-0000-4000-8000-000000000000"
     report = ParamValidator().validate(params, op_model.input_shape)
     assert not report.has_errors(), report.generate_report()
-    if (
-        service == "sagemaker"
-    ):  # moto implements it: the pipeline must exist, as cdk deploy makes it
+    client = boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    if service == "sns":
+        # moto implements it: the topic must exist, as the plant stack names it
+        name = str(params["TopicArn"]).rsplit(":", 1)[1]
+        plant_stack = ROOT / "cdk.out" / "LineGuard-Plant-demo.template.json"
+        assert f'"TopicName": "{name}"' in plant_stack.read_text(), f"no topic {name} is deployed"
+        client.create_topic(Name=name)
+        answer = getattr(client, xform_name(names[operation]))(**params)
+        assert answer["SubscriptionArn"]
+    if service == "sagemaker":
+        # moto implements it: the pipeline must exist, as cdk deploy makes it
         from training.pipeline import PIPELINE_NAME
 
         assert params.get("PipelineName") == PIPELINE_NAME
-        client = boto3.client(
-            service,
-            endpoint_url=endpoint,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
         role = f"arn:aws:iam::{ACCOUNT}:role/lineguard-training"
         client.create_pipeline(
             PipelineName=PIPELINE_NAME,
@@ -437,6 +463,11 @@ def aws_cli(command: DocCommand, endpoint: str, tmp: Path) -> None:
         started = getattr(client, xform_name(names[operation]))(**params)
         assert started["PipelineExecutionArn"]
 
+
+# The AWS CLI's own argument names where they differ from botocore's (awscli
+# customizations/argrename.py ARGUMENT_RENAMES, e.g. "sns.subscribe.endpoint":
+# "notification-endpoint").
+CLI_RENAMES = {("sns", "endpoint"): "notification-endpoint"}
 
 SYNOPSIS = r".*(\[--|<[a-z]+\|[a-z]+>|<dataset>|<out>|\.\.\.\s*$|\"\.\.\.\")"
 
@@ -457,7 +488,7 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
         run_in_workdir,
     ),
     (r"\.venv/bin/python (-c |bench/)", run_in_workdir),
-    (r"aws (sagemaker) ", aws_cli),
+    (r"aws (sagemaker|sns) ", aws_cli),
     (r"aws greengrassv2 create-deployment --cli-input-json file://ring\.json$", aws_cli),
     (r"make (test|demo|bench|e2e-line|setup)$", dry_run_make),
     (r"make (synth|component)$", run_as_documented),

@@ -48,6 +48,7 @@ DEVICE = ["--plant", "demo", "--serial", "DEMO-0001", "--line", "line-1", "--sta
 def test_creates_an_active_claim_with_the_claim_policy(iot: Any, tmp_path: Path) -> None:
     code, text = run(*DEVICE, "--out", str(tmp_path))
     assert code == 0, text
+    assert "install Greengrass nucleus 2.16.1" in text
     arn = text.split()[2]
     cert_id = arn.rsplit("/", 1)[1]
     assert iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["status"] == (
@@ -75,11 +76,9 @@ def test_installer_config_has_what_the_plugin_requires(iot: Any, tmp_path: Path)
     # moto invents a new endpoint per call (AWS keeps one per account): check its form
     assert re.fullmatch(r"[a-z0-9]+-ats\.iot\.eu-west-1\.amazonaws\.com", plugin["iotDataEndpoint"])
     assert plugin["iotCredentialEndpoint"].endswith(".credentials.iot.eu-west-1.amazonaws.com")
+    # no version: the nucleus would report it over its own jar's (Kernel.initializeNucleusVersion)
     nucleus = config["services"]["aws.greengrass.Nucleus"]
-    assert nucleus == {
-        "version": "2.16.1",
-        "configuration": {"interpolateComponentConfiguration": True},
-    }
+    assert nucleus == {"configuration": {"interpolateComponentConfiguration": True}}
 
 
 def test_a_device_the_hook_would_refuse_is_refused_now(

@@ -899,3 +899,9 @@ def test_only_this_accounts_iot_may_assume_the_provisioning_role(plant_parts: Bu
             "Description": Match.string_like_regexp("IoT fleet provisioning"),
         },
     )
+
+
+def test_alarm_topic_has_the_name_people_subscribe_to(plant_parts: Built) -> None:
+    plant_parts.template.has_resource_properties(
+        "AWS::SNS::Topic", {"TopicName": "lineguard-example-large-alarms"}
+    )
