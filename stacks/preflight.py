@@ -2,10 +2,11 @@
 
 python -m stacks.preflight --plant NAME [--plants-dir plants] [--releases-dir releases]
 
-One line and a non-zero exit for: a broken plant or release file, no AWS credentials, or
+One line and a non-zero exit for: a broken plant or release file, no AWS credentials,
 credentials for another account than the plant file's ``account`` (the shipped plant files
-carry the placeholder 123456789012: put your account and region in the plant file first). On
-success it prints the stacks ``make deploy`` will deploy.
+carry the placeholder 123456789012: put your account and region in the plant file first), or a
+region not bootstrapped for the CDK. On success it prints the stacks ``make deploy`` will
+deploy.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def check_credentials(plant: PlantConfig, sts: Any, where: str) -> str:
     return account
 
 
+# What `cdk bootstrap` leaves (the default qualifier): the CDK CLI reads it before deploying.
+BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
+
+
+def check_bootstrap(plant: PlantConfig, ssm: Any) -> None:
+    """PreflightError unless ``cdk bootstrap`` ran in the plant's account and region."""
+    try:
+        ssm.get_parameter(Name=BOOTSTRAP_PARAMETER)
+    except ssm.exceptions.ParameterNotFound:
+        raise PreflightError(
+            f"{plant.account}/{plant.region} is not bootstrapped for the CDK: run "
+            f"npx cdk bootstrap aws://{plant.account}/{plant.region}"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Command-line entry point."""
     out = out or sys.stdout
@@ -67,6 +83,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     where = f"{args.plants_dir}/{plant.name}.yaml"
     try:
         check_credentials(plant, boto3.client("sts", region_name=plant.region), where)
+        check_bootstrap(plant, boto3.client("ssm", region_name=plant.region))
     except PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

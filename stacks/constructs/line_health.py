@@ -87,7 +87,7 @@ def line_health_sql(plant: str, namespace: str) -> str:
     """The rule's SQL: one EMF document per health message that judged at least one part."""
     return (
         f"SELECT VALUE {iot_literal(line_health_document(namespace))} "
-        f"FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1 AND {TOTAL} > 0"
+        f"FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1 AND device = topic(5) AND {TOTAL} > 0"
     )
 
 

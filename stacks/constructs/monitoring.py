@@ -17,7 +17,9 @@ from stacks.constructs.line_health import LineHealth, line_query
 # Health message fields the rule reads (edge_component/inspector/health.py):
 # {"v": 1, "counts": {"pass": n, "reject": n, "manual": n}, "latency_ms": {"p50": x|null,
 #  "p99": x|null, ...}, "backlog": n|null, "healthy": bool, ...}
-HEALTH_SQL = "SELECT * FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1"
+# The device's IoT policy pins topic level 5 to its own thing name (stacks/policies.py): a report
+# whose "device" is not the publishing thing is not counted.
+HEALTH_SQL = "SELECT * FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1 AND device = topic(5)"
 TOTAL = "counts.pass + counts.reject + counts.manual"
 # Lines shown in each per-line dashboard graph (the highest values; the alarm watches all).
 LINES_SHOWN = 20

@@ -726,7 +726,8 @@ def rule_with_sql(built: Built, sql: str) -> dict[str, Any]:
 
 def test_health_rule_puts_plant_metrics(plant_parts: Built) -> None:
     rule = rule_with_sql(
-        plant_parts, "SELECT * FROM 'lineguard/example-large/+/+/+/health' WHERE v = 1"
+        plant_parts,
+        "SELECT * FROM 'lineguard/example-large/+/+/+/health' WHERE v = 1 AND device = topic(5)",
     )
     namespaces = {a["CloudwatchMetric"]["MetricNamespace"] for a in rule["Actions"]}
     assert namespaces == {"LineGuard/example-large"}
@@ -737,7 +738,7 @@ def test_line_health_rule_writes_emf_documents_to_its_log_group(plant_parts: Bui
     rule = rule_with_sql(plant_parts, line_health_sql("example-large", "LineGuard/example-large"))
     assert rule["Sql"].startswith("SELECT VALUE {'_aws': {'Timestamp': timestamp(), ")
     assert rule["Sql"].endswith(
-        "WHERE v = 1 AND (counts.pass + counts.reject + counts.manual) > 0"
+        "WHERE v = 1 AND device = topic(5) AND (counts.pass + counts.reject + counts.manual) > 0"
     )  # an interval without inspections has no reject rate
     (action,) = rule["Actions"]
     plant_parts.template.has_resource_properties(

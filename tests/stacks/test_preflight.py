@@ -32,7 +32,17 @@ def run(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def bootstrap() -> None:
+    """What `cdk bootstrap` leaves that the CDK CLI reads: the bootstrap version parameter."""
+    import boto3
+
+    boto3.client("ssm", region_name="eu-west-1").put_parameter(
+        Name=preflight.BOOTSTRAP_PARAMETER, Value="30", Type="String"
+    )
+
+
 def test_credentials_for_the_plants_account_pass(aws: None) -> None:
+    bootstrap()
     code, text = run("--plant", "demo")
     assert code == 0
     assert text == (
@@ -55,6 +65,16 @@ def test_credentials_for_another_account_are_refused_with_what_to_change(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {plants}/demo.yaml: account: the plant file says 210987654321")
     assert "credentials are for account 123456789012" in err
+
+
+def test_a_region_not_bootstrapped_is_named_with_the_command(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("--plant", "demo")[0] == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: 123456789012/eu-west-1 is not bootstrapped for the CDK: run "
+        "npx cdk bootstrap aws://123456789012/eu-west-1"
+    )
 
 
 def test_no_credentials_is_one_line(
