@@ -17,7 +17,7 @@ export AWS_EC2_METADATA_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup test lint typecheck pytest demo bench e2e-line synth deploy clean
+.PHONY: help setup test lint typecheck pytest demo bench e2e-line synth bootstrap deploy clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ synth: setup component ## build the components, synthesise the Shared stack(s) a
 	@# a fresh cdk.out: a stack renamed or removed since the last synth must not linger there
 	rm -rf cdk.out
 	npx cdk synth --quiet
+
+bootstrap: $(VENV_STAMP) $(NODE_STAMP) ## PLANT=<plant>: cdk bootstrap the plant's account and region (once per account and region)
+	@test -n "$(PLANT)" || { echo "error: make bootstrap PLANT=<plant> (a file in plants/)"; exit 2; }
+	@# the CDK CLI runs the app even to bootstrap, and the app needs the built components
+	$(MAKE) component
+	npx cdk bootstrap $$($(PY) -m stacks.describe --plant $(PLANT) --environment)
 
 deploy: $(VENV_STAMP) $(NODE_STAMP) ## PLANT=<plant>: preflight, build the components, cdk deploy the plant and its Shared stack
 	@test -n "$(PLANT)" || { echo "error: make deploy PLANT=<plant> (a file in plants/)"; exit 2; }

@@ -162,6 +162,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--plants-dir", type=Path, default=PLANTS_DIR)
     parser.add_argument("--releases-dir", type=Path, default=RELEASES_DIR)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--environment",
+        action="store_true",
+        help="print only aws://<account>/<region> of each plant (what cdk bootstrap takes)",
+    )
     args = parser.parse_args(argv)
     try:
         plants = load_plants(args.plants_dir, args.plant)
@@ -169,6 +174,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except PlantConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.environment:
+        for env in dict.fromkeys(f"aws://{p.account}/{p.region}" for p in plants):
+            out.write(env + "\n")
+        return 0
     if args.json:
         json.dump(infos if len(infos) > 1 else infos[0], out, indent=2)
         out.write("\n")

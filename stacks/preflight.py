@@ -57,7 +57,7 @@ def check_bootstrap(plant: PlantConfig, ssm: Any) -> None:
     except ssm.exceptions.ParameterNotFound:
         raise PreflightError(
             f"{plant.account}/{plant.region} is not bootstrapped for the CDK: run "
-            f"npx cdk bootstrap aws://{plant.account}/{plant.region}"
+            f"make bootstrap PLANT={plant.name}"
         ) from None
 
 

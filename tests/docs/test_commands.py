@@ -493,7 +493,7 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"make (test|demo|bench|e2e-line|setup)$", dry_run_make),
     (r"make (synth|component)$", run_as_documented),
     (r"make deploy PLANT=\S+$", make_deploy),
-    (r"npx cdk bootstrap aws://\d+/[a-z0-9-]+$", run_as_documented),
+    (r"make bootstrap PLANT=\S+$", run_as_documented),
     (r"npx cdk synth ", run_as_documented),
     (r"\.venv/bin/python -m stacks\.describe [^|>]*$", run_as_documented),
     (r"\.venv/bin/python -m stacks\.describe .*\| jq .*> ring\.json$", describe_to_file),

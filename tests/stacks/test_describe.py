@@ -80,3 +80,9 @@ def test_runs_without_the_cdk() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Plant example-large" in proc.stdout
+
+
+def test_environment_is_what_cdk_bootstrap_takes() -> None:
+    code, text = run("--plant", "demo", "--plant", "example-large", "--environment")
+    assert code == 0
+    assert text == "aws://123456789012/eu-west-1\n"  # both plants share one environment

@@ -73,7 +73,7 @@ def test_a_region_not_bootstrapped_is_named_with_the_command(
     assert run("--plant", "demo")[0] == 1
     assert capsys.readouterr().err.strip() == (
         "error: 123456789012/eu-west-1 is not bootstrapped for the CDK: run "
-        "npx cdk bootstrap aws://123456789012/eu-west-1"
+        "make bootstrap PLANT=demo"
     )
 
 
