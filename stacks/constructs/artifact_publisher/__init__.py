@@ -17,12 +17,12 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from stacks.components import file_sha256
+from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -61,40 +61,16 @@ class ArtifactPublisher(Construct):
         """Args: the artifact bucket and its key; the function's log group and its log key."""
         super().__init__(scope, construct_id)
         self._bucket = bucket
-        stack = cdk.Stack.of(self)
-        log_group = logs.LogGroup(
+        made = function_logs(
             self,
-            "Logs",
             log_group_name=log_group_name,
-            retention=logs.RetentionDays.THREE_MONTHS,
-            encryption_key=log_key,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            log_key=log_key,
+            role_description=(
+                "LineGuard artifact publisher: copies CDK assets to exact artifact keys"
+            ),
+            who="the publisher",
         )
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="LineGuard artifact publisher: copies CDK assets to exact artifact keys",
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name=f"{log_group_name}:*",
-                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
-            )
-        )
-        acknowledge_wildcard(
-            self.role,
-            arn_text(self.role, "logs", f"log-group:{log_group_name}:*"),
-            "Log streams of the publisher's own log group are created at run time; the grant is "
-            "limited to that one group.",
-        )
+        log_group, self.role = made.log_group, made.role
         # SSE-KMS with a bucket key: S3 generates data keys and decrypts the bucket key.
         self.role.add_to_policy(
             iam.PolicyStatement(

@@ -40,11 +40,11 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import PlantConfig
+from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
 from stacks.constructs.deployment_check.runtime.check import DIMENSION, METRIC
 from stacks.constructs.monitoring import plant_namespace
@@ -92,33 +92,16 @@ class DeploymentCheck(Construct):
         namespace = plant_namespace(plant.name)
 
         log_group_name = f"/lineguard/{plant.name}/deployment-check"
-        log_group = logs.LogGroup(
+        made = function_logs(
             self,
-            "Logs",
             log_group_name=log_group_name,
-            encryption_key=log_key,
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            log_key=log_key,
+            role_description=(
+                f"Deployment check of plant {plant.name}: read deployments, put a metric"
+            ),
+            who="the check",
         )
-        role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Deployment check of plant {plant.name}: read deployments, put a metric",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name=f"{log_group_name}:*",
-                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
-            )
-        )
+        log_group, role = made.log_group, made.role
         # Same grant as the promotion role's deployment reads (pipeline_roles.py).
         role.add_to_policy(
             iam.PolicyStatement(
@@ -149,12 +132,6 @@ class DeploymentCheck(Construct):
                 resources=["*"],  # PutMetricData has no resource-level permission
                 conditions={"StringEquals": {"cloudwatch:namespace": namespace}},
             )
-        )
-        acknowledge_wildcard(
-            role,
-            arn_text(role, "logs", f"log-group:{log_group_name}:*"),
-            "Log streams of the check's own log group are created at run time; the grant is "
-            "limited to that one group.",
         )
         acknowledge_wildcard(
             role,

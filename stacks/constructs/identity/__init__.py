@@ -9,10 +9,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import PlantConfig
+from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
 from stacks.constructs.identity.runtime.identity_sync import SHADOW
 
@@ -56,20 +56,16 @@ class DeviceIdentity(Construct):
         stack = cdk.Stack.of(self)
         things = f"lineguard-{plant.name}-*"
         log_group_name = f"/lineguard/{plant.name}/identity-sync"
-        log_group = logs.LogGroup(
+        made = function_logs(
             self,
-            "Logs",
             log_group_name=log_group_name,
-            encryption_key=log_key,
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            log_key=log_key,
+            role_description=(
+                f"Identity sync of plant {plant.name}: read things, write identity shadows"
+            ),
+            who="the identity sync",
         )
-        role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Identity sync of plant {plant.name}: read things, write identity shadows",
-        )
+        log_group, role = made.log_group, made.role
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["iot:DescribeThing"],
@@ -86,19 +82,6 @@ class DeviceIdentity(Construct):
                 ],
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name=f"{log_group_name}:*",
-                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
-            )
-        )
         for resource, reason in (
             (f"thing/{things}", "Devices join by fleet provisioning under this plant's prefix."),
             (
@@ -107,11 +90,6 @@ class DeviceIdentity(Construct):
             ),
         ):
             acknowledge_wildcard(role, arn_text(self, "iot", resource), reason)
-        acknowledge_wildcard(
-            role,
-            arn_text(role, "logs", f"log-group:{log_group_name}:*"),
-            "Log streams of the function's own log group are created at run time.",
-        )
         self.function = lambda_.Function(
             self,
             "Function",

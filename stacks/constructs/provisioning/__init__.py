@@ -12,10 +12,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import PlantConfig
+from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
 from stacks.policies import (
     claim_policy_document,
@@ -95,32 +95,16 @@ class FleetProvisioning(Construct):
         )
 
         log_group_name = f"/lineguard/{plant.name}/provisioning-hook"
-        log_streams_arn = stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name=f"{log_group_name}:*",
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
-        log_group = logs.LogGroup(
+        made = function_logs(
             self,
-            "HookLogs",
             log_group_name=log_group_name,
-            retention=logs.RetentionDays.THREE_MONTHS,
-            encryption_key=log_key,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            log_key=log_key,
+            role_description=f"Pre-provisioning hook of plant {plant.name}: writes its own logs only",
+            who="the hook",
+            logs_id="HookLogs",
+            role_id="HookRole",
         )
-        hook_role = iam.Role(
-            self,
-            "HookRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Pre-provisioning hook of plant {plant.name}: writes its own logs only",
-        )
-        hook_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_streams_arn],
-            )
-        )
+        log_group, hook_role = made.log_group, made.role
         self.hook = lambda_.Function(
             self,
             "Hook",
@@ -138,12 +122,6 @@ class FleetProvisioning(Construct):
             # account's Lambda concurrency; a throttled request fails and the device retries.
             reserved_concurrent_executions=HOOK_CONCURRENCY,
             description=f"LineGuard {plant.name}: check serial and line, assign the ring",
-        )
-        acknowledge_wildcard(
-            hook_role,
-            arn_text(hook_role, "logs", f"log-group:{log_group_name}:*"),
-            "Log streams of the hook's own log group are created at run time; the grant is "
-            "limited to that one group.",
         )
         self.hook.add_permission(
             "InvokedByIotProvisioning",
