@@ -90,6 +90,30 @@ def create_claim(iot: Any, plant: PlantConfig, claim_dir: Path) -> str:
     return str(created["certificateArn"])
 
 
+def certificate_id(pem: str) -> str:
+    """AWS IoT's certificate id: the SHA-256 of the certificate's DER bytes, in hex."""
+    import hashlib
+    import ssl
+
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def check_claim(iot: Any, plant: PlantConfig, cert: Path) -> None:
+    """ClaimError unless the claim certificate is active and carries the plant's claim policy."""
+    cert_id = certificate_id(cert.read_text(encoding="utf-8"))
+    try:
+        description = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]
+    except iot.exceptions.ResourceNotFoundException:
+        raise ClaimError(f"{cert}: certificate {cert_id} is not registered in AWS IoT") from None
+    if description["status"] != "ACTIVE":
+        raise ClaimError(f"{cert}: certificate {cert_id} is {description['status']}, not ACTIVE")
+    attached = iot.list_attached_policies(target=description["certificateArn"])["policies"]
+    if claim_policy_name(plant) not in {p["policyName"] for p in attached}:
+        raise ClaimError(
+            f"{cert}: certificate {cert_id} does not carry the policy {claim_policy_name(plant)}"
+        )
+
+
 def installer_config(
     plant: PlantConfig,
     *,
@@ -180,6 +204,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             missing = [n for n in (CLAIM_CERT, CLAIM_KEY) if not (claim_dir / n).is_file()]
             if missing:
                 raise ClaimError(f"{claim_dir}: no {' or '.join(missing)}")
+            check_claim(iot, plant, claim_dir / CLAIM_CERT)
         data = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
         creds = iot.describe_endpoint(endpointType="iot:CredentialProvider")["endpointAddress"]
     except ClaimError as exc:

@@ -26,7 +26,9 @@ from .conftest import PLANTS, RELEASES
 def iot(monkeypatch: pytest.MonkeyPatch, demo: PlantConfig) -> Iterator[Any]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
+    # AWS IoT's certificate id is the SHA-256 of the DER certificate; moto models that only with
+    # use_valid_cert (its default hashes the PEM text: moto iot/models.py compute_cert_id)
+    with mock_aws(config={"iot": {"use_valid_cert": True}}):
         client = boto3.client("iot", region_name=demo.region)
         # what cdk deploy of the plant stack leaves: the claim policy
         client.create_policy(
@@ -113,3 +115,17 @@ def test_an_existing_claim_is_reused(iot: Any, tmp_path: Path) -> None:
     argv = [*DEVICE[:2], *second, "--line", "line-1", "--claim-dir", str(shared)]
     assert run(*argv, "--out", str(tmp_path / "second"))[0] == 0
     assert len(iot.list_certificates()["certificates"]) == 1
+
+
+def test_a_reused_claim_must_be_active_and_carry_the_claim_policy(
+    iot: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(*DEVICE, "--out", str(tmp_path / "first"))[0] == 0
+    shared = tmp_path / "first" / "claim-certs"
+    cert_id = claim.certificate_id((shared / claim.CLAIM_CERT).read_text())
+    # AWS IoT names certificates by this id: the one moto registered
+    assert iot.describe_certificate(certificateId=cert_id)["certificateDescription"]
+    iot.update_certificate(certificateId=cert_id, newStatus="INACTIVE")
+    argv = [*DEVICE, "--claim-dir", str(shared), "--out", str(tmp_path / "second")]
+    assert run(*argv)[0] == 1
+    assert f"certificate {cert_id} is INACTIVE, not ACTIVE" in capsys.readouterr().err
