@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 from inspector.model_package import ModelPackage
 from rollout.errors import BadInputError
 from rollout.fleet import MODEL_COMPONENT
+from stacks.components import ComponentBuildError, component_build_module
 
 COMPONENTS_PREFIX = "components/"
 EDGE_COMPONENT = Path(__file__).resolve().parents[1] / "edge_component"
@@ -45,18 +44,11 @@ def digest_b64(data: bytes) -> str:
 
 
 def _component_build(root: Path = EDGE_COMPONENT) -> ModuleType:
-    """Load ``edge_component/build.py`` by path (a top-level ``build`` may be another package)."""
-    path = root / "build.py"
-    name = "lineguard_component_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None or not path.is_file():
-        raise BadInputError(f"{path}: the component build script is missing")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``edge_component/build.py`` (stacks.components loads it), as a rollout input error."""
+    try:
+        return component_build_module(root)
+    except ComponentBuildError as exc:
+        raise BadInputError(str(exc)) from None
 
 
 def build_model(package: ModelPackage, bucket: str, root: Path = EDGE_COMPONENT) -> BuiltModel:

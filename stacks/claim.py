@@ -56,11 +56,6 @@ class ClaimError(RuntimeError):
     """The device cannot be prepared: refused by the plant's rules, or the plant not deployed."""
 
 
-def claim_policy_name(plant: PlantConfig) -> str:
-    """The IoT policy a claim certificate gets (stacks.constructs.provisioning)."""
-    return f"lineguard-{plant.name}-provisioning-claim"
-
-
 def check_device(plant: PlantConfig, serial: str, line: str, station: str) -> None:
     """Refuse what the plant's pre-provisioning hook would refuse, with the hook's own rules."""
     settings = hook.HookSettings.from_dict(hook_settings(plant))
@@ -73,10 +68,10 @@ def check_device(plant: PlantConfig, serial: str, line: str, station: str) -> No
 def create_claim(iot: Any, plant: PlantConfig, claim_dir: Path) -> str:
     """A new active claim certificate with the claim policy attached, written to ``claim_dir``."""
     try:
-        iot.get_policy(policyName=claim_policy_name(plant))
+        iot.get_policy(policyName=plant.claim_policy_name)
     except iot.exceptions.ResourceNotFoundException:
         raise ClaimError(
-            f"IoT policy {claim_policy_name(plant)} not found: deploy the plant first "
+            f"IoT policy {plant.claim_policy_name} not found: deploy the plant first "
             f"(make deploy PLANT={plant.name})"
         ) from None
     created = iot.create_keys_and_certificate(setAsActive=True)
@@ -86,7 +81,7 @@ def create_claim(iot: Any, plant: PlantConfig, claim_dir: Path) -> str:
     fd = os.open(claim_dir / CLAIM_KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as key:
         key.write(created["keyPair"]["PrivateKey"])
-    iot.attach_policy(policyName=claim_policy_name(plant), target=created["certificateArn"])
+    iot.attach_policy(policyName=plant.claim_policy_name, target=created["certificateArn"])
     return str(created["certificateArn"])
 
 
@@ -108,9 +103,9 @@ def check_claim(iot: Any, plant: PlantConfig, cert: Path) -> None:
     if description["status"] != "ACTIVE":
         raise ClaimError(f"{cert}: certificate {cert_id} is {description['status']}, not ACTIVE")
     attached = iot.list_attached_policies(target=description["certificateArn"])["policies"]
-    if claim_policy_name(plant) not in {p["policyName"] for p in attached}:
+    if plant.claim_policy_name not in {p["policyName"] for p in attached}:
         raise ClaimError(
-            f"{cert}: certificate {cert_id} does not carry the policy {claim_policy_name(plant)}"
+            f"{cert}: certificate {cert_id} does not carry the policy {plant.claim_policy_name}"
         )
 
 
@@ -198,7 +193,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.claim_dir is None:
             claim_dir = out_dir / "claim-certs"
             arn = create_claim(iot, plant, claim_dir)
-            out.write(f"claim certificate {arn} (policy {claim_policy_name(plant)})\n")
+            out.write(f"claim certificate {arn} (policy {plant.claim_policy_name})\n")
         else:
             claim_dir = args.claim_dir
             missing = [n for n in (CLAIM_CERT, CLAIM_KEY) if not (claim_dir / n).is_file()]

@@ -360,6 +360,11 @@ class PlantConfig(_Frozen):
         return f"lineguard-{self.name}-core-device"
 
     @property
+    def claim_policy_name(self) -> str:
+        """IoT policy of the claim certificates that provision this plant's devices."""
+        return f"lineguard-{self.name}-provisioning-claim"
+
+    @property
     def role_alias_name(self) -> str:
         """IoT role alias of the token exchange role (Greengrass ``iotRoleAlias``)."""
         return f"lineguard-{self.name}-token-exchange"

@@ -75,7 +75,7 @@ def describe(plant: PlantConfig, release: Release) -> dict[str, Any]:
         "role_alias": plant.role_alias_name,
         "policies": {
             plant.core_policy_name: core_device_policy_document(plant),
-            f"lineguard-{plant.name}-provisioning-claim": claim_policy_document(plant),
+            plant.claim_policy_name: claim_policy_document(plant),
             # each device's own policy, as provisioning creates it (shown for serial <serial>)
             "<device policy>": device_policy_document(plant, plant.thing_name("<serial>")),
         },

@@ -15,15 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aws_cdk as cdk
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import PlantConfig
-from stacks.constructs._nag import acknowledge_wildcard, arn_text
+from stacks.constructs._own_log_group import IOT, RULE_LOG_ACTIONS, own_log_group
 
 LINE_DIMENSION = "Line"
 # Health message v1 (edge_component/inspector/health.py): counts of the interval's decisions.
@@ -118,42 +116,20 @@ class LineHealth(Construct):
         log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = cdk.Stack.of(self)
         name = f"/lineguard/{plant.name}/line-health"
         # The events only carry the metrics, which CloudWatch keeps on its own: keep them short.
-        self.log_group = logs.LogGroup(
+        made = own_log_group(
             self,
-            "Logs",
             log_group_name=name,
-            encryption_key=log_key,
+            log_key=log_key,
+            role_description=f"IoT line health rule of plant {plant.name}: write its EMF log group",
+            reason="IoT creates the log streams of this one line-health log group at run time.",
+            service=IOT,
+            actions=RULE_LOG_ACTIONS,
             retention=logs.RetentionDays.ONE_WEEK,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            role_id="RuleRole",
         )
-        role = iam.Role(
-            self,
-            "RuleRole",
-            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
-            description=f"IoT line health rule of plant {plant.name}: write its EMF log group",
-        )
-        # What the cloudwatchLogs action needs (cloudwatch-logs-rule-action.html).
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name=f"{name}:*",
-                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
-            )
-        )
-        acknowledge_wildcard(
-            role,
-            arn_text(role, "logs", f"log-group:{name}:*"),
-            "IoT creates the log streams of this one line-health log group at run time.",
-        )
+        self.log_group, role = made.log_group, made.role
         self.rule = iot.CfnTopicRule(
             self,
             "Rule",

@@ -37,6 +37,7 @@ ROLLOUT_PREFIX = "rollout/"
 SOURCE_FILES = (
     "rollout/*.py",
     "stacks/__init__.py",
+    "stacks/components.py",
     "stacks/config.py",
     "stacks/deployment_spec.py",
     "edge_component/inspector/__init__.py",

@@ -32,7 +32,7 @@ def iot(monkeypatch: pytest.MonkeyPatch, demo: PlantConfig) -> Iterator[Any]:
         client = boto3.client("iot", region_name=demo.region)
         # what cdk deploy of the plant stack leaves: the claim policy
         client.create_policy(
-            policyName=claim.claim_policy_name(demo),
+            policyName=demo.claim_policy_name,
             policyDocument=json.dumps(claim_policy_document(demo)),
         )
         yield client

@@ -22,8 +22,8 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from stacks.components import file_sha256
-from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
+from stacks.constructs._own_log_group import function_reason, own_log_group
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 RESOURCE_TYPE = "Custom::LineGuardArtifact"
@@ -61,14 +61,14 @@ class ArtifactPublisher(Construct):
         """Args: the artifact bucket and its key; the function's log group and its log key."""
         super().__init__(scope, construct_id)
         self._bucket = bucket
-        made = function_logs(
+        made = own_log_group(
             self,
             log_group_name=log_group_name,
             log_key=log_key,
             role_description=(
                 "LineGuard artifact publisher: copies CDK assets to exact artifact keys"
             ),
-            who="the publisher",
+            reason=function_reason("the publisher"),
         )
         log_group, self.role = made.log_group, made.role
         # SSE-KMS with a bucket key: S3 generates data keys and decrypts the bucket key.
@@ -102,6 +102,25 @@ class ArtifactPublisher(Construct):
         )
         return asset
 
+    def _copy(
+        self, construct_id: str, asset: s3_assets.Asset, **properties: str
+    ) -> cdk.CustomResource:
+        """The custom resource that copies ``asset`` into the artifact bucket."""
+        return cdk.CustomResource(
+            self,
+            construct_id,
+            service_token=self.function.function_arn,
+            # CloudFormation waits an hour for an answer by default; the function has 5 minutes
+            service_timeout=cdk.Duration.minutes(10),
+            resource_type=RESOURCE_TYPE,
+            properties={
+                "SourceBucket": asset.s3_bucket_name,
+                "SourceKey": asset.s3_object_key,
+                "Bucket": self._bucket.bucket_name,
+                **properties,
+            },
+        )
+
     def publish_file(
         self, construct_id: str, *, path: Path, key: str, sha256: str | None = None
     ) -> cdk.CustomResource:
@@ -125,21 +144,8 @@ class ArtifactPublisher(Construct):
                 conditions={"StringEquals": {"s3:prefix": key}},
             )
         )
-        return cdk.CustomResource(
-            self,
-            construct_id,
-            service_token=self.function.function_arn,
-            # CloudFormation waits an hour for an answer by default; the function has 5 minutes
-            service_timeout=cdk.Duration.minutes(10),
-            resource_type=RESOURCE_TYPE,
-            properties={
-                "Mode": "object",
-                "SourceBucket": asset.s3_bucket_name,
-                "SourceKey": asset.s3_object_key,
-                "Bucket": bucket.bucket_name,
-                "Key": key,
-                "Sha256": sha256 or file_sha256(path),
-            },
+        return self._copy(
+            construct_id, asset, Mode="object", Key=key, Sha256=sha256 or file_sha256(path)
         )
 
     def publish_tree(self, construct_id: str, *, path: Path, prefix: str) -> cdk.CustomResource:
@@ -167,18 +173,4 @@ class ArtifactPublisher(Construct):
             f"The publisher owns {prefix}: it writes the directory's files there and deletes "
             "the ones a newer version no longer has.",
         )
-        return cdk.CustomResource(
-            self,
-            construct_id,
-            service_token=self.function.function_arn,
-            # CloudFormation waits an hour for an answer by default; the function has 5 minutes
-            service_timeout=cdk.Duration.minutes(10),
-            resource_type=RESOURCE_TYPE,
-            properties={
-                "Mode": "tree",
-                "SourceBucket": asset.s3_bucket_name,
-                "SourceKey": asset.s3_object_key,
-                "Bucket": bucket.bucket_name,
-                "Prefix": prefix,
-            },
-        )
+        return self._copy(construct_id, asset, Mode="tree", Prefix=prefix)

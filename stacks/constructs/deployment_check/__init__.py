@@ -44,8 +44,8 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import PlantConfig
-from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
+from stacks.constructs._own_log_group import function_reason, own_log_group
 from stacks.constructs.deployment_check.runtime.check import DIMENSION, METRIC
 from stacks.constructs.monitoring import plant_namespace
 
@@ -92,14 +92,14 @@ class DeploymentCheck(Construct):
         namespace = plant_namespace(plant.name)
 
         log_group_name = f"/lineguard/{plant.name}/deployment-check"
-        made = function_logs(
+        made = own_log_group(
             self,
             log_group_name=log_group_name,
             log_key=log_key,
             role_description=(
                 f"Deployment check of plant {plant.name}: read deployments, put a metric"
             ),
-            who="the check",
+            reason=function_reason("the check"),
         )
         log_group, role = made.log_group, made.role
         # Same grant as the promotion role's deployment reads (pipeline_roles.py).

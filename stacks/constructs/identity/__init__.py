@@ -12,8 +12,8 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks.config import PlantConfig
-from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
+from stacks.constructs._own_log_group import function_reason, own_log_group
 from stacks.constructs.identity.runtime.identity_sync import SHADOW
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -56,14 +56,14 @@ class DeviceIdentity(Construct):
         stack = cdk.Stack.of(self)
         things = f"lineguard-{plant.name}-*"
         log_group_name = f"/lineguard/{plant.name}/identity-sync"
-        made = function_logs(
+        made = own_log_group(
             self,
             log_group_name=log_group_name,
             log_key=log_key,
             role_description=(
                 f"Identity sync of plant {plant.name}: read things, write identity shadows"
             ),
-            who="the identity sync",
+            reason=function_reason("the identity sync"),
         )
         log_group, role = made.log_group, made.role
         role.add_to_policy(

@@ -15,8 +15,8 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks.config import PlantConfig
-from stacks.constructs._function_logs import function_logs
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
+from stacks.constructs._own_log_group import function_reason, own_log_group
 from stacks.policies import (
     claim_policy_document,
     max_serial_length,
@@ -95,12 +95,12 @@ class FleetProvisioning(Construct):
         )
 
         log_group_name = f"/lineguard/{plant.name}/provisioning-hook"
-        made = function_logs(
+        made = own_log_group(
             self,
             log_group_name=log_group_name,
             log_key=log_key,
             role_description=f"Pre-provisioning hook of plant {plant.name}: writes its own logs only",
-            who="the hook",
+            reason=function_reason("the hook"),
             logs_id="HookLogs",
             role_id="HookRole",
         )
@@ -220,7 +220,7 @@ class FleetProvisioning(Construct):
         self.claim_policy = iot.CfnPolicy(
             self,
             "ClaimPolicy",
-            policy_name=f"lineguard-{plant.name}-provisioning-claim",
+            policy_name=plant.claim_policy_name,
             policy_document=claim_policy_document(plant),
         )
         self.template = iot.CfnProvisioningTemplate(

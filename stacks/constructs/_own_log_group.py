@@ -1,7 +1,8 @@
-"""A Lambda function's own encrypted log group and a role that may write only there."""
+"""A log group of one writer's own, KMS-encrypted, and a role that may write only there."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aws_cdk as cdk
@@ -12,28 +13,38 @@ from constructs import Construct
 
 from stacks.constructs._nag import acknowledge_wildcard, arn_text
 
+LAMBDA = "lambda.amazonaws.com"
+IOT = "iot.amazonaws.com"
+# What a Lambda function needs to write its own logs.
+FUNCTION_LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+# What an IoT rule's cloudwatchLogs action needs (cloudwatch-logs-rule-action.html).
+RULE_LOG_ACTIONS = ("logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents")
+
 
 @dataclass(frozen=True)
-class FunctionLogs:
-    """The log group and the execution role of one function."""
+class OwnLogGroup:
+    """The log group and the role that writes it."""
 
     log_group: logs.LogGroup
     role: iam.Role
 
 
-def function_logs(
+def own_log_group(
     scope: Construct,
     *,
     log_group_name: str,
     log_key: kms.IKey,
     role_description: str,
-    who: str,
+    reason: str,
+    service: str = LAMBDA,
+    actions: Sequence[str] = FUNCTION_LOG_ACTIONS,
+    retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
     logs_id: str = "Logs",
     role_id: str = "Role",
-) -> FunctionLogs:
-    """A KMS-encrypted log group (3 months) and a Lambda role writing only its log streams.
+) -> OwnLogGroup:
+    """A log group and a role, assumed by ``service``, allowed ``actions`` on its streams only.
 
-    ``who`` names the function in the cdk-nag acknowledgement ("the hook", "the check", ...).
+    ``reason`` is the cdk-nag acknowledgement of the log-stream wildcard.
     """
     stack = cdk.Stack.of(scope)
     log_group = logs.LogGroup(
@@ -41,18 +52,18 @@ def function_logs(
         logs_id,
         log_group_name=log_group_name,
         encryption_key=log_key,
-        retention=logs.RetentionDays.THREE_MONTHS,
+        retention=retention,
         removal_policy=cdk.RemovalPolicy.DESTROY,
     )
     role = iam.Role(
         scope,
         role_id,
-        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        assumed_by=iam.ServicePrincipal(service),
         description=role_description,
     )
     role.add_to_policy(
         iam.PolicyStatement(
-            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            actions=list(actions),
             resources=[
                 stack.format_arn(
                     service="logs",
@@ -63,10 +74,13 @@ def function_logs(
             ],
         )
     )
-    acknowledge_wildcard(
-        role,
-        arn_text(role, "logs", f"log-group:{log_group_name}:*"),
+    acknowledge_wildcard(role, arn_text(role, "logs", f"log-group:{log_group_name}:*"), reason)
+    return OwnLogGroup(log_group, role)
+
+
+def function_reason(who: str) -> str:
+    """The acknowledgement of a function's own log streams."""
+    return (
         f"Log streams of {who}'s own log group are created at run time; the grant is limited "
-        "to that one group.",
+        "to that one group."
     )
-    return FunctionLogs(log_group, role)
