@@ -2,9 +2,10 @@
 
 Every result gets the next ``seq`` of its device inside the same transaction that stores it, so
 a ``kill -9`` at any point either loses the frame before it was acknowledged or keeps it with
-exactly one ``seq``. The uplink reads pending results in ``seq`` order and marks them sent only
-after the transport acknowledged them; a crash between the two resends the same ``seq``, which
-the cloud drops as a duplicate.
+exactly one ``seq``. The uplink reads pending results in ``seq`` order and forgets them only
+once they are acknowledged — by the cloud itself where the transport's acknowledgement means
+less (Greengrass: "spooled", see :mod:`inspector.uplink`); a crash in between resends the same
+``seq``, which the cloud drops as a duplicate.
 
 Disk policy (DESIGN.md §3): the journal file, its WAL and shared memory stay under ``cap_bytes``.
 The cap holds between writes; while one
@@ -305,11 +306,18 @@ class Journal:
             value = self._scalar("SELECT value FROM meta WHERE key = ?", (f"cursor:{name}",))
         return None if value is None else str(value)
 
-    def pending(self, limit: int = 1000, max_bytes: int | None = None) -> list[Pending]:
-        """The oldest unsent results in ``seq`` order, at most ``limit`` / ``max_bytes``."""
+    def pending(
+        self, limit: int = 1000, max_bytes: int | None = None, *, after: int | None = None
+    ) -> list[Pending]:
+        """The oldest unacknowledged results in ``seq`` order, at most ``limit`` / ``max_bytes``.
+
+        ``after`` skips every result up to that ``seq`` (already published, awaiting the
+        cloud's acknowledgement).
+        """
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, payload FROM results ORDER BY seq LIMIT ?", (limit,)
+                "SELECT seq, payload FROM results WHERE seq > ? ORDER BY seq LIMIT ?",
+                (-1 if after is None else after, limit),
             ).fetchall()
         out: list[Pending] = []
         total = 0
@@ -343,6 +351,12 @@ class Journal:
             "SELECT (SELECT min(seq) FROM results), (SELECT max(seq) FROM results)"
         ).fetchone()
         return 0 if low is None else int(high) - int(low) + 1
+
+    def oldest_seq(self) -> int | None:
+        """The lowest ``seq`` still waiting for an acknowledgement, or None when none waits."""
+        with self._lock:
+            low = self._scalar("SELECT min(seq) FROM results")
+        return None if low is None else int(low)
 
     def backlog(self) -> int:
         """Number of results not yet acknowledged upstream."""

@@ -68,6 +68,10 @@ class Identity:
         """Upstream topic ``lineguard/<plant>/<line>/<station>/<device>/<kind>``."""
         return f"lineguard/{self.plant}/{self.line}/{self.station}/{self.device}/{kind}"
 
+    def ack_topic(self) -> str:
+        """Where the cloud acknowledges this device's result batches (docs/results-ack.md)."""
+        return f"lineguard/{self.plant}/{self.device}/ack"
+
 
 def rfc3339_ms(epoch_s: float) -> str:
     """RFC 3339 UTC timestamp with milliseconds, e.g. ``2026-11-28T04:30:00.123Z``."""

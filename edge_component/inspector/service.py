@@ -30,6 +30,13 @@ from typing import Any
 from inspector.actuation import Actuator
 from inspector.engine import Inspector
 from inspector.health import HealthReporter, engine_status
+from inspector.identity import (
+    IDENTITY_SHADOW,
+    DeviceIdentity,
+    IdentityWatch,
+    ShadowReader,
+    wait_for_identity,
+)
 from inspector.journal import Journal, JournalError
 from inspector.messages import Identity, MessageError
 from inspector.runtime_config import ConfigError, RuntimeConfig
@@ -68,9 +75,21 @@ def _parser() -> argparse.ArgumentParser:
         "--config-topic", help="mqtt: topic carrying runtime configuration updates (JSON)"
     )
     g = p.add_argument_group("identity")
+    g.add_argument(
+        "--identity",
+        choices=("flags", "shadow"),
+        default="flags",
+        help=(
+            "flags: --plant/--line/--station/--cameras; shadow: read them from this device's "
+            f"{IDENTITY_SHADOW} shadow (greengrass transport; docs/identity.md)"
+        ),
+    )
     g.add_argument("--plant", default="local")
     g.add_argument("--line", default="line-1")
     g.add_argument("--station", default="station-1")
+    g.add_argument(
+        "--identity-poll", type=float, default=30.0, help="shadow: seconds between re-reads"
+    )
     g.add_argument(
         "--device",
         default=os.environ.get("AWS_IOT_THING_NAME", "local-device"),
@@ -99,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and settings")
     g.add_argument("--model", type=Path, help="model package directory (none: every frame manual)")
     g.add_argument("--shadow", type=Path, help="optional shadow model package directory")
+    g.add_argument(
+        "--require-model",
+        action="store_true",
+        help=(
+            "exit 3 when --model fails its checks (checksum, shape, golden image) instead of "
+            "sending every frame to manual; report RUNNING to the nucleus only after they pass"
+        ),
+    )
     g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     g.add_argument("--max-batch", type=int, default=8, help="micro-batch across cameras")
     g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
@@ -161,6 +188,55 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     if args.fps <= 0:
         raise ServiceError(f"--fps must be > 0, got {args.fps}")
     return Settings(args=args, identity=identity, config=config)
+
+
+def with_identity(settings: Settings, found: DeviceIdentity) -> Settings:
+    """The settings with plant, line, station and cameras taken from the device's identity."""
+    args = argparse.Namespace(**vars(settings.args))
+    args.plant, args.line, args.station, args.cameras = (
+        found.plant,
+        found.line,
+        found.station,
+        found.cameras,
+    )
+    try:
+        identity = Identity(found.plant, found.line, found.station, settings.identity.device)
+    except MessageError as exc:
+        raise ServiceError(f"identity shadow: {exc}") from None
+    return Settings(args=args, identity=identity, config=settings.config, extra=settings.extra)
+
+
+def shadow_reader(transport: Transport, thing: str) -> ShadowReader:
+    """Reads this device's identity shadow through the transport (Greengrass only)."""
+    get = getattr(transport, "get_thing_shadow", None)
+    if get is None:
+        raise ServiceError(
+            f"--identity shadow needs --transport greengrass (ShadowManager), not {transport.name}"
+        )
+    return lambda: get(thing, IDENTITY_SHADOW)  # type: ignore[no-any-return]
+
+
+def check_model(settings: Settings) -> str | None:
+    """Load and verify ``--model`` (manifest, sha256, input shape, golden image); why not, or None."""
+    from inspector.runner import ModelLoadError, ModelRunner, RunnerOptions
+
+    args = settings.args
+    if args.model is None:
+        return "--require-model: no --model given"
+    try:
+        ModelRunner.load(
+            args.model,
+            RunnerOptions(
+                intra_op_threads=settings.config.intra_op_threads,
+                max_batch=settings.config.max_batch,
+                warmup_runs=0,
+            ),
+        )
+    except ModelLoadError as exc:
+        return f"model check failed for {args.model}: {exc}"
+    except Exception as exc:  # a corrupt graph can fail inside ONNX Runtime in many ways
+        return f"model check failed for {args.model}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def make_transport(args: argparse.Namespace, device: str) -> Transport:
@@ -293,7 +369,15 @@ class Service:
             shadow = self.engine.set_shadow(args.shadow)
             if not shadow.ok:
                 LOG.error("no shadow model: %s", shadow.reason)
-        self.uplink = Uplink(self.journal, transport, self.identity.topic("results"))
+        try:
+            self.uplink = Uplink(
+                self.journal,
+                transport,
+                self.identity.topic("results"),
+                ack_topic=None if transport.publish_is_delivery else self.identity.ack_topic(),
+            )
+        except TransportError as exc:
+            raise ServiceError(f"cannot subscribe to the cloud's acknowledgements: {exc}") from None
         self.actuator = Actuator(
             self.identity.station,
             self.identity.device,
@@ -524,9 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)  # also when ``python -m inspector`` configured logging
     stop = threading.Event()
+    signalled = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         LOG.info("signal %d: stopping", signum)
+        signalled.set()
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -536,14 +622,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TransportError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if settings.args.require_model:
+        problem = check_model(settings)
+        if problem is not None:
+            transport.close()
+            print(f"error: {problem}", file=sys.stderr)
+            return 3
+    try:
+        # Under Greengrass the component is STARTING until this (a `startup` step: nucleus
+        # GenericExternalService.startup); a model that failed its checks above never gets
+        # here, so the nucleus restarts it, marks it BROKEN after three errors, and the
+        # deployment fails and rolls back (DeploymentConfigMerger).
+        transport.report_running()
+    except TransportError as exc:
+        transport.close()
+        print(f"error: cannot report RUNNING to the nucleus: {exc}", file=sys.stderr)
+        return 1
+    watch: IdentityWatch | None = None
+    if settings.args.identity == "shadow":
+        device = settings.identity.device
+        try:
+            read = shadow_reader(transport, device)
+            found = wait_for_identity(read, device, stop)
+            if found is None:  # stopped before an identity arrived
+                transport.close()
+                return 0
+            settings = with_identity(settings, found)
+        except ServiceError as exc:
+            transport.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        watch = IdentityWatch(read, device, found, stop, poll_s=settings.args.identity_poll)
     try:
         service = Service(settings, transport, stop=stop)
     except (ServiceError, SourceError) as exc:
         transport.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if watch is not None:
+        watch.start()
     try:
-        return service.run()
+        code = service.run()
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if watch is not None and watch.changed is not None and not signalled.is_set():
+        # Every stage (topics, station, cameras, subscriptions) starts afresh under the new
+        # identity: the same process image again, so the nucleus keeps tracking one process.
+        print(f"inspector: identity changed to {watch.changed}; starting again", file=sys.stderr)
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    return code

@@ -6,12 +6,25 @@ rule can hand to Firehose in one go) and under :data:`MAX_PUBLISH_BYTES` (IoT Co
 limit with room for the topic and MQTT framing). Publishes are paced to at most
 ``max_publishes_per_s`` and ``max_bytes_per_s`` in any one second (IoT Core allows 100
 publishes/s and 512 KiB/s per connection and drops the excess), so a large backlog drains at
-about 1,800 results/s. A batch is marked sent in the journal only after the transport
-acknowledged it, so after a failure or a crash the same batch (same ``seq``s) is sent again.
+about 1,800 results/s.
+
+What "acknowledged" means depends on the transport. Over plain MQTT the broker's PUBACK is the
+endpoint's receipt, and a batch leaves the journal once it comes. Through Greengrass it is not:
+a PublishToIoTCore response only says the nucleus put the message in its spooler (in memory by
+default, 2.5 MB, dropped after its retries and on every nucleus restart — nucleus
+``mqttclient/MqttClient.java`` ``publish``, ``mqttclient/spool/Spool.java``). There the uplink
+runs in **cloud-acknowledged** mode (``ack_topic`` set): each batch stays in the journal until
+the cloud's results rule republishes ``{"v":1,"device","first_seq","last_seq"}`` for exactly
+that batch on ``lineguard/<plant>/<device>/ack`` (docs/results-ack.md). Acknowledged ranges
+leave the journal as a contiguous prefix; a batch whose acknowledgement does not come within
+``ack_timeout_s`` is sent again with everything after it (same ``seq``s: the cloud drops the
+duplicates), and at most ``max_unacked_bytes`` wait for acknowledgements at once, so the spooler
+never has to evict. After a failure or a crash the same batch (same ``seq``s) is sent again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -39,12 +52,33 @@ class UplinkStats:
     failures: int = 0
     last_error: str | None = None
     connected: bool = True
+    acks: int = 0
+    resends: int = 0
+    bad_acks: int = 0
+
+
+def parse_ack(device: str, payload: bytes) -> tuple[int, int]:
+    """``(first_seq, last_seq)`` of a cloud acknowledgement for ``device``; ValueError if bad."""
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise ValueError(f"acknowledgement is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("acknowledgement is not a JSON object")
+    if doc.get("device") != device:
+        raise ValueError(f"acknowledgement for device {doc.get('device')!r}, not {device!r}")
+    first, last = doc.get("first_seq"), doc.get("last_seq")
+    for name, value in (("first_seq", first), ("last_seq", last)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"acknowledgement {name} {value!r} is not a positive integer")
+    assert isinstance(first, int) and isinstance(last, int)
+    if first > last:
+        raise ValueError(f"acknowledgement range {first}..{last} is empty")
+    return first, last
 
 
 def encode_batch(device: str, entries: list[Pending]) -> bytes:
     """The batch payload for consecutive journaled results (their JSON embedded verbatim)."""
-    import json
-
     return (
         _HEAD
         + json.dumps(device).encode()
@@ -74,6 +108,11 @@ class Uplink:
             :data:`~inspector.messages.MAX_RESULTS_PER_BATCH`).
         linger_s: how long a partial batch may wait for more results.
         backoff_s: first retry delay after a failure; doubles up to ``max_backoff_s``.
+        ack_topic: where the cloud acknowledges batches; set it when the transport's own
+            acknowledgement does not mean delivery (Greengrass). None: the transport's counts.
+        ack_timeout_s: how long a published batch may wait for the cloud's acknowledgement.
+        max_unacked_bytes: payload bytes published and not yet acknowledged, at most (kept
+            well under the nucleus spooler's 2.5 MB default so it never evicts or refuses).
     """
 
     def __init__(
@@ -91,6 +130,9 @@ class Uplink:
         linger_s: float = 0.5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        ack_topic: str | None = None,
+        ack_timeout_s: float = 60.0,
+        max_unacked_bytes: int = 1024 * 1024,
     ) -> None:
         if not 0 < max_publishes_per_s <= 100:
             raise ValueError("max_publishes_per_s must be in (0, 100]")
@@ -127,10 +169,72 @@ class Uplink:
         self._window: deque[tuple[float, int]] = deque()  # (clock, bytes) of the last second
         self._retry_at = float("-inf")
         self._oldest_seen: float | None = None
+        self.ack_topic = ack_topic
+        self._ack_timeout = ack_timeout_s
+        self._max_unacked = max(max_unacked_bytes, self._max_bytes)
+        # cloud-acknowledged mode: batches published and waiting, (first, last, clock, bytes)
+        self._unacked: deque[tuple[int, int, float, int]] = deque()
+        self._acked: list[tuple[int, int]] = []  # ranges acknowledged, not yet a prefix
+        self._ack_lock = threading.Lock()
+        self._incoming: list[tuple[int, int]] = []
+        if ack_topic is not None:
+            transport.subscribe_upstream(ack_topic, self._on_ack)
+
+    # -- cloud acknowledgements (transport thread: never raises) --------------------------
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = parse_ack(self.journal.device, payload)
+        except ValueError as exc:
+            self.stats.bad_acks += 1
+            LOG.warning("uplink: ignored acknowledgement on %s: %s", self.ack_topic, exc)
+            return
+        with self._ack_lock:
+            self._incoming.append(ack)
+
+    def _settle_acks(self, now: float) -> None:
+        """Forget acknowledged results (a contiguous prefix); resend what waited too long."""
+        with self._ack_lock:
+            incoming, self._incoming = self._incoming, []
+        if incoming:
+            self.stats.acks += len(incoming)
+            self._acked.extend(incoming)
+            self._acked.sort()
+            low = self.journal.oldest_seq()
+            forget = None
+            while low is not None and self._acked:
+                first, last = self._acked[0]
+                if last < low:
+                    self._acked.pop(0)  # a late duplicate of something already forgotten
+                    continue
+                if first > low:
+                    break  # a gap: an earlier batch is still unacknowledged
+                forget = last
+                low = last + 1
+                self._acked.pop(0)
+            if forget is not None:
+                self.journal.mark_sent(forget)
+                while self._unacked and self._unacked[0][1] <= forget:
+                    self._unacked.popleft()
+        if self._unacked and now - self._unacked[0][2] >= self._ack_timeout:
+            first = self._unacked[0][0]
+            LOG.warning(
+                "uplink: no acknowledgement for seq %d.. within %.0fs; sending it again",
+                first,
+                self._ack_timeout,
+            )
+            self.stats.resends += 1
+            self._unacked.clear()  # resend from the oldest unacknowledged result on
+
+    @property
+    def awaiting_ack(self) -> int:
+        """Results published and waiting for the cloud's acknowledgement."""
+        return sum(last - first + 1 for first, last, _, _ in self._unacked)
 
     def _batch(self) -> list[Pending]:
         overhead = len(_HEAD) + len(self.journal.device) + 64
-        entries = self.journal.pending(self._max_results, self._max_bytes - overhead)
+        after = self._unacked[-1][1] if self._unacked else None
+        entries = self.journal.pending(self._max_results, self._max_bytes - overhead, after=after)
         total = overhead
         out: list[Pending] = []
         for entry in entries:
@@ -149,6 +253,10 @@ class Uplink:
         Raises nothing: a transport failure is recorded, and retried after a backoff.
         """
         now = self._clock()
+        if self.ack_topic is not None:
+            self._settle_acks(now)
+            if sum(size for _, _, _, size in self._unacked) >= self._max_unacked:
+                return 0
         if now < self._retry_at or now < self._next_publish:
             return 0
         entries = self._batch()
@@ -186,7 +294,10 @@ class Uplink:
             LOG.debug("uplink: retry in %.1fs", self._backoff)
             self._backoff = min(self._backoff * 2, self._max_backoff)
             return 0
-        self.journal.mark_sent(entries[-1].seq)
+        if self.ack_topic is None:
+            self.journal.mark_sent(entries[-1].seq)
+        else:
+            self._unacked.append((entries[0].seq, entries[-1].seq, self._clock(), len(payload)))
         self._backoff = self._backoff0
         self._oldest_seen = None
         if not self.stats.connected:
@@ -200,6 +311,8 @@ class Uplink:
     def next_wakeup(self) -> float:
         """Clock time at which :meth:`step` may next do something useful."""
         base = max(self._retry_at, self._next_publish)
+        if self._unacked:
+            base = min(base, self._unacked[0][2] + self._ack_timeout)
         if self._oldest_seen is not None:
             base = max(base, min(self._oldest_seen + self._linger, self._clock()))
         return base

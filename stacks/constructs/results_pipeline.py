@@ -29,6 +29,17 @@ NONCURRENT_DAYS = 30  # how long a deleted or overwritten result object stays re
 RESULTS_SQL = (
     "SELECT VALUE results FROM 'lineguard/{plant}/+/+/+/results' WHERE v = 1 AND device = topic(5)"
 )
+# The cloud's acknowledgement of each batch (docs/results-ack.md): the inspector keeps a batch in
+# its journal until this comes back, because through Greengrass a publish is only "spooled".
+# Same filter as RESULTS_SQL, so only a batch the results rule stores is acknowledged; a
+# Firehose action that fails sends the message, payload included, to the rule's error action
+# (IoT developer guide, rule-error-handling.html: "base64OriginalPayload").
+ACK_SQL = (
+    "SELECT v, device, first_seq, last_seq FROM 'lineguard/{plant}/+/+/+/results'"
+    " WHERE v = 1 AND device = topic(5)"
+)
+# republish-rule-action.html: the topic takes substitution templates; ${topic(5)} is the device.
+ACK_TOPIC = "lineguard/{plant}/${{topic(5)}}/ack"
 # In batch mode the Firehose action sends the SQL's array as one PutRecordBatch, and "the
 # resulting array can't have more than 500 records" (AWS IoT developer guide,
 # kinesis-firehose-rule-action.html, batchMode). A device batch holds at most
@@ -127,6 +138,7 @@ class ResultsPipeline(Construct):
         bucket: where results land (``results/plant=<p>/line=<l>/dt=<yyyy-mm-dd>/``).
         delivery_stream: the Firehose stream.
         rule: the IoT topic rule feeding it.
+        ack_rule: the IoT topic rule that acknowledges each stored batch to its device.
         table_name: the Glue table (in ``database_name``) Athena queries.
         view_name: the Athena view over it without resent copies (one row per device and seq).
     """
@@ -322,6 +334,54 @@ class ResultsPipeline(Construct):
                             role_arn=rule_role.role_arn,
                             batch_mode=True,
                             # no separator: Firehose appends the newline (see its processors)
+                        )
+                    )
+                ],
+                error_action=error_action,
+            ),
+        )
+
+        ack_role = iam.Role(
+            self,
+            "AckRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description=f"IoT rule of plant {plant.name}: acknowledge result batches to devices",
+        )
+        ack_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["iot:Publish"],
+                resources=[
+                    stack.format_arn(
+                        service="iot",
+                        resource="topic",
+                        resource_name=f"lineguard/{plant.name}/*/ack",
+                    )
+                ],
+            )
+        )
+        acknowledge_wildcard(
+            ack_role,
+            arn_text(ack_role, "iot", f"topic/lineguard/{plant.name}/*/ack"),
+            "Publishes the acknowledgement of each device on its own "
+            f"lineguard/{plant.name}/<device>/ack topic; devices are not CloudFormation resources.",
+        )
+        self.ack_rule = iot.CfnTopicRule(
+            self,
+            "AckRule",
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                description=(
+                    f"LineGuard {plant.name}: acknowledge each stored result batch "
+                    "(first_seq..last_seq) to the device that sent it"
+                ),
+                sql=ACK_SQL.format(plant=plant.name),
+                aws_iot_sql_version="2016-03-23",
+                rule_disabled=False,
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        republish=iot.CfnTopicRule.RepublishActionProperty(
+                            topic=ACK_TOPIC.format(plant=plant.name),
+                            role_arn=ack_role.role_arn,
+                            qos=1,
                         )
                     )
                 ],

@@ -63,6 +63,9 @@ class FakeIpcClient:
     def subscribe_to_component_updates(self, **kw: Any) -> tuple[None, FakeOperation]:
         return self._subscribe("updates", kw)
 
+    def subscribe_to_iot_core(self, **kw: Any) -> tuple[None, FakeOperation]:
+        return self._subscribe("iot_core", kw)
+
     def get_configuration(self, **kw: Any) -> GetConfigurationResponse:
         self.calls.append(("get_configuration", kw))
         if self.fail_get_config:

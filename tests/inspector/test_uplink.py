@@ -177,3 +177,145 @@ def test_rejects_bad_limits(journal: Journal) -> None:
         Uplink(journal, Recorder(FakeClock()), TOPIC, max_publishes_per_s=500)
     with pytest.raises(ValueError, match="max_batch_bytes"):
         Uplink(journal, Recorder(FakeClock()), TOPIC, max_batch_bytes=200 * 1024)
+
+
+class Spooling(Recorder):
+    """A transport whose acknowledgement means "spooled" (Greengrass PublishToIoTCore).
+
+    Published batches sit in ``spool`` until :meth:`deliver` hands them to the cloud, which
+    acknowledges each batch on the ack topic as the results rule does; :meth:`lose_spool` is
+    a nucleus restart (the default spooler is in memory — nucleus mqttclient/spool/Spool.java).
+    """
+
+    publish_is_delivery = False
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.spool: list[bytes] = []
+        self.cloud: list[int] = []
+        self.ack_callbacks: dict[str, object] = {}
+
+    def publish_upstream(self, topic: str, payload: bytes) -> None:
+        super().publish_upstream(topic, payload)
+        self.spool.append(payload)
+
+    def subscribe_upstream(self, topic: str, callback) -> None:  # type: ignore[no-untyped-def]
+        self.ack_callbacks[topic] = callback
+
+    def deliver(self, *, reverse: bool = False) -> None:
+        batches, self.spool = self.spool, []
+        for payload in reversed(batches) if reverse else batches:
+            doc = json.loads(payload)
+            self.cloud.extend(r["seq"] for r in doc["results"])
+            ack = {
+                "v": 1,
+                "device": doc["device"],
+                "first_seq": doc["first_seq"],
+                "last_seq": doc["last_seq"],
+            }
+            for callback in self.ack_callbacks.values():
+                callback(json.dumps(ack).encode())  # type: ignore[operator]
+
+    def lose_spool(self) -> None:
+        self.spool = []
+
+
+ACK = "lineguard/p1/dev-1/ack"
+
+
+def test_spooled_is_not_delivered_results_wait_for_the_cloud(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Spooling(clock)
+    uplink = Uplink(
+        journal, transport, TOPIC, clock=clock, sleep=clock.sleep, ack_topic=ACK, ack_timeout_s=30
+    )
+    assert ACK in transport.ack_callbacks
+    first = journal.append_many([result(f"a{i}") for i in range(1200)])[0]
+    assert not uplink.drain(timeout_s=5)  # published (spooled) but not acknowledged
+    assert transport.spool and journal.backlog() == 1200
+    assert uplink.awaiting_ack == 1200
+    transport.lose_spool()  # the nucleus restarts: its in-memory spool is gone
+    journal.append_many([result(f"b{i}") for i in range(100)])
+    clock.sleep(31)  # no acknowledgement within the timeout: everything is sent again
+    for _ in range(200):
+        uplink.step(flush=True)
+        transport.deliver()
+        clock.sleep(0.05)
+    assert uplink.stats.resends >= 1
+    assert journal.backlog() == 0 and uplink.awaiting_ack == 0
+    assert sorted(set(transport.cloud)) == list(range(first, first + 1300))
+
+
+def test_acknowledgements_out_of_order_forget_only_a_prefix(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Spooling(clock)
+    uplink = Uplink(
+        journal,
+        transport,
+        TOPIC,
+        clock=clock,
+        sleep=clock.sleep,
+        ack_topic=ACK,
+        max_batch_results=100,
+    )
+    first = journal.append_many([result(f"a{i}") for i in range(300)])[0]
+    for _ in range(10):
+        uplink.step(flush=True)
+        clock.sleep(0.1)
+    batches = list(transport.spool)
+    assert len(batches) == 3
+    # the cloud acknowledges the last two batches; the first is still in flight
+    transport.spool = batches[1:]
+    transport.deliver(reverse=True)
+    uplink.step()
+    assert journal.backlog() == 300 and journal.oldest_seq() == first
+    transport.spool = batches[:1]
+    transport.deliver()
+    uplink.step()
+    assert journal.backlog() == 0
+
+
+def test_unacknowledged_bytes_are_bounded_under_the_spooler(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Spooling(clock)
+    uplink = Uplink(
+        journal,
+        transport,
+        TOPIC,
+        clock=clock,
+        sleep=clock.sleep,
+        ack_topic=ACK,
+        max_unacked_bytes=256 * 1024,
+    )
+    journal.append_many([result(f"a{i}") for i in range(20000)])
+    for _ in range(500):
+        uplink.step(flush=True)
+        clock.sleep(0.05)
+    spooled = sum(len(p) for p in transport.spool)
+    assert 0 < spooled <= 256 * 1024 + MAX_PUBLISH_BYTES
+    transport.deliver()
+    uplink.step(flush=True)
+    assert journal.backlog() < 20000
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[]",
+        b'{"device":"dev-2","first_seq":1,"last_seq":9}',
+        b'{"device":"dev-1","first_seq":9,"last_seq":1}',
+        b'{"device":"dev-1","first_seq":"1"}',
+    ],
+)
+def test_bad_acknowledgements_are_counted_and_forget_nothing(
+    journal: Journal, payload: bytes
+) -> None:
+    clock = FakeClock()
+    transport = Spooling(clock)
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep, ack_topic=ACK)
+    journal.append_many([result(f"a{i}") for i in range(10)])
+    uplink.step(flush=True)
+    transport.ack_callbacks[ACK](payload)  # type: ignore[operator]
+    uplink.step()
+    assert uplink.stats.bad_acks == 1 and journal.backlog() == 10

@@ -906,3 +906,23 @@ def test_alarm_topic_has_the_name_people_subscribe_to(plant_parts: Built) -> Non
     plant_parts.template.has_resource_properties(
         "AWS::SNS::Topic", {"TopicName": "lineguard-example-large-alarms"}
     )
+
+
+def test_each_stored_batch_is_acknowledged_to_its_own_device(plant_parts: Built) -> None:
+    from stacks.constructs.results_pipeline import ACK_SQL, RESULTS_SQL
+
+    rules = resources(plant_parts.template, "AWS::IoT::TopicRule")
+    acks = [
+        r["Properties"]["TopicRulePayload"]
+        for r in rules
+        if "republish" in json.dumps(r["Properties"]["TopicRulePayload"]["Actions"]).lower()
+    ]
+    assert len(acks) == 1
+    payload = acks[0]
+    plant = payload["Sql"].split("'")[1].split("/")[1]
+    assert payload["Sql"] == ACK_SQL.format(plant=plant)
+    # the same filter as the rule that stores the batch: nothing unstored is acknowledged
+    assert payload["Sql"].split(" WHERE ")[1] == RESULTS_SQL.format(plant=plant).split(" WHERE ")[1]
+    republish = payload["Actions"][0]["Republish"]
+    assert republish["Topic"] == f"lineguard/{plant}/${{topic(5)}}/ack" and republish["Qos"] == 1
+    assert "ErrorAction" in payload

@@ -10,6 +10,7 @@ from typing import Any
 LOG = logging.getLogger(__name__)
 
 ConfigCallback = Callable[[dict[str, Any]], None]
+MessageCallback = Callable[[bytes], None]
 UpdateGate = Callable[[], bool]
 
 
@@ -21,6 +22,10 @@ class Transport(abc.ABC):
     """Upstream (QoS 1, acknowledged) and local publishing plus configuration updates."""
 
     name = "transport"
+    #: whether :meth:`publish_upstream` returning means the cloud has the message. False for
+    #: Greengrass, whose acknowledgement only means "spooled" (then the uplink waits for the
+    #: cloud's own acknowledgement on a topic it subscribes to).
+    publish_is_delivery = True
 
     @abc.abstractmethod
     def publish_upstream(self, topic: str, payload: bytes) -> None:
@@ -30,12 +35,19 @@ class Transport(abc.ABC):
     def publish_local(self, topic: str, payload: bytes) -> None:
         """Publish on the device's local bus (line bridge); raise TransportError on failure."""
 
+    def subscribe_upstream(self, topic: str, callback: MessageCallback) -> None:
+        """Deliver each cloud message on ``topic`` to ``callback(payload)`` (never raises)."""
+        raise TransportError(f"{self.name} transport: cannot subscribe to {topic} upstream")
+
     @abc.abstractmethod
     def on_config(self, callback: ConfigCallback) -> None:
         """Call ``callback(config)`` with each runtime configuration update."""
 
     def on_component_update(self, ready: UpdateGate) -> None:  # noqa: B027 - optional hook
         """Ask before a component update; ``ready()`` False defers it (only Greengrass can)."""
+
+    def report_running(self) -> None:  # noqa: B027 - optional hook
+        """Tell the host the component is ready (Greengrass: UpdateState RUNNING)."""
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until the transport can publish (or the timeout); True if it can."""

@@ -19,6 +19,7 @@ from awsiot.greengrasscoreipc.model import QOS, BinaryMessage, PublishMessage
 
 from inspector.transports.base import (
     ConfigCallback,
+    MessageCallback,
     Transport,
     TransportError,
     UpdateGate,
@@ -33,6 +34,10 @@ class GreengrassTransport(Transport):
     """Publishes through the nucleus: IoT Core (QoS 1) and local pub/sub."""
 
     name = "greengrass"
+    # A PublishToIoTCore response means "in the nucleus' spooler", not "at IoT Core" (nucleus
+    # mqttclient/MqttClient.java publish → spool.addMessage; the spool is in memory by default
+    # and lost on a nucleus restart), so results wait for the cloud's acknowledgement.
+    publish_is_delivery = False
 
     def __init__(self, ipc_client: Any, *, defer_recheck_ms: int = DEFER_RECHECK_MS) -> None:
         self._ipc = ipc_client
@@ -61,6 +66,52 @@ class GreengrassTransport(Transport):
         except Exception as exc:
             self.last_error = f"{topic}: {type(exc).__name__}: {exc}"
             raise TransportError(f"greengrass transport: local publish {self.last_error}") from exc
+
+    def subscribe_upstream(self, topic: str, callback: MessageCallback) -> None:
+        """SubscribeToIoTCore (QoS 1) on an exact topic; deliver each message's payload."""
+
+        def on_event(event: Any) -> None:
+            message = getattr(event, "message", None)
+            if message is not None and message.payload is not None:
+                call_safely(callback, bytes(message.payload), what=f"greengrass {topic}")
+
+        try:
+            _, operation = self._ipc.subscribe_to_iot_core(
+                topic_name=topic,
+                qos=QOS.AT_LEAST_ONCE,
+                on_stream_event=self._guard(on_event, f"IoT Core message on {topic}"),
+                on_stream_error=self._on_stream_error,
+                on_stream_closed=self._on_stream_closed,
+            )
+        except Exception as exc:
+            self.last_error = f"{topic}: {type(exc).__name__}: {exc}"
+            raise TransportError(
+                f"greengrass transport: subscribe to IoT Core {self.last_error}"
+            ) from exc
+        self._operations.append(operation)
+
+    def report_running(self) -> None:
+        """UpdateState RUNNING: the nucleus holds a ``startup`` step in STARTING until this."""
+        from awsiot.greengrasscoreipc.model import ReportedLifecycleState
+
+        try:
+            self._ipc.update_state(state=ReportedLifecycleState.RUNNING)
+        except Exception as exc:
+            self.last_error = f"UpdateState: {type(exc).__name__}: {exc}"
+            raise TransportError(f"greengrass transport: {self.last_error}") from exc
+
+    def get_thing_shadow(self, thing: str, shadow: str) -> bytes | None:
+        """GetThingShadow from ShadowManager's local copy; None when the shadow does not exist."""
+        from awsiot.greengrasscoreipc.model import ResourceNotFoundError
+
+        try:
+            response = self._ipc.get_thing_shadow(thing_name=thing, shadow_name=shadow)
+        except ResourceNotFoundError:
+            return None
+        except Exception as exc:
+            self.last_error = f"GetThingShadow {thing}/{shadow}: {type(exc).__name__}: {exc}"
+            raise TransportError(f"greengrass transport: {self.last_error}") from exc
+        return bytes(response.payload or b"")
 
     def on_config(self, callback: ConfigCallback) -> None:
         """Subscribe to this component's configuration updates; deliver the full configuration."""

@@ -20,7 +20,13 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from inspector.transports.base import ConfigCallback, Transport, TransportError, call_safely
+from inspector.transports.base import (
+    ConfigCallback,
+    MessageCallback,
+    Transport,
+    TransportError,
+    call_safely,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +69,7 @@ class MqttTransport(Transport):
         self._abandoned: set[int] = set()
         self._cond = threading.Condition()
         self._config_callbacks: list[ConfigCallback] = []
+        self._upstream: dict[str, MessageCallback] = {}
         client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -99,6 +106,8 @@ class MqttTransport(Transport):
             self._connected.set()
             if self.settings.config_topic:
                 client.subscribe(self.settings.config_topic, qos=1)
+            for topic in list(self._upstream):  # a new session has no subscriptions
+                client.subscribe(topic, qos=1)
             LOG.info("mqtt: connected to %s:%s", self.settings.host, self.settings.port)
         except Exception:
             LOG.exception("mqtt: on_connect failed")
@@ -120,6 +129,10 @@ class MqttTransport(Transport):
             self._cond.notify_all()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        upstream = self._upstream.get(message.topic)
+        if upstream is not None:
+            call_safely(upstream, bytes(message.payload), what=f"mqtt {message.topic}")
+            return
         try:
             doc = json.loads(message.payload)
             if not isinstance(doc, dict):
@@ -174,6 +187,12 @@ class MqttTransport(Transport):
     def publish_local(self, topic: str, payload: bytes) -> None:
         """QoS 1 publish on the same broker (the line bridge subscribes there)."""
         self._publish(topic, payload)
+
+    def subscribe_upstream(self, topic: str, callback: MessageCallback) -> None:
+        """Subscribe (QoS 1) to an exact topic, again after every reconnect."""
+        self._upstream[topic] = callback
+        if self._connected.is_set():
+            self._client.subscribe(topic, qos=1)
 
     def on_config(self, callback: ConfigCallback) -> None:
         """Deliver JSON objects published on ``settings.config_topic``."""
