@@ -87,9 +87,15 @@ def test_inspector_recipe_contract() -> None:
     dep = doc["ComponentDependencies"]["com.lineguard.Model"]
     assert dep["DependencyType"] == "HARD" and dep["VersionRequirement"] == ">=1.0.0 <2.0.0"
     manifest = doc["Manifests"][0]
-    run = manifest["Lifecycle"]["run"]["Script"]
+    # startup, not run: RUNNING only once the inspector reports it after the model checks
+    assert "run" not in manifest["Lifecycle"]
+    run = manifest["Lifecycle"]["startup"]["Script"]
     assert "--model {com.lineguard.Model:artifacts:decompressedPath}/model" in run
     assert "--device {iot:thingName}" in run and "--transport greengrass" in run
+    assert "--require-model" in run and "--identity shadow" in run
+    # identity never comes from a ring's configuration
+    for flag in ("--plant", "--line", "--station", "--cameras"):
+        assert flag not in run, flag
     install = manifest["Lifecycle"]["install"]["Script"]
     assert "--no-index" in install and "/inspector/wheels" in install
     assert (
@@ -103,8 +109,19 @@ def test_inspector_recipe_contract() -> None:
         "lineguard/+/+/+/{iot:thingName}/results",
         "lineguard/+/+/+/{iot:thingName}/health",
     ]
+    acks = acl["aws.greengrass.ipc.mqttproxy"]["com.lineguard.Inspector:mqttproxy:2"]
+    assert acks["operations"] == ["aws.greengrass#SubscribeToIoTCore"]
+    assert acks["resources"] == ["lineguard/+/{iot:thingName}/ack"]
     local = acl["aws.greengrass.ipc.pubsub"]["com.lineguard.Inspector:pubsub:1"]
-    assert local["resources"] == ["lineguard/local/+/reject", "lineguard/local/+/heartbeat"]
+    # local pub/sub matches `+` literally (nucleus WildcardTrie): only `*` spans a station
+    assert local["resources"] == [
+        "lineguard/local/*/reject",
+        "lineguard/local/*/verdict",
+        "lineguard/local/*/heartbeat",
+    ]
+    shadow = acl["aws.greengrass.ShadowManager"]["com.lineguard.Inspector:shadow:1"]
+    assert shadow["operations"] == ["aws.greengrass#GetThingShadow"]
+    assert shadow["resources"] == ["$aws/things/{iot:thingName}/shadow/name/lineguard-identity"]
     every = json.dumps(acl)
     assert '"*"' not in every
     # every {configuration:/x} the run script uses has a default
