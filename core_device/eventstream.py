@@ -311,7 +311,7 @@ def to_rpc(message: Message) -> RpcMessage:
     try:
         message_type = MessageType(int(found[MESSAGE_TYPE_HEADER]))  # type: ignore[arg-type]
     except ValueError as exc:
-        raise EventStreamError(f"unknown RPC message type {found[MESSAGE_TYPE_HEADER]}") from exc
+        raise EventStreamError(f"unknown RPC message type {found[MESSAGE_TYPE_HEADER]!r}") from exc
     operation = found.get(OPERATION_HEADER)
     return RpcMessage(
         message_type=message_type,
