@@ -53,7 +53,7 @@ lint: $(VENV_STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV_STAMP) ## mypy on the packages
-	$(VENV)/bin/mypy stacks rollout training demo bench edge_component/inspector edge_component/line_bridge edge_component/build.py app.py
+	$(VENV)/bin/mypy stacks rollout training demo bench core_device edge_component/inspector edge_component/line_bridge edge_component/build.py app.py
 
 pytest: setup ## the test suite only
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/pytest
