@@ -1,4 +1,4 @@
-"""Fixtures: a running IpcServer on a short tmp socket and a factory of real SDK clients."""
+"""Fixtures: a running IpcServer and real SDK clients; the repository's components, really built."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 from core_device.host import InMemoryHost
 from core_device.ipc_server import IpcServer
+from stacks.components import DEVICE_REQUIREMENTS, PLACEHOLDER_BUCKET, component_build_module
 
 ClientFactory = Callable[[str], GreengrassCoreIPCClientV2]
 
@@ -61,3 +62,26 @@ def ipc_client(
     yield connect
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def built_components(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<tmp>/components/<name>/<version>/`` for the Inspector, the LineBridge and the Model
+    (the shipped initial model package), built by edge_component/build.py."""
+    from tests.support.components import build_code_components
+
+    root = tmp_path_factory.mktemp("core-device-build")
+    out = build_code_components(root)
+    build = component_build_module()
+    for spec in build.load_specs(bucket=PLACEHOLDER_BUCKET):
+        if spec.name == build.MODEL_COMPONENT:
+            build.build_component(
+                spec,
+                out,
+                requirements=DEVICE_REQUIREMENTS,
+                wheel_cache=root / "wheel-cache",
+                offline=True,
+                model_package=spec.initial_package,
+                log=lambda _line: None,
+            )
+    return out

@@ -14,8 +14,13 @@ TOPIC = "lineguard/demo/line-1/press-out/dev-1/results"
 
 
 def batch(**fields: object) -> bytes:
-    doc: dict[str, object] = {"v": 1, "device": "dev-1", "first_seq": 10, "last_seq": 12,
-                              "results": [{"seq": 10}, {"seq": 11}, {"seq": 12}]}
+    doc: dict[str, object] = {
+        "v": 1,
+        "device": "dev-1",
+        "first_seq": 10,
+        "last_seq": 12,
+        "results": [{"seq": 10}, {"seq": 11}, {"seq": 12}],
+    }
     doc.update(fields)
     return json.dumps(doc).encode()
 
@@ -63,8 +68,9 @@ def test_a_batch_without_its_range_gets_an_ack_the_device_refuses() -> None:
 
 
 def test_identity_document_is_what_the_inspector_reads() -> None:
-    doc = identity_shadow_document("dev-1", plant="demo", line="line-1", station="press-out",
-                                   cameras=2)
+    doc = identity_shadow_document(
+        "dev-1", plant="demo", line="line-1", station="press-out", cameras=2
+    )
     got = parse_identity(json.dumps(doc).encode(), "dev-1")
     assert (got.plant, got.line, got.station, got.cameras) == ("demo", "line-1", "press-out", 2)
 
@@ -73,6 +79,7 @@ def test_identity_document_is_what_the_identity_sync_function_writes() -> None:
     from stacks.constructs.identity.runtime.identity_sync import identity_document
 
     attributes = {"line": "line-1", "station": "press-out", "cameras": "2"}
-    doc = identity_shadow_document("lineguard-demo-D1", plant="demo", line="line-1",
-                                   station="press-out", cameras=2)
+    doc = identity_shadow_document(
+        "lineguard-demo-D1", plant="demo", line="line-1", station="press-out", cameras=2
+    )
     assert doc["state"]["desired"] == identity_document("demo", "lineguard-demo-D1", attributes)
