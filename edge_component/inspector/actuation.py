@@ -27,6 +27,11 @@ def reject_topic(station: str) -> str:
     return f"lineguard/local/{station}/reject"
 
 
+def verdict_topic(station: str) -> str:
+    """``lineguard/local/<station>/verdict``: every part's result, for positive-verdict lines."""
+    return f"lineguard/local/{station}/verdict"
+
+
 def heartbeat_topic(station: str) -> str:
     """``lineguard/local/<station>/heartbeat``."""
     return f"lineguard/local/{station}/heartbeat"
@@ -65,6 +70,8 @@ class Actuator:
         status: returns ``(healthy, model ref or None)`` for the heartbeat.
         clock, wall_clock: monotonic and epoch seconds.
         store: keeps refused rejects across restarts (none: they wait in memory only).
+        verdicts: also publish every part's result on the verdict topic (best effort: a lost
+            verdict makes a positive-verdict line divert the part).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Actuator:
         wall_clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING_REJECTS,
         store: SignalStore | None = None,
+        verdicts: bool = False,
     ) -> None:
         if not heartbeat_interval_s > 0:
             raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
@@ -100,6 +108,8 @@ class Actuator:
         self._max_pending = max_pending
         self._failing = False
         self._store = store
+        self._verdicts = verdicts
+        self.verdict_failures = 0
         if store is not None:
             self._pending.extend((payload, sid) for sid, payload in store.held_signals())
             if self._pending:
@@ -150,6 +160,12 @@ class Actuator:
 
     def on_result(self, result: dict[str, Any]) -> bool:
         """Publish the reject message if the part is ``reject`` or ``manual``; True if sent."""
+        if self._verdicts:
+            try:
+                self._publish(verdict_topic(self.station), encode(result))
+            except Exception as exc:  # never retried: the line diverts a part with no verdict
+                self.verdict_failures += 1
+                LOG.warning("verdict of part %s not published: %s", result.get("part_id"), exc)
         if result.get("decision") not in ACTUATED:
             return False
         if len(self._pending) >= self._max_pending:

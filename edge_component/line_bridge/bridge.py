@@ -32,6 +32,7 @@ from line_bridge.messages import (
     format_ts,
     parse_heartbeat,
     parse_reject,
+    parse_verdict,
     split_topic,
 )
 
@@ -152,7 +153,13 @@ class Bridge:
                 state.inspector_healthy = beat.healthy
                 state.model = beat.model
             else:
-                reject = parse_reject(station, payload)
+                if (kind == "verdict") != (self.config.verdicts == "positive"):
+                    raise MessageError(
+                        f"topic {topic!r}: a {kind} message in {self.config.verdicts} mode"
+                    )
+                # positive mode: every part's verdict (pass too) goes to the PLC the same way
+                parse = parse_verdict if kind == "verdict" else parse_reject
+                reject = parse(station, payload)
                 if state.first_time(reject.part_id):
                     if len(self._pending) >= MAX_PENDING:
                         dropped, _ = self._pending.popleft()

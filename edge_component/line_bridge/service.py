@@ -45,8 +45,10 @@ def build_controller(config: BridgeConfig) -> LineController:
 def build_subscriber(config: BridgeConfig, bridge: Bridge, ipc_client: Any = None) -> Subscriber:
     """The message source: IPC when a Greengrass client is given, else MQTT from the config."""
     if ipc_client is not None:
-        return IpcSubscriber(ipc_client, config.stations, bridge.handle_message)
-    return MqttSubscriber(config.transport, config.stations, bridge.handle_message)
+        return IpcSubscriber(ipc_client, config.stations, bridge.handle_message, config.verdicts)
+    return MqttSubscriber(
+        config.transport, config.stations, bridge.handle_message, verdicts=config.verdicts
+    )
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

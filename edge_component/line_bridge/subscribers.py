@@ -13,16 +13,17 @@ from typing import Any, Protocol
 
 from line_bridge.config import TransportConfig
 from line_bridge.errors import BridgeError
-from line_bridge.messages import heartbeat_topic, reject_topic
+from line_bridge.messages import heartbeat_topic, reject_topic, verdict_topic
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any], None]
 
 
-def topics_for(stations: Sequence[str]) -> list[str]:
-    """Every local topic the bridge subscribes to: reject and heartbeat per station."""
-    return [t for s in stations for t in (reject_topic(s), heartbeat_topic(s))]
+def topics_for(stations: Sequence[str], verdicts: str = "negative") -> list[str]:
+    """Every local topic the bridge subscribes to: reject (or verdict) and heartbeat per station."""
+    first = verdict_topic if verdicts == "positive" else reject_topic
+    return [t for s in stations for t in (first(s), heartbeat_topic(s))]
 
 
 class Subscriber(Protocol):
@@ -44,9 +45,11 @@ class IpcSubscriber:
     Only the entry point constructs the real client, so tests pass a fake one.
     """
 
-    def __init__(self, client: Any, stations: Sequence[str], handler: Handler) -> None:
+    def __init__(
+        self, client: Any, stations: Sequence[str], handler: Handler, verdicts: str = "negative"
+    ) -> None:
         self.client = client
-        self.topics = topics_for(stations)
+        self.topics = topics_for(stations, verdicts)
         self.handler = handler
         self._operations: list[Any] = []
 
@@ -170,9 +173,10 @@ class MqttSubscriber:
         stations: Sequence[str],
         handler: Handler,
         connect_timeout_s: float = 10.0,
+        verdicts: str = "negative",
     ) -> None:
         self.config = config
-        self.topics = topics_for(stations)
+        self.topics = topics_for(stations, verdicts)
         self.handler = handler
         self.connect_timeout_s = connect_timeout_s
         self.subscribed = threading.Event()
