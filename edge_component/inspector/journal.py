@@ -152,6 +152,11 @@ class Journal:
                 "CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " ts REAL, part_id TEXT, reason TEXT, score REAL, size INTEGER, data BLOB)"
             )
+            # local reject messages the bus refused, kept until they are signalled
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS signals (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " payload BLOB NOT NULL)"
+            )
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 first = max(1, int(self._clock() * 1000))
@@ -343,6 +348,25 @@ class Journal:
             self._maybe_vacuum()
             self._checkpoint_if_needed()
             return int(cur.rowcount)
+
+    # -- local signals the bus refused (actuation) -----------------------------------------
+
+    def hold_signal(self, payload: bytes) -> int:
+        """Keep a local message durably until :meth:`release_signal`; return its id."""
+        with self._lock:
+            cur = self._db.execute("INSERT INTO signals (payload) VALUES (?)", (payload,))
+            return int(cur.lastrowid or 0)
+
+    def release_signal(self, signal_id: int) -> None:
+        """Forget a held local message: it reached the bus."""
+        with self._lock:
+            self._db.execute("DELETE FROM signals WHERE id = ?", (signal_id,))
+
+    def held_signals(self) -> list[tuple[int, bytes]]:
+        """Every held local message as (id, payload), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, payload FROM signals ORDER BY id").fetchall()
+        return [(int(i), bytes(p)) for i, p in rows]
 
     def _pending_count(self) -> int:
         # unsent results are always one contiguous seq range (only the oldest are ever removed),

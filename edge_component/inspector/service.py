@@ -386,6 +386,7 @@ class Service:
             status=lambda: (self.engine.healthy, self.engine.model_ref),
             clock=clock,
             wall_clock=wall_clock,
+            store=self.journal,
         )
         self.health = HealthReporter(
             self.identity,

@@ -32,6 +32,7 @@ from line_bridge.messages import (
     format_ts,
     parse_heartbeat,
     parse_reject,
+    parse_verdict,
     split_topic,
 )
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], None]
 MAX_PENDING = 10_000
+# caps the lateness read from the wall clock, so a decided_at from a wildly wrong clock cannot
+# overflow the monotonic arithmetic; anything this late has long expired anyway
+MAX_LATENESS_S = 86_400.0
 LATENCY_WINDOW = 1024
 
 
@@ -104,6 +108,7 @@ class Bridge:
         self._connected_once = False
         self._stopped = False
         self.invalid_messages = 0
+        # each reject with the monotonic instant of its decision (receipt minus lateness)
         self._pending: deque[tuple[RejectMessage, float]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -148,12 +153,23 @@ class Bridge:
                 state.inspector_healthy = beat.healthy
                 state.model = beat.model
             else:
-                reject = parse_reject(station, payload)
+                if (kind == "verdict") != (self.config.verdicts == "positive"):
+                    raise MessageError(
+                        f"topic {topic!r}: a {kind} message in {self.config.verdicts} mode"
+                    )
+                # positive mode: every part's verdict (pass too) goes to the PLC the same way
+                parse = parse_verdict if kind == "verdict" else parse_reject
+                reject = parse(station, payload)
                 if state.first_time(reject.part_id):
                     if len(self._pending) >= MAX_PENDING:
                         dropped, _ = self._pending.popleft()
                         self.stations[dropped.station].rejects_expired += 1
-                    self._pending.append((reject, received))
+                    # The wall clock is read once, here: how late the reject arrived (a replayed
+                    # backlog). From then on its age is monotonic, so an NTP step while it waits
+                    # for the PLC neither expires it nor keeps it alive. A decision stamped in
+                    # the future (the clock stepped back in transit) counts as on time.
+                    late = min(max(0.0, self.wall() - reject.decided_at), MAX_LATENESS_S)
+                    self._pending.append((reject, received - late))
                     if self._wake is not None:
                         self._wake.set()
         except MessageError as exc:
@@ -228,10 +244,9 @@ class Bridge:
 
     async def _write_pending(self) -> None:
         while self._pending and self.plc_ok:
-            reject, received = self._pending[0]
+            reject, decided = self._pending[0]
             state = self.stations[reject.station]
-            # age since receipt, or since the decision when it arrived late (a replayed backlog)
-            age = max(self.clock() - received, self.wall() - reject.decided_at)
+            age = self.clock() - decided
             if age > self.config.reject_max_age_s:
                 self._pending.popleft()
                 state.rejects_expired += 1
@@ -251,7 +266,7 @@ class Bridge:
                 return
             self._pending.popleft()
             state.rejects_written += 1
-            state.latencies_ms.append((self.wall() - reject.decided_at) * 1000.0)
+            state.latencies_ms.append((self.clock() - decided) * 1000.0)
             log.info(
                 "station %s: %s part %s written to PLC (counter %d)",
                 reject.station,

@@ -31,6 +31,11 @@ TRANSPORTS = ("mqtt", "greengrass")
 SECURITY_MODES = ("Sign", "SignAndEncrypt")
 SECURITY_POLICIES = ("Basic256Sha256",)
 MODBUS_MAX_ADDRESS = 65535
+VERDICT_MODES = ("negative", "positive")
+# in the per-station form, controller.signals strings may name the station; the nucleus leaves
+# it alone: its interpolation only matches {namespace:key} (KernelConfigResolver.java,
+# SAME_COMPONENT_INTERPOLATION_REGEX)
+STATION_PLACEHOLDER = "{station}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ class BridgeConfig:
     health_interval_s: float = 5.0
     health_topic: str = "lineguard/local/line-bridge/health"
     dedup_size: int = 4096
+    identity_poll_s: float = 30.0
+    verdicts: str = "negative"
     stations: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -164,6 +171,9 @@ class _Reader:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             value = float(value) if ok else value
         elif kind is int:
+            # Greengrass hands numbers over as JSON, where 502 may arrive as 502.0
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
             ok = isinstance(value, kind)
@@ -338,7 +348,78 @@ def parse_config(doc: Any, where: str = "configuration") -> BridgeConfig:
         health_interval_s=top.get("health_interval_s", float, 5.0, _positive, "a positive number"),
         health_topic=top.get("health_topic", str, "lineguard/local/line-bridge/health"),
         dedup_size=top.get("dedup_size", int, 4096, lambda v: v >= 16, "an integer >= 16"),
+        identity_poll_s=top.get("identity_poll_s", float, 30.0, _positive, "a positive number"),
+        verdicts=top.get(
+            "verdicts", str, "negative", lambda v: v in VERDICT_MODES, f"one of {VERDICT_MODES}"
+        ),
     )
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """The component configuration: one :class:`BridgeConfig` per station it can serve.
+
+    ``by_identity`` is true for the per-station form (top-level ``stations``): a device serves
+    the one station its identity names. The explicit form (``controller.stations``) serves every
+    station it lists, whatever the identity (a per-device configuration, or a run outside
+    Greengrass).
+    """
+
+    by_station: Mapping[str, BridgeConfig]
+    by_identity: bool
+    explicit: BridgeConfig | None = None
+
+    def for_station(self, station: str) -> BridgeConfig:
+        """The bridge configuration of ``station``; raise :class:`ConfigError` if it has none."""
+        if station not in self.by_station:
+            known = ", ".join(sorted(self.by_station)) or "none"
+            raise ConfigError(
+                "component configuration",
+                f"stations.{station}",
+                f"no settings for this device's station (configured: {known})",
+            )
+        return self.by_station[station]
+
+
+def _substitute(value: Any, station: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(STATION_PLACEHOLDER, station)
+    return value
+
+
+def parse_component_config(doc: Any, where: str = "configuration") -> ComponentConfig:
+    """Validate either configuration form; every station's settings are checked up front."""
+    top = _Reader(where, doc)
+    if "stations" not in top.doc:
+        config = parse_config(doc, where)
+        return ComponentConfig({s: config for s in config.stations}, False, config)
+    rest = {k: v for k, v in top.doc.items() if k != "stations"}
+    stations = top.child("stations")
+    if not stations.doc:
+        raise top.fail("stations", "must name at least one station")
+    defaults = _Reader(where, rest.get("controller", {}), "controller.")
+    if "stations" in defaults.doc:
+        raise defaults.fail("stations", "give stations at the top level or here, not both")
+    template = defaults.doc.get("signals")
+    base = {k: v for k, v in defaults.doc.items() if k != "signals"}
+    by_station: dict[str, BridgeConfig] = {}
+    for name in stations.doc:
+        if not isinstance(name, str) or not STATION.match(name):
+            raise stations.fail(str(name), "station names are [A-Za-z0-9_.-], up to 64")
+        entry = stations.child(name)
+        signals = entry.doc.get("signals", template)
+        if signals is None:
+            raise entry.fail("signals", "is required (no controller.signals default)")
+        if isinstance(signals, dict):
+            signals = {k: _substitute(v, name) for k, v in signals.items()}
+        controller = {**base, **{k: v for k, v in entry.doc.items() if k != "signals"}}
+        controller["stations"] = {name: signals}
+        try:
+            by_station[name] = parse_config({**rest, "controller": controller}, where)
+        except ConfigError as exc:
+            # the merged document's path, said from the station the setting is for
+            raise ConfigError(where, f"stations.{name} ({exc.field_path})", exc.reason) from None
+    return ComponentConfig(by_station, True)
 
 
 def load_config(path: Path | str) -> BridgeConfig:

@@ -13,6 +13,7 @@ class ConfigError(BridgeError, ValueError):
     def __init__(self, where: str, field_path: str, message: str) -> None:
         self.where = where
         self.field_path = field_path
+        self.reason = message
         super().__init__(
             f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}"
         )
@@ -24,3 +25,7 @@ class MessageError(BridgeError, ValueError):
 
 class ControllerError(BridgeError):
     """The line controller (PLC) could not be reached or refused a write."""
+
+
+class IdentityError(BridgeError):
+    """The device's identity shadow is missing, unreadable or breaks the identity contract."""

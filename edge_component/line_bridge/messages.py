@@ -11,6 +11,10 @@ from line_bridge.errors import MessageError
 
 TOPIC_PREFIX = "lineguard/local/"
 DECISION_CODES = {"reject": 1, "manual": 2}
+# positive verdicts: pass is 3, never 0, so a PLC that reads "no write yet" (0) as pass cannot
+# let a part through that nobody judged
+VERDICT_CODES = {**DECISION_CODES, "pass": 3}
+KINDS = ("reject", "heartbeat", "verdict")
 
 
 def reject_topic(station: str) -> str:
@@ -23,13 +27,20 @@ def heartbeat_topic(station: str) -> str:
     return f"{TOPIC_PREFIX}{station}/heartbeat"
 
 
+def verdict_topic(station: str) -> str:
+    """The local topic the inspector publishes every part's result of ``station`` on."""
+    return f"{TOPIC_PREFIX}{station}/verdict"
+
+
 def split_topic(topic: str) -> tuple[str, str]:
     """``lineguard/local/<station>/<kind>`` → ``(station, kind)``; raise on anything else."""
     parts = topic.split("/")
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}/" != TOPIC_PREFIX or not parts[2]:
         raise MessageError(f"topic {topic!r} is not lineguard/local/<station>/<kind>")
-    if parts[3] not in ("reject", "heartbeat"):
-        raise MessageError(f"topic {topic!r}: kind {parts[3]!r} is not reject or heartbeat")
+    if parts[3] not in KINDS:
+        raise MessageError(
+            f"topic {topic!r}: kind {parts[3]!r} is not reject or heartbeat (or verdict)"
+        )
     return parts[2], parts[3]
 
 
@@ -86,8 +97,8 @@ class RejectMessage:
 
     @property
     def code(self) -> int:
-        """Decision code written to the PLC: 1 reject, 2 manual."""
-        return DECISION_CODES[self.decision]
+        """Decision code written to the PLC: 1 reject, 2 manual, 3 pass (verdicts only)."""
+        return VERDICT_CODES[self.decision]
 
 
 @dataclass(frozen=True)
@@ -103,9 +114,16 @@ class Heartbeat:
     interval_s: float
 
 
-def parse_reject(station: str, payload: bytes | str | dict[str, Any]) -> RejectMessage:
+def parse_verdict(station: str, payload: bytes | str | dict[str, Any]) -> RejectMessage:
+    """Validate a result message (any decision) published on a station's verdict topic."""
+    return parse_reject(station, payload, verdict=True)
+
+
+def parse_reject(
+    station: str, payload: bytes | str | dict[str, Any], *, verdict: bool = False
+) -> RejectMessage:
     """Validate a result message published on a station's reject topic."""
-    what = f"reject message for station {station}"
+    what = f"{'verdict' if verdict else 'reject'} message for station {station}"
     doc = _load(payload, what)
     if doc.get("station") != station:
         raise MessageError(f"{what}: station field {doc.get('station')!r} does not match topic")
@@ -113,8 +131,9 @@ def parse_reject(station: str, payload: bytes | str | dict[str, Any]) -> RejectM
     if not isinstance(part_id, str) or not part_id:
         raise MessageError(f"{what}: part_id must be a non-empty string")
     decision = doc.get("decision")
-    if decision not in DECISION_CODES:
-        raise MessageError(f"{what}: decision {decision!r} is not reject or manual")
+    if decision not in (VERDICT_CODES if verdict else DECISION_CODES):
+        expected = "pass, reject or manual" if verdict else "reject or manual"
+        raise MessageError(f"{what}: decision {decision!r} is not {expected}")
     seq = doc.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool):
         raise MessageError(f"{what}: seq must be an integer")

@@ -13,16 +13,17 @@ from typing import Any, Protocol
 
 from line_bridge.config import TransportConfig
 from line_bridge.errors import BridgeError
-from line_bridge.messages import heartbeat_topic, reject_topic
+from line_bridge.messages import heartbeat_topic, reject_topic, verdict_topic
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any], None]
 
 
-def topics_for(stations: Sequence[str]) -> list[str]:
-    """Every local topic the bridge subscribes to: reject and heartbeat per station."""
-    return [t for s in stations for t in (reject_topic(s), heartbeat_topic(s))]
+def topics_for(stations: Sequence[str], verdicts: str = "negative") -> list[str]:
+    """Every local topic the bridge subscribes to: reject (or verdict) and heartbeat per station."""
+    first = verdict_topic if verdicts == "positive" else reject_topic
+    return [t for s in stations for t in (first(s), heartbeat_topic(s))]
 
 
 class Subscriber(Protocol):
@@ -44,9 +45,11 @@ class IpcSubscriber:
     Only the entry point constructs the real client, so tests pass a fake one.
     """
 
-    def __init__(self, client: Any, stations: Sequence[str], handler: Handler) -> None:
+    def __init__(
+        self, client: Any, stations: Sequence[str], handler: Handler, verdicts: str = "negative"
+    ) -> None:
         self.client = client
-        self.topics = topics_for(stations)
+        self.topics = topics_for(stations, verdicts)
         self.handler = handler
         self._operations: list[Any] = []
 
@@ -170,9 +173,10 @@ class MqttSubscriber:
         stations: Sequence[str],
         handler: Handler,
         connect_timeout_s: float = 10.0,
+        verdicts: str = "negative",
     ) -> None:
         self.config = config
-        self.topics = topics_for(stations)
+        self.topics = topics_for(stations, verdicts)
         self.handler = handler
         self.connect_timeout_s = connect_timeout_s
         self.subscribed = threading.Event()
@@ -261,3 +265,107 @@ class MqttSubscriber:
                 client.loop_stop()
             except Exception as exc:  # noqa: BLE001
                 log.debug("stopping MQTT client: %s", exc)
+
+
+class ConfigValidator:
+    """Answers Greengrass' validation of a deployment's proposed configuration.
+
+    The nucleus sends the whole proposed configuration to components that subscribed with
+    ``SubscribeToValidateConfigurationUpdates`` and waits for a ``SendConfigurationValidityReport``
+    carrying the deployment id; a REJECTED report fails the deployment before the configuration
+    is applied (nucleus ``deployment/DynamicComponentConfigurationValidator.java``,
+    ``builtin/services/configstore/ConfigStoreIPCEventStreamAgent.java``).
+    """
+
+    def __init__(self, client: Any, check: Callable[[Any], object]) -> None:
+        self.client = client
+        self.check = check
+        self._operation: Any = None
+
+    def start(self) -> None:
+        """Subscribe to configuration validation requests."""
+        try:
+            _, self._operation = self.client.subscribe_to_validate_configuration_updates(
+                on_stream_event=self._on_event,
+                on_stream_error=self._on_error,
+                on_stream_closed=lambda: log.warning("configuration validation stream closed"),
+            )
+        except Exception as exc:
+            raise BridgeError(f"IPC SubscribeToValidateConfigurationUpdates failed: {exc}") from exc
+
+    def _on_event(self, event: Any) -> None:
+        try:
+            update = event.validate_configuration_update_event
+            message: str | None = None
+            try:
+                self.check(update.configuration)
+            except BridgeError as exc:
+                status, message = "REJECTED", str(exc)
+                log.error("deployment %s: configuration rejected: %s", update.deployment_id, exc)
+            else:
+                status = "ACCEPTED"
+            from awsiot.greengrasscoreipc.model import ConfigurationValidityReport
+
+            report = ConfigurationValidityReport(
+                status=status, deployment_id=update.deployment_id, message=message
+            )
+            self.client.send_configuration_validity_report_async(
+                configuration_validity_report=report
+            )
+        except Exception:  # noqa: BLE001 - raising here would close the IPC stream
+            log.exception("error validating a configuration update")
+
+    def _on_error(self, error: Exception) -> bool:
+        log.error("IPC configuration validation stream error: %s", error)
+        return False
+
+    def stop(self) -> None:
+        """Close the stream; never raises."""
+        operation, self._operation = self._operation, None
+        if operation is not None:
+            try:
+                operation.close()
+            except Exception as exc:  # noqa: BLE001
+                log.debug("closing the validation stream: %s", exc)
+
+
+class TopicWatcher:
+    """Calls ``on_change`` on any local message on the given topics (the identity shadow's)."""
+
+    def __init__(self, client: Any, topics: Sequence[str], on_change: Callable[[], object]) -> None:
+        self.client = client
+        self.topics = list(topics)
+        self.on_change = on_change
+        self._operations: list[Any] = []
+
+    def start(self) -> bool:
+        """Subscribe; False (logged) if refused: the caller then relies on polling."""
+        for topic in self.topics:
+
+            def on_event(event: Any) -> None:
+                try:
+                    self.on_change()
+                except Exception:  # noqa: BLE001 - raising here would close the IPC stream
+                    log.exception("error handling a shadow change")
+
+            try:
+                _, operation = self.client.subscribe_to_topic(
+                    topic=topic,
+                    on_stream_event=on_event,
+                    on_stream_error=lambda error: False,
+                    on_stream_closed=lambda: None,
+                )
+            except Exception as exc:  # noqa: BLE001 - polling still finds the change
+                log.warning("cannot watch %s (%s); polling the identity instead", topic, exc)
+                return False
+            self._operations.append(operation)
+        return True
+
+    def stop(self) -> None:
+        """Close the streams; never raises."""
+        for operation in self._operations:
+            try:
+                operation.close()
+            except Exception as exc:  # noqa: BLE001
+                log.debug("closing a shadow topic stream: %s", exc)
+        self._operations.clear()

@@ -184,3 +184,31 @@ def test_waiting_rejects_are_bounded_oldest_dropped_first() -> None:
     actuator._publish = lambda t, p: sent.append(json.loads(p)["part_id"])
     assert actuator.flush() is True
     assert sent == ["p2", "p3", "p4"]
+
+
+def test_verdicts_go_out_for_every_part_when_asked() -> None:
+    sent: list[tuple[str, dict[str, object]]] = []
+    actuator = Actuator(
+        "st-1", "dev-1", lambda t, p: sent.append((t, json.loads(p))), verdicts=True
+    )
+    for part, decision in (("p1", "pass"), ("p2", "reject")):
+        actuator.on_result({"decision": decision, "part_id": part})
+    assert [(t.rsplit("/", 1)[1], m["part_id"]) for t, m in sent] == [
+        ("verdict", "p1"),
+        ("verdict", "p2"),
+        ("reject", "p2"),
+    ]
+
+
+def test_a_refused_verdict_is_counted_and_does_not_hold_the_reject_back() -> None:
+    sent: list[str] = []
+
+    def publish(topic: str, payload: bytes) -> None:
+        if topic.endswith("/verdict"):
+            raise OSError("not authorised")
+        sent.append(topic)
+
+    actuator = Actuator("st-1", "dev-1", publish, verdicts=True)
+    assert actuator.on_result({"decision": "reject", "part_id": "p1"}) is True
+    assert actuator.verdict_failures == 1 and actuator.pending == 0
+    assert sent == ["lineguard/local/st-1/reject"]

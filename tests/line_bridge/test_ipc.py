@@ -65,6 +65,79 @@ class FakeIpcClient:
             raise RuntimeError("ResourceNotFoundError")
         return SimpleNamespace(value=self.config)
 
+    # -- ShadowManager's local shadows, as its IPC handlers behave --------------------------
+
+    shadows: dict[tuple[str, str], bytes]
+
+    def get_thing_shadow(self, *, thing_name: str, shadow_name: str) -> Any:
+        from awsiot.greengrasscoreipc.model import GetThingShadowResponse, ResourceNotFoundError
+
+        document = getattr(self, "shadows", {}).get((thing_name, shadow_name))
+        if document is None:
+            # ShadowManager ipc/GetThingShadowRequestHandler.java: ResourceNotFoundError("No shadow found")
+            raise ResourceNotFoundError(message="No shadow found")
+        return GetThingShadowResponse(payload=document)
+
+    def update_shadow(self, thing: str, name: str, desired: dict[str, Any]) -> None:
+        """A cloud-to-device sync: ShadowManager stores the document, then publishes the update
+        on local pub/sub ``<prefix>/update/accepted`` (ipc/UpdateThingShadowRequestHandler.java,
+        ipc/PubSubClientWrapper.java#accept; sync/model/BaseSyncRequest.java uses that handler)."""
+        if not hasattr(self, "shadows"):
+            self.shadows = {}
+        version = getattr(self, "shadow_version", 0) + 1
+        self.shadow_version = version
+        state = {"desired": desired}
+        self.shadows[(thing, name)] = json.dumps(
+            {"state": state, "metadata": {}, "version": version, "timestamp": 1}
+        ).encode()
+        self._publish_local(
+            f"$aws/things/{thing}/shadow/name/{name}/update/accepted",
+            json.dumps({"state": state, "version": version, "timestamp": 1}).encode(),
+        )
+
+    def delete_shadow(self, thing: str, name: str) -> None:
+        """ShadowManager deletes the local copy and publishes on ``<prefix>/delete/accepted``."""
+        getattr(self, "shadows", {}).pop((thing, name), None)
+        self._publish_local(
+            f"$aws/things/{thing}/shadow/name/{name}/delete/accepted", b'{"version":1}'
+        )
+
+    def _publish_local(self, topic: str, payload: bytes) -> None:
+        stream = self.streams.get(topic)
+        if stream is not None:
+            stream["event"](_binary(payload))
+
+    # -- configuration validation, as the nucleus' ConfigStoreIPCEventStreamAgent does -------
+
+    def subscribe_to_validate_configuration_updates(
+        self, *, on_stream_event: Any, on_stream_error: Any, on_stream_closed: Any
+    ) -> Any:
+        self.validate_stream = on_stream_event
+        self.reports: list[Any] = []
+        op = FakeOperation()
+        self.operations.append(op)
+        return SimpleNamespace(), op
+
+    def propose(self, configuration: dict[str, Any], deployment_id: str) -> None:
+        """A deployment asks for validation of the component's whole proposed configuration."""
+        from awsiot.greengrasscoreipc.model import (
+            ValidateConfigurationUpdateEvent,
+            ValidateConfigurationUpdateEvents,
+        )
+
+        self.validate_stream(
+            ValidateConfigurationUpdateEvents(
+                validate_configuration_update_event=ValidateConfigurationUpdateEvent(
+                    configuration=configuration, deployment_id=deployment_id
+                )
+            )
+        )
+
+    def send_configuration_validity_report_async(
+        self, *, configuration_validity_report: Any
+    ) -> None:
+        self.reports.append(configuration_validity_report)
+
 
 def _binary(payload: bytes) -> Any:
     return SimpleNamespace(binary_message=SimpleNamespace(message=payload), json_message=None)

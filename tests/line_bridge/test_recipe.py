@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from line_bridge import COMPONENT_NAME
-from line_bridge.config import parse_config
+from line_bridge.config import parse_component_config
 
 # The inspector's packaging test owns the schema location, the GDK key lowering and the build module;
 # reuse them so the bridge recipe is checked exactly like the inspector's
@@ -59,29 +59,69 @@ def test_schema_catches_a_broken_recipe() -> None:
 
 
 def test_default_configuration_is_a_valid_bridge_configuration() -> None:
-    config = parse_config(
+    configs = parse_component_config(
         _recipe()["ComponentConfiguration"]["DefaultConfiguration"], "recipe DefaultConfiguration"
     )
+    assert configs.by_identity  # the station comes from the device's identity, not the ring
+    config = configs.for_station("station-1")
     assert config.transport.kind == "greengrass"
+    assert config.verdicts == "negative"
     assert config.controller.protocol == "opcua"
     assert config.heartbeat_window_s > 0
 
 
-def test_access_control_allows_only_the_local_topics() -> None:
+def test_access_control_allows_only_the_local_topics_and_the_identity_shadow() -> None:
     policies = _recipe()["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
-    assert set(policies) == {"aws.greengrass.ipc.pubsub"}  # no IoT Core access at all
+    # no IoT Core access at all
+    assert set(policies) == {"aws.greengrass.ipc.pubsub", "aws.greengrass.ShadowManager"}
     granted: dict[str, set[str]] = {}
     for policy in policies["aws.greengrass.ipc.pubsub"].values():
         for op in policy["operations"]:
             granted.setdefault(op, set()).update(policy["resources"])
+    shadow = "$aws/things/{iot:thingName}/shadow/name/lineguard-identity"
     assert granted == {
         "aws.greengrass#SubscribeToTopic": {
-            "lineguard/local/+/reject",
-            "lineguard/local/+/heartbeat",
+            "lineguard/local/*/reject",
+            "lineguard/local/*/verdict",
+            "lineguard/local/*/heartbeat",
+            f"{shadow}/update/accepted",
+            f"{shadow}/delete/accepted",
         },
         "aws.greengrass#PublishToTopic": {"lineguard/local/line-bridge/health"},
     }
-    assert not any("*" in r or "#" in r for rs in granted.values() for r in rs)
+    # local pub/sub authorization matches `+` and `#` literally (nucleus WildcardTrie.java)
+    assert not any("+" in r or "#" in r for rs in granted.values() for r in rs)
+    shadows = list(policies["aws.greengrass.ShadowManager"].values())
+    assert [(p["operations"], p["resources"]) for p in shadows] == [
+        (["aws.greengrass#GetThingShadow"], [shadow])
+    ]
+
+
+def test_the_bridge_depends_on_shadow_manager() -> None:
+    deps = _recipe()["ComponentDependencies"]
+    assert deps["aws.greengrass.ShadowManager"]["VersionRequirement"].startswith(">=2.2.0")
+
+
+def _pubsub_matches(resource: str, topic: str) -> bool:
+    """The nucleus' rule for aws.greengrass.ipc.pubsub: `*` matches any characters, nothing
+    else is special (authorization/WildcardTrie.java, matchesStandard)."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(topic, resource.replace("[", "[[]").replace("?", "[?]"))
+
+
+def test_the_topics_the_bridge_subscribes_to_are_granted() -> None:
+    from line_bridge.subscribers import topics_for
+
+    policies = _recipe()["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    resources = [
+        r
+        for p in policies["aws.greengrass.ipc.pubsub"].values()
+        if "aws.greengrass#SubscribeToTopic" in p["operations"]
+        for r in p["resources"]
+    ]
+    for topic in topics_for(["press-out"]):
+        assert any(_pubsub_matches(r, topic) for r in resources), topic
 
 
 def test_run_command_uses_the_greengrass_entry_point() -> None:
