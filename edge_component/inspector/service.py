@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
     g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
     g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
+    g.add_argument(
+        "--verdicts",
+        action="store_true",
+        help="also publish every part's verdict on lineguard/local/<station>/verdict (positive mode)",
+    )
     g = p.add_argument_group("journal and sampler")
     g.add_argument("--journal", type=Path, required=True, help="journal SQLite file")
     g.add_argument("--journal-cap-mb", type=float, default=512.0, help="journal disk cap (MB)")
@@ -387,6 +392,7 @@ class Service:
             clock=clock,
             wall_clock=wall_clock,
             store=self.journal,
+            verdicts=args.verdicts,
         )
         self.health = HealthReporter(
             self.identity,

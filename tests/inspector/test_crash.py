@@ -199,10 +199,34 @@ def test_kill_between_reject_signal_and_journal_commit(
         svc.run()
     # restart: b-bad is judged again (it was never acknowledged) and signalled again
     assert service.main(args) == 0
-    local = [m["payload"] for m in read_jsonl(tmp_path / "out" / LOCAL_FILE)]
+    lines = read_jsonl(tmp_path / "out" / LOCAL_FILE)
+    local = [m["payload"] for m in lines if m["topic"].endswith("/reject")]
     rejects = [m for m in local if m.get("decision") == "reject"]
     assert [m["part_id"] for m in rejects] == ["b-bad", "b-bad"]
     assert rejects[0]["seq"] == rejects[1]["seq"]  # the same seq both times
     check_exactly_once(tmp_path / "out", ["a-good", "b-bad", "c-good"])
     results = deduplicated(tmp_path / "out")
     assert results[("dev-1", rejects[0]["seq"])]["part_id"] == "b-bad"
+
+
+def test_verdicts_flag_publishes_every_parts_verdict_beside_the_rejects(
+    tmp_path: Path, tiny_package_dir: Path
+) -> None:
+    from inspector import service
+    from inspector.transports.file import LOCAL_FILE
+
+    images = tmp_path / "frames"
+    images.mkdir()
+    (images / "a-good.png").write_bytes(image_bytes(part_image(0.0)))
+    (images / "b-bad.png").write_bytes(image_bytes(part_image(0.3)))
+    args = [*common_args(tmp_path, images, tiny_package_dir), "--once", "--verdicts"]
+    assert service.main(args) == 0
+    lines = read_jsonl(tmp_path / "out" / LOCAL_FILE)
+    verdicts = {
+        m["payload"]["part_id"]: m["payload"]["decision"]
+        for m in lines
+        if m["topic"].endswith("/verdict")
+    }
+    assert verdicts == {"a-good": "pass", "b-bad": "reject"}
+    rejects = [m["payload"]["part_id"] for m in lines if m["topic"].endswith("/reject")]
+    assert rejects == ["b-bad"]
