@@ -735,8 +735,8 @@ class IpcServer:
         )
         return _Reply(model.DeferComponentUpdateResponse())
 
-    def notify_pre_component_update(self, deployment_id: str) -> None:
-        """Send PreComponentUpdateEvent to every SubscribeToComponentUpdates stream."""
+    def notify_pre_component_update(self, deployment_id: str) -> int:
+        """Send PreComponentUpdateEvent to every SubscribeToComponentUpdates stream; how many."""
         with self._lock:
             # earlier deferral windows close when a new event goes out (discardDeferComponentUpdateFutures)
             self._pending_deferrals.clear()
@@ -752,6 +752,7 @@ class IpcServer:
         )
         for _, stream in targets:
             stream.send_event(event)
+        return len(targets)
 
     def notify_post_component_update(self, deployment_id: str) -> None:
         """Send PostComponentUpdateEvent to every SubscribeToComponentUpdates stream."""
