@@ -9,7 +9,8 @@ is for smoke tests only. Each trial runs N cameras at ``--fps`` with random phas
 frame loop, as in the service, takes whatever is queued (up to ``--max-batch``) and judges it with
 one ``Inspector.judge_batch`` call, which spreads the frames over ``--judge-threads`` threads.
 A trial passes when every frame is judged, none is fail-safe ``manual`` (the product's deadline
-stays on: a late frame is manual, never pass) and p99 of ``latency_ms`` (capture → decision) ≤ target.
+stays on: a late frame is manual, never pass) and p99 of ``latency_ms`` (capture → decision)
+≤ target.
 N doubles until a trial fails, then a binary search narrows it (bounded by ``--max-cameras``
 and ``--max-trials``); ``--cameras N`` runs one trial instead.
 
