@@ -1,12 +1,22 @@
 """The most simulated cameras at 1 fps one process serves with frame → decision p99 ≤ 100 ms.
 
-    .venv/bin/python bench/inspector_cameras.py [--model <package dir>] [--trial-s 8]
+    .venv/bin/python bench/inspector_cameras.py [--model <package dir> | --tiny] [--trial-s 8]
 
-Each trial runs N cameras at ``--fps`` with random phases for ``--trial-s`` seconds: a producer
-thread stamps each frame at its capture time and queues it; ``--workers`` threads take every
-queued frame (micro-batches up to ``--max-batch``, one ``Inspector.judge_batch`` call) and the
-result's ``latency_ms`` (capture → decision) is collected. N doubles until a trial misses the
-target, then a binary search narrows it (bounded by ``--max-cameras`` and ``--max-trials``).
+The model is the shipped production-size package (``edge_component/initial-model``: PatchCore on
+EfficientNet-Lite0, 224×224) unless ``--model`` names another; ``--tiny`` (the 32×32 test model)
+is for smoke tests only. Each trial runs N cameras at ``--fps`` with random phases for
+``--trial-s`` seconds: a producer thread stamps each frame at its capture time and queues it; one
+frame loop, as in the service, takes whatever is queued (up to ``--max-batch``) and judges it with
+one ``Inspector.judge_batch`` call, which spreads the frames over ``--judge-threads`` threads.
+A trial passes when every frame is judged, none is fail-safe ``manual`` (the product's deadline
+stays on: a late frame is manual, never pass) and p99 of ``latency_ms`` (capture → decision)
+≤ target.
+N doubles until a trial fails, then a binary search narrows it (bounded by ``--max-cameras``
+and ``--max-trials``); ``--cameras N`` runs one trial instead.
+
+The same run measures single-thread inference (tensor → score, batch 1, one intra-op thread)
+before every trial, so the figure ``ratio_of_limit = cameras / (cores × 1000 / inference_ms)``
+compares the load served with what raw inference allows on this machine at the same time.
 Prints JSON.
 """
 
@@ -18,6 +28,7 @@ import io
 import json
 import os
 import queue
+import statistics
 import sys
 import tempfile
 import threading
@@ -31,12 +42,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "edge_component")]  # before site-packages
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from inspector.decision import MANUAL, MANUAL_BAND  # noqa: E402
 from inspector.engine import Inspector  # noqa: E402
 from inspector.health import percentile  # noqa: E402
 from inspector.messages import Identity  # noqa: E402
 from inspector.runner import ModelRunner, RunnerOptions  # noqa: E402
 from inspector.runtime_config import RuntimeConfig  # noqa: E402
 from inspector.sources import Frame  # noqa: E402
+
+PRODUCTION_MODEL = ROOT / "edge_component" / "initial-model"
 
 
 def _frames(width: int, height: int, count: int = 8) -> list[bytes]:
@@ -51,13 +65,24 @@ def _frames(width: int, height: int, count: int = 8) -> list[bytes]:
     return out
 
 
+def inference_ms(runner: ModelRunner, frame: bytes, runs: int = 40) -> float:
+    """Median single-frame inference time (preprocessed tensor → score) on this thread."""
+    tensor = runner.preprocess(Image.open(io.BytesIO(frame)))
+    runner.score([tensor])
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.score([tensor])
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
 def trial(
     engine: Inspector,
     cameras: int,
     *,
     fps: float,
     seconds: float,
-    workers: int,
     max_batch: int,
     frames: list[bytes],
     seed: int = 0,
@@ -69,11 +94,11 @@ def trial(
     heapq.heapify(due)
     inbox: queue.Queue[Frame | None] = queue.Queue()
     latencies: list[float] = []
-    manual = 0
-    lock = threading.Lock()
+    batches: list[int] = []
+    unjudged = 0  # fail-safe manual: deadline missed, model error (a score in the band is judged)
 
-    def work() -> None:
-        nonlocal manual
+    def frame_loop() -> None:  # the service's loop: judge what is due, as one batch
+        nonlocal unjudged
         while True:
             first = inbox.get()
             if first is None:
@@ -89,13 +114,16 @@ def trial(
                     break
                 batch.append(item)
             results = engine.judge_batch(batch)
-            with lock:
-                latencies.extend(r["latency_ms"] for r in results)
-                manual += sum(1 for r in results if r["decision"] == "manual")
+            batches.append(len(batch))
+            latencies.extend(r["latency_ms"] for r in results)
+            unjudged += sum(
+                1
+                for r in results
+                if r["decision"] == MANUAL and not str(r.get("reason")).startswith(MANUAL_BAND)
+            )
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
+    loop = threading.Thread(target=frame_loop, daemon=True)
+    loop.start()
     end = start + seconds
     produced = 0
     while due:
@@ -109,38 +137,40 @@ def trial(
         inbox.put(Frame(f"cam-{cam}", f"cam-{cam}-{number}", data=data, captured=time.monotonic()))
         produced += 1
         heapq.heappush(due, (when + 1 / fps, cam, number + 1))
-    for _ in threads:
-        inbox.put(None)
-    for thread in threads:
-        thread.join(timeout=60)
+    inbox.put(None)
+    loop.join(timeout=60)
     return {
         "cameras": cameras,
         "frames": produced,
         "judged": len(latencies),
         "p50_ms": round(percentile(latencies, 50) or 0.0, 2),
         "p99_ms": round(percentile(latencies, 99) or 0.0, 2),
-        "manual": manual,
+        "unjudged": unjudged,
+        "mean_batch": round(sum(batches) / len(batches), 2) if batches else 0.0,
     }
 
 
-def search(args: argparse.Namespace, engine: Inspector, frames: list[bytes]) -> dict[str, Any]:
+def search(
+    args: argparse.Namespace,
+    engine: Inspector,
+    frames: list[bytes],
+    probe: ModelRunner,
+) -> dict[str, Any]:
     """Doubling then bisection for the largest N with p99 ≤ target; bounded trial count."""
     trials: list[dict[str, Any]] = []
 
     def ok(n: int) -> bool:
         if len(trials) >= args.max_trials:
             raise StopIteration
+        infer = inference_ms(probe, frames[0])
         result = trial(
-            engine,
-            n,
-            fps=args.fps,
-            seconds=args.trial_s,
-            workers=args.workers,
-            max_batch=args.max_batch,
-            frames=frames,
+            engine, n, fps=args.fps, seconds=args.trial_s, max_batch=args.max_batch, frames=frames
         )
+        result["inference_ms_before"] = round(infer, 3)
         result["ok"] = (
-            result["p99_ms"] <= args.target_p99_ms and result["judged"] == result["frames"]
+            result["p99_ms"] <= args.target_p99_ms
+            and result["judged"] == result["frames"]
+            and result["unjudged"] == 0
         )
         trials.append(result)
         print(json.dumps(result), file=sys.stderr)
@@ -148,7 +178,11 @@ def search(args: argparse.Namespace, engine: Inspector, frames: list[bytes]) -> 
 
     best, worst = 0, None
     try:
-        n = 1
+        if args.cameras is not None:
+            best = args.cameras if ok(args.cameras) else 0
+            worst = None if best else args.cameras
+            raise StopIteration
+        n = args.start
         while n <= args.max_cameras:
             if ok(n):
                 best = n
@@ -172,13 +206,20 @@ def search(args: argparse.Namespace, engine: Inspector, frames: list[bytes]) -> 
 def main(argv: list[str] | None = None) -> int:
     """Run the search and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, help="a model package (default: the tiny model)")
+    parser.add_argument("--model", type=Path, default=PRODUCTION_MODEL, help="a model package")
+    parser.add_argument("--tiny", action="store_true", help="the 32×32 test model (smoke tests)")
     parser.add_argument("--fps", type=float, default=1.0, help="frames per second per camera")
     parser.add_argument("--target-p99-ms", type=float, default=100.0)
+    parser.add_argument("--deadline-ms", type=float, default=RuntimeConfig().deadline_ms)
     parser.add_argument("--trial-s", type=float, default=8.0, help="seconds per trial")
-    parser.add_argument("--workers", type=int, default=2, help="judging threads")
+    cores = len(os.sched_getaffinity(0))
+    parser.add_argument(
+        "--judge-threads", type=int, default=cores, help="threads judging one batch"
+    )
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--start", type=int, default=4, help="cameras in the first trial")
+    parser.add_argument("--cameras", type=int, help="run one trial with this many cameras")
     parser.add_argument("--max-cameras", type=int, default=1024)
     parser.add_argument("--max-trials", type=int, default=14)
     parser.add_argument("--frame", default="640x480", help="camera frame size WxH (JPEG)")
@@ -187,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = _frames(width, height)
     with tempfile.TemporaryDirectory() as tmp:
         package = args.model
-        if package is None:
+        if args.tiny:
             from tests.support.tiny_model import build_tiny_package
 
             package = Path(tmp) / "tiny"
@@ -197,27 +238,43 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         options = RunnerOptions(intra_op_threads=args.threads, max_batch=args.max_batch)
         runner = ModelRunner.load(package, options)
-        engine = Inspector(
-            Identity("bench", "line", "station", "device"),
-            runner=runner,
-            config=RuntimeConfig(
-                deadline_ms=60_000, intra_op_threads=args.threads, max_batch=args.max_batch
-            ),
+        probe = runner if args.threads == 1 else ModelRunner.load(package, RunnerOptions())
+        config = RuntimeConfig(
+            deadline_ms=args.deadline_ms,
+            intra_op_threads=args.threads,
+            judge_threads=args.judge_threads,
+            max_batch=args.max_batch,
         )
-        found = search(args, engine, frames)
+        engine = Inspector(
+            Identity("bench", "line", "station", "device"), runner=runner, config=config
+        )
+        try:
+            found = search(args, engine, frames, probe)
+            after = inference_ms(probe, frames[0])
+        finally:
+            engine.close()
+    infer = statistics.median([t["inference_ms_before"] for t in found["trials"]] + [after])
+    limit = cores * 1000.0 / infer
     print(
         json.dumps(
             {
                 "benchmark": "inspector_cameras",
                 "model": runner.ref,
+                "input": [runner.manifest.input.height, runner.manifest.input.width],
                 "fps_per_camera": args.fps,
                 "target_p99_ms": args.target_p99_ms,
-                "workers": args.workers,
+                "deadline_ms": args.deadline_ms,
+                "judge_threads": args.judge_threads,
                 "intra_op_threads": args.threads,
                 "max_batch": args.max_batch,
+                "batch_pays": runner.batch_pays,
                 "frame": {"size": [width, height], "format": "JPEG"},
-                "cpus": os.cpu_count(),
-                "note": "measured on a shared machine; rerun on an idle one for final figures",
+                "cores": cores,
+                "single_thread_inference_ms": round(infer, 3),
+                "inference_limit_fps": round(limit, 1),
+                "ratio_of_limit": round(found["max_cameras"] * args.fps / limit, 3),
+                "note": "one run, shared machine: inference measured before every trial and "
+                "after the last; rerun on an idle machine for final figures",
                 **found,
             },
             indent=2,

@@ -1,6 +1,10 @@
-"""Inference latency per image on one thread: p50/p99, tiny test model and an optional real one.
+"""Inference latency per image on one thread: p50/p99 for the production-size model.
 
-    .venv/bin/python bench/inspector_latency.py [--model <package dir>] [--runs 300]
+    .venv/bin/python bench/inspector_latency.py [--model <package dir> | --tiny] [--runs 300]
+
+The model is the shipped package ``edge_component/initial-model`` (PatchCore on
+EfficientNet-Lite0, 224×224) unless ``--model`` names another; ``--tiny`` measures the 32×32
+test model instead, for smoke tests only.
 
 Prints JSON: per model, the inference time alone (preprocessed tensor → score) and the whole
 frame path (encoded image bytes → decode → preprocess → score → decision), batch 1, plus the
@@ -32,6 +36,8 @@ from inspector.messages import Identity  # noqa: E402
 from inspector.runner import ModelRunner, RunnerOptions  # noqa: E402
 from inspector.runtime_config import RuntimeConfig  # noqa: E402
 from inspector.sources import Frame  # noqa: E402
+
+PRODUCTION_MODEL = ROOT / "edge_component" / "initial-model"
 
 
 def _frame_bytes(width: int, height: int, seed: int = 0) -> bytes:
@@ -99,24 +105,26 @@ def measure(package: Path, runs: int, threads: int, frame: bytes) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, help="a real model package (e.g. PatchCore)")
+    parser.add_argument("--model", type=Path, default=PRODUCTION_MODEL, help="a model package")
+    parser.add_argument("--tiny", action="store_true", help="the 32×32 test model (smoke tests)")
     parser.add_argument("--runs", type=int, default=300, help="timed runs per model")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--frame", default="640x480", help="camera frame size WxH (JPEG)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.frame.lower().split("x"))
     frame = _frame_bytes(width, height)
-    from tests.support.tiny_model import build_tiny_package
-
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tiny = Path(tmp) / "tiny"
-        build_tiny_package(tiny)
-        results.append(measure(tiny, args.runs, args.threads, frame))
-    if args.model is not None:
-        if not args.model.is_dir():
-            print(f"error: model package {args.model} not found", file=sys.stderr)
-            return 2
+    if args.tiny:
+        from tests.support.tiny_model import build_tiny_package
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tiny = Path(tmp) / "tiny"
+            build_tiny_package(tiny)
+            results.append(measure(tiny, args.runs, args.threads, frame))
+    elif not args.model.is_dir():
+        print(f"error: model package {args.model} not found", file=sys.stderr)
+        return 2
+    else:
         results.append(measure(args.model, args.runs, args.threads, frame))
     print(
         json.dumps(

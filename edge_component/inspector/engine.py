@@ -9,6 +9,11 @@ Model hot swap loads the new package beside the old one (manifest, sha256, input
 golden self-test are checked by :meth:`ModelRunner.load`), then switches with one reference
 assignment; on failure the old model keeps serving and the engine reports unhealthy until a
 swap succeeds. An optional shadow model scores every frame, never decides, and counts agreement.
+
+A batch is judged by ``judge_threads`` threads (the caller's and a small pool's): each takes the
+next unit of work — one frame, or a micro-batch when :attr:`ModelRunner.batch_pays` — and does
+decode, preprocess and scoring for it. ONNX Runtime, Pillow and NumPy release the GIL for their
+work, so with one intra-op thread per session the threads use separate cores.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from inspector import decision as dec
-from inspector.decode import UNREADABLE, FrameError, check_image, decode_image
+from inspector.decode import UNREADABLE, DecodeLimits, FrameError, check_image, decode_image
 from inspector.messages import Identity, build_result
 from inspector.model_package import ModelPackage
 from inspector.runner import InferenceError, ModelLoadError, ModelRunner, RunnerOptions
@@ -123,6 +129,9 @@ class Inspector:
         self._shadow_frames = 0
         self._shadow_agreed = 0
         self._shadow_errors = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -277,29 +286,13 @@ class Inspector:
         items = [_Pending(frame, frame.captured or self._clock()) for frame in frames]
         for item in items:
             item.verdict = self._precheck(item, runner, deadline_s)
-            if item.verdict is not None:
-                continue
-            assert runner is not None
-            try:
-                frame = item.frame
-                if frame.image is not None:
-                    image = check_image(frame.image, limits)
-                else:
-                    image = decode_image(frame.data or b"", limits)
-                item.image = image
-                item.tensor = runner.preprocess(image)
-            except FrameError as exc:
-                item.verdict = dec.fail_safe(exc.reason, exc.detail)
-            except Exception as exc:
-                item.verdict = dec.fail_safe("preprocess_error", f"{type(exc).__name__}: {exc}")
         todo = [item for item in items if item.verdict is None]
         if todo and runner is not None and thresholds is not None:
-            scores = self._score(runner, [item.tensor for item in todo if item.tensor is not None])
-            for item, score in zip(todo, scores, strict=True):
-                if isinstance(score, str):
-                    item.verdict = dec.fail_safe(dec.MODEL_ERROR, score)
-                else:
-                    item.verdict = dec.decide(score, thresholds)
+            step = runner.options.max_batch if runner.batch_pays else 1
+            units = [todo[i : i + step] for i in range(0, len(todo), step)]
+            self._in_lanes(
+                units, lambda unit: self._judge_unit(unit, runner, thresholds, limits), config
+            )
         results = []
         for item in items:
             verdict = item.verdict or dec.fail_safe(dec.INTERNAL_ERROR, "no verdict")
@@ -312,6 +305,90 @@ class Inspector:
         if shadow is not None:
             self._run_shadow(shadow, runner, items, results)
         return results
+
+    def _judge_unit(
+        self,
+        unit: list[_Pending],
+        runner: ModelRunner,
+        thresholds: dec.DecisionThresholds,
+        limits: DecodeLimits,
+    ) -> None:
+        """Decode, preprocess and score frames that are scored together; set their verdicts."""
+        for item in unit:
+            try:
+                frame = item.frame
+                if frame.image is not None:
+                    image = check_image(frame.image, limits)
+                else:
+                    image = decode_image(frame.data or b"", limits)
+                item.image = image
+                item.tensor = runner.preprocess(image)
+            except FrameError as exc:
+                item.verdict = dec.fail_safe(exc.reason, exc.detail)
+            except Exception as exc:
+                item.verdict = dec.fail_safe("preprocess_error", f"{type(exc).__name__}: {exc}")
+        ready = [item for item in unit if item.verdict is None and item.tensor is not None]
+        if not ready:
+            return
+        scores = self._score(runner, [item.tensor for item in ready if item.tensor is not None])
+        for item, score in zip(ready, scores, strict=True):
+            if isinstance(score, str):
+                item.verdict = dec.fail_safe(dec.MODEL_ERROR, score)
+            else:
+                item.verdict = dec.decide(score, thresholds)
+
+    def _in_lanes(
+        self,
+        units: list[list[_Pending]],
+        work: Callable[[list[_Pending]], None],
+        cfg: RuntimeConfig,
+    ) -> None:
+        """Run ``work`` on every unit with up to ``cfg.judge_threads`` threads (this one too)."""
+        lanes = min(cfg.judge_threads, len(units))
+        if lanes <= 1:
+            for unit in units:
+                work(unit)
+            return
+        pending: Iterator[list[_Pending]] = iter(units)
+        take = threading.Lock()
+
+        def lane() -> None:
+            while True:
+                with take:
+                    unit = next(pending, None)
+                if unit is None:
+                    return
+                work(unit)
+
+        pool = self._lane_pool(cfg.judge_threads - 1)
+        helpers = []
+        for _ in range(lanes - 1):
+            try:
+                helpers.append(pool.submit(lane))
+            except RuntimeError:  # a configuration update replaced the pool: judge here
+                break
+        try:
+            lane()
+        finally:
+            for helper in helpers:
+                helper.result()  # a lane's exception reaches judge_batch's fail-safe
+
+    def _lane_pool(self, size: int) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None or self._pool_size != size:
+                old = self._pool
+                self._pool = ThreadPoolExecutor(size, thread_name_prefix="judge")
+                self._pool_size = size
+                if old is not None:
+                    old.shutdown(wait=False)  # its running lanes finish their batch
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the judging threads (they start again if another batch comes)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _precheck(
         self, item: _Pending, runner: ModelRunner | None, deadline_s: float

@@ -8,6 +8,7 @@ the golden image (when shipped) scores as the manifest says. A runner that exist
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ SHA256_MISMATCH = "sha256_mismatch"
 SESSION_ERROR = "session_error"
 INPUT_SHAPE = "input_shape"
 GOLDEN_MISMATCH = "golden_mismatch"
+
+BATCH_GAIN = 0.8  # batch only when a frame costs at most this share of its batch-1 time
 
 
 class ModelLoadError(Exception):
@@ -74,6 +77,9 @@ class ModelRunner:
         self.options = options
         self._session = session
         self.dynamic_batch = _check_input(session, package)
+        # Whether scoring several frames in one call costs less per frame than one at a time;
+        # measured by :meth:`warm_up`. Convolutional models on CPU often gain nothing.
+        self.batch_pays = self.dynamic_batch and options.max_batch > 1
         self._check_outputs(session)
 
     @classmethod
@@ -187,13 +193,28 @@ class ModelRunner:
         return got
 
     def warm_up(self) -> None:
-        """Run zero-valued batches so the first real frame does not pay for allocation."""
+        """Run zero-valued batches so the first real frame does not pay for allocation.
+
+        With a dynamic batch dimension it also times one frame against a micro-batch and sets
+        :attr:`batch_pays`: a batch is only worth waiting for when it is cheaper per frame.
+        """
         spec = self.manifest.input
         zero = np.zeros((spec.channels, spec.height, spec.width), dtype=np.float32)
+        size = min(4, self.options.max_batch)
+        single: list[float] = []
+        batched: list[float] = []
         for _ in range(self.options.warmup_runs):
-            self.score([zero])
-            if self.dynamic_batch and self.options.max_batch > 1:
-                self.score([zero] * min(4, self.options.max_batch))
+            single.append(_timed(self.score, [zero]))
+            if self.dynamic_batch and size > 1:
+                batched.append(_timed(self.score, [zero] * size) / size)
+        if len(batched) >= 2:  # the first run of each size pays for allocation
+            self.batch_pays = min(batched[1:]) < BATCH_GAIN * min(single[1:])
+
+
+def _timed(score: Any, tensors: list[np.ndarray]) -> float:
+    start = time.perf_counter()
+    score(tensors)
+    return time.perf_counter() - start
 
 
 def _check_input(session: Any, package: ModelPackage) -> bool:

@@ -26,6 +26,7 @@ class RuntimeConfig:
     manual_threshold: float | None = None
     max_batch: int = 8
     intra_op_threads: int = 1
+    judge_threads: int = 1
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     image_modes: tuple[str, ...] = ("RGB", "L")
@@ -36,6 +37,7 @@ class RuntimeConfig:
         _range("deadline_ms", self.deadline_ms, 1.0, 600_000.0)
         _range("max_batch", self.max_batch, 1, 256, integer=True)
         _range("intra_op_threads", self.intra_op_threads, 1, 64, integer=True)
+        _range("judge_threads", self.judge_threads, 1, 64, integer=True)
         _range("max_image_bytes", self.max_image_bytes, 1024, 1 << 31, integer=True)
         _range("max_image_pixels", self.max_image_pixels, 64, 1 << 31, integer=True)
         _range("health_interval_s", self.health_interval_s, 1.0, 86_400.0)
@@ -112,7 +114,13 @@ class RuntimeConfig:
         return doc
 
 
-_INTEGERS = ("max_batch", "intra_op_threads", "max_image_bytes", "max_image_pixels")
+_INTEGERS = (
+    "max_batch",
+    "intra_op_threads",
+    "judge_threads",
+    "max_image_bytes",
+    "max_image_pixels",
+)
 
 
 def _range(name: str, value: Any, low: float, high: float, *, integer: bool = False) -> None:

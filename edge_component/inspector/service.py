@@ -128,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     g.add_argument("--max-batch", type=int, default=8, help="micro-batch across cameras")
+    g.add_argument("--judge-threads", type=int, default=1, help="threads judging one batch")
     g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
     g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
     g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
@@ -170,6 +171,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
             deadline_ms=args.deadline_ms,
             max_batch=args.max_batch,
             intra_op_threads=args.threads,
+            judge_threads=args.judge_threads,
             health_interval_s=args.health_interval,
             heartbeat_interval_s=args.heartbeat_interval,
         )

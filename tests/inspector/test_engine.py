@@ -159,6 +159,48 @@ def test_micro_batch_from_several_cameras_equals_single_judgments(make_engine: M
     assert batched[4]["reason"].startswith("image_empty")
 
 
+def _unbatched(engine: Inspector) -> ModelRunner:
+    """A fresh runner of the engine's package that scores one frame per unit of work."""
+    assert engine.runner is not None
+    runner = ModelRunner.load(engine.runner.package.root, RunnerOptions(warmup_runs=0))
+    runner.batch_pays = False  # every frame its own unit: all judging threads get work
+    return runner
+
+
+def test_judge_threads_keep_order_and_fail_safe(make_engine: Make) -> None:
+    deltas = [0.0, 0.15, 0.25, 0.3, 0.02, 0.12, 0.22, 0.0, 0.18, 0.01, 0.26]
+    frames = [frame(_png(d), part_id=f"p{i}") for i, d in enumerate(deltas)]
+    frames.insert(3, frame(b"not an image", part_id="bad"))
+    serial = make_engine().judge_batch(frames)
+    engine = make_engine(
+        runner=_unbatched(make_engine()),
+        config=RuntimeConfig(deadline_ms=10_000, judge_threads=3, max_batch=2),
+    )
+    for _ in range(3):
+        parallel = engine.judge_batch(frames)
+        assert [r["part_id"] for r in parallel] == [f.part_id for f in frames]
+        assert [(r["decision"], r["score"]) for r in parallel] == [
+            (r["decision"], r["score"]) for r in serial
+        ]
+    assert parallel[3]["decision"] == "manual"
+    engine.close()
+
+
+def test_an_error_in_a_judging_thread_makes_the_batch_manual(make_engine: Make) -> None:
+    engine = make_engine(
+        runner=_unbatched(make_engine()), config=RuntimeConfig(deadline_ms=10_000, judge_threads=2)
+    )
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("lane bug")
+
+    engine._judge_unit = broken  # type: ignore[method-assign]
+    results = engine.judge_batch([frame(_png(0.0), part_id=f"p{i}") for i in range(4)])
+    assert [r["decision"] for r in results] == ["manual"] * 4
+    assert all(r["reason"].startswith("internal_error") for r in results)
+    engine.close()
+
+
 def test_seq_comes_from_the_callable(make_engine: Make) -> None:
     counter = itertools.count(41)
     engine = make_engine(seq=lambda: next(counter))

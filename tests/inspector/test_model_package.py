@@ -106,3 +106,37 @@ def test_to_tensor_converts_mode_resizes_and_normalises() -> None:
     np.testing.assert_allclose(tensor, (255 - 127) / 128)
     single = InputSpec(name="image", height=8, width=8, color="L", mean=(0.0,), std=(255.0,))
     assert to_tensor(Image.new("RGBA", (8, 8), (255, 255, 255, 0)), single).shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        InputSpec(name="image", height=24, width=40, mean=(127.0,) * 3, std=(128.0,) * 3),
+        InputSpec(
+            name="image",
+            height=17,
+            width=17,
+            resize="bicubic",
+            mean=(123.675, 116.28, 103.53),
+            std=(58.395, 57.12, 57.375),
+        ),
+        InputSpec(
+            name="image", height=33, width=21, color="L", resize="nearest", mean=(0.3,), std=(0.7,)
+        ),
+    ],
+)
+def test_to_tensor_is_bitwise_the_reference_formula(spec: InputSpec, mode: str) -> None:
+    # training scored its validation images with these exact float32 operations
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).convert(mode)
+    resized = image.convert(spec.color).resize(
+        (spec.width, spec.height), getattr(Image.Resampling, spec.resize.upper())
+    )
+    pixels = np.asarray(resized, dtype=np.float32).reshape(spec.height, spec.width, -1)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    reference = np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+    tensor = to_tensor(image, spec)
+    assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
+    assert tensor.tobytes() == reference.tobytes()

@@ -57,6 +57,16 @@ def test_self_test_returns_the_golden_score(tiny_runner: ModelRunner) -> None:
     assert tiny_runner.self_test() == pytest.approx(golden.score, abs=golden.tolerance)
 
 
+def test_warm_up_measures_whether_a_micro_batch_pays(
+    tiny_package_dir: Path, tmp_path: Path
+) -> None:
+    # the tiny model's per-run overhead dwarfs its work: batching is far cheaper per frame
+    assert ModelRunner.load(tiny_package_dir, RunnerOptions(warmup_runs=3)).batch_pays
+    fixed = ModelRunner.load(build_tiny_package(tmp_path / "fixed", dynamic_batch=False))
+    assert not fixed.batch_pays
+    assert not ModelRunner.load(tiny_package_dir, RunnerOptions(max_batch=1)).batch_pays
+
+
 def test_threads_option_reaches_the_session(tiny_package_dir: Path) -> None:
     runner = ModelRunner.load(tiny_package_dir, RunnerOptions(intra_op_threads=2, warmup_runs=0))
     assert runner._session.get_session_options().intra_op_num_threads == 2
