@@ -376,15 +376,12 @@ class Service:
             shadow = self.engine.set_shadow(args.shadow)
             if not shadow.ok:
                 LOG.error("no shadow model: %s", shadow.reason)
-        try:
-            self.uplink = Uplink(
-                self.journal,
-                transport,
-                self.identity.topic("results"),
-                ack_topic=None if transport.publish_is_delivery else self.identity.ack_topic(),
-            )
-        except TransportError as exc:
-            raise ServiceError(f"cannot subscribe to the cloud's acknowledgements: {exc}") from None
+        self.uplink = Uplink(
+            self.journal,
+            transport,
+            self.identity.topic("results"),
+            ack_topic=None if transport.publish_is_delivery else self.identity.ack_topic(),
+        )
         self.actuator = Actuator(
             self.identity.station,
             self.identity.device,

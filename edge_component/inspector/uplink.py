@@ -39,6 +39,7 @@ from inspector.transports.base import Transport, TransportError
 
 LOG = logging.getLogger(__name__)
 MAX_PUBLISH_BYTES = 126 * 1024
+SUBSCRIBE_RETRY_S = 10.0
 _HEAD = b'{"v":1,"device":'
 
 
@@ -177,8 +178,27 @@ class Uplink:
         self._acked: list[tuple[int, int]] = []  # ranges acknowledged, not yet a prefix
         self._ack_lock = threading.Lock()
         self._incoming: list[tuple[int, int]] = []
+        self._subscribed = False
+        self._subscribe_at = float("-inf")
         if ack_topic is not None:
-            transport.subscribe_upstream(ack_topic, self._on_ack)
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Subscribe to the ack topic; on failure try again later (results wait meanwhile)."""
+        assert self.ack_topic is not None
+        try:
+            self.transport.subscribe_upstream(self.ack_topic, self._on_ack)
+        except TransportError as exc:
+            self.stats.last_error = str(exc)
+            LOG.warning(
+                "uplink: cannot subscribe to %s yet (results stay in the journal until the "
+                "cloud acknowledges them): %s",
+                self.ack_topic,
+                exc,
+            )
+            self._subscribe_at = self._clock() + SUBSCRIBE_RETRY_S
+            return
+        self._subscribed = True
 
     # -- cloud acknowledgements (transport thread: never raises) --------------------------
 
@@ -254,6 +274,8 @@ class Uplink:
         """
         now = self._clock()
         if self.ack_topic is not None:
+            if not self._subscribed and now >= self._subscribe_at:
+                self._subscribe()
             self._settle_acks(now)
             if sum(size for _, _, _, size in self._unacked) >= self._max_unacked:
                 return 0

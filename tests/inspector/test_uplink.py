@@ -319,3 +319,33 @@ def test_bad_acknowledgements_are_counted_and_forget_nothing(
     transport.ack_callbacks[ACK](payload)  # type: ignore[operator]
     uplink.step()
     assert uplink.stats.bad_acks == 1 and journal.backlog() == 10
+
+
+def test_a_failed_ack_subscription_is_retried_and_nothing_is_forgotten_meanwhile(
+    journal: Journal,
+) -> None:
+    clock = FakeClock()
+    transport = Spooling(clock)
+    refusals = [TransportError("nucleus: not connected to IoT Core")] * 2
+
+    def subscribe(topic: str, callback) -> None:  # type: ignore[no-untyped-def]
+        if refusals:
+            raise refusals.pop()
+        transport.ack_callbacks[topic] = callback
+
+    transport.subscribe_upstream = subscribe  # type: ignore[method-assign]
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep, ack_topic=ACK)
+    journal.append_many([result(f"a{i}") for i in range(10)])
+    uplink.step(flush=True)
+    assert not transport.ack_callbacks and journal.backlog() == 10
+    for _ in range(3):
+        clock.sleep(11)
+        uplink.step(flush=True)
+    assert ACK in transport.ack_callbacks
+    transport.deliver()
+    clock.sleep(61)  # the first batch went unacknowledged: it is sent again, then acknowledged
+    for _ in range(5):
+        uplink.step(flush=True)
+        transport.deliver()
+        clock.sleep(0.1)
+    assert journal.backlog() == 0
