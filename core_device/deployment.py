@@ -245,7 +245,13 @@ class DeploymentEngine:
 
     def apply(self, document: Mapping[str, Any]) -> DeploymentResult:
         """Apply a CreateDeployment-like document: ``components``, ``componentUpdatePolicy``,
-        ``failureHandlingPolicy`` (and an optional ``deploymentId``)."""
+        ``failureHandlingPolicy`` (and an optional ``deploymentId``). The policies may also sit
+        under ``deploymentPolicies``, as in a CreateDeployment request (greengrassv2 API,
+        DeploymentPolicies: failureHandlingPolicy, componentUpdatePolicy,
+        configurationValidationPolicy)."""
+        policies = document.get("deploymentPolicies")
+        if isinstance(policies, Mapping):
+            document = {**policies, **document}
         deployment_id = str(document.get("deploymentId") or uuid.uuid4())
         try:
             roots = self._roots_of(document)
@@ -254,6 +260,10 @@ class DeploymentEngine:
             return DeploymentResult(deployment_id, FAILED_NO_STATE_CHANGE, str(exc))
         policy = document.get("componentUpdatePolicy") or {}
         timeout_s = float(policy.get("timeoutInSeconds", DEFAULT_UPDATE_TIMEOUT_S))
+        validation = document.get("configurationValidationPolicy") or {}
+        # DeploymentPolicies.configurationValidationPolicy.timeoutInSeconds, default 30 s
+        # (greengrassv2 API DeploymentConfigurationValidationPolicy)
+        validate_s = float(validation.get("timeoutInSeconds", 30))
         if str(policy.get("action", "NOTIFY_COMPONENTS")) == "NOTIFY_COMPONENTS":
             self._wait_for_deferrals(deployment_id, timeout_s)
         self._timestamp = max(self._timestamp + 1, int(time.time() * 1000))
@@ -271,7 +281,11 @@ class DeploymentEngine:
             new = running.to_dict()
             if new == self.configuration(name):
                 continue
-            answer = self.notifier.validate_configuration(name, new, deployment_id, timeout_s)
+            try:
+                answer = self.notifier.validate_configuration(name, new, deployment_id, validate_s)
+            except TimeoutError as exc:  # DynamicComponentConfigurationValidator: fails it
+                self.notifier.notify_post_component_update(deployment_id)
+                return DeploymentResult(deployment_id, FAILED_NO_STATE_CHANGE, str(exc))
             if answer is not None and answer[0] != "ACCEPTED":
                 message = f"{name} rejected its configuration: {answer[1] or answer[0]}"
                 self.notifier.notify_post_component_update(deployment_id)

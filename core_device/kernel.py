@@ -179,5 +179,3 @@ class CoreDevice:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-

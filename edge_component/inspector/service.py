@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
     g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
     g.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=60.0,
+        help="greengrass: seconds a result batch waits for the cloud's acknowledgement before "
+        "it is sent again (docs/results-ack.md)",
+    )
+    g.add_argument(
         "--verdicts",
         action="store_true",
         help="also publish every part's verdict on lineguard/local/<station>/verdict (positive mode)",
@@ -192,6 +199,8 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     for flag in ("sample_budget_mb_per_hour", "sample_cap_mb", "drain_timeout"):
         if getattr(args, flag) < 0:
             raise ServiceError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.ack_timeout <= 0:
+        raise ServiceError(f"--ack-timeout must be > 0, got {args.ack_timeout}")
     if args.fps <= 0:
         raise ServiceError(f"--fps must be > 0, got {args.fps}")
     return Settings(args=args, identity=identity, config=config)
@@ -381,6 +390,7 @@ class Service:
             transport,
             self.identity.topic("results"),
             ack_topic=None if transport.publish_is_delivery else self.identity.ack_topic(),
+            ack_timeout_s=args.ack_timeout,
         )
         self.actuator = Actuator(
             self.identity.station,
