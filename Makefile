@@ -17,7 +17,7 @@ export AWS_EC2_METADATA_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup test lint typecheck pytest demo bench e2e-line synth bootstrap deploy clean
+.PHONY: help setup test lint typecheck pytest demo device bench e2e-line synth bootstrap deploy clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ deploy: $(VENV_STAMP) $(NODE_STAMP) ## PLANT=<plant>: preflight, build the compo
 
 demo: setup ## the main job on the local default (no AWS account needed)
 	$(PY) -m demo
+
+device: setup component ## one core device on this machine through the nucleus stand-in (PLANT=demo; Ctrl-C stops)
+	$(PY) -m core_device run --plant $(or $(PLANT),demo) --fresh
 
 bench: setup ## run every bench/*.py; writes out/bench/results.json and report.html
 	$(PY) bench/run_all.py --out out/bench

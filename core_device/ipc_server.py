@@ -323,6 +323,7 @@ class IpcServer:
         self._connections: set[_Connection] = set()
         # local pub/sub: (topic filter, component, receive mode, stream)
         self._topic_subscriptions: list[tuple[str, str, str, _StreamState]] = []
+        self._taps: list[Callable[[str, str, bytes], None]] = []
         self._component_update_streams: dict[str, list[_StreamState]] = {}
         self._pending_deferrals: set[tuple[str, str]] = set()
         self._validate_streams: dict[str, _StreamState] = {}
@@ -419,18 +420,49 @@ class IpcServer:
                     message=publish.binary_message.message, context=context
                 )
             )
+        self._deliver(component, topic, event)
+        if self._taps:
+            raw: bytes = (
+                bytes(publish.binary_message.message or b"")
+                if publish.binary_message is not None
+                else json.dumps(
+                    publish.json_message.message if publish.json_message else None
+                ).encode()
+            )
+            for tap in list(self._taps):
+                try:
+                    tap(component, topic, raw)
+                except Exception:  # an observer must never break the bus
+                    log.exception("local pub/sub observer failed")
+        return _Reply(model.PublishToTopicResponse())
+
+    def _deliver(
+        self, publisher: str, topic: str, event: model.SubscriptionResponseMessage
+    ) -> None:
         with self._lock:
             targets = [
                 stream
                 for (pattern, owner, mode, stream) in self._topic_subscriptions
                 if _subscription_matches(pattern, topic)
                 and not (
-                    owner == component and mode == model.ReceiveMode.RECEIVE_MESSAGES_FROM_OTHERS
+                    owner == publisher and mode == model.ReceiveMode.RECEIVE_MESSAGES_FROM_OTHERS
                 )
             ]
         for stream in dict.fromkeys(targets):
             stream.send_event(event)
-        return _Reply(model.PublishToTopicResponse())
+
+    def publish_local(self, publisher: str, topic: str, payload: bytes) -> None:
+        """A message a built-in service (e.g. ShadowManager) puts on local pub/sub."""
+        event = model.SubscriptionResponseMessage(
+            binary_message=model.BinaryMessage(
+                message=payload, context=model.MessageContext(topic=topic)
+            )
+        )
+        self._deliver(publisher, topic, event)
+
+    def observe_local(self, tap: Callable[[str, str, bytes], None]) -> None:
+        """Call ``tap(publisher, topic, payload)`` for every local PublishToTopic (tooling)."""
+        self._taps.append(tap)
 
     def _subscribe_to_topic(self, component: str, request: model.SubscribeToTopicRequest) -> _Reply:
         topic = request.topic

@@ -136,9 +136,19 @@ class CoreDevice:
         return result
 
     def sync_shadow(self, shadow: str, document: Mapping[str, Any]) -> None:
-        """ShadowManager's cloudToDevice sync: the local copy takes the cloud's state."""
+        """ShadowManager's cloudToDevice sync: the local copy takes the cloud's state, and the
+        update is announced on local pub/sub ``$aws/things/<thing>/shadow/name/<shadow>/update/
+        accepted`` (ShadowManager ``ipc/UpdateThingShadowRequestHandler.java`` publishes through
+        ``ipc/PubSubClientWrapper.java``; the sync writes through that handler,
+        ``sync/model/BaseSyncRequest.java``)."""
+        import json
+
         state = document.get("state", {})
-        self.shadows.update(self.thing_name, shadow, state if isinstance(state, Mapping) else {})
+        updated = self.shadows.update(
+            self.thing_name, shadow, state if isinstance(state, Mapping) else {}
+        )
+        topic = f"$aws/things/{self.thing_name}/shadow/name/{shadow}/update/accepted"
+        self.ipc.publish_local("aws.greengrass.ShadowManager", topic, json.dumps(updated).encode())
 
     def state(self, component: str) -> State | None:
         """A component's lifecycle state."""
