@@ -357,7 +357,7 @@ def _run_line(
 ) -> dict[str, Any]:
     """Run the demo plant's line and collect what the cloud, the PLC and the devices saw."""
     from demo.broker import BrokerError
-    from demo.local_line import Device, LocalLine
+    from demo.local_line import Device
 
     line = plant.lines[0]
     devices = [
@@ -371,24 +371,15 @@ def _run_line(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     workdir.chmod(0o755)  # mosquitto drops root and must read the certificates
-    local: LocalLine | None = None
     try:
-        local = LocalLine(workdir, plant=plant.name, line=line.name, devices=devices)
-        local.start()
+        seen = _line_on_core_devices(args, plant, devices, frames_dir, out, workdir, steps)
     except (BrokerError, OSError, TimeoutError) as exc:
-        if local is not None:
-            local.stop()
         notes.append(
-            f"The local broker could not start ({exc}), so the inspectors used the file "
-            "transport; the line bridges and the PLC need the broker and did not run."
+            f"The local cloud (mosquitto) could not start ({exc}), so the inspectors used the "
+            "file transport outside the nucleus stand-in; the line bridges and the PLC did not run."
         )
         steps.note(notes[-1])
         seen = _line_over_files(args, plant, devices, frames_dir, model_dir, workdir)
-    else:
-        try:
-            seen = _line_over_mqtt(args, local, devices, frames_dir, model_dir, steps)
-        finally:
-            local.stop()
     return _collect(seen, devices, frames_dir, truth, model_dir, out)
 
 
@@ -406,60 +397,140 @@ def _wait_for(procs: Sequence[subprocess.Popen[bytes]], names: Sequence[str], ar
             raise DemoError(f"inspector {name} exited {proc.returncode}; log {workdir}/{name}.log")
 
 
-def _line_over_mqtt(
+def _line_on_core_devices(
     args: argparse.Namespace,
-    local: Any,
+    plant: Any,
     devices: Sequence[Any],
     frames_dir: Path,
-    model_dir: Path,
+    out: Path,
+    workdir: Path,
     steps: Steps,
 ) -> dict[str, Any]:
-    """Inspectors over MQTT, bridges writing to the simulated PLC; what each side saw."""
-    from demo.local_line import percentile, wait_until
-    from line_bridge.messages import parse_ts
+    """One local core device per station (the nucleus stand-in, ``core_device``) deploying the
+    demo release's canary ring — Inspector, Model, LineBridge through their recipes — against
+    mosquitto for IoT Core (with the plant's AckRule) and a simulated OPC UA PLC."""
+    import tempfile
+    import threading
 
-    procs = [
-        local.start_inspector(d.name, frames_dir / d.station, model_dir, fps=args.fps,
-                              frames=args.frames, extra=("--threads", "1"))
-        for d in devices
-    ]  # fmt: skip
-    _wait_for(
-        procs, [d.name for d in devices], args, local.workdir,
-        lambda: steps.note(f"{len(local.upstream.results)} results upstream so far"),
-    )  # fmt: skip
-    total = sum(d.cameras for d in devices) * args.frames
-    wait_until(lambda: len(local.upstream.results) >= total, 30, "every result upstream")
-    acted = {(r["station"], r["part_id"]) for r in local.upstream.results
-             if r["decision"] in ("reject", "manual")}  # fmt: skip
-    with contextlib.suppress(TimeoutError):  # a missed reject is reported, not raised
-        wait_until(
-            lambda: acted <= {(r.station, r.part_id) for r in local.plc.record.rejects},
-            10, "every reject at the PLC",
-        )  # fmt: skip
-    plc_rejects = list(local.plc.record.rejects)
-    latencies = []
-    for reject in plc_rejects:
-        msg = local.observed.get((reject.station, reject.part_id))
-        if msg is not None:
-            decided = parse_ts(msg["ts"], "result") + float(msg.get("latency_ms", 0)) / 1000.0
-            latencies.append((reject.received - decided) * 1000.0)
-    at_plc = {(r.station, r.part_id) for r in plc_rejects}
-    return {
-        "transport": "mqtt (mosquitto, mutual TLS)",
-        "results": list(local.upstream.results),
-        "health": list(local.upstream.health),
-        "upstream_bytes": dict(local.upstream.by_kind),
-        "plc": {
-            "seen": [{"part_id": f"{r.station}/{r.part_id}", "ts": r.received} for r in plc_rejects]
-        },  # fmt: skip
-        "plc_summary": {
-            "expected": len(acted),
-            "seen": len(at_plc & acted),
-            "missed": len(acted - at_plc),
-            "p50_ms": percentile(latencies, 0.5),
-            "p99_ms": percentile(latencies, 0.99),
-        },
-    }
+    from core_device.local import Identity, LocalCloud, ring_deployment, start_device
+    from demo.local_line import PlcThread, percentile, wait_until
+    from line_bridge.messages import parse_ts
+    from line_bridge.plc_sim import OpcUaPlc
+
+    line = plant.lines[0]
+    components = out / "components"
+    # a Unix socket path is at most 107 bytes: the device roots live under /tmp, linked from out/
+    roots = Path(tempfile.mkdtemp(prefix="lineguard-demo-", dir="/tmp"))
+    roots.chmod(0o755)
+    cloud = LocalCloud(plant.name, [d.name for d in devices], roots / "cloud").start()
+    plc = OpcUaPlc([d.station for d in devices])
+    plc_thread = PlcThread(plc)
+    plc_thread.start()
+    observed: dict[tuple[str, str], dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def tap(_publisher: str, topic: str, payload: bytes) -> None:
+        if topic.endswith("/reject"):
+            doc = json.loads(payload)
+            doc["_observed_at"] = time.time()
+            with lock:
+                observed.setdefault((doc["station"], doc["part_id"]), doc)
+
+    core: list[Any] = []
+    try:
+        requests = {}
+        for d in devices:
+            root = roots / d.name
+            (workdir / d.name).unlink(missing_ok=True)
+            (workdir / d.name).symlink_to(root, target_is_directory=True)
+            device = start_device(root, d.name, Identity(plant.name, line.name, d.station, d.cameras),
+                                  components_dir=components, cloud=cloud)  # fmt: skip
+            device.ipc.observe_local(tap)
+            core.append(device)
+            requests[d.name] = ring_deployment(
+                ROOT / "plants" / "demo.yaml", ROOT / "releases" / "demo.json", "canary",
+                configuration={
+                    "com.lineguard.Inspector": {
+                        "source": "camera", "imagesDir": str(frames_dir / d.station),
+                        "fps": args.fps, "maxFrames": args.frames, "threads": 1,
+                        "heartbeatIntervalS": 0.2, "healthIntervalS": 5},
+                    "com.lineguard.LineBridge": {
+                        "heartbeat_window_s": 1.0, "refresh_interval_s": 0.5,
+                        "health_interval_s": 2.0,
+                        "controller": {"protocol": "opcua", "endpoint": plc.endpoint,
+                                       "timeout_s": 1.0},
+                        "stations": {d.station: {"signals": plc.station_config(d.station)}}},
+                },
+            )  # fmt: skip
+        results: dict[str, Any] = {}
+
+        def deploy(device: Any) -> None:
+            results[device.thing_name] = device.deploy(requests[device.thing_name])
+
+        threads = [threading.Thread(target=deploy, args=(c,)) for c in core]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for device in core:
+            result = results[device.thing_name]
+            if result.status != "SUCCESSFUL":
+                raise DemoError(
+                    f"deployment to {device.thing_name}: {result.status} {result.message}; "
+                    f"logs in {workdir / device.thing_name / 'logs'}"
+                )
+        steps.note(
+            f"{len(core)} core devices: deployment SUCCESSFUL (Inspector, Model, LineBridge "
+            "through their recipes on the nucleus stand-in)"
+        )
+        total = sum(d.cameras for d in devices) * args.frames
+        deadline = time.monotonic() + args.frames / args.fps + 180
+        while len(cloud.upstream.results) < total:
+            if time.monotonic() > deadline:
+                raise DemoError(f"only {len(cloud.upstream.results)} of {total} results reached "
+                                f"the cloud; logs in {workdir}/<device>/logs")  # fmt: skip
+            time.sleep(5)
+            steps.note(f"{len(cloud.upstream.results)} results upstream so far")
+        results_up = list(cloud.upstream.results)
+        acted = {(r["station"], r["part_id"]) for r in results_up
+                 if r["decision"] in ("reject", "manual")}  # fmt: skip
+        with contextlib.suppress(TimeoutError):  # a missed reject is reported, not raised
+            wait_until(
+                lambda: acted <= {(r.station, r.part_id) for r in plc.record.rejects},
+                10, "every reject at the PLC",
+            )  # fmt: skip
+        plc_rejects = list(plc.record.rejects)
+        latencies = []
+        for reject in plc_rejects:
+            msg = observed.get((reject.station, reject.part_id))
+            if msg is not None:
+                decided = parse_ts(msg["ts"], "result") + float(msg.get("latency_ms", 0)) / 1000.0
+                latencies.append((reject.received - decided) * 1000.0)
+        at_plc = {(r.station, r.part_id) for r in plc_rejects}
+        acked = cloud.acknowledger.acknowledged if cloud.acknowledger is not None else 0
+        return {
+            "transport": "Greengrass IPC on the nucleus stand-in → mosquitto (mutual TLS), "
+            f"results acknowledged by the cloud ({acked} batches)",
+            "results": results_up,
+            "health": list(cloud.upstream.health),
+            "upstream_bytes": dict(cloud.upstream.bytes_by_kind),
+            "plc": {
+                "seen": [{"part_id": f"{r.station}/{r.part_id}", "ts": r.received}
+                         for r in plc_rejects]
+            },  # fmt: skip
+            "plc_summary": {
+                "expected": len(acted),
+                "seen": len(at_plc & acted),
+                "missed": len(acted - at_plc),
+                "p50_ms": percentile(latencies, 0.5),
+                "p99_ms": percentile(latencies, 0.99),
+            },
+        }
+    finally:
+        for device in core:
+            device.stop()
+        cloud.stop()
+        plc_thread.stop()
 
 
 def _line_over_files(

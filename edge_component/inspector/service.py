@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-frames",
         type=int,
-        help="camera: stop after this many frames each (counted across restarts)",
+        help="camera: stop after this many frames each (counted across restarts; 0: no limit)",
     )
     g.add_argument(
         "--once",
@@ -494,7 +494,7 @@ class Service:
                     camera=name,
                     fps=args.fps,
                     # --max-frames counts across restarts: resume where the journal stopped
-                    max_frames=None if args.max_frames is None else max(0, args.max_frames - first),
+                    max_frames=None if not args.max_frames else max(0, args.max_frames - first),
                     first_part=first,
                     max_bytes=limits,
                     clock=self._clock,
