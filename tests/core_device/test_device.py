@@ -280,3 +280,27 @@ def test_a_bad_model_breaks_the_component_and_the_deployment_rolls_back(
                    device)  # fmt: skip
     finally:
         device.stop()
+
+
+def test_make_device_starts_a_core_device_that_judges_and_is_acknowledged(
+    device_components: Path, short_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core_device.__main__ import main
+
+    code = main(["run", "--check", "--fresh", "--root", str(short_root / "dev"),
+                 "--components", str(device_components)])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "deployment SUCCESSFUL" in out.out
+    assert "identity: plant demo, line line-1" in out.out
+    assert "result stored and acknowledged by the cloud" in out.out
+    assert ".Healthy is true" in out.out  # the inspector's heartbeats reach the bridge and the PLC
+
+
+def test_make_device_names_what_is_missing(short_root: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from core_device.__main__ import main
+
+    assert main(["run", "--check", "--root", str(short_root / "dev"),
+                 "--components", str(short_root / "nothing")]) == 2  # fmt: skip
+    assert "not built (run `make component`)" in capsys.readouterr().err

@@ -11,7 +11,8 @@ what it checks instead:
   implement (Greengrass v2, IoT thing groups, SageMaker: FACTS.md) and cannot create these
   stacks, so the recipe is read from ``make -n``, its preflight runs against moto, and
   ``cdk list`` with the same selection shows exactly the stacks the deploy would create.
-- ``make test`` (this run), ``make demo``, ``make bench``, ``make e2e-line``, ``make setup``:
+- ``make test`` (this run), ``make demo``, ``make device``, ``make bench``, ``make e2e-line``,
+  ``make setup``:
   ``make -n`` proves the target exists with those arguments; CI runs ``make test`` itself and
   ``tests/demo`` runs the demo.
 - Synopses (``[--option ...]``, ``<a|b>``, a trailing ``...``) and long-running services (the
@@ -490,7 +491,8 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"\.venv/bin/python (-c |bench/)", run_in_workdir),
     (r"aws (sagemaker|sns) ", aws_cli),
     (r"aws greengrassv2 create-deployment --cli-input-json file://ring\.json$", aws_cli),
-    (r"make (test|demo|bench|e2e-line|setup)$", dry_run_make),
+    (r"make (test|demo|device|bench|e2e-line|setup)$", dry_run_make),
+    (r"\.venv/bin/python -m core_device run --help$", run_as_documented),
     (r"make (synth|component)$", run_as_documented),
     (r"make deploy PLANT=\S+$", make_deploy),
     (r"make bootstrap PLANT=\S+$", run_as_documented),
