@@ -377,7 +377,7 @@ class Service:
                 clock=self._clock,
                 wall_clock=self._wall,
             )
-            frames = iter(source) if args.once else source.watch(self.stop)
+            frames = iter(source) if args.once else source.watch(self.stop, idle=self._idle)
             for frame in frames:
                 yield [frame], [("dir", frame.key)]
                 if self.stop.is_set():

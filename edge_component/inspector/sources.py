@@ -113,8 +113,18 @@ class DirectorySource:
             yield self.frame_for(path)
             self.after = path.name
 
-    def watch(self, stop: threading.Event, *, poll_s: float = 0.5) -> Iterator[Frame]:
-        """Yield files as they appear (once their size stopped changing), until ``stop`` is set."""
+    def watch(
+        self,
+        stop: threading.Event,
+        *,
+        poll_s: float = 0.5,
+        idle: Callable[[float], None] | None = None,
+    ) -> Iterator[Frame]:
+        """Yield files as they appear (once their size stopped changing), until ``stop`` is set.
+
+        Between polls ``idle(until)`` is called repeatedly (it must return by ``until``), so the
+        caller's heartbeat and health keep their interval while no file arrives.
+        """
         sizes: dict[str, int] = {}
         while not stop.is_set():
             for path in self.files():
@@ -128,7 +138,12 @@ class DirectorySource:
                 sizes.pop(path.name, None)
                 yield self.frame_for(path)
                 self.after = path.name
-            stop.wait(poll_s)
+            if idle is None:
+                stop.wait(poll_s)
+                continue
+            next_poll = self._clock() + poll_s
+            while not stop.is_set() and self._clock() < next_poll:
+                idle(next_poll)
 
 
 class SimulatedCamera:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +273,34 @@ def test_greengrass_transport_wired_through_the_service(
     # outside Greengrass the entry point says so in one line
     monkeypatch.delenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", raising=False)
     assert service.main(args) == 2
+
+
+def test_heartbeats_and_health_flow_while_the_folder_stays_empty(
+    tmp_path: Path, tiny_package_dir: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    out = tmp_path / "out"
+    settings = service.parse_settings(base_args(tmp_path, images, tiny_package_dir))
+    from inspector.transports.file import FileTransport
+
+    svc = service.Service(settings, FileTransport(out))
+    svc.health.interval_s = 0.4
+    runner = threading.Thread(target=svc.run)
+    runner.start()
+    time.sleep(2.2)  # no file ever arrives: eleven heartbeat intervals of 0.2 s
+    svc.stop.set()
+    runner.join(timeout=20)
+    assert not runner.is_alive()
+    beats = [
+        m["payload"]
+        for m in read_jsonl(out / LOCAL_FILE)
+        if m["topic"] == "lineguard/local/s1/heartbeat"
+    ]
+    assert len(beats) >= 8, f"only {len(beats)} heartbeats in 2.2 s at 0.2 s"
+    stamps = [datetime.fromisoformat(b["ts"].replace("Z", "+00:00")).timestamp() for b in beats]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) < 0.35, f"heartbeat gap {max(gaps):.2f} s > interval 0.2 s"
+    health = [line for line in read_jsonl(out / UPSTREAM_FILE) if line["topic"].endswith("/health")]
+    assert len(health) >= 3
+    assert svc.frames == 0
