@@ -39,6 +39,9 @@ from inspector.transports.base import Transport, TransportError
 from inspector.uplink import Uplink
 
 CONNECT_WAIT_S = 10.0
+# exit code when the transport can never deliver again (e.g. the Greengrass nucleus is gone):
+# non-zero, so the nucleus restarts the component; results wait in the journal
+EXIT_TRANSPORT_LOST = 3
 LOG = logging.getLogger("inspector.service")
 MB = 1024 * 1024
 
@@ -66,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--key", type=Path, help="mqtt: this device's private key (PEM)")
     g.add_argument(
         "--config-topic", help="mqtt: topic carrying runtime configuration updates (JSON)"
+    )
+    g.add_argument(
+        "--ipc-timeout",
+        type=float,
+        default=10.0,
+        help="greengrass: seconds each IPC call may take; 3 in a row unanswered end the process",
     )
     g = p.add_argument_group("identity")
     g.add_argument("--plant", default="local")
@@ -160,6 +169,8 @@ def parse_settings(argv: Sequence[str]) -> Settings:
             raise ServiceError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.fps <= 0:
         raise ServiceError(f"--fps must be > 0, got {args.fps}")
+    if not args.ipc_timeout > 0:
+        raise ServiceError(f"--ipc-timeout must be > 0, got {args.ipc_timeout}")
     return Settings(args=args, identity=identity, config=config)
 
 
@@ -197,7 +208,7 @@ def make_transport(args: argparse.Namespace, device: str) -> Transport:
         client = GreengrassCoreIPCClientV2()
     except Exception as exc:
         raise ServiceError(f"cannot connect to the Greengrass nucleus (IPC): {exc}") from None
-    return GreengrassTransport(client)
+    return GreengrassTransport(client, call_timeout_s=args.ipc_timeout)
 
 
 class Outbox:
@@ -273,6 +284,7 @@ class Service:
         self._wall = wall_clock
         self._in_flight = 0
         self.frames = 0
+        self.transport_lost: str | None = None
         try:
             self.journal = Journal(
                 args.journal,
@@ -414,7 +426,16 @@ class Service:
     def _idle(self, until: float) -> None:
         self.actuator.tick()
         self.health.tick()
+        self._check_transport()
         self.stop.wait(max(0.0, min(until - self._clock(), 0.05)))
+
+    def _check_transport(self) -> None:
+        """Stop the loop when the transport can never deliver again (the process exits 3)."""
+        lost = self.transport.lost()
+        if lost is not None and self.transport_lost is None:
+            self.transport_lost = lost
+            LOG.error("%s transport lost: %s; stopping", self.transport.name, lost)
+            self.stop.set()
 
     def process(self, frames: list[Frame], cursors: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Judge, actuate, journal (with the cursors), record health, offer to the sampler.
@@ -473,6 +494,7 @@ class Service:
                 self.process(frames, cursors)
                 self.actuator.tick()
                 self.health.tick()
+                self._check_transport()
                 if self.stop.is_set():
                     break
             if args.once and not self.stop.is_set():
@@ -497,6 +519,13 @@ class Service:
             f" publishes, {backlog} waiting in the journal",
             file=sys.stderr,
         )
+        if self.transport_lost is not None:
+            print(
+                f"error: lost the {_transport_title(self.transport.name)}: "
+                f"{self.transport_lost} (the results wait in the journal)",
+                file=sys.stderr,
+            )
+            return EXIT_TRANSPORT_LOST
         if args.once and backlog:
             print(f"error: {backlog} results could not be sent upstream", file=sys.stderr)
             return 1
@@ -508,6 +537,10 @@ class Service:
             )
             return 1
         return 0
+
+
+def _transport_title(name: str) -> str:
+    return "Greengrass nucleus" if name == "greengrass" else f"{name} transport"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -542,6 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         transport.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TransportError as exc:  # e.g. the nucleus did not answer a subscription
+        transport.close()
+        print(f"error: lost the {_transport_title(transport.name)}: {exc}", file=sys.stderr)
+        return EXIT_TRANSPORT_LOST
     try:
         return service.run()
     except SourceError as exc:

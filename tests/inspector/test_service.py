@@ -304,3 +304,55 @@ def test_heartbeats_and_health_flow_while_the_folder_stays_empty(
     health = [line for line in read_jsonl(out / UPSTREAM_FILE) if line["topic"].endswith("/health")]
     assert len(health) >= 3
     assert svc.frames == 0
+
+
+NUCLEUS_STAND_IN = """
+import sys, threading
+import awsiot.greengrasscoreipc.clientv2 as clientv2
+from tests.inspector.test_transports_greengrass import FakeIpcClient
+
+def connect() -> FakeIpcClient:
+    client = FakeIpcClient()
+    client.config = {"runtime": {}}
+    # the nucleus answers for a second, then stalls ("hang") or its connection drops ("drop")
+    threading.Timer(1.0, lambda: setattr(client, "mode", sys.argv[1])).start()
+    return client
+
+clientv2.GreengrassCoreIPCClientV2 = connect
+from inspector import service
+sys.exit(service.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("failure", ["hang", "drop"])
+def test_a_lost_nucleus_ends_the_process_non_zero(
+    tmp_path: Path, tiny_package_dir: Path, failure: str
+) -> None:
+    images = tmp_path / "dataset"
+    make_images(images, n_good=2)
+    args = [
+        *base_args(tmp_path, images, tiny_package_dir),
+        "--source", "camera", "--fps", "20", "--ipc-timeout", "0.2",
+    ]  # fmt: skip
+    args[args.index("file")] = "greengrass"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'edge_component'}",
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(tmp_path / "ipc.socket"),
+        "SVCUID": "test",
+    }
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", NUCLEUS_STAND_IN, failure, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert time.monotonic() - started < 30
+    assert "error: lost the Greengrass nucleus" in proc.stderr
+    journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
+    assert journal.backlog() > 0  # the results judged meanwhile wait in the journal
+    journal.close()

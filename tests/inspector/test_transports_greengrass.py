@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from awsiot.eventstreamrpc import ConnectionClosedError
 from awsiot.greengrasscoreipc.model import (
     QOS,
     ComponentUpdatePolicyEvents,
@@ -17,7 +20,7 @@ from awsiot.greengrasscoreipc.model import (
 )
 
 from inspector.transports.base import TransportError
-from inspector.transports.greengrass import GreengrassTransport
+from inspector.transports.greengrass import GreengrassTransport, NucleusLostError
 
 
 class FakeOperation:
@@ -29,7 +32,16 @@ class FakeOperation:
 
 
 class FakeIpcClient:
-    """Stands in for GreengrassCoreIPCClientV2: same method names and keyword arguments."""
+    """Stands in for GreengrassCoreIPCClientV2: same method names and keyword arguments.
+
+    As in the SDK (awsiot/greengrasscoreipc/clientv2.py) every operation has an ``*_async`` form
+    returning a ``concurrent.futures.Future`` and a blocking form that is ``*_async(...).result()``
+    with no timeout; subscriptions return ``(future, operation)``. ``mode`` models the nucleus:
+    ``"ok"`` answers, ``"hang"`` never answers (a stalled nucleus: the future stays pending), and
+    ``"drop"`` is a closed connection, on which the SDK raises ``ConnectionClosedError`` when the
+    operation is started (awsiot/eventstreamrpc.py ``Connection._new_stream``); the V2 client
+    never reconnects.
+    """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -39,38 +51,66 @@ class FakeIpcClient:
         self.fail_get_config = False
         self.operations: list[FakeOperation] = []
         self.closed = False
+        self.mode = "ok"
 
-    def publish_to_iot_core(self, **kw: Any) -> None:
-        self.calls.append(("publish_to_iot_core", kw))
-        if self.fail_publish:
-            raise self.fail_publish
-
-    def publish_to_topic(self, **kw: Any) -> None:
-        self.calls.append(("publish_to_topic", kw))
-        if self.fail_publish:
-            raise self.fail_publish
-
-    def _subscribe(self, name: str, kw: dict[str, Any]) -> tuple[None, FakeOperation]:
+    def _answer(self, name: str, kw: dict[str, Any], value: Any = None) -> Future[Any]:
         self.calls.append((name, kw))
+        if self.mode == "drop":
+            raise ConnectionClosedError()
+        future: Future[Any] = Future()
+        if self.mode == "hang":
+            return future
+        if isinstance(value, Exception):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+        return future
+
+    def publish_to_iot_core_async(self, **kw: Any) -> Future[Any]:
+        return self._answer("publish_to_iot_core", kw, self.fail_publish)
+
+    def publish_to_topic_async(self, **kw: Any) -> Future[Any]:
+        return self._answer("publish_to_topic", kw, self.fail_publish)
+
+    def _subscribe(self, name: str, kw: dict[str, Any]) -> tuple[Future[Any], FakeOperation]:
+        future = self._answer(name, kw)
         self.handlers[name] = kw
         op = FakeOperation()
         self.operations.append(op)
-        return None, op
+        return future, op
 
-    def subscribe_to_configuration_update(self, **kw: Any) -> tuple[None, FakeOperation]:
+    def subscribe_to_configuration_update_async(
+        self, **kw: Any
+    ) -> tuple[Future[Any], FakeOperation]:
         return self._subscribe("config", kw)
 
-    def subscribe_to_component_updates(self, **kw: Any) -> tuple[None, FakeOperation]:
+    def subscribe_to_component_updates_async(self, **kw: Any) -> tuple[Future[Any], FakeOperation]:
         return self._subscribe("updates", kw)
 
-    def get_configuration(self, **kw: Any) -> GetConfigurationResponse:
-        self.calls.append(("get_configuration", kw))
+    def get_configuration_async(self, **kw: Any) -> Future[Any]:
         if self.fail_get_config:
-            raise RuntimeError("nucleus busy")
-        return GetConfigurationResponse(component_name="com.lineguard.Inspector", value=self.config)
+            return self._answer("get_configuration", kw, RuntimeError("nucleus busy"))
+        response = GetConfigurationResponse(
+            component_name="com.lineguard.Inspector", value=self.config
+        )
+        return self._answer("get_configuration", kw, response)
 
-    def defer_component_update(self, **kw: Any) -> None:
-        self.calls.append(("defer_component_update", kw))
+    def defer_component_update_async(self, **kw: Any) -> Future[Any]:
+        return self._answer("defer_component_update", kw)
+
+    def __getattr__(self, name: str) -> Any:
+        # the blocking forms, as clientv2 defines them: the async form's result, unbounded
+        if not name.endswith("_async") and hasattr(type(self), f"{name}_async"):
+            async_form = getattr(self, f"{name}_async")
+
+            def blocking(**kw: Any) -> Any:
+                out = async_form(**kw)
+                if isinstance(out, tuple):
+                    return out[0].result(), out[1]
+                return out.result()
+
+            return blocking
+        raise AttributeError(name)
 
     def close(self) -> None:
         self.closed = True
@@ -182,3 +222,70 @@ def test_close_closes_streams_and_client() -> None:
     transport.on_component_update(lambda: True)
     transport.close()
     assert client.closed and all(op.closed for op in client.operations)
+
+
+def test_every_ipc_call_is_bounded_by_a_timeout() -> None:
+    client = FakeIpcClient()
+    transport = GreengrassTransport(client, call_timeout_s=0.05, max_timeouts=3)
+    client.mode = "hang"
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="timed out after 0.05 s"):
+        transport.publish_upstream("lineguard/p/l/s/d/results", b"{}")
+    with pytest.raises(TransportError, match="timed out"):
+        transport.publish_local("lineguard/local/s1/heartbeat", b"{}")
+    assert time.monotonic() - started < 2.0
+    assert transport.lost() is None  # two timeouts: maybe a busy nucleus, not yet a lost one
+    client.mode = "ok"
+    transport.publish_local("lineguard/local/s1/heartbeat", b"{}")  # an answer resets the count
+    client.mode = "hang"
+    for _ in range(2):
+        with pytest.raises(TransportError):
+            transport.publish_local("lineguard/local/s1/heartbeat", b"{}")
+    assert transport.lost() is None
+    with pytest.raises(TransportError):
+        transport.publish_upstream("lineguard/p/l/s/d/results", b"{}")
+    assert "3 IPC calls in a row timed out" in (transport.lost() or "")
+    calls = len(client.calls)
+    with pytest.raises(NucleusLostError):  # once lost, calls fail at once (no reconnect exists)
+        transport.publish_local("lineguard/local/s1/heartbeat", b"{}")
+    assert len(client.calls) == calls
+
+
+def test_a_refusal_is_an_answer_not_a_lost_nucleus() -> None:
+    client = FakeIpcClient()
+    transport = GreengrassTransport(client, call_timeout_s=0.05, max_timeouts=2)
+    client.fail_publish = UnauthorizedError(message="not authorized")
+    for _ in range(5):
+        with pytest.raises(TransportError, match="UnauthorizedError"):
+            transport.publish_upstream("lineguard/other/results", b"{}")
+    assert transport.lost() is None
+
+
+def test_a_closed_connection_means_the_nucleus_is_lost() -> None:
+    client = FakeIpcClient()
+    transport = GreengrassTransport(client, call_timeout_s=0.05)
+    client.mode = "drop"
+    with pytest.raises(NucleusLostError, match="connection closed"):
+        transport.publish_local("lineguard/local/s1/reject", b"{}")
+    assert "connection closed" in (transport.lost() or "")
+
+
+def test_a_subscription_closed_by_the_nucleus_means_it_is_lost() -> None:
+    client = FakeIpcClient()
+    transport = GreengrassTransport(client, call_timeout_s=0.05)
+    transport.on_component_update(lambda: True)
+    assert transport.lost() is None
+    client.handlers["updates"]["on_stream_closed"]()
+    assert "component update stream closed" in (transport.lost() or "")
+    quiet = GreengrassTransport(FakeIpcClient())
+    quiet.on_component_update(lambda: True)
+    quiet.close()  # our own close closes the streams: not a loss
+    assert quiet.lost() is None
+
+
+def test_a_subscription_that_hangs_is_bounded() -> None:
+    client = FakeIpcClient()
+    client.mode = "hang"
+    transport = GreengrassTransport(client, call_timeout_s=0.05)
+    with pytest.raises(TransportError, match="timed out"):
+        transport.on_component_update(lambda: True)

@@ -37,6 +37,13 @@ class Transport(abc.ABC):
     def on_component_update(self, ready: UpdateGate) -> None:  # noqa: B027 - optional hook
         """Ask before a component update; ``ready()`` False defers it (only Greengrass can)."""
 
+    def lost(self) -> str | None:
+        """Why the transport can never deliver again (None while it can or may recover).
+
+        The service exits non-zero on it, so a supervisor (the nucleus) restarts the process.
+        """
+        return None
+
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until the transport can publish (or the timeout); True if it can."""
         return True
