@@ -115,6 +115,19 @@ class RuntimeConfig:
 _INTEGERS = ("max_batch", "intra_op_threads", "max_image_bytes", "max_image_pixels")
 
 
+def check_number(
+    name: str, value: Any, low: float, high: float, *, integer: bool = False
+) -> int | float:
+    """Check a number in ``low..high``; an integral float counts as an integer (``8.0`` → 8).
+
+    Deployments and recipe interpolation may turn an integer into a float, never into 8.5.
+    """
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _range(name, value, low, high, integer=integer)
+    return value  # type: ignore[no-any-return]
+
+
 def _range(name: str, value: Any, low: float, high: float, *, integer: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name}: must be a number, got {value!r}")

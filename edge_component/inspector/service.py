@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from inspector.actuation import Actuator
+from inspector.component_config import runtime_section, validate_component_config
 from inspector.engine import Inspector
 from inspector.health import HealthReporter, engine_status
 from inspector.journal import Journal, JournalError
@@ -50,6 +51,18 @@ class ServiceError(Exception):
     """Bad options or a stage that cannot start: one clear line, exit code 2."""
 
 
+def _integer(text: str) -> int:
+    # recipe interpolation renders a deployment's 8.0 as "8.0" (nucleus KernelConfigResolver:
+    # JsonNode.asText), so integral floats are integers here too
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m inspector run",
@@ -63,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--transport", choices=("file", "mqtt", "greengrass"), default="file")
     g.add_argument("--out", type=Path, help="file transport: directory for the JSONL files")
     g.add_argument("--host", default="127.0.0.1", help="mqtt: broker host")
-    g.add_argument("--port", type=int, default=8883, help="mqtt: broker port (default 8883)")
+    g.add_argument("--port", type=_integer, default=8883, help="mqtt: broker port (default 8883)")
     g.add_argument("--ca", type=Path, help="mqtt: CA certificate (PEM)")
     g.add_argument("--cert", type=Path, help="mqtt: this device's certificate (PEM)")
     g.add_argument("--key", type=Path, help="mqtt: this device's private key (PEM)")
@@ -93,11 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         default="dir",
         help="dir: each file once, in name order; camera: simulated cameras replaying --images",
     )
-    g.add_argument("--cameras", type=int, default=1, help="camera: number of simulated cameras")
+    g.add_argument(
+        "--cameras", type=_integer, default=1, help="camera: number of simulated cameras"
+    )
     g.add_argument("--fps", type=float, default=1.0, help="camera: frames per second each")
     g.add_argument(
         "--max-frames",
-        type=int,
+        type=_integer,
         help="camera: stop after this many frames each (counted across restarts)",
     )
     g.add_argument(
@@ -108,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and settings")
     g.add_argument("--model", type=Path, help="model package directory (none: every frame manual)")
     g.add_argument("--shadow", type=Path, help="optional shadow model package directory")
-    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    g.add_argument("--max-batch", type=int, default=8, help="micro-batch across cameras")
+    g.add_argument("--threads", type=_integer, default=1, help="ONNX Runtime intra-op threads")
+    g.add_argument("--max-batch", type=_integer, default=8, help="micro-batch across cameras")
     g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
     g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
     g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
@@ -333,6 +348,7 @@ class Service:
         )
         self.outbox: Outbox | None = None
         self.config_reports: list[tuple[bool, str | None]] = []
+        transport.on_validate(self._validate_config)
         transport.on_config(self._on_config)
         transport.on_component_update(lambda: self._in_flight == 0)
 
@@ -353,20 +369,42 @@ class Service:
                 status["last_error"] = f"uplink: {self.uplink.stats.last_error}"[:300]
         return status
 
+    def _validate_config(self, doc: dict[str, Any]) -> str | None:
+        """Greengrass: None if a proposed whole component configuration is valid, else why not."""
+        try:
+            validate_component_config(doc, self.settings.config)
+        except ConfigError as exc:
+            LOG.error("proposed configuration refused: %s", exc)
+            return f"com.lineguard.Inspector configuration: {exc}"
+        return None
+
     def _on_config(self, doc: dict[str, Any]) -> None:
-        """A configuration update: the ``runtime`` section (Greengrass) or the whole document."""
+        """A configuration update: the ``runtime`` section (Greengrass) or the whole document.
+
+        Greengrass delivers the whole component configuration each time, so its ``runtime``
+        section is applied onto the start-up settings (a key a deployment removed goes back to
+        its start-up value); the file and mqtt transports deliver partial updates, merged onto
+        the settings in force.
+        """
         error: str | None
-        # Greengrass delivers the whole component configuration: only ``runtime`` is runtime
-        whole = {} if self.transport.name == "greengrass" else doc
-        runtime = doc.get("runtime", whole)
         if "__error__" in doc:
             report_ok, error = False, f"config_refused: {doc['__error__']}"
             self.engine.last_error = error
-        elif not isinstance(runtime, dict):
+        elif self.transport.name == "greengrass":
+            try:
+                runtime_section(doc, self.settings.config)  # names the key as validation does
+            except ConfigError as exc:
+                report_ok, error = False, f"config_refused: {exc}"
+                self.engine.last_error = error
+            else:
+                runtime = dict(doc.get("runtime", {}))
+                report = self.engine.update_config(runtime, base=self.settings.config)
+                report_ok, error = report.ok, report.error
+        elif not isinstance(doc.get("runtime", doc), dict):
             report_ok, error = False, "config_refused: runtime: must be an object"
             self.engine.last_error = error
         else:
-            report = self.engine.update_config(dict(runtime))
+            report = self.engine.update_config(dict(doc.get("runtime", doc)))
             report_ok, error = report.ok, report.error
         self.config_reports.append((report_ok, error))
         if report_ok:

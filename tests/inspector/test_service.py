@@ -356,3 +356,76 @@ def test_a_lost_nucleus_ends_the_process_non_zero(
     journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
     assert journal.backlog() > 0  # the results judged meanwhile wait in the journal
     journal.close()
+
+
+def greengrass_service(tmp_path: Path, package: Path, client: Any) -> service.Service:
+    from inspector.transports.greengrass import GreengrassTransport
+
+    images = tmp_path / "dataset"
+    make_images(images, n_good=1)
+    args = [*base_args(tmp_path, images, package), "--source", "camera", "--max-frames", "1"]
+    args[args.index("file")] = "greengrass"
+    return service.Service(service.parse_settings(args), GreengrassTransport(client))
+
+
+def test_greengrass_configuration_is_read_at_start(tmp_path: Path, tiny_package_dir: Path) -> None:
+    from tests.inspector.test_transports_greengrass import FakeIpcClient
+
+    client = FakeIpcClient()
+    client.config = {"cameras": 1, "runtime": {"deadline_ms": 250, "max_batch": 4.0}}
+    svc = greengrass_service(tmp_path, tiny_package_dir, client)
+    assert svc.engine.config.deadline_ms == 250  # no update event needed
+    assert svc.engine.config.max_batch == 4 and isinstance(svc.engine.config.max_batch, int)
+    # the runtime section is the whole truth: a key a deployment removed goes back to its
+    # start-up value (--deadline-ms 10000), not to the previous update's
+    client.config = {"runtime": {"max_batch": 4}}
+    client.handlers["config"]["on_stream_event"](None)
+    assert svc.engine.config.deadline_ms == 10_000
+
+
+@pytest.mark.parametrize(
+    ("proposed", "refusal"),
+    [
+        ({"runtime": {"max_batch": 8.0}, "cameras": 2.0, "fps": 1}, None),
+        ({"runtime": {"max_batch": 8.5}}, "runtime.max_batch: must be an integer, got 8.5"),
+        ({"runtime": {"deadline_ms": "fast"}}, "runtime.deadline_ms: must be a number"),
+        ({"runtime": {"colour": 1}}, "runtime.colour: unknown setting"),
+        ({"runtime": [1]}, "runtime: must be an object"),
+        ({"cameras": 2.5}, "cameras: must be an integer, got 2.5"),
+        ({"cameras": 0}, "cameras: 0 is outside 1..64"),
+        ({"fps": "1"}, "fps: must be a number, got '1'"),
+        ({"source": "usb"}, "source: 'usb' is not one of dir, camera"),
+        ({"threads": True}, "threads: must be a number, got True"),
+        ({"heartbeatIntervalS": 0}, "heartbeatIntervalS: 0 is outside 0.05..3600"),
+        ({"camrea": 2}, "camrea: unknown setting"),
+    ],
+)
+def test_greengrass_validates_a_proposed_configuration_before_it_is_stored(
+    tmp_path: Path, tiny_package_dir: Path, proposed: dict[str, Any], refusal: str | None
+) -> None:
+    from awsiot.greengrasscoreipc.model import ConfigurationValidityStatus
+
+    from tests.inspector.test_transports_greengrass import FakeIpcClient
+
+    client = FakeIpcClient()
+    client.config = {"runtime": {"deadline_ms": 300}}
+    svc = greengrass_service(tmp_path, tiny_package_dir, client)
+    client.validate("dep-7", proposed)
+    (report,) = client.reports()
+    assert report.deployment_id == "dep-7"
+    if refusal is None:
+        assert report.status == ConfigurationValidityStatus.ACCEPTED and not report.message
+    else:
+        assert report.status == ConfigurationValidityStatus.REJECTED
+        assert refusal in (report.message or "")
+    assert svc.engine.config.deadline_ms == 300  # validating never applies anything
+
+
+def test_integer_options_accept_integral_floats(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--out", "o", "--images", "i", "--journal", "j"]
+    settings = service.parse_settings([*base, "--cameras", "3.0", "--max-batch", "4.0"])
+    assert settings.args.cameras == 3 and isinstance(settings.args.cameras, int)
+    assert settings.config.max_batch == 4
+    with pytest.raises(SystemExit):
+        service.parse_settings([*base, "--cameras", "2.5"])
+    assert "--cameras: must be an integer, got '2.5'" in capsys.readouterr().err

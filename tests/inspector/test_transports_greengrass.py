@@ -13,10 +13,15 @@ from awsiot.greengrasscoreipc.model import (
     ComponentUpdatePolicyEvents,
     ConfigurationUpdateEvent,
     ConfigurationUpdateEvents,
+    ConfigurationValidityReport,
+    ConfigurationValidityStatus,
     GetConfigurationResponse,
+    InvalidArgumentsError,
     PostComponentUpdateEvent,
     PreComponentUpdateEvent,
     UnauthorizedError,
+    ValidateConfigurationUpdateEvent,
+    ValidateConfigurationUpdateEvents,
 )
 
 from inspector.transports.base import TransportError
@@ -52,6 +57,7 @@ class FakeIpcClient:
         self.operations: list[FakeOperation] = []
         self.closed = False
         self.mode = "ok"
+        self.validating: set[str] = set()
 
     def _answer(self, name: str, kw: dict[str, Any], value: Any = None) -> Future[Any]:
         self.calls.append((name, kw))
@@ -97,6 +103,44 @@ class FakeIpcClient:
 
     def defer_component_update_async(self, **kw: Any) -> Future[Any]:
         return self._answer("defer_component_update", kw)
+
+    def subscribe_to_validate_configuration_updates_async(
+        self, **kw: Any
+    ) -> tuple[Future[Any], FakeOperation]:
+        return self._subscribe("validate", kw)
+
+    def send_configuration_validity_report_async(self, **kw: Any) -> Future[Any]:
+        # the nucleus refuses a report without a deployment id, or one no validation is waiting
+        # for (ConfigStoreIPCEventStreamAgent.handleRequest of SendConfigurationValidityReport:
+        # InvalidArgumentsError "Validation request either timed out or was never made")
+        report = kw["configuration_validity_report"]
+        if report.deployment_id is None or report.deployment_id not in self.validating:
+            error = InvalidArgumentsError(
+                message="Validation request either timed out or was never made"
+            )
+            return self._answer("send_configuration_validity_report", kw, error)
+        self.validating.discard(report.deployment_id)
+        return self._answer("send_configuration_validity_report", kw)
+
+    def validate(self, deployment_id: str, configuration: dict[str, Any]) -> None:
+        """What the nucleus does for a deployment that changes this component's configuration
+        but not its version: send the whole proposed configuration and wait for a report
+        (DynamicComponentConfigurationValidator.validate; ConfigStoreIPCEventStreamAgent
+        .validateConfiguration)."""
+        self.validating.add(deployment_id)
+        event = ValidateConfigurationUpdateEvents(
+            validate_configuration_update_event=ValidateConfigurationUpdateEvent(
+                configuration=configuration, deployment_id=deployment_id
+            )
+        )
+        self.handlers["validate"]["on_stream_event"](event)
+
+    def reports(self) -> list[ConfigurationValidityReport]:
+        return [
+            kw["configuration_validity_report"]
+            for name, kw in self.calls
+            if name == "send_configuration_validity_report"
+        ]
 
     def __getattr__(self, name: str) -> Any:
         # the blocking forms, as clientv2 defines them: the async form's result, unbounded
@@ -165,12 +209,15 @@ def test_configuration_updates_deliver_the_full_configuration() -> None:
     client = FakeIpcClient()
     got: list[dict[str, Any]] = []
     GreengrassTransport(client).on_config(got.append)
+    assert got == [{"reject": 0.4}]  # the current configuration, read at start
     handler = client.handlers["config"]["on_stream_event"]
-    handler(config_event())
     client.config = {"reject": 0.5}
     handler(config_event())
     assert got == [{"reject": 0.4}, {"reject": 0.5}]
     assert client.handlers["config"]["key_path"] == []
+    # subscribed before reading, so an update between the two is not missed
+    names = [name for name, _ in client.calls]
+    assert names.index("config") < names.index("get_configuration")
 
 
 def test_stream_callbacks_never_raise() -> None:
@@ -289,3 +336,35 @@ def test_a_subscription_that_hangs_is_bounded() -> None:
     transport = GreengrassTransport(client, call_timeout_s=0.05)
     with pytest.raises(TransportError, match="timed out"):
         transport.on_component_update(lambda: True)
+
+
+def test_validation_reports_accepted_or_rejected_with_the_message() -> None:
+    client = FakeIpcClient()
+    transport = GreengrassTransport(client)
+    seen: list[dict[str, Any]] = []
+
+    def validator(doc: dict[str, Any]) -> str | None:
+        seen.append(doc)
+        return None if doc.get("runtime", {}).get("max_batch") == 8 else "max_batch: bad"
+
+    transport.on_validate(validator)
+    client.validate("dep-ok", {"runtime": {"max_batch": 8}})
+    client.validate("dep-bad", {"runtime": {"max_batch": 0}})
+    good, bad = client.reports()
+    assert (good.status, good.deployment_id) == (ConfigurationValidityStatus.ACCEPTED, "dep-ok")
+    assert (bad.status, bad.deployment_id) == (ConfigurationValidityStatus.REJECTED, "dep-bad")
+    assert bad.message == "max_batch: bad"
+    assert seen == [{"runtime": {"max_batch": 8}}, {"runtime": {"max_batch": 0}}]
+    assert not client.validating  # every validation the nucleus waited for got its report
+
+
+def test_a_validator_that_raises_rejects_and_the_stream_stays_open() -> None:
+    client = FakeIpcClient()
+    transport = GreengrassTransport(client)
+    transport.on_validate(lambda doc: str(1 / 0))
+    client.validate("dep-1", {"runtime": {}})
+    (report,) = client.reports()
+    assert report.status == ConfigurationValidityStatus.REJECTED
+    assert "ZeroDivisionError" in (report.message or "")
+    client.handlers["validate"]["on_stream_event"](object())  # an odd event: logged, no report
+    assert len(client.reports()) == 1 and transport.lost() is None

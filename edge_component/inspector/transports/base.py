@@ -11,6 +11,8 @@ LOG = logging.getLogger(__name__)
 
 ConfigCallback = Callable[[dict[str, Any]], None]
 UpdateGate = Callable[[], bool]
+# returns None to accept a proposed configuration, or the reason to refuse it
+ConfigValidator = Callable[[dict[str, Any]], str | None]
 
 
 class TransportError(Exception):
@@ -33,6 +35,9 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def on_config(self, callback: ConfigCallback) -> None:
         """Call ``callback(config)`` with each runtime configuration update."""
+
+    def on_validate(self, validator: ConfigValidator) -> None:  # noqa: B027 - optional hook
+        """Ask ``validator`` about a proposed configuration before it is stored (Greengrass)."""
 
     def on_component_update(self, ready: UpdateGate) -> None:  # noqa: B027 - optional hook
         """Ask before a component update; ``ready()`` False defers it (only Greengrass can)."""

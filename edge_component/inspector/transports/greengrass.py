@@ -28,10 +28,17 @@ import threading
 from typing import Any
 
 from awsiot.eventstreamrpc import ConnectionClosedError, StreamClosedError
-from awsiot.greengrasscoreipc.model import QOS, BinaryMessage, PublishMessage
+from awsiot.greengrasscoreipc.model import (
+    QOS,
+    BinaryMessage,
+    ConfigurationValidityReport,
+    ConfigurationValidityStatus,
+    PublishMessage,
+)
 
 from inspector.transports.base import (
     ConfigCallback,
+    ConfigValidator,
     Transport,
     TransportError,
     UpdateGate,
@@ -42,6 +49,7 @@ LOG = logging.getLogger(__name__)
 DEFER_RECHECK_MS = 5000
 CALL_TIMEOUT_S = 10.0
 MAX_TIMEOUTS = 3
+MAX_REPORT_CHARS = 500
 
 
 class NucleusLostError(TransportError):
@@ -168,23 +176,73 @@ class GreengrassTransport(Transport):
             raise TransportError(f"greengrass transport: local publish {self.last_error}") from exc
 
     def on_config(self, callback: ConfigCallback) -> None:
-        """Subscribe to this component's configuration updates; deliver the full configuration."""
+        """Deliver this component's whole configuration now and after each update.
+
+        Subscribed before the first read, so an update landing in between is not missed; the
+        nucleus sends only the changed key path in its events, so the whole configuration is
+        read again each time (GetConfiguration with an empty key path).
+        """
+
+        def deliver() -> None:
+            response = self.call("get_configuration", key_path=[])
+            value = response.value if isinstance(response.value, dict) else {}
+            call_safely(callback, value, what="greengrass config")
 
         def on_event(event: Any) -> None:
             try:
-                response = self.call("get_configuration", key_path=[])
-                value = response.value if isinstance(response.value, dict) else {}
+                deliver()
             except Exception as exc:
                 LOG.error("greengrass: get_configuration failed: %s", exc)
                 self.last_error = f"get_configuration: {exc}"
-                return
-            call_safely(callback, value, what="greengrass config")
 
         self._subscribe(
             "subscribe_to_configuration_update",
             "configuration update",
             key_path=[],
             on_stream_event=self._guard(on_event, "configuration update"),
+        )
+        deliver()  # the configuration in force at start (a TransportError here ends the start)
+
+    def on_validate(self, validator: ConfigValidator) -> None:
+        """Validate each proposed configuration before the nucleus stores it.
+
+        The nucleus sends the component's whole proposed configuration with the deployment id
+        and waits (20 s by default) for SendConfigurationValidityReport with that id; a
+        REJECTED report fails the deployment with our message, and nothing is stored
+        (nucleus DynamicComponentConfigurationValidator.validateOverIpc,
+        ConfigStoreIPCEventStreamAgent). It asks only when the deployment keeps the
+        component's version: a new version restarts the component, which reads it at start.
+        """
+
+        def on_event(event: Any) -> None:
+            proposed = getattr(event, "validate_configuration_update_event", None)
+            deployment_id = getattr(proposed, "deployment_id", None)
+            if proposed is None or not deployment_id:
+                LOG.warning("greengrass: validation event without a deployment id: ignored")
+                return
+            doc = proposed.configuration if isinstance(proposed.configuration, dict) else {}
+            try:
+                refusal = validator(doc)
+            except Exception as exc:
+                LOG.exception("greengrass: configuration validator raised")
+                refusal = f"validator failed: {type(exc).__name__}: {exc}"
+            status = (
+                ConfigurationValidityStatus.ACCEPTED
+                if refusal is None
+                else ConfigurationValidityStatus.REJECTED
+            )
+            report = ConfigurationValidityReport(
+                status=status,
+                deployment_id=deployment_id,
+                message=None if refusal is None else refusal[:MAX_REPORT_CHARS],
+            )
+            self.call("send_configuration_validity_report", configuration_validity_report=report)
+            LOG.info("greengrass: configuration of deployment %s %s", deployment_id, status)
+
+        self._subscribe(
+            "subscribe_to_validate_configuration_updates",
+            "configuration validation",
+            on_stream_event=self._guard(on_event, "configuration validation"),
         )
 
     def on_component_update(self, ready: UpdateGate) -> None:
