@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from inspector.decode import DecodeLimits
+from inspector.decode import DEFAULT_MIN_SIDE, DEFAULT_MODES, DecodeLimits
 
 
 class ConfigError(ValueError):
@@ -28,7 +28,8 @@ class RuntimeConfig:
     intra_op_threads: int = 1
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    image_modes: tuple[str, ...] = ("RGB", "L")
+    image_modes: tuple[str, ...] = DEFAULT_MODES
+    min_image_side: int = DEFAULT_MIN_SIDE
     health_interval_s: float = 60.0
     heartbeat_interval_s: float = 1.0
 
@@ -38,6 +39,7 @@ class RuntimeConfig:
         _range("intra_op_threads", self.intra_op_threads, 1, 64, integer=True)
         _range("max_image_bytes", self.max_image_bytes, 1024, 1 << 31, integer=True)
         _range("max_image_pixels", self.max_image_pixels, 64, 1 << 31, integer=True)
+        _range("min_image_side", self.min_image_side, 1, 4096, integer=True)
         _range("health_interval_s", self.health_interval_s, 1.0, 86_400.0)
         _range("heartbeat_interval_s", self.heartbeat_interval_s, 0.05, 3600.0)
         for name in ("reject_threshold", "manual_threshold"):
@@ -55,7 +57,7 @@ class RuntimeConfig:
                 f"manual_threshold: {self.manual_threshold} > reject_threshold "
                 f"{self.reject_threshold}"
             )
-        allowed = {"RGB", "L", "RGBA", "P", "CMYK", "I;16", "I", "F", "1", "LA", "YCbCr"}
+        allowed = {*DEFAULT_MODES, "P", "CMYK", "I", "F", "1", "LA", "YCbCr"}
         if (
             not isinstance(self.image_modes, tuple)
             or not self.image_modes
@@ -69,7 +71,10 @@ class RuntimeConfig:
     def decode_limits(self) -> DecodeLimits:
         """The decoder's limits from these settings."""
         return DecodeLimits(
-            max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels, modes=self.image_modes
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            modes=self.image_modes,
+            min_side=self.min_image_side,
         )
 
     @classmethod
@@ -112,7 +117,13 @@ class RuntimeConfig:
         return doc
 
 
-_INTEGERS = ("max_batch", "intra_op_threads", "max_image_bytes", "max_image_pixels")
+_INTEGERS = (
+    "max_batch",
+    "intra_op_threads",
+    "max_image_bytes",
+    "max_image_pixels",
+    "min_image_side",
+)
 
 
 def check_number(

@@ -106,3 +106,14 @@ def test_to_tensor_converts_mode_resizes_and_normalises() -> None:
     np.testing.assert_allclose(tensor, (255 - 127) / 128)
     single = InputSpec(name="image", height=8, width=8, color="L", mean=(0.0,), std=(255.0,))
     assert to_tensor(Image.new("RGBA", (8, 8), (255, 255, 255, 0)), single).shape == (1, 8, 8)
+
+
+def test_bit_depth_of_sixteen_bit_frames_is_optional_and_checked() -> None:
+    doc = _manifest("0" * 64).to_json()
+    assert parse_manifest(doc).input.bit_depth is None  # older manifests stay valid
+    doc["input"]["bit_depth"] = 12
+    assert parse_manifest(doc).input.bit_depth == 12
+    assert parse_manifest(parse_manifest(doc).to_json()).input.bit_depth == 12
+    doc["input"]["bit_depth"] = 20
+    with pytest.raises(ModelPackageError, match=r"input.bit_depth: must be an integer 8..16"):
+        parse_manifest(doc)
