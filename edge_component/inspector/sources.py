@@ -55,7 +55,9 @@ def _image_files(directory: Path) -> list[Path]:
 
 
 class DirectorySource:
-    """Every regular file of a directory, in name order; the part id is the file name's stem.
+    """Every regular file of a directory, in name order; the part id is the file name.
+
+    The whole name, extension included: ``part-7.png`` and ``part-7.jpg`` are two parts.
 
     Args:
         directory: the folder to read.
@@ -100,7 +102,7 @@ class DirectorySource:
             data, error = None, f"image_unreadable: {exc.strerror or type(exc).__name__}"
         return Frame(
             camera=self.camera,
-            part_id=path.stem or path.name,
+            part_id=path.name,
             data=data,
             captured=captured,
             wall=wall,

@@ -29,6 +29,8 @@ def run_and_kill(args: list[str], delay: float | None) -> int | None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "inspector", "run", *args],
         cwd=REPO,
+        # this checkout's code, whatever an installed .pth puts on the path
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'edge_component'}{os.pathsep}{REPO}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -109,7 +111,13 @@ def test_kill9_camera_source_20_runs(tmp_path: Path, tiny_package_dir: Path) -> 
             frames += 600
     run_and_kill(args(), None)
     assert killed >= 20, f"only {killed} of {attempts} runs were killed before finishing"
-    parts = [f"cam{c}-{n:06d}" for c in range(2) for n in range(frames)]
+    # each camera numbers its parts on from where its fresh journal started (the first seq)
+    numbers = [str(r["part_id"]) for r in deduplicated(tmp_path / "out").values()]
+    first = {
+        c: min(int(p.rsplit("-", 1)[1]) for p in numbers if p.startswith(f"cam{c}-"))
+        for c in range(2)
+    }
+    parts = [f"cam{c}-{n:06d}" for c in range(2) for n in range(first[c], first[c] + frames)]
     check_exactly_once(tmp_path / "out", parts)
 
 
@@ -119,7 +127,7 @@ def test_kill9_folder_source(tmp_path: Path, tiny_package_dir: Path) -> None:
     parts = []
     for i in range(40):
         (images / f"part-{i:03d}.png").write_bytes(image_bytes(part_image((i % 7) * 0.05)))
-        parts.append(f"part-{i:03d}")
+        parts.append(f"part-{i:03d}.png")
     args = [*common_args(tmp_path, images, tiny_package_dir), "--once"]
     rng = random.Random(7)
     for _ in range(8):
@@ -190,7 +198,7 @@ def test_kill_between_reject_signal_and_journal_commit(
     real_append = svc.journal.append_many
 
     def dies_on_the_reject(results: list[dict[str, object]], **kw: object) -> list[int]:
-        if results[0]["part_id"] == "b-bad":
+        if results[0]["part_id"] == "b-bad.png":
             raise _Killed  # the reject went out to the line; the commit never happened
         return real_append(results, **kw)  # type: ignore[arg-type]
 
@@ -201,8 +209,8 @@ def test_kill_between_reject_signal_and_journal_commit(
     assert service.main(args) == 0
     local = [m["payload"] for m in read_jsonl(tmp_path / "out" / LOCAL_FILE)]
     rejects = [m for m in local if m.get("decision") == "reject"]
-    assert [m["part_id"] for m in rejects] == ["b-bad", "b-bad"]
+    assert [m["part_id"] for m in rejects] == ["b-bad.png", "b-bad.png"]
     assert rejects[0]["seq"] == rejects[1]["seq"]  # the same seq both times
-    check_exactly_once(tmp_path / "out", ["a-good", "b-bad", "c-good"])
+    check_exactly_once(tmp_path / "out", ["a-good.png", "b-bad.png", "c-good.png"])
     results = deduplicated(tmp_path / "out")
-    assert results[("dev-1", rejects[0]["seq"])]["part_id"] == "b-bad"
+    assert results[("dev-1", rejects[0]["seq"])]["part_id"] == "b-bad.png"

@@ -32,16 +32,16 @@ def make_images(folder: Path, n_good: int = 6) -> dict[str, str]:
     expected = {}
     for i in range(n_good):
         (folder / f"a{i:03d}.png").write_bytes(image_bytes(part_image(0.0)))
-        expected[f"a{i:03d}"] = "pass"
+        expected[f"a{i:03d}.png"] = "pass"
     (folder / "b-reject.png").write_bytes(image_bytes(part_image(0.3)))
-    expected["b-reject"] = "reject"
+    expected["b-reject.png"] = "reject"
     (folder / "c-band.png").write_bytes(image_bytes(part_image(0.15)))
-    expected["c-band"] = "manual"
+    expected["c-band.png"] = "manual"
     data, _ = bad_images()["truncated_png"]
     (folder / "d-truncated.png").write_bytes(data)
-    expected["d-truncated"] = "manual"
+    expected["d-truncated.png"] = "manual"
     (folder / "e-empty.png").write_bytes(b"")
-    expected["e-empty"] = "manual"
+    expected["e-empty.png"] = "manual"
     return expected
 
 
@@ -84,7 +84,7 @@ def test_folder_once_end_to_end(tmp_path: Path, tiny_package_dir: Path) -> None:
     assert beats and beats[0]["healthy"] is True and beats[0]["model"] == "tiny@1.0.0"
     # the sampler kept the reject and the near-threshold frame, not the good ones
     journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
-    assert {s.part_id for s in journal.samples()} == {"b-reject", "c-band"}
+    assert {s.part_id for s in journal.samples()} == {"b-reject.png", "c-band.png"}
     assert journal.backlog() == 0
     journal.close()
     # a second run over the same folder judges nothing twice (cursor in the journal)
@@ -93,7 +93,7 @@ def test_folder_once_end_to_end(tmp_path: Path, tiny_package_dir: Path) -> None:
         service.main([*base_args(tmp_path, tmp_path / "images", tiny_package_dir), "--once"]) == 0
     )
     again = upstream_results(out)
-    assert [r["part_id"] for r in again[len(results) :]] == ["f-late"]
+    assert [r["part_id"] for r in again[len(results) :]] == ["f-late.png"]
     assert again[-1]["seq"] == seqs[-1] + 1
 
 
@@ -122,7 +122,10 @@ def test_cameras_health_config_and_bad_model(tmp_path: Path, tiny_package_dir: P
     assert len(results) == 90
     for cam in ("cam0", "cam1", "cam2"):
         parts = [r["part_id"] for r in results if r["camera"] == cam]
-        assert parts == [f"{cam}-{n:06d}" for n in range(30)]
+        # consecutive numbers from where a fresh journal starts (its first seq, ms clock)
+        first = int(parts[0].rsplit("-", 1)[1])
+        assert first >= results[0]["seq"] - 90
+        assert parts == [f"{cam}-{n:06d}" for n in range(first, first + 30)]
     health = [
         line["payload"]
         for line in read_jsonl(out / UPSTREAM_FILE)
@@ -173,6 +176,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path, tiny_package_dir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "inspector", "run", *args],
         cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'edge_component'}{os.pathsep}{REPO}"},
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -266,7 +270,8 @@ def test_greengrass_transport_wired_through_the_service(
         r for kw in upstream if kw["topic_name"].endswith("/results")
         for r in json.loads(kw["payload"])["results"]
     ]  # fmt: skip
-    assert [r["part_id"] for r in results] == [f"cam0-{n:06d}" for n in range(20)]
+    first = int(results[0]["part_id"].rsplit("-", 1)[1])
+    assert [r["part_id"] for r in results] == [f"cam0-{n:06d}" for n in range(first, first + 20)]
     local = [kw["topic"] for n, kw in client.calls if n == "publish_to_topic"]
     assert "lineguard/local/s1/heartbeat" in local and "lineguard/local/s1/reject" in local
     assert client.closed
@@ -429,3 +434,20 @@ def test_integer_options_accept_integral_floats(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         service.parse_settings([*base, "--cameras", "2.5"])
     assert "--cameras: must be an integer, got '2.5'" in capsys.readouterr().err
+
+
+def test_camera_part_ids_survive_a_journal_reset(tmp_path: Path, tiny_package_dir: Path) -> None:
+    images = tmp_path / "dataset"
+    make_images(images, n_good=1)
+    args = [
+        *base_args(tmp_path, images, tiny_package_dir),
+        "--source", "camera", "--fps", "200", "--max-frames", "5",
+    ]  # fmt: skip
+    assert service.main(args) == 0
+    first = [r["part_id"] for r in upstream_results(tmp_path / "out")]
+    for suffix in ("", "-wal", "-shm"):  # the journal is wiped (new disk, manual reset)
+        Path(f"{tmp_path / 'journal.db'}{suffix}").unlink(missing_ok=True)
+    assert service.main(args) == 0
+    second = [r["part_id"] for r in upstream_results(tmp_path / "out")][len(first) :]
+    assert len(first) == len(second) == 5
+    assert not set(first) & set(second), "a journal reset reused camera part ids"

@@ -21,15 +21,15 @@ def _folder(tmp_path: Path, names: list[str]) -> Path:
     return folder
 
 
-def test_directory_yields_files_in_order_with_stems_as_part_ids(tmp_path: Path) -> None:
+def test_directory_yields_files_in_order_with_names_as_part_ids(tmp_path: Path) -> None:
     folder = _folder(tmp_path, ["b.png", "a.jpg", ".hidden", "c"])
     (folder / "sub").mkdir()
     frames = list(
         DirectorySource(folder, camera="cam-9", clock=lambda: 5.0, wall_clock=lambda: 7.0)
     )
     assert [(f.part_id, f.key, f.data) for f in frames] == [
-        ("a", "a.jpg", b"a.jpg"),
-        ("b", "b.png", b"b.png"),
+        ("a.jpg", "a.jpg", b"a.jpg"),
+        ("b.png", "b.png", b"b.png"),
         ("c", "c", b"c"),
     ]
     assert {(f.camera, f.captured, f.wall) for f in frames} == {("cam-9", 5.0, 7.0)}
@@ -37,7 +37,7 @@ def test_directory_yields_files_in_order_with_stems_as_part_ids(tmp_path: Path) 
 
 def test_directory_resumes_after_a_cursor(tmp_path: Path) -> None:
     folder = _folder(tmp_path, ["1.png", "2.png", "3.png"])
-    assert [f.part_id for f in DirectorySource(folder, after="2.png")] == ["3"]
+    assert [f.part_id for f in DirectorySource(folder, after="2.png")] == ["3.png"]
 
 
 def test_directory_reads_at_most_the_cap_plus_one(tmp_path: Path) -> None:
@@ -67,11 +67,11 @@ def test_watch_yields_new_files_once_complete(tmp_path: Path) -> None:
     seen = []
     for frame in source.watch(stop, poll_s=0.01):
         seen.append(frame.part_id)
-        if frame.part_id == "1":
+        if frame.part_id == "1.png":
             (folder / "2.png").write_bytes(b"two")
         if len(seen) == 2:
             stop.set()
-    assert seen == ["1", "2"]
+    assert seen == ["1.png", "2.png"]
 
 
 class FakeTime:
@@ -194,3 +194,9 @@ def test_opencv_source_with_opencv_at_its_boundary(monkeypatch: pytest.MonkeyPat
     source.close()
     with pytest.raises(SourceError, match="cannot open 'bad'"):
         OpenCVSource("bad", camera="c").open()
+
+
+def test_files_sharing_a_stem_are_distinct_parts(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["part-7.png", "part-7.jpg", "part-7"])
+    ids = [f.part_id for f in DirectorySource(folder)]
+    assert len(set(ids)) == 3 and sorted(ids) == ["part-7", "part-7.jpg", "part-7.png"]
