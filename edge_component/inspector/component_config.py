@@ -25,9 +25,13 @@ NUMBERS: dict[str, tuple[float, float, bool]] = {
     "heartbeatIntervalS": (0.05, 3600.0, False),
     "deadlineMs": (1.0, 600_000.0, False),
     "threads": (1, 64, True),
+    "judgedCapMb": (0.0, 1_000_000.0, False),
 }
 STRINGS = ("plant", "line", "station", "imagesDir")
-CHOICES: dict[str, tuple[str, ...]] = {"source": ("dir", "camera")}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "source": ("dir", "camera"),
+    "judgedFiles": ("move", "delete"),
+}
 OBJECTS = ("runtime", "accessControl")
 KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS))
 

@@ -104,7 +104,22 @@ def _parser() -> argparse.ArgumentParser:
         "--source",
         choices=("dir", "camera"),
         default="dir",
-        help="dir: each file once, in name order; camera: simulated cameras replaying --images",
+        help="dir: each file once, in arrival order; camera: simulated cameras replaying --images",
+    )
+    g.add_argument(
+        "--judged",
+        choices=("move", "delete"),
+        default="move",
+        help="dir: what becomes of a file once its result is journaled (default move)",
+    )
+    g.add_argument(
+        "--judged-dir", type=Path, help="dir: where --judged move puts files (<images>/.judged)"
+    )
+    g.add_argument(
+        "--judged-cap-mb",
+        type=float,
+        default=256.0,
+        help="dir: the most --judged-dir keeps; the oldest files go first (default 256)",
     )
     g.add_argument(
         "--cameras", type=_integer, default=1, help="camera: number of simulated cameras"
@@ -184,6 +199,8 @@ def parse_settings(argv: Sequence[str]) -> Settings:
             raise ServiceError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.fps <= 0:
         raise ServiceError(f"--fps must be > 0, got {args.fps}")
+    if args.judged_cap_mb < 0:
+        raise ServiceError(f"--judged-cap-mb must be >= 0, got {args.judged_cap_mb}")
     if not args.ipc_timeout > 0:
         raise ServiceError(f"--ipc-timeout must be > 0, got {args.ipc_timeout}")
     return Settings(args=args, identity=identity, config=config)
@@ -424,12 +441,18 @@ class Service:
                 camera="dir",
                 after=self.journal.cursor("dir"),
                 max_bytes=limits,
+                judged=args.judged,
+                judged_dir=args.judged_dir,
+                judged_cap_bytes=int(args.judged_cap_mb * MB),
                 clock=self._clock,
                 wall_clock=self._wall,
             )
             frames = iter(source) if args.once else source.watch(self.stop, idle=self._idle)
             for frame in frames:
                 yield [frame], [("dir", frame.key)]
+                # resumed: the frame is journaled, so its file leaves the folder (a kill before
+                # this line leaves it there; the cursor then names it and it is moved on restart)
+                source.acknowledge(frame)
                 if self.stop.is_set():
                     return
             return
