@@ -114,6 +114,9 @@ class Manifest:
         doc = asdict(self)
         doc["input"]["mean"] = list(self.input.mean)
         doc["input"]["std"] = list(self.input.std)
+        if self.input.bit_depth is None:
+            # written only when declared: packages stay readable by inspectors that predate it
+            del doc["input"]["bit_depth"]
         return doc
 
 
