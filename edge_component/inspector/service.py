@@ -457,26 +457,17 @@ class Service:
                     return
             return
         cameras = []
-        firsts: dict[str, str] = {}
         for index in range(args.cameras):
             name = f"cam{index}"
             last = self.journal.cursor(f"camera:{name}")
-            if last is None:
-                # a new (or wiped) journal starts its seq at the clock's milliseconds, so part
-                # numbers started there are never ones the line bridge saw before a reset
-                first = start = self.journal.next_seq()
-            else:
-                first = int(last) + 1
-                start = int(self.journal.cursor(f"camera-start:{name}") or 0)
-            done = first - start  # frames of this camera journaled so far
-            firsts[name] = str(start)
+            first = 0 if last is None else int(last) + 1
             cameras.append(
                 SimulatedCamera(
                     args.images,
                     camera=name,
                     fps=args.fps,
                     # --max-frames counts across restarts: resume where the journal stopped
-                    max_frames=None if args.max_frames is None else max(0, args.max_frames - done),
+                    max_frames=None if args.max_frames is None else max(0, args.max_frames - first),
                     first_part=first,
                     max_bytes=limits,
                     clock=self._clock,
@@ -491,17 +482,7 @@ class Service:
                 continue
             for start in range(0, len(due), self.settings.config.max_batch):
                 batch = due[start : start + self.settings.config.max_batch]
-                yield (
-                    batch,
-                    [
-                        cursor
-                        for f in batch
-                        for cursor in (
-                            (f"camera:{f.camera}", f.key),
-                            (f"camera-start:{f.camera}", firsts[f.camera]),
-                        )
-                    ],
-                )
+                yield batch, [(f"camera:{f.camera}", f.key) for f in batch]
 
     def _idle(self, until: float) -> None:
         self.actuator.tick()
