@@ -1,7 +1,7 @@
 """``python -m inspector``: the one-shot ``inspect`` mode and the long-running ``run`` mode.
 
 ``inspect`` judges every file of a folder with a model package and writes one result message
-v1 per file to a JSONL file (part id = file name without its extension; unreadable files are
+v1 per file to a JSONL file (part id = the file name, extension included; unreadable files are
 ``manual`` with a reason) and exits 0. ``run`` is the service (``inspector.service``).
 """
 
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Judge every file in --images with the model package in --model and write one "
             "result message v1 per file to --out (JSON lines). The part id is the file name "
-            "without its extension; a file that cannot be judged (corrupt, empty, truncated, "
+            "with its extension; a file that cannot be judged (corrupt, empty, truncated, "
             "oversized, odd colour mode) is 'manual' with a reason. Exits 0 when done."
         ),
     )

@@ -19,8 +19,14 @@ CORRUPT = "image_corrupt"
 OVERSIZED = "image_oversized"
 BAD_MODE = "image_mode"
 UNREADABLE = "image_unreadable"
+TOO_SMALL = "image_too_small"
 
-DEFAULT_MODES = ("RGB", "L")
+# 8-bit colour and grey, RGBA (the alpha is dropped by preprocessing) and 16-bit mono (Mono10/12/
+# 16 cameras; Pillow names it I;16 and, by byte order, I;16B / I;16L)
+MONO16_MODES = ("I;16", "I;16B", "I;16L")
+DEFAULT_MODES = ("RGB", "L", "RGBA", *MONO16_MODES)
+# no camera takes frames a few pixels wide; such a frame is a glitch, never a part to judge
+DEFAULT_MIN_SIDE = 8
 
 
 class FrameError(ValueError):
@@ -34,15 +40,16 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """What the decoder accepts: byte and pixel caps and the allowed PIL modes."""
+    """What the decoder accepts: byte and pixel caps, the shortest side and the PIL modes."""
 
     max_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000
     modes: tuple[str, ...] = DEFAULT_MODES
+    min_side: int = DEFAULT_MIN_SIDE
 
     def __post_init__(self) -> None:
-        if self.max_bytes <= 0 or self.max_pixels <= 0:
-            raise ValueError("DecodeLimits: max_bytes and max_pixels must be positive")
+        if self.max_bytes <= 0 or self.max_pixels <= 0 or self.min_side <= 0:
+            raise ValueError("DecodeLimits: max_bytes, max_pixels and min_side must be positive")
         if not self.modes:
             raise ValueError("DecodeLimits: modes must not be empty")
 
@@ -73,6 +80,7 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> Image.Image
     width, height = image.size
     if width <= 0 or height <= 0:
         raise FrameError(CORRUPT, f"size {width}x{height}")
+    _check_small(width, height, limits)
     if width * height > limits.max_pixels:
         raise FrameError(OVERSIZED, f"{width}x{height} px > {limits.max_pixels}")
     if image.mode not in limits.modes:
@@ -92,6 +100,11 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> Image.Image
         raise FrameError(BAD_MODE, f"{image.mode} not in {'/'.join(limits.modes)}")
     _check_trailer(image.format, data)
     return image
+
+
+def _check_small(width: int, height: int, limits: DecodeLimits) -> None:
+    if min(width, height) < limits.min_side:
+        raise FrameError(TOO_SMALL, f"{width}x{height} px: a side below {limits.min_side}")
 
 
 def _says_truncated(exc: Exception) -> bool:
@@ -115,6 +128,7 @@ def check_image(image: Image.Image, limits: DecodeLimits | None = None) -> Image
     width, height = image.size
     if width <= 0 or height <= 0:
         raise FrameError(EMPTY, f"size {width}x{height}")
+    _check_small(width, height, limits)
     if width * height > limits.max_pixels:
         raise FrameError(OVERSIZED, f"{width}x{height} px > {limits.max_pixels}")
     if image.mode not in limits.modes:

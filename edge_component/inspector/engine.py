@@ -219,10 +219,15 @@ class Inspector:
                 self._shadow_frames = self._shadow_agreed = self._shadow_errors = 0
             return SwapReport(True, shadow_ref)
 
-    def update_config(self, doc: dict[str, Any]) -> ConfigReport:
-        """Apply a configuration update; an invalid one is refused and the last good one stays."""
+    def update_config(
+        self, doc: dict[str, Any], *, base: RuntimeConfig | None = None
+    ) -> ConfigReport:
+        """Apply a configuration update; an invalid one is refused and the last good one stays.
+
+        The update is merged onto ``base`` (default: the settings in force now).
+        """
         try:
-            new = RuntimeConfig.from_dict(doc, base=self.config)
+            new = RuntimeConfig.from_dict(doc, base=base or self.config)
         except ConfigError as exc:
             self.last_error = f"config_refused: {exc}"
             LOG.error("%s (keeping the last good configuration)", self.last_error)

@@ -8,6 +8,7 @@ Results travel upstream in batches of at most :data:`MAX_RESULTS_PER_BATCH`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ VERSION = 1
 MAX_RESULT_BYTES = 512
 MAX_ID_CHARS = 64
 MAX_REASON_CHARS = 120
+SHORT_ID_CHARS = 24  # ids shrink to this when a message would exceed MAX_RESULT_BYTES
 DECISIONS = ("pass", "reject", "manual")
 # The results of one upstream message. The cloud's IoT rule hands a batch to Firehose as one
 # PutRecordBatch, one record per result, and in batch mode "the resulting array can't have more
@@ -83,6 +85,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+ID_HASH_CHARS = 8
+
+
+def fit_id(text: str, limit: int) -> str:
+    """An id of at most ``limit`` chars: as it is, or a readable prefix + ``~`` + a short hash.
+
+    The hash is of the whole id, so two long ids that share their first ``limit`` characters
+    still arrive as two ids (the line bridge acts once per part id).
+    """
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_HASH_CHARS]
+    return f"{text[: limit - ID_HASH_CHARS - 1]}~{digest}"
+
+
 def _number(value: float | None, digits: int) -> float | None:
     if value is None or not math.isfinite(value):
         return None
@@ -112,8 +129,8 @@ def build_result(
         "line": identity.line,
         "station": identity.station,
         "device": identity.device,
-        "camera": _clip(camera, MAX_ID_CHARS),
-        "part_id": _clip(part_id, MAX_ID_CHARS),
+        "camera": fit_id(camera, MAX_ID_CHARS),
+        "part_id": fit_id(part_id, MAX_ID_CHARS),
         "seq": int(seq),
         "ts": rfc3339_ms(ts),
         "decision": decision,
@@ -124,17 +141,18 @@ def build_result(
     }
     if reason:
         message["reason"] = _clip(reason, MAX_REASON_CHARS)
-    return _fit(message)
+    return _fit(message, part_id=part_id, camera=camera)
 
 
-def _fit(message: dict[str, Any]) -> dict[str, Any]:
+def _fit(message: dict[str, Any], *, part_id: str, camera: str) -> dict[str, Any]:
     # Long ids and reasons are rare; when they meet, the reason gives way first, then the ids.
     over = len(encode(message)) - MAX_RESULT_BYTES
     if over > 0 and "reason" in message:
         message["reason"] = _clip(message["reason"], max(16, len(message["reason"]) - over - 4))
+    full = {"part_id": part_id, "camera": camera}
     for name in ("part_id", "camera"):
         if len(encode(message)) > MAX_RESULT_BYTES:
-            message[name] = _clip(message[name], 24)
+            message[name] = fit_id(full[name], SHORT_ID_CHARS)
     return message
 
 

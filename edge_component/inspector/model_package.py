@@ -40,6 +40,8 @@ class InputSpec:
 
     The tensor is ``(batch, channels, height, width)`` float32 (layout NCHW); each channel is
     ``(pixel - mean[c]) / std[c]`` with pixels in 0..255 after conversion to ``color``.
+    ``bit_depth`` (optional) is the significant bits of 16-bit mono frames (12 for Mono12):
+    they are scaled by ``255 / (2**bit_depth - 1)``; without it, by the image's own range.
     """
 
     name: str
@@ -51,6 +53,7 @@ class InputSpec:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     layout: str = "NCHW"
     dtype: str = "float32"
+    bit_depth: int | None = None
 
     @property
     def channels(self) -> int:
@@ -111,6 +114,9 @@ class Manifest:
         doc = asdict(self)
         doc["input"]["mean"] = list(self.input.mean)
         doc["input"]["std"] = list(self.input.std)
+        if self.input.bit_depth is None:
+            # written only when declared: packages stay readable by inspectors that predate it
+            del doc["input"]["bit_depth"]
         return doc
 
 
@@ -228,6 +234,13 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
         std=channel_list("std", 1.0, positive=True),
         layout=inp.get("layout", str, "NCHW", lambda v: v == "NCHW", "'NCHW'"),
         dtype=inp.get("dtype", str, "float32", lambda v: v == "float32", "'float32'"),
+        bit_depth=inp.get(
+            "bit_depth",
+            (int, type(None)),
+            None,
+            lambda v: v is None or 8 <= v <= 16,
+            "an integer 8..16 (significant bits of 16-bit mono frames) or null",
+        ),
     )
     out = top.child("outputs")
     assert out is not None

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from inspector.decode import DecodeLimits
+from inspector.decode import DEFAULT_MIN_SIDE, DEFAULT_MODES, DecodeLimits
 
 
 class ConfigError(ValueError):
@@ -29,7 +29,8 @@ class RuntimeConfig:
     judge_threads: int = 1
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    image_modes: tuple[str, ...] = ("RGB", "L")
+    image_modes: tuple[str, ...] = DEFAULT_MODES
+    min_image_side: int = DEFAULT_MIN_SIDE
     health_interval_s: float = 60.0
     heartbeat_interval_s: float = 1.0
 
@@ -40,6 +41,7 @@ class RuntimeConfig:
         _range("judge_threads", self.judge_threads, 1, 64, integer=True)
         _range("max_image_bytes", self.max_image_bytes, 1024, 1 << 31, integer=True)
         _range("max_image_pixels", self.max_image_pixels, 64, 1 << 31, integer=True)
+        _range("min_image_side", self.min_image_side, 1, 4096, integer=True)
         _range("health_interval_s", self.health_interval_s, 1.0, 86_400.0)
         _range("heartbeat_interval_s", self.heartbeat_interval_s, 0.05, 3600.0)
         for name in ("reject_threshold", "manual_threshold"):
@@ -57,7 +59,7 @@ class RuntimeConfig:
                 f"manual_threshold: {self.manual_threshold} > reject_threshold "
                 f"{self.reject_threshold}"
             )
-        allowed = {"RGB", "L", "RGBA", "P", "CMYK", "I;16", "I", "F", "1", "LA", "YCbCr"}
+        allowed = {*DEFAULT_MODES, "P", "CMYK", "I", "F", "1", "LA", "YCbCr"}
         if (
             not isinstance(self.image_modes, tuple)
             or not self.image_modes
@@ -71,7 +73,10 @@ class RuntimeConfig:
     def decode_limits(self) -> DecodeLimits:
         """The decoder's limits from these settings."""
         return DecodeLimits(
-            max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels, modes=self.image_modes
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            modes=self.image_modes,
+            min_side=self.min_image_side,
         )
 
     @classmethod
@@ -120,7 +125,21 @@ _INTEGERS = (
     "judge_threads",
     "max_image_bytes",
     "max_image_pixels",
+    "min_image_side",
 )
+
+
+def check_number(
+    name: str, value: Any, low: float, high: float, *, integer: bool = False
+) -> int | float:
+    """Check a number in ``low..high``; an integral float counts as an integer (``8.0`` → 8).
+
+    Deployments and recipe interpolation may turn an integer into a float, never into 8.5.
+    """
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _range(name, value, low, high, integer=integer)
+    return value  # type: ignore[no-any-return]
 
 
 def _range(name: str, value: Any, low: float, high: float, *, integer: bool = False) -> None:

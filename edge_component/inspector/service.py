@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from inspector.actuation import Actuator
+from inspector.component_config import runtime_section, validate_component_config
 from inspector.engine import Inspector
 from inspector.health import HealthReporter, engine_status
 from inspector.identity import (
@@ -46,12 +47,29 @@ from inspector.transports.base import Transport, TransportError
 from inspector.uplink import Uplink
 
 CONNECT_WAIT_S = 10.0
+# exit code when the transport can never deliver again (e.g. the Greengrass nucleus is gone):
+# non-zero, so the nucleus restarts the component; results wait in the journal
+EXIT_TRANSPORT_LOST = 3
+# the model package failed its checks at start: the nucleus restarts it, BROKEN after three
+EXIT_MODEL_CHECK = 4
 LOG = logging.getLogger("inspector.service")
 MB = 1024 * 1024
 
 
 class ServiceError(Exception):
     """Bad options or a stage that cannot start: one clear line, exit code 2."""
+
+
+def _integer(text: str) -> int:
+    # recipe interpolation renders a deployment's 8.0 as "8.0" (nucleus KernelConfigResolver:
+    # JsonNode.asText), so integral floats are integers here too
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,12 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--transport", choices=("file", "mqtt", "greengrass"), default="file")
     g.add_argument("--out", type=Path, help="file transport: directory for the JSONL files")
     g.add_argument("--host", default="127.0.0.1", help="mqtt: broker host")
-    g.add_argument("--port", type=int, default=8883, help="mqtt: broker port (default 8883)")
+    g.add_argument("--port", type=_integer, default=8883, help="mqtt: broker port (default 8883)")
     g.add_argument("--ca", type=Path, help="mqtt: CA certificate (PEM)")
     g.add_argument("--cert", type=Path, help="mqtt: this device's certificate (PEM)")
     g.add_argument("--key", type=Path, help="mqtt: this device's private key (PEM)")
     g.add_argument(
         "--config-topic", help="mqtt: topic carrying runtime configuration updates (JSON)"
+    )
+    g.add_argument(
+        "--ipc-timeout",
+        type=float,
+        default=10.0,
+        help="greengrass: seconds each IPC call may take; 3 in a row unanswered end the process",
     )
     g = p.add_argument_group("identity")
     g.add_argument(
@@ -101,13 +125,30 @@ def _parser() -> argparse.ArgumentParser:
         "--source",
         choices=("dir", "camera"),
         default="dir",
-        help="dir: each file once, in name order; camera: simulated cameras replaying --images",
+        help="dir: each file once, in arrival order; camera: simulated cameras replaying --images",
     )
-    g.add_argument("--cameras", type=int, default=1, help="camera: number of simulated cameras")
+    g.add_argument(
+        "--judged",
+        choices=("move", "delete"),
+        default="move",
+        help="dir: what becomes of a file once its result is journaled (default move)",
+    )
+    g.add_argument(
+        "--judged-dir", type=Path, help="dir: where --judged move puts files (<images>/.judged)"
+    )
+    g.add_argument(
+        "--judged-cap-mb",
+        type=float,
+        default=256.0,
+        help="dir: the most --judged-dir keeps; the oldest files go first (default 256)",
+    )
+    g.add_argument(
+        "--cameras", type=_integer, default=1, help="camera: number of simulated cameras"
+    )
     g.add_argument("--fps", type=float, default=1.0, help="camera: frames per second each")
     g.add_argument(
         "--max-frames",
-        type=int,
+        type=_integer,
         help="camera: stop after this many frames each (counted across restarts; 0: no limit)",
     )
     g.add_argument(
@@ -122,13 +163,13 @@ def _parser() -> argparse.ArgumentParser:
         "--require-model",
         action="store_true",
         help=(
-            "exit 3 when --model fails its checks (checksum, shape, golden image) instead of "
+            "exit 4 when --model fails its checks (checksum, shape, golden image) instead of "
             "sending every frame to manual; report RUNNING to the nucleus only after they pass"
         ),
     )
-    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    g.add_argument("--max-batch", type=int, default=8, help="micro-batch across cameras")
-    g.add_argument("--judge-threads", type=int, default=1, help="threads judging one batch")
+    g.add_argument("--threads", type=_integer, default=1, help="ONNX Runtime intra-op threads")
+    g.add_argument("--max-batch", type=_integer, default=8, help="micro-batch across cameras")
+    g.add_argument("--judge-threads", type=_integer, default=1, help="threads judging one batch")
     g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
     g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
     g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
@@ -203,6 +244,10 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         raise ServiceError(f"--ack-timeout must be > 0, got {args.ack_timeout}")
     if args.fps <= 0:
         raise ServiceError(f"--fps must be > 0, got {args.fps}")
+    if args.judged_cap_mb < 0:
+        raise ServiceError(f"--judged-cap-mb must be >= 0, got {args.judged_cap_mb}")
+    if not args.ipc_timeout > 0:
+        raise ServiceError(f"--ipc-timeout must be > 0, got {args.ipc_timeout}")
     return Settings(args=args, identity=identity, config=config)
 
 
@@ -289,7 +334,7 @@ def make_transport(args: argparse.Namespace, device: str) -> Transport:
         client = GreengrassCoreIPCClientV2()
     except Exception as exc:
         raise ServiceError(f"cannot connect to the Greengrass nucleus (IPC): {exc}") from None
-    return GreengrassTransport(client)
+    return GreengrassTransport(client, call_timeout_s=args.ipc_timeout)
 
 
 class Outbox:
@@ -365,6 +410,7 @@ class Service:
         self._wall = wall_clock
         self._in_flight = 0
         self.frames = 0
+        self.transport_lost: str | None = None
         try:
             self.journal = Journal(
                 args.journal,
@@ -421,6 +467,7 @@ class Service:
         )
         self.outbox: Outbox | None = None
         self.config_reports: list[tuple[bool, str | None]] = []
+        transport.on_validate(self._validate_config)
         transport.on_config(self._on_config)
         transport.on_component_update(lambda: self._in_flight == 0)
 
@@ -441,20 +488,42 @@ class Service:
                 status["last_error"] = f"uplink: {self.uplink.stats.last_error}"[:300]
         return status
 
+    def _validate_config(self, doc: dict[str, Any]) -> str | None:
+        """Greengrass: None if a proposed whole component configuration is valid, else why not."""
+        try:
+            validate_component_config(doc, self.settings.config)
+        except ConfigError as exc:
+            LOG.error("proposed configuration refused: %s", exc)
+            return f"com.lineguard.Inspector configuration: {exc}"
+        return None
+
     def _on_config(self, doc: dict[str, Any]) -> None:
-        """A configuration update: the ``runtime`` section (Greengrass) or the whole document."""
+        """A configuration update: the ``runtime`` section (Greengrass) or the whole document.
+
+        Greengrass delivers the whole component configuration each time, so its ``runtime``
+        section is applied onto the start-up settings (a key a deployment removed goes back to
+        its start-up value); the file and mqtt transports deliver partial updates, merged onto
+        the settings in force.
+        """
         error: str | None
-        # Greengrass delivers the whole component configuration: only ``runtime`` is runtime
-        whole = {} if self.transport.name == "greengrass" else doc
-        runtime = doc.get("runtime", whole)
         if "__error__" in doc:
             report_ok, error = False, f"config_refused: {doc['__error__']}"
             self.engine.last_error = error
-        elif not isinstance(runtime, dict):
+        elif self.transport.name == "greengrass":
+            try:
+                runtime_section(doc, self.settings.config)  # names the key as validation does
+            except ConfigError as exc:
+                report_ok, error = False, f"config_refused: {exc}"
+                self.engine.last_error = error
+            else:
+                runtime = dict(doc.get("runtime", {}))
+                report = self.engine.update_config(runtime, base=self.settings.config)
+                report_ok, error = report.ok, report.error
+        elif not isinstance(doc.get("runtime", doc), dict):
             report_ok, error = False, "config_refused: runtime: must be an object"
             self.engine.last_error = error
         else:
-            report = self.engine.update_config(dict(runtime))
+            report = self.engine.update_config(dict(doc.get("runtime", doc)))
             report_ok, error = report.ok, report.error
         self.config_reports.append((report_ok, error))
         if report_ok:
@@ -474,12 +543,18 @@ class Service:
                 camera="dir",
                 after=self.journal.cursor("dir"),
                 max_bytes=limits,
+                judged=args.judged,
+                judged_dir=args.judged_dir,
+                judged_cap_bytes=int(args.judged_cap_mb * MB),
                 clock=self._clock,
                 wall_clock=self._wall,
             )
-            frames = iter(source) if args.once else source.watch(self.stop)
+            frames = iter(source) if args.once else source.watch(self.stop, idle=self._idle)
             for frame in frames:
                 yield [frame], [("dir", frame.key)]
+                # resumed: the frame is journaled, so its file leaves the folder (a kill before
+                # this line leaves it there; the cursor then names it and it is moved on restart)
+                source.acknowledge(frame)
                 if self.stop.is_set():
                     return
             return
@@ -514,7 +589,16 @@ class Service:
     def _idle(self, until: float) -> None:
         self.actuator.tick()
         self.health.tick()
+        self._check_transport()
         self.stop.wait(max(0.0, min(until - self._clock(), 0.05)))
+
+    def _check_transport(self) -> None:
+        """Stop the loop when the transport can never deliver again (the process exits 3)."""
+        lost = self.transport.lost()
+        if lost is not None and self.transport_lost is None:
+            self.transport_lost = lost
+            LOG.error("%s transport lost: %s; stopping", self.transport.name, lost)
+            self.stop.set()
 
     def process(self, frames: list[Frame], cursors: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Judge, actuate, journal (with the cursors), record health, offer to the sampler.
@@ -573,6 +657,7 @@ class Service:
                 self.process(frames, cursors)
                 self.actuator.tick()
                 self.health.tick()
+                self._check_transport()
                 if self.stop.is_set():
                     break
             if args.once and not self.stop.is_set():
@@ -597,6 +682,13 @@ class Service:
             f" publishes, {backlog} waiting in the journal",
             file=sys.stderr,
         )
+        if self.transport_lost is not None:
+            print(
+                f"error: lost the {_transport_title(self.transport.name)}: "
+                f"{self.transport_lost} (the results wait in the journal)",
+                file=sys.stderr,
+            )
+            return EXIT_TRANSPORT_LOST
         if args.once and backlog:
             print(f"error: {backlog} results could not be sent upstream", file=sys.stderr)
             return 1
@@ -608,6 +700,10 @@ class Service:
             )
             return 1
         return 0
+
+
+def _transport_title(name: str) -> str:
+    return "Greengrass nucleus" if name == "greengrass" else f"{name} transport"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -643,7 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             transport.close()
             print(f"error: {problem}", file=sys.stderr)
-            return 3
+            return EXIT_MODEL_CHECK
     try:
         # Under Greengrass the component is STARTING until this (a `startup` step: nucleus
         # GenericExternalService.startup); a model that failed its checks above never gets
@@ -675,6 +771,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         transport.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TransportError as exc:  # e.g. the nucleus did not answer a subscription
+        transport.close()
+        print(f"error: lost the {_transport_title(transport.name)}: {exc}", file=sys.stderr)
+        return EXIT_TRANSPORT_LOST
     if watch is not None:
         watch.start()
     try:

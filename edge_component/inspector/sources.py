@@ -7,8 +7,11 @@ file it cannot read becomes a frame with ``error`` set, which the engine judges 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,14 +57,38 @@ def _image_files(directory: Path) -> list[Path]:
     )
 
 
+JUDGED_MODES = ("move", "delete")
+JUDGED_DIR = ".judged"
+DEFAULT_JUDGED_CAP_BYTES = 256 * 1024 * 1024
+
+
+def _file_key(path: Path) -> str | None:
+    """``name<TAB>mtime_ns<TAB>size``: the file, not just its name (names may be reused)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{path.name}\t{st.st_mtime_ns}\t{st.st_size}"
+
+
 class DirectorySource:
-    """Every regular file of a directory, in name order; the part id is the file name's stem.
+    """Every regular file of a directory, in arrival order; the part id is the file name.
+
+    The whole name, extension included: ``part-7.png`` and ``part-7.jpg`` are two parts. Every
+    file that appears gets exactly one frame: once the caller has journaled a frame it calls
+    :meth:`acknowledge`, which moves the file into ``judged_dir`` (bounded by
+    ``judged_cap_bytes``, oldest out first) or deletes it, so what is left in the folder is
+    exactly what is still to judge, whatever the names sort like or the order files complete in.
 
     Args:
         directory: the folder to read.
         camera: the camera id carried in results.
-        after: skip files whose name sorts at or before this one (a journal cursor).
+        after: the key of the last journaled frame (a journal cursor): if that very file is
+            still here (killed between the journal commit and the move), it is moved, not judged.
         max_bytes: files are read only up to this many bytes (+1, so oversize is detectable).
+        judged: ``move`` or ``delete`` judged files.
+        judged_dir: where ``move`` puts them (default ``<directory>/.judged``).
+        judged_cap_bytes: the most ``judged_dir`` keeps.
         clock, wall_clock: monotonic and epoch seconds (injected for tests).
     """
 
@@ -72,27 +99,48 @@ class DirectorySource:
         camera: str = "dir",
         after: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        judged: str = "move",
+        judged_dir: Path | str | None = None,
+        judged_cap_bytes: int = DEFAULT_JUDGED_CAP_BYTES,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise SourceError(f"{self.directory}: image directory not found")
+        if judged not in JUDGED_MODES:
+            raise SourceError(f"judged: {judged!r} is not move or delete")
+        if judged_cap_bytes < 0:
+            raise SourceError(f"judged_cap_bytes must be >= 0, got {judged_cap_bytes}")
         self.camera = camera
-        self.after = after
         self.max_bytes = max_bytes
+        self.judged = judged
+        self.judged_dir = Path(judged_dir) if judged_dir else self.directory / JUDGED_DIR
+        self.judged_cap_bytes = judged_cap_bytes
+        self._kept: deque[tuple[Path, int]] | None = None
+        self._kept_bytes = 0
         self._clock = clock
         self._wall = wall_clock
+        if after and "\t" in after:
+            name = after.split("\t", 1)[0]
+            if _file_key(self.directory / name) == after:
+                self._dispose(self.directory / name)
 
     def files(self) -> list[Path]:
-        """The files this source will yield now, in order."""
-        return [
-            p for p in _image_files(self.directory) if self.after is None or p.name > self.after
-        ]
+        """The files this source will yield now, oldest first (modification time, then name)."""
+
+        def arrival(path: Path) -> tuple[int, str]:
+            try:
+                return path.stat().st_mtime_ns, path.name
+            except OSError:
+                return 0, path.name
+
+        return sorted(_image_files(self.directory), key=arrival)
 
     def frame_for(self, path: Path) -> Frame:
         """Read one file into a frame (an unreadable file gives a frame with ``error``)."""
         captured, wall = self._clock(), self._wall()
+        key = _file_key(path) or f"{path.name}\t0\t0"
         try:
             data: bytes | None = read_capped(path, self.max_bytes)
             error = None
@@ -100,21 +148,73 @@ class DirectorySource:
             data, error = None, f"image_unreadable: {exc.strerror or type(exc).__name__}"
         return Frame(
             camera=self.camera,
-            part_id=path.stem or path.name,
+            part_id=path.name,
             data=data,
             captured=captured,
             wall=wall,
             error=error,
-            key=path.name,
+            key=key,
         )
+
+    def acknowledge(self, frame: Frame) -> None:
+        """The frame is journaled: move or delete its file; raise SourceError if that fails."""
+        self._dispose(self.directory / frame.key.split("\t", 1)[0])
+
+    def _dispose(self, path: Path) -> None:
+        try:
+            if self.judged == "delete":
+                path.unlink(missing_ok=True)
+                return
+            self.judged_dir.mkdir(parents=True, exist_ok=True)
+            kept = self._judged_files()
+            target = self.judged_dir / path.name
+            size = path.stat().st_size
+            os.replace(path, target)
+        except FileNotFoundError:
+            return  # removed by someone else meanwhile: nothing left to judge twice
+        except OSError as exc:
+            # left in place it would be judged again at every poll: stop instead
+            raise SourceError(
+                f"{path}: cannot {self.judged} a judged file ({exc.strerror or exc})"
+            ) from None
+        kept.append((target, size))
+        self._kept_bytes += size
+        while self._kept_bytes > self.judged_cap_bytes and kept:
+            old, old_size = kept.popleft()
+            self._kept_bytes -= old_size
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+
+    def _judged_files(self) -> deque[tuple[Path, int]]:
+        if self._kept is None:  # scanned once; then kept up to date as files move in
+            entries = []
+            for p in self.judged_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    if p.is_file():
+                        st = p.stat()
+                        entries.append((st.st_mtime_ns, p, st.st_size))
+            entries.sort()
+            self._kept = deque((p, size) for _, p, size in entries)
+            self._kept_bytes = sum(size for _, _, size in entries)
+        return self._kept
 
     def __iter__(self) -> Iterator[Frame]:
         for path in self.files():
             yield self.frame_for(path)
-            self.after = path.name
 
-    def watch(self, stop: threading.Event, *, poll_s: float = 0.5) -> Iterator[Frame]:
-        """Yield files as they appear (once their size stopped changing), until ``stop`` is set."""
+    def watch(
+        self,
+        stop: threading.Event,
+        *,
+        poll_s: float = 0.5,
+        idle: Callable[[float], None] | None = None,
+    ) -> Iterator[Frame]:
+        """Yield files as they appear (once their size stopped changing), until ``stop`` is set.
+
+        A file is yielded again at the next poll if it was not acknowledged. Between polls
+        ``idle(until)`` is called repeatedly (it must return by ``until``), so the caller's
+        heartbeat and health keep their interval while no file arrives.
+        """
         sizes: dict[str, int] = {}
         while not stop.is_set():
             for path in self.files():
@@ -127,8 +227,12 @@ class DirectorySource:
                     continue
                 sizes.pop(path.name, None)
                 yield self.frame_for(path)
-                self.after = path.name
-            stop.wait(poll_s)
+            if idle is None:
+                stop.wait(poll_s)
+                continue
+            next_poll = self._clock() + poll_s
+            while not stop.is_set() and self._clock() < next_poll:
+                idle(next_poll)
 
 
 class SimulatedCamera:

@@ -79,22 +79,25 @@ def test_one_shot_writes_one_result_per_file(
         assert len(line) <= MAX_RESULT_BYTES
         result = validate_result(json.loads(line))
         results[result["part_id"]] = result
-    assert set(results) == {p.stem for p in files}
+    assert set(results) == {p.name for p in files}
     assert [r["seq"] for r in map(json.loads, lines)] == list(range(1, len(files) + 1))
     assert {r["model"] for r in results.values()} == {"tiny@1.0.0"}
     assert {(r["plant"], r["line"], r["station"], r["device"]) for r in results.values()} == {
         ("p1", "l2", "s3", "d4")
     }
-    assert results["good-1"]["decision"] == "pass"
-    assert results["good-2"]["decision"] == "pass"
-    assert (results["edge-3"]["decision"], results["edge-3"]["reason"]) == ("manual", "manual_band")
-    assert results["bad-4"]["decision"] == "reject"
+    assert results["good-1.png"]["decision"] == "pass"
+    assert results["good-2.jpg"]["decision"] == "pass"
+    assert (results["edge-3.png"]["decision"], results["edge-3.png"]["reason"]) == (
+        "manual",
+        "manual_band",
+    )
+    assert results["bad-4.bmp"]["decision"] == "reject"
     for name, (_, reason) in bad_images().items():
-        result = results[f"x-{name}"]
+        result = results[f"x-{name}.img"]
         assert result["decision"] == "manual", name
         assert result["reason"].startswith(reason), (name, result["reason"])
-    assert results["x-huge_bytes"]["decision"] == "manual"
-    assert results["x-huge_bytes"]["reason"] == "image_oversized: 200001 bytes > 200000"
+    assert results["x-huge_bytes.png"]["decision"] == "manual"
+    assert results["x-huge_bytes.png"]["reason"] == "image_oversized: 200001 bytes > 200000"
     assert f"wrote {len(files)} result(s)" in proc.stderr
     assert "[1/" in proc.stderr
 

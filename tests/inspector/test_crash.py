@@ -29,6 +29,8 @@ def run_and_kill(args: list[str], delay: float | None) -> int | None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "inspector", "run", *args],
         cwd=REPO,
+        # this checkout's code, whatever an installed .pth puts on the path
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'edge_component'}{os.pathsep}{REPO}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -119,7 +121,7 @@ def test_kill9_folder_source(tmp_path: Path, tiny_package_dir: Path) -> None:
     parts = []
     for i in range(40):
         (images / f"part-{i:03d}.png").write_bytes(image_bytes(part_image((i % 7) * 0.05)))
-        parts.append(f"part-{i:03d}")
+        parts.append(f"part-{i:03d}.png")
     args = [*common_args(tmp_path, images, tiny_package_dir), "--once"]
     rng = random.Random(7)
     for _ in range(8):
@@ -190,7 +192,7 @@ def test_kill_between_reject_signal_and_journal_commit(
     real_append = svc.journal.append_many
 
     def dies_on_the_reject(results: list[dict[str, object]], **kw: object) -> list[int]:
-        if results[0]["part_id"] == "b-bad":
+        if results[0]["part_id"] == "b-bad.png":
             raise _Killed  # the reject went out to the line; the commit never happened
         return real_append(results, **kw)  # type: ignore[arg-type]
 
@@ -202,11 +204,11 @@ def test_kill_between_reject_signal_and_journal_commit(
     lines = read_jsonl(tmp_path / "out" / LOCAL_FILE)
     local = [m["payload"] for m in lines if m["topic"].endswith("/reject")]
     rejects = [m for m in local if m.get("decision") == "reject"]
-    assert [m["part_id"] for m in rejects] == ["b-bad", "b-bad"]
+    assert [m["part_id"] for m in rejects] == ["b-bad.png", "b-bad.png"]
     assert rejects[0]["seq"] == rejects[1]["seq"]  # the same seq both times
-    check_exactly_once(tmp_path / "out", ["a-good", "b-bad", "c-good"])
+    check_exactly_once(tmp_path / "out", ["a-good.png", "b-bad.png", "c-good.png"])
     results = deduplicated(tmp_path / "out")
-    assert results[("dev-1", rejects[0]["seq"])]["part_id"] == "b-bad"
+    assert results[("dev-1", rejects[0]["seq"])]["part_id"] == "b-bad.png"
 
 
 def test_verdicts_flag_publishes_every_parts_verdict_beside_the_rejects(
@@ -227,6 +229,6 @@ def test_verdicts_flag_publishes_every_parts_verdict_beside_the_rejects(
         for m in lines
         if m["topic"].endswith("/verdict")
     }
-    assert verdicts == {"a-good": "pass", "b-bad": "reject"}
+    assert verdicts == {"a-good.png": "pass", "b-bad.png": "reject"}
     rejects = [m["payload"]["part_id"] for m in lines if m["topic"].endswith("/reject")]
-    assert rejects == ["b-bad"]
+    assert rejects == ["b-bad.png"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from inspector.decode import DecodeLimits, FrameError, check_image, decode_image
+from inspector.model_package import InputSpec
+from inspector.preprocess import to_tensor
 from tests.inspector.conftest import bad_images
 from tests.support.tiny_model import image_bytes, part_image
 
@@ -71,3 +75,55 @@ def test_limits_reject_nonsense() -> None:
 def test_bytes_after_the_end_marker_are_tolerated(fmt: str) -> None:
     data = image_bytes(part_image(0.0, 32), fmt) + b"\x00" * 200  # some cameras pad frames
     assert decode_image(data).size == (32, 32)
+
+
+def mono16(image8: Image.Image, bits: int) -> Image.Image:
+    """A Mono10/12/16 camera frame of an 8-bit grey image, stored in a 16-bit container."""
+    values = np.asarray(image8, dtype=np.float64) * ((1 << bits) - 1) / 255.0
+    return Image.fromarray(np.round(values).astype(np.uint16))
+
+
+def test_sixteen_bit_mono_and_rgba_frames_decode_by_default() -> None:
+    grey = part_image(0.1, 40, "L")
+    image = decode_image(image_bytes(mono16(grey, 12)))
+    assert image.mode.startswith("I;16") and image.size == (40, 40)
+    assert decode_image(image_bytes(part_image(0.1, 40).convert("RGBA"))).mode == "RGBA"
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+@pytest.mark.parametrize("color", ["L", "RGB"])
+def test_sixteen_bit_mono_is_scaled_by_the_image_range(bits: int, color: str) -> None:
+    grey = part_image(0.05, 32, "L")
+    n = len(color)
+    spec = InputSpec(name="x", height=24, width=24, color=color, mean=(0.0,) * n, std=(255.0,) * n)
+    want = to_tensor(grey, spec)
+    got = to_tensor(decode_image(image_bytes(mono16(grey, bits))), spec)
+    assert got.shape == want.shape == (len(color), 24, 24)
+    assert np.abs(got - want).max() < 1.5 / 255  # the 8-bit image, within rounding
+
+
+def test_a_declared_bit_depth_wins_over_the_image_range() -> None:
+    dark = Image.fromarray(np.full((16, 16), 50, dtype=np.uint8), "L")  # 803 in 12 bits
+    frame16 = decode_image(image_bytes(mono16(dark, 12)))
+    declared = InputSpec(name="x", height=16, width=16, color="L", mean=(0.0,), bit_depth=12)
+    assert to_tensor(frame16, declared) == pytest.approx(50.0, abs=0.1)
+    # undeclared, a 12-bit frame darker than 1024 looks like 10-bit data: brighter, so it scores
+    # as a different part, not the same one (documented: declare bit_depth for Mono12 cameras)
+    undeclared = InputSpec(name="x", height=16, width=16, color="L", mean=(0.0,))
+    assert to_tensor(frame16, undeclared).mean() > 150
+
+
+def test_rgba_drops_an_opaque_alpha() -> None:
+    rgb = part_image(0.1, 32)
+    spec = InputSpec(name="x", height=32, width=32)
+    assert np.array_equal(to_tensor(rgb.convert("RGBA"), spec), to_tensor(rgb, spec))
+
+
+def test_minimum_side_is_configurable() -> None:
+    data = image_bytes(part_image(0.0, 16))
+    assert decode_image(data, DecodeLimits(min_side=16)).size == (16, 16)
+    with pytest.raises(FrameError, match="16x16 px: a side below 17"):
+        decode_image(data, DecodeLimits(min_side=17))
+    with pytest.raises(FrameError) as err:
+        check_image(Image.new("RGB", (1, 1)))
+    assert err.value.reason == "image_too_small"

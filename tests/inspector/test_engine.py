@@ -407,3 +407,24 @@ def test_thread_change_that_cannot_reload_is_refused(make_engine: Make, tmp_path
     assert engine.config.intra_op_threads == 1
     assert engine.runner is runner
     assert engine.judge(frame(_png(0.0)))["decision"] == "pass"
+
+
+@pytest.mark.parametrize(("delta", "decision"), [(0.0, "pass"), (0.3, "reject")])
+def test_sixteen_bit_mono_and_rgba_frames_are_judged(
+    make_engine: Make, delta: float, decision: str
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rgb = part_image(delta)
+    grey = rgb.convert("L")
+    mono12 = Image.fromarray(
+        np.round(np.asarray(grey, dtype=np.float64) * 4095 / 255).astype(np.uint16)
+    )
+    engine = make_engine()
+    for image in (mono12, rgb.convert("RGBA")):
+        result = _check(engine.judge(frame(image_bytes(image))))
+        assert result["decision"] == decision, result
+        assert result.get("reason") is None
+    want = engine.judge(frame(image_bytes(grey)))["score"]
+    assert engine.judge(frame(image_bytes(mono12)))["score"] == pytest.approx(want, abs=5e-3)

@@ -114,3 +114,32 @@ def test_a_batch_fits_one_iot_rule_firehose_batch() -> None:
     # AWS IoT developer guide, kinesis-firehose-rule-action.html, batchMode: "The resulting
     # array can't have more than 500 records."
     assert 1 <= MAX_RESULTS_PER_BATCH <= 500
+
+
+def test_long_part_ids_are_never_clipped_into_each_other() -> None:
+    ident = Identity("p" * 32, "l" * 32, "s" * 32, "d" * 32)
+    common = "lot-2026-11-28-line-1-station-1-camera-top-" + "x" * 40
+    ids = [f"{common}-part-{n}" for n in range(50)]
+    for reason in (None, "r" * 1000):  # roomy (64 chars) and tight (24 chars) messages
+        got = [
+            build_result(
+                ident,
+                camera="c" * 80,
+                part_id=part,
+                seq=1,
+                ts=0,
+                decision="manual",
+                score=None,
+                threshold=None,
+                model="m" * 40 + "@10.20.3",
+                latency_ms=1.0,
+                reason=reason or "image_empty",
+            )["part_id"]
+            for part in ids
+        ]
+        assert len(set(got)) == len(ids), "distinct parts share one id"
+        assert all(p.startswith("lot-2026") for p in got)  # still readable
+        limit = 64 if reason is None else 24
+        assert all(len(p) <= limit for p in got)
+    short = _result(part_id="p-1")["part_id"]
+    assert short == "p-1"  # an id within the limit is sent as it is

@@ -140,3 +140,14 @@ def test_to_tensor_is_bitwise_the_reference_formula(spec: InputSpec, mode: str) 
     tensor = to_tensor(image, spec)
     assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
     assert tensor.tobytes() == reference.tobytes()
+
+
+def test_bit_depth_of_sixteen_bit_frames_is_optional_and_checked() -> None:
+    doc = _manifest("0" * 64).to_json()
+    assert parse_manifest(doc).input.bit_depth is None  # older manifests stay valid
+    doc["input"]["bit_depth"] = 12
+    assert parse_manifest(doc).input.bit_depth == 12
+    assert parse_manifest(parse_manifest(doc).to_json()).input.bit_depth == 12
+    doc["input"]["bit_depth"] = 20
+    with pytest.raises(ModelPackageError, match=r"input.bit_depth: must be an integer 8..16"):
+        parse_manifest(doc)

@@ -263,3 +263,13 @@ def test_build_model_component_from_a_model_package(tmp_path: Path) -> None:
 def test_cli_reports_unknown_component(capsys: pytest.CaptureFixture[str]) -> None:
     assert component_build.main(["--component", "com.example.Nope"]) == 2
     assert "not in" in capsys.readouterr().err
+
+
+def test_inspector_default_configuration_passes_its_own_validation() -> None:
+    from inspector.component_config import validate_component_config
+    from inspector.runtime_config import ConfigError, RuntimeConfig
+
+    defaults = rendered("com.lineguard.Inspector")["ComponentConfiguration"]["DefaultConfiguration"]
+    validate_component_config(defaults, RuntimeConfig())  # a deployment merging nothing is valid
+    with pytest.raises(ConfigError, match="cameras: must be an integer"):
+        validate_component_config({**defaults, "cameras": 1.5}, RuntimeConfig())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +32,16 @@ def make_images(folder: Path, n_good: int = 6) -> dict[str, str]:
     expected = {}
     for i in range(n_good):
         (folder / f"a{i:03d}.png").write_bytes(image_bytes(part_image(0.0)))
-        expected[f"a{i:03d}"] = "pass"
+        expected[f"a{i:03d}.png"] = "pass"
     (folder / "b-reject.png").write_bytes(image_bytes(part_image(0.3)))
-    expected["b-reject"] = "reject"
+    expected["b-reject.png"] = "reject"
     (folder / "c-band.png").write_bytes(image_bytes(part_image(0.15)))
-    expected["c-band"] = "manual"
+    expected["c-band.png"] = "manual"
     data, _ = bad_images()["truncated_png"]
     (folder / "d-truncated.png").write_bytes(data)
-    expected["d-truncated"] = "manual"
+    expected["d-truncated.png"] = "manual"
     (folder / "e-empty.png").write_bytes(b"")
-    expected["e-empty"] = "manual"
+    expected["e-empty.png"] = "manual"
     return expected
 
 
@@ -81,7 +84,7 @@ def test_folder_once_end_to_end(tmp_path: Path, tiny_package_dir: Path) -> None:
     assert beats and beats[0]["healthy"] is True and beats[0]["model"] == "tiny@1.0.0"
     # the sampler kept the reject and the near-threshold frame, not the good ones
     journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
-    assert {s.part_id for s in journal.samples()} == {"b-reject", "c-band"}
+    assert {s.part_id for s in journal.samples()} == {"b-reject.png", "c-band.png"}
     assert journal.backlog() == 0
     journal.close()
     # a second run over the same folder judges nothing twice (cursor in the journal)
@@ -90,7 +93,7 @@ def test_folder_once_end_to_end(tmp_path: Path, tiny_package_dir: Path) -> None:
         service.main([*base_args(tmp_path, tmp_path / "images", tiny_package_dir), "--once"]) == 0
     )
     again = upstream_results(out)
-    assert [r["part_id"] for r in again[len(results) :]] == ["f-late"]
+    assert [r["part_id"] for r in again[len(results) :]] == ["f-late.png"]
     assert again[-1]["seq"] == seqs[-1] + 1
 
 
@@ -170,6 +173,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path, tiny_package_dir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "inspector", "run", *args],
         cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'edge_component'}{os.pathsep}{REPO}"},
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -270,3 +274,159 @@ def test_greengrass_transport_wired_through_the_service(
     # outside Greengrass the entry point says so in one line
     monkeypatch.delenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", raising=False)
     assert service.main(args) == 2
+
+
+def test_heartbeats_and_health_flow_while_the_folder_stays_empty(
+    tmp_path: Path, tiny_package_dir: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    out = tmp_path / "out"
+    settings = service.parse_settings(base_args(tmp_path, images, tiny_package_dir))
+    from inspector.transports.file import FileTransport
+
+    svc = service.Service(settings, FileTransport(out))
+    svc.health.interval_s = 0.4
+    runner = threading.Thread(target=svc.run)
+    runner.start()
+    time.sleep(2.2)  # no file ever arrives: eleven heartbeat intervals of 0.2 s
+    svc.stop.set()
+    runner.join(timeout=20)
+    assert not runner.is_alive()
+    beats = [
+        m["payload"]
+        for m in read_jsonl(out / LOCAL_FILE)
+        if m["topic"] == "lineguard/local/s1/heartbeat"
+    ]
+    assert len(beats) >= 8, f"only {len(beats)} heartbeats in 2.2 s at 0.2 s"
+    stamps = [datetime.fromisoformat(b["ts"].replace("Z", "+00:00")).timestamp() for b in beats]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) < 0.35, f"heartbeat gap {max(gaps):.2f} s > interval 0.2 s"
+    health = [line for line in read_jsonl(out / UPSTREAM_FILE) if line["topic"].endswith("/health")]
+    assert len(health) >= 3
+    assert svc.frames == 0
+
+
+NUCLEUS_STAND_IN = """
+import sys, threading
+import awsiot.greengrasscoreipc.clientv2 as clientv2
+from tests.inspector.test_transports_greengrass import FakeIpcClient
+
+def connect() -> FakeIpcClient:
+    client = FakeIpcClient()
+    client.config = {"runtime": {}}
+    # the nucleus answers for a second, then stalls ("hang") or its connection drops ("drop")
+    threading.Timer(1.0, lambda: setattr(client, "mode", sys.argv[1])).start()
+    return client
+
+clientv2.GreengrassCoreIPCClientV2 = connect
+from inspector import service
+sys.exit(service.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("failure", ["hang", "drop"])
+def test_a_lost_nucleus_ends_the_process_non_zero(
+    tmp_path: Path, tiny_package_dir: Path, failure: str
+) -> None:
+    images = tmp_path / "dataset"
+    make_images(images, n_good=2)
+    args = [
+        *base_args(tmp_path, images, tiny_package_dir),
+        "--source", "camera", "--fps", "20", "--ipc-timeout", "0.2",
+    ]  # fmt: skip
+    args[args.index("file")] = "greengrass"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'edge_component'}",
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(tmp_path / "ipc.socket"),
+        "SVCUID": "test",
+    }
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", NUCLEUS_STAND_IN, failure, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert time.monotonic() - started < 30
+    assert "error: lost the Greengrass nucleus" in proc.stderr
+    journal = Journal(tmp_path / "journal.db", device="dev-1", cap_bytes=8 << 20)
+    assert journal.backlog() > 0  # the results judged meanwhile wait in the journal
+    journal.close()
+
+
+def greengrass_service(tmp_path: Path, package: Path, client: Any) -> service.Service:
+    from inspector.transports.greengrass import GreengrassTransport
+
+    images = tmp_path / "dataset"
+    make_images(images, n_good=1)
+    args = [*base_args(tmp_path, images, package), "--source", "camera", "--max-frames", "1"]
+    args[args.index("file")] = "greengrass"
+    return service.Service(service.parse_settings(args), GreengrassTransport(client))
+
+
+def test_greengrass_configuration_is_read_at_start(tmp_path: Path, tiny_package_dir: Path) -> None:
+    from tests.inspector.test_transports_greengrass import FakeIpcClient
+
+    client = FakeIpcClient()
+    client.config = {"cameras": 1, "runtime": {"deadline_ms": 250, "max_batch": 4.0}}
+    svc = greengrass_service(tmp_path, tiny_package_dir, client)
+    assert svc.engine.config.deadline_ms == 250  # no update event needed
+    assert svc.engine.config.max_batch == 4 and isinstance(svc.engine.config.max_batch, int)
+    # the runtime section is the whole truth: a key a deployment removed goes back to its
+    # start-up value (--deadline-ms 10000), not to the previous update's
+    client.config = {"runtime": {"max_batch": 4}}
+    client.handlers["config"]["on_stream_event"](None)
+    assert svc.engine.config.deadline_ms == 10_000
+
+
+@pytest.mark.parametrize(
+    ("proposed", "refusal"),
+    [
+        ({"runtime": {"max_batch": 8.0}, "cameras": 2.0, "fps": 1}, None),
+        ({"runtime": {"max_batch": 8.5}}, "runtime.max_batch: must be an integer, got 8.5"),
+        ({"runtime": {"deadline_ms": "fast"}}, "runtime.deadline_ms: must be a number"),
+        ({"runtime": {"colour": 1}}, "runtime.colour: unknown setting"),
+        ({"runtime": [1]}, "runtime: must be an object"),
+        ({"cameras": 2.5}, "cameras: must be an integer, got 2.5"),
+        ({"cameras": 0}, "cameras: 0 is outside 1..64"),
+        ({"fps": "1"}, "fps: must be a number, got '1'"),
+        ({"source": "usb"}, "source: 'usb' is not one of dir, camera"),
+        ({"threads": True}, "threads: must be a number, got True"),
+        ({"heartbeatIntervalS": 0}, "heartbeatIntervalS: 0 is outside 0.05..3600"),
+        ({"camrea": 2}, "camrea: unknown setting"),
+    ],
+)
+def test_greengrass_validates_a_proposed_configuration_before_it_is_stored(
+    tmp_path: Path, tiny_package_dir: Path, proposed: dict[str, Any], refusal: str | None
+) -> None:
+    from awsiot.greengrasscoreipc.model import ConfigurationValidityStatus
+
+    from tests.inspector.test_transports_greengrass import FakeIpcClient
+
+    client = FakeIpcClient()
+    client.config = {"runtime": {"deadline_ms": 300}}
+    svc = greengrass_service(tmp_path, tiny_package_dir, client)
+    client.validate("dep-7", proposed)
+    (report,) = client.reports()
+    assert report.deployment_id == "dep-7"
+    if refusal is None:
+        assert report.status == ConfigurationValidityStatus.ACCEPTED and not report.message
+    else:
+        assert report.status == ConfigurationValidityStatus.REJECTED
+        assert refusal in (report.message or "")
+    assert svc.engine.config.deadline_ms == 300  # validating never applies anything
+
+
+def test_integer_options_accept_integral_floats(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--out", "o", "--images", "i", "--journal", "j"]
+    settings = service.parse_settings([*base, "--cameras", "3.0", "--max-batch", "4.0"])
+    assert settings.args.cameras == 3 and isinstance(settings.args.cameras, int)
+    assert settings.config.max_batch == 4
+    with pytest.raises(SystemExit):
+        service.parse_settings([*base, "--cameras", "2.5"])
+    assert "--cameras: must be an integer, got '2.5'" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -14,30 +16,29 @@ from inspector.sources import DirectorySource, OpenCVSource, SimulatedCamera, So
 
 
 def _folder(tmp_path: Path, names: list[str]) -> Path:
+    """Files written in the order given, a second apart (file times are coarser than a loop)."""
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for name in names:
+    past = time.time_ns() - 10**12
+    for i, name in enumerate(names):
         (folder / name).write_bytes(name.encode())
+        os.utime(folder / name, ns=(past + i * 10**9, past + i * 10**9))
     return folder
 
 
-def test_directory_yields_files_in_order_with_stems_as_part_ids(tmp_path: Path) -> None:
+def test_directory_yields_files_in_order_with_names_as_part_ids(tmp_path: Path) -> None:
     folder = _folder(tmp_path, ["b.png", "a.jpg", ".hidden", "c"])
     (folder / "sub").mkdir()
     frames = list(
         DirectorySource(folder, camera="cam-9", clock=lambda: 5.0, wall_clock=lambda: 7.0)
     )
-    assert [(f.part_id, f.key, f.data) for f in frames] == [
-        ("a", "a.jpg", b"a.jpg"),
-        ("b", "b.png", b"b.png"),
+    # in arrival order (written b, a, c), whatever the names sort like
+    assert [(f.part_id, f.key.split("\t")[0], f.data) for f in frames] == [
+        ("b.png", "b.png", b"b.png"),
+        ("a.jpg", "a.jpg", b"a.jpg"),
         ("c", "c", b"c"),
     ]
     assert {(f.camera, f.captured, f.wall) for f in frames} == {("cam-9", 5.0, 7.0)}
-
-
-def test_directory_resumes_after_a_cursor(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, ["1.png", "2.png", "3.png"])
-    assert [f.part_id for f in DirectorySource(folder, after="2.png")] == ["3"]
 
 
 def test_directory_reads_at_most_the_cap_plus_one(tmp_path: Path) -> None:
@@ -67,11 +68,12 @@ def test_watch_yields_new_files_once_complete(tmp_path: Path) -> None:
     seen = []
     for frame in source.watch(stop, poll_s=0.01):
         seen.append(frame.part_id)
-        if frame.part_id == "1":
+        source.acknowledge(frame)
+        if frame.part_id == "1.png":
             (folder / "2.png").write_bytes(b"two")
         if len(seen) == 2:
             stop.set()
-    assert seen == ["1", "2"]
+    assert seen == ["1.png", "2.png"]
 
 
 class FakeTime:
@@ -194,3 +196,87 @@ def test_opencv_source_with_opencv_at_its_boundary(monkeypatch: pytest.MonkeyPat
     source.close()
     with pytest.raises(SourceError, match="cannot open 'bad'"):
         OpenCVSource("bad", camera="c").open()
+
+
+def test_files_sharing_a_stem_are_distinct_parts(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["part-7.png", "part-7.jpg", "part-7"])
+    ids = [f.part_id for f in DirectorySource(folder)]
+    assert len(set(ids)) == 3 and sorted(ids) == ["part-7", "part-7.jpg", "part-7.png"]
+
+
+def _watch_until(source: DirectorySource, stop: threading.Event, on_frame, limit: int) -> list[str]:
+    seen: list[str] = []
+    for frame in source.watch(stop, poll_s=0.01):
+        seen.append(frame.part_id)
+        source.acknowledge(frame)
+        on_frame(frame, seen)
+        if len(seen) >= limit:
+            stop.set()
+    return seen
+
+
+def test_a_file_whose_name_sorts_first_but_arrives_late_is_judged(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["b.png"])
+
+    def later(frame, seen) -> None:
+        if frame.part_id == "b.png":
+            (folder / "a.png").write_bytes(b"late but first by name")
+
+    seen = _watch_until(DirectorySource(folder), threading.Event(), later, 2)
+    assert seen == ["b.png", "a.png"]
+
+
+def test_a_file_still_being_written_is_judged_once_complete(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, [])
+    growing = folder / "a.png"
+    growing.write_bytes(b"x")
+    stop = threading.Event()
+    source = DirectorySource(folder)
+    frames = source.watch(stop, poll_s=0.01)
+    (folder / "b.png").write_bytes(b"stable")
+    seen = []
+    for _ in range(3):  # a.png grows between polls while b.png is stable and judged
+        growing.write_bytes(growing.read_bytes() + b"x")
+        frame = next(frames)
+        seen.append(frame.part_id)
+        source.acknowledge(frame)
+        if frame.part_id == "a.png":
+            break
+    assert seen[:2] == ["b.png", "a.png"] or seen[:1] == ["a.png"]
+    assert "a.png" in seen and seen.count("a.png") == 1
+    stop.set()
+
+
+def test_judged_files_are_moved_and_the_judged_folder_is_bounded(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, [])
+    for i in range(5):
+        (folder / f"{i}.png").write_bytes(b"x" * 1000)
+    source = DirectorySource(folder, judged="move", judged_cap_bytes=2500)
+    for frame in source:
+        source.acknowledge(frame)
+    assert not [p for p in folder.iterdir() if p.is_file()]  # nothing left to judge again
+    kept = sorted(p.name for p in (folder / ".judged").iterdir())
+    assert kept == ["3.png", "4.png"]  # the newest, within 2500 bytes
+
+
+def test_judged_files_can_be_deleted(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png", "b.png"])
+    source = DirectorySource(folder, judged="delete")
+    for frame in source:
+        source.acknowledge(frame)
+    assert list(folder.iterdir()) == []
+    with pytest.raises(SourceError, match="judged: 'keep' is not move or delete"):
+        DirectorySource(folder, judged="keep")
+
+
+def test_a_file_journaled_before_a_crash_is_moved_not_judged_again(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png", "b.png"])
+    first = DirectorySource(folder)
+    frame = next(iter(first))  # judged and journaled (cursor = its key) ... then killed
+    restarted = DirectorySource(folder, after=frame.key)
+    assert [f.part_id for f in restarted] == ["b.png"]
+    assert (folder / ".judged" / "a.png").exists()
+    # a new file reusing the name is another frame: the cursor names the file's size and time
+    (folder / "a.png").write_bytes(b"a new part, same name")
+    again = [f.part_id for f in DirectorySource(folder, after=frame.key)]
+    assert again == ["b.png", "a.png"]  # in arrival order

@@ -12,6 +12,8 @@ LOG = logging.getLogger(__name__)
 ConfigCallback = Callable[[dict[str, Any]], None]
 MessageCallback = Callable[[bytes], None]
 UpdateGate = Callable[[], bool]
+# returns None to accept a proposed configuration, or the reason to refuse it
+ConfigValidator = Callable[[dict[str, Any]], str | None]
 
 
 class TransportError(Exception):
@@ -43,11 +45,21 @@ class Transport(abc.ABC):
     def on_config(self, callback: ConfigCallback) -> None:
         """Call ``callback(config)`` with each runtime configuration update."""
 
+    def on_validate(self, validator: ConfigValidator) -> None:  # noqa: B027 - optional hook
+        """Ask ``validator`` about a proposed configuration before it is stored (Greengrass)."""
+
     def on_component_update(self, ready: UpdateGate) -> None:  # noqa: B027 - optional hook
         """Ask before a component update; ``ready()`` False defers it (only Greengrass can)."""
 
     def report_running(self) -> None:  # noqa: B027 - optional hook
         """Tell the host the component is ready (Greengrass: UpdateState RUNNING)."""
+
+    def lost(self) -> str | None:
+        """Why the transport can never deliver again (None while it can or may recover).
+
+        The service exits non-zero on it, so a supervisor (the nucleus) restarts the process.
+        """
+        return None
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until the transport can publish (or the timeout); True if it can."""

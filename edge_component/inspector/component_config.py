@@ -1,0 +1,78 @@
+"""The Greengrass component configuration of com.lineguard.Inspector, checked as a whole.
+
+A deployment proposes the component's whole configuration; the nucleus asks the running
+component to validate it before storing it (``SubscribeToValidateConfigurationUpdates``) and
+fails the deployment on a REJECTED report. Start-up settings reach the process as command-line
+flags through recipe interpolation, so a value the flags could not parse is refused here, with
+the same words, before it is stored. Numbers may arrive as floats (``8.0`` for an integer):
+integral floats are accepted, ``8.5`` is not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inspector.runtime_config import ConfigError, RuntimeConfig, check_number
+
+# key → (low, high, integer) of the numeric start-up settings (recipe DefaultConfiguration)
+NUMBERS: dict[str, tuple[float, float, bool]] = {
+    "fps": (0.001, 1000.0, False),
+    "maxFrames": (0, 1_000_000_000, True),
+    "ackTimeoutS": (0.1, 86_400.0, False),
+    "journalCapMb": (0.25, 1_000_000.0, False),
+    "sampleBudgetMbPerHour": (0.0, 1_000_000.0, False),
+    "sampleCapMb": (0.0, 1_000_000.0, False),
+    "healthIntervalS": (1.0, 86_400.0, False),
+    "heartbeatIntervalS": (0.05, 3600.0, False),
+    "deadlineMs": (1.0, 600_000.0, False),
+    "threads": (1, 64, True),
+    "judgedCapMb": (0.0, 1_000_000.0, False),
+}
+STRINGS = ("imagesDir",)
+# a ring's deployment spans many lines and stations: these are the device's identity, read from
+# its lineguard-identity shadow, never configuration (docs/identity.md)
+IDENTITY = ("plant", "line", "station", "cameras")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "source": ("dir", "camera"),
+    "judgedFiles": ("move", "delete"),
+}
+OBJECTS = ("runtime", "accessControl")
+KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS))
+
+
+def runtime_section(doc: dict[str, Any], base: RuntimeConfig) -> RuntimeConfig:
+    """The runtime settings a whole component configuration gives: ``base`` + its ``runtime``."""
+    runtime = doc.get("runtime", {})
+    if not isinstance(runtime, dict):
+        raise ConfigError("runtime: must be an object")
+    try:
+        return RuntimeConfig.from_dict(runtime, base=base)
+    except ConfigError as exc:
+        raise ConfigError(f"runtime.{exc}") from None
+
+
+def validate_component_config(doc: Any, base: RuntimeConfig) -> None:
+    """Check a proposed component configuration; raise ConfigError naming the key."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"configuration: must be an object, got {type(doc).__name__}")
+    identity = sorted(set(doc) & set(IDENTITY))
+    if identity:
+        raise ConfigError(
+            f"{identity[0]}: not configuration — plant, line, station and cameras are the "
+            "device's identity, from its lineguard-identity shadow (docs/identity.md)"
+        )
+    unknown = sorted(set(doc) - KNOWN)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(KNOWN))})")
+    for key, (low, high, integer) in NUMBERS.items():
+        if key in doc:
+            check_number(key, doc[key], low, high, integer=integer)
+    for key in STRINGS:
+        if key in doc and (not isinstance(doc[key], str) or not doc[key]):
+            raise ConfigError(f"{key}: must be a non-empty string, got {doc[key]!r}")
+    for key, allowed in CHOICES.items():
+        if key in doc and doc[key] not in allowed:
+            raise ConfigError(f"{key}: {doc[key]!r} is not one of {', '.join(allowed)}")
+    if "accessControl" in doc and not isinstance(doc["accessControl"], dict):
+        raise ConfigError("accessControl: must be an object")
+    runtime_section(doc, base)
