@@ -515,8 +515,9 @@ def _line_on_core_devices(
             "health": list(cloud.upstream.health),
             "upstream_bytes": dict(cloud.upstream.bytes_by_kind),
             "plc": {
-                "seen": [{"part_id": f"{r.station}/{r.part_id}", "ts": r.received}
-                         for r in plc_rejects]
+                "seen": [
+                    {"part_id": f"{r.station}/{r.part_id}", "ts": r.received} for r in plc_rejects
+                ]
             },  # fmt: skip
             "plc_summary": {
                 "expected": len(acted),

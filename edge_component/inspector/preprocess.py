@@ -55,7 +55,8 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
     chw = pixels.transpose(2, 0, 1)
-    out = np.empty(chw.shape, dtype=np.float32)
+    # the result's shape is the formula's broadcast (a 1-channel frame under 3-channel stats)
+    out = np.empty(np.broadcast_shapes(chw.shape, mean.shape, std.shape), dtype=np.float32)
     np.subtract(chw, mean, out=out, dtype=np.float32)
     np.divide(out, std, out=out)
     return out

@@ -297,8 +297,9 @@ def test_make_device_starts_a_core_device_that_judges_and_is_acknowledged(
     assert ".Healthy is true" in out.out  # the inspector's heartbeats reach the bridge and the PLC
 
 
-def test_make_device_names_what_is_missing(short_root: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_make_device_names_what_is_missing(
+    short_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from core_device.__main__ import main
 
     assert main(["run", "--check", "--root", str(short_root / "dev"),

@@ -271,5 +271,9 @@ def test_inspector_default_configuration_passes_its_own_validation() -> None:
 
     defaults = rendered("com.lineguard.Inspector")["ComponentConfiguration"]["DefaultConfiguration"]
     validate_component_config(defaults, RuntimeConfig())  # a deployment merging nothing is valid
-    with pytest.raises(ConfigError, match="cameras: must be an integer"):
-        validate_component_config({**defaults, "cameras": 1.5}, RuntimeConfig())
+    with pytest.raises(ConfigError, match="maxFrames: must be an integer"):
+        validate_component_config({**defaults, "maxFrames": 1.5}, RuntimeConfig())
+    # identity is never configuration: a ring deployment that sets it is refused
+    for key in ("plant", "line", "station", "cameras"):
+        with pytest.raises(ConfigError, match=f"{key}: not configuration"):
+            validate_component_config({**defaults, key: "x"}, RuntimeConfig())

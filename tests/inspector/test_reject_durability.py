@@ -53,7 +53,7 @@ def test_a_reject_refused_by_the_bus_is_signalled_after_kill9_and_restart(
     try:
         deadline = time.monotonic() + 60
         # upstream holds the reject's result: the journal commit is long done, the signal not
-        while "b-reject" not in _upstream_parts(out):
+        while "b-reject.png" not in _upstream_parts(out):
             assert proc.poll() is None, "the inspector exited before it was killed"
             assert time.monotonic() < deadline, "the reject never reached the journal"
             time.sleep(0.05)
@@ -72,7 +72,7 @@ def test_a_reject_refused_by_the_bus_is_signalled_after_kill9_and_restart(
     assert restart.returncode == 0, restart.stderr.decode(errors="replace")[-2000:]
     local = read_jsonl(out / LOCAL_FILE)
     rejects = [m["payload"]["part_id"] for m in local if m["topic"].endswith("/reject")]
-    assert rejects == ["b-reject"]
+    assert rejects == ["b-reject.png"]
     topics = [m["topic"].rsplit("/", 1)[1] for m in local]
     assert "heartbeat" not in topics[: topics.index("reject")]  # no "alive" before the reject
 

@@ -387,13 +387,14 @@ def test_greengrass_configuration_is_read_at_start(tmp_path: Path, tiny_package_
 @pytest.mark.parametrize(
     ("proposed", "refusal"),
     [
-        ({"runtime": {"max_batch": 8.0}, "cameras": 2.0, "fps": 1}, None),
+        ({"runtime": {"max_batch": 8.0}, "maxFrames": 2.0, "fps": 1}, None),
         ({"runtime": {"max_batch": 8.5}}, "runtime.max_batch: must be an integer, got 8.5"),
         ({"runtime": {"deadline_ms": "fast"}}, "runtime.deadline_ms: must be a number"),
         ({"runtime": {"colour": 1}}, "runtime.colour: unknown setting"),
         ({"runtime": [1]}, "runtime: must be an object"),
-        ({"cameras": 2.5}, "cameras: must be an integer, got 2.5"),
-        ({"cameras": 0}, "cameras: 0 is outside 1..64"),
+        ({"maxFrames": 2.5}, "maxFrames: must be an integer, got 2.5"),
+        ({"threads": 0}, "threads: 0 is outside 1..64"),
+        ({"cameras": 2}, "cameras: not configuration"),
         ({"fps": "1"}, "fps: must be a number, got '1'"),
         ({"source": "usb"}, "source: 'usb' is not one of dir, camera"),
         ({"threads": True}, "threads: must be a number, got True"),
