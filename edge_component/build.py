@@ -41,6 +41,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# the install step of every component with wheels: checks the device's Python and architecture
+# against the wheels' and skips a finished install (the nucleus runs install at every start)
+INSTALL_SCRIPT = HERE / "install-device.sh"
+DEVICE_RUNTIME = "device-runtime.txt"
 GDK_CONFIG = HERE / "gdk-config.json"
 MODEL_COMPONENT = "com.lineguard.Model"
 BUILD_INFO = "build.json"
@@ -184,6 +188,7 @@ def source_digest(
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     if requirements is not None:
         digest.update(b"requirements\0" + requirements.read_bytes())
+        digest.update(b"install\0" + INSTALL_SCRIPT.read_bytes())
     return digest.hexdigest()
 
 
@@ -316,6 +321,16 @@ def build_component(
             raise BuildError(f"{spec.name}: no wheels in {cache}")
         entries += [(wheel, f"wheels/{wheel.name}") for wheel in wheels]
         entries.append((requirements, "requirements-device.txt"))
+        # what the install step checks the device against, and the marker of a finished install
+        installed = hashlib.sha256(requirements.read_bytes())
+        for wheel in wheels:
+            installed.update(wheel.name.encode() + b"\0")
+        runtime = directory / DEVICE_RUNTIME
+        runtime.write_text(
+            f"python={python_version}\narch={arch}\ndigest={installed.hexdigest()[:16]}\n",
+            encoding="utf-8",
+        )
+        entries += [(runtime, DEVICE_RUNTIME), (INSTALL_SCRIPT, INSTALL_SCRIPT.name)]
     artifact = write_zip(entries, directory / f"{spec.artifact}.zip")
     uri = f"s3://{spec.bucket}/{spec.name}/{version}/{artifact.name}"
     text = render_recipe(

@@ -418,7 +418,7 @@ def test_the_inspector_run_script_gets_the_model_decompressed_path(built_compone
     assert "{" not in run
     install = services[inspector.name].lifecycle["install"]
     assert install["Timeout"] == 900
-    assert f"{ROOT}/work/com.lineguard.Inspector/venv/bin/pip" in install["Script"]
+    assert f"install-device.sh {ROOT}/work/com.lineguard.Inspector " in install["Script"]
 
 
 def test_inspector_access_control_keeps_thing_name_unless_interpolation_is_on(

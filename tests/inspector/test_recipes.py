@@ -7,6 +7,9 @@ import base64
 import hashlib
 import importlib.util
 import json
+import os
+import platform
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -97,7 +100,10 @@ def test_inspector_recipe_contract() -> None:
     for flag in ("--plant", "--line", "--station", "--cameras"):
         assert flag not in run, flag
     install = manifest["Lifecycle"]["install"]["Script"]
-    assert "--no-index" in install and "/inspector/wheels" in install
+    assert install == (
+        "sh {artifacts:decompressedPath}/inspector/install-device.sh {work:path}"
+        " {artifacts:decompressedPath}/inspector"
+    )
     assert (
         manifest["Artifacts"][0]["URI"]
         == "s3://my-bucket/com.lineguard.Inspector/1.2.3/inspector.zip"
@@ -195,6 +201,7 @@ def test_build_inspector_offline_from_a_prepopulated_cache(tmp_path: Path) -> No
     assert "inspector/service.py" in names and "inspector/journal.py" in names
     assert "wheels/lineguard_probe-0.1.0-py3-none-any.whl" in names
     assert "requirements-device.txt" in names
+    assert "install-device.sh" in names and "device-runtime.txt" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     # the install lifecycle, for real: pip with no index, only the bundled wheels
     root = tmp_path / "unzipped" / "inspector"
@@ -277,3 +284,71 @@ def test_inspector_default_configuration_passes_its_own_validation() -> None:
     for key in ("plant", "line", "station", "cameras"):
         with pytest.raises(ConfigError, match=f"{key}: not configuration"):
             validate_component_config({**defaults, key: "x"}, RuntimeConfig())
+
+
+def _artifact_with_probe(tmp_path: Path) -> Path:
+    """The Inspector artifact built offline with one probe wheel, unzipped as the nucleus does."""
+    requirements = tmp_path / "requirements-device.txt"
+    requirements.write_text("lineguard-probe==0.1.0\n")
+    cache_root = tmp_path / "cache"
+    cache = component_build.cache_dir_for(requirements, cache_root)
+    cache.mkdir(parents=True)
+    make_wheel(cache)
+    (cache / ".complete").write_text("lineguard-probe==0.1.0\n")
+    specs = {s.name: s for s in component_build.load_specs(bucket="test-bucket")}
+    built = component_build.build_component(
+        specs["com.lineguard.Inspector"], tmp_path / "components", requirements=requirements,
+        wheel_cache=cache_root, offline=True, log=lambda _: None,
+    )  # fmt: skip
+    root = tmp_path / "unzipped" / "inspector"
+    with zipfile.ZipFile(built.artifact) as archive:
+        archive.extractall(root)
+    return root
+
+
+def _install(root: Path, work: Path, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path} if path is not None else dict(os.environ)
+    return subprocess.run(["/bin/sh", str(root / "install-device.sh"), str(work), str(root)],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+
+
+def test_install_step_installs_once_and_is_skipped_at_the_next_start(tmp_path: Path) -> None:
+    root = _artifact_with_probe(tmp_path)
+    work = tmp_path / "work"
+    first = _install(root, work)
+    assert first.returncode == 0, first.stderr
+    venv_python = work / "venv" / "bin" / "python"
+    probe = subprocess.run([str(venv_python), "-c", "import lineguard_probe as p; print(p.VALUE)"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert probe.stdout.strip() == "42"
+    before = (work / "venv" / ".lineguard-installed").stat().st_mtime_ns
+    again = _install(root, work)  # the nucleus runs install at every start
+    assert again.returncode == 0 and "already installed" in again.stdout
+    assert (work / "venv" / ".lineguard-installed").stat().st_mtime_ns == before
+
+
+def test_install_step_names_the_python_the_device_lacks(tmp_path: Path) -> None:
+    root = _artifact_with_probe(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text("#!/bin/sh\necho 3.9\n")  # a device whose python3 is 3.9
+    fake.chmod(0o755)
+    for tool in ("sed", "uname", "cat", "rm"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    result = _install(root, tmp_path / "work", path=str(bin_dir))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()  # one clear line
+    assert "needs Python 3.11 with venv" in line and "python3=3.9" in line
+
+
+def test_install_step_refuses_wheels_of_another_architecture(tmp_path: Path) -> None:
+    root = _artifact_with_probe(tmp_path)
+    runtime = root / "device-runtime.txt"
+    other = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    runtime.write_text(runtime.read_text().replace(f"arch={platform.machine()}", f"arch={other}"))
+    result = _install(root, tmp_path / "work")
+    assert result.returncode == 1
+    assert f"wheels are for {other}, this device is {platform.machine()}" in result.stderr

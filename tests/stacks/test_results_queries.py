@@ -78,7 +78,11 @@ def pipeline(demo: PlantConfig) -> Pipeline:
         log_key=log_key,
     )
     template = Template.from_stack(stack)
-    (rule,) = template.find_resources("AWS::IoT::TopicRule").values()
+    (rule,) = [
+        r
+        for r in template.find_resources("AWS::IoT::TopicRule").values()
+        if "Firehose" in r["Properties"]["TopicRulePayload"]["Actions"][0]
+    ]
     action = rule["Properties"]["TopicRulePayload"]["Actions"][0]["Firehose"]
     (stream,) = template.find_resources("AWS::KinesisFirehose::DeliveryStream").values()
     processors = stream["Properties"]["ExtendedS3DestinationConfiguration"][

@@ -128,7 +128,7 @@ def test_evaluate_and_inspector_agree_on_an_unseen_grayscale_dataset(
     assert result["images"]["selection"].startswith("all images")
     assert result["images"]["evaluated"] == 9
     expected = {
-        Path(row["file"]).stem: row["score"]
+        Path(row["file"]).name: row["score"]  # part ids are file names with extension
         for row in result["per_image"]
         if row["file"].startswith("good/")
     }
