@@ -261,9 +261,9 @@ class DeploymentEngine:
         policy = document.get("componentUpdatePolicy") or {}
         timeout_s = float(policy.get("timeoutInSeconds", DEFAULT_UPDATE_TIMEOUT_S))
         validation = document.get("configurationValidationPolicy") or {}
-        # DeploymentPolicies.configurationValidationPolicy.timeoutInSeconds, default 30 s
-        # (greengrassv2 API DeploymentConfigurationValidationPolicy)
-        validate_s = float(validation.get("timeoutInSeconds", 30))
+        # the document's configurationValidationPolicy.timeoutInSeconds; without one the nucleus
+        # waits 20 s (DynamicComponentConfigurationValidator.java DEFAULT_TIMEOUT)
+        validate_s = float(validation.get("timeoutInSeconds", 20))
         if str(policy.get("action", "NOTIFY_COMPONENTS")) == "NOTIFY_COMPONENTS":
             self._wait_for_deferrals(deployment_id, timeout_s)
         self._timestamp = max(self._timestamp + 1, int(time.time() * 1000))
@@ -271,12 +271,17 @@ class DeploymentEngine:
             configurations, nucleus = self._configure(document, plan, roots)
         except RecipeError as exc:
             return DeploymentResult(deployment_id, FAILED_NO_STATE_CHANGE, str(exc))
-        # DCM:150-153 — components that validate their own configuration may refuse it
+        # DCM:150-153 — components that validate their own configuration may refuse it; only a
+        # running component whose version this deployment keeps is asked
+        # (DynamicComponentConfigurationValidator.java:91-129: a version change skips it)
         for name, running in configurations.items():
             if name not in self._versions or self.state(name) not in (
                 State.RUNNING,
                 State.STARTING,
             ):
+                continue
+            recipe = plan.get(name)
+            if recipe is not None and recipe.version != self._versions.get(name):
                 continue
             new = running.to_dict()
             if new == self.configuration(name):
@@ -297,7 +302,9 @@ class DeploymentEngine:
             dict(self._roots),
         )
         merge_time = self.clock()
-        self._activate(plan, configurations, nucleus, roots)
+        # every deployment reinstalls BROKEN services (DefaultActivator.java:79-87,
+        # DeploymentConfigMerger.java:431-438), not only a rollback
+        self._activate(plan, configurations, nucleus, roots, reinstall_broken=True)
         self.notifier.notify_post_component_update(deployment_id)  # USPS:95-96
         broken = self._wait_for_services(merge_time)
         if broken is None:

@@ -156,6 +156,7 @@ class _Subscription:
     topic: str
     qos: int
     callback: MessageCallback
+    acknowledged: bool = False  # the broker granted it (a later identical one is covered)
 
 
 class MqttLink:
@@ -194,6 +195,7 @@ class MqttLink:
         self._client.on_subscribe = self._on_subscribe
         self._lock = threading.RLock()
         self._connected = threading.Event()
+        self._ever_connected = False
         self._running = False
         self._inflight: dict[int, SpoolMessage] = {}
         self._early: dict[int, int] = {}
@@ -242,10 +244,35 @@ class MqttLink:
         self.spooler.add(topic, payload, qos, retain)
 
     def subscribe(self, topic: str, qos: int, callback: MessageCallback) -> int:
-        """Subscribe; when connected, wait for the broker's SUBACK and refuse on a failure code."""
+        """Subscribe as the nucleus' MQTT client does (MqttClient.java ``subscribe``):
+
+        - a filter an existing cloud subscription already covers succeeds at once
+          (MqttClient.java ``subscribe``: ``subscriptionTopics`` already holds it);
+        - before the first connection the request waits for it (the client's connect future,
+          MqttClient.java ~:479), up to the operation timeout;
+        - after a connection was lost, the MQTT 5 client fails it at once
+          (``AwsIotMqtt5Client`` is built with ``FAIL_ALL_ON_DISCONNECT``, and
+          MqttProxyIPCAgent.java answers ServiceError);
+        - connected: the broker's SUBACK decides.
+        """
         handle = next(self._handles)
         with self._lock:
-            self._subscriptions[handle] = _Subscription(topic, qos, callback)
+            covered = any(
+                s.topic == topic and s.qos >= qos and s.acknowledged
+                for s in self._subscriptions.values()
+            )
+            sub = _Subscription(topic, qos, callback)
+            self._subscriptions[handle] = sub
+        if covered:
+            sub.acknowledged = True
+            return handle
+        if not self.connected and (
+            self._ever_connected or not self._connected.wait(self._timeout)
+        ):
+            with self._lock:
+                self._subscriptions.pop(handle, None)
+            why = "not connected" if self._ever_connected else "timed out waiting to connect"
+            raise IotSubscribeError(f"cannot subscribe to {topic}: {why}")
         if self.connected:
             done = threading.Event()
             codes: list[int] = []
@@ -259,6 +286,7 @@ class MqttLink:
                 with self._lock:
                     self._subscriptions.pop(handle, None)
                 raise IotSubscribeError(f"broker refused subscription to {topic} ({codes or rc})")
+            sub.acknowledged = True
         return handle
 
     def unsubscribe(self, handle: int) -> None:
@@ -287,6 +315,7 @@ class MqttLink:
             topics = {(s.topic, s.qos) for s in self._subscriptions.values()}
         for topic, qos in topics:
             client.subscribe(topic, qos)
+        self._ever_connected = True
         self._connected.set()
 
     def _on_disconnect(

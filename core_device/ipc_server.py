@@ -202,7 +202,13 @@ class _Connection:
         self.last_stream_id = message.stream_id
         if message.flags & es.MessageFlag.TERMINATE_STREAM:
             return True  # "Not invoking ... client request received with a terminate flag"
-        self._request(message)
+        if message.operation in _BLOCKING_OPERATIONS:
+            # the nucleus answers these from its MQTT client's futures, not on the connection's
+            # event loop: a subscription waiting for a connection or a SUBACK does not hold up
+            # the component's other requests (heartbeats, publishes)
+            threading.Thread(target=self._request, args=(message,), daemon=True).start()
+        else:
+            self._request(message)
         return True
 
     def _connect(self, message: es.RpcMessage) -> bool:
@@ -281,6 +287,9 @@ class _Connection:
         if streaming and reply.activate is not None:
             reply.activate(stream)
         stream.active = True
+
+
+_BLOCKING_OPERATIONS = frozenset({"aws.greengrass#SubscribeToIoTCore"})
 
 
 def _unauthorized(exc: AuthorizationError) -> model.UnauthorizedError:

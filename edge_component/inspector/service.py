@@ -50,6 +50,9 @@ CONNECT_WAIT_S = 10.0
 # exit code when the transport can never deliver again (e.g. the Greengrass nucleus is gone):
 # non-zero, so the nucleus restarts the component; results wait in the journal
 EXIT_TRANSPORT_LOST = 3
+# On stop the nucleus sends SIGTERM and SIGKILLs after 5 s (util/platforms/unix/UnixExec.java,
+# Exec.java): the last flush, the outbox and the journal's close fit in that.
+STOP_FLUSH_S = 2.0
 # the model package failed its checks at start: the nucleus restarts it, BROKEN after three
 EXIT_MODEL_CHECK = 4
 LOG = logging.getLogger("inspector.service")
@@ -275,6 +278,29 @@ def shadow_reader(transport: Transport, thing: str) -> ShadowReader:
             f"--identity shadow needs --transport greengrass (ShadowManager), not {transport.name}"
         )
     return lambda: get(thing, IDENTITY_SHADOW)  # type: ignore[no-any-return]
+
+
+def check_paths(settings: Settings) -> str | None:
+    """The journal's folder is writable and the frames folder readable; why not, or None."""
+    args = settings.args
+    folder = Path(args.journal).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--journal {args.journal}: cannot create {folder} ({exc.strerror})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--journal {args.journal}: {folder} is not writable by this user"
+    images = Path(args.images)
+    if args.source == "dir" and not args.once and not images.exists():
+        try:
+            images.mkdir(parents=True)  # cameras write into it once the line runs
+        except OSError as exc:
+            return f"--images {images}: does not exist and cannot be created ({exc.strerror})"
+    if not images.exists():
+        return f"--images {images}: image directory not found"
+    if not os.access(images, os.R_OK | os.X_OK):
+        return f"--images {images}: not readable by this user"
+    return None
 
 
 def check_model(settings: Settings) -> str | None:
@@ -635,7 +661,11 @@ class Service:
         args = self.settings.args
         uplink_stop = threading.Event()
         uplink_thread = threading.Thread(
-            target=self.uplink.run, args=(uplink_stop,), name="uplink", daemon=True
+            target=self.uplink.run,
+            args=(uplink_stop,),
+            kwargs={"final_flush_s": STOP_FLUSH_S},
+            name="uplink",
+            daemon=True,
         )
         uplink_thread.start()
         if not self.transport.wait_connected(CONNECT_WAIT_S):
@@ -670,9 +700,9 @@ class Service:
                         break
         finally:
             uplink_stop.set()
-            uplink_thread.join(timeout=15)
+            uplink_thread.join(timeout=STOP_FLUSH_S + 1.0)
             if self.outbox is not None:
-                self.outbox.close()
+                self.outbox.close(timeout_s=1.0)
             backlog = self.journal.backlog()
             self.journal.close()
             self.transport.close()
@@ -733,6 +763,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         transport = make_transport(settings.args, settings.identity.device)
     except (TransportError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problem = check_paths(settings)
+    if problem is not None:  # before RUNNING: a deployment with a bad path fails, not later
+        transport.close()
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if settings.args.require_model:
         problem = check_model(settings)

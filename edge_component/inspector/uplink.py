@@ -17,9 +17,12 @@ runs in **cloud-acknowledged** mode (``ack_topic`` set): each batch stays in the
 the cloud's results rule republishes ``{"v":1,"device","first_seq","last_seq"}`` for exactly
 that batch on ``lineguard/<plant>/<device>/ack`` (docs/results-ack.md). Acknowledged ranges
 leave the journal as a contiguous prefix; a batch whose acknowledgement does not come within
-``ack_timeout_s`` is sent again with everything after it (same ``seq``s: the cloud drops the
-duplicates), and at most ``max_unacked_bytes`` wait for acknowledgements at once, so the spooler
-never has to evict. After a failure or a crash the same batch (same ``seq``s) is sent again.
+``ack_timeout_s`` is sent again (same ``seq``s: the cloud drops the duplicates) — first as one
+small probe batch, the timeout doubling up to an hour, until the cloud answers, because while
+offline the originals still sit in the spooler; at most ``max_unacked_bytes`` (512 KiB) wait for
+acknowledgements at once, so an outage fills at most a fraction of the 2.5 MB spool that the
+nucleus shares with its own messages. After a failure or a crash the same batch (same ``seq``s)
+is sent again.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from inspector.transports.base import Transport, TransportError
 LOG = logging.getLogger(__name__)
 MAX_PUBLISH_BYTES = 126 * 1024
 SUBSCRIBE_RETRY_S = 10.0
+MAX_ACK_TIMEOUT_S = 3600.0  # the unacknowledged-batch timeout backs off up to an hour
+PROBE_RESULTS = 16  # results in a probe batch after a timeout
 _HEAD = b'{"v":1,"device":'
 
 
@@ -133,7 +138,7 @@ class Uplink:
         max_backoff_s: float = 30.0,
         ack_topic: str | None = None,
         ack_timeout_s: float = 60.0,
-        max_unacked_bytes: int = 1024 * 1024,
+        max_unacked_bytes: int = 512 * 1024,
     ) -> None:
         if not 0 < max_publishes_per_s <= 100:
             raise ValueError("max_publishes_per_s must be in (0, 100]")
@@ -171,7 +176,9 @@ class Uplink:
         self._retry_at = float("-inf")
         self._oldest_seen: float | None = None
         self.ack_topic = ack_topic
+        self._ack_timeout0 = ack_timeout_s
         self._ack_timeout = ack_timeout_s
+        self._probing = False  # after a timeout: one small batch at a time until an ack comes
         self._max_unacked = max(max_unacked_bytes, self._max_bytes)
         # cloud-acknowledged mode: batches published and waiting, (first, last, clock, bytes)
         self._unacked: deque[tuple[int, int, float, int]] = deque()
@@ -218,6 +225,8 @@ class Uplink:
             incoming, self._incoming = self._incoming, []
         if incoming:
             self.stats.acks += len(incoming)
+            self._ack_timeout = self._ack_timeout0  # the cloud answers again
+            self._probing = False
             self._acked.extend(incoming)
             self._acked.sort()
             low = self.journal.oldest_seq()
@@ -245,6 +254,12 @@ class Uplink:
             )
             self.stats.resends += 1
             self._unacked.clear()  # resend from the oldest unacknowledged result on
+            # The batches most likely still sit in the nucleus' spooler (offline); resending all
+            # of them would fill it. Probe with one small batch, backing the timeout off, until
+            # the cloud answers (the spool loses messages only on a nucleus restart, which
+            # restarts this process and its resend from the journal anyway).
+            self._probing = True
+            self._ack_timeout = min(self._ack_timeout * 2, MAX_ACK_TIMEOUT_S)
 
     @property
     def awaiting_ack(self) -> int:
@@ -254,7 +269,8 @@ class Uplink:
     def _batch(self) -> list[Pending]:
         overhead = len(_HEAD) + len(self.journal.device) + 64
         after = self._unacked[-1][1] if self._unacked else None
-        entries = self.journal.pending(self._max_results, self._max_bytes - overhead, after=after)
+        limit = min(self._max_results, PROBE_RESULTS) if self._probing else self._max_results
+        entries = self.journal.pending(limit, self._max_bytes - overhead, after=after)
         total = overhead
         out: list[Pending] = []
         for entry in entries:
@@ -279,13 +295,15 @@ class Uplink:
             self._settle_acks(now)
             if sum(size for _, _, _, size in self._unacked) >= self._max_unacked:
                 return 0
+            if self._probing and self._unacked:
+                return 0
         if now < self._retry_at or now < self._next_publish:
             return 0
         entries = self._batch()
         if not entries:
             self._oldest_seen = None
             return 0
-        full = len(entries) >= self._max_results or (
+        full = self._probing or len(entries) >= self._max_results or (
             sum(len(e.payload) + 1 for e in entries) > self._max_bytes // 2
         )
         if self._oldest_seen is None:

@@ -223,6 +223,26 @@ def test_do_nothing_leaves_the_broken_component(engine: DeploymentEngine, tmp_pa
     assert engine.state("A") == State.BROKEN
 
 
+def test_a_redeployment_reinstalls_a_broken_component(
+    engine: DeploymentEngine, tmp_path: Path
+) -> None:
+    # install counts its runs; run fails until the marker the operator fixes appears
+    fixed = tmp_path / "fixed"
+    write_component(
+        tmp_path / "components", "A", "1.0.0",
+        {"install": "echo x >> installs", "run": f"test -f {fixed} && sleep 30"},
+    )  # fmt: skip
+    document = {"components": {"A": {"componentVersion": "1.0.0"}},
+                "failureHandlingPolicy": "DO_NOTHING"}  # fmt: skip
+    assert engine.apply(document).status == FAILED_ROLLBACK_NOT_REQUESTED
+    assert engine.state("A") == State.BROKEN
+    fixed.write_text("ok")
+    # the same deployment again: BROKEN services are reinstalled (DefaultActivator.java:79-87)
+    assert engine.apply(document).status == SUCCESSFUL
+    assert engine.state("A") == State.RUNNING
+    assert len((tmp_path / "gg/work/A/installs").read_text().split()) >= 2
+
+
 def test_deferral_is_honoured_then_the_update_goes_ahead(
     engine: DeploymentEngine, notifier: FakeNotifier, tmp_path: Path
 ) -> None:

@@ -235,23 +235,36 @@ def test_a_model_update_mid_run_judges_every_frame_and_loses_no_result(
                           components_dir=device_components, cloud=plant)  # fmt: skip
     try:
         assert device.deploy(deployment(frames)).status == "SUCCESSFUL"
-        names = [f"p{i:03d}" for i in range(40)]
         import threading
 
-        def feed() -> None:
-            for name in names:
+        written: list[str] = []
+        stop = threading.Event()
+
+        def feed() -> None:  # a frame every 0.1 s until told to stop
+            while not stop.is_set():
+                name = f"p{len(written):04d}"
                 write_frames(frames, [name])
+                written.append(f"{name}.png")
                 time.sleep(0.1)
 
         feeder = threading.Thread(target=feed)
         feeder.start()
-        time.sleep(1.0)
-        result = device.deploy(deployment(frames, model="1.1.0"))
-        feeder.join()
-        assert result.status == "SUCCESSFUL", result.message
-        wait_until("40 results", lambda: len(plant.upstream.seqs(thing)) >= 40, 60, device)
+        try:
+            time.sleep(1.0)
+            result = device.deploy(deployment(frames, model="1.1.0"))
+            assert result.status == "SUCCESSFUL", result.message
+            wait_until("a result from the new model",
+                       lambda: any(r["model"] == "tiny@1.1.0" for r in plant.upstream.results),
+                       60, device)  # fmt: skip
+        finally:
+            stop.set()
+            feeder.join()
+        wait_until(f"{len(written)} results",
+                   lambda: len(plant.upstream.seqs(thing)) >= len(written), 60, device)  # fmt: skip
         stored = {r["part_id"]: r for r in plant.upstream.results if r["device"] == thing}
-        assert len(stored) == 40  # every frame judged once, none passed unjudged or lost
+        # every frame judged exactly once across the restart: none passed unjudged, none lost
+        assert sorted(stored) == sorted(written)
+        assert len(plant.upstream.seqs(thing)) == len(written)
         models = {r["model"] for r in stored.values()}
         assert models == {"tiny@1.0.0", "tiny@1.1.0"}
     finally:

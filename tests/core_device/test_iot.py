@@ -169,3 +169,34 @@ def test_broker_down_spools_then_delivers_after_reconnect(broker: MosquittoBroke
         assert len(link.spooler) == 0
     finally:
         link.stop()
+
+
+def test_subscribe_while_offline_follows_the_nucleus_mqtt_client(broker: MosquittoBroker) -> None:
+    creds = broker.credentials(THING)
+    link = MqttLink(host=broker.host, port=broker.port, client_id=THING, ca_file=creds.ca_file,
+                    cert_file=creds.cert_file, key_file=creds.key_file,
+                    operation_timeout_s=1.0)  # fmt: skip
+    broker.kill()
+    link.start()
+    try:
+        # never connected yet: the request waits for the first connection, then gives up
+        started = time.monotonic()
+        with pytest.raises(Exception, match="timed out waiting to connect"):
+            link.subscribe(f"lineguard/{THING}/ack", 1, lambda t, p: None)
+        assert time.monotonic() - started >= 0.9
+        broker.start()
+        assert link.wait_connected(15)
+        link.subscribe(f"lineguard/{THING}/ack", 1, lambda t, p: None)
+        broker.kill()
+        deadline = time.monotonic() + 15
+        while link.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # connected once, now lost: the MQTT 5 client fails it at once (FAIL_ALL_ON_DISCONNECT)
+        started = time.monotonic()
+        with pytest.raises(Exception, match="not connected"):
+            link.subscribe(f"lineguard/{THING}/other", 1, lambda t, p: None)
+        assert time.monotonic() - started < 0.5
+        # a filter an earlier granted subscription covers succeeds without the broker
+        link.subscribe(f"lineguard/{THING}/ack", 1, lambda t, p: None)
+    finally:
+        link.stop()

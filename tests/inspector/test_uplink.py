@@ -349,3 +349,25 @@ def test_a_failed_ack_subscription_is_retried_and_nothing_is_forgotten_meanwhile
         transport.deliver()
         clock.sleep(0.1)
     assert journal.backlog() == 0
+
+
+def test_a_long_outage_adds_only_small_probes_to_the_spooler(journal: Journal) -> None:
+    clock = FakeClock()
+    transport = Spooling(clock)
+    uplink = Uplink(journal, transport, TOPIC, clock=clock, sleep=clock.sleep, ack_topic=ACK)
+    first = journal.append_many([result(f"a{i}") for i in range(5000)])[0]
+    for _ in range(6 * 3600):  # six hours without an acknowledgement, one step a second
+        uplink.step(flush=True)
+        clock.sleep(1.0)
+    spooled = sum(len(p) for p in transport.spool)
+    probes = uplink.stats.resends
+    # the first window (512 KiB) plus one probe of at most 16 results per backed-off timeout
+    assert 5 <= probes <= 12
+    assert spooled <= 512 * 1024 + MAX_PUBLISH_BYTES + probes * 16 * 600
+    transport.deliver()  # the link is back: the spooled originals reach the cloud
+    for _ in range(400):
+        uplink.step(flush=True)
+        transport.deliver()
+        clock.sleep(0.1)
+    assert journal.backlog() == 0
+    assert sorted(set(transport.cloud)) == list(range(first, first + 5000))

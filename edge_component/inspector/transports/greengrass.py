@@ -23,6 +23,7 @@ the nucleus restarts the component (results are in the journal, nothing is lost)
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -139,14 +140,32 @@ class GreengrassTransport(Transport):
         return self._wait(operation, self._start(operation, **kwargs))
 
     def _subscribe(self, operation: str, what: str, **kwargs: Any) -> None:
+        # The SDK closes a stream whose first answer is an error, too (awsiot/eventstreamrpc.py,
+        # the continuation closes after an error response): that is a refused subscription,
+        # not a lost nucleus. Only a stream that was established and then closed by the other
+        # side means no more events would ever arrive.
+        established = threading.Event()
+
+        def closed() -> None:
+            if established.is_set():
+                self._on_stream_closed(what)
+            else:
+                LOG.info("greengrass: %s subscription refused; stream closed", what)
+
         future, stream = self._start(
             operation,
             on_stream_error=self._on_stream_error,
-            on_stream_closed=lambda: self._on_stream_closed(what),
+            on_stream_closed=closed,
             **kwargs,
         )
+        try:
+            self._wait(operation, future)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                stream.close()
+            raise
+        established.set()
         self._operations.append(stream)
-        self._wait(operation, future)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -160,7 +179,7 @@ class GreengrassTransport(Transport):
             self.last_error = f"{topic}: {exc}"
             raise
         except Exception as exc:
-            self.last_error = f"{topic}: {type(exc).__name__}: {exc}"
+            self.last_error = f"{topic}: {_why(exc)}"
             raise TransportError(
                 f"greengrass transport: publish to IoT Core {self.last_error}"
             ) from exc
@@ -177,7 +196,7 @@ class GreengrassTransport(Transport):
             self.last_error = f"{topic}: {exc}"
             raise
         except Exception as exc:
-            self.last_error = f"{topic}: {type(exc).__name__}: {exc}"
+            self.last_error = f"{topic}: {_why(exc)}"
             raise TransportError(f"greengrass transport: local publish {self.last_error}") from exc
 
     def subscribe_upstream(self, topic: str, callback: MessageCallback) -> None:
@@ -199,7 +218,7 @@ class GreengrassTransport(Transport):
         except TransportError:
             raise
         except Exception as exc:
-            self.last_error = f"{topic}: {type(exc).__name__}: {exc}"
+            self.last_error = f"{topic}: {_why(exc)}"
             raise TransportError(
                 f"greengrass transport: subscribe to IoT Core {self.last_error}"
             ) from exc
@@ -213,7 +232,7 @@ class GreengrassTransport(Transport):
         except TransportError:
             raise
         except Exception as exc:
-            self.last_error = f"UpdateState: {type(exc).__name__}: {exc}"
+            self.last_error = f"UpdateState: {_why(exc)}"
             raise TransportError(f"greengrass transport: {self.last_error}") from exc
 
     def get_thing_shadow(self, thing: str, shadow: str) -> bytes | None:
@@ -227,7 +246,7 @@ class GreengrassTransport(Transport):
         except TransportError:
             raise
         except Exception as exc:
-            self.last_error = f"GetThingShadow {thing}/{shadow}: {type(exc).__name__}: {exc}"
+            self.last_error = f"GetThingShadow {thing}/{shadow}: {_why(exc)}"
             raise TransportError(f"greengrass transport: {self.last_error}") from exc
         return bytes(response.payload or b"")
 
@@ -281,7 +300,7 @@ class GreengrassTransport(Transport):
                 refusal = validator(doc)
             except Exception as exc:
                 LOG.exception("greengrass: configuration validator raised")
-                refusal = f"validator failed: {type(exc).__name__}: {exc}"
+                refusal = f"validator failed: {_why(exc)}"
             status = (
                 ConfigurationValidityStatus.ACCEPTED
                 if refusal is None
@@ -342,7 +361,7 @@ class GreengrassTransport(Transport):
             try:
                 handler(event)
             except Exception as exc:
-                self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+                self.last_error = f"{what}: {_why(exc)}"
                 LOG.exception("greengrass: %s handler failed; stream kept open", what)
 
         return guarded
@@ -376,3 +395,9 @@ class GreengrassTransport(Transport):
             self._ipc.close()
         except Exception as exc:
             LOG.warning("greengrass: closing the IPC client failed: %s", exc)
+
+
+def _why(exc: BaseException) -> str:
+    """An IPC error as one phrase: the SDK's error shapes carry their text in ``message``."""
+    text = str(exc) or str(getattr(exc, "message", "") or "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
