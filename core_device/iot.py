@@ -266,9 +266,7 @@ class MqttLink:
         if covered:
             sub.acknowledged = True
             return handle
-        if not self.connected and (
-            self._ever_connected or not self._connected.wait(self._timeout)
-        ):
+        if not self.connected and (self._ever_connected or not self._connected.wait(self._timeout)):
             with self._lock:
                 self._subscriptions.pop(handle, None)
             why = "not connected" if self._ever_connected else "timed out waiting to connect"

@@ -303,8 +303,10 @@ class Uplink:
         if not entries:
             self._oldest_seen = None
             return 0
-        full = self._probing or len(entries) >= self._max_results or (
-            sum(len(e.payload) + 1 for e in entries) > self._max_bytes // 2
+        full = (
+            self._probing
+            or len(entries) >= self._max_results
+            or (sum(len(e.payload) + 1 for e in entries) > self._max_bytes // 2)
         )
         if self._oldest_seen is None:
             self._oldest_seen = now
