@@ -224,8 +224,17 @@ class MqttLink:
     def stop(self) -> None:
         """Disconnect and stop; spooled messages are kept in the spooler object."""
         self._running = False
-        self._client.disconnect()
-        self._client.loop_stop()
+
+        def halt() -> None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+        # paho's loop_stop joins its network thread without a bound; never let a stop hang
+        stopper = threading.Thread(target=halt, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=5)
+        if stopper.is_alive():
+            log.warning("MQTT link %s: network thread did not stop within 5 s", self._host)
         if self._drain is not None:
             self._drain.join(timeout=5)
 
