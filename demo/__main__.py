@@ -465,7 +465,22 @@ def _line_on_core_devices(
         results: dict[str, Any] = {}
 
         def deploy(device: Any) -> None:
-            results[device.thing_name] = device.deploy(requests[device.thing_name])
+            # The line bridge first, as a plant would roll it out: a reject published before
+            # the bridge subscribed would reach no one (local pub/sub keeps nothing). The full
+            # release then replaces that deployment; the unchanged bridge keeps running.
+            request = requests[device.thing_name]
+            bridge_only = {**request, "components": {
+                n: c for n, c in request["components"].items()
+                if n not in ("com.lineguard.Inspector", "com.lineguard.Model")}}  # fmt: skip
+            first = device.deploy(bridge_only)
+            if first.status != "SUCCESSFUL":
+                results[device.thing_name] = first
+                return
+            station = next(d.station for d in devices if d.name == device.thing_name)
+            deadline = time.monotonic() + 60
+            while station not in plc.record.healthy and time.monotonic() < deadline:
+                time.sleep(0.1)  # the bridge is subscribed once it writes to its PLC
+            results[device.thing_name] = device.deploy(request)
 
         threads = [threading.Thread(target=deploy, args=(c,)) for c in core]
         for thread in threads:
