@@ -463,10 +463,13 @@ class Service:
         shadow_path = args.shadow
         if shadow_path is not None and args.shadow_mode == "off":
             shadow_path = None
-        elif shadow_path is not None and args.shadow_mode == "auto":
-            if not (Path(shadow_path) / "manifest.json").is_file():
-                LOG.info("no shadow model in %s (shadow mode auto)", shadow_path)
-                shadow_path = None
+        elif (
+            shadow_path is not None
+            and args.shadow_mode == "auto"
+            and not (Path(shadow_path) / "manifest.json").is_file()
+        ):
+            LOG.info("no shadow model in %s (shadow mode auto)", shadow_path)
+            shadow_path = None
         if shadow_path is not None:
             shadow = self.engine.set_shadow(shadow_path)
             if not shadow.ok:
