@@ -45,6 +45,7 @@ REPO = HERE.parent
 # against the wheels' and skips a finished install (the nucleus runs install at every start)
 INSTALL_SCRIPT = HERE / "install-device.sh"
 DEVICE_RUNTIME = "device-runtime.txt"
+SHADOW_DIR = "shadow"  # a shadow model package inside the Model component's artifact
 GDK_CONFIG = HERE / "gdk-config.json"
 MODEL_COMPONENT = "com.lineguard.Model"
 BUILD_INFO = "build.json"
@@ -277,6 +278,7 @@ def build_component(
     python_version: str = "3.11",
     offline: bool = False,
     model_package: Path | None = None,
+    shadow_package: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Built:
     """Build one component into ``out_root/<name>/<version>/``."""
@@ -304,6 +306,21 @@ def build_component(
     directory.mkdir(parents=True)
     if spec.name == MODEL_COMPONENT:
         entries = [(path, path.relative_to(package).as_posix()) for path in _files(package)]
+        if shadow_package is not None:
+            # an optional shadow model rides along (<model>/shadow/): it scores every frame and
+            # never decides; the inspector loads it with its recipe's shadowModel: auto
+            from inspector.model_package import ModelPackageError, load_package
+
+            try:
+                load_package(shadow_package)
+            except ModelPackageError as exc:
+                raise BuildError(f"--shadow-package {shadow_package}: {exc}") from None
+            entries += [
+                (path, f"{SHADOW_DIR}/{path.relative_to(shadow_package).as_posix()}")
+                for path in _files(shadow_package)
+            ]
+    elif shadow_package is not None:
+        raise BuildError(f"{spec.name}: --shadow-package is for {MODEL_COMPONENT} only")
     else:
         entries = [
             (path, f"{package.name}/{path.relative_to(package).as_posix()}")
@@ -378,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--python-version", default="3.11", help="device Python (default 3.11)")
     parser.add_argument("--offline", action="store_true", help="never download; use the cache")
     parser.add_argument("--model-package", type=Path, help="model package dir for the Model")
+    parser.add_argument(
+        "--shadow-package", type=Path, help="a shadow model package to ship inside the Model"
+    )
     args = parser.parse_args(argv)
     try:
         specs = load_specs(args.config, bucket=args.bucket)
@@ -397,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python_version=args.python_version,
                 offline=args.offline,
                 model_package=args.model_package,
+                shadow_package=args.shadow_package if name == MODEL_COMPONENT else None,
             )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

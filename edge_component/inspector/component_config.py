@@ -35,6 +35,7 @@ IDENTITY = ("plant", "line", "station", "cameras")
 CHOICES: dict[str, tuple[str, ...]] = {
     "source": ("dir", "camera"),
     "judgedFiles": ("move", "delete"),
+    "shadowModel": ("auto", "off"),
 }
 OBJECTS = ("runtime", "accessControl")
 KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS))

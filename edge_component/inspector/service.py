@@ -163,6 +163,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", type=Path, help="model package directory (none: every frame manual)")
     g.add_argument("--shadow", type=Path, help="optional shadow model package directory")
     g.add_argument(
+        "--shadow-mode",
+        choices=("on", "auto", "off"),
+        default="on",
+        help="on: load --shadow; auto: load it if it holds a package (a Model component "
+        "built with a shadow); off: ignore --shadow",
+    )
+    g.add_argument(
         "--require-model",
         action="store_true",
         help=(
@@ -453,8 +460,18 @@ class Service:
             report = self.engine.swap_model(args.model)
             if not report.ok:
                 LOG.error("no model served (every frame is manual): %s", report.reason)
-        if args.shadow is not None:
-            shadow = self.engine.set_shadow(args.shadow)
+        shadow_path = args.shadow
+        if shadow_path is not None and args.shadow_mode == "off":
+            shadow_path = None
+        elif (
+            shadow_path is not None
+            and args.shadow_mode == "auto"
+            and not (Path(shadow_path) / "manifest.json").is_file()
+        ):
+            LOG.info("no shadow model in %s (shadow mode auto)", shadow_path)
+            shadow_path = None
+        if shadow_path is not None:
+            shadow = self.engine.set_shadow(shadow_path)
             if not shadow.ok:
                 LOG.error("no shadow model: %s", shadow.reason)
         self.uplink = Uplink(

@@ -352,3 +352,24 @@ def test_install_step_refuses_wheels_of_another_architecture(tmp_path: Path) -> 
     result = _install(root, tmp_path / "work")
     assert result.returncode == 1
     assert f"wheels are for {other}, this device is {platform.machine()}" in result.stderr
+
+
+def test_model_component_can_carry_a_shadow_model(tmp_path: Path) -> None:
+    primary = build_tiny_package(tmp_path / "primary", version="1.4.0")
+    shadow = build_tiny_package(tmp_path / "shadow", version="2.0.0-rc1", name="candidate")
+    specs = {s.name: s for s in component_build.load_specs(bucket="test-bucket")}
+    build = dict(requirements=tmp_path / "none.txt", wheel_cache=tmp_path / "cache",
+                 offline=True, log=lambda _: None)  # fmt: skip
+    built = component_build.build_component(
+        specs["com.lineguard.Model"], tmp_path / "out", model_package=primary.root,
+        shadow_package=shadow.root, **build,
+    )  # fmt: skip
+    with zipfile.ZipFile(built.artifact) as archive:
+        names = set(archive.namelist())
+    assert {"manifest.json", "model.onnx", "shadow/manifest.json", "shadow/model.onnx"} <= names
+    (shadow.root / "manifest.json").write_text("{}")
+    with pytest.raises(component_build.BuildError, match="--shadow-package"):
+        component_build.build_component(
+            specs["com.lineguard.Model"], tmp_path / "out", model_package=primary.root,
+            shadow_package=shadow.root, **build,
+        )  # fmt: skip

@@ -431,3 +431,28 @@ def test_integer_options_accept_integral_floats(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         service.parse_settings([*base, "--cameras", "2.5"])
     assert "--cameras: must be an integer, got '2.5'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mode", "present", "loaded"),
+    [("auto", True, True), ("auto", False, False), ("off", True, False), ("on", True, True)],
+)
+def test_shadow_mode_wires_the_shadow_model_from_configuration(
+    tmp_path: Path, tiny_package_dir: Path, mode: str, present: bool, loaded: bool
+) -> None:
+    import shutil
+
+    from inspector.transports.file import FileTransport
+
+    images = tmp_path / "images"
+    make_images(images)
+    shadow = tmp_path / "model" / "shadow"
+    if present:
+        shutil.copytree(tiny_package_dir, shadow)
+    args = [*base_args(tmp_path, images, tiny_package_dir), "--once",
+            "--shadow", str(shadow), "--shadow-mode", mode]  # fmt: skip
+    svc = service.Service(service.parse_settings(args), FileTransport(tmp_path / "out"))
+    try:
+        assert (svc.engine.shadow_stats().model is not None) is loaded
+    finally:
+        svc.journal.close()
