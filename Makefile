@@ -81,7 +81,9 @@ deploy: $(VENV_STAMP) $(NODE_STAMP) ## PLANT=<plant>: preflight, build the compo
 demo: setup ## the main job on the local default (no AWS account needed)
 	$(PY) -m demo
 
-device: setup component ## one core device on this machine through the nucleus stand-in (PLANT=demo; Ctrl-C stops)
+device: setup ## one core device on this machine through the nucleus stand-in (PLANT=demo; Ctrl-C stops)
+	@# the code components and a Model from the shipped initial package (MODEL=<dir> for another)
+	$(MAKE) component MODEL=$(or $(MODEL),edge_component/initial-model)
 	$(PY) -m core_device run --plant $(or $(PLANT),demo) --fresh
 
 bench: setup ## run every bench/*.py; writes out/bench/results.json and report.html

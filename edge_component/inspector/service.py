@@ -302,7 +302,11 @@ def check_paths(settings: Settings) -> str | None:
         try:
             images.mkdir(parents=True)  # cameras write into it once the line runs
         except OSError as exc:
-            return f"--images {images}: does not exist and cannot be created ({exc.strerror})"
+            return (
+                f"--images {images}: does not exist and cannot be created ({exc.strerror}); "
+                "create it for the component's user, e.g. "
+                f"sudo install -d -o ggc_user -g ggc_group {images}"
+            )
     if not images.exists():
         return f"--images {images}: image directory not found"
     if not os.access(images, os.R_OK | os.X_OK):
