@@ -168,6 +168,7 @@ class FleetProvisioning(Construct):
                     "iot:ListThingGroupsForThing",
                     "iot:DescribeThingGroup",
                     "iot:AttachThingPrincipal",
+                    "iot:DetachThingPrincipal",
                     "iot:ListThingPrincipals",
                 ],
                 resources=[thing_arn, groups_arn],
@@ -179,7 +180,14 @@ class FleetProvisioning(Construct):
         self.provisioning_role.add_to_policy(
             iam.PolicyStatement(
                 sid="CreateDevicePolicies",
-                actions=["iot:CreatePolicy", "iot:GetPolicy", "iot:AttachPolicy"],
+                actions=[
+                    "iot:CreatePolicy",
+                    "iot:GetPolicy",
+                    "iot:AttachPolicy",
+                    "iot:DetachPolicy",
+                    "iot:ListPolicyPrincipals",
+                    "iot:ListTargetsForPolicy",
+                ],
                 resources=[device_policies_arn],
             )
         )
@@ -198,10 +206,32 @@ class FleetProvisioning(Construct):
                     "iot:DescribeCertificate",
                     "iot:UpdateCertificate",
                     "iot:AttachPolicy",
-                    "iot:ListPrincipalThings",
+                    "iot:DetachPolicy",
                 ],
                 resources=[cert_arn, policy_arn],
             )
+        )
+        # The read-only calls of AWS's reference role for provisioning (managed policy
+        # AWSIoTThingsRegistration) that name a principal rather than a resource: IAM's service
+        # authorization reference for AWS IoT lists no resource type for them, so only "*"
+        # matches. They read; nothing here can change a resource.
+        self.provisioning_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadPrincipals",
+                actions=[
+                    "iot:ListPrincipalThings",
+                    "iot:ListAttachedPolicies",
+                    "iot:ListPrincipalPolicies",
+                ],
+                resources=["*"],
+            )
+        )
+        acknowledge_wildcard(
+            self.provisioning_role,
+            "*",
+            "Read-only principal lookups fleet provisioning makes during RegisterThing "
+            "(ListPrincipalThings, ListAttachedPolicies, ListPrincipalPolicies); IAM gives these "
+            "actions no resource type, so they take '*'. Nothing they allow changes a resource.",
         )
         acknowledge_wildcard(
             self.provisioning_role,
