@@ -516,7 +516,20 @@ class Service:
         self.config_reports: list[tuple[bool, str | None]] = []
         transport.on_validate(self._validate_config)
         transport.on_config(self._on_config)
-        transport.on_component_update(lambda: self._in_flight == 0)
+        self._dir_source: DirectorySource | None = None
+        if args.source == "dir":
+            self._dir_source = DirectorySource(
+                args.images,
+                camera="dir",
+                after=self.journal.cursor("dir"),
+                max_bytes=settings.config.max_image_bytes,
+                judged=args.judged,
+                judged_dir=args.judged_dir,
+                judged_cap_bytes=int(args.judged_cap_mb * MB),
+                clock=clock,
+                wall_clock=wall_clock,
+            )
+        transport.on_component_update(self.ready_for_update)
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -578,6 +591,21 @@ class Service:
         else:
             LOG.error("configuration update refused: %s", error)
 
+    def ready_for_update(self) -> bool:
+        """Whether a component update may restart the inspector now (else it is deferred).
+
+        Not while a frame is being judged, a reject waits for the line bridge, or frames wait
+        in the watched folder: the restart (a HARD dependency's update restarts the inspector)
+        then happens between parts, and the frames that arrive meanwhile wait on disk.
+        """
+        if self._in_flight or self.actuator.pending:
+            return False
+        source = self._dir_source
+        try:
+            return source is None or not source.files()
+        except OSError:  # the folder is unreadable: nothing to finish first
+            return True
+
     # -- frames ----------------------------------------------------------------------------
 
     def _batches(self) -> Iterator[tuple[list[Frame], list[tuple[str, str]]]]:
@@ -585,17 +613,8 @@ class Service:
         args = self.settings.args
         limits = self.settings.config.max_image_bytes
         if args.source == "dir":
-            source = DirectorySource(
-                args.images,
-                camera="dir",
-                after=self.journal.cursor("dir"),
-                max_bytes=limits,
-                judged=args.judged,
-                judged_dir=args.judged_dir,
-                judged_cap_bytes=int(args.judged_cap_mb * MB),
-                clock=self._clock,
-                wall_clock=self._wall,
-            )
+            source = self._dir_source
+            assert source is not None
             frames = iter(source) if args.once else source.watch(self.stop, idle=self._idle)
             for frame in frames:
                 yield [frame], [("dir", frame.key)]

@@ -456,3 +456,28 @@ def test_shadow_mode_wires_the_shadow_model_from_configuration(
         assert (svc.engine.shadow_stats().model is not None) is loaded
     finally:
         svc.journal.close()
+
+
+def test_a_component_update_waits_for_frames_in_the_folder(
+    tmp_path: Path, tiny_package_dir: Path
+) -> None:
+    from inspector.transports.file import FileTransport
+
+    images = tmp_path / "images"
+    images.mkdir()
+    args = base_args(tmp_path, images, tiny_package_dir)
+    svc = service.Service(service.parse_settings(args), FileTransport(tmp_path / "out"))
+    try:
+        assert svc.ready_for_update()  # nothing to finish: the restart may happen now
+        make_images(images, n_good=1)
+        assert not svc.ready_for_update()  # a frame waits to be judged: defer
+        for frames, _ in svc._batches():
+            svc.process(frames, [])
+            assert svc._dir_source is not None
+            svc._dir_source.acknowledge(frames[0])
+            if not svc._dir_source.files():
+                break
+        assert svc.ready_for_update()
+    finally:
+        svc.stop.set()
+        svc.journal.close()

@@ -48,7 +48,7 @@ from inspector.transports.base import (
 )
 
 LOG = logging.getLogger(__name__)
-DEFER_RECHECK_MS = 5000
+DEFER_RECHECK_MS = 1000  # ask again soon: the next quiet moment is usually within a cycle
 CALL_TIMEOUT_S = 10.0
 MAX_TIMEOUTS = 3
 MAX_REPORT_CHARS = 500
