@@ -594,17 +594,14 @@ class Service:
     def ready_for_update(self) -> bool:
         """Whether a component update may restart the inspector now (else it is deferred).
 
-        Not while a frame is being judged, a reject waits for the line bridge, or frames wait
-        in the watched folder: the restart (a HARD dependency's update restarts the inspector)
-        then happens between parts, and the frames that arrive meanwhile wait on disk.
+        Not while a frame is being judged or a reject waits for the line bridge: the restart
+        (a HARD dependency's update restarts the inspector) then falls between parts. Frames
+        still waiting in the folder do not hold it up — they wait on disk and are judged after
+        the restart — because on a busy line there would never be a moment without one, and
+        the nucleus keeps re-asking a component that defers, for as long as it defers
+        (lifecycle/UpdateSystemPolicyService.java).
         """
-        if self._in_flight or self.actuator.pending:
-            return False
-        source = self._dir_source
-        try:
-            return source is None or not source.files()
-        except OSError:  # the folder is unreadable: nothing to finish first
-            return True
+        return not self._in_flight and not self.actuator.pending
 
     # -- frames ----------------------------------------------------------------------------
 

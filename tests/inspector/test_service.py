@@ -458,7 +458,7 @@ def test_shadow_mode_wires_the_shadow_model_from_configuration(
         svc.journal.close()
 
 
-def test_a_component_update_waits_for_frames_in_the_folder(
+def test_a_component_update_waits_for_a_reject_the_bridge_has_not_taken(
     tmp_path: Path, tiny_package_dir: Path
 ) -> None:
     from inspector.transports.file import FileTransport
@@ -469,15 +469,16 @@ def test_a_component_update_waits_for_frames_in_the_folder(
     svc = service.Service(service.parse_settings(args), FileTransport(tmp_path / "out"))
     try:
         assert svc.ready_for_update()  # nothing to finish: the restart may happen now
-        make_images(images, n_good=1)
-        assert not svc.ready_for_update()  # a frame waits to be judged: defer
-        for frames, _ in svc._batches():
-            svc.process(frames, [])
-            assert svc._dir_source is not None
-            svc._dir_source.acknowledge(frames[0])
-            if not svc._dir_source.files():
-                break
-        assert svc.ready_for_update()
+        svc._in_flight = 1  # a frame being judged
+        assert not svc.ready_for_update()
+        svc._in_flight = 0
+        bus_down = OSError("local bus down")
+
+        def refuse(topic: str, payload: bytes) -> None:
+            raise bus_down
+
+        svc.actuator._publish = refuse  # type: ignore[attr-defined]
+        svc.actuator.on_result({"decision": "reject", "part_id": "p1", "seq": 1})
+        assert svc.actuator.pending and not svc.ready_for_update()
     finally:
-        svc.stop.set()
         svc.journal.close()
