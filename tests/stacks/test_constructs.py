@@ -509,8 +509,9 @@ def test_staged_hook_reads_the_plant_bundled_beside_it(
 def test_only_iot_may_invoke_the_hook(plant_parts: Built) -> None:
     permission = resources(plant_parts.template, "AWS::Lambda::Permission")[0]["Properties"]
     assert permission["Principal"] == "iot.amazonaws.com"
-    source = json.dumps(permission["SourceArn"])
-    assert ":provisioningtemplate/lineguard-example-large-core-devices" in source
+    # the page asks for source-arn or source-account and does not name the ARN IoT sends
+    assert permission["SourceAccount"] == "123456789012"
+    assert "SourceArn" not in permission
 
 
 def test_hook_has_reserved_concurrency(plant_parts: Built) -> None:

@@ -90,9 +90,6 @@ class FleetProvisioning(Construct):
             )
         stack = cdk.Stack.of(self)
         template_name = plant.provisioning_template_name
-        template_arn = stack.format_arn(
-            service="iot", resource="provisioningtemplate", resource_name=template_name
-        )
 
         log_group_name = f"/lineguard/{plant.name}/provisioning-hook"
         made = own_log_group(
@@ -123,11 +120,15 @@ class FleetProvisioning(Construct):
             reserved_concurrent_executions=HOOK_CONCURRENCY,
             description=f"LineGuard {plant.name}: check serial and line, assign the ring",
         )
+        # Confused-deputy protection as the IoT developer guide asks for it on this page
+        # (pre-provisioning-hook: "include the source-arn or source-account"): the account.
+        # The page does not say which ARN IoT sends as the source of a hook invocation, and a
+        # SourceArn that does not match would refuse every registration; the account does not
+        # depend on it, and only this account's templates can name this function.
         self.hook.add_permission(
             "InvokedByIotProvisioning",
             principal=iam.ServicePrincipal("iot.amazonaws.com"),
             action="lambda:InvokeFunction",
-            source_arn=template_arn,
             source_account=plant.account,
         )
 
