@@ -505,22 +505,23 @@ class IpcServer:
         return _Reply(model.SubscribeToTopicResponse(), activate)
 
     # -- IoT Core (builtin/services/mqttproxy/MqttProxyIPCAgent.java) ------------------------
+    def _authorize_mqtt(self, component: str, operation: str, topic: str) -> None:
+        """mqttproxy resources match as MQTT filters; a refusal says only "Not Authorized"."""
+        try:
+            self._authorize(
+                component, MQTT_PROXY_SERVICE, _OP + operation, topic,
+                ResourceLookupPolicy.MQTT_STYLE,
+            )  # fmt: skip
+        except AuthorizationError as exc:
+            raise model.UnauthorizedError(message="Not Authorized") from exc
+
     def _publish_to_iot_core(
         self, component: str, request: model.PublishToIoTCoreRequest
     ) -> _Reply:
         topic = request.topic_name
         if topic is None:
             raise model.InvalidArgumentsError(message="Topic is required")
-        try:
-            self._authorize(
-                component,
-                MQTT_PROXY_SERVICE,
-                _OP + "PublishToIoTCore",
-                topic,
-                ResourceLookupPolicy.MQTT_STYLE,
-            )
-        except AuthorizationError as exc:
-            raise model.UnauthorizedError(message="Not Authorized") from exc
+        self._authorize_mqtt(component, "PublishToIoTCore", topic)
         if request.payload is None:
             raise model.InvalidArgumentsError(message="Payload is required")
         qos = _qos(request.qos)
@@ -542,16 +543,7 @@ class IpcServer:
         topic = request.topic_name
         if topic is None:
             raise model.InvalidArgumentsError(message="Topic is required")
-        try:
-            self._authorize(
-                component,
-                MQTT_PROXY_SERVICE,
-                _OP + "SubscribeToIoTCore",
-                topic,
-                ResourceLookupPolicy.MQTT_STYLE,
-            )
-        except AuthorizationError as exc:
-            raise model.UnauthorizedError(message="Not Authorized") from exc
+        self._authorize_mqtt(component, "SubscribeToIoTCore", topic)
         qos = _qos(request.qos)
         iot = self.host.iot
         if iot is None:

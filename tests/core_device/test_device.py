@@ -139,6 +139,20 @@ def write_frames(frames: Path, names: list[str], delta: float = 0.0) -> None:
         tmp.rename(frames / f"{name}.png")
 
 
+THING = "lineguard-demo-D1"
+
+
+def new_device(
+    short_root: Path, components: Path, plant: LocalCloud, spooler: Spooler | None = None
+) -> tuple[Path, CoreDevice]:
+    """D1 at press-out with its identity synced, and the folder its inspector watches."""
+    frames = short_root / "frames"
+    frames.mkdir(exist_ok=True)
+    device = start_device(short_root / "d1", THING, Identity(PLANT, "line-1", "press-out"),
+                          components_dir=components, cloud=plant, spooler=spooler)  # fmt: skip
+    return frames, device
+
+
 @pytest.fixture
 def plant(short_root: Path) -> Iterator[LocalCloud]:
     cloud = LocalCloud(PLANT, ["lineguard-demo-D1", "lineguard-demo-D2"], short_root / "cloud")
@@ -150,11 +164,8 @@ def plant(short_root: Path) -> Iterator[LocalCloud]:
 def test_inspector_judges_with_its_identity_and_every_result_is_acknowledged(
     device_components: Path, plant: LocalCloud, short_root: Path
 ) -> None:
-    thing = "lineguard-demo-D1"
-    frames = short_root / "frames"
-    frames.mkdir()
-    device = start_device(short_root / "d1", thing, Identity(PLANT, "line-1", "press-out"),
-                          components_dir=device_components, cloud=plant)  # fmt: skip
+    thing = THING
+    frames, device = new_device(short_root, device_components, plant)
     try:
         result = device.deploy(deployment(frames))
         assert result.status == "SUCCESSFUL", result.message
@@ -179,11 +190,8 @@ def test_inspector_judges_with_its_identity_and_every_result_is_acknowledged(
 def test_without_configuration_interpolation_the_thing_name_stays_literal(
     device_components: Path, plant: LocalCloud, short_root: Path
 ) -> None:
-    thing = "lineguard-demo-D1"
-    frames = short_root / "frames"
-    frames.mkdir()
-    device = start_device(short_root / "d1", thing, Identity(PLANT, "line-1", "press-out"),
-                          components_dir=device_components, cloud=plant)  # fmt: skip
+    thing = THING
+    frames, device = new_device(short_root, device_components, plant)
     try:
         device.deploy(deployment(frames, interpolate=False))
         # {iot:thingName} stays literal in accessControl: the identity read is refused
@@ -199,12 +207,8 @@ def test_without_configuration_interpolation_the_thing_name_stays_literal(
 def test_spooled_results_survive_a_nucleus_restart(
     device_components: Path, plant: LocalCloud, short_root: Path
 ) -> None:
-    thing = "lineguard-demo-D1"
-    frames = short_root / "frames"
-    frames.mkdir()
-    root = short_root / "d1"
-    device = start_device(root, thing, Identity(PLANT, "line-1", "press-out"),
-                          components_dir=device_components, cloud=plant)  # fmt: skip
+    thing = THING
+    frames, device = new_device(short_root, device_components, plant)
     spooler = device.iot.spooler if hasattr(device.iot, "spooler") else None
     assert device.deploy(deployment(frames)).status == "SUCCESSFUL"
     try:
@@ -215,8 +219,8 @@ def test_spooled_results_survive_a_nucleus_restart(
     finally:
         device.stop()  # the nucleus stops: its in-memory spool is gone
     plant.broker.start()
-    device = start_device(root, thing, Identity(PLANT, "line-1", "press-out"),
-                          components_dir=device_components, cloud=plant, spooler=Spooler())  # fmt: skip
+    # the same root: the journal survives, the new spooler starts empty
+    _, device = new_device(short_root, device_components, plant, spooler=Spooler())
     try:
         assert device.deploy(deployment(frames)).status == "SUCCESSFUL"
         wait_until("all 8 results at the cloud", lambda: len(plant.upstream.seqs(thing)) == 8, 60,
@@ -228,11 +232,8 @@ def test_spooled_results_survive_a_nucleus_restart(
 def test_a_model_update_mid_run_judges_every_frame_and_loses_no_result(
     device_components: Path, plant: LocalCloud, short_root: Path
 ) -> None:
-    thing = "lineguard-demo-D1"
-    frames = short_root / "frames"
-    frames.mkdir()
-    device = start_device(short_root / "d1", thing, Identity(PLANT, "line-1", "press-out"),
-                          components_dir=device_components, cloud=plant)  # fmt: skip
+    thing = THING
+    frames, device = new_device(short_root, device_components, plant)
     try:
         assert device.deploy(deployment(frames)).status == "SUCCESSFUL"
         import threading
@@ -274,11 +275,7 @@ def test_a_model_update_mid_run_judges_every_frame_and_loses_no_result(
 def test_a_bad_model_breaks_the_component_and_the_deployment_rolls_back(
     device_components: Path, plant: LocalCloud, short_root: Path
 ) -> None:
-    thing = "lineguard-demo-D1"
-    frames = short_root / "frames"
-    frames.mkdir()
-    device = start_device(short_root / "d1", thing, Identity(PLANT, "line-1", "press-out"),
-                          components_dir=device_components, cloud=plant)  # fmt: skip
+    frames, device = new_device(short_root, device_components, plant)
     try:
         assert device.deploy(deployment(frames)).status == "SUCCESSFUL"
         result = device.deploy(deployment(frames, model="1.2.0"))
