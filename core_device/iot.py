@@ -198,6 +198,7 @@ class MqttLink:
         self._ever_connected = False
         self._running = False
         self._inflight: dict[int, SpoolMessage] = {}
+        self._connection = 0  # counts disconnects: a publish sent on an older one is lost
         self._early: dict[int, int] = {}
         self._subscriptions: dict[int, _Subscription] = {}
         self._handles = itertools.count(1)
@@ -335,12 +336,29 @@ class MqttLink:
     ) -> None:
         self._connected.clear()
         with self._lock:
+            self._connection += 1
             inflight = list(self._inflight.values())
             self._inflight.clear()
+        self._forget_in_client()
         for message in inflight:
             self._failed(message, None)
         if not self.spooler.keep_qos0_when_offline:
             self.spooler.drop_qos0()
+
+    def _forget_in_client(self, mid: int | None = None) -> None:
+        # The nucleus' MQTT 5 client fails every in-flight publish when the connection drops
+        # (AwsIotMqtt5Client.java:337, ClientOfflineQueueBehavior.FAIL_ALL_ON_DISCONNECT) and
+        # its spooler, not the client, sends the message again. paho instead keeps each QoS 1
+        # message it was handed, even one refused with MQTT_ERR_NO_CONN, and resends it after
+        # reconnecting (paho client.py publish() and _messages_reconnect_reset_out(), 2.2.0):
+        # drop those copies so only the spooler retries, as on a real core device.
+        client = self._client
+        with client._out_message_mutex:
+            if mid is None:
+                client._out_messages.clear()
+                client._inflight_messages = 0
+            else:
+                client._out_messages.pop(mid, None)
 
     def _on_publish(
         self,
@@ -412,17 +430,24 @@ class MqttLink:
             message = self.spooler.pop(timeout_s=0.2)
             if message is None:
                 continue
+            # Not under self._lock: paho calls _on_publish holding its own message lock, and
+            # publish() takes that lock, so holding ours here would deadlock. A PUBACK that
+            # comes back before the message is recorded as in flight waits in _early.
             with self._lock:
-                info = self._client.publish(
-                    message.topic, message.payload, message.qos, message.retain
-                )
-                if info.rc != paho.MQTT_ERR_SUCCESS:
-                    early = None
-                else:
+                connection = self._connection
+            info = self._client.publish(message.topic, message.payload, message.qos, message.retain)
+            early = None
+            sent = info.rc == paho.MQTT_ERR_SUCCESS
+            if sent:
+                with self._lock:
                     early = self._early.pop(info.mid, None)
-                    if early is None:
+                    if early is None and self._connection == connection:
                         self._inflight[info.mid] = message
-            if info.rc != paho.MQTT_ERR_SUCCESS:
+                    elif early is None:
+                        sent = False  # the connection dropped before we recorded it
+            if not sent:
+                if message.qos > 0:
+                    self._forget_in_client(info.mid)
                 self._failed(message, None)
                 self._connected.wait(0.5)
             elif early is not None:

@@ -171,6 +171,51 @@ def test_broker_down_spools_then_delivers_after_reconnect(broker: MosquittoBroke
         link.stop()
 
 
+def test_publishing_across_broker_restarts_drains_every_message(broker: MosquittoBroker) -> None:
+    # Publishes racing the drop and the reconnect: each message leaves the spool exactly when
+    # the broker acknowledges it, none is stranded in flight, and the link still stops.
+    link = _link(broker)
+    link.start()
+    sent: list[bytes] = []
+    done = threading.Event()
+
+    def publish_steadily() -> None:
+        n = 0
+        while not done.is_set():
+            payload = f"m{n}".encode()
+            link.publish(f"lineguard/{THING}/results", payload, qos=1)
+            sent.append(payload)
+            n += 1
+            time.sleep(0.002)
+
+    publisher = threading.Thread(target=publish_steadily, daemon=True)
+    try:
+        assert link.wait_connected(10)
+        publisher.start()
+        for _ in range(3):
+            time.sleep(0.3)
+            broker.kill()
+            time.sleep(0.3)
+            broker.start()
+            assert link.wait_connected(15), broker.log()
+        done.set()
+        publisher.join(5)
+        _, seen = _observer(broker, f"lineguard/{THING}/#")
+        link.publish(f"lineguard/{THING}/results", b"last", qos=1)
+        assert seen.get(timeout=15) == (f"lineguard/{THING}/results", b"last")
+        deadline = time.monotonic() + 15
+        while len(link.spooler) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(sent) > 100
+        assert [m.payload for m in link.spooler.messages()] == []
+        assert len(link.spooler) == 0
+    finally:
+        done.set()
+        started = time.monotonic()
+        link.stop()
+        assert time.monotonic() - started < 4, "the MQTT link did not stop"
+
+
 def test_subscribe_while_offline_follows_the_nucleus_mqtt_client(broker: MosquittoBroker) -> None:
     creds = broker.credentials(THING)
     link = MqttLink(host=broker.host, port=broker.port, client_id=THING, ca_file=creds.ca_file,
