@@ -44,7 +44,7 @@ DELTAS = {"pass": 0.0, "manual": 0.15, "reject": 0.3}
 def make_frames(
     folder: Path, frames: int, defect_share: float, manual_share: float, seed: int = 7
 ) -> dict[str, str]:
-    """Write ``frames`` images (one per part, name order = part order); return part id → decision."""
+    """Write ``frames`` images (one per part, name order = part order); return number → decision."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     kinds = ["reject"] * round(frames * defect_share) + ["manual"] * round(frames * manual_share)
@@ -63,8 +63,13 @@ def make_frames(
             cache[kind] = path.read_bytes()
         else:
             (folder / f"{n:06d}.png").write_bytes(cache[kind])
-        expected[f"{CAMERA}-{n:06d}"] = kind
+        expected[f"{n:06d}"] = kind
     return expected
+
+
+def part_number(part_id: str) -> str:
+    """The frame number in a camera's part id ``<camera>-<journal epoch>-<n:06d>``."""
+    return part_id.rsplit("-", 1)[-1]
 
 
 def run_line_e2e(
@@ -92,17 +97,19 @@ def run_line_e2e(
         actuate = {p for p, kind in expected.items() if kind != "pass"}
         with contextlib.suppress(TimeoutError):  # a missed reject is reported, not raised
             wait_until(
-                lambda: actuate <= set(rig.plc.record.part_ids()), 5, "every reject at the PLC"
+                lambda: actuate <= {part_number(p) for p in rig.plc.record.part_ids()},
+                5,
+                "every reject at the PLC",
             )
         time.sleep(0.5)  # a late duplicate would show up now
-        seen = rig.plc.record.part_ids(STATION)
+        seen = [part_number(p) for p in rig.plc.record.part_ids(STATION)]
         rejects = list(rig.plc.record.rejects)
-        observed = {part: doc for (_, part), doc in rig.observed.items()}
+        observed = {part_number(part): doc for (_, part), doc in rig.observed.items()}
         observed_count = rig.observed_count
         healthy_history = list(rig.plc.record.healthy_history)
     latencies, to_broker, bridge = [], [], []
     for reject in rejects:
-        msg = observed.get(reject.part_id)
+        msg = observed.get(part_number(reject.part_id))
         if msg is not None:
             decided = parse_ts(msg["ts"], "result") + float(msg.get("latency_ms", 0)) / 1000.0
             latencies.append((reject.received - decided) * 1000.0)

@@ -78,6 +78,19 @@ def _encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def base36(number: int) -> str:
+    """A non-negative integer in base 36 (digits, then lower-case letters)."""
+    if number < 0:
+        raise ValueError(f"base36 needs a non-negative integer, got {number}")
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
 class Journal:
     """Durable, bounded store of results (and retraining samples) for one device.
 
@@ -167,6 +180,7 @@ class Journal:
                     "last_sent_seq": str(first - 1),
                     "dropped_results": "0",
                     "evicted_samples": "0",
+                    "epoch": base36(first),
                 }
                 db.executemany("INSERT INTO meta VALUES (?, ?)", rows.items())
             elif meta.get("device") != self.device:
@@ -176,6 +190,8 @@ class Journal:
                 )
             elif meta.get("schema") != str(SCHEMA_VERSION):
                 raise JournalError(f"{self.path}: unsupported schema {meta.get('schema')!r}")
+            elif "epoch" not in meta:  # a journal from before epochs: name this life of it now
+                self._set_meta("epoch", base36(max(1, int(self._clock() * 1000))))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -299,6 +315,16 @@ class Journal:
                 raise
             self._checkpoint_if_needed()
         return [s for s, _ in rows]
+
+    @property
+    def epoch(self) -> str:
+        """This journal's life: base 36 of its creation time in ms; a wiped journal gets a new one.
+
+        Sources put it into part ids they number themselves (a simulated camera's count starts
+        again with a new journal), so a reset never reuses a part id the line bridge has seen.
+        """
+        with self._lock:
+            return str(self._scalar("SELECT value FROM meta WHERE key = 'epoch'"))
 
     def next_seq(self) -> int:
         """The ``seq`` the next :meth:`append` will assign (exact while one thread appends)."""

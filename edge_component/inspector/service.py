@@ -634,6 +634,7 @@ class Service:
                     # --max-frames counts across restarts: resume where the journal stopped
                     max_frames=None if not args.max_frames else max(0, args.max_frames - first),
                     first_part=first,
+                    epoch=self.journal.epoch,
                     max_bytes=limits,
                     clock=self._clock,
                     wall_clock=self._wall,

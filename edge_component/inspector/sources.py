@@ -238,7 +238,9 @@ class DirectorySource:
 class SimulatedCamera:
     """A camera replaying a dataset folder at a set frame rate.
 
-    Frames are due at ``start + n / fps``; part ids are ``<camera>-<n:06d>``. Each file is read
+    Frames are due at ``start + n / fps``; part ids are ``<camera>-<epoch>-<n:06d>``
+    (``<camera>-<n:06d>`` without an epoch): ``n`` restarts with a new journal, the journal's
+    epoch does not repeat, so part ids stay unique per device across restarts and resets. Each file is read
     when its frame is emitted (memory stays flat however large the folder); a file that cannot
     be read gives a frame with ``error`` set.
 
@@ -248,6 +250,7 @@ class SimulatedCamera:
         fps: frames per second (> 0).
         max_frames: stop after this many frames (None: unbounded, or one pass without ``loop``).
         first_part: number of the first part (to resume after a restart).
+        epoch: the journal's :attr:`~inspector.journal.Journal.epoch`, put into part ids.
     """
 
     def __init__(
@@ -259,6 +262,7 @@ class SimulatedCamera:
         loop: bool = True,
         max_frames: int | None = None,
         first_part: int = 0,
+        epoch: str = "",
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -280,6 +284,7 @@ class SimulatedCamera:
         self.max_frames = max_frames if loop else min(max_frames or len(files), len(files))
         self.count = 0
         self.first_part = first_part
+        self._prefix = f"{camera}-{epoch}-" if epoch else f"{camera}-"
         self._clock = clock
         self._wall = wall_clock
         self._sleep = sleep
@@ -313,7 +318,7 @@ class SimulatedCamera:
             data, error = None, f"image_unreadable: {exc.strerror or type(exc).__name__}"
         return Frame(
             camera=self.camera,
-            part_id=f"{self.camera}-{number:06d}",
+            part_id=f"{self._prefix}{number:06d}",
             data=data,
             captured=captured,
             wall=wall,
@@ -344,7 +349,9 @@ class OpenCVSource:
     """Frames from ``cv2.VideoCapture`` (a device index or an RTSP/file URL).
 
     OpenCV is imported only when the source opens; without it :class:`SourceError` says which
-    package to install. Frames carry decoded RGB images (no re-encoding).
+    package to install. Frames carry decoded RGB images (no re-encoding). Part ids number
+    the frames read as :class:`SimulatedCamera` does: pass ``first_part`` (the journal's
+    cursor + 1) and ``epoch`` so they do not repeat after a restart or a journal reset.
     """
 
     def __init__(
@@ -352,6 +359,8 @@ class OpenCVSource:
         url: str | int,
         *,
         camera: str,
+        first_part: int = 1,
+        epoch: str = "",
         max_failures: int = 10,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -363,6 +372,8 @@ class OpenCVSource:
         self._wall = wall_clock
         self._capture: Any = None
         self.count = 0
+        self.first_part = first_part
+        self._prefix = f"{camera}-{epoch}-" if epoch else f"{camera}-"
 
     def open(self) -> None:
         """Open the capture; raise :class:`SourceError` if OpenCV is missing or it fails."""
@@ -395,12 +406,13 @@ class OpenCVSource:
                 continue
             failures = 0
             image = Image.fromarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB))
+            number = self.first_part + self.count
             self.count += 1
             yield Frame(
                 camera=self.camera,
-                part_id=f"{self.camera}-{self.count:06d}",
+                part_id=f"{self._prefix}{number:06d}",
                 image=image,
                 captured=captured,
                 wall=wall,
-                key=str(self.count),
+                key=str(number),
             )

@@ -111,7 +111,13 @@ def test_kill9_camera_source_20_runs(tmp_path: Path, tiny_package_dir: Path) -> 
             frames += 600
     run_and_kill(args(), None)
     assert killed >= 20, f"only {killed} of {attempts} runs were killed before finishing"
-    parts = [f"cam{c}-{n:06d}" for c in range(2) for n in range(frames)]
+    from inspector.journal import Journal
+
+    # one journal across every kill: one epoch, and the numbers resume from its cursors
+    journal = Journal(tmp_path / "j.db", device="dev-1", cap_bytes=16 << 20)
+    epoch = journal.epoch
+    journal.close()
+    parts = [f"cam{c}-{epoch}-{n:06d}" for c in range(2) for n in range(frames)]
     check_exactly_once(tmp_path / "out", parts)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.journal import Journal, JournalError
+from inspector.journal import Journal, JournalError, base36
 
 
 def result(part: str, decision: str = "pass") -> dict[str, object]:
@@ -45,6 +45,18 @@ def test_seq_is_monotonic_and_survives_reopen(tmp_path: Path) -> None:
     assert again.append(result("p5")) == seqs[-1] + 1
     payload = json.loads(again.pending()[0].payload)
     assert payload["seq"] == seqs[3] and payload["part_id"] == "p3"
+
+
+def test_epoch_names_one_life_of_the_journal(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path / "j.db", now=1000.0)
+    assert journal.epoch == base36(1_000_000) == "lfls"
+    journal.close()
+    assert open_journal(tmp_path / "j.db", now=2000.0).epoch == "lfls"  # kept on reopen
+    (tmp_path / "j.db").unlink()
+    assert open_journal(tmp_path / "j.db", now=1001.0).epoch == base36(1_001_000)
+    with pytest.raises(ValueError):
+        base36(-1)
+    assert base36(0) == "0" and base36(35) == "z" and base36(36) == "10"
 
 
 def test_wal_mode_and_other_device_refused(tmp_path: Path) -> None:

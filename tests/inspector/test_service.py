@@ -115,6 +115,7 @@ def test_cameras_health_config_and_bad_model(tmp_path: Path, tiny_package_dir: P
     assert "max_batch" in (svc.config_reports[0][1] or "")
     assert svc.engine.config.max_batch == 8  # the last good configuration stays
     svc.health.interval_s = 0.5
+    epoch = svc.journal.epoch  # the journal closes when run() returns
     started = time.monotonic()
     assert svc.run() == 0
     assert time.monotonic() - started >= 1.3  # 30 frames at 20 fps per camera
@@ -122,7 +123,7 @@ def test_cameras_health_config_and_bad_model(tmp_path: Path, tiny_package_dir: P
     assert len(results) == 90
     for cam in ("cam0", "cam1", "cam2"):
         parts = [r["part_id"] for r in results if r["camera"] == cam]
-        assert parts == [f"{cam}-{n:06d}" for n in range(30)]
+        assert parts == [f"{cam}-{epoch}-{n:06d}" for n in range(30)]
     health = [
         line["payload"]
         for line in read_jsonl(out / UPSTREAM_FILE)
@@ -141,6 +142,9 @@ def test_cameras_health_config_and_bad_model(tmp_path: Path, tiny_package_dir: P
     tail = upstream_results(out)[-2:]
     assert [r["decision"] for r in tail] == ["manual", "manual"]
     assert all(r["reason"].startswith("no_model") for r in tail)
+    # the wiped journal numbered its parts from 0 again, yet no part id repeats (defect 8)
+    assert [r["part_id"].rsplit("-", 1)[1] for r in tail] == ["000000", "000001"]
+    assert not {r["part_id"] for r in tail} & {r["part_id"] for r in results}
 
 
 def test_bad_options_give_one_line_and_exit_2(
@@ -256,6 +260,7 @@ def test_greengrass_transport_wired_through_the_service(
         ComponentUpdatePolicyEvents(pre_update_event=PreComponentUpdateEvent(deployment_id="d"))
     )
     svc._in_flight = 0
+    epoch = svc.journal.epoch
     assert svc.run() == 0
     updates(
         ComponentUpdatePolicyEvents(pre_update_event=PreComponentUpdateEvent(deployment_id="d"))
@@ -267,7 +272,7 @@ def test_greengrass_transport_wired_through_the_service(
         r for kw in upstream if kw["topic_name"].endswith("/results")
         for r in json.loads(kw["payload"])["results"]
     ]  # fmt: skip
-    assert [r["part_id"] for r in results] == [f"cam0-{n:06d}" for n in range(20)]
+    assert [r["part_id"] for r in results] == [f"cam0-{epoch}-{n:06d}" for n in range(20)]
     local = [kw["topic"] for n, kw in client.calls if n == "publish_to_topic"]
     assert "lineguard/local/s1/heartbeat" in local and "lineguard/local/s1/reject" in local
     assert client.closed

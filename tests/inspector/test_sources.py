@@ -192,6 +192,13 @@ def test_opencv_source_with_opencv_at_its_boundary(monkeypatch: pytest.MonkeyPat
         for frame in source:
             frames.append(frame)
     assert [f.part_id for f in frames] == ["c-000001", "c-000002"]
+    resumed = OpenCVSource("rtsp://127.0.0.1/cam", camera="c", first_part=7, epoch="k1",
+                           max_failures=3, clock=lambda: 1.0)  # fmt: skip
+    frames = []
+    with pytest.raises(SourceError, match="3 failed reads"):
+        for frame in resumed:
+            frames.append(frame)
+    assert [(f.part_id, f.key) for f in frames] == [("c-k1-000007", "7"), ("c-k1-000008", "8")]
     assert frames[0].image is not None and frames[0].image.getpixel((0, 0)) == (0, 0, 255)
     source.close()
     with pytest.raises(SourceError, match="cannot open 'bad'"):
