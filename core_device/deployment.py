@@ -542,14 +542,18 @@ class DeploymentEngine:
                 or self._lifecycles.get(name) != service.lifecycle
                 or (reinstall_broken and existing.state == State.BROKEN)
             )
+            new_version = self._versions.get(name) != recipe.version
             self._versions[name] = recipe.version
             self._lifecycles[name] = service.lifecycle
             if not changed:
                 continue
+            if existing is None or new_version:
+                self.layout.install(recipe, self.components_dir / name / recipe.version)
             if existing is not None:
-                self.manager.remove(name)
-                existing.close()
-            self.layout.install(recipe, self.components_dir / name / recipe.version)
+                # the same service takes the change: a new version or install step reinstalls,
+                # any other lifecycle change restarts it (GenericExternalService.java:118-157)
+                existing.update(service.lifecycle, version=recipe.version)
+                continue
             component = Component(
                 name,
                 service.lifecycle,
@@ -581,7 +585,10 @@ class DeploymentEngine:
                 state = component.state
                 if state == State.BROKEN and component.state_changed_at >= merge_time:
                     return name
-                if state not in (State.RUNNING, State.FINISHED):
+                # DCM:275-292 — a restart or reinstall still asked of it is not done yet
+                if state not in (State.RUNNING, State.FINISHED) or not (
+                    component.reached_desired_state
+                ):
                     done = False
             if done:
                 return None

@@ -242,10 +242,12 @@ class Component:
         self.work_dir = work_dir
         self.log_path = log_path
         self._steps = _steps(name, lifecycle)
+        self._raw_install = _get(lifecycle, "install")
         reset = _get(lifecycle, "errorResetTime")  # LC:1022-1025
         self.error_reset_time_s = DEFAULT_ERROR_RESET_TIME_S if reset is None else float(reset)
         lifecycle_env = _get(lifecycle, "setenv") or {}
-        self._env = self._base_env(env or {}, lifecycle_env)
+        self._nucleus_env = dict(env or {})
+        self._env = self._base_env(self._nucleus_env, lifecycle_env)
         self._clock = clock
         self._grace = graceful_shutdown_s
         self._dependencies_ready = dependencies_ready or (lambda: True)
@@ -272,6 +274,12 @@ class Component:
         with self._cond:
             return self._state
 
+    @property
+    def reached_desired_state(self) -> bool:
+        """No state change is still asked of it (Lifecycle.reachedDesiredState)."""
+        with self._cond:
+            return self._state == self._desired
+
     def add_listener(self, listener: StateListener) -> None:
         """Call ``listener(name, old, new)`` on every state change (from the lifecycle thread)."""
         self._listeners.append(listener)
@@ -296,6 +304,33 @@ class Component:
             if self._state in (State.RUNNING, State.STARTING):
                 self._desired = State.INSTALLED
             self._cond.notify_all()
+
+    def update(self, lifecycle: Mapping[str, Any], *, version: str) -> bool:
+        """A deployment changed this component's version or lifecycle (GES:118-157).
+
+        The same service takes the new steps. A new version or a changed ``install`` step
+        means a reinstall (GES:134-140); any other lifecycle or Setenv change a restart
+        without install (GES:143-156), except that a BROKEN component is reinstalled, since a
+        restart cannot leave BROKEN. The counts of errors are kept (the service object stays:
+        LC:224-251). Returns whether it reinstalls.
+        """
+        with self._cond:
+            reinstall = (
+                version != self.version
+                or _get(lifecycle, "install") != self._raw_install
+                or self._state == State.BROKEN
+            )
+            self._steps = _steps(self.name, lifecycle)
+            self._raw_install = _get(lifecycle, "install")
+            reset = _get(lifecycle, "errorResetTime")
+            self.error_reset_time_s = DEFAULT_ERROR_RESET_TIME_S if reset is None else float(reset)
+            self._env = self._base_env(self._nucleus_env, _get(lifecycle, "setenv") or {})
+            self.version = version
+        if reinstall:
+            self.request_reinstall()
+        else:
+            self.request_restart()
+        return reinstall
 
     def request_reinstall(self) -> None:
         """Stop, reinstall and start; the way out of BROKEN (LC:498-506)."""
@@ -626,7 +661,9 @@ class Component:
         self._shutdown()
         with self._cond:
             desired = self._desired
-            if desired == State.INSTALLED:
+            if desired in (State.INSTALLED, State.NEW):
+                # a restart (INSTALLED, RUNNING) or a reinstall (NEW, RUNNING: LC:933-945)
+                # reached its first desired state; RUNNING is next
                 self._desired = State.RUNNING
         # LC:770-800 serviceTerminatedMoveToDesiredState
         if self._closing or desired == State.FINISHED:

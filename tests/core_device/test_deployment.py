@@ -243,6 +243,42 @@ def test_a_redeployment_reinstalls_a_broken_component(
     assert len((tmp_path / "gg/work/A/installs").read_text().split()) >= 2
 
 
+def test_a_lifecycle_change_restarts_a_new_version_reinstalls(
+    engine: DeploymentEngine, tmp_path: Path
+) -> None:
+    # GenericExternalService.java:134-156: only a version, install or runWith change reinstalls
+    for version in ("1.0.0", "1.1.0"):
+        write_component(
+            tmp_path / "components", "A", version,
+            {"install": "echo x >> installs",
+             "run": "echo {configuration:/mode} >> runs; sleep 30"},
+            default={"mode": "old"},
+        )  # fmt: skip
+    work = tmp_path / "gg/work/A"
+
+    def lines(name: str) -> list[str]:
+        return (work / name).read_text().split()
+
+    def wait_for(name: str, count: int) -> list[str]:
+        deadline = time.monotonic() + 10
+        while len(lines(name)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return lines(name)
+
+    assert engine.apply(deployment({"A": {"componentVersion": "1.0.0"}})).status == SUCCESSFUL
+    assert wait_for("runs", 1) == ["old"] and lines("installs") == ["x"]
+    merge = {"merge": json.dumps({"mode": "new"})}
+    changed = deployment({"A": {"componentVersion": "1.0.0", "configurationUpdate": merge}})
+    assert engine.apply(changed).status == SUCCESSFUL
+    # the deployment waited for the restart: the new run step is what runs now
+    assert lines("runs") == ["old", "new"] and engine.state("A") == State.RUNNING
+    assert lines("installs") == ["x"]  # restarted, not reinstalled
+    upgrade = deployment({"A": {"componentVersion": "1.1.0", "configurationUpdate": merge}})
+    assert engine.apply(upgrade).status == SUCCESSFUL
+    assert wait_for("runs", 3) == ["old", "new", "new"]
+    assert lines("installs") == ["x", "x"]  # a new version installs again
+
+
 def test_deferral_is_honoured_then_the_update_goes_ahead(
     engine: DeploymentEngine, notifier: FakeNotifier, tmp_path: Path
 ) -> None:
