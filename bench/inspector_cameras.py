@@ -5,9 +5,10 @@
 The model is the shipped production-size package (``edge_component/initial-model``: PatchCore on
 EfficientNet-Lite0, 224×224) unless ``--model`` names another; ``--tiny`` (the 32×32 test model)
 is for smoke tests only. Each trial runs N cameras at ``--fps`` with random phases for
-``--trial-s`` seconds: a producer thread stamps each frame at its capture time and queues it; one
-frame loop, as in the service, takes whatever is queued (up to ``--max-batch``) and judges it with
-one ``Inspector.judge_batch`` call, which spreads the frames over ``--judge-threads`` threads.
+``--trial-s`` seconds: the camera loop stamps each frame at its capture time and hands it to
+``Inspector.submit``, as the service's camera loop does, so the next free of ``--judge-threads``
+workers judges it (a model whose micro-batches pay is batched by the service up to
+``--max-batch``; the shipped one's do not).
 A trial passes when every frame is judged, none is fail-safe ``manual`` (the product's deadline
 stays on: a late frame is manual, never pass) and p99 of ``latency_ms`` (capture → decision)
 ≤ target.
@@ -27,12 +28,11 @@ import heapq
 import io
 import json
 import os
-import queue
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ def trial(
     *,
     fps: float,
     seconds: float,
-    max_batch: int,
     frames: list[bytes],
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -92,41 +91,10 @@ def trial(
     start = time.monotonic() + 0.05
     due = [(start + float(rng.uniform(0, 1 / fps)), cam, 0) for cam in range(cameras)]
     heapq.heapify(due)
-    inbox: queue.Queue[Frame | None] = queue.Queue()
-    latencies: list[float] = []
-    batches: list[int] = []
-    unjudged = 0  # fail-safe manual: deadline missed, model error (a score in the band is judged)
-
-    def frame_loop() -> None:  # the service's loop: judge what is due, as one batch
-        nonlocal unjudged
-        while True:
-            first = inbox.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < max_batch:
-                try:
-                    item = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    inbox.put(None)
-                    break
-                batch.append(item)
-            results = engine.judge_batch(batch)
-            batches.append(len(batch))
-            latencies.extend(r["latency_ms"] for r in results)
-            unjudged += sum(
-                1
-                for r in results
-                if r["decision"] == MANUAL and not str(r.get("reason")).startswith(MANUAL_BAND)
-            )
-
-    loop = threading.Thread(target=frame_loop, daemon=True)
-    loop.start()
+    pending: list[Future[list[dict[str, Any]]]] = []
     end = start + seconds
     produced = 0
-    while due:
+    while due:  # the camera loop: each frame goes to the judging workers as it is due
         when, cam, number = heapq.heappop(due)
         if when >= end:
             break
@@ -134,11 +102,18 @@ def trial(
         if wait > 0:
             time.sleep(wait)
         data = frames[(cam + number) % len(frames)]
-        inbox.put(Frame(f"cam-{cam}", f"cam-{cam}-{number}", data=data, captured=time.monotonic()))
+        frame = Frame(f"cam-{cam}", f"cam-{cam}-{number}", data=data, captured=time.monotonic())
+        pending.append(engine.submit([frame]))
         produced += 1
         heapq.heappush(due, (when + 1 / fps, cam, number + 1))
-    inbox.put(None)
-    loop.join(timeout=60)
+    results = [r for future in pending for r in future.result(timeout=60)]
+    latencies = [r["latency_ms"] for r in results]
+    # fail-safe manual: deadline missed, model error (a score in the band is judged)
+    unjudged = sum(
+        1
+        for r in results
+        if r["decision"] == MANUAL and not str(r.get("reason")).startswith(MANUAL_BAND)
+    )
     return {
         "cameras": cameras,
         "frames": produced,
@@ -146,7 +121,6 @@ def trial(
         "p50_ms": round(percentile(latencies, 50) or 0.0, 2),
         "p99_ms": round(percentile(latencies, 99) or 0.0, 2),
         "unjudged": unjudged,
-        "mean_batch": round(sum(batches) / len(batches), 2) if batches else 0.0,
     }
 
 
@@ -163,9 +137,7 @@ def search(
         if len(trials) >= args.max_trials:
             raise StopIteration
         infer = inference_ms(probe, frames[0])
-        result = trial(
-            engine, n, fps=args.fps, seconds=args.trial_s, max_batch=args.max_batch, frames=frames
-        )
+        result = trial(engine, n, fps=args.fps, seconds=args.trial_s, frames=frames)
         result["inference_ms_before"] = round(infer, 3)
         result["ok"] = (
             result["p99_ms"] <= args.target_p99_ms

@@ -21,7 +21,9 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -179,7 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--threads", type=_integer, default=1, help="ONNX Runtime intra-op threads")
     g.add_argument("--max-batch", type=_integer, default=8, help="micro-batch across cameras")
-    g.add_argument("--judge-threads", type=_integer, default=1, help="threads judging one batch")
+    g.add_argument(
+        "--judge-threads",
+        type=_integer,
+        default=min(4, len(os.sched_getaffinity(0))),
+        help="threads judging frames side by side (default: the cores, at most 4)",
+    )
     g.add_argument("--deadline-ms", type=float, default=500.0, help="frame → decision budget")
     g.add_argument("--health-interval", type=float, default=60.0, help="seconds between health")
     g.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between beats")
@@ -446,6 +453,9 @@ class Service:
         self._clock = clock
         self._wall = wall_clock
         self._in_flight = 0
+        # the camera loop's frames being judged, oldest first; committed in this order
+        self._pending: deque[_Judging] = deque()
+        self._judged = threading.Event()  # a pending frame's verdict is ready
         self.frames = 0
         self.transport_lost: str | None = None
         try:
@@ -651,10 +661,14 @@ class Service:
                 yield batch, [(f"camera:{f.camera}", f.key) for f in batch]
 
     def _idle(self, until: float) -> None:
+        self._commit_judged()
         self.actuator.tick()
         self.health.tick()
         self._check_transport()
-        self.stop.wait(max(0.0, min(until - self._clock(), 0.05)))
+        # wake for the next due frame, for a verdict to commit, or every 50 ms (stop, ticks)
+        if self._judged.wait(max(0.0, min(until - self._clock(), 0.05))):
+            self._judged.clear()
+        self._commit_judged()
 
     def _check_transport(self) -> None:
         """Stop the loop when the transport can never deliver again (the process exits 3)."""
@@ -665,34 +679,87 @@ class Service:
             self.stop.set()
 
     def process(self, frames: list[Frame], cursors: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Judge, actuate, journal (with the cursors), record health, offer to the sampler.
+        """Judge, then commit (:meth:`_commit`) before returning: the folder source's path."""
+        self._in_flight += len(frames)
+        try:
+            return self._commit(frames, cursors, self.engine.judge_batch(frames))
+        finally:
+            self._in_flight -= len(frames)
+
+    def submit(self, frames: list[Frame], cursors: list[tuple[str, str]]) -> None:
+        """The camera loop's path: hand frames to the judging workers and return at once.
+
+        Each frame is its own unit (a micro-batch when the model's batch pays), so every worker
+        takes the next due frame; verdicts are committed in submission order by
+        :meth:`_commit_judged`, so a camera's cursor never passes a frame still being judged.
+        At most ``4 × judge_threads`` units wait: beyond that the loop waits for the oldest.
+        """
+        runner = self.engine.runner
+        config = self.engine.config
+        step = config.max_batch if runner is not None and runner.batch_pays else 1
+        for start in range(0, len(frames), step):
+            unit, marks = frames[start : start + step], cursors[start : start + step]
+            while len(self._pending) >= 4 * config.judge_threads:
+                self._commit_judged(wait=True)
+            future = self.engine.submit(unit)
+            future.add_done_callback(lambda _: self._judged.set())
+            self._in_flight += len(unit)
+            self._pending.append(_Judging(future, unit, marks))
+        self._commit_judged()
+
+    def _commit_judged(self, *, wait: bool = False, everything: bool = False) -> None:
+        """Commit the judged frames at the head of the queue, in one journal transaction.
+
+        ``wait``: wait for the oldest if none is ready; ``everything``: wait for all of them.
+        """
+        done: list[_Judging] = []
+        while self._pending:
+            head = self._pending[0]
+            if not head.future.done() and not (everything or (wait and not done)):
+                break
+            head.future.result()  # judge_batch never raises: this only waits
+            done.append(self._pending.popleft())
+        if not done:
+            return
+        frames = [f for item in done for f in item.frames]
+        try:
+            self._commit(
+                frames,
+                [c for item in done for c in item.cursors],
+                [r for item in done for r in item.future.result()],
+            )
+        finally:
+            self._in_flight -= len(frames)
+
+    def _commit(
+        self,
+        frames: list[Frame],
+        cursors: list[tuple[str, str]],
+        results: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Actuate, journal (with the cursors), record health, offer to the sampler.
 
         The local reject message goes out first, carrying the ``seq`` the journal is about to
         assign (this loop is the journal's only writer): a crash after it and before the commit
         re-judges the frame on restart and signals it again (at-least-once, as the line bridge
         expects); a crash before it loses nothing either. Only the commit acknowledges a frame.
         """
-        self._in_flight += len(frames)
-        try:
-            results = self.engine.judge_batch(frames)
-            first = self.journal.next_seq()
-            for offset, result in enumerate(results):
-                result["seq"] = first + offset
-                self.actuator.on_result(result)
-            seqs = self.journal.append_many(results, cursors=cursors)
-            if seqs[:1] != [first]:
-                raise JournalError(f"{self.journal.path}: seq moved under the frame loop")
-            for result in results:
-                self.health.record(result)
-            for frame, result in zip(frames, results, strict=True):
-                try:
-                    self.sampler.offer(result, frame.data)
-                except JournalError as exc:
-                    LOG.warning("sampler: %s", exc)
-            self.frames += len(frames)
-            return results
-        finally:
-            self._in_flight -= len(frames)
+        first = self.journal.next_seq()
+        for offset, result in enumerate(results):
+            result["seq"] = first + offset
+            self.actuator.on_result(result)
+        seqs = self.journal.append_many(results, cursors=cursors)
+        if seqs[:1] != [first]:
+            raise JournalError(f"{self.journal.path}: seq moved under the frame loop")
+        for result in results:
+            self.health.record(result)
+        for frame, result in zip(frames, results, strict=True):
+            try:
+                self.sampler.offer(result, frame.data)
+            except JournalError as exc:
+                LOG.warning("sampler: %s", exc)
+        self.frames += len(frames)
+        return results
 
     def run(self) -> int:
         """The frame loop; returns the exit code."""
@@ -722,12 +789,16 @@ class Service:
         )
         try:
             for frames, cursors in self._batches():
-                self.process(frames, cursors)
+                if args.source == "dir":
+                    self.process(frames, cursors)  # its file leaves the folder once committed
+                else:
+                    self.submit(frames, cursors)
                 self.actuator.tick()
                 self.health.tick()
                 self._check_transport()
                 if self.stop.is_set():
                     break
+            self._commit_judged(everything=True)  # frames being judged are committed, not lost
             if args.once and not self.stop.is_set():
                 LOG.info("all frames judged; sending the backlog")
                 deadline = self._clock() + args.drain_timeout
@@ -768,6 +839,15 @@ class Service:
             )
             return 1
         return 0
+
+
+@dataclass
+class _Judging:
+    """Frames handed to the judging workers, waiting to be committed."""
+
+    future: Future[list[dict[str, Any]]]
+    frames: list[Frame]
+    cursors: list[tuple[str, str]]
 
 
 def _transport_title(name: str) -> str:

@@ -147,6 +147,48 @@ def test_cameras_health_config_and_bad_model(tmp_path: Path, tiny_package_dir: P
     assert not {r["part_id"] for r in tail} & {r["part_id"] for r in results}
 
 
+def test_camera_frames_are_judged_side_by_side_and_committed_in_order(
+    tmp_path: Path, tiny_package_dir: Path
+) -> None:
+    from inspector.sources import Frame
+    from inspector.transports.file import FileTransport
+
+    images = tmp_path / "dataset"
+    make_images(images, n_good=2)
+    args = [*base_args(tmp_path, images, tiny_package_dir), "--source", "camera",
+            "--judge-threads", "2", "--max-batch", "1"]  # one frame a unit (tiny batches pay)  # fmt: skip
+    svc = service.Service(service.parse_settings(args), FileTransport(tmp_path / "out"))
+    judge, slow = svc.engine.judge_batch, threading.Event()
+
+    def first_is_slow(frames: list[Frame]) -> list[dict[str, Any]]:
+        if frames[0].part_id == "p0":
+            slow.wait(10)
+        return judge(frames)
+
+    svc.engine.judge_batch = first_is_slow  # type: ignore[method-assign]
+    data = (images / sorted(os.listdir(images))[0]).read_bytes()
+    frames = [Frame("cam0", f"p{n}", data=data, captured=time.monotonic()) for n in range(2)]
+    svc.submit(frames, [("camera:cam0", "0"), ("camera:cam0", "1")])
+    deadline = time.monotonic() + 10
+    while not svc._pending[1].future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert svc._pending[1].future.done()  # the second frame did not wait for the first
+    svc._commit_judged()
+    # ...but it is not committed before it: the cursor never passes a frame being judged
+    assert svc.journal.cursor("camera:cam0") is None and svc._in_flight == 2
+    assert not svc.ready_for_update()
+    slow.set()
+    svc._commit_judged(everything=True)
+    assert svc.journal.cursor("camera:cam0") == "1" and svc._in_flight == 0
+    committed = [json.loads(p.payload) for p in svc.journal.pending()]
+    assert [(r["part_id"], r["seq"] - committed[0]["seq"]) for r in committed] == [
+        ("p0", 0),
+        ("p1", 1),
+    ]
+    svc.engine.close()
+    svc.journal.close()
+
+
 def test_bad_options_give_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
