@@ -64,7 +64,13 @@ def _one(plant_name: str, scenario: str, seed: int, devices: int, package: Any) 
             return wrapper
 
         sim.clock._on_advance = timed(sim.clock._on_advance)  # type: ignore[method-assign]
-        for name in ("ring_health", "deployment_progress", "create_deployment", "core_devices"):
+        for name in (
+            "ring_health",
+            "deployment_progress",
+            "create_deployment",
+            "core_devices",
+            "ring_members",
+        ):
             setattr(sim, name, timed(getattr(sim, name)))
         t0, wall0 = sim.clock.now(), time.perf_counter()
         report = controller.promote(package)

@@ -49,7 +49,15 @@ def health_namespace(plant: str, model_version: str) -> str:
 
 
 def _resource(kwargs: dict[str, Any]) -> str:
-    for key in ("deploymentId", "jobId", "ModelPackageName", "Key", "thingGroupArn", "targetArn"):
+    for key in (
+        "deploymentId",
+        "jobId",
+        "ModelPackageName",
+        "Key",
+        "thingGroupArn",
+        "thingGroupName",
+        "targetArn",
+    ):
         if key in kwargs:
             return f" ({kwargs[key]})"
     return ""
@@ -176,16 +184,40 @@ class AwsFleet:
         if not job_id:
             return DeploymentProgress(deployment_id, status, "IN_PROGRESS", {})
         job = self._call("iot", "describe_job", jobId=job_id)["job"]
-        counts: dict[str, int] = {}
+        # one summary per execution: a thing that left the group and came back has several, and
+        # its latest (highest executionNumber) is the one that counts (ListJobExecutionsForJob)
+        latest: dict[str, tuple[int, str]] = {}
         for summary in self._pages(
             "iot", "list_job_executions_for_job", "executionSummaries", jobId=job_id
         ):
-            state = summary.get("jobExecutionSummary", {}).get("status", "QUEUED")
+            execution = summary.get("jobExecutionSummary", {})
+            thing = str(summary.get("thingArn", "")).rsplit("/", 1)[-1]
+            number = int(execution.get("executionNumber", 0))
+            if thing and (thing not in latest or number >= latest[thing][0]):
+                latest[thing] = (number, str(execution.get("status", "QUEUED")))
+        executions = {thing: state for thing, (_, state) in latest.items()}
+        counts: dict[str, int] = {}
+        for state in executions.values():
             counts[state] = counts.get(state, 0) + 1
-        return DeploymentProgress(deployment_id, status, job.get("status", "IN_PROGRESS"), counts)
+        return DeploymentProgress(
+            deployment_id, status, job.get("status", "IN_PROGRESS"), counts, executions
+        )
+
+    def ring_members(self, target_arn: str) -> list[str]:
+        """``iot.list_things_in_thing_group`` of the ring's group (its direct members)."""
+        group = target_arn.rsplit("/", 1)[-1]
+        return [
+            str(name)
+            for name in self._pages(
+                "iot", "list_things_in_thing_group", "things", thingGroupName=group
+            )
+        ]
 
     def core_devices(self, target_arn: str) -> list[CoreDevice]:
-        """``list_core_devices`` of the ring's thing group."""
+        """``list_core_devices`` of the ring's thing group: "only core devices that have
+        successfully deployed a deployment that targets the thing group. When you remove a core
+        device from a thing group, the list continues to include that core device" (API
+        reference, ListCoreDevices ``thingGroupArn``) — so not the ring's membership."""
         return [
             CoreDevice(d["coreDeviceThingName"], d.get("status", "UNKNOWN"))
             for d in self._pages(

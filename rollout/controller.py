@@ -12,7 +12,7 @@ from typing import Any
 
 from inspector.model_package import ModelPackage
 from rollout.errors import BadInputError, StateError
-from rollout.fleet import MODEL_COMPONENT, Clock, DeploymentProgress, FleetApi, RingHealth
+from rollout.fleet import MODEL_COMPONENT, Clock, FleetApi, RingHealth, RingRollout
 from rollout.gates import GateResult, deployment_gates, health_gates
 from rollout.state import StateStore
 from stacks.config import (
@@ -126,25 +126,44 @@ class Controller:
     def _target(self, ring: str) -> str:
         return self.plant.ring_group_arn(ring)
 
-    def _wait(self, ring: str, deployment_id: str, started: float) -> DeploymentProgress:
-        """Poll until the ring's IoT job ends (completed or cancelled) or the deadline passes."""
+    def _wait(self, ring: str, deployment_id: str, started: float) -> RingRollout:
+        """Poll until every member of the ring has a terminal execution for this deployment,
+        the job is aborted, or the deadline passes (then the members still pending are
+        ``stalled`` and count as failures).
+
+        Not the job's status: a thing-group deployment is a continuous job and stays
+        IN_PROGRESS for as long as the deployment is active (check-deployment-status).
+        Membership is read on every poll, so a device that joins the ring mid-rollout is
+        waited for too (a continuous job is sent to devices added to the group).
+        """
         policy = self.plant.deployment
-        devices = max(1, len(self.fleet.core_devices(self._target(ring))))
+        target = self._target(ring)
+        devices = max(1, len(self.fleet.ring_members(target)))
         release_minutes = math.ceil(devices / policy.rollout.base_rate_per_minute)
         deadline = started + 60.0 * (policy.in_progress_timeout_minutes + release_minutes + 15)
         last = ""
         while True:
-            progress = self.fleet.deployment_progress(deployment_id)
+            members = self.fleet.ring_members(target)
+            rollout = RingRollout(self.fleet.deployment_progress(deployment_id), tuple(members))
             summary = (
-                f"{ring}: deployment {deployment_id} {progress.job_status.lower()}: "
-                f"{progress.count('SUCCEEDED')} succeeded, {progress.failed} failed, "
-                f"{progress.total - progress.finished} pending of {progress.total}"
+                f"{ring}: deployment {deployment_id}: {rollout.succeeded} succeeded, "
+                f"{rollout.failed} failed, {len(rollout.pending)} pending of "
+                f"{rollout.total} devices in the ring"
             )
+            if rollout.aborted:
+                summary += f" (IoT job {rollout.progress.job_status.lower()})"
             if summary != last:
                 self.log(summary)
                 last = summary
-            if progress.job_status != "IN_PROGRESS" or self.clock.now() >= deadline:
-                return progress
+            if rollout.done:
+                return rollout
+            if self.clock.now() >= deadline:
+                stalled = tuple(rollout.pending)
+                self.log(
+                    f"{ring}: {len(stalled)} device(s) without a result after the deadline "
+                    f"count as failed: {', '.join(stalled[:5])}{' ...' if len(stalled) > 5 else ''}"
+                )
+                return RingRollout(rollout.progress, rollout.members, stalled)
             self.clock.sleep(min(self.poll_s, max(1.0, deadline - self.clock.now())))
 
     # -- promotion ----------------------------------------------------------------------------
@@ -284,25 +303,33 @@ class Controller:
             self.store.save(state)
             self._write_ring(ring, components, previous)
         if rs["phase"] == "deploying":
-            progress = self._wait(ring, rs["deployment_id"], rs["deployed_at"])
+            rollout = self._wait(ring, rs["deployment_id"], rs["deployed_at"])
             rs["reached_at"] = self.clock.now()
+            rs["stalled"] = list(rollout.stalled)
             rs["phase"] = "baking"
             self.store.save(state)
-            if progress.aborted:
+            if rollout.aborted or rollout.failed / max(1, rollout.total) > (
+                self.plant.gates.max_deployment_failure_ratio
+            ):
+                # failed and stalled devices are final: judge now, do not bake a lost ring
                 health = self.fleet.ring_health(
                     self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
                 )
-                return self._judge(ring, state, progress, None, health, baked=False)
+                return self._judge(ring, state, rollout, None, health, baked=False)
         remaining = rs["reached_at"] + bake_s - self.clock.now()
         if remaining > 0:
             self.log(f"{ring}: baking for {remaining / 60:.0f} min")
             self.clock.sleep(remaining)
-        progress = self.fleet.deployment_progress(rs["deployment_id"])
+        rollout = RingRollout(
+            self.fleet.deployment_progress(rs["deployment_id"]),
+            tuple(self.fleet.ring_members(target)),
+            tuple(rs.get("stalled", ())),
+        )
         health = self.fleet.ring_health(
             self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
         )
         baseline = RingHealth.from_json(rs["baseline"])
-        failed = self._judge(ring, state, progress, baseline, health, baked=bake_s > 0)
+        failed = self._judge(ring, state, rollout, baseline, health, baked=bake_s > 0)
         if not failed:
             rs["phase"] = "passed"
             self.store.save(state)
@@ -313,15 +340,15 @@ class Controller:
         self,
         ring: str,
         state: dict[str, Any],
-        progress: DeploymentProgress,
+        rollout: RingRollout,
         baseline: RingHealth | None,
         health: RingHealth,
         *,
         baked: bool,
     ) -> list[GateResult]:
         gates = self.plant.gates
-        results = deployment_gates(ring, gates, progress, health)
-        if baked and not progress.aborted:
+        results = deployment_gates(ring, gates, rollout, health)
+        if baked and not rollout.aborted:
             results += health_gates(ring, gates, baseline, health)
         for result in results:
             self.log(result.line())
@@ -377,9 +404,14 @@ class Controller:
             rs["rollback_deployment_id"] = rollback_id
             self._write_ring(ring, components, previous)
             self.store.save(state)
-            progress = self._wait(ring, rollback_id, self.clock.now())
+            rollout = self._wait(ring, rollback_id, self.clock.now())
             rs["phase"] = "rolled_back"
-            rs["rollback_status"] = progress.job_status
+            rs["rollback_status"] = {
+                "succeeded": rollout.succeeded,
+                "failed": rollout.failed,
+                "devices": rollout.total,
+                "stalled": list(rollout.stalled),
+            }
             self.store.save(state)
 
     def rollback(self) -> Report:

@@ -33,12 +33,21 @@ class PublishedModel:
 
 @dataclass(frozen=True)
 class DeploymentProgress:
-    """Where a ring's deployment stands: Greengrass status plus IoT job execution counts."""
+    """Where a ring's deployment stands: Greengrass status plus its IoT job's executions.
+
+    A deployment to a thing group is a *continuous* IoT job: "While a deployment is active, the
+    AWS IoT job's status is IN_PROGRESS" (Greengrass developer guide, check-deployment-status),
+    and "a continuous job is always in progress and continues to run for any new devices that
+    are added to the target group" (IoT developer guide, iot-jobs-lifecycle). ``job_status``
+    therefore never says the ring is done; ``executions`` (thing name → the status of its job
+    execution) does, read against the ring's membership (:class:`RingRollout`).
+    """
 
     deployment_id: str
     status: str
     job_status: str
     counts: dict[str, int] = field(default_factory=dict)
+    executions: dict[str, str] = field(default_factory=dict)
 
     def count(self, *states: str) -> int:
         """Sum of the job executions in the given states."""
@@ -66,6 +75,65 @@ class DeploymentProgress:
             "CANCELED",
             "FAILED",
         )
+
+
+@dataclass(frozen=True)
+class RingRollout:
+    """A ring's deployment measured against the ring's members now.
+
+    The ring is deployed when every member has a terminal execution for this deployment;
+    ``stalled`` are the members that had none when the controller's wait ran out (offline,
+    stuck, never reached): they count as failures, not as waiting.
+    """
+
+    progress: DeploymentProgress
+    members: tuple[str, ...]
+    stalled: tuple[str, ...] = ()
+
+    def status(self, thing: str) -> str:
+        """The member's execution status; ``NONE`` when the job has not reached it yet."""
+        return self.progress.executions.get(thing, "NONE")
+
+    @property
+    def total(self) -> int:
+        """Members of the ring."""
+        return len(self.members)
+
+    @property
+    def succeeded(self) -> int:
+        """Members whose execution succeeded."""
+        return sum(1 for m in self.members if self.status(m) == "SUCCEEDED")
+
+    @property
+    def failed(self) -> int:
+        """Members whose execution failed, timed out or was rejected, plus the stalled."""
+        stalled = set(self.stalled)
+        return sum(
+            1
+            for m in self.members
+            if self.status(m) in FAILED_EXECUTION_STATES
+            or (m in stalled and self.status(m) not in TERMINAL_EXECUTION_STATES)
+        )
+
+    @property
+    def pending(self) -> list[str]:
+        """Members without a terminal execution (stalled ones included)."""
+        return [m for m in self.members if self.status(m) not in TERMINAL_EXECUTION_STATES]
+
+    @property
+    def done(self) -> bool:
+        """Every member has a terminal execution, or the job was aborted."""
+        return self.progress.aborted or not self.pending
+
+    @property
+    def aborted(self) -> bool:
+        """The deployment's IoT job was cancelled by its abort criteria (or the deployment)."""
+        return self.progress.aborted
+
+    def remeasured(self, progress: DeploymentProgress, members: list[str]) -> RingRollout:
+        """The same rollout read again later: members still pending from the wait stay stalled,
+        members that joined since are pending, not failed."""
+        return RingRollout(progress, tuple(members), self.stalled)
 
 
 @dataclass(frozen=True)
@@ -161,7 +229,12 @@ class FleetApi(Protocol):
         ...
 
     def core_devices(self, target_arn: str) -> list[CoreDevice]:
-        """Core devices in a ring's thing group with their status."""
+        """``list_core_devices`` of a ring: the core devices that have *successfully deployed*
+        a deployment to the group (removed ones included), with their status."""
+        ...
+
+    def ring_members(self, target_arn: str) -> list[str]:
+        """The things in a ring's thing group now (``iot.list_things_in_thing_group``)."""
         ...
 
     def ring_health(

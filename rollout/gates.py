@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rollout.fleet import DeploymentProgress, RingHealth
+from rollout.fleet import RingHealth, RingRollout
 from stacks.config import Gates
 
 
@@ -42,27 +42,31 @@ def _pct(x: float) -> str:
 
 
 def deployment_gates(
-    ring: str, gates: Gates, progress: DeploymentProgress, health: RingHealth
+    ring: str, gates: Gates, rollout: RingRollout, health: RingHealth
 ) -> list[GateResult]:
-    """Gates on the deployment itself: failed devices and healthy devices on the new version."""
-    targeted = max(1, progress.total)
-    failed = progress.failed
+    """Gates on the deployment itself: failed or stalled members, healthy members on the new
+    version — counted over the ring's members, not over the job's executions."""
+    targeted = max(1, rollout.total)
+    failed = rollout.failed
     ratio = failed / targeted
-    detail = f"{failed}/{progress.total} devices failed or rolled back ({_pct(ratio)})"
-    if progress.aborted:
-        detail += f"; IoT job {progress.job_status.lower()} by its abort criteria"
+    stalled = len([m for m in rollout.stalled if m in set(rollout.pending)])
+    detail = f"{failed}/{rollout.total} devices failed or rolled back ({_pct(ratio)})"
+    if stalled:
+        detail += f", {stalled} of them without a result by the deadline"
+    if rollout.aborted:
+        detail += f"; IoT job {rollout.progress.job_status.lower()} by its abort criteria"
     out = [
         GateResult(
             "deployment_failure_ratio",
             ring,
-            ratio <= gates.max_deployment_failure_ratio and not progress.aborted,
+            ratio <= gates.max_deployment_failure_ratio and not rollout.aborted,
             ratio,
             gates.max_deployment_failure_ratio,
             f"{detail}, limit {_pct(gates.max_deployment_failure_ratio)}",
         )
     ]
-    # healthy on the new version: never more than the devices the deployment succeeded on
-    healthy = min(health.healthy, progress.count("SUCCEEDED"))
+    # healthy on the new version: never more than the members the deployment succeeded on
+    healthy = min(health.healthy, rollout.succeeded)
     share = healthy / targeted
     out.append(
         GateResult(
@@ -71,7 +75,7 @@ def deployment_gates(
             share >= gates.min_healthy_share,
             share,
             gates.min_healthy_share,
-            f"{healthy}/{progress.total} devices healthy on the new version "
+            f"{healthy}/{rollout.total} devices healthy on the new version "
             f"({_pct(share)}), minimum {_pct(gates.min_healthy_share)}",
         )
     )

@@ -1,9 +1,12 @@
 """A seeded fleet simulator that implements :class:`rollout.fleet.FleetApi` on a simulated clock.
 
 Greengrass v2 semantics it keeps: one deployment per target (a new one replaces the previous and
-cancels its pending job executions); the IoT job's exponential rollout rate, abort criteria and
-in-progress timeout; failure handling ROLLBACK; a component that errors three times within an hour
-goes BROKEN (core device UNHEALTHY); devices offline for periods. Each model version behaves as
+cancels its pending job executions); a thing-group deployment is a continuous IoT job, IN_PROGRESS
+for as long as it is active and sent to devices that join the group later; the IoT job's
+exponential rollout rate, abort criteria and in-progress timeout; failure handling ROLLBACK; a
+component that errors three times within an hour goes BROKEN (core device UNHEALTHY); devices
+offline for periods; ``list_core_devices`` of a group lists the devices that have deployed to it
+successfully, not its members. Each rule cites its source where it is implemented. Each model version behaves as
 set (reject and manual rates, latency, crash probability, agreement with the previous model) and
 the ring's health is aggregated from the same quantities the inspector's health message carries.
 """
@@ -99,6 +102,7 @@ class _Device:
     components: dict[str, str]
     broken: bool = False
     errors: list[float] = field(default_factory=list)
+    deployed_to: set[str] = field(default_factory=set)  # targets it deployed successfully
     # (time, model version running or None when broken) — for health aggregation
     history: list[tuple[float, str | None]] = field(default_factory=list)
 
@@ -210,6 +214,7 @@ class FleetSimulator:
                     components=dict(ring_components.get(ring, components)),
                 )
                 device.record(start - horizon_s)
+                device.deployed_to.add(target)  # it runs the group's release already
                 self.devices[name] = device
                 names.append(name)
             self.targets[target] = names
@@ -290,19 +295,54 @@ class FleetSimulator:
         return deployment_id
 
     def deployment_progress(self, deployment_id: str) -> DeploymentProgress:
-        """Deployment status and job execution counts by state."""
+        """Deployment status, job status and each thing's execution status."""
         dep = self.deployments[deployment_id]
         counts: dict[str, int] = {}
         for ex in dep.executions.values():
             counts[ex.status] = counts.get(ex.status, 0) + 1
-        return DeploymentProgress(deployment_id, dep.status, dep.job_status, counts)
+        executions = {name: ex.status for name, ex in dep.executions.items()}
+        return DeploymentProgress(deployment_id, dep.status, dep.job_status, counts, executions)
 
     def core_devices(self, target_arn: str) -> list[CoreDevice]:
-        """Devices of a ring with HEALTHY/UNHEALTHY status."""
+        """``list_core_devices(thingGroupArn=...)``: "only core devices that have successfully
+        deployed a deployment that targets the thing group. When you remove a core device from a
+        thing group, the list continues to include that core device" (API reference,
+        ListCoreDevices). Status UNHEALTHY when a component is BROKEN (API_CoreDevice)."""
         return [
-            CoreDevice(name, "UNHEALTHY" if self.devices[name].broken else "HEALTHY")
-            for name in self.targets[target_arn]
+            CoreDevice(name, "UNHEALTHY" if device.broken else "HEALTHY")
+            for name, device in self.devices.items()
+            if target_arn in device.deployed_to
         ]
+
+    def ring_members(self, target_arn: str) -> list[str]:
+        """The things in the ring's group now (``iot.list_things_in_thing_group``)."""
+        return list(self.targets[target_arn])
+
+    def add_device(self, target_arn: str, *, online_from: float | None = None) -> str:
+        """A new core device joins a ring's group (provisioned now, nothing deployed yet).
+
+        The active deployment's continuous job is sent to it: "It continues to run and is sent
+        to any new devices (things) that are added to the target group" (IoT developer guide,
+        key-concepts-jobs, Continuous job). ``online_from``: offline until then.
+        """
+        ring = self.ring_of_target[target_arn]
+        name = f"sim-{ring}-{len(self.targets[target_arn]):05d}-joined"
+        offline = [(self.now, online_from)] if online_from and online_from > self.now else []
+        device = _Device(
+            name=name,
+            ring=ring,
+            offline=offline,
+            latency_factor=math.exp(self.rng.gauss(0, 0.05)),
+            rate_factor=math.exp(self.rng.gauss(0, 0.1)),
+            components={},
+        )
+        device.record(self.now)
+        self.devices[name] = device
+        self.targets[target_arn].append(name)
+        dep_id = self.active.get(target_arn)
+        if dep_id and self.deployments[dep_id].job_status == "IN_PROGRESS":
+            self.deployments[dep_id].executions[name] = _Execution(name)
+        return name
 
     def effective_deployments(self, device: str) -> list[dict[str, Any]]:
         """The deployment that applies to a device (its ring's active one)."""
@@ -459,10 +499,18 @@ class FleetSimulator:
             dep.rate = min(dep.max_rate, dep.rate * dep.factor)
         dep.rate = min(dep.rate, dep.max_rate)
         self._check_abort(dep)
-        if all(ex.status in TERMINAL_EXECUTION_STATES for ex in dep.executions.values()):
-            dep.job_status = "COMPLETED"
+        # no COMPLETED: "A continuous job is always in progress and continues to run for any new
+        # devices that are added to the target group" (IoT developer guide, iot-jobs-lifecycle);
+        # a Greengrass deployment's job stays IN_PROGRESS while the deployment is active
+        # (Greengrass developer guide, check-deployment-status)
 
     def _install(self, device: _Device, dep: _Deployment, t: float) -> str:
+        status = self._apply(device, dep, t)
+        if status == "SUCCEEDED":
+            device.deployed_to.add(dep.target)
+        return status
+
+    def _apply(self, device: _Device, dep: _Deployment, t: float) -> str:
         previous = dict(device.components)
         device.components = dict(dep.components)
         device.broken = False

@@ -180,6 +180,76 @@ def test_deployment_progress_counts_job_executions(aws, greengrass) -> None:
     assert progress.counts == {"SUCCEEDED": 2, "FAILED": 1, "QUEUED": 1, "CANCELED": 1}
     assert progress.total == 5 and progress.failed == 1 and progress.finished == 4
     assert progress.status == "ACTIVE"
+    # per thing, by the name in the execution summary's thingArn
+    assert progress.executions["lineguard-demo-DEMO-0002"] == "FAILED"
+    assert progress.executions["lineguard-demo-DEMO-0003"] == "QUEUED"
+
+
+def test_a_things_latest_execution_is_the_one_that_counts(greengrass) -> None:
+    client, stubber = greengrass
+    iot = boto3.client("iot", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    thing = f"arn:aws:iot:{REGION}:123456789012:thing/lineguard-demo-DEMO-0001"
+    other = f"arn:aws:iot:{REGION}:123456789012:thing/lineguard-demo-DEMO-0002"
+    stamp = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def summary(arn: str, status: str, number: int) -> dict[str, Any]:
+        # the ListJobExecutionsForJob response shape (JobExecutionSummaryForJob)
+        return {
+            "thingArn": arn,
+            "jobExecutionSummary": {
+                "status": status, "queuedAt": stamp, "lastUpdatedAt": stamp,
+                "executionNumber": number,
+            },
+        }  # fmt: skip
+
+    stubber.add_response(
+        "get_deployment",
+        {"deploymentId": "d-1", "deploymentStatus": "ACTIVE", "iotJobId": "job-1"},
+        {"deploymentId": "d-1"},
+    )
+    with Stubber(iot) as iot_stub:
+        iot_stub.add_response(
+            "describe_job", {"job": {"jobId": "job-1", "status": "IN_PROGRESS"}}, {"jobId": "job-1"}
+        )
+        # a thing that left the group (REMOVED) and came back has a second, later execution
+        iot_stub.add_response(
+            "list_job_executions_for_job",
+            {"executionSummaries": [summary(thing, "SUCCEEDED", 2)], "nextToken": "t"},
+            {"jobId": "job-1"},
+        )
+        iot_stub.add_response(
+            "list_job_executions_for_job",
+            {
+                "executionSummaries": [
+                    summary(thing, "REMOVED", 1),
+                    summary(other, "IN_PROGRESS", 1),
+                ]
+            },
+            {"jobId": "job-1", "nextToken": "t"},
+        )
+        api = AwsFleet(
+            region=REGION, artifact_bucket=BUCKET, clients={"greengrassv2": client, "iot": iot}
+        )
+        progress = api.deployment_progress("d-1")
+        iot_stub.assert_no_pending_responses()
+    assert progress.job_status == "IN_PROGRESS"
+    assert progress.executions == {
+        "lineguard-demo-DEMO-0001": "SUCCEEDED",
+        "lineguard-demo-DEMO-0002": "IN_PROGRESS",
+    }
+
+
+def test_ring_members_are_the_groups_things(aws, demo_plant) -> None:
+    iot = boto3.client("iot", region_name=REGION)
+    group = demo_plant.ring_group_arn("canary").rsplit("/", 1)[-1]
+    iot.create_thing_group(thingGroupName=group)
+    names = [f"lineguard-demo-DEMO-{i:04d}" for i in range(3)]
+    for name in names:
+        iot.create_thing(thingName=name)
+        iot.add_thing_to_thing_group(thingGroupName=group, thingName=name)
+    iot.create_thing(thingName="lineguard-demo-DEMO-0099")  # not in the ring
+    api = AwsFleet(region=REGION, artifact_bucket=BUCKET)
+    assert sorted(api.ring_members(demo_plant.ring_group_arn("canary"))) == names
 
 
 def test_core_devices_and_effective_deployments_page(greengrass, demo_plant) -> None:

@@ -82,6 +82,59 @@ def test_good_model_is_promoted_to_every_ring(
     ).read_text()
 
 
+def _join_canary_when_deployed(sim: FleetSimulator, plant: PlantConfig, **kw: Any) -> list[str]:
+    """A device joins the canary group right after the canary's deployment is created."""
+    canary, joined = plant.ring_group_arn("canary"), []
+    create = sim.create_deployment
+
+    def create_then_join(request: dict[str, Any]) -> str:
+        deployment_id = create(request)
+        if request["targetArn"] == canary and not joined:
+            joined.append(sim.add_device(canary, **kw))
+        return deployment_id
+
+    sim.create_deployment = create_then_join  # type: ignore[method-assign]
+    return joined
+
+
+def test_a_ring_is_done_when_every_member_has_a_result_though_the_job_never_ends(
+    demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    joined = _join_canary_when_deployed(sim, demo_plant)
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "completed", report.message
+    canary, fleet = sim.deployments["sim-0001"], sim.deployments["sim-0002"]
+    assert canary.job_status == fleet.job_status == "IN_PROGRESS"  # continuous jobs
+    # the device that joined mid-rollout got the continuous job and was waited for
+    assert sim.devices[joined[0]].components[MODEL_COMPONENT] == "1.1.0"
+    # the canary's wait ended with its members' results, not at its 30 + 11 + 15 min deadline
+    bake = 60 * demo_plant.ring("canary").bake_minutes
+    assert fleet.created - canary.created < bake + 15 * 60
+    assert report.rings["canary"]["gates"][0]["detail"].startswith("0/11 devices failed")
+
+
+def test_a_member_that_never_reports_counts_as_failed_after_the_deadline(
+    demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    joined = _join_canary_when_deployed(sim, demo_plant, online_from=sim.now + 48 * 3600)
+    lines: list[str] = []
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state", lines).promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "rolled-back"
+    gate = report.failed[0]
+    assert gate.gate == "deployment_failure_ratio" and "without a result" in gate.detail
+    assert any(joined[0] in line and "count as failed" in line for line in lines)
+    # waited out the deadline once (30 min in-progress timeout + release + 15 min), no longer
+    canary = sim.deployments["sim-0001"]
+    rollback = sim.deployments["sim-0002"]
+    assert 45 * 60 <= rollback.created - canary.created <= 60 * 60
+
+
 def test_promotion_keeps_each_rings_configuration_merges(
     demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollout.fleet import DeploymentProgress, RingHealth
+from rollout.fleet import DeploymentProgress, RingHealth, RingRollout
 from rollout.gates import deployment_gates, health_gates
 from stacks.config import Gates
 
@@ -64,15 +64,40 @@ def test_manual_and_shadow_agreement() -> None:
     assert failed(low) == {"shadow_agreement"}
 
 
+def rollout_of(
+    statuses: list[str], job: str = "IN_PROGRESS", stalled: int = 0, members: int | None = None
+) -> RingRollout:
+    names = [f"dev-{i:02d}" for i in range(len(statuses) if members is None else members)]
+    executions = dict(zip(names, statuses, strict=False))
+    progress = DeploymentProgress("d", "ACTIVE", job, {}, executions)
+    pending = [n for n in names if executions.get(n, "NONE") in ("NONE", "QUEUED", "IN_PROGRESS")]
+    return RingRollout(progress, tuple(names), tuple(pending[:stalled]))
+
+
 def test_deployment_failures_healthy_share_and_abort() -> None:
-    ok = DeploymentProgress("d", "ACTIVE", "COMPLETED", {"SUCCEEDED": 19, "FAILED": 1})
+    # a continuous job stays IN_PROGRESS: the members' executions say how the ring went
+    ok = rollout_of(["SUCCEEDED"] * 19 + ["FAILED"])
     assert failed(deployment_gates("r", GATES, ok, health(devices=20, healthy=20))) == set()
-    bad = DeploymentProgress("d", "ACTIVE", "COMPLETED", {"SUCCEEDED": 18, "TIMED_OUT": 2})
+    bad = rollout_of(["SUCCEEDED"] * 18 + ["TIMED_OUT"] * 2)
     result = failed(deployment_gates("r", GATES, bad, health(devices=20, healthy=20)))
     assert result == {"deployment_failure_ratio"}
     # healthy devices never count beyond those the deployment reached
-    queued = DeploymentProgress("d", "ACTIVE", "IN_PROGRESS", {"SUCCEEDED": 17, "QUEUED": 3})
+    queued = rollout_of(["SUCCEEDED"] * 17 + ["QUEUED"] * 3)
     assert failed(deployment_gates("r", GATES, queued, health(healthy=20))) == {"healthy_share"}
-    aborted = DeploymentProgress("d", "ACTIVE", "CANCELED", {"SUCCEEDED": 20})
+    aborted = rollout_of(["SUCCEEDED"] * 20, job="CANCELED")
     (gate,) = [r for r in deployment_gates("r", GATES, aborted, health(healthy=20)) if not r.passed]
     assert gate.gate == "deployment_failure_ratio" and "abort criteria" in gate.detail
+
+
+def test_stalled_members_count_as_failed_and_members_the_job_never_reached_count() -> None:
+    # two members offline past the deadline: failures, not devices still being waited for
+    stalled = rollout_of(["SUCCEEDED"] * 18 + ["IN_PROGRESS"] * 2, stalled=2)
+    assert stalled.failed == 2 and stalled.done is False
+    (gate, *_) = deployment_gates("r", GATES, stalled, health(devices=20, healthy=20))
+    assert not gate.passed and "2 of them without a result by the deadline" in gate.detail
+    # a member without any execution (joined, job not released to it yet) is pending
+    joined = rollout_of(["SUCCEEDED"] * 19, members=20)
+    assert joined.pending == ["dev-19"] and not joined.done and joined.failed == 0
+    # stalled members stay failed when read again after the bake; new joiners only pend
+    later = stalled.remeasured(stalled.progress, [*stalled.members, "dev-new"])
+    assert later.failed == 2 and "dev-new" in later.pending

@@ -49,7 +49,8 @@ def test_rollout_rate_starts_at_base_and_grows_exponentially(demo_plant, make_pa
     assert 2 < started <= 2 + 4 + 8 + 10  # grows, but never above maximumPerMinute
     sim.clock.sleep(60 * 10)
     assert sim.deployment_progress(dep).count("SUCCEEDED") == 40
-    assert sim.deployment_progress(dep).job_status == "COMPLETED"
+    # a thing-group deployment is a continuous job: IN_PROGRESS while active, never COMPLETED
+    assert sim.deployment_progress(dep).job_status == "IN_PROGRESS"
     assert {d.components[MODEL_COMPONENT] for d in sim.devices.values() if d.ring == "canary"} == {
         "2.0.0"
     }
@@ -172,3 +173,21 @@ def test_same_seed_same_fleet(demo_plant) -> None:
     c = fleet(demo_plant, n=50, seed=8, offline_share=0.3)
     assert [d.offline for d in a.devices.values()] == [d.offline for d in b.devices.values()]
     assert [d.offline for d in a.devices.values()] != [d.offline for d in c.devices.values()]
+
+
+def test_a_device_joining_the_group_gets_the_continuous_job(demo_plant, make_package) -> None:
+    sim = fleet(demo_plant, n=3)
+    publish(sim, make_package)
+    target = demo_plant.ring_group_arn("canary")
+    dep = sim.create_deployment(request(demo_plant, "canary", NEW))
+    sim.clock.sleep(60 * 10)
+    assert sim.deployment_progress(dep).count("SUCCEEDED") == 3
+    name = sim.add_device(target)
+    assert sim.ring_members(target)[-1] == name
+    # not a core device of the group before it deployed successfully (ListCoreDevices)
+    assert name not in {d.name for d in sim.core_devices(target)}
+    assert sim.deployment_progress(dep).executions[name] == "QUEUED"
+    sim.clock.sleep(60 * 5)
+    assert sim.deployment_progress(dep).executions[name] == "SUCCEEDED"
+    assert sim.devices[name].components[MODEL_COMPONENT] == "2.0.0"
+    assert name in {d.name for d in sim.core_devices(target)}
