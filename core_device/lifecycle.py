@@ -82,6 +82,10 @@ class Step:
     setenv: Mapping[str, str] = field(default_factory=dict)
 
 
+def _without_shutdown(lifecycle: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in lifecycle.items() if str(k).lower() != "shutdown"}
+
+
 def _steps(component: str, lifecycle: Mapping[str, Any]) -> dict[str, Step]:
     steps = {}
     for name in ("install", "startup", "run", "shutdown"):
@@ -242,6 +246,7 @@ class Component:
         self.work_dir = work_dir
         self.log_path = log_path
         self._steps = _steps(name, lifecycle)
+        self._raw = dict(lifecycle)
         self._raw_install = _get(lifecycle, "install")
         reset = _get(lifecycle, "errorResetTime")  # LC:1022-1025
         self.error_reset_time_s = DEFAULT_ERROR_RESET_TIME_S if reset is None else float(reset)
@@ -299,10 +304,18 @@ class Component:
             self._thread.start()
 
     def request_restart(self) -> None:
-        """Stop and start again without reinstalling (GreengrassService.requestRestart)."""
+        """Stop and start again without reinstalling (Lifecycle.requestRestart, LC:953-977).
+
+        Desired INSTALLED, then RUNNING, from whatever state it is in (a FINISHED or STOPPING
+        component is started again too); not while a reinstall is pending (``don't override in
+        the case of re-install``) and not before a NEW component first installed.
+        """
         with self._cond:
-            if self._state in (State.RUNNING, State.STARTING):
-                self._desired = State.INSTALLED
+            if self._desired == State.NEW:
+                return
+            if self._state == State.NEW:
+                return
+            self._desired = State.INSTALLED
             self._cond.notify_all()
 
     def update(self, lifecycle: Mapping[str, Any], *, version: str) -> bool:
@@ -320,7 +333,11 @@ class Component:
                 or _get(lifecycle, "install") != self._raw_install
                 or self._state == State.BROKEN
             )
+            # GES:126-128: a change under lifecycle.shutdown alone neither restarts nor
+            # reinstalls; the new shutdown step is simply the one used at the next stop
+            restart = reinstall or _without_shutdown(lifecycle) != _without_shutdown(self._raw)
             self._steps = _steps(self.name, lifecycle)
+            self._raw = dict(lifecycle)
             self._raw_install = _get(lifecycle, "install")
             reset = _get(lifecycle, "errorResetTime")
             self.error_reset_time_s = DEFAULT_ERROR_RESET_TIME_S if reset is None else float(reset)
@@ -328,7 +345,7 @@ class Component:
             self.version = version
         if reinstall:
             self.request_reinstall()
-        else:
+        elif restart:
             self.request_restart()
         return reinstall
 
@@ -420,6 +437,9 @@ class Component:
             if len(self._errors.get(current, [])) >= MAXIMUM_CONTINUAL_ERROR:
                 new = State.BROKEN  # LC:248-251
             self._previous, self._state = current, new
+            if new == State.NEW and self._desired == State.NEW:
+                # LC:365-369: reaching the head of the desired states (NEW, RUNNING) drops it
+                self._desired = State.RUNNING
             self.state_changed_at = self._clock()
             self.history.append(new)
             self._cond.notify_all()
@@ -699,7 +719,11 @@ class Component:
                 self._stop_processes()
             self._wait(lambda: self._closing or self._desired == State.NEW, None)
         else:
-            self._wait(lambda: self._closing or self._desired in (State.RUNNING, State.NEW), None)
+            self._wait(
+                lambda: self._closing
+                or self._desired in (State.RUNNING, State.NEW, State.INSTALLED),
+                None,
+            )
         with self._cond:
             if self._closing:
                 return

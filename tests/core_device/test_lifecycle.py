@@ -292,3 +292,61 @@ def test_components_run_concurrently_and_close_all_stops_them(
     manager.close_all()
     assert time.monotonic() - started < 3.0  # in parallel, not one grace period after another
     assert wait_until(lambda: not any(alive(p) for p in pids))
+
+
+# -- updates in place (GenericExternalService.java:118-157, Lifecycle.java:933-977) --------------
+
+
+def test_a_reinstall_asked_while_installing_installs_again_then_runs(make, tmp_path) -> None:
+    c = make("A", {"install": "echo v1 >> installs; sleep 0.5", "run": "sleep 30"})
+    c.start()
+    assert wait_until(lambda: (tmp_path / "work/A/installs").exists())
+    c.update({"install": "echo v2 >> installs", "run": "sleep 30"}, version="2.0.0")
+    assert c.wait_for([State.RUNNING], WAIT) == State.RUNNING
+    time.sleep(0.3)
+    # NEW is left once it is reached (LC:365-369): no NEW <-> INSTALLED loop
+    assert c.history.count(State.NEW) <= 3 and c.state == State.RUNNING
+    assert (tmp_path / "work/A/installs").read_text().split() == ["v1", "v2"]
+
+
+def test_a_reinstall_waiting_for_dependencies_does_not_loop(make) -> None:
+    ready = {"now": False}
+    c = make("A", {"install": "true", "run": "sleep 30"}, dependencies_ready=lambda: ready["now"])
+    c.start()
+    assert c.wait_for([State.INSTALLED], WAIT) == State.INSTALLED
+    c.update({"install": "echo v2", "run": "sleep 30"}, version="2.0.0")
+    time.sleep(1.0)
+    assert len(c.history) < 12, c.history  # installed again once, now waiting
+    ready["now"] = True
+    assert c.wait_for([State.RUNNING], WAIT) == State.RUNNING
+
+
+def test_a_restart_does_not_override_a_pending_reinstall(make, tmp_path) -> None:
+    c = make("A", {"install": "echo v1 >> installs", "run": "sleep 30"})
+    c.start()
+    assert c.wait_for([State.RUNNING], WAIT) == State.RUNNING
+    c.update({"install": "echo v2 >> installs", "run": "sleep 30"}, version="2.0.0")
+    c.request_restart()  # e.g. the HARD dependency listener, in the same deployment
+    assert wait_until(lambda: c.history.count(State.RUNNING) == 2)
+    assert (tmp_path / "work/A/installs").read_text().split() == ["v1", "v2"]
+
+
+def test_a_lifecycle_change_starts_a_finished_component_again(make, tmp_path) -> None:
+    c = make("A", {"run": "echo old >> runs"})
+    c.start()
+    assert c.wait_for([State.FINISHED], WAIT) == State.FINISHED
+    c.update({"run": "echo new >> runs"}, version="")
+    assert wait_until(lambda: (tmp_path / "work/A/runs").read_text().split() == ["old", "new"])
+    assert c.wait_for([State.FINISHED], WAIT) == State.FINISHED
+    assert c.reached_desired_state
+
+
+def test_a_change_of_the_shutdown_step_alone_restarts_nothing(make, tmp_path) -> None:
+    c = make("A", {"run": "echo run >> runs; sleep 30", "shutdown": "echo one >> stops"})
+    c.start()
+    assert c.wait_for([State.RUNNING], WAIT) == State.RUNNING
+    c.update({"run": "echo run >> runs; sleep 30", "shutdown": "echo two >> stops"}, version="")
+    time.sleep(0.5)
+    assert c.history.count(State.RUNNING) == 1 and c.state == State.RUNNING
+    c.stop(WAIT)
+    assert (tmp_path / "work/A/stops").read_text().split() == ["two"]  # the new step on stop
