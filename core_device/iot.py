@@ -339,6 +339,9 @@ class MqttLink:
             self._connection += 1
             inflight = list(self._inflight.values())
             self._inflight.clear()
+            # a PUBACK that came before its publish was recorded belongs to this connection;
+            # kept, it could settle an unrelated message once paho's message ids wrap
+            self._early.clear()
         self._forget_in_client()
         for message in inflight:
             self._failed(message, None)
@@ -346,19 +349,27 @@ class MqttLink:
             self.spooler.drop_qos0()
 
     def _forget_in_client(self, mid: int | None = None) -> None:
-        # The nucleus' MQTT 5 client fails every in-flight publish when the connection drops
-        # (AwsIotMqtt5Client.java:337, ClientOfflineQueueBehavior.FAIL_ALL_ON_DISCONNECT) and
-        # its spooler, not the client, sends the message again. paho instead keeps each QoS 1
-        # message it was handed, even one refused with MQTT_ERR_NO_CONN, and resends it after
-        # reconnecting (paho client.py publish() and _messages_reconnect_reset_out(), 2.2.0):
-        # drop those copies so only the spooler retries, as on a real core device.
+        # This link connects with a clean session every time, so it models a reconnect whose
+        # session is *not* resumed (a restarted broker, an expired session). The nucleus' MQTT 5
+        # client then fails its unacknowledged publishes back to the spooler, which sends them
+        # again (AwsIotMqtt5Client.java:334-351: session resumption with a 7-day expiry and
+        # ClientOfflineQueueBehavior.FAIL_ALL_ON_DISCONNECT, whose QoS 1 publishes that were
+        # sent but not acknowledged wait for a resumed session and fail only without one;
+        # MqttClient.publishSingleSpoolerMessage re-adds a failed message). A resumed session,
+        # where the client itself resends them, is not modelled: it delivers the same messages.
+        # paho keeps each QoS 1 message it was handed, even one refused with MQTT_ERR_NO_CONN,
+        # and resends it after reconnecting (paho client.py publish() and
+        # _messages_reconnect_reset_out(), 2.2.0): drop those copies so only the spooler retries.
         client = self._client
         with client._out_message_mutex:
             if mid is None:
                 client._out_messages.clear()
                 client._inflight_messages = 0
-            else:
-                client._out_messages.pop(mid, None)
+                return
+            message = client._out_messages.pop(mid, None)
+            if message is not None and message.state == paho.mqtt_ms_wait_for_puback:
+                # it held one of paho's in-flight slots (publish() counts it); give it back
+                client._inflight_messages = max(0, client._inflight_messages - 1)
 
     def _on_publish(
         self,

@@ -720,8 +720,9 @@ class Component:
             self._wait(lambda: self._closing or self._desired == State.NEW, None)
         else:
             self._wait(
-                lambda: self._closing
-                or self._desired in (State.RUNNING, State.NEW, State.INSTALLED),
+                lambda: (
+                    self._closing or self._desired in (State.RUNNING, State.NEW, State.INSTALLED)
+                ),
                 None,
             )
         with self._cond:
