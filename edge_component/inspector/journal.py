@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -89,6 +90,14 @@ def base36(number: int) -> str:
         out = digits[rest] + out
         if not number:
             return out
+
+
+def new_epoch(now_ms: int) -> str:
+    """Base 36 of the time in ms the journal was created (or first opened by a version with
+    epochs), then two random base-36 characters: a device without a real-time clock that boots
+    at the same clock reading and wipes its journal still gets another epoch (1 in 1,296 to
+    repeat), and two wipes within one millisecond do too."""
+    return base36(now_ms) + base36(36 * 36 + secrets.randbelow(36 * 36))[1:]
 
 
 class Journal:
@@ -180,7 +189,7 @@ class Journal:
                     "last_sent_seq": str(first - 1),
                     "dropped_results": "0",
                     "evicted_samples": "0",
-                    "epoch": base36(first),
+                    "epoch": new_epoch(first),
                 }
                 db.executemany("INSERT INTO meta VALUES (?, ?)", rows.items())
             elif meta.get("device") != self.device:
@@ -191,7 +200,7 @@ class Journal:
             elif meta.get("schema") != str(SCHEMA_VERSION):
                 raise JournalError(f"{self.path}: unsupported schema {meta.get('schema')!r}")
             elif "epoch" not in meta:  # a journal from before epochs: name this life of it now
-                self._set_meta("epoch", base36(max(1, int(self._clock() * 1000))))
+                self._set_meta("epoch", new_epoch(max(1, int(self._clock() * 1000))))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -318,7 +327,7 @@ class Journal:
 
     @property
     def epoch(self) -> str:
-        """This journal's life: base 36 of its creation time in ms; a wiped journal gets a new one.
+        """This journal's life (:func:`new_epoch`); a wiped journal gets a new one.
 
         Sources put it into part ids they number themselves (a simulated camera's count starts
         again with a new journal), so a reset never reuses a part id the line bridge has seen.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any
 
@@ -18,12 +19,20 @@ log = logging.getLogger(__name__)
 def encode_part_id(part_id: str, registers: int) -> list[int]:
     """Part id → ``registers`` 16-bit words, two UTF-8 bytes each (big endian), zero padded.
 
-    A part id longer than the block is cut (and logged): the PLC still gets a reject.
+    A part id longer than the block keeps a readable prefix, ``~`` and 8 hex characters of the
+    SHA-256 of the whole id (only hex when the block is under 10 bytes), and is logged: cutting
+    the end off would give every reject of a camera the same id, since the frame number is at
+    the end (``cam0-<epoch>-000123``). The PLC still gets a reject either way.
     """
     raw = part_id.encode("utf-8")
-    if len(raw) > 2 * registers:
-        log.warning("part id %r longer than %d bytes; cut for the PLC", part_id, 2 * registers)
-        raw = raw[: 2 * registers]
+    room = 2 * registers
+    if len(raw) > room:
+        digest = hashlib.sha256(raw).hexdigest().encode("ascii")
+        clipped = raw[: room - 9] + b"~" + digest[:8] if room >= 10 else digest[:room]
+        log.warning(
+            "part id %r longer than %d bytes; %r for the PLC", part_id, room, clipped.decode()
+        )
+        raw = clipped
     raw = raw.ljust(2 * registers, b"\0")
     return [(raw[i] << 8) | raw[i + 1] for i in range(0, len(raw), 2)]
 

@@ -17,7 +17,13 @@ def test_part_id_round_trips_through_registers() -> None:
     words = encode_part_id("P-000123", 8)
     assert len(words) == 8 and words[0] == (ord("P") << 8) | ord("-")
     assert decode_part_id(words) == "P-000123"
-    assert decode_part_id(encode_part_id("x" * 40, 4)) == "x" * 8  # cut, still a reject
+    # too long for the block: still a reject, and two ids sharing a prefix stay two ids
+    a, b = "cam0-mj3k2x9q-000123", "cam0-mj3k2x9q-000124"
+    assert decode_part_id(encode_part_id(a, 8)) != decode_part_id(encode_part_id(b, 8))
+    assert decode_part_id(encode_part_id(a, 8)).startswith("cam0-mj~")
+    assert len(decode_part_id(encode_part_id(a, 8))) == 16
+    assert len(decode_part_id(encode_part_id(a, 2))) == 4  # a tiny block gets the hash only
+    assert decode_part_id(encode_part_id(a, 2)) != decode_part_id(encode_part_id(b, 2))
 
 
 def test_coil_and_register_map_per_station() -> None:
