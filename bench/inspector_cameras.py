@@ -1,17 +1,18 @@
-"""The most simulated cameras at 1 fps one process serves with frame → decision p99 ≤ 100 ms.
+"""The most simulated cameras at 1 fps one process serves with frame → signalled p99 ≤ 100 ms.
 
     .venv/bin/python bench/inspector_cameras.py [--model <package dir> | --tiny] [--trial-s 8]
 
 The model is the shipped production-size package (``edge_component/initial-model``: PatchCore on
 EfficientNet-Lite0, 224×224) unless ``--model`` names another; ``--tiny`` (the 32×32 test model)
 is for smoke tests only. Each trial runs N cameras at ``--fps`` with random phases for
-``--trial-s`` seconds: the camera loop stamps each frame at its capture time and hands it to
-``Inspector.submit``, as the service's camera loop does, so the next free of ``--judge-threads``
-workers judges it (a model whose micro-batches pay is batched by the service up to
-``--max-batch``; the shipped one's do not).
-A trial passes when every frame is judged, none is fail-safe ``manual`` (the product's deadline
-stays on: a late frame is manual, never pass) and p99 of ``latency_ms`` (capture → decision)
-≤ target.
+``--trial-s`` seconds through the inspector service's own camera path (``inspector.service``,
+file transport, a real journal): each frame is stamped with the time it was due and handed to
+``Service.submit``, so the next free of ``--judge-threads`` workers judges it, and the loop
+commits verdicts in order as the service does (journal transaction at ``synchronous=FULL``, the
+local reject message, health, sampler). A trial passes when every frame is committed, none is
+fail-safe ``manual`` (the product's deadline stays on: a late frame is manual, never pass) and
+p99 of capture → committed and signalled (``commit_p99_ms``) ≤ target; capture → decision
+(``p99_ms``) is reported beside it.
 N doubles until a trial fails, then a binary search narrows it (bounded by ``--max-cameras``
 and ``--max-trials``); ``--cameras N`` runs one trial instead.
 
@@ -32,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,12 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from inspector.decision import MANUAL, MANUAL_BAND  # noqa: E402
-from inspector.engine import Inspector  # noqa: E402
 from inspector.health import percentile  # noqa: E402
-from inspector.messages import Identity  # noqa: E402
 from inspector.runner import ModelRunner, RunnerOptions  # noqa: E402
 from inspector.runtime_config import RuntimeConfig  # noqa: E402
+from inspector.service import Service, parse_settings  # noqa: E402
 from inspector.sources import Frame  # noqa: E402
+from inspector.transports.file import FileTransport  # noqa: E402
 
 PRODUCTION_MODEL = ROOT / "edge_component" / "initial-model"
 
@@ -78,7 +78,7 @@ def inference_ms(runner: ModelRunner, frame: bytes, runs: int = 40) -> float:
 
 
 def trial(
-    engine: Inspector,
+    svc: Service,
     cameras: int,
     *,
     fps: float,
@@ -86,47 +86,72 @@ def trial(
     frames: list[bytes],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run ``cameras`` cameras for ``seconds``; return latency figures and counts."""
+    """Run ``cameras`` cameras for ``seconds`` through the service's camera path.
+
+    Each frame is stamped with the time it was due (its capture), handed to
+    ``Service.submit`` (the judging workers; the loop waits when ``4 × judge_threads`` units
+    wait), and this thread commits verdicts in order as the service's loop does
+    (``Service._commit_judged``: journal transaction, local reject message, health, sampler).
+    ``latency_ms`` is capture → decision; ``commit_ms`` capture → committed and signalled.
+    """
     rng = np.random.default_rng(seed + cameras)
     start = time.monotonic() + 0.05
     due = [(start + float(rng.uniform(0, 1 / fps)), cam, 0) for cam in range(cameras)]
     heapq.heapify(due)
-    pending: list[Future[list[dict[str, Any]]]] = []
+    committed: list[tuple[float, dict[str, Any]]] = []
+    commit = svc._commit
+
+    def timed_commit(
+        frames: list[Frame], cursors: list[tuple[str, str]], results: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        out = commit(frames, cursors, results)
+        now = time.monotonic()
+        committed.extend((now - f.captured, r) for f, r in zip(frames, results, strict=True))
+        return out
+
+    svc._commit = timed_commit  # type: ignore[method-assign]
     end = start + seconds
     produced = 0
-    while due:  # the camera loop: each frame goes to the judging workers as it is due
-        when, cam, number = heapq.heappop(due)
-        if when >= end:
-            break
-        wait = when - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        data = frames[(cam + number) % len(frames)]
-        frame = Frame(f"cam-{cam}", f"cam-{cam}-{number}", data=data, captured=time.monotonic())
-        pending.append(engine.submit([frame]))
-        produced += 1
-        heapq.heappush(due, (when + 1 / fps, cam, number + 1))
-    results = [r for future in pending for r in future.result(timeout=60)]
-    latencies = [r["latency_ms"] for r in results]
+    try:
+        while due:  # the camera loop: commit what is judged, hand each frame over when due
+            when, cam, number = heapq.heappop(due)
+            if when >= end:
+                break
+            while (wait := when - time.monotonic()) > 0:
+                if svc._judged.wait(wait):
+                    svc._judged.clear()
+                svc._commit_judged()
+            data = frames[(cam + number) % len(frames)]
+            frame = Frame(f"cam-{cam}", f"cam-{cam}-{number}", data=data, captured=when)
+            svc.submit([frame], [(f"camera:cam-{cam}", str(number))])
+            produced += 1
+            heapq.heappush(due, (when + 1 / fps, cam, number + 1))
+        svc._commit_judged(everything=True)
+    finally:
+        svc._commit = commit  # type: ignore[method-assign]
+    latencies = [r["latency_ms"] for _, r in committed]
+    commits = [age * 1000.0 for age, _ in committed]
     # fail-safe manual: deadline missed, model error (a score in the band is judged)
     unjudged = sum(
         1
-        for r in results
+        for _, r in committed
         if r["decision"] == MANUAL and not str(r.get("reason")).startswith(MANUAL_BAND)
     )
     return {
         "cameras": cameras,
         "frames": produced,
-        "judged": len(latencies),
+        "judged": len(committed),
         "p50_ms": round(percentile(latencies, 50) or 0.0, 2),
         "p99_ms": round(percentile(latencies, 99) or 0.0, 2),
+        "commit_p50_ms": round(percentile(commits, 50) or 0.0, 2),
+        "commit_p99_ms": round(percentile(commits, 99) or 0.0, 2),
         "unjudged": unjudged,
     }
 
 
 def search(
     args: argparse.Namespace,
-    engine: Inspector,
+    svc: Service,
     frames: list[bytes],
     probe: ModelRunner,
 ) -> dict[str, Any]:
@@ -137,10 +162,10 @@ def search(
         if len(trials) >= args.max_trials:
             raise StopIteration
         infer = inference_ms(probe, frames[0])
-        result = trial(engine, n, fps=args.fps, seconds=args.trial_s, frames=frames)
+        result = trial(svc, n, fps=args.fps, seconds=args.trial_s, frames=frames)
         result["inference_ms_before"] = round(infer, 3)
         result["ok"] = (
-            result["p99_ms"] <= args.target_p99_ms
+            result["commit_p99_ms"] <= args.target_p99_ms
             and result["judged"] == result["frames"]
             and result["unjudged"] == 0
         )
@@ -208,23 +233,31 @@ def main(argv: list[str] | None = None) -> int:
         elif not package.is_dir():
             print(f"error: model package {package} not found", file=sys.stderr)
             return 2
-        options = RunnerOptions(intra_op_threads=args.threads, max_batch=args.max_batch)
-        runner = ModelRunner.load(package, options)
+        images = Path(tmp) / "images"
+        images.mkdir()
+        (images / "frame.jpg").write_bytes(frames[0])
+        settings = parse_settings(
+            [
+                "--transport", "file", "--out", str(Path(tmp) / "out"),
+                "--plant", "bench", "--line", "line", "--station", "station",
+                "--device", "bench-device", "--source", "camera", "--images", str(images),
+                "--model", str(package), "--journal", str(Path(tmp) / "journal.db"),
+                "--deadline-ms", str(args.deadline_ms), "--threads", str(args.threads),
+                "--judge-threads", str(args.judge_threads), "--max-batch", str(args.max_batch),
+            ]
+        )  # fmt: skip
+        svc = Service(settings, FileTransport(Path(tmp) / "out"))
+        runner = svc.engine.runner
+        if runner is None:
+            print(f"error: model package {package} did not load", file=sys.stderr)
+            return 2
         probe = runner if args.threads == 1 else ModelRunner.load(package, RunnerOptions())
-        config = RuntimeConfig(
-            deadline_ms=args.deadline_ms,
-            intra_op_threads=args.threads,
-            judge_threads=args.judge_threads,
-            max_batch=args.max_batch,
-        )
-        engine = Inspector(
-            Identity("bench", "line", "station", "device"), runner=runner, config=config
-        )
         try:
-            found = search(args, engine, frames, probe)
+            found = search(args, svc, frames, probe)
             after = inference_ms(probe, frames[0])
         finally:
-            engine.close()
+            svc.engine.close()
+            svc.journal.close()
     infer = statistics.median([t["inference_ms_before"] for t in found["trials"]] + [after])
     limit = cores * 1000.0 / infer
     print(
