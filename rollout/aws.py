@@ -29,6 +29,7 @@ from rollout.fleet import (
     DeploymentProgress,
     PublishedModel,
     RingHealth,
+    registry_version,
 )
 from rollout.recipe import build_model, recipe_bytes
 
@@ -118,9 +119,24 @@ class AwsFleet:
     # -- publish ------------------------------------------------------------------------------
 
     def publish_model(self, package: ModelPackage) -> PublishedModel:
-        """Build the model component, upload its artifact (with its SHA-256), create the version."""
+        """Build the model component, upload its artifact (with its SHA-256), create the version.
+
+        A version that already exists is checked first: the same artifact digest returns it
+        (a resumed promotion), a different one is refused before anything is uploaded, so a
+        reused version never overwrites the artifact a released component points at.
+        """
         version = package.manifest.version
         built = build_model(package, self.artifact_bucket)
+        existing = self._component_recipe(version)
+        if existing is not None:
+            arn, recipe = existing
+            if built.digest not in _artifact_digests(recipe):
+                raise BadInputError(
+                    f"{MODEL_COMPONENT} {version} already exists with a different artifact; "
+                    "a model package version can be published only once (register the model "
+                    "again for a new version)"
+                )
+            return PublishedModel(MODEL_COMPONENT, version, arn, built.uri, built.digest)
         self._call(
             "s3",
             "put_object",
@@ -152,23 +168,57 @@ class AwsFleet:
             arn = self._existing_component_arn(version, built.digest)
         return PublishedModel(MODEL_COMPONENT, version, arn, built.uri, built.digest)
 
-    def _existing_component_arn(self, version: str, digest: str) -> str:
+    def _component_arn(self, version: str) -> str:
         account = self._call("sts", "get_caller_identity")["Account"]
-        arn = f"arn:aws:greengrass:{self.region}:{account}:components:{MODEL_COMPONENT}:versions:{version}"
-        recipe = json.loads(
-            self._call("greengrassv2", "get_component", arn=arn, recipeOutputFormat="JSON")[
-                "recipe"
-            ]
+        return (
+            f"arn:aws:greengrass:{self.region}:{account}:components:{MODEL_COMPONENT}"
+            f":versions:{version}"
         )
-        digests = [
-            a.get("Digest") for m in recipe.get("Manifests", []) for a in m.get("Artifacts", [])
-        ]
-        if digest not in digests:
+
+    def _component_recipe(self, version: str) -> tuple[str, dict[str, Any]] | None:
+        """The ARN and recipe of a published model component version, or None."""
+        from botocore.exceptions import ClientError
+
+        arn = self._component_arn(version)
+        try:
+            response = self.client("greengrassv2").get_component(arn=arn, recipeOutputFormat="JSON")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None
+            err = exc.response.get("Error", {})
+            raise AwsError(
+                f"greengrassv2.get_component ({arn}): {err.get('Code')}: {err.get('Message')}"
+            ) from exc
+        recipe = response["recipe"]
+        text = recipe.decode("utf-8") if isinstance(recipe, bytes | bytearray) else str(recipe)
+        return arn, json.loads(text)
+
+    def _existing_component_arn(self, version: str, digest: str) -> str:
+        existing = self._component_recipe(version)
+        if existing is None or digest not in _artifact_digests(existing[1]):
             raise BadInputError(
                 f"{MODEL_COMPONENT} {version} already exists with a different artifact; "
                 "a model package version can be published only once"
             )
-        return arn
+        return existing[0]
+
+    def published_as(self, package: ModelPackage) -> bool | None:
+        """Compare the package's component build with the published version's artifact digest
+        (the build is deterministic, so the same package gives the same digest)."""
+        existing = self._component_recipe(package.manifest.version)
+        if existing is None:
+            return None
+        return build_model(package, self.artifact_bucket).digest in _artifact_digests(existing[1])
+
+    def reject_model_package(self, arn: str, reason: str) -> None:
+        """``sagemaker.update_model_package`` to ``Rejected``, the reason as its description."""
+        self._call(
+            "sagemaker",
+            "update_model_package",
+            ModelPackageArn=arn,
+            ModelApprovalStatus="Rejected",
+            ApprovalDescription=reason[:1024],
+        )
 
     # -- deployments --------------------------------------------------------------------------
 
@@ -299,6 +349,9 @@ class AwsFleet:
     def fetch_model_package(self, arn: str, workdir: Path) -> Path:
         """Download an Approved model package's artifact (tar.gz or zip) and unpack it."""
         desc = self._call("sagemaker", "describe_model_package", ModelPackageName=arn)
+        number = desc.get("ModelPackageVersion")
+        if not isinstance(number, int):
+            raise BadInputError(f"{arn}: not a versioned model package (no ModelPackageVersion)")
         approval = desc.get("ModelApprovalStatus")
         if approval != "Approved":
             raise BadInputError(f"{arn}: model package is {approval}, not Approved")
@@ -314,8 +367,27 @@ class AwsFleet:
         roots = sorted(p.parent for p in target.rglob(MANIFEST_FILE))
         if not roots:
             raise BadInputError(f"{url}: no {MANIFEST_FILE} in the model artifact")
-        load_package(roots[0])  # validate (manifest fields, graph sha256) before anything ships
+        trained = load_package(roots[0])  # validate (manifest, graph sha256) before anything ships
+        set_manifest_version(roots[0], registry_version(trained.manifest.version, number))
+        load_package(roots[0])
         return roots[0]
+
+
+def set_manifest_version(root: Path, version: str) -> None:
+    """Rewrite the version in a package's manifest (the graph and its sha256 stay as they are)."""
+    path = Path(root) / MANIFEST_FILE
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["version"] = version
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def _artifact_digests(recipe: dict[str, Any]) -> list[str]:
+    return [
+        str(a.get("Digest"))
+        for m in recipe.get("Manifests", [])
+        for a in m.get("Artifacts", [])
+        if a.get("Digest")
+    ]
 
 
 def _unpack(body: bytes, name: str, target: Path) -> None:

@@ -188,7 +188,12 @@ def _promote(args: argparse.Namespace) -> int:
         t0 = clock.now()
         if sim is not None and not args.dry_run:
             _persist_simulator(controller, sim)
-        report = controller.promote(package, dry_run=args.dry_run, stop_after=args.stop_after_ring)
+        report = controller.promote(
+            package,
+            dry_run=args.dry_run,
+            stop_after=args.stop_after_ring,
+            model_package_arn=source if source.startswith("arn:") else None,
+        )
         if sim is not None:
             extra["simulated_hours"] = round((clock.now() - t0) / 3600, 2)
             extra["wall_seconds"] = round(time.perf_counter() - started, 3)

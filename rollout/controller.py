@@ -169,12 +169,18 @@ class Controller:
     # -- promotion ----------------------------------------------------------------------------
 
     def promote(
-        self, package: ModelPackage, *, dry_run: bool = False, stop_after: str | None = None
+        self,
+        package: ModelPackage,
+        *,
+        dry_run: bool = False,
+        stop_after: str | None = None,
+        model_package_arn: str | None = None,
     ) -> Report:
         """Publish the package as the model component and roll it out ring by ring.
 
         ``stop_after`` pauses once that ring passed (status ``paused``); promoting the same
-        package again continues with the next ring.
+        package again continues with the next ring. ``model_package_arn``: the registry entry
+        the package came from; a rollback marks it Rejected.
         """
         if stop_after is not None and stop_after not in self.plant.ring_names:
             raise BadInputError(
@@ -206,12 +212,22 @@ class Controller:
                     f"{', '.join(missing)} have no release to roll back to"
                 )
             running = {r: release.rings[r].components[MODEL_COMPONENT] for r in release.rings}
-            if all(v == version for v in running.values()):
+            # a dry run without a fleet compares versions only
+            same = None if dry_run else self.fleet.published_as(package)
+            if same is False:
+                # refused before anything is uploaded or deployed: same version, other bytes
+                raise BadInputError(
+                    f"{MODEL_COMPONENT} {version} was already published from another model "
+                    f"than {package.root} (graph sha256 {package.manifest.sha256[:12]}...); a "
+                    "version is released once: register the model again for a new version"
+                )
+            if all(v == version for v in running.values()) and (dry_run or same):
                 return Report(
                     self.plant.name,
                     version,
                     "already-released",
-                    f"every ring already runs {MODEL_COMPONENT} {version}",
+                    f"every ring already runs {MODEL_COMPONENT} {version} with this package's "
+                    "model",
                 )
             state = {
                 "plant": self.plant.name,
@@ -222,6 +238,8 @@ class Controller:
                 "previous": release.to_json(),
                 "rings": {},
             }
+            if model_package_arn:
+                state["model_package_arn"] = model_package_arn
         if dry_run:
             return self._dry_run(release, version)
         previous = parse_release(state["previous"], self.store.path, self.plant)
@@ -369,6 +387,7 @@ class Controller:
         state["failed_gates"] = [g.to_json() for g in failed]
         self.store.save(state)
         self._restore(state, previous)
+        self._reject_in_registry(state, f"rolled back: gate {first.gate} failed on {first.ring}")
         state["status"] = "rolled_back"
         state["finished_at"] = _iso(self.clock.now())
         self.store.save(state)
@@ -384,6 +403,16 @@ class Controller:
             rings=state["rings"],
             failed=failed,
         )
+
+    def _reject_in_registry(self, state: dict[str, Any], reason: str) -> None:
+        """Mark the registry's model package Rejected, once, so it is not promoted again."""
+        arn = state.get("model_package_arn")
+        if not arn or state.get("registry_rejected"):
+            return
+        self.fleet.reject_model_package(arn, f"{state['model_version']}: {reason}")
+        state["registry_rejected"] = True
+        self.store.save(state)
+        self.log(f"model package {arn} marked Rejected in the registry")
 
     def _touched(self, state: dict[str, Any]) -> list[str]:
         return [r for r in self.plant.ring_names if state["rings"].get(r, {}).get("deployment_id")]
@@ -433,6 +462,7 @@ class Controller:
         state["status"] = "rolling_back"
         self.store.save(state)
         self._restore(state, previous)
+        self._reject_in_registry(state, "rolled back on request (rollout rollback)")
         state["status"] = "rolled_back"
         state["finished_at"] = _iso(self.clock.now())
         self.store.save(state)

@@ -249,5 +249,28 @@ class FleetApi(Protocol):
         ...
 
     def fetch_model_package(self, arn: str, workdir: Path) -> Path:
-        """Download an approved SageMaker model package's artifact; return the package dir."""
+        """Download an approved SageMaker model package's artifact; return the package dir,
+        its manifest's version set from the registry (:func:`registry_version`)."""
         ...
+
+    def published_as(self, package: ModelPackage) -> bool | None:
+        """Whether ``com.lineguard.Model`` at the package's version was published from this
+        package (True), from other bytes (False), or never (None)."""
+        ...
+
+    def reject_model_package(self, arn: str, reason: str) -> None:
+        """Mark a registry model package Rejected (after its rollout was rolled back)."""
+        ...
+
+
+def registry_version(trained_version: str, package_version: int) -> str:
+    """The component version of a registered model: ``<major>.<registry version>.0``.
+
+    The registry numbers the packages of a group 1, 2, 3, ... (SageMaker
+    ``ModelPackageVersion``), so a retrain with default parameters still gets a new version;
+    the trained version contributes only its major number (a breaking input change).
+    """
+    major = trained_version.split(".", 1)[0]
+    if not major.isdigit() or package_version < 1:
+        raise ValueError(f"cannot derive a version from {trained_version!r} / {package_version}")
+    return f"{int(major)}.{package_version}.0"

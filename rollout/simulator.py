@@ -196,6 +196,9 @@ class FleetSimulator:
             self.known_versions |= set(overrides.items())
         self.deployments: dict[str, _Deployment] = {}
         self.active: dict[str, str] = {}
+        # graph sha256 of versions the fleet ran before the simulation (set by tests/callers)
+        self.released_sha256: dict[str, str] = {}
+        self.rejected: dict[str, str] = {}  # model package ARN -> reason
         self.calls: list[tuple[str, Any]] = []
         for ring, target, count in rings:
             names = []
@@ -229,10 +232,20 @@ class FleetSimulator:
     # -- FleetApi ------------------------------------------------------------------------------
 
     def publish_model(self, package: ModelPackage) -> PublishedModel:
-        """Record the model component version (as Greengrass would after CreateComponentVersion)."""
+        """Record the model component version (as Greengrass would after CreateComponentVersion).
+
+        Component versions are immutable: CreateComponentVersion of an existing version fails
+        with ConflictException (API reference); the same bytes again stand for a resumed
+        publish and return the existing version, as :class:`rollout.aws.AwsFleet` does.
+        """
         version = package.manifest.version
         key = (MODEL_COMPONENT, version)
         self.calls.append(("publish_model", version))
+        existing = self.published.get(key)
+        if existing is not None and existing.sha256 != package.manifest.sha256:
+            raise BadInputError(
+                f"{MODEL_COMPONENT} {version} already exists with a different artifact"
+            )
         if key not in self.published:
             self.published[key] = PublishedModel(
                 component=MODEL_COMPONENT,
@@ -358,6 +371,18 @@ class FleetSimulator:
                 "coreDeviceExecutionStatus": ex.status,
             }
         ]
+
+    def published_as(self, package: ModelPackage) -> bool | None:
+        """Whether the package's version was published from these bytes (None: never)."""
+        version = package.manifest.version
+        found = self.published.get((MODEL_COMPONENT, version))
+        sha = found.sha256 if found is not None else self.released_sha256.get(version)
+        return None if sha is None else sha == package.manifest.sha256
+
+    def reject_model_package(self, arn: str, reason: str) -> None:
+        """Record the registry update (UpdateModelPackage ModelApprovalStatus=Rejected)."""
+        self.calls.append(("reject_model_package", {"arn": arn, "reason": reason}))
+        self.rejected[arn] = reason
 
     def fetch_model_package(self, arn: str, workdir: Path) -> Path:
         """The simulator has no SageMaker: pass a package directory instead."""

@@ -78,6 +78,8 @@ def test_publish_uploads_the_built_component_with_digest(aws, greengrass, make_p
         "before-parameter-build.greengrassv2.CreateComponentVersion",
         lambda params, **_: captured.update(params),
     )
+    # the version does not exist yet (GetComponent: ResourceNotFoundException)
+    stubber.add_client_error("get_component", "ResourceNotFoundException", "no such", 404)
     stubber.add_response(
         "create_component_version",
         {
@@ -115,11 +117,36 @@ def test_publish_uploads_the_built_component_with_digest(aws, greengrass, make_p
     assert "{com.lineguard.Model:artifacts:decompressedPath}/model" in inspector_recipe
 
 
-def test_publish_twice_accepts_the_same_artifact_only(aws, greengrass, make_package) -> None:
+def test_a_published_version_is_checked_before_anything_is_uploaded(
+    aws, greengrass, make_package
+) -> None:
     client, stubber = greengrass
     package = make_package("1.1.0")
     digest = build_model(package, BUCKET).digest
     for recipe_digest in (digest, "c29tZXRoaW5nIGVsc2U="):
+        recipe = {"Manifests": [{"Artifacts": [{"Digest": recipe_digest}]}]}
+        stubber.add_response(
+            "get_component",
+            {"recipeOutputFormat": "JSON", "recipe": json.dumps(recipe).encode()},
+            {"arn": component_arn("1.1.0"), "recipeOutputFormat": "JSON"},
+        )
+    # the same bytes: the existing version (a resumed promotion), nothing created again
+    assert fleet(client).publish_model(package).arn == component_arn("1.1.0")
+    # other bytes under the same version: refused, and the artifact is not overwritten
+    with pytest.raises(BadInputError, match="already exists with a different artifact"):
+        fleet(client).publish_model(package)
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_lost_race_to_create_the_version_accepts_the_same_artifact_only(
+    aws, greengrass, make_package
+) -> None:
+    client, stubber = greengrass
+    package = make_package("1.1.0")
+    digest = build_model(package, BUCKET).digest
+    for recipe_digest in (digest, "c29tZXRoaW5nIGVsc2U="):
+        stubber.add_client_error("get_component", "ResourceNotFoundException", "no such", 404)
         stubber.add_client_error("create_component_version", "ConflictException", "exists", 409)
         recipe = {"Manifests": [{"Artifacts": [{"Digest": recipe_digest}]}]}
         stubber.add_response(
@@ -130,6 +157,33 @@ def test_publish_twice_accepts_the_same_artifact_only(aws, greengrass, make_pack
     assert fleet(client).publish_model(package).arn == component_arn("1.1.0")
     with pytest.raises(BadInputError, match="already exists with a different artifact"):
         fleet(client).publish_model(package)
+
+
+def test_published_as_compares_the_component_build(aws, greengrass, make_package) -> None:
+    client, stubber = greengrass
+    package = make_package("1.1.0")
+    stubber.add_client_error("get_component", "ResourceNotFoundException", "no such", 404)
+    recipe = {"Manifests": [{"Artifacts": [{"Digest": build_model(package, BUCKET).digest}]}]}
+    for _ in range(2):
+        stubber.add_response(
+            "get_component",
+            {"recipeOutputFormat": "JSON", "recipe": json.dumps(recipe).encode()},
+            {"arn": component_arn("1.1.0"), "recipeOutputFormat": "JSON"},
+        )
+    api = fleet(client)
+    assert api.published_as(package) is None
+    assert api.published_as(package) is True
+    (package.root / "golden.png").write_bytes(b"other bytes")  # another package, same version
+    assert api.published_as(package) is False
+
+
+def test_reject_model_package_updates_the_registry(aws) -> None:
+    arn = _register("Approved", "models/run-9/model.tar.gz", b"x")
+    AwsFleet(region=REGION, artifact_bucket=BUCKET).reject_model_package(arn, "1.3.0: rolled back")
+    desc = boto3.client("sagemaker", region_name=REGION).describe_model_package(
+        ModelPackageName=arn
+    )
+    assert desc["ModelApprovalStatus"] == "Rejected"
 
 
 def test_create_deployment_sends_deployment_spec_verbatim(greengrass, demo_plant) -> None:
@@ -371,7 +425,11 @@ def test_fetch_approved_model_package(aws, make_package, tmp_path) -> None:
     arn = _register("Approved", "models/run-1/model.tar.gz", _tar(package.root))
     root = AwsFleet(region=REGION, artifact_bucket=BUCKET).fetch_model_package(arn, tmp_path / "w")
     fetched = load_package(root)
-    assert fetched.manifest.version == "1.2.0"
+    # the version comes from the registry: <trained major>.<ModelPackageVersion>.0
+    number = boto3.client("sagemaker", region_name=REGION).describe_model_package(
+        ModelPackageName=arn
+    )["ModelPackageVersion"]
+    assert fetched.manifest.version == f"1.{number}.0"
     assert fetched.manifest.sha256 == package.manifest.sha256
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rollout.controller import Controller
-from rollout.errors import StateError
+from rollout.errors import BadInputError, StateError
 from rollout.fleet import MODEL_COMPONENT
 from rollout.simulator import FleetSimulator, simulated_fleet
 from stacks.config import PlantConfig, load_plant, load_plant_release, release_path
@@ -332,10 +332,37 @@ def test_dry_run_changes_nothing(demo_plant, releases_dir, tmp_path, make_packag
 
 def test_already_released_version_is_a_no_op(demo_plant, releases_dir, tmp_path, make_package):
     sim = sim_for(demo_plant, releases_dir, "good")
-    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
-        make_package("1.0.0")
-    )
+    package = make_package("1.0.0")
+    sim.released_sha256["1.0.0"] = package.manifest.sha256  # what the rings run
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(package)
     assert report.status == "already-released" and sim.calls == []
+
+
+def test_a_version_reused_for_other_bytes_is_refused_before_any_upload(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    sim.released_sha256["1.0.0"] = "0" * 64  # the rings run another model under 1.0.0
+    with pytest.raises(BadInputError, match="already published from another model"):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.0.0"))
+    assert sim.calls == []  # nothing published, nothing deployed
+
+
+def test_a_rollback_marks_the_registry_package_rejected(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "reject-all")
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/lineguard-inspection/4"
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.1.0"), model_package_arn=arn
+    )
+    assert report.status == "rolled-back"
+    assert list(sim.rejected) == [arn] and "rolled back: gate" in sim.rejected[arn]
+    # the rollback command afterwards does not reject it twice
+    controller(demo_plant, sim, releases_dir, tmp_path / "state").rollback()
+    assert [c for c in sim.calls if c[0] == "reject_model_package"] == [
+        ("reject_model_package", {"arn": arn, "reason": sim.rejected[arn]})
+    ]
 
 
 def test_interrupted_rollback_is_finished_by_the_rollback_command(
