@@ -275,6 +275,21 @@ class AwsFleet:
             )
         ]
 
+    def installed_components(self, device: str) -> dict[str, str]:
+        """``list_installed_components(topologyFilter=ALL)`` of one core device: what it
+        reported last (core devices report after a deployment; API reference,
+        ListInstalledComponents, whose default ``ROOT`` would omit dependencies)."""
+        return {
+            str(c["componentName"]): str(c["componentVersion"])
+            for c in self._pages(
+                "greengrassv2",
+                "list_installed_components",
+                "installedComponents",
+                coreDeviceThingName=device,
+                topologyFilter="ALL",
+            )
+        }
+
     def effective_deployments(self, device: str) -> list[dict[str, Any]]:
         """``list_effective_deployments`` of one core device."""
         return list(

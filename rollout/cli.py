@@ -293,7 +293,7 @@ def _rollback(args: argparse.Namespace) -> int:
         _persist_simulator(controller, sim)
     report = controller.rollback()
     _print_report(report, args, {})
-    return EXIT_OK
+    return EXIT_OK if report.ok else EXIT_GATE_FAILED
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -72,6 +72,13 @@ def _with_components(release: Release, ring: str, components: dict[str, str]) ->
     return release.with_ring(ring, components, configuration=configuration)
 
 
+def _not_back(devices: list[str]) -> str:
+    if not devices:
+        return "; every device checked is back"
+    shown = ", ".join(devices[:10]) + (" ..." if len(devices) > 10 else "")
+    return f"; {len(devices)} device(s) NOT back on the previous version: {shown}"
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -386,7 +393,7 @@ class Controller:
         state["status"] = "rolling_back"
         state["failed_gates"] = [g.to_json() for g in failed]
         self.store.save(state)
-        self._restore(state, previous)
+        not_back = self._restore(state, previous)
         self._reject_in_registry(state, f"rolled back: gate {first.gate} failed on {first.ring}")
         state["status"] = "rolled_back"
         state["finished_at"] = _iso(self.clock.now())
@@ -394,6 +401,7 @@ class Controller:
         message = (
             f"gate {first.gate} failed on ring {first.ring}: {first.detail}; "
             f"rings {', '.join(self._touched(state))} rolled back to the previous release"
+            + _not_back(not_back)
         )
         return Report(
             self.plant.name,
@@ -417,31 +425,68 @@ class Controller:
     def _touched(self, state: dict[str, Any]) -> list[str]:
         return [r for r in self.plant.ring_names if state["rings"].get(r, {}).get("deployment_id")]
 
-    def _restore(self, state: dict[str, Any], previous: Release) -> None:
-        """Deploy the previous release to every touched ring and rewrite the release file."""
-        for ring in reversed(self._touched(state)):
+    def _restore(self, state: dict[str, Any], previous: Release) -> list[str]:
+        """Deploy the previous release to every touched ring at once, wait for all of them,
+        and check what each member runs; return the devices that are not back.
+
+        Each rollback deployment resets the configuration of the components it takes back to
+        another version (``reset: [""]`` before the ring's merge), so keys the newer version
+        added do not stay: a merge alone cannot remove them (update-component-configurations).
+        A resumed rollback waits for the deployments it already created.
+        """
+        rings = [
+            r
+            for r in reversed(self._touched(state))
+            if state["rings"][r].get("phase") != "rolled_back"
+        ]
+        for ring in rings:
             rs = state["rings"][ring]
-            if rs.get("phase") == "rolled_back":
+            if rs.get("rollback_deployment_id"):
                 continue
             components = dict(previous.rings[ring].components)
-            spec = deployment_spec(self.plant, ring, previous)
+            candidate = {**components, MODEL_COMPONENT: state["model_version"]}
+            changed = {n for n, v in candidate.items() if components.get(n) != v}
+            spec = deployment_spec(self.plant, ring, previous, reset=changed)
             self.log(
                 f"{ring}: deploying the previous release ({MODEL_COMPONENT} "
-                f"{components[MODEL_COMPONENT]})"
+                f"{components[MODEL_COMPONENT]}, configuration of {', '.join(sorted(changed))} "
+                "reset)"
             )
-            rollback_id = self.fleet.create_deployment(spec)
-            rs["rollback_deployment_id"] = rollback_id
+            rs["rollback_deployment_id"] = self.fleet.create_deployment(spec)
+            rs["rollback_started_at"] = self.clock.now()
             self._write_ring(ring, components, previous)
             self.store.save(state)
-            rollout = self._wait(ring, rollback_id, self.clock.now())
+        not_back: list[str] = []
+        for ring in rings:
+            rs = state["rings"][ring]
+            rollout = self._wait(
+                ring, rs["rollback_deployment_id"], rs.get("rollback_started_at", self.clock.now())
+            )
+            want = previous.rings[ring].components[MODEL_COMPONENT]
+            missing = [
+                m
+                for m in rollout.members
+                if self.fleet.installed_components(m).get(MODEL_COMPONENT) != want
+            ]
             rs["phase"] = "rolled_back"
             rs["rollback_status"] = {
                 "succeeded": rollout.succeeded,
                 "failed": rollout.failed,
                 "devices": rollout.total,
                 "stalled": list(rollout.stalled),
+                "not_back": missing,
             }
             self.store.save(state)
+            if missing:
+                self.log(
+                    f"{ring}: {len(missing)} of {rollout.total} device(s) not back on "
+                    f"{MODEL_COMPONENT} {want}: {', '.join(missing[:10])}"
+                    f"{' ...' if len(missing) > 10 else ''}"
+                )
+            else:
+                self.log(f"{ring}: all {rollout.total} device(s) back on {MODEL_COMPONENT} {want}")
+            not_back += missing
+        return not_back
 
     def rollback(self) -> Report:
         """Roll every ring the last promotion touched back to the release it started from."""
@@ -461,7 +506,7 @@ class Controller:
             raise StateError(str(exc)) from None
         state["status"] = "rolling_back"
         self.store.save(state)
-        self._restore(state, previous)
+        not_back = self._restore(state, previous)
         self._reject_in_registry(state, "rolled back on request (rollout rollback)")
         state["status"] = "rolled_back"
         state["finished_at"] = _iso(self.clock.now())
@@ -469,8 +514,9 @@ class Controller:
         return Report(
             self.plant.name,
             state["model_version"],
-            "rolled-back-on-request",
-            f"rings {', '.join(self._touched(state)) or '(none)'} back on the previous release",
+            "rollback-incomplete" if not_back else "rolled-back-on-request",
+            f"rings {', '.join(self._touched(state)) or '(none)'} back on the previous release"
+            + _not_back(not_back),
             rings=state["rings"],
         )
 

@@ -244,6 +244,10 @@ class FleetApi(Protocol):
         ``model_version``."""
         ...
 
+    def installed_components(self, device: str) -> dict[str, str]:
+        """Component name → version installed on one core device, as it last reported."""
+        ...
+
     def effective_deployments(self, device: str) -> list[dict[str, Any]]:
         """The deployments that apply to one core device (for ``status``)."""
         ...

@@ -357,6 +357,11 @@ class FleetSimulator:
             self.deployments[dep_id].executions[name] = _Execution(name)
         return name
 
+    def installed_components(self, device: str) -> dict[str, str]:
+        """What the device runs (``list_installed_components``)."""
+        self.calls.append(("installed_components", device))
+        return dict(self.devices[device].components)
+
     def effective_deployments(self, device: str) -> list[dict[str, Any]]:
         """The deployment that applies to a device (its ring's active one)."""
         ring_target = next(t for t, names in self.targets.items() if device in names)

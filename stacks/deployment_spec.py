@@ -16,6 +16,7 @@ per ring is built with ``abort=False``.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from stacks.config import PlantConfig, Release, RingRelease
@@ -43,7 +44,12 @@ def _ring_release(plant: PlantConfig, ring: str, release: Release | RingRelease)
 
 
 def deployment_spec(
-    plant: PlantConfig, ring: str, release: Release | RingRelease, *, abort: bool = True
+    plant: PlantConfig,
+    ring: str,
+    release: Release | RingRelease,
+    *,
+    abort: bool = True,
+    reset: Collection[str] = (),
 ) -> dict[str, Any]:
     """The ``greengrassv2.create_deployment`` keyword arguments for ``ring`` of ``plant``.
 
@@ -54,6 +60,11 @@ def deployment_spec(
         abort: include the plant's abort criteria (``abortConfig``). True for a rollout's
             deployment; False for the standing deployment, which must keep serving devices
             that join the ring later.
+        reset: components whose whole configuration is reset to their recipe's defaults
+            before the ring's merge (``"reset": [""]``: "the AWS IoT Greengrass Core software
+            runs the reset update before the merge update", and a value with no default is
+            removed — developer guide, update-component-configurations). A rollback resets the
+            components it takes back, so keys the newer version added do not stay behind.
 
     Raises:
         KeyError: ``ring`` is not a ring of ``plant``.
@@ -65,10 +76,13 @@ def deployment_spec(
     for name, version in sorted(entry.components.items()):
         spec: dict[str, Any] = {"componentVersion": version}
         merge = entry.configuration.get(name)
+        update: dict[str, Any] = {}
         if merge:
-            spec["configurationUpdate"] = {
-                "merge": json.dumps(dict(merge), sort_keys=True, separators=(",", ":"))
-            }
+            update["merge"] = json.dumps(dict(merge), sort_keys=True, separators=(",", ":"))
+        if name in reset:
+            update["reset"] = [""]
+        if update:
+            spec["configurationUpdate"] = update
         components[name] = spec
     rate = policy.rollout
     request: dict[str, Any] = {

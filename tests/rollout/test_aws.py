@@ -343,6 +343,30 @@ def test_core_devices_and_effective_deployments_page(greengrass, demo_plant) -> 
     assert api.effective_deployments("a")[0]["coreDeviceExecutionStatus"] == "SUCCEEDED"
 
 
+def test_installed_components_lists_the_whole_topology(greengrass) -> None:
+    client, stubber = greengrass
+    stamp = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def component(name: str, version: str) -> dict[str, Any]:
+        return {"componentName": name, "componentVersion": version, "lifecycleState": "RUNNING",
+                "isRoot": name != "com.lineguard.Model", "lastStatusChangeTimestamp": stamp}  # fmt: skip
+
+    stubber.add_response(
+        "list_installed_components",
+        {"installedComponents": [component("com.lineguard.Inspector", "1.0.0")], "nextToken": "n"},
+        {"coreDeviceThingName": "dev-1", "topologyFilter": "ALL"},
+    )
+    stubber.add_response(
+        "list_installed_components",
+        {"installedComponents": [component("com.lineguard.Model", "1.0.0")]},
+        {"coreDeviceThingName": "dev-1", "topologyFilter": "ALL", "nextToken": "n"},
+    )
+    assert fleet(client).installed_components("dev-1") == {
+        "com.lineguard.Inspector": "1.0.0",
+        "com.lineguard.Model": "1.0.0",
+    }
+
+
 def test_ring_health_reads_cloudwatch_metrics(aws, greengrass, demo_plant) -> None:
     client, stubber = greengrass
     target = demo_plant.ring_group_arn("canary")

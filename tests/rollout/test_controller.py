@@ -179,12 +179,40 @@ def test_bad_model_stops_at_canary_and_rolls_back(
     # the fleet ring was never deployed; canary got the new version, then the previous again
     sent = deployments(sim)
     assert [req["targetArn"] for req in sent] == [demo_plant.ring_group_arn("canary")] * 2
-    assert sent[1] == deployment_spec(demo_plant, "canary", before)
+    # the previous release, the model's configuration reset (keys 1.1.0 added do not stay)
+    assert sent[1] == deployment_spec(demo_plant, "canary", before, reset={MODEL_COMPONENT})
+    assert sent[1]["components"][MODEL_COMPONENT]["configurationUpdate"]["reset"] == [""]
+    assert "every device checked is back" in report.message
     after = load_plant_release(demo_plant, releases_dir)
     assert {r: dict(e.components) for r, e in after.rings.items()} == {
         r: dict(e.components) for r, e in before.rings.items()
     }
     assert {d.components[MODEL_COMPONENT] for d in sim.devices.values()} == {"1.0.0"}
+
+
+def test_a_rollback_names_the_devices_that_are_not_back(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "reject-all")
+    canary = demo_plant.ring_group_arn("canary")
+    create, calls = sim.create_deployment, []
+
+    def create_then_lose_a_device(request: dict[str, Any]) -> str:
+        calls.append(request["targetArn"])
+        if calls.count(canary) == 2:  # the rollback: one device drops off the network for 2 days
+            device = sim.devices[sim.targets[canary][0]]
+            device.offline.append((sim.now, sim.now + 48 * 3600))
+        return create(request)
+
+    sim.create_deployment = create_then_lose_a_device  # type: ignore[method-assign]
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(
+        make_package("1.1.0")
+    )
+    lost = sim.targets[canary][0]
+    assert report.status == "rolled-back"
+    assert f"1 device(s) NOT back on the previous version: {lost}" in report.message
+    assert report.rings["canary"]["rollback_status"]["not_back"] == [lost]
+    assert sim.devices[lost].components[MODEL_COMPONENT] == "1.1.0"
 
 
 def test_failed_gate_in_a_later_ring_rolls_back_every_touched_ring(
@@ -210,6 +238,9 @@ def test_failed_gate_in_a_later_ring_rolls_back_every_touched_ring(
     targets = [req["targetArn"] for req in deployments(sim)]
     arn = plant.ring_group_arn
     assert targets == [arn("canary"), arn("early"), arn("early"), arn("canary")]
+    # both rollbacks were created before either was waited for: the rings go back at once
+    rollback_early, rollback_canary = list(sim.deployments.values())[2:]
+    assert rollback_early.created == rollback_canary.created
     release = load_plant_release(plant, releases_dir)
     assert {e.components[MODEL_COMPONENT] for e in release.rings.values()} == {"1.0.0"}
 

@@ -79,6 +79,25 @@ def test_spec_with_configuration_merge_is_valid(greengrass: Any, demo: PlantConf
     assert "configurationUpdate" not in spec["components"][MODEL]
 
 
+def test_a_reset_comes_before_the_merge_for_the_named_components_only(
+    greengrass: Any, demo: PlantConfig
+) -> None:
+    release = Release(plant="demo").with_ring(
+        "canary",
+        {INSPECTOR: "1.2.0", MODEL: "2.0.0", LINE_BRIDGE: "0.3.1"},
+        configuration={MODEL: {"variant": "a"}},
+    )
+    spec = deployment_spec(demo, "canary", release, reset={MODEL, LINE_BRIDGE})
+    send(greengrass, spec)  # the service model takes reset + merge together
+    assert spec["components"][MODEL]["configurationUpdate"] == {
+        "reset": [""],
+        "merge": '{"variant":"a"}',
+    }
+    assert spec["components"][LINE_BRIDGE]["configurationUpdate"] == {"reset": [""]}
+    assert "configurationUpdate" not in spec["components"][INSPECTOR]
+    assert deployment_spec(demo, "canary", release) != spec  # no reset unless asked
+
+
 def test_spec_pins_exact_versions_and_targets_the_ring_group(
     demo: PlantConfig, demo_release: Release
 ) -> None:
