@@ -20,7 +20,7 @@ from rollout.controller import Controller, Report
 from rollout.errors import AwsError, BadInputError, RolloutError, StateError
 from rollout.fleet import FleetApi, WallClock
 from rollout.simulator import SCENARIOS, FleetSimulator, simulated_fleet
-from rollout.state import StateStore
+from rollout.state import S3StateStore, StateStore
 from stacks.config import (
     PLANTS_DIR,
     RELEASES_DIR,
@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=STATE_DIR,
         help="controller state, for resuming (default: .rollout-state)",
+    )
+    common.add_argument(
+        "--state-bucket",
+        help="keep the controller state in s3://BUCKET/rollout/state/<plant>.json (conditional "
+        "writes: one controller per plant at a time); the way to run it in CI",
     )
     common.add_argument("--json", action="store_true", help="print the report as JSON")
     aws = argparse.ArgumentParser(add_help=False)
@@ -138,6 +143,17 @@ def _save_report(report: Report, state_dir: Path, plant: str) -> None:
     path.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def _store(plant: PlantConfig, args: argparse.Namespace) -> StateStore | S3StateStore:
+    """Where the controller keeps its state: the S3 bucket if given, else the directory."""
+    if not args.state_bucket:
+        return StateStore(args.state_dir, plant.name)
+    if getattr(args, "simulate", None):
+        raise BadInputError("--state-bucket is for AWS; the simulator keeps its state locally")
+    import boto3
+
+    return S3StateStore(boto3.client("s3", region_name=plant.region), args.state_bucket, plant.name)
+
+
 def _aws_fleet(plant: PlantConfig, args: argparse.Namespace, publish: bool = True) -> FleetApi:
     from rollout.aws import AwsFleet
 
@@ -180,7 +196,7 @@ def _promote(args: argparse.Namespace) -> int:
             fleet=fleet,
             clock=clock,
             releases_dir=args.releases_dir,
-            state_dir=args.state_dir,
+            store=_store(plant, args),
             log=_emit,
             poll_s=args.poll_seconds,
         )
@@ -235,6 +251,7 @@ def _simulator(plant: PlantConfig, args: argparse.Namespace, version: str) -> Fl
 def _persist_simulator(controller: Controller, sim: FleetSimulator) -> None:
     """Save the simulated fleet with every state checkpoint, so a killed run can resume."""
     store = controller.store
+    assert isinstance(store, StateStore), "the simulator runs with a local state directory"
     path = store.path.with_name(store.path.stem + ".simulator.pickle")
     save = store.save
 
@@ -285,7 +302,7 @@ def _rollback(args: argparse.Namespace) -> int:
         fleet=fleet,
         clock=clock,
         releases_dir=args.releases_dir,
-        state_dir=args.state_dir,
+        store=_store(plant, args),
         log=_emit,
         poll_s=args.poll_seconds,
     )
@@ -303,7 +320,7 @@ def _status(args: argparse.Namespace) -> int:
         fleet=_NoFleet(),  # type: ignore[arg-type]
         clock=WallClock(),
         releases_dir=args.releases_dir,
-        state_dir=args.state_dir,
+        store=_store(plant, args),
         log=_emit,
     )
     status = controller.status()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +17,7 @@ from inspector.model_package import ModelPackage
 from rollout.errors import BadInputError, StateError
 from rollout.fleet import MODEL_COMPONENT, Clock, FleetApi, RingHealth, RingRollout
 from rollout.gates import GateResult, deployment_gates, health_gates
-from rollout.state import StateStore
+from rollout.state import S3StateStore, StateStore
 from stacks.config import (
     PlantConfig,
     Release,
@@ -25,6 +28,9 @@ from stacks.config import (
     write_release,
 )
 from stacks.deployment_spec import deployment_spec
+
+LEASE_S = 900.0
+"""A controller's lease on a promotion lapses this long after its last checkpoint."""
 
 MIN_BASELINE_S = 1800.0
 """The ring's baseline is measured over the bake time before deploying, at least this long."""
@@ -79,6 +85,12 @@ def _not_back(devices: list[str]) -> str:
     return f"; {len(devices)} device(s) NOT back on the previous version: {shown}"
 
 
+def default_owner() -> str:
+    """Who this controller is: the CodeBuild build, else host and process."""
+    build = os.environ.get("CODEBUILD_BUILD_ID")
+    return build or f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -93,18 +105,60 @@ class Controller:
         fleet: FleetApi,
         clock: Clock,
         releases_dir: Path | str,
-        state_dir: Path | str,
+        state_dir: Path | str | None = None,
+        store: StateStore | S3StateStore | None = None,
+        owner: str | None = None,
+        lease_s: float = LEASE_S,
         log: Callable[[str], None] = print,
         poll_s: float = 60.0,
     ) -> None:
+        if store is None and state_dir is None:
+            raise ValueError("a Controller needs a state_dir or a store")
         self.plant = plant
         self.fleet = fleet
         self.clock = clock
         self.releases_dir = Path(releases_dir)
-        self.store = StateStore(state_dir, plant.name)
+        self.store = store if store is not None else StateStore(state_dir or ".", plant.name)
+        self.owner = owner or default_owner()
+        self.lease_s = lease_s
         self.poll_s = poll_s
         self._log = log
         self._t0 = clock.now()
+
+    # -- the state and its lease ------------------------------------------------------------
+
+    def _save(self, state: dict[str, Any], *, release: bool = False) -> None:
+        """Checkpoint the state (compare-and-swap) and renew this controller's lease."""
+        state["lease"] = (
+            None if release else {"owner": self.owner, "until": self.clock.now() + self.lease_s}
+        )
+        self.store.save(state)
+
+    def _claim(self, state: dict[str, Any]) -> None:
+        """Take the lease of an unfinished promotion, unless another live controller holds it."""
+        lease = state.get("lease") or {}
+        holder, until = lease.get("owner"), float(lease.get("until") or 0.0)
+        if holder and holder != self.owner and until > self.clock.now():
+            raise StateError(
+                f"{self.store.where}: controller {holder} holds this promotion until "
+                f"{_iso(until)} (renewed with every step; it lapses {self.lease_s / 60:.0f} min "
+                "after that controller's last step): run again after that"
+            )
+        if holder and holder != self.owner:
+            self.log(f"taking over from controller {holder} (its lease lapsed at {_iso(until)})")
+        self._save(state)
+
+    def _sleep(self, state: dict[str, Any], seconds: float) -> None:
+        """Sleep, renewing the lease at least three times per lease period."""
+        end = self.clock.now() + seconds
+        while (left := end - self.clock.now()) > 0:
+            self.clock.sleep(min(left, self.lease_s / 3))
+            self._save(state)
+
+    def _token(self, state: dict[str, Any], ring: str, kind: str) -> str:
+        """CreateDeployment ``clientToken``: the same request after a crash is idempotent."""
+        promotion = state.setdefault("promotion_id", uuid.uuid4().hex)  # older state files
+        return f"{promotion[:32]}-{kind}-{ring}"[:64]
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -133,7 +187,9 @@ class Controller:
     def _target(self, ring: str) -> str:
         return self.plant.ring_group_arn(ring)
 
-    def _wait(self, ring: str, deployment_id: str, started: float) -> RingRollout:
+    def _wait(
+        self, state: dict[str, Any], ring: str, deployment_id: str, started: float
+    ) -> RingRollout:
         """Poll until every member of the ring has a terminal execution for this deployment,
         the job is aborted, or the deadline passes (then the members still pending are
         ``stalled`` and count as failures).
@@ -171,7 +227,7 @@ class Controller:
                     f"count as failed: {', '.join(stalled[:5])}{' ...' if len(stalled) > 5 else ''}"
                 )
                 return RingRollout(rollout.progress, rollout.members, stalled)
-            self.clock.sleep(min(self.poll_s, max(1.0, deadline - self.clock.now())))
+            self._sleep(state, min(self.poll_s, max(1.0, deadline - self.clock.now())))
 
     # -- promotion ----------------------------------------------------------------------------
 
@@ -199,18 +255,19 @@ class Controller:
         state = self.store.load()
         if state and state["status"] == "rolling_back":
             raise StateError(
-                f"{self.store.path}: the rollback of {state['model_version']} was interrupted; "
+                f"{self.store.where}: the rollback of {state['model_version']} was interrupted; "
                 f"run `rollout rollback --plant {self.plant.name}` first"
             )
         if state and state["status"] == "in_progress":
             if state["model_version"] != version:
                 raise StateError(
-                    f"{self.store.path}: a promotion of {MODEL_COMPONENT} {state['model_version']} "
+                    f"{self.store.where}: a promotion of {MODEL_COMPONENT} {state['model_version']} "
                     f"is in progress; finish it or run `rollout rollback --plant {self.plant.name}`"
                 )
             if dry_run:
-                raise StateError(f"{self.store.path}: a promotion is in progress; no --dry-run")
-            self.log(f"resuming the promotion of {version} from {self.store.path}")
+                raise StateError(f"{self.store.where}: a promotion is in progress; no --dry-run")
+            self._claim(state)  # before any step: another live controller may own it
+            self.log(f"resuming the promotion of {version} from {self.store.where}")
         else:
             missing = [r for r in self.plant.ring_names if release.ring(r) is None]
             if missing:
@@ -244,24 +301,28 @@ class Controller:
                 "started_at": _iso(self.clock.now()),
                 "previous": release.to_json(),
                 "rings": {},
+                "promotion_id": uuid.uuid4().hex,
             }
             if model_package_arn:
                 state["model_package_arn"] = model_package_arn
+            if not dry_run:
+                self._save(state)  # the lease: a second controller now conflicts or waits
         if dry_run:
             return self._dry_run(release, version)
-        previous = parse_release(state["previous"], self.store.path, self.plant)
+        previous = parse_release(state["previous"], self.store.where, self.plant)
         if "component_arn" not in state:
             self.log(f"publishing {MODEL_COMPONENT} {version} from {package.root}")
             published = self.fleet.publish_model(package)
             state["component_arn"] = published.arn
             state["artifact_uri"] = published.artifact_uri
-            self.store.save(state)
+            self._save(state)
             self.log(f"published {published.arn} ({published.artifact_uri})")
         for ring in self.plant.ring_names:
             failed = self._promote_ring(ring, version, previous, state)
             if failed:
                 return self._roll_back(state, previous, failed)
             if ring == stop_after and ring != self.plant.ring_names[-1]:
+                self._save(state, release=True)
                 self.log(f"paused after {ring}; promote {version} again to continue")
                 return Report(
                     self.plant.name,
@@ -273,7 +334,7 @@ class Controller:
                 )
         state["status"] = "completed"
         state["finished_at"] = _iso(self.clock.now())
-        self.store.save(state)
+        self._save(state, release=True)
         self.log(f"every ring runs {MODEL_COMPONENT} {version}")
         return Report(
             self.plant.name,
@@ -321,18 +382,21 @@ class Controller:
             if old_version == version:
                 self.log(f"{ring}: already on {version}; checking it anyway")
             self.log(f"{ring}: deploying {MODEL_COMPONENT} {old_version} -> {version}")
+            spec["clientToken"] = self._token(state, ring, "promote")
             rs["deployment_id"] = self.fleet.create_deployment(spec)
+            # the release file before the checkpoint: a kill in between repeats both (the
+            # deployment by its clientToken), never leaves the file behind what the ring runs
+            self._write_ring(ring, components, previous)
             rs["deployed_at"] = now
             rs["phase"] = "deploying"
             state["rings"][ring] = rs
-            self.store.save(state)
-            self._write_ring(ring, components, previous)
+            self._save(state)
         if rs["phase"] == "deploying":
-            rollout = self._wait(ring, rs["deployment_id"], rs["deployed_at"])
+            rollout = self._wait(state, ring, rs["deployment_id"], rs["deployed_at"])
             rs["reached_at"] = self.clock.now()
             rs["stalled"] = list(rollout.stalled)
             rs["phase"] = "baking"
-            self.store.save(state)
+            self._save(state)
             if rollout.aborted or rollout.failed / max(1, rollout.total) > (
                 self.plant.gates.max_deployment_failure_ratio
             ):
@@ -344,7 +408,7 @@ class Controller:
         remaining = rs["reached_at"] + bake_s - self.clock.now()
         if remaining > 0:
             self.log(f"{ring}: baking for {remaining / 60:.0f} min")
-            self.clock.sleep(remaining)
+            self._sleep(state, remaining)
         rollout = RingRollout(
             self.fleet.deployment_progress(rs["deployment_id"]),
             tuple(self.fleet.ring_members(target)),
@@ -357,7 +421,7 @@ class Controller:
         failed = self._judge(ring, state, rollout, baseline, health, baked=bake_s > 0)
         if not failed:
             rs["phase"] = "passed"
-            self.store.save(state)
+            self._save(state)
             self.log(f"{ring}: every gate passed")
         return failed
 
@@ -380,7 +444,7 @@ class Controller:
         rs = state["rings"][ring]
         rs["gates"] = [r.to_json() for r in results]
         rs["health"] = health.to_json()
-        self.store.save(state)
+        self._save(state)
         return [r for r in results if not r.passed]
 
     # -- rollback -----------------------------------------------------------------------------
@@ -392,12 +456,12 @@ class Controller:
         self.log(f"gate {first.gate} failed on ring {first.ring}: rolling back")
         state["status"] = "rolling_back"
         state["failed_gates"] = [g.to_json() for g in failed]
-        self.store.save(state)
+        self._save(state)
         not_back = self._restore(state, previous)
         self._reject_in_registry(state, f"rolled back: gate {first.gate} failed on {first.ring}")
         state["status"] = "rolled_back"
         state["finished_at"] = _iso(self.clock.now())
-        self.store.save(state)
+        self._save(state, release=True)
         message = (
             f"gate {first.gate} failed on ring {first.ring}: {first.detail}; "
             f"rings {', '.join(self._touched(state))} rolled back to the previous release"
@@ -419,7 +483,7 @@ class Controller:
             return
         self.fleet.reject_model_package(arn, f"{state['model_version']}: {reason}")
         state["registry_rejected"] = True
-        self.store.save(state)
+        self._save(state)
         self.log(f"model package {arn} marked Rejected in the registry")
 
     def _touched(self, state: dict[str, Any]) -> list[str]:
@@ -452,15 +516,19 @@ class Controller:
                 f"{components[MODEL_COMPONENT]}, configuration of {', '.join(sorted(changed))} "
                 "reset)"
             )
+            spec["clientToken"] = self._token(state, ring, "rollback")
             rs["rollback_deployment_id"] = self.fleet.create_deployment(spec)
             rs["rollback_started_at"] = self.clock.now()
             self._write_ring(ring, components, previous)
-            self.store.save(state)
+            self._save(state)
         not_back: list[str] = []
         for ring in rings:
             rs = state["rings"][ring]
             rollout = self._wait(
-                ring, rs["rollback_deployment_id"], rs.get("rollback_started_at", self.clock.now())
+                state,
+                ring,
+                rs["rollback_deployment_id"],
+                rs.get("rollback_started_at", self.clock.now()),
             )
             want = previous.rings[ring].components[MODEL_COMPONENT]
             missing = [
@@ -476,7 +544,7 @@ class Controller:
                 "stalled": list(rollout.stalled),
                 "not_back": missing,
             }
-            self.store.save(state)
+            self._save(state)
             if missing:
                 self.log(
                     f"{ring}: {len(missing)} of {rollout.total} device(s) not back on "
@@ -492,7 +560,7 @@ class Controller:
         """Roll every ring the last promotion touched back to the release it started from."""
         state = self.store.load()
         if not state:
-            raise StateError(f"{self.store.path}: no promotion to roll back")
+            raise StateError(f"{self.store.where}: no promotion to roll back")
         if state["status"] == "rolled_back":
             return Report(
                 self.plant.name,
@@ -501,16 +569,17 @@ class Controller:
                 "the last promotion is already rolled back",
             )
         try:
-            previous = parse_release(state["previous"], self.store.path, self.plant)
+            previous = parse_release(state["previous"], self.store.where, self.plant)
         except ReleaseError as exc:
             raise StateError(str(exc)) from None
+        self._claim(state)
         state["status"] = "rolling_back"
-        self.store.save(state)
+        self._save(state)
         not_back = self._restore(state, previous)
         self._reject_in_registry(state, "rolled back on request (rollout rollback)")
         state["status"] = "rolled_back"
         state["finished_at"] = _iso(self.clock.now())
-        self.store.save(state)
+        self._save(state, release=True)
         return Report(
             self.plant.name,
             state["model_version"],

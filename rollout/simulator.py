@@ -199,6 +199,7 @@ class FleetSimulator:
         # graph sha256 of versions the fleet ran before the simulation (set by tests/callers)
         self.released_sha256: dict[str, str] = {}
         self.rejected: dict[str, str] = {}  # model package ARN -> reason
+        self.tokens: dict[str, str] = {}  # CreateDeployment clientToken -> deployment id
         self.calls: list[tuple[str, Any]] = []
         for ring, target, count in rings:
             names = []
@@ -258,7 +259,15 @@ class FleetSimulator:
         return self.published[key]
 
     def create_deployment(self, request: dict[str, Any]) -> str:
-        """Create a deployment; it replaces the target's previous one (one per target)."""
+        """Create a deployment; it replaces the target's previous one (one per target).
+
+        A request with a ``clientToken`` seen before returns the deployment it created:
+        "Idempotency means that the request is successfully processed only once, even if you
+        send the request multiple times" (API reference, CreateDeployment ``clientToken``).
+        """
+        token = request.get("clientToken")
+        if token and token in self.tokens:
+            return self.tokens[token]
         target = request["targetArn"]
         if target not in self.targets:
             raise BadInputError(f"simulator: no thing group {target}")
@@ -304,6 +313,8 @@ class FleetSimulator:
         dep.rate = dep.base_rate
         self.deployments[deployment_id] = dep
         self.active[target] = deployment_id
+        if token:
+            self.tokens[token] = deployment_id
         self.calls.append(("create_deployment", request))
         return deployment_id
 

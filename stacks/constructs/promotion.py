@@ -158,7 +158,6 @@ class Promotion(Construct):
                             "commands": [
                                 'test -n "$MODEL_PACKAGE_ARN"',
                                 f"aws s3 sync {sync}releases/ releases/",
-                                f"aws s3 sync {sync}state/ .rollout-state/",
                             ]
                         },
                         "build": {
@@ -166,14 +165,13 @@ class Promotion(Construct):
                                 "export PYTHONPATH=.:edge_component",
                                 "rc=0; for plant in $PLANTS; do python -m rollout promote "
                                 '--plant "$plant" --model-package "$MODEL_PACKAGE_ARN" '
-                                '--artifact-bucket "$ARTIFACT_BUCKET" --state-dir .rollout-state '
+                                '--artifact-bucket "$ARTIFACT_BUCKET" --state-bucket "$ARTIFACT_BUCKET" '
                                 "|| rc=$?; done; exit $rc",
                             ]
                         },
                         "post_build": {
                             "commands": [
                                 f"aws s3 sync releases/ {sync}releases/",
-                                f"aws s3 sync .rollout-state/ {sync}state/",
                             ]
                         },
                     },

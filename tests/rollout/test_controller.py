@@ -42,7 +42,12 @@ def sim_for(plant, releases_dir, scenario, devices=20, seed=3, version="1.1.0") 
 
 
 def deployments(sim: FleetSimulator) -> list[dict[str, Any]]:
-    return [req for name, req in sim.calls if name == "create_deployment"]
+    """The deployment requests sent, without their clientToken (checked on its own)."""
+    return [
+        {k: v for k, v in req.items() if k != "clientToken"}
+        for name, req in sim.calls
+        if name == "create_deployment"
+    ]
 
 
 def test_good_model_is_promoted_to_every_ring(
@@ -261,7 +266,7 @@ def test_killed_controller_resumes_without_redeploying_finished_rings(
             calls["sleep"] += 1
             if kill_at == "early-wait" and calls["sleep"] == 2:
                 raise Killed
-            if kill_at == "early-bake" and seconds > 3600:
+            if kill_at == "early-bake" and seconds >= 300:  # a bake step, not a 60 s poll
                 raise Killed
         real_sleep(seconds)
 
@@ -419,3 +424,134 @@ def test_interrupted_rollback_is_finished_by_the_rollback_command(
     assert {d.components[MODEL_COMPONENT] for d in sim.devices.values()} == {"1.0.0"}
     release = load_plant_release(demo_plant, releases_dir)
     assert {e.components[MODEL_COMPONENT] for e in release.rings.values()} == {"1.0.0"}
+
+
+# -- one owner: the lease, compare-and-swap checkpoints, resume after a kill anywhere ---------
+
+
+class _KillAt:
+    """Counts the controller's steps (checkpoints, publish, deployments); raises at one."""
+
+    def __init__(self, ctl: Controller, sim: FleetSimulator, at: int | None) -> None:
+        self.at, self.count = at, 0
+        for obj, name in ((ctl.store, "save"), (sim, "create_deployment"), (sim, "publish_model")):
+            setattr(obj, name, self._wrap(getattr(obj, name)))
+
+    def _step(self) -> None:
+        self.count += 1
+        if self.count == self.at:
+            raise Killed
+
+    def _wrap(self, fn: Any) -> Any:
+        def step(*args: Any, **kwargs: Any) -> Any:
+            self._step()  # killed before the step...
+            out = fn(*args, **kwargs)
+            self._step()  # ...or right after it, before the controller saw the result
+            return out
+
+        return step
+
+
+def _promote_killed_at(
+    plant: PlantConfig, releases_dir: Path, tmp: Path, package: Any, at: int | None
+) -> tuple[FleetSimulator, Any, int]:
+    import shutil
+
+    shutil.copytree(releases_dir, tmp / "releases")
+    sim = sim_for(plant, tmp / "releases", "good", devices=6)
+    first = controller(plant, sim, tmp / "releases", tmp / "state")
+    counter = _KillAt(first, sim, at)
+    try:
+        report = first.promote(package)
+    except Killed:
+        # a new controller (same CI job retried: same owner) resumes from the checkpoint
+        sim.create_deployment = type(sim).create_deployment.__get__(sim)  # type: ignore[method-assign]
+        sim.publish_model = type(sim).publish_model.__get__(sim)  # type: ignore[method-assign]
+        second = Controller(plant=plant, fleet=sim, clock=sim.clock,
+                            releases_dir=tmp / "releases", state_dir=tmp / "state",
+                            owner=first.owner, log=lambda _m: None)  # fmt: skip
+        report = second.promote(package)
+    return sim, report, counter.count
+
+
+def test_a_kill_at_any_step_resumes_to_the_same_final_state(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    package = make_package("1.1.0")
+    clean, clean_report, steps = _promote_killed_at(
+        demo_plant, releases_dir, tmp_path / "clean", package, None
+    )
+    assert clean_report.status == "completed" and steps > 20
+
+    def rings(release_dir: Path) -> dict[str, Any]:  # what each ring runs (not when written)
+        release = load_plant_release(demo_plant, release_dir)
+        return {r: (dict(e.components), e.configuration) for r, e in release.rings.items()}
+
+    final = rings(tmp_path / "clean" / "releases")
+    for at in range(1, steps + 1):
+        tmp = tmp_path / f"kill-{at}"
+        sim, report, _ = _promote_killed_at(demo_plant, releases_dir, tmp, package, at)
+        # killed after the last checkpoint, the promotion is done: promoting again is a no-op
+        done = "already-released" if at == steps else "completed"
+        assert report.status == done, (at, report.message)
+        assert rings(tmp / "releases") == final, at
+        # each ring deployed once: a request repeated after a kill reuses its clientToken
+        targets = [d.target for d in sim.deployments.values()]
+        assert sorted(targets) == sorted(
+            demo_plant.ring_group_arn(r) for r in demo_plant.ring_names
+        )
+        assert {d.model() for d in sim.devices.values()} == {"1.1.0"}
+        state = json.loads((tmp / "state" / "demo.json").read_text())
+        assert state["status"] == "completed" and state["lease"] is None
+
+
+def test_a_second_controller_is_refused_while_the_first_holds_the_lease(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    package = make_package("1.1.0")
+    first = controller(demo_plant, sim, releases_dir, tmp_path / "state")
+    real_sleep = sim.clock.sleep
+    seen: list[str] = []
+
+    def sleep_and_meet_a_rival(seconds: float) -> None:
+        real_sleep(seconds)
+        if not seen:  # mid-promotion, another approval starts a second controller
+            rival = Controller(plant=demo_plant, fleet=sim, clock=sim.clock,
+                               releases_dir=releases_dir, state_dir=tmp_path / "state",
+                               owner="codebuild:other-build", log=lambda _m: None)  # fmt: skip
+            with pytest.raises(StateError, match="holds this promotion until") as err:
+                rival.promote(package)
+            seen.append(str(err.value))
+
+    sim.clock.sleep = sleep_and_meet_a_rival  # type: ignore[method-assign]
+    assert first.promote(package).status == "completed"
+    assert seen and first.owner in seen[0]
+    assert len(deployments(sim)) == 2  # the rival deployed nothing
+
+
+def test_a_lapsed_lease_is_taken_over_and_a_stale_controller_stops(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    from rollout.state import StateConflict
+
+    sim = sim_for(demo_plant, releases_dir, "good")
+    package = make_package("1.1.0")
+    first = controller(demo_plant, sim, releases_dir, tmp_path / "state")
+    real_sleep, met = sim.clock.sleep, []
+
+    def stall_then_lose_the_promotion(seconds: float) -> None:
+        real_sleep(seconds)
+        if not met:  # the first controller hangs past its lease; a second one takes over
+            met.append(True)
+            real_sleep(first.lease_s + 1)
+            rival = Controller(plant=demo_plant, fleet=sim, clock=sim.clock,
+                               releases_dir=releases_dir, state_dir=tmp_path / "state",
+                               owner="codebuild:other-build", log=met.append)  # fmt: skip
+            assert rival.promote(package).status == "completed"
+
+    sim.clock.sleep = stall_then_lose_the_promotion  # type: ignore[method-assign]
+    with pytest.raises(StateConflict, match="changed by another controller"):
+        first.promote(package)  # its next checkpoint fails: it stops before another step
+    assert any("taking over from controller" in str(m) for m in met)
+    assert len({d.target for d in sim.deployments.values()}) == 2

@@ -69,7 +69,12 @@ def template_requests(
 
 
 def sent_requests(sim: Any) -> list[dict[str, Any]]:
-    return [req for name, req in sim.calls if name == "create_deployment"]
+    # the clientToken makes a retried request idempotent; CloudFormation has no such field
+    return [
+        {k: v for k, v in req.items() if k != "clientToken"}
+        for name, req in sim.calls
+        if name == "create_deployment"
+    ]
 
 
 def standing(request: dict[str, Any]) -> dict[str, Any]:

@@ -110,14 +110,16 @@ def test_build_runs_the_same_promote_command_for_every_plant(synthesised) -> Non
     spec = json.loads(_flatten(props["Source"]["BuildSpec"]))
     build = " ".join(spec["phases"]["build"]["commands"])
     assert "python -m rollout promote" in build and '--model-package "$MODEL_PACKAGE_ARN"' in build
-    assert "--state-dir .rollout-state" in build
+    # the state is checkpointed straight to S3 with conditional writes (rollout/state.py)
+    assert '--state-bucket "$ARTIFACT_BUCKET"' in build and "--state-dir" not in build
     env = {v["Name"]: v.get("Value") for v in props["Environment"]["EnvironmentVariables"]}
     assert env["PLANTS"] == "demo example-large"
     install = spec["phases"]["install"]["commands"][0]
     assert all(pin in install for pin in runtime_pins())
-    # releases and state survive the build (post_build runs even when promote fails)
+    # releases survive the build (post_build runs even when promote fails); the state is
+    # in S3 already, never synced over from a local copy that may be stale
     post = " ".join(spec["phases"]["post_build"]["commands"])
-    assert "rollout/releases/" in post and "rollout/state/" in post
+    assert "rollout/releases/" in post and "rollout/state/" not in post
     assert props["TimeoutInMinutes"] == 60 * (int(2 * 300 / 60) + 4)
     assert props["EncryptionKey"]
 
