@@ -452,6 +452,9 @@ class MqttLink:
             if sent:
                 with self._lock:
                     early = self._early.pop(info.mid, None)
+                    # one thread publishes: any other early PUBACK belongs to a publish this loop
+                    # already gave up on; kept, it could settle a later message once mids wrap
+                    self._early.clear()
                     if early is None and self._connection == connection:
                         self._inflight[info.mid] = message
                     elif early is None:

@@ -262,6 +262,8 @@ class Component:
         self._state = State.NEW
         self._previous = State.NEW
         self._desired = State.RUNNING
+        self._then = State.RUNNING  # the desired state after a pending NEW (a reinstall)
+        self._shutdown_step: Step | None = None  # cached at each start (GES:366-376, 415-426)
         self._reported: State | None = None
         self._errors: dict[State, list[float]] = {}
         self._processes: list[_Process] = []
@@ -312,10 +314,21 @@ class Component:
         """
         with self._cond:
             if self._desired == State.NEW:
+                self._then = State.RUNNING  # NEW stays first; RUNNING after it (LC:970-973)
                 return
             if self._state == State.NEW:
                 return
             self._desired = State.INSTALLED
+            self._cond.notify_all()
+
+    def _request_stop(self) -> None:
+        """Lifecycle.requestStop (LC:984-991): FINISHED, except that a pending reinstall is
+        kept and FINISHED follows it (desired states NEW, FINISHED)."""
+        with self._cond:
+            if self._desired == State.NEW:
+                self._then = State.FINISHED
+            else:
+                self._desired = State.FINISHED
             self._cond.notify_all()
 
     def update(self, lifecycle: Mapping[str, Any], *, version: str) -> bool:
@@ -438,8 +451,8 @@ class Component:
                 new = State.BROKEN  # LC:248-251
             self._previous, self._state = current, new
             if new == State.NEW and self._desired == State.NEW:
-                # LC:365-369: reaching the head of the desired states (NEW, RUNNING) drops it
-                self._desired = State.RUNNING
+                # LC:365-369: reaching the head of the desired states (NEW, then) drops it
+                self._desired, self._then = self._then, State.RUNNING
             self.state_changed_at = self._clock()
             self.history.append(new)
             self._cond.notify_all()
@@ -458,10 +471,9 @@ class Component:
                         return
                     state, desired = self._state, self._desired
                 if state == State.NEW:
-                    if desired == State.FINISHED:
-                        self._set(State.FINISHED)
-                    else:
-                        self._install()
+                    # LC:519-555: NEW installs whatever state is desired next (FINISHED too:
+                    # a reinstall followed by a stop installs, then finishes from INSTALLED)
+                    self._install()
                 elif state == State.INSTALLED:
                     self._installed(desired)
                 elif state == State.STARTING:
@@ -497,9 +509,9 @@ class Component:
             found = Path(os.path.expanduser(match.group(2))).exists()
         return found != negate
 
-    def _launch(self, name: str) -> _Process | None:
+    def _launch(self, name: str, step: Step | None = None) -> _Process | None:
         """Start a step: None when it is absent or skipped; raises LifecycleError on bad input."""
-        step = self._steps.get(name)
+        step = step if step is not None else self._steps.get(name)
         if step is None or not step.script.strip():
             return None
         if self._should_skip(step):
@@ -516,9 +528,9 @@ class Component:
             self._current[name] = process
         return process
 
-    def _launch_or_error(self, name: str) -> tuple[bool, _Process | None]:
+    def _launch_or_error(self, name: str, step: Step | None = None) -> tuple[bool, _Process | None]:
         try:
-            return True, self._launch(name)
+            return True, self._launch(name, step)
         except (LifecycleError, OSError) as exc:
             self.log("ERROR", f"{exc}")
             return False, None
@@ -588,6 +600,9 @@ class Component:
         with self._cond:
             self._reported = None
             self._current.clear()
+            # the shutdown that stops *this* start is the one configured now, even if an
+            # update changes it before the stop (GES:366-376 cacheShutdownExec, GES:580-587)
+            self._shutdown_step = self._steps.get("shutdown")
         timeout = self._timeout("startup", DEFAULT_STARTUP_TIMEOUT_S)
         deadline = None if timeout is None else time.monotonic() + timeout
         ok, startup = self._launch_or_error("startup")
@@ -600,8 +615,7 @@ class Component:
                 self._set(State.ERRORED)
             elif run is None:
                 self._set(State.FINISHED)  # GES:528-531 — nothing to run
-                with self._cond:
-                    self._desired = State.FINISHED
+                self._request_stop()
             else:
                 self._set(State.RUNNING)  # GES:535-536 — RUNNING as soon as run starts
             return
@@ -656,8 +670,7 @@ class Component:
             self._set(State.ERRORED)
         elif run is not None and run.returncode is not None:
             if run.returncode == 0:
-                with self._cond:
-                    self._desired = State.FINISHED  # GES:513-517 — requestStop
+                self._request_stop()  # GES:513-517
                 self._set(State.STOPPING)
             else:
                 self._set(State.ERRORED)
@@ -669,9 +682,13 @@ class Component:
 
     def _shutdown(self) -> None:
         """GES:562-596 — the shutdown step (within its timeout), then every process is closed."""
-        timeout = self._timeout("shutdown", DEFAULT_SHUTDOWN_TIMEOUT_S)
+        with self._cond:
+            cached, self._shutdown_step = self._shutdown_step, None
+        step = cached if cached is not None else self._steps.get("shutdown")
+        timeout = step.timeout_s if step is not None and step.timeout_s is not None else None
+        timeout = DEFAULT_SHUTDOWN_TIMEOUT_S if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        _ok, shutdown = self._launch_or_error("shutdown")
+        _ok, shutdown = self._launch_or_error("shutdown", step)
         if shutdown is not None and not self._wait(lambda: not shutdown.running, deadline):
             self.log("ERROR", "Timeout in shutdown")  # LC:681-685
         self._stop_processes()
@@ -681,9 +698,9 @@ class Component:
         self._shutdown()
         with self._cond:
             desired = self._desired
-            if desired in (State.INSTALLED, State.NEW):
-                # a restart (INSTALLED, RUNNING) or a reinstall (NEW, RUNNING: LC:933-945)
-                # reached its first desired state; RUNNING is next
+            if desired == State.INSTALLED:
+                # a restart (INSTALLED, RUNNING) reached its first desired state; RUNNING is
+                # next (a reinstall's NEW is dropped on entering NEW, in _set)
                 self._desired = State.RUNNING
         # LC:770-800 serviceTerminatedMoveToDesiredState
         if self._closing or desired == State.FINISHED:

@@ -28,9 +28,17 @@ def encode_part_id(part_id: str, registers: int) -> list[int]:
     room = 2 * registers
     if len(raw) > room:
         digest = hashlib.sha256(raw).hexdigest().encode("ascii")
-        clipped = raw[: room - 9] + b"~" + digest[:8] if room >= 10 else digest[:room]
+        if room >= 10:
+            # cut on a character boundary: the prefix stays valid UTF-8 for the PLC's display
+            prefix = raw[: room - 9].decode("utf-8", errors="ignore").encode("utf-8")
+            clipped = prefix + b"~" + digest[:8]
+        else:
+            clipped = digest[:room]
         log.warning(
-            "part id %r longer than %d bytes; %r for the PLC", part_id, room, clipped.decode()
+            "part id %r longer than %d bytes; %r for the PLC",
+            part_id,
+            room,
+            clipped.decode("utf-8", errors="replace"),
         )
         raw = clipped
     raw = raw.ljust(2 * registers, b"\0")

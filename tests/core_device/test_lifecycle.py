@@ -348,5 +348,19 @@ def test_a_change_of_the_shutdown_step_alone_restarts_nothing(make, tmp_path) ->
     c.update({"run": "echo run >> runs; sleep 30", "shutdown": "echo two >> stops"}, version="")
     time.sleep(0.5)
     assert c.history.count(State.RUNNING) == 1 and c.state == State.RUNNING
+    c.request_restart()
+    assert wait_until(lambda: c.history.count(State.RUNNING) == 2)
     c.stop(WAIT)
-    assert (tmp_path / "work/A/stops").read_text().split() == ["two"]  # the new step on stop
+    # the stop of a start runs the shutdown step cached at that start (GES:366-376, 580-587)
+    assert (tmp_path / "work/A/stops").read_text().split() == ["one", "two"]
+
+
+def test_a_run_that_finishes_keeps_a_pending_reinstall(make, tmp_path) -> None:
+    c = make("A", {"install": "echo v1 >> installs", "run": "sleep 30"})
+    c.start()
+    assert c.wait_for([State.RUNNING], WAIT) == State.RUNNING
+    c.update({"install": "echo v2 >> installs", "run": "sleep 30"}, version="2.0.0")
+    c._request_stop()  # the run exits 0 in the same instant: what GES:513-517 asks for
+    # the reinstall is kept, and FINISHED follows it (desired states NEW, FINISHED: LC:984-991)
+    assert wait_until(lambda: (tmp_path / "work/A/installs").read_text().split() == ["v1", "v2"])
+    assert c.wait_for([State.FINISHED], WAIT) == State.FINISHED

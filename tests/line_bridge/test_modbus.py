@@ -24,6 +24,9 @@ def test_part_id_round_trips_through_registers() -> None:
     assert len(decode_part_id(encode_part_id(a, 8))) == 16
     assert len(decode_part_id(encode_part_id(a, 2))) == 4  # a tiny block gets the hash only
     assert decode_part_id(encode_part_id(a, 2)) != decode_part_id(encode_part_id(b, 2))
+    # a non-ASCII name cut mid-character: valid UTF-8 at a character boundary, no exception
+    clipped = decode_part_id(encode_part_id("abcdefü-prüfung-0001.png", 8))
+    assert clipped.startswith("abcdef~") and "\ufffd" not in clipped
 
 
 def test_coil_and_register_map_per_station() -> None:
