@@ -1,16 +1,18 @@
-"""The most simulated cameras at 1 fps one process serves with frame → signalled p99 ≤ 100 ms.
+"""The most simulated cameras at 1 fps one inspector serves with frame → signalled p99 ≤ 100 ms.
 
     .venv/bin/python bench/inspector_cameras.py [--model <package dir> | --tiny] [--trial-s 8]
 
 The model is the shipped production-size package (``edge_component/initial-model``: PatchCore on
 EfficientNet-Lite0, 224×224) unless ``--model`` names another; ``--tiny`` (the 32×32 test model)
-is for smoke tests only. Each trial runs N cameras at ``--fps`` with random phases for
-``--trial-s`` seconds through the inspector service's own camera path (``inspector.service``,
-file transport, a real journal): each frame is stamped with the time it was due and handed to
-``Service.submit``, so the next free of ``--judge-threads`` workers judges it, and the loop
-commits verdicts in order as the service does (journal transaction at ``synchronous=FULL``, the
-local reject message, health, sampler). A trial passes when every frame is committed, none is
-fail-safe ``manual`` (the product's deadline stays on: a late frame is manual, never pass) and
+is for smoke tests only. Each trial runs the inspector service itself (``inspector.service``,
+``Service.run``, file transport, a real journal) with N simulated cameras at ``--fps`` for
+``--trial-s`` seconds: its own camera loop reads the frame files (640×480 JPEG), stamps each frame
+when due, hands it to the ``--judge-threads`` judging workers, and commits verdicts in order on the
+loop thread (journal transaction at ``synchronous=FULL``, the local reject message, health,
+sampler) while the uplink thread and the heartbeat run. ``--camera-phase spread`` (the service's
+default) spreads free-running cameras evenly over each period; ``together`` takes every camera's
+frame at one trigger, a burst the cores share. A trial passes when every frame is committed, none
+is fail-safe ``manual`` (the product's deadline stays on: a late frame is manual, never pass) and
 p99 of capture → committed and signalled (``commit_p99_ms``) ≤ target; capture → decision
 (``p99_ms``) is reported beside it.
 N doubles until a trial fails, then a binary search narrows it (bounded by ``--max-cameras``
@@ -25,7 +27,6 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import heapq
 import io
 import json
 import os
@@ -78,57 +79,56 @@ def inference_ms(runner: ModelRunner, frame: bytes, runs: int = 40) -> float:
 
 
 def trial(
-    svc: Service,
+    args: argparse.Namespace,
+    package: Path,
+    workdir: Path,
     cameras: int,
     *,
-    fps: float,
-    seconds: float,
     frames: list[bytes],
-    seed: int = 0,
 ) -> dict[str, Any]:
-    """Run ``cameras`` cameras for ``seconds`` through the service's camera path.
+    """Run the inspector service itself (``Service.run``) with ``cameras`` simulated cameras.
 
-    Each frame is stamped with the time it was due (its capture), handed to
-    ``Service.submit`` (the judging workers; the loop waits when ``4 × judge_threads`` units
-    wait), and this thread commits verdicts in order as the service's loop does
-    (``Service._commit_judged``: journal transaction, local reject message, health, sampler).
-    ``latency_ms`` is capture → decision; ``commit_ms`` capture → committed and signalled.
+    The service's own camera loop: ``--camera-phase`` cameras reading the frame files, each
+    frame stamped when due and handed to the judging workers, verdicts committed in order on
+    the loop thread (journal at ``synchronous=FULL``, local reject message, health, sampler),
+    the uplink thread and the heartbeat running. A hook on the commit records capture →
+    committed and signalled per frame.
     """
-    rng = np.random.default_rng(seed + cameras)
-    start = time.monotonic() + 0.05
-    due = [(start + float(rng.uniform(0, 1 / fps)), cam, 0) for cam in range(cameras)]
-    heapq.heapify(due)
+    images = workdir / "images"
+    if not images.is_dir():
+        images.mkdir(parents=True)
+        for i, data in enumerate(frames):
+            (images / f"frame-{i:02d}.jpg").write_bytes(data)
+    run = workdir / f"trial-{cameras}-{time.monotonic_ns()}"
+    settings = parse_settings(
+        [
+            "--transport", "file", "--out", str(run / "out"),
+            "--plant", "bench", "--line", "line", "--station", "station",
+            "--device", "bench-device", "--source", "camera", "--images", str(images),
+            "--cameras", str(cameras), "--fps", str(args.fps),
+            "--camera-phase", args.camera_phase,
+            "--max-frames", str(max(1, round(args.fps * args.trial_s))),
+            "--model", str(package), "--journal", str(run / "journal.db"),
+            "--deadline-ms", str(args.deadline_ms), "--threads", str(args.threads),
+            "--judge-threads", str(args.judge_threads), "--max-batch", str(args.max_batch),
+            "--drain-timeout", "0",
+        ]
+    )  # fmt: skip
+    svc = Service(settings, FileTransport(run / "out"))
     committed: list[tuple[float, dict[str, Any]]] = []
     commit = svc._commit
 
     def timed_commit(
-        frames: list[Frame], cursors: list[tuple[str, str]], results: list[dict[str, Any]]
+        batch: list[Frame], cursors: list[tuple[str, str]], results: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        out = commit(frames, cursors, results)
+        out = commit(batch, cursors, results)
         now = time.monotonic()
-        committed.extend((now - f.captured, r) for f, r in zip(frames, results, strict=True))
+        committed.extend((now - f.captured, r) for f, r in zip(batch, results, strict=True))
         return out
 
-    svc._commit = timed_commit  # type: ignore[method-assign]
-    end = start + seconds
-    produced = 0
-    try:
-        while due:  # the camera loop: commit what is judged, hand each frame over when due
-            when, cam, number = heapq.heappop(due)
-            if when >= end:
-                break
-            while (wait := when - time.monotonic()) > 0:
-                if svc._judged.wait(wait):
-                    svc._judged.clear()
-                svc._commit_judged()
-            data = frames[(cam + number) % len(frames)]
-            frame = Frame(f"cam-{cam}", f"cam-{cam}-{number}", data=data, captured=when)
-            svc.submit([frame], [(f"camera:cam-{cam}", str(number))])
-            produced += 1
-            heapq.heappush(due, (when + 1 / fps, cam, number + 1))
-        svc._commit_judged(everything=True)
-    finally:
-        svc._commit = commit  # type: ignore[method-assign]
+    svc._commit = timed_commit  # type: ignore[method-assign,assignment]
+    code = svc.run()
+    svc.engine.close()
     latencies = [r["latency_ms"] for _, r in committed]
     commits = [age * 1000.0 for age, _ in committed]
     # fail-safe manual: deadline missed, model error (a score in the band is judged)
@@ -139,8 +139,9 @@ def trial(
     )
     return {
         "cameras": cameras,
-        "frames": produced,
+        "frames": cameras * max(1, round(args.fps * args.trial_s)),
         "judged": len(committed),
+        "exit_code": code,
         "p50_ms": round(percentile(latencies, 50) or 0.0, 2),
         "p99_ms": round(percentile(latencies, 99) or 0.0, 2),
         "commit_p50_ms": round(percentile(commits, 50) or 0.0, 2),
@@ -151,7 +152,8 @@ def trial(
 
 def search(
     args: argparse.Namespace,
-    svc: Service,
+    package: Path,
+    workdir: Path,
     frames: list[bytes],
     probe: ModelRunner,
 ) -> dict[str, Any]:
@@ -162,7 +164,7 @@ def search(
         if len(trials) >= args.max_trials:
             raise StopIteration
         infer = inference_ms(probe, frames[0])
-        result = trial(svc, n, fps=args.fps, seconds=args.trial_s, frames=frames)
+        result = trial(args, package, workdir, n, frames=frames)
         result["inference_ms_before"] = round(infer, 3)
         result["ok"] = (
             result["commit_p99_ms"] <= args.target_p99_ms
@@ -211,7 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial-s", type=float, default=8.0, help="seconds per trial")
     cores = len(os.sched_getaffinity(0))
     parser.add_argument(
-        "--judge-threads", type=int, default=cores, help="threads judging one batch"
+        "--judge-threads",
+        type=int,
+        default=min(4, cores),
+        help="threads judging frames side by side (default: the service's, the cores, at most 4)",
+    )
+    parser.add_argument(
+        "--camera-phase",
+        choices=("spread", "together"),
+        default="spread",
+        help="free-running cameras spread over the period (default) or one trigger for all",
     )
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--max-batch", type=int, default=8)
@@ -233,31 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         elif not package.is_dir():
             print(f"error: model package {package} not found", file=sys.stderr)
             return 2
-        images = Path(tmp) / "images"
-        images.mkdir()
-        (images / "frame.jpg").write_bytes(frames[0])
-        settings = parse_settings(
-            [
-                "--transport", "file", "--out", str(Path(tmp) / "out"),
-                "--plant", "bench", "--line", "line", "--station", "station",
-                "--device", "bench-device", "--source", "camera", "--images", str(images),
-                "--model", str(package), "--journal", str(Path(tmp) / "journal.db"),
-                "--deadline-ms", str(args.deadline_ms), "--threads", str(args.threads),
-                "--judge-threads", str(args.judge_threads), "--max-batch", str(args.max_batch),
-            ]
-        )  # fmt: skip
-        svc = Service(settings, FileTransport(Path(tmp) / "out"))
-        runner = svc.engine.runner
-        if runner is None:
-            print(f"error: model package {package} did not load", file=sys.stderr)
-            return 2
-        probe = runner if args.threads == 1 else ModelRunner.load(package, RunnerOptions())
-        try:
-            found = search(args, svc, frames, probe)
-            after = inference_ms(probe, frames[0])
-        finally:
-            svc.engine.close()
-            svc.journal.close()
+        runner = ModelRunner.load(package, RunnerOptions())  # the single-thread probe
+        found = search(args, package, Path(tmp), frames, runner)
+        after = inference_ms(runner, frames[0])
     infer = statistics.median([t["inference_ms_before"] for t in found["trials"]] + [after])
     limit = cores * 1000.0 / infer
     print(
@@ -270,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 "target_p99_ms": args.target_p99_ms,
                 "deadline_ms": args.deadline_ms,
                 "judge_threads": args.judge_threads,
+                "camera_phase": args.camera_phase,
                 "intra_op_threads": args.threads,
                 "max_batch": args.max_batch,
                 "batch_pays": runner.batch_pays,

@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--fps", type=float, default=1.0, help="camera: frames per second each")
     g.add_argument(
+        "--camera-phase",
+        choices=("spread", "together"),
+        default="spread",
+        help="camera: spread the cameras' frames evenly over each period (free-running "
+        "cameras) or take them all at once (one hardware trigger); default spread",
+    )
+    g.add_argument(
         "--max-frames",
         type=_integer,
         help="camera: stop after this many frames each (counted across restarts; 0: no limit)",
@@ -645,6 +652,9 @@ class Service:
                     max_frames=None if not args.max_frames else max(0, args.max_frames - first),
                     first_part=first,
                     epoch=self.journal.epoch,
+                    phase_s=(
+                        index / (args.cameras * args.fps) if args.camera_phase == "spread" else 0.0
+                    ),
                     max_bytes=limits,
                     clock=self._clock,
                     wall_clock=self._wall,

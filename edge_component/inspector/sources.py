@@ -251,6 +251,11 @@ class SimulatedCamera:
         max_frames: stop after this many frames (None: unbounded, or one pass without ``loop``).
         first_part: number of the first part (to resume after a restart).
         epoch: the journal's :attr:`~inspector.journal.Journal.epoch`, put into part ids.
+        phase_s: the first frame is due this long after the start (free-running cameras are
+            out of phase with each other; hardware-triggered ones are not).
+
+    A frame is stamped with the time it was due (its capture), not when it was read: a loop
+    that polls late sees that lateness in the frame's latency and against its deadline.
     """
 
     def __init__(
@@ -263,6 +268,7 @@ class SimulatedCamera:
         max_frames: int | None = None,
         first_part: int = 0,
         epoch: str = "",
+        phase_s: float = 0.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -285,6 +291,7 @@ class SimulatedCamera:
         self.count = 0
         self.first_part = first_part
         self._prefix = f"{camera}-{epoch}-" if epoch else f"{camera}-"
+        self.phase_s = max(0.0, phase_s)
         self._clock = clock
         self._wall = wall_clock
         self._sleep = sleep
@@ -294,7 +301,7 @@ class SimulatedCamera:
         """Monotonic time at which the next frame is due."""
         if self._start is None:
             self._start = self._clock()
-        return self._start + self.count / self.fps
+        return self._start + self.phase_s + self.count / self.fps
 
     def exhausted(self) -> bool:
         """True when ``max_frames`` frames were emitted."""
@@ -309,8 +316,11 @@ class SimulatedCamera:
     def _emit(self) -> Frame:
         number = self.first_part + self.count
         path = self._files[self.count % len(self._files)]
+        due = self.next_due()
         self.count += 1
-        captured, wall = self._clock(), self._wall()
+        now = self._clock()
+        captured = min(due, now)  # taken when due; read now (never stamped in the future)
+        wall = self._wall() - (now - captured)
         try:
             data: bytes | None = read_capped(path, self._max_bytes)
             error = None

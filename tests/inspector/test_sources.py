@@ -110,6 +110,18 @@ def test_simulated_camera_paces_frames_at_its_fps(tmp_path: Path) -> None:
     assert fake.slept == pytest.approx(1.0)
 
 
+def test_a_simulated_camera_frame_is_stamped_when_due_and_phases_spread(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, ["a.png"])
+    fake = FakeTime()
+    late = SimulatedCamera(folder, camera="c", fps=2.0, phase_s=0.25, clock=fake.clock,
+                           wall_clock=lambda: 1000.0 + fake.clock())  # fmt: skip
+    assert late.poll() is None and late.next_due() == 0.25  # out of phase by 0.25 s
+    fake.sleep(0.4)  # the loop polls 0.15 s late: the frame keeps the time it was taken
+    frame = late.poll()
+    assert frame is not None and frame.captured == 0.25 and frame.wall == pytest.approx(1000.25)
+    assert late.next_due() == 0.75
+
+
 def test_simulated_camera_poll_serves_several_cameras_in_one_loop(tmp_path: Path) -> None:
     folder = _folder(tmp_path, ["a.png"])
     fake = FakeTime()
