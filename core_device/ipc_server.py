@@ -74,11 +74,19 @@ class _StreamState:
         self.operation = operation
         self.closed = False
         self.active = False
+        self.ready = threading.Event()  # set once the operation's response is on the wire
         self.on_close: list[Callable[[], None]] = []
 
     def send_event(self, shape: Shape) -> bool:
-        """Push a stream event; False when the stream is gone."""
-        if self.closed or not self.active:
+        """Push a stream event; False when the stream is gone.
+
+        The subscription is registered before its response is sent (the nucleus' agents add
+        the listener in handleRequest, then the response goes out), so an event raised in
+        between waits here for the response instead of being lost: events follow it.
+        """
+        if self.closed or (not self.active and not self.ready.wait(5.0)):
+            return False
+        if self.closed:
             return False
         return self.conn.send_shape(self.stream_id, shape, terminate=False)
 
@@ -283,10 +291,11 @@ class _Connection:
             return
         if streaming:
             self.streams[stream_id] = stream
+            if reply.activate is not None:
+                reply.activate(stream)  # registered before the client hears it succeeded
         self.send_shape(stream_id, reply.response, terminate=not streaming)
-        if streaming and reply.activate is not None:
-            reply.activate(stream)
         stream.active = True
+        stream.ready.set()
 
 
 _BLOCKING_OPERATIONS = frozenset({"aws.greengrass#SubscribeToIoTCore"})
