@@ -29,6 +29,7 @@ from rollout.fleet import (
     DeploymentProgress,
     PublishedModel,
     RingHealth,
+    RunningDeployment,
     registry_version,
 )
 from rollout.recipe import build_model, recipe_bytes
@@ -252,6 +253,38 @@ class AwsFleet:
         return DeploymentProgress(
             deployment_id, status, job.get("status", "IN_PROGRESS"), counts, executions
         )
+
+    def ring_deployment(self, target_arn: str) -> RunningDeployment | None:
+        """``list_deployments(targetArn, historyFilter=LATEST_ONLY)`` then ``get_deployment``:
+        "The response contains a list with the latest deployment for the target"
+        (check-deployment-status); a new deployment to a target replaces the previous one."""
+        latest = list(
+            self._pages(
+                "greengrassv2",
+                "list_deployments",
+                "deployments",
+                targetArn=target_arn,
+                historyFilter="LATEST_ONLY",
+            )
+        )
+        if not latest:
+            return None
+        deployment_id = str(latest[0]["deploymentId"])
+        dep = self._call("greengrassv2", "get_deployment", deploymentId=deployment_id)
+        components: dict[str, str] = {}
+        configuration: dict[str, dict[str, Any]] = {}
+        for name, spec in (dep.get("components") or {}).items():
+            components[name] = str(spec["componentVersion"])
+            merge = (spec.get("configurationUpdate") or {}).get("merge")
+            if merge:
+                try:
+                    configuration[name] = dict(json.loads(merge))
+                except (ValueError, TypeError) as exc:
+                    raise AwsError(
+                        f"greengrassv2.get_deployment ({deployment_id}): {name}'s merge is not "
+                        f"a JSON object ({exc})"
+                    ) from None
+        return RunningDeployment(deployment_id, components, configuration)
 
     def ring_members(self, target_arn: str) -> list[str]:
         """``iot.list_things_in_thing_group`` of the ring's group (its direct members)."""

@@ -172,6 +172,36 @@ class Controller:
     def _release(self) -> Release:
         return load_plant_release(self.plant, self.releases_dir)
 
+    def _what_rings_run(self, release: Release) -> Release:
+        """The release as the rings actually run it: each ring's latest deployment wins over
+        the release file, which may lag (a failed sync, a manual deployment); that is what a
+        rollback returns to."""
+        for ring in self.plant.ring_names:
+            running = self.fleet.ring_deployment(self._target(ring))
+            if running is None:
+                continue  # no deployment yet: the release file is all there is
+            entry = release.ring(ring)
+            recorded = (dict(entry.components), dict(entry.configuration)) if entry else None
+            if recorded != (running.components, running.configuration):
+                model = running.components.get(MODEL_COMPONENT, "none")
+                self.log(
+                    f"{ring}: runs deployment {running.deployment_id} ({MODEL_COMPONENT} "
+                    f"{model}), not what the release file says; a rollback returns to what runs"
+                )
+            try:
+                release = release.with_ring(
+                    ring,
+                    running.components,
+                    configuration=running.configuration,
+                    updated_at=entry.updated_at if entry else None,
+                )
+            except ValueError as exc:
+                raise BadInputError(
+                    f"{ring}: its deployment {running.deployment_id} is not a release this "
+                    f"controller can return to: {exc}"
+                ) from None
+        return release
+
     def _write_ring(self, ring: str, components: dict[str, str], base: Release) -> Release:
         current = self._release()
         entry = base.ring(ring)
@@ -269,6 +299,8 @@ class Controller:
             self._claim(state)  # before any step: another live controller may own it
             self.log(f"resuming the promotion of {version} from {self.store.where}")
         else:
+            if not dry_run:
+                release = self._what_rings_run(release)
             missing = [r for r in self.plant.ring_names if release.ring(r) is None]
             if missing:
                 raise BadInputError(

@@ -78,6 +78,15 @@ class DeploymentProgress:
 
 
 @dataclass(frozen=True)
+class RunningDeployment:
+    """The deployment a ring's group has now: the latest for its target (one per target)."""
+
+    deployment_id: str
+    components: dict[str, str]
+    configuration: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RingRollout:
     """A ring's deployment measured against the ring's members now.
 
@@ -235,6 +244,10 @@ class FleetApi(Protocol):
 
     def ring_members(self, target_arn: str) -> list[str]:
         """The things in a ring's thing group now (``iot.list_things_in_thing_group``)."""
+        ...
+
+    def ring_deployment(self, target_arn: str) -> RunningDeployment | None:
+        """What the ring's group is deployed with now (None: no deployment yet)."""
         ...
 
     def ring_health(

@@ -14,6 +14,7 @@ the ring's health is aggregated from the same quantities the inspector's health 
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ from rollout.fleet import (
     DeploymentProgress,
     PublishedModel,
     RingHealth,
+    RunningDeployment,
 )
 from rollout.health import aggregate
 from stacks.config import PlantConfig, Release
@@ -139,6 +141,7 @@ class _Deployment:
     timeout_s: float | None
     abort: list[dict[str, Any]]
     executions: dict[str, _Execution]
+    configuration: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: str = "ACTIVE"
     job_status: str = "IN_PROGRESS"
     rate: float = 1.0
@@ -309,6 +312,11 @@ class FleetSimulator:
             timeout_s=float(timeout) * 60 if timeout else None,
             abort=list(job.get("abortConfig", {}).get("criteriaList", [])),
             executions={name: _Execution(name) for name in self.targets[target]},
+            configuration={
+                name: json.loads(spec["configurationUpdate"]["merge"])
+                for name, spec in request.get("components", {}).items()
+                if (spec.get("configurationUpdate") or {}).get("merge")
+            },
         )
         dep.rate = dep.base_rate
         self.deployments[deployment_id] = dep
@@ -337,6 +345,14 @@ class FleetSimulator:
             for name, device in self.devices.items()
             if target_arn in device.deployed_to
         ]
+
+    def ring_deployment(self, target_arn: str) -> RunningDeployment | None:
+        """The target's latest deployment (``list_deployments`` LATEST_ONLY + get_deployment)."""
+        dep_id = self.active.get(target_arn)
+        if dep_id is None:
+            return None
+        dep = self.deployments[dep_id]
+        return RunningDeployment(dep_id, dict(dep.components), dict(dep.configuration))
 
     def ring_members(self, target_arn: str) -> list[str]:
         """The things in the ring's group now (``iot.list_things_in_thing_group``)."""

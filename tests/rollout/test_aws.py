@@ -293,6 +293,42 @@ def test_a_things_latest_execution_is_the_one_that_counts(greengrass) -> None:
     }
 
 
+def test_ring_deployment_is_the_targets_latest(greengrass, demo_plant) -> None:
+    client, stubber = greengrass
+    target = demo_plant.ring_group_arn("canary")
+    stubber.add_response("list_deployments", {"deployments": []},
+                         {"targetArn": target, "historyFilter": "LATEST_ONLY"})  # fmt: skip
+    stubber.add_response(
+        "list_deployments",
+        {"deployments": [{"deploymentId": "d-7", "targetArn": target,
+                          "deploymentStatus": "ACTIVE", "revisionId": "3"}]},
+        {"targetArn": target, "historyFilter": "LATEST_ONLY"},
+    )  # fmt: skip
+    stubber.add_response(
+        "get_deployment",
+        {
+            "deploymentId": "d-7",
+            "components": {
+                "com.lineguard.Model": {"componentVersion": "1.2.0"},
+                "com.lineguard.Inspector": {
+                    "componentVersion": "1.0.0",
+                    "configurationUpdate": {"merge": '{"runtime":{"judge_threads":2}}'},
+                },
+            },
+        },
+        {"deploymentId": "d-7"},
+    )
+    api = fleet(client)
+    assert api.ring_deployment(target) is None  # no deployment yet
+    running = api.ring_deployment(target)
+    assert running is not None and running.deployment_id == "d-7"
+    assert running.components == {
+        "com.lineguard.Model": "1.2.0",
+        "com.lineguard.Inspector": "1.0.0",
+    }
+    assert running.configuration == {"com.lineguard.Inspector": {"runtime": {"judge_threads": 2}}}
+
+
 def test_ring_members_are_the_groups_things(aws, demo_plant) -> None:
     iot = boto3.client("iot", region_name=REGION)
     group = demo_plant.ring_group_arn("canary").rsplit("/", 1)[-1]

@@ -220,6 +220,35 @@ def test_a_rollback_names_the_devices_that_are_not_back(
     assert sim.devices[lost].components[MODEL_COMPONENT] == "1.1.0"
 
 
+def test_previous_is_what_the_ring_runs_not_a_lagging_release_file(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "reject-all")
+    before = load_plant_release(demo_plant, releases_dir)
+    # the canary was deployed 0.9.0 outside this controller; the release file still says 1.0.0
+    runs = {**before.rings["canary"].components, MODEL_COMPONENT: "0.9.0"}
+    sim.known_versions.add((MODEL_COMPONENT, "0.9.0"))
+    sim.create_deployment(
+        deployment_spec(
+            demo_plant,
+            "canary",
+            before.with_ring("canary", runs, configuration=before.rings["canary"].configuration),
+        )
+    )
+    sim.clock.sleep(15 * 60)
+    lines: list[str] = []
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state", lines).promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "rolled-back"
+    assert any("canary: runs deployment sim-0001" in line for line in lines)
+    # the rollback returned the canary to what it ran, and the release file says so now
+    canary = [d for d in sim.devices.values() if d.ring == "canary"]
+    assert {d.components[MODEL_COMPONENT] for d in canary} == {"0.9.0"}
+    after = load_plant_release(demo_plant, releases_dir)
+    assert after.rings["canary"].components[MODEL_COMPONENT] == "0.9.0"
+
+
 def test_failed_gate_in_a_later_ring_rolls_back_every_touched_ring(
     releases_dir, tmp_path, make_package
 ) -> None:
