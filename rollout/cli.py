@@ -115,6 +115,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Deploy the release the last promotion started from to every ring it touched.",
     )
     rollback.add_argument("--simulate", action="store_true", help="run against the fleet simulator")
+    start = sub.add_parser(
+        "start-promotion",
+        help="CI: start the CodeBuild promotion for one plant and follow it",
+        description="Start a build of the Shared stack's promotion project (MODEL_PACKAGE_ARN "
+        "and PLANTS overridden) and follow its phases; the promotion runs in CodeBuild, so "
+        "leaving early stops nothing. Exit 0 when it succeeded or is still running, 1 when it "
+        "ended otherwise (a gate failed: every touched ring rolled back), 3 on an AWS error.",
+    )
+    start.add_argument("--plant", required=True, help="plant name (plants/<plant>.yaml)")
+    start.add_argument(
+        "--model-package", required=True, help="approved SageMaker model package ARN"
+    )
+    start.add_argument("--project", required=True, help="the promotion CodeBuild project's name")
+    start.add_argument("--region", required=True, help="the project's region")
+    start.add_argument(
+        "--follow-minutes",
+        type=float,
+        default=50.0,
+        help="follow the build this long, within the CI session (default 50; 0: start only)",
+    )
+    start.add_argument("--poll-seconds", type=float, default=30.0, help="default 30")
     return parser
 
 
@@ -347,10 +368,43 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _start_promotion(args: argparse.Namespace) -> int:
+    import boto3
+
+    from rollout.ci import follow, start_promotion
+
+    if not args.model_package.startswith("arn:"):
+        raise BadInputError(f"--model-package {args.model_package!r}: not a model package ARN")
+    codebuild = boto3.client("codebuild", region_name=args.region)
+    build = start_promotion(
+        codebuild, args.project, model_package_arn=args.model_package, plant=args.plant
+    )
+    _emit(f"started {build} (promotion of {args.model_package} on plant {args.plant})")
+    followed = follow(
+        codebuild, build, for_s=60.0 * args.follow_minutes, poll_s=args.poll_seconds, log=_emit
+    )
+    if followed.status == "SUCCEEDED":
+        print(f"promotion build {build} succeeded")
+        return EXIT_OK
+    if followed.status == "IN_PROGRESS":
+        print(
+            f"promotion build {build} still running ({followed.phase.lower()}); it goes on in "
+            f"CodeBuild: aws codebuild batch-get-builds --ids {build}"
+        )
+        return EXIT_OK
+    print(f"promotion build {build} ended {followed.status}: see its log in CodeBuild")
+    return EXIT_GATE_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     args = _parser().parse_args(argv)
-    commands = {"promote": _promote, "status": _status, "rollback": _rollback}
+    commands = {
+        "promote": _promote,
+        "status": _status,
+        "rollback": _rollback,
+        "start-promotion": _start_promotion,
+    }
     try:
         return commands[args.command](args)
     except AwsError as exc:

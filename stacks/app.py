@@ -130,6 +130,8 @@ def add_stacks(
             key=base.artifact_key,
             role=base.promotion_role,
             model_package_group_name=base.model_package_group_name,
+            github_repository=app.node.try_get_context("github_repository"),
+            github_oidc_provider_arn=app.node.try_get_context("github_oidc_provider_arn"),
         )
     stacks: dict[str, PlantStack] = {}
     for plant in plants:

@@ -97,6 +97,8 @@ class Promotion(Construct):
         key: kms.IKey,
         role: iam.IRole,
         model_package_group_name: str,
+        github_repository: str | None = None,
+        github_oidc_provider_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not plants:
@@ -207,7 +209,54 @@ class Promotion(Construct):
                 ),
             )
         )
+        self.github_starter: iam.Role | None = None
+        if github_repository:
+            self.github_starter = self._github_starter(github_repository, github_oidc_provider_arn)
         self._acknowledge(role, bucket)
+
+    def _github_starter(self, repository: str, provider_arn: str | None) -> iam.Role:
+        """The role a GitHub Actions job of ``repository`` (on main) assumes through OIDC to
+        start and follow this project's builds, and nothing else (rollout/ci.py).
+
+        GitHub's OIDC tokens carry ``aud`` ``sts.amazonaws.com`` (the aws-actions default) and
+        ``sub`` ``repo:<owner>/<repo>:ref:refs/heads/main`` for a job on main (GitHub docs,
+        about-security-hardening-with-openid-connect); IAM checks both in the trust policy. An
+        account holds one provider per URL: pass ``github_oidc_provider_arn`` to use one that
+        already exists, else it is created here.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repository):
+            raise ValueError(f"github_repository {repository!r}: expected <owner>/<repo>")
+        issuer = "token.actions.githubusercontent.com"
+        if provider_arn is None:
+            provider = iam.CfnOIDCProvider(
+                self,
+                "GitHubOidc",
+                url=f"https://{issuer}",
+                client_id_list=["sts.amazonaws.com"],
+            )
+            provider_arn = provider.attr_arn
+        starter = iam.Role(
+            self,
+            "GitHubStarter",
+            description=f"LineGuard: {repository} (main) starts and follows promotion builds",
+            assumed_by=iam.WebIdentityPrincipal(
+                provider_arn,
+                conditions={
+                    "StringEquals": {f"{issuer}:aud": "sts.amazonaws.com"},
+                    "StringLike": {f"{issuer}:sub": f"repo:{repository}:ref:refs/heads/main"},
+                },
+            ),
+            max_session_duration=cdk.Duration.hours(1),
+        )
+        starter.add_to_policy(
+            iam.PolicyStatement(
+                actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                resources=[self.project.project_arn],
+            )
+        )
+        cdk.CfnOutput(self, "GitHubStarterRoleArn", value=starter.role_arn)
+        cdk.CfnOutput(self, "ProjectName", value=self.project.project_name)
+        return starter
 
     def _acknowledge(self, role: iam.IRole, bucket: s3.IBucket) -> None:
         stack = cdk.Stack.of(self)

@@ -169,11 +169,20 @@ def test_ci_workflow_commands_parse_with_this_cli() -> None:
         for line in script.splitlines():
             if "python -m rollout" in line:
                 commands.append(line.strip())
-    assert len(commands) >= 3
+    # the workflow only starts the CodeBuild promotion and follows it (docs/rollout.md, CI)
+    assert len(commands) == 1 and "start-promotion" in commands[0]
     for command in commands:
         argv = shlex.split(command.replace("$", "X"))
         args = _parser().parse_args(argv[3:])  # raises SystemExit on an unknown option
-        assert args.plant == "XPLANT"
+        assert args.plant == "XPLANT" and args.follow_minutes <= 50
+    credentials = next(
+        s for s in workflow["jobs"]["promote"]["steps"]
+        if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials")
+    )  # fmt: skip
+    # the role GitHub may assume is the starter, and its session covers the follow
+    assert "LINEGUARD_PROMOTION_STARTER_ROLE_ARN" in credentials["with"]["role-to-assume"]
+    assert int(credentials["with"]["role-duration-seconds"]) >= 50 * 60
+    assert workflow["jobs"]["promote"]["timeout-minutes"] >= 50
 
 
 def test_paused_or_killed_simulated_run_resumes_in_a_new_process(

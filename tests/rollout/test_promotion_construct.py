@@ -20,9 +20,7 @@ from .conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def synthesised() -> dict[str, Any]:
-    """One bare stack with the construct, its template, and cdk-nag's unacknowledged findings."""
+def _synth(**github: str) -> dict[str, Any]:
     import aws_cdk as cdk
     from aws_cdk import aws_iam as iam
     from aws_cdk import aws_kms as kms
@@ -48,6 +46,7 @@ def synthesised() -> dict[str, Any]:
         key=key,
         role=role,
         model_package_group_name="lineguard-inspection",
+        **github,  # type: ignore[arg-type]
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     error = None
@@ -56,6 +55,46 @@ def synthesised() -> dict[str, Any]:
     except Exception as exc:  # cdk-nag findings fail the synth
         error = str(exc)
     return {"template": Template.from_stack(stack), "error": error}
+
+
+@pytest.fixture(scope="module")
+def synthesised() -> dict[str, Any]:
+    """One bare stack with the construct, its template, and cdk-nag's unacknowledged findings."""
+    return _synth()
+
+
+def test_github_gets_a_role_that_only_starts_and_reads_the_promotion_builds() -> None:
+    built = _synth(github_repository="acme/lineguard-plant")
+    assert built["error"] is None, built["error"]  # cdk-nag has nothing to say
+    template = built["template"]
+    (provider,) = template.find_resources("AWS::IAM::OIDCProvider").values()
+    assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
+    assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]
+    roles = template.find_resources("AWS::IAM::Role")
+    (starter,) = [r for k, r in roles.items() if "GitHubStarter" in k]
+    (trust,) = starter["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Condition"] == {
+        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
+        "StringLike": {
+            "token.actions.githubusercontent.com:sub": "repo:acme/lineguard-plant:ref:refs/heads/main"
+        },
+    }
+    assert starter["Properties"]["MaxSessionDuration"] == 3600
+    policies = template.find_resources("AWS::IAM::Policy")
+    (policy,) = [p for k, p in policies.items() if "GitHubStarter" in k]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["codebuild:StartBuild", "codebuild:BatchGetBuilds"]
+    assert "Fn::GetAtt" in json.dumps(statement["Resource"])  # the project's ARN, not "*"
+    outputs = template.to_json()["Outputs"]
+    assert any("GitHubStarterRoleArn" in k for k in outputs)
+    assert any("ProjectName" in k for k in outputs)
+    # an account's existing provider is used as it is: none is created
+    arn = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+    again = _synth(github_repository="acme/lineguard-plant", github_oidc_provider_arn=arn)
+    assert again["template"].find_resources("AWS::IAM::OIDCProvider") == {}
+    with pytest.raises(ValueError, match="expected <owner>/<repo>"):
+        _synth(github_repository="not a repository")
 
 
 def test_no_unacknowledged_nag_findings(synthesised) -> None:
