@@ -7,11 +7,13 @@ Exit codes: 0 done (or nothing to do), 1 a gate failed and every touched ring wa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pickle
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,12 @@ from stacks.config import (
     PlantConfigError,
     load_plant_release,
     load_plants,
+)
+from stacks.release_store import (
+    RELEASES_PREFIX,
+    ReleaseStoreError,
+    download_releases,
+    upload_release,
 )
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_AWS = 0, 1, 2, 3
@@ -51,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=RELEASES_DIR,
         help="where releases/<plant>.json is read and rewritten (default: releases)",
+    )
+    common.add_argument(
+        "--releases-bucket",
+        help="read and write the release at s3://BUCKET/rollout/releases/<plant>.json, the "
+        "release `cdk deploy -c releases_dir=s3://BUCKET/rollout/releases/` synthesises "
+        "(--releases-dir is then the bootstrap when S3 has none yet)",
     )
     common.add_argument(
         "--state-dir",
@@ -218,6 +232,7 @@ def _promote(args: argparse.Namespace) -> int:
             clock=clock,
             releases_dir=args.releases_dir,
             store=_store(plant, args),
+            release_sink=getattr(args, "release_sink", None),
             log=_emit,
             poll_s=args.poll_seconds,
         )
@@ -324,6 +339,7 @@ def _rollback(args: argparse.Namespace) -> int:
         clock=clock,
         releases_dir=args.releases_dir,
         store=_store(plant, args),
+        release_sink=getattr(args, "release_sink", None),
         log=_emit,
         poll_s=args.poll_seconds,
     )
@@ -342,6 +358,7 @@ def _status(args: argparse.Namespace) -> int:
         clock=WallClock(),
         releases_dir=args.releases_dir,
         store=_store(plant, args),
+        release_sink=getattr(args, "release_sink", None),
         log=_emit,
     )
     status = controller.status()
@@ -396,6 +413,26 @@ def _start_promotion(args: argparse.Namespace) -> int:
     return EXIT_GATE_FAILED
 
 
+@contextlib.contextmanager
+def _releases_from_s3(args: argparse.Namespace) -> Iterator[None]:
+    """With ``--releases-bucket``: the plant's release comes from S3 (the repository's copy as
+    the bootstrap) and every rewrite goes back to S3 at once."""
+    bucket = getattr(args, "releases_bucket", None)
+    if not bucket:
+        yield
+        return
+    import boto3
+
+    plant = _plant(args)
+    s3 = boto3.client("s3", region_name=plant.region)
+    with tempfile.TemporaryDirectory(prefix="lineguard-releases-") as tmp:
+        url = f"s3://{bucket}/{RELEASES_PREFIX}"
+        args.releases_dir = download_releases(s3, url, Path(tmp), fallback=args.releases_dir)
+        _emit(f"release of {plant.name} from {url} (bootstrap: the repository's copy)")
+        args.release_sink = lambda path: _emit(f"wrote {upload_release(s3, bucket, path)}")
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     args = _parser().parse_args(argv)
@@ -406,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         "start-promotion": _start_promotion,
     }
     try:
-        return commands[args.command](args)
-    except AwsError as exc:
+        with _releases_from_s3(args):
+            return commands[args.command](args)
+    except (AwsError, ReleaseStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_AWS
     except (BadInputError, StateError, PlantConfigError, ModelPackageError) as exc:

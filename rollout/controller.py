@@ -107,6 +107,7 @@ class Controller:
         releases_dir: Path | str,
         state_dir: Path | str | None = None,
         store: StateStore | S3StateStore | None = None,
+        release_sink: Callable[[Path], None] | None = None,
         owner: str | None = None,
         lease_s: float = LEASE_S,
         log: Callable[[str], None] = print,
@@ -119,6 +120,7 @@ class Controller:
         self.clock = clock
         self.releases_dir = Path(releases_dir)
         self.store = store if store is not None else StateStore(state_dir or ".", plant.name)
+        self.release_sink = release_sink  # also puts each rewritten release file elsewhere
         self.owner = owner or default_owner()
         self.lease_s = lease_s
         self.poll_s = poll_s
@@ -211,7 +213,10 @@ class Controller:
             configuration={k: dict(v) for k, v in entry.configuration.items()} if entry else None,
             updated_at=_iso(self.clock.now()),
         )
-        write_release(release_path(self.plant.name, self.releases_dir), release)
+        path = release_path(self.plant.name, self.releases_dir)
+        write_release(path, release)
+        if self.release_sink is not None:
+            self.release_sink(path)
         return release
 
     def _target(self, ring: str) -> str:

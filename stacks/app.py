@@ -21,6 +21,7 @@ from stacks.config import (
     CFN_MAX_RESOURCES_PER_OPERATION,
     CFN_MAX_RESOURCES_PER_STACK,
     PlantConfig,
+    PlantConfigError,
     Release,
     load_plant_release,
     load_plants,
@@ -78,12 +79,33 @@ def load_selection(app: cdk.App, root: Path = REPO) -> Selection:
         PlantConfigError: a broken plant or release file, a missing release, an unknown plant.
     """
     plants_dir = Path(app.node.try_get_context("plants_dir") or root / "plants")
-    releases_dir = Path(app.node.try_get_context("releases_dir") or root / "releases")
+    source = str(app.node.try_get_context("releases_dir") or root / "releases")
     every_plant = load_plants(plants_dir)
     selected = selected_names(app.node.try_get_context("plant"))
     plants = every_plant if selected is None else load_plants(plants_dir, selected)
+    releases_dir = Path(source)
+    if source.startswith("s3://"):
+        releases_dir = _releases_from_s3(source, plants[0].region if plants else None, root)
     releases = {p.name: load_plant_release(p, releases_dir) for p in plants}
     return Selection(plants, every_plant, releases, releases_dir)
+
+
+def _releases_from_s3(url: str, region: str | None, root: Path) -> Path:
+    """Download the releases the rollout controller keeps in S3 (stacks/release_store.py) over
+    a copy of the repository's bootstrap releases; the credentials are the deployer's."""
+    import tempfile
+
+    import boto3
+
+    from stacks.release_store import ReleaseStoreError, download_releases
+
+    dest = Path(tempfile.mkdtemp(prefix="lineguard-releases-"))
+    try:
+        return download_releases(
+            boto3.client("s3", region_name=region), url, dest, fallback=root / "releases"
+        )
+    except ReleaseStoreError as exc:
+        raise PlantConfigError(url, "", str(exc)) from None
 
 
 def add_stacks(

@@ -40,6 +40,7 @@ SOURCE_FILES = (
     "stacks/components.py",
     "stacks/config.py",
     "stacks/deployment_spec.py",
+    "stacks/release_store.py",
     "edge_component/inspector/__init__.py",
     "edge_component/inspector/model_package.py",
     "edge_component/build.py",
@@ -130,7 +131,6 @@ class Promotion(Construct):
                 conditions={"StringLike": {"s3:prefix": [f"{ROLLOUT_PREFIX}*"]}},
             )
         )
-        sync = f"s3://{bucket.bucket_name}/{ROLLOUT_PREFIX}"
         self.project = codebuild.Project(
             self,
             "Project",
@@ -156,24 +156,18 @@ class Promotion(Construct):
                             "runtime-versions": {"python": "3.11"},
                             "commands": [f"pip install --quiet {' '.join(runtime_pins())}"],
                         },
-                        "pre_build": {
-                            "commands": [
-                                'test -n "$MODEL_PACKAGE_ARN"',
-                                f"aws s3 sync {sync}releases/ releases/",
-                            ]
-                        },
+                        "pre_build": {"commands": ['test -n "$MODEL_PACKAGE_ARN"']},
                         "build": {
                             "commands": [
                                 "export PYTHONPATH=.:edge_component",
+                                # state and release go straight to S3 at every step (durable
+                                # through a killed build); the bundled releases/ bootstraps
                                 "rc=0; for plant in $PLANTS; do python -m rollout promote "
                                 '--plant "$plant" --model-package "$MODEL_PACKAGE_ARN" '
-                                '--artifact-bucket "$ARTIFACT_BUCKET" --state-bucket "$ARTIFACT_BUCKET" '
+                                '--artifact-bucket "$ARTIFACT_BUCKET" '
+                                '--state-bucket "$ARTIFACT_BUCKET" '
+                                '--releases-bucket "$ARTIFACT_BUCKET" '
                                 "|| rc=$?; done; exit $rc",
-                            ]
-                        },
-                        "post_build": {
-                            "commands": [
-                                f"aws s3 sync releases/ {sync}releases/",
                             ]
                         },
                     },

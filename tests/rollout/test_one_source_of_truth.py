@@ -132,3 +132,52 @@ def test_template_deployments_equal_the_controller_requests(
     assert len(sent) == 2
     for request in sent:
         assert final[request["targetArn"]] == standing(request)
+
+
+@pytest.mark.slow
+def test_a_synth_from_the_durable_release_after_a_promotion_changes_no_ring(
+    demo_plant: PlantConfig, releases_dir: Path, tmp_path: Path, make_package,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The controller writes each rewritten release to S3 (``--releases-bucket``); ``cdk deploy
+    -c releases_dir=s3://<bucket>/rollout/releases/`` synthesises from those objects, so after a
+    promotion the template's deployments are exactly what each ring runs."""
+    import aws_cdk as cdk
+    import boto3
+    from moto import mock_aws
+
+    from stacks.app import load_selection
+    from stacks.release_store import RELEASES_PREFIX, upload_release
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(key, "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=demo_plant.region)
+        s3.create_bucket(
+            Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": demo_plant.region}
+        )
+        release = load_plant_release(demo_plant, releases_dir)
+        sim = simulated_fleet(demo_plant, release, new_version="1.1.0", devices=4, seed=1)
+        ctl = Controller(plant=demo_plant, fleet=sim, clock=sim.clock, releases_dir=releases_dir,
+                         state_dir=tmp_path / "state", log=lambda _m: None,
+                         release_sink=lambda path: upload_release(s3, "artifacts", path))  # fmt: skip
+        assert ctl.promote(make_package("1.1.0")).status == "completed"
+        app = cdk.App(
+            context={"releases_dir": f"s3://artifacts/{RELEASES_PREFIX}", "plant": "demo"}
+        )
+        selection = load_selection(app, Path(__file__).resolve().parents[2])
+    durable = selection.releases["demo"]
+    assert {r: e.components["com.lineguard.Model"] for r, e in durable.rings.items()} == {
+        "canary": "1.1.0",
+        "fleet": "1.1.0",
+    }
+    synthesised = template_requests(demo_plant, durable)
+    for target, running in ((t, sim.ring_deployment(t)) for t in synthesised):
+        assert running is not None
+        deployed = {
+            name: spec["componentVersion"]
+            for name, spec in synthesised[target]["components"].items()
+        }
+        assert deployed == running.components  # no ring would be redeployed by this synth
+    for request in sent_requests(sim):
+        assert synthesised[request["targetArn"]] == standing(request)

@@ -155,10 +155,9 @@ def test_build_runs_the_same_promote_command_for_every_plant(synthesised) -> Non
     assert env["PLANTS"] == "demo example-large"
     install = spec["phases"]["install"]["commands"][0]
     assert all(pin in install for pin in runtime_pins())
-    # releases survive the build (post_build runs even when promote fails); the state is
-    # in S3 already, never synced over from a local copy that may be stale
-    post = " ".join(spec["phases"]["post_build"]["commands"])
-    assert "rollout/releases/" in post and "rollout/state/" not in post
+    # state and release are written to S3 at every step, never synced from a copy that may lag
+    assert '--releases-bucket "$ARTIFACT_BUCKET"' in build
+    assert "post_build" not in spec["phases"] and "sync" not in json.dumps(spec)
     assert props["TimeoutInMinutes"] == 60 * (int(2 * 300 / 60) + 4)
     assert props["EncryptionKey"]
 
