@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -160,7 +161,10 @@ class Controller:
     def _token(self, state: dict[str, Any], ring: str, kind: str) -> str:
         """CreateDeployment ``clientToken``: the same request after a crash is idempotent."""
         promotion = state.setdefault("promotion_id", uuid.uuid4().hex)  # older state files
-        return f"{promotion[:32]}-{kind}-{ring}"[:64]
+        # a digest of the ring, not its name cut to fit 64 characters: rings sharing a long
+        # prefix must not share a token (the second would get the first's deployment back)
+        digest = hashlib.sha256(ring.encode("utf-8")).hexdigest()[:16]
+        return f"{promotion[:32]}-{kind}-{digest}"
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -243,6 +247,15 @@ class Controller:
         while True:
             members = self.fleet.ring_members(target)
             rollout = RingRollout(self.fleet.deployment_progress(deployment_id), tuple(members))
+            if rollout.progress.superseded:
+                # someone else deployed to the ring (a `cdk deploy` from a lagging copy, a
+                # console deployment): not a gate result, so no rollback on our own
+                self._save(state, release=True)
+                raise StateError(
+                    f"{ring}: deployment {deployment_id} was replaced by another deployment to "
+                    f"{target} outside this promotion; stopping without rolling back. Check what "
+                    "the ring runs, then run `rollout rollback` or promote again"
+                )
             summary = (
                 f"{ring}: deployment {deployment_id}: {rollout.succeeded} succeeded, "
                 f"{rollout.failed} failed, {len(rollout.pending)} pending of "
@@ -420,6 +433,9 @@ class Controller:
                 self.log(f"{ring}: already on {version}; checking it anyway")
             self.log(f"{ring}: deploying {MODEL_COMPONENT} {old_version} -> {version}")
             spec["clientToken"] = self._token(state, ring, "promote")
+            rs["requested"] = True  # checkpointed first: a rollback after a kill here covers it
+            state["rings"][ring] = rs
+            self._save(state)
             rs["deployment_id"] = self.fleet.create_deployment(spec)
             # the release file before the checkpoint: a kill in between repeats both (the
             # deployment by its clientToken), never leaves the file behind what the ring runs
@@ -524,7 +540,13 @@ class Controller:
         self.log(f"model package {arn} marked Rejected in the registry")
 
     def _touched(self, state: dict[str, Any]) -> list[str]:
-        return [r for r in self.plant.ring_names if state["rings"].get(r, {}).get("deployment_id")]
+        """Rings deployed, or asked to be (a kill may fall between the request and the id)."""
+        return [
+            r
+            for r in self.plant.ring_names
+            if state["rings"].get(r, {}).get("deployment_id")
+            or state["rings"].get(r, {}).get("requested")
+        ]
 
     def _restore(self, state: dict[str, Any], previous: Release) -> list[str]:
         """Deploy the previous release to every touched ring at once, wait for all of them,
@@ -547,7 +569,9 @@ class Controller:
             components = dict(previous.rings[ring].components)
             candidate = {**components, MODEL_COMPONENT: state["model_version"]}
             changed = {n for n, v in candidate.items() if components.get(n) != v}
-            spec = deployment_spec(self.plant, ring, previous, reset=changed)
+            # no abort criteria on the way back: tripping them would cancel the job and leave
+            # the devices it had not reached on the rejected model (cancel-deployments)
+            spec = deployment_spec(self.plant, ring, previous, abort=False, reset=changed)
             self.log(
                 f"{ring}: deploying the previous release ({MODEL_COMPONENT} "
                 f"{components[MODEL_COMPONENT]}, configuration of {', '.join(sorted(changed))} "

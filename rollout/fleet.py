@@ -69,8 +69,18 @@ class DeploymentProgress:
         return self.count(*FAILED_EXECUTION_STATES)
 
     @property
+    def superseded(self) -> bool:
+        """Another deployment to the target replaced this one: "After you create a new revision
+        of a deployment, the status of the previous revision's AWS IoT job changes to
+        CANCELLED" (check-deployment-status), and the replaced deployment is INACTIVE."""
+        return self.status == "INACTIVE"
+
+    @property
     def aborted(self) -> bool:
-        """The IoT job was cancelled (abort criteria met) or the deployment failed/cancelled."""
+        """The IoT job was cancelled by its abort criteria, or the deployment failed or was
+        cancelled; not a deployment that another one replaced (:attr:`superseded`)."""
+        if self.superseded:
+            return False
         return self.job_status in ("CANCELED", "DELETION_IN_PROGRESS") or self.status in (
             "CANCELED",
             "FAILED",

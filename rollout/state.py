@@ -128,6 +128,13 @@ class S3StateStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
+            # listed first: without s3:ListBucket on the whole bucket (the promotion role has it
+            # for rollout/* only) S3 answers a missing key with 403, not 404 (S3 API reference,
+            # GetObject permissions), so a first promotion would look like an access error
+            listed = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key, MaxKeys=1)
+            if not any(o.get("Key") == self.key for o in listed.get("Contents", [])):
+                self._etag = None
+                return None
             response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
             body = response["Body"].read()
         except ClientError as exc:

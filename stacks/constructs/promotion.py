@@ -12,6 +12,7 @@ under ``rollout/`` so a re-run resumes; see docs/rollout.md.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -54,6 +55,18 @@ MAX_BUILD_HOURS = 36
 _SOURCE_REASON = (
     "CodeBuild's read grant on its S3 source: the one asset object of the promotion job's code."
 )
+
+
+def _promotion_minutes(plant: PlantConfig) -> float:
+    """The longest a promotion of ``plant`` can take: per ring its bake and the controller's
+    deadline for the deployment (rollout/controller.py ``_wait``)."""
+    policy = plant.deployment
+    total = 0.0
+    for ring in plant.rings:
+        devices = max(1, math.ceil(plant.expected_devices * ring.percent / 100.0))
+        release = math.ceil(devices / policy.rollout.base_rate_per_minute)
+        total += ring.bake_minutes + policy.in_progress_timeout_minutes + release + 15
+    return total
 
 
 def runtime_pins(requirements: Path = REPO / "requirements-dev.txt") -> list[str]:
@@ -105,8 +118,11 @@ class Promotion(Construct):
         if not plants:
             raise ValueError("Promotion needs at least one plant")
         names = " ".join(p.name for p in plants)
-        bake_hours = max(sum(r.bake_minutes for r in p.rings) for p in plants) / 60.0
-        timeout_hours = min(MAX_BUILD_HOURS, int(bake_hours * len(plants)) + 4)
+        # every ring's bake plus the controller's longest wait for it (the in-progress timeout,
+        # the time the rollout rate needs for the ring, 15 min): an offline device keeps a ring
+        # waiting that long before it counts as stalled
+        bake_hours = sum(_promotion_minutes(p) for p in plants) / 60.0
+        timeout_hours = min(MAX_BUILD_HOURS, math.ceil(bake_hours) + 4)
         staged = stage_source()
         try:  # the asset is copied into the cloud assembly here, so the staging dir can go
             source = s3_assets.Asset(self, "Source", path=str(staged))
@@ -246,6 +262,17 @@ class Promotion(Construct):
             iam.PolicyStatement(
                 actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
                 resources=[self.project.project_arn],
+            )
+        )
+        # StartBuild may override the buildspec, which would run any command as the promotion
+        # role; deny a request that carries one (CodeBuild user guide, action-context-keys:
+        # "Prevent unauthorized modifications to project buildspec")
+        starter.add_to_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=["codebuild:StartBuild"],
+                resources=[self.project.project_arn],
+                conditions={"Null": {"codebuild:source.buildspec": "false"}},
             )
         )
         cdk.CfnOutput(self, "GitHubStarterRoleArn", value=starter.role_arn)

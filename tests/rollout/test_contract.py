@@ -131,7 +131,8 @@ def test_a_new_revision_cancels_the_previous_job(
     real = aws.fleet.deployment_progress(first)
     for progress in (simulated, real):
         assert (progress.status, progress.job_status) == ("INACTIVE", "CANCELED")
-        assert progress.aborted  # the controller reads a replaced rollout as stopped
+        # replaced, not aborted by its criteria: the controller stops without a rollback
+        assert progress.superseded and not progress.aborted
     assert simulated.executions == real.executions
 
 

@@ -185,7 +185,10 @@ def test_bad_model_stops_at_canary_and_rolls_back(
     sent = deployments(sim)
     assert [req["targetArn"] for req in sent] == [demo_plant.ring_group_arn("canary")] * 2
     # the previous release, the model's configuration reset (keys 1.1.0 added do not stay)
-    assert sent[1] == deployment_spec(demo_plant, "canary", before, reset={MODEL_COMPONENT})
+    assert sent[1] == deployment_spec(
+        demo_plant, "canary", before, abort=False, reset={MODEL_COMPONENT}
+    )
+    assert "abortConfig" not in sent[1]["iotJobConfiguration"]  # a rollback is never cancelled
     assert sent[1]["components"][MODEL_COMPONENT]["configurationUpdate"]["reset"] == [""]
     assert "every device checked is back" in report.message
     after = load_plant_release(demo_plant, releases_dir)
@@ -584,3 +587,54 @@ def test_a_lapsed_lease_is_taken_over_and_a_stale_controller_stops(
         first.promote(package)  # its next checkpoint fails: it stops before another step
     assert any("taking over from controller" in str(m) for m in met)
     assert len({d.target for d in sim.deployments.values()}) == 2
+
+
+def test_a_deployment_replaced_from_outside_stops_the_promotion_without_a_rollback(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    before = load_plant_release(demo_plant, releases_dir)
+    real_sleep, done = sim.clock.sleep, []
+
+    def sleep_then_cdk_deploy(seconds: float) -> None:
+        real_sleep(seconds)
+        if not done:  # mid-wait, someone deploys the repository's copy to the canary
+            done.append(sim.create_deployment(deployment_spec(demo_plant, "canary", before)))
+
+    sim.clock.sleep = sleep_then_cdk_deploy  # type: ignore[method-assign]
+    with pytest.raises(StateError, match="replaced by another deployment"):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
+    # only the promotion's own deployment and the outside one: no rollback was sent
+    assert [d.deployment_id for d in sim.deployments.values()] == ["sim-0001", done[0]]
+
+
+def test_client_tokens_differ_for_rings_sharing_a_long_prefix(
+    demo_plant, releases_dir, tmp_path
+) -> None:
+    ctl = controller(demo_plant, sim_for(demo_plant, releases_dir, "good"), releases_dir,
+                     tmp_path / "state")  # fmt: skip
+    state: dict[str, Any] = {"promotion_id": "p" * 32}
+    a = ctl._token(state, "press-line-north-building-7-station-a", "rollback")
+    b = ctl._token(state, "press-line-north-building-7-station-b", "rollback")
+    assert a != b and len(a) <= 64 and len(b) <= 64
+
+
+def test_a_kill_between_asking_for_a_deployment_and_recording_it_is_still_rolled_back(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "good")
+    create = sim.create_deployment
+
+    def create_then_die(request: dict[str, Any]) -> str:
+        create(request)
+        raise Killed  # the deployment exists; its id never reached the checkpoint
+
+    sim.create_deployment = create_then_die  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        controller(demo_plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
+    sim.create_deployment = create  # type: ignore[method-assign]
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state").rollback()
+    assert "canary" in report.message
+    canary = [d for d in sim.devices.values() if d.ring == "canary"]
+    sim.clock.sleep(3600)
+    assert {d.components[MODEL_COMPONENT] for d in canary} == {"1.0.0"}

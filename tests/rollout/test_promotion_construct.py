@@ -83,9 +83,12 @@ def test_github_gets_a_role_that_only_starts_and_reads_the_promotion_builds() ->
     assert starter["Properties"]["MaxSessionDuration"] == 3600
     policies = template.find_resources("AWS::IAM::Policy")
     (policy,) = [p for k, p in policies.items() if "GitHubStarter" in k]
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    statement, deny = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == ["codebuild:StartBuild", "codebuild:BatchGetBuilds"]
     assert "Fn::GetAtt" in json.dumps(statement["Resource"])  # the project's ARN, not "*"
+    # no buildspec override: that would run any command as the promotion role
+    assert deny["Effect"] == "Deny" and deny["Action"] == "codebuild:StartBuild"
+    assert deny["Condition"] == {"Null": {"codebuild:source.buildspec": "false"}}
     outputs = template.to_json()["Outputs"]
     assert any("GitHubStarterRoleArn" in k for k in outputs)
     assert any("ProjectName" in k for k in outputs)
@@ -158,7 +161,15 @@ def test_build_runs_the_same_promote_command_for_every_plant(synthesised) -> Non
     # state and release are written to S3 at every step, never synced from a copy that may lag
     assert '--releases-bucket "$ARTIFACT_BUCKET"' in build
     assert "post_build" not in spec["phases"] and "sync" not in json.dumps(spec)
-    assert props["TimeoutInMinutes"] == 60 * (int(2 * 300 / 60) + 4)
+    # every ring's bake plus the controller's longest wait for the ring (an offline device
+    # holds it until then), for both plants, within CodeBuild's 36 h
+    plants = [load_plant(REPO / "plants" / f"{n}.yaml") for n in ("demo", "example-large")]
+    longest = sum(
+        r.bake_minutes + p.deployment.in_progress_timeout_minutes + 15
+        for p in plants
+        for r in p.rings
+    )
+    assert longest <= props["TimeoutInMinutes"] <= 36 * 60
     assert props["EncryptionKey"]
 
 
