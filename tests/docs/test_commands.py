@@ -216,6 +216,24 @@ def make_deploy(command: DocCommand, endpoint: str, tmp: Path) -> None:
     )
 
 
+def deploy_from_s3_releases(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    """The app reads the releases the controller keeps in S3: the documented deploy, as
+    ``cdk list`` (no deployment), against a bucket holding the demo's release."""
+    bucket = "lineguard-docs-artifacts"
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    release = (ROOT / "releases" / "demo.json").read_bytes()
+    s3.put_object(Bucket=bucket, Key="rollout/releases/demo.json", Body=release)
+    assert "-c releases_dir=s3://<artifact bucket>/rollout/releases/ " in command.text
+    stacks = shell(
+        f"npx cdk list -c releases_dir=s3://{bucket}/rollout/releases/ -c plant=demo "
+        f"-c nag=false -o {tmp / 'cdk.out'}",
+        aws_env(endpoint),
+    )
+    assert "LineGuard-Plant-demo" in stacks.split()
+
+
 def describe_to_file(command: DocCommand, endpoint: str, tmp: Path) -> None:
     # the only rewrite: the request file goes to a temporary directory
     shell(command.text.replace("ring.json", str(tmp / "ring.json")))
@@ -497,6 +515,7 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"make deploy PLANT=\S+$", make_deploy),
     (r"make bootstrap PLANT=\S+$", run_as_documented),
     (r"npx cdk synth ", run_as_documented),
+    (r"npx cdk deploy -c releases_dir=s3://", deploy_from_s3_releases),
     (r"\.venv/bin/python -m stacks\.describe [^|>]*$", run_as_documented),
     (r"\.venv/bin/python -m stacks\.describe .*\| jq .*> ring\.json$", describe_to_file),
     (r"\.venv/bin/python -m stacks\.station ", station_move),
