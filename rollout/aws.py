@@ -75,10 +75,17 @@ class AwsFleet:
         artifact_bucket: str,
         session: Any = None,
         clients: dict[str, Any] | None = None,
+        sleep: Any = None,
+        deployable_timeout_s: float = 600.0,
     ) -> None:
-        """Args: region; artifact bucket (the Shared stack's); a boto3 session or ready clients."""
+        """Args: region; artifact bucket (the Shared stack's); a boto3 session or ready clients;
+        how to wait (tests pass their own), and how long a new version may take to verify."""
+        import time
+
         self.region = region
         self.artifact_bucket = artifact_bucket
+        self._sleep = sleep or time.sleep
+        self._deployable_timeout_s = deployable_timeout_s
         self._session = session
         self._clients: dict[str, Any] = dict(clients or {})
 
@@ -137,6 +144,7 @@ class AwsFleet:
                     "a model package version can be published only once (register the model "
                     "again for a new version)"
                 )
+            self._wait_deployable(arn)  # a resumed publish: the version may still be verifying
             return PublishedModel(MODEL_COMPONENT, version, arn, built.uri, built.digest)
         self._call(
             "s3",
@@ -158,6 +166,8 @@ class AwsFleet:
             if status == "FAILED":
                 message = response["status"].get("message", "")
                 raise AwsError(f"greengrassv2.create_component_version ({arn}): FAILED: {message}")
+            if status != "DEPLOYABLE":
+                self._wait_deployable(arn)
         except ClientError as exc:
             err = exc.response.get("Error", {})
             if err.get("Code") != "ConflictException":
@@ -167,7 +177,31 @@ class AwsFleet:
                 ) from exc
             # Already published (e.g. a resumed promotion): the existing version must match.
             arn = self._existing_component_arn(version, built.digest)
+            self._wait_deployable(arn)
         return PublishedModel(MODEL_COMPONENT, version, arn, built.uri, built.digest)
+
+    def _wait_deployable(self, arn: str, poll_s: float = 5.0) -> None:
+        """Wait until the new version is DEPLOYABLE: Greengrass verifies it (the artifact and
+        its digest) after CreateComponentVersion returns, and a deployment of a version still
+        REQUESTED/INITIATED, or FAILED, cannot succeed (API reference, CloudComponentState)."""
+        waited = 0.0
+        while True:
+            status = self._call("greengrassv2", "describe_component", arn=arn).get("status", {})
+            state = status.get("componentState", "")
+            if state == "DEPLOYABLE":
+                return
+            if state in ("FAILED", "DEPRECATED"):
+                raise AwsError(
+                    f"greengrassv2.describe_component ({arn}): {state}: "
+                    f"{status.get('message', '')} {status.get('errors', '')}".rstrip()
+                )
+            if waited >= self._deployable_timeout_s:
+                raise AwsError(
+                    f"greengrassv2.describe_component ({arn}): still {state} after "
+                    f"{waited:.0f} s; not deploying a version Greengrass has not verified"
+                )
+            self._sleep(poll_s)
+            waited += poll_s
 
     def _component_arn(self, version: str) -> str:
         account = self._call("sts", "get_caller_identity")["Account"]

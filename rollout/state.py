@@ -152,31 +152,58 @@ class S3StateStore:
         return _check(doc, self.where)
 
     def save(self, doc: dict[str, Any]) -> None:
-        """Put the state if the object is still the one read (``If-Match``), or absent."""
+        """Put the state if the object is still the one read (``If-Match``), or absent.
+
+        A 409 ``ConditionalRequestConflict`` (another conditional write to the key in flight)
+        is retried, as S3 advises; a 412 is a conflict, unless the object now holds exactly
+        this document (the SDK retried a put that had already succeeded).
+        """
+        import time
+
         from botocore.exceptions import BotoCoreError, ClientError
 
         body = json.dumps({**doc, "format": STATE_FORMAT}, indent=2, sort_keys=True).encode()
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
+        for attempt in range(4):
+            try:
+                response = self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=body,
+                    ContentType="application/json",
+                    **condition,
+                )
+                self._etag = str(response["ETag"])
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if (code == "ConditionalRequestConflict" or status == 409) and attempt < 3:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                if code == "PreconditionFailed" or status == 412:
+                    if self._holds(body):
+                        return
+                    raise StateConflict(
+                        f"{self.where}: the rollout state was changed by another controller "
+                        f"({code}); stopping"
+                    ) from None
+                if code == "ConditionalRequestConflict" or status == 409:
+                    raise StateConflict(
+                        f"{self.where}: conditional writes to the state keep conflicting "
+                        f"({code}); stopping"
+                    ) from None
+                raise AwsError(f"s3.put_object ({self.where}): {exc}") from exc
+            except BotoCoreError as exc:
+                raise AwsError(f"s3.put_object ({self.where}): {exc}") from exc
+
+    def _holds(self, body: bytes) -> bool:
+        """Whether the stored object is exactly ``body`` (then take its ETag as ours)."""
         try:
-            response = self._s3.put_object(
-                Bucket=self.bucket,
-                Key=self.key,
-                Body=body,
-                ContentType="application/json",
-                **condition,
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
-                409,
-                412,
-            ):
-                raise StateConflict(
-                    f"{self.where}: the rollout state was changed by another controller "
-                    f"({code}); stopping"
-                ) from None
-            raise AwsError(f"s3.put_object ({self.where}): {exc}") from exc
-        except BotoCoreError as exc:
-            raise AwsError(f"s3.put_object ({self.where}): {exc}") from exc
+            response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
+        except Exception:  # unreadable now: not ours to claim
+            return False
+        if response["Body"].read() != body:
+            return False
         self._etag = str(response["ETag"])
+        return True

@@ -130,6 +130,12 @@ def test_a_published_version_is_checked_before_anything_is_uploaded(
             {"recipeOutputFormat": "JSON", "recipe": json.dumps(recipe).encode()},
             {"arn": component_arn("1.1.0"), "recipeOutputFormat": "JSON"},
         )
+        if recipe_digest == digest:  # the same bytes: it must be DEPLOYABLE to be used
+            stubber.add_response(
+                "describe_component",
+                {"arn": component_arn("1.1.0"), "status": {"componentState": "DEPLOYABLE"}},
+                {"arn": component_arn("1.1.0")},
+            )
     # the same bytes: the existing version (a resumed promotion), nothing created again
     assert fleet(client).publish_model(package).arn == component_arn("1.1.0")
     # other bytes under the same version: refused, and the artifact is not overwritten
@@ -137,6 +143,33 @@ def test_a_published_version_is_checked_before_anything_is_uploaded(
         fleet(client).publish_model(package)
     listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)
     assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_new_version_is_used_only_once_greengrass_made_it_deployable(
+    aws, greengrass, make_package
+) -> None:
+    client, stubber = greengrass
+    package = make_package("1.1.0")
+    arn = component_arn("1.1.0")
+    for final in ("DEPLOYABLE", "FAILED"):
+        stubber.add_client_error("get_component", "ResourceNotFoundException", "no such", 404)
+        stubber.add_response(
+            "create_component_version",
+            {"arn": arn, "componentName": "com.lineguard.Model", "componentVersion": "1.1.0",
+             "creationTimestamp": datetime(2026, 1, 1, tzinfo=UTC),
+             "status": {"componentState": "REQUESTED", "message": "verifying"}},
+            {"inlineRecipe": ANY},
+        )  # fmt: skip
+        for state in ("INITIATED", final):  # verification runs after the call returns
+            status = {"componentState": state, "message": "artifact digest mismatch"}
+            stubber.add_response("describe_component", {"arn": arn, "status": status},
+                                 {"arn": arn})  # fmt: skip
+    waits: list[float] = []
+    api = AwsFleet(region=REGION, artifact_bucket=BUCKET, clients={"greengrassv2": client},
+                   sleep=waits.append)  # fmt: skip
+    assert api.publish_model(package).arn == arn and waits == [5.0]
+    with pytest.raises(AwsError, match="FAILED: artifact digest mismatch"):
+        api.publish_model(package)
 
 
 def test_a_lost_race_to_create_the_version_accepts_the_same_artifact_only(
@@ -154,6 +187,12 @@ def test_a_lost_race_to_create_the_version_accepts_the_same_artifact_only(
             {"recipeOutputFormat": "JSON", "recipe": json.dumps(recipe).encode()},
             {"arn": component_arn("1.1.0"), "recipeOutputFormat": "JSON"},
         )
+        if recipe_digest == digest:
+            stubber.add_response(
+                "describe_component",
+                {"arn": component_arn("1.1.0"), "status": {"componentState": "DEPLOYABLE"}},
+                {"arn": component_arn("1.1.0")},
+            )
     assert fleet(client).publish_model(package).arn == component_arn("1.1.0")
     with pytest.raises(BadInputError, match="already exists with a different artifact"):
         fleet(client).publish_model(package)

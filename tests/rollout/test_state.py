@@ -73,3 +73,25 @@ def test_a_foreign_document_is_refused(kind: str, tmp_path: Path, s3: Any) -> No
         store = S3StateStore(s3, BUCKET, "demo")
     with pytest.raises(StateError, match="not a rollout state file"):
         store.load()
+
+
+def test_s3_retries_a_conflicting_write_and_knows_its_own_retried_put(s3: Any) -> None:
+    from botocore.stub import Stubber
+
+    store = S3StateStore(s3, BUCKET, "demo")
+    store.load()
+    store.save({"status": "in_progress", "n": 1})
+    with Stubber(s3) as stub:  # S3's answers to a concurrent conditional write, then success
+        stub.add_client_error("put_object", "ConditionalRequestConflict", "conflict", 409)
+        stub.add_response("put_object", {"ETag": '"e2"'})
+        store.save({"status": "in_progress", "n": 2})
+    assert store._etag == '"e2"'
+    # a put the SDK retried after it had succeeded: 412 on our own write is not a conflict
+    mine = S3StateStore(s3, BUCKET, "demo")
+    mine.load()
+    doc = {"status": "in_progress", "n": 3}
+    mine.save(doc)
+    etag = mine._etag
+    mine._etag = '"stale"'  # as if the first attempt's answer was lost
+    mine.save(doc)
+    assert mine._etag == etag
