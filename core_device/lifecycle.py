@@ -560,10 +560,9 @@ class Component:
             return
         timeout = self._timeout("install", DEFAULT_INSTALL_TIMEOUT_S)
         deadline = None if timeout is None else time.monotonic() + timeout
-        finished = self._wait(
-            lambda: not process.running or self._closing or self._desired == State.FINISHED,
-            deadline,
-        )
+        # LC:540-554: the lifecycle thread waits for install (up to its timeout) whatever is
+        # desired meanwhile; only closing the service cuts it short
+        finished = self._wait(lambda: not process.running or self._closing, deadline)
         if process.running:
             process.close(self._grace)
             if not finished:
