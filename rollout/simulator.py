@@ -212,13 +212,8 @@ class FleetSimulator:
                 if self.rng.random() < offline_share:
                     begin = start + self.rng.uniform(0, horizon_s)
                     offline.append((begin, begin + self.rng.uniform(1 * HOUR, 6 * HOUR)))
-                device = _Device(
-                    name=name,
-                    ring=ring,
-                    offline=offline,
-                    latency_factor=math.exp(self.rng.gauss(0, 0.05)),
-                    rate_factor=math.exp(self.rng.gauss(0, 0.1)),
-                    components=dict(ring_components.get(ring, components)),
+                device = self._new_device(
+                    name, ring, offline, dict(ring_components.get(ring, components))
                 )
                 device.record(start - horizon_s)
                 device.deployed_to.add(target)  # it runs the group's release already
@@ -226,6 +221,23 @@ class FleetSimulator:
                 names.append(name)
             self.targets[target] = names
             self.ring_of_target[target] = ring
+
+    def _new_device(
+        self,
+        name: str,
+        ring: str,
+        offline: list[tuple[float, float]],
+        components: dict[str, str],
+    ) -> _Device:
+        """A device with its own (seeded) latency and reject-rate spread."""
+        return _Device(
+            name=name,
+            ring=ring,
+            offline=offline,
+            latency_factor=math.exp(self.rng.gauss(0, 0.05)),
+            rate_factor=math.exp(self.rng.gauss(0, 0.1)),
+            components=components,
+        )
 
     # -- behaviour -----------------------------------------------------------------------------
 
@@ -368,14 +380,7 @@ class FleetSimulator:
         ring = self.ring_of_target[target_arn]
         name = f"sim-{ring}-{len(self.targets[target_arn]):05d}-joined"
         offline = [(self.now, online_from)] if online_from and online_from > self.now else []
-        device = _Device(
-            name=name,
-            ring=ring,
-            offline=offline,
-            latency_factor=math.exp(self.rng.gauss(0, 0.05)),
-            rate_factor=math.exp(self.rng.gauss(0, 0.1)),
-            components={},
-        )
+        device = self._new_device(name, ring, offline, {})
         device.record(self.now)
         self.devices[name] = device
         self.targets[target_arn].append(name)

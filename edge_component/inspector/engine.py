@@ -294,15 +294,7 @@ class Inspector:
         The future's result is :meth:`judge_batch`'s for these frames; it never holds an
         exception. Units submitted together run side by side, one per worker.
         """
-        size = self.config.judge_threads
-        with self._pool_lock:
-            if self._workers is None or self._workers_size != size:
-                old = self._workers
-                self._workers = ThreadPoolExecutor(size, thread_name_prefix="judge-stream")
-                self._workers_size = size
-                if old is not None:
-                    old.shutdown(wait=False)  # what it already holds is still judged
-            workers = self._workers
+        workers = self._executor("_workers", self.config.judge_threads, "judge-stream")
         return workers.submit(self.judge_batch, list(frames))
 
     def _judge_batch(self, frames: Sequence[Frame]) -> list[dict[str, Any]]:
@@ -403,14 +395,20 @@ class Inspector:
                 helper.result()  # a lane's exception reaches judge_batch's fail-safe
 
     def _lane_pool(self, size: int) -> ThreadPoolExecutor:
+        return self._executor("_pool", size, "judge")
+
+    def _executor(self, attr: str, size: int, prefix: str) -> ThreadPoolExecutor:
+        """The executor kept in ``attr`` with ``size`` threads, replaced when the size changed
+        (a configuration update); the old one finishes what it already holds."""
         with self._pool_lock:
-            if self._pool is None or self._pool_size != size:
-                old = self._pool
-                self._pool = ThreadPoolExecutor(size, thread_name_prefix="judge")
-                self._pool_size = size
-                if old is not None:
-                    old.shutdown(wait=False)  # its running lanes finish their batch
-            return self._pool
+            current: ThreadPoolExecutor | None = getattr(self, attr)
+            if current is None or getattr(self, f"{attr}_size") != size:
+                setattr(self, attr, ThreadPoolExecutor(size, thread_name_prefix=prefix))
+                setattr(self, f"{attr}_size", size)
+                if current is not None:
+                    current.shutdown(wait=False)
+            executor: ThreadPoolExecutor = getattr(self, attr)
+            return executor
 
     def close(self) -> None:
         """Stop the judging threads (they start again if another batch comes)."""

@@ -1,4 +1,11 @@
-"""The fleet simulator keeps Greengrass v2 / IoT jobs semantics and reports model behaviour."""
+"""The fleet simulator keeps Greengrass v2 / IoT jobs semantics and reports model behaviour.
+
+The rules these tests hold the simulator to are cited where it implements them
+(rollout/simulator.py): continuous jobs and revisions (Greengrass developer guide,
+check-deployment-status; IoT developer guide, iot-jobs-lifecycle and key-concepts-jobs),
+the job rollout and abort configuration (jobs-configurations-details), ListCoreDevices
+(API reference), BROKEN after three errors (nucleus lifecyclemanager/Lifecycle.java).
+"""
 
 from __future__ import annotations
 
