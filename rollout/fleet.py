@@ -201,6 +201,43 @@ class RingHealth:
 
 
 @dataclass(frozen=True)
+class StratumCounts:
+    """Decisions of one ring's devices at one line and station, on one served model version,
+    over a time window: the unit the rollout's comparison gates match candidate and control by
+    (same line, same station, same shift)."""
+
+    ring: str
+    line: str
+    station: str
+    version: str
+    frames: int
+    reject: int
+    manual: int
+
+
+@dataclass(frozen=True)
+class ShadowCounts:
+    """A shadow model's reject decisions against the served model's on the same frames.
+
+    ``both``: frames both rejected; ``served_only`` / ``shadow_only``: frames only one of them
+    rejected; the rest of ``frames`` neither rejected. Enough for Cohen's kappa and positive
+    agreement on rejects (raw agreement is about 1 - prevalence and tells nothing)."""
+
+    frames: int = 0
+    both: int = 0
+    served_only: int = 0
+    shadow_only: int = 0
+
+    def __add__(self, other: ShadowCounts) -> ShadowCounts:
+        return ShadowCounts(
+            self.frames + other.frames,
+            self.both + other.both,
+            self.served_only + other.served_only,
+            self.shadow_only + other.shadow_only,
+        )
+
+
+@dataclass(frozen=True)
 class CoreDevice:
     """A Greengrass core device and its reported status (HEALTHY or UNHEALTHY)."""
 
@@ -269,6 +306,18 @@ class FleetApi(Protocol):
 
     def installed_components(self, device: str) -> dict[str, str]:
         """Component name → version installed on one core device, as it last reported."""
+        ...
+
+    def decision_counts(self, plant: str, start: float, end: float) -> list[StratumCounts]:
+        """Decisions over ``[start, end)`` of every (ring, line, station, served model version)
+        of the plant that judged frames then (health messages carry ring and model)."""
+        ...
+
+    def shadow_counts(
+        self, plant: str, ring: str, version: str, start: float, end: float
+    ) -> ShadowCounts:
+        """Reject decisions of the shadow model ``version`` on ``ring``'s devices over
+        ``[start, end)``, against the served model's decisions on the same frames."""
         ...
 
     def effective_deployments(self, device: str) -> list[dict[str, Any]]:
