@@ -24,10 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BAD = ("crash", "reject-all", "reject-none", "slow")
 
 
-def _one(plant_name: str, scenario: str, seed: int, devices: int, package: Any) -> dict[str, Any]:
+def _one(
+    plant_name: str,
+    scenario: str,
+    seed: int,
+    devices: int,
+    package: Any,
+    reject_rate: float = 0.03,
+) -> dict[str, Any]:
     from rollout.controller import Controller
     from rollout.fleet import MODEL_COMPONENT
-    from rollout.simulator import simulated_fleet
+    from rollout.simulator import ModelBehaviour, simulated_fleet
     from stacks.config import load_plant, load_plant_release
 
     plant = load_plant(ROOT / "plants" / f"{plant_name}.yaml")
@@ -42,6 +49,7 @@ def _one(plant_name: str, scenario: str, seed: int, devices: int, package: Any) 
             scenario=scenario,
             devices=devices,
             seed=seed,
+            base=ModelBehaviour(reject_rate=reject_rate),
         )
         controller = Controller(
             plant=plant,

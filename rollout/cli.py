@@ -1,7 +1,9 @@
 """``python -m rollout``: promote a model package ring by ring, show status, roll back.
 
 Exit codes: 0 done (or nothing to do), 1 a gate failed and every touched ring was rolled back,
-2 bad input (plant, release, model package, arguments, state), 3 AWS error.
+2 bad input (plant, release, model package, arguments, state), 3 AWS error, 4 a ring's gates
+could not decide within its bake and extensions: the promotion waits for a person (promote again
+to bake longer, or roll back).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from stacks.release_store import (
     upload_release,
 )
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_AWS = 0, 1, 2, 3
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_AWS, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
 STATE_DIR = Path(".rollout-state")
 
 
@@ -256,6 +258,8 @@ def _promote(args: argparse.Namespace) -> int:
     else:
         _save_report(report, args.state_dir, plant.name)
     _print_report(report, args, extra)
+    if report.status == "inconclusive":
+        return EXIT_INCONCLUSIVE
     return EXIT_OK if report.ok else EXIT_GATE_FAILED
 
 

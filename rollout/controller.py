@@ -9,15 +9,30 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from inspector.model_package import ModelPackage
 from rollout.errors import BadInputError, StateError
-from rollout.fleet import MODEL_COMPONENT, Clock, FleetApi, RingHealth, RingRollout
-from rollout.gates import GateResult, deployment_gates, health_gates
+from rollout.fleet import (
+    MODEL_COMPONENT,
+    Clock,
+    FleetApi,
+    RingHealth,
+    RingRollout,
+    StratumCounts,
+)
+from rollout.gates import (
+    Comparison,
+    GateResult,
+    compare,
+    comparison_gates,
+    deployment_gates,
+    health_gates,
+    strata_for,
+)
 from rollout.state import S3StateStore, StateStore
 from stacks.config import (
     PlantConfig,
@@ -35,6 +50,15 @@ LEASE_S = 900.0
 
 MIN_BASELINE_S = 1800.0
 """The ring's baseline is measured over the bake time before deploying, at least this long."""
+
+BEFORE_COUNTS_S = 24 * 3600.0
+"""Where a ring's devices are their own control (no other ring's devices on the previous
+version at the same line and station), their parts over this long before the deployment count:
+a whole day, every shift, so the control side is never what keeps the test from deciding."""
+
+LOOK_S = 900.0
+"""During a bake the comparison gates look at the figures this often; a changed rate rolls back
+at once (the sequential test's error rates hold at every look)."""
 
 
 @dataclass
@@ -54,6 +78,7 @@ class Report:
         return self.status in (
             "completed",
             "paused",
+            "inconclusive",
             "already-released",
             "dry-run",
             "rolled-back-on-request",
@@ -371,6 +396,23 @@ class Controller:
             failed = self._promote_ring(ring, version, previous, state)
             if failed:
                 return self._roll_back(state, previous, failed)
+            if state["rings"][ring]["phase"] == "inconclusive":
+                self._save(state, release=True)
+                undecided = [
+                    GateResult(**g) for g in state["rings"][ring]["gates"] if g.get("inconclusive")
+                ]
+                return Report(
+                    self.plant.name,
+                    version,
+                    "inconclusive",
+                    f"{ring}: the gates could not decide after the bake and "
+                    f"{self.plant.gates.max_bake_extensions} extension(s) "
+                    f"({', '.join(g.gate for g in undecided)}); the ring stays on {version}. "
+                    "A person decides: promote again to bake longer, or `rollout rollback "
+                    f"--plant {self.plant.name}`",
+                    rings=state["rings"],
+                    failed=undecided,
+                )
             if ring == stop_after and ring != self.plant.ring_names[-1]:
                 self._save(state, release=True)
                 self.log(f"paused after {ring}; promote {version} again to continue")
@@ -426,6 +468,19 @@ class Controller:
                 self.plant.name, ring, target, now - window, now, old_version
             )
             rs["baseline"] = baseline.to_json()
+            # the ring's own parts before the deployment: the control where no other ring's
+            # devices on the previous version share a line and station
+            rs["baseline_counts"] = (
+                [
+                    asdict(c)
+                    for c in self.fleet.decision_counts(
+                        self.plant.name, now - BEFORE_COUNTS_S, now, ring=ring
+                    )
+                    if c.ring == ring and c.version == old_version
+                ]
+                if bake_s > 0  # a ring without a bake is not compared
+                else []
+            )
             components = dict(old)
             components[MODEL_COMPONENT] = version
             spec = deployment_spec(self.plant, ring, _with_components(previous, ring, components))
@@ -457,26 +512,99 @@ class Controller:
                 health = self.fleet.ring_health(
                     self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
                 )
-                return self._judge(ring, state, rollout, None, health, baked=False)
-        remaining = rs["reached_at"] + bake_s - self.clock.now()
-        if remaining > 0:
-            self.log(f"{ring}: baking for {remaining / 60:.0f} min")
-            self._sleep(state, remaining)
-        rollout = RingRollout(
-            self.fleet.deployment_progress(rs["deployment_id"]),
-            tuple(self.fleet.ring_members(target)),
-            tuple(rs.get("stalled", ())),
-        )
-        health = self.fleet.ring_health(
-            self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
-        )
-        baseline = RingHealth.from_json(rs["baseline"])
-        failed = self._judge(ring, state, rollout, baseline, health, baked=bake_s > 0)
-        if not failed:
-            rs["phase"] = "passed"
+                return [
+                    r
+                    for r in self._judge(ring, state, rollout, None, health, baked=False)
+                    if not r.passed
+                ]
+        if rs["phase"] == "inconclusive":
+            # a person asked to go on: another round of bake and extensions
+            rs.update(phase="baking", extensions=0, bake_until=self.clock.now() + bake_s)
             self._save(state)
-            self.log(f"{ring}: every gate passed")
-        return failed
+            self.log(f"{ring}: baking {bake_s / 60:.0f} min more, as asked")
+        rs.setdefault("bake_until", rs["reached_at"] + bake_s)
+        while True:
+            failed = self._bake(ring, rs, state, version, old_version)
+            if failed:
+                return failed
+            rollout = RingRollout(
+                self.fleet.deployment_progress(rs["deployment_id"]),
+                tuple(self.fleet.ring_members(target)),
+                tuple(rs.get("stalled", ())),
+            )
+            health = self.fleet.ring_health(
+                self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
+            )
+            baseline = RingHealth.from_json(rs["baseline"])
+            results = self._judge(
+                ring,
+                state,
+                rollout,
+                baseline,
+                health,
+                baked=bake_s > 0,
+                comparisons=self._comparisons(ring, rs, version, old_version) if bake_s else None,
+            )
+            failed = [r for r in results if r.failed]
+            if failed:
+                return failed
+            if not any(r.inconclusive for r in results):
+                rs["phase"] = "passed"
+                self._save(state)
+                self.log(f"{ring}: every gate passed")
+                return []
+            if rs.get("extensions", 0) >= self.plant.gates.max_bake_extensions:
+                rs["phase"] = "inconclusive"
+                self._save(state)
+                self.log(f"{ring}: still undecided after the bake and its extensions: pausing")
+                return []
+            rs["extensions"] = rs.get("extensions", 0) + 1
+            rs["bake_until"] = self.clock.now() + max(bake_s, LOOK_S)
+            self._save(state)
+            self.log(
+                f"{ring}: not enough evidence yet: bake extended by "
+                f"{max(bake_s, LOOK_S) / 60:.0f} min (extension {rs['extensions']} of "
+                f"{self.plant.gates.max_bake_extensions})"
+            )
+
+    def _bake(
+        self, ring: str, rs: dict[str, Any], state: dict[str, Any], version: str, old: str
+    ) -> list[GateResult]:
+        """Sleep until the bake ends, looking at the comparisons every :data:`LOOK_S`; return
+        the failed gates if a rate changed on the evidence (a rollback now), else nothing."""
+        while (remaining := rs["bake_until"] - self.clock.now()) > 0:
+            self._sleep(state, min(remaining, LOOK_S))
+            comparisons = self._comparisons(ring, rs, version, old)
+            results = comparison_gates(ring, self.plant.gates, comparisons)
+            changed = [r for r in results if r.failed]
+            if changed:
+                for result in results:
+                    self.log(result.line())
+                rs["gates"] = [r.to_json() for r in results]
+                self._save(state)
+                return changed
+            left = max(0.0, rs["bake_until"] - self.clock.now())
+            self.log(
+                f"{ring}: baking, {left / 60:.0f} min left; "
+                + "; ".join(
+                    f"{c.decision} x{c.ratio:.2f}" if c.ratio else f"{c.decision} n/a"
+                    for c in comparisons
+                )
+            )
+        return []
+
+    def _comparisons(
+        self, ring: str, rs: dict[str, Any], version: str, old: str
+    ) -> list[Comparison]:
+        """The reject and manual comparisons of ``ring`` since it reached ``version``."""
+        during = self.fleet.decision_counts(self.plant.name, rs["reached_at"], self.clock.now())
+        before = [StratumCounts(**c) for c in rs.get("baseline_counts", [])]
+        return [
+            compare(
+                decision, strata_for(decision, ring, version, old, during, before), self.plant.gates
+            )
+            for decision in ("reject", "manual")
+        ]
 
     def _judge(
         self,
@@ -487,18 +615,32 @@ class Controller:
         health: RingHealth,
         *,
         baked: bool,
+        comparisons: list[Comparison] | None = None,
     ) -> list[GateResult]:
+        """Every gate of the ring, logged with its figures and checkpointed."""
         gates = self.plant.gates
         results = deployment_gates(ring, gates, rollout, health)
         if baked and not rollout.aborted:
             results += health_gates(ring, gates, baseline, health)
+            results += comparison_gates(
+                ring,
+                gates,
+                comparisons or [],
+                self.fleet.shadow_counts(
+                    self.plant.name,
+                    ring,
+                    state["model_version"],
+                    state["rings"][ring]["reached_at"],
+                    self.clock.now(),
+                ),
+            )
         for result in results:
             self.log(result.line())
         rs = state["rings"][ring]
         rs["gates"] = [r.to_json() for r in results]
         rs["health"] = health.to_json()
         self._save(state)
-        return [r for r in results if not r.passed]
+        return results
 
     # -- rollback -----------------------------------------------------------------------------
 

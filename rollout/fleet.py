@@ -308,9 +308,12 @@ class FleetApi(Protocol):
         """Component name → version installed on one core device, as it last reported."""
         ...
 
-    def decision_counts(self, plant: str, start: float, end: float) -> list[StratumCounts]:
+    def decision_counts(
+        self, plant: str, start: float, end: float, ring: str | None = None
+    ) -> list[StratumCounts]:
         """Decisions over ``[start, end)`` of every (ring, line, station, served model version)
-        of the plant that judged frames then (health messages carry ring and model)."""
+        of the plant that judged frames then (health messages carry ring and model); only
+        ``ring``'s when given."""
         ...
 
     def shadow_counts(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
-from rollout.fleet import RingHealth, RingRollout
+from rollout.fleet import RingHealth, RingRollout, ShadowCounts, StratumCounts
 from stacks.config import Gates
 
 
@@ -19,10 +21,17 @@ class GateResult:
     value: float | None
     limit: float | None
     detail: str
+    inconclusive: bool = False
+    """Not enough evidence either way: neither passed nor failed (the bake goes on)."""
+
+    @property
+    def failed(self) -> bool:
+        """Failed on the evidence: a rollback."""
+        return not self.passed and not self.inconclusive
 
     def line(self) -> str:
         """One human-readable line for progress output and the report."""
-        mark = "ok  " if self.passed else "FAIL"
+        mark = "ok  " if self.passed else ("??  " if self.inconclusive else "FAIL")
         return f"{mark} {self.ring}: {self.gate}: {self.detail}"
 
     def to_json(self) -> dict[str, Any]:
@@ -34,6 +43,7 @@ class GateResult:
             "value": self.value,
             "limit": self.limit,
             "detail": self.detail,
+            "inconclusive": self.inconclusive,
         }
 
 
@@ -85,86 +95,321 @@ def deployment_gates(
 def health_gates(
     ring: str, gates: Gates, baseline: RingHealth | None, baked: RingHealth
 ) -> list[GateResult]:
-    """Gates on what the ring reported during the bake, against the ring's own baseline."""
+    """Latency gates on what the ring reported during the bake: the budget, and the regression
+    against the ring's own baseline on the previous version."""
     out: list[GateResult] = []
-    frames = baked.frames
-    enough = frames >= gates.min_inspections
-    out.append(
-        GateResult(
-            "min_inspections",
-            ring,
-            enough,
-            float(frames),
-            float(gates.min_inspections),
-            f"{frames} parts judged during the bake, minimum {gates.min_inspections}",
-        )
-    )
-    if not enough:
-        return out
     p99 = baked.latency_p99_ms
-    if p99 is not None:
-        budget = gates.inference_p99_budget_ms
-        out.append(
-            GateResult(
-                "p99_budget",
-                ring,
-                p99 <= budget,
-                p99,
-                budget,
-                f"inference p99 {p99:.1f} ms, budget {budget:.1f} ms",
-            )
-        )
-        prev = baseline.latency_p99_ms if baseline else None
-        if prev:
-            limit = gates.max_p99_regression * prev
-            out.append(
-                GateResult(
-                    "p99_regression",
-                    ring,
-                    p99 <= limit,
-                    p99 / prev,
-                    gates.max_p99_regression,
-                    f"inference p99 {p99:.1f} ms vs previous version {prev:.1f} ms "
-                    f"(x{p99 / prev:.2f}, limit x{gates.max_p99_regression:.2f})",
-                )
-            )
-    rate = baked.rate("reject") or 0.0
-    base = baseline.rate("reject") if baseline else None
-    if base is not None:
-        delta = abs(rate - base)
-        allowed = max(gates.reject_rate_tolerance * base, gates.reject_rate_abs_tolerance)
-        out.append(
-            GateResult(
-                "reject_rate",
-                ring,
-                delta <= allowed,
-                rate,
-                allowed,
-                f"reject rate {_pct(rate)} vs ring baseline {_pct(base)} "
-                f"(|diff| {_pct(delta)}, allowed {_pct(allowed)})",
-            )
-        )
-    manual = baked.rate("manual") or 0.0
+    if p99 is None:
+        return out
+    budget = gates.inference_p99_budget_ms
     out.append(
         GateResult(
-            "manual_rate",
+            "p99_budget",
             ring,
-            manual <= gates.max_manual_rate,
-            manual,
-            gates.max_manual_rate,
-            f"manual rate {_pct(manual)}, maximum {_pct(gates.max_manual_rate)}",
+            p99 <= budget,
+            p99,
+            budget,
+            f"inference p99 {p99:.1f} ms, budget {budget:.1f} ms",
         )
     )
-    if baked.shadow_agreement is not None:
-        agree = baked.shadow_agreement
+    prev = baseline.latency_p99_ms if baseline else None
+    if prev:
+        limit = gates.max_p99_regression * prev
         out.append(
             GateResult(
-                "shadow_agreement",
+                "p99_regression",
                 ring,
-                agree >= gates.min_shadow_agreement,
-                agree,
-                gates.min_shadow_agreement,
-                f"shadow agreement {_pct(agree)}, minimum {_pct(gates.min_shadow_agreement)}",
+                p99 <= limit,
+                p99 / prev,
+                gates.max_p99_regression,
+                f"inference p99 {p99:.1f} ms vs previous version {prev:.1f} ms "
+                f"(x{p99 / prev:.2f}, limit x{gates.max_p99_regression:.2f})",
             )
         )
     return out
+
+
+# -- the comparison gates: candidate against concurrent control ------------------------------
+
+DECIDED_CHANGED = "changed"
+DECIDED_SAME = "same"
+UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """One line and station: the candidate's frames and events of one decision there, and the
+    control's (devices on the previous version at the same line and station over the same
+    window, or else the candidate devices' own window before the deployment)."""
+
+    line: str
+    station: str
+    cand_frames: int
+    cand_events: int
+    ctrl_frames: int
+    ctrl_events: int
+    control: str  # "concurrent" or "before"
+
+
+def _pi(n1: float, n0: float, ratio: float) -> float:
+    """Share of a stratum's events expected from the candidate when its rate is ``ratio``
+    times the control's: n1·r / (n1·r + n0) (two Poisson counts, conditioned on their sum)."""
+    return n1 * ratio / (n1 * ratio + n0)
+
+
+def _llr(strata: list[Stratum], r0: float, r1: float) -> float:
+    """Log likelihood ratio of rate ratio ``r1`` against ``r0``, summed over the strata.
+
+    Within a stratum the control's rate is a nuisance parameter; conditioning on the number of
+    events there removes it, and the candidate's share of them is binomial with
+    :func:`_pi` (the classical conditional test of two Poisson rates)."""
+    total = 0.0
+    for s in strata:
+        events = s.cand_events + s.ctrl_events
+        if events == 0 or s.cand_frames == 0 or s.ctrl_frames == 0:
+            continue
+        p0, p1 = _pi(s.cand_frames, s.ctrl_frames, r0), _pi(s.cand_frames, s.ctrl_frames, r1)
+        total += s.cand_events * math.log(p1 / p0)
+        total += s.ctrl_events * math.log((1 - p1) / (1 - p0))
+    return total
+
+
+def rate_ratio(strata: list[Stratum]) -> float | None:
+    """Mantel–Haenszel rate ratio of candidate to control over the strata (None: no events
+    on the control side, where it is undefined)."""
+    num = den = 0.0
+    for s in strata:
+        exposure = s.cand_frames + s.ctrl_frames
+        if s.cand_frames == 0 or s.ctrl_frames == 0:
+            continue
+        num += s.cand_events * s.ctrl_frames / exposure
+        den += s.ctrl_events * s.cand_frames / exposure
+    return num / den if den > 0 else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The sequential test of one decision's rate, candidate against control.
+
+    Two one-sided Wald sequential probability ratio tests: rate ratio ``1 + tolerated`` (a good
+    model, H0) against ``1 + min_detectable`` (H1), and their reciprocals for a falling rate.
+    Each side has error rates α/4 and β (α is shared by the reject and manual comparisons, two
+    sides each), so a model within the tolerated change is rolled back with probability at
+    most α per ring, and one changed by the minimum detectable change passes with at most β.
+    Wald's bounds ``A = log((1-β)/α')``, ``B = log(β/(1-α'))`` hold at every look, so the
+    controller may look as often as it likes (Wald 1945, Sequential Analysis §3.2).
+    """
+
+    decision: str
+    strata: tuple[Stratum, ...]
+    llr_up: float
+    llr_down: float
+    upper: float
+    lower: float
+
+    @property
+    def cand_frames(self) -> int:
+        return sum(s.cand_frames for s in self.strata)
+
+    @property
+    def cand_events(self) -> int:
+        return sum(s.cand_events for s in self.strata)
+
+    @property
+    def ctrl_frames(self) -> int:
+        return sum(s.ctrl_frames for s in self.strata)
+
+    @property
+    def ctrl_events(self) -> int:
+        return sum(s.ctrl_events for s in self.strata)
+
+    @property
+    def ratio(self) -> float | None:
+        return rate_ratio(list(self.strata))
+
+    @property
+    def verdict(self) -> str:
+        """``changed`` (either side crossed its upper bound), ``same`` (both crossed their
+        lower bounds) or ``undecided``."""
+        if self.llr_up >= self.upper or self.llr_down >= self.upper:
+            return DECIDED_CHANGED
+        if self.llr_up <= self.lower and self.llr_down <= self.lower:
+            return DECIDED_SAME
+        return UNDECIDED
+
+    def detail(self) -> str:
+        ratio = self.ratio
+        shown = "undefined" if ratio is None else f"x{ratio:.2f}"
+        concurrent = sum(1 for s in self.strata if s.control == "concurrent")
+        cand = self.cand_events / self.cand_frames if self.cand_frames else 0.0
+        ctrl = self.ctrl_events / self.ctrl_frames if self.ctrl_frames else 0.0
+        return (
+            f"{self.decision} rate {_pct(cand)} ({self.cand_events}/{self.cand_frames}) vs "
+            f"control {_pct(ctrl)} ({self.ctrl_events}/{self.ctrl_frames}), ratio {shown}; "
+            f"{len(self.strata)} line/station strata, {concurrent} with concurrent control "
+            f"devices; log-LR up {self.llr_up:.2f}, down {self.llr_down:.2f}, bounds "
+            f"[{self.lower:.2f}, {self.upper:.2f}]: {self.verdict}"
+        )
+
+
+def sprt_bounds(gates: Gates) -> tuple[float, float]:
+    """Wald's (lower, upper) log-LR bounds for one side of one comparison."""
+    alpha = gates.alpha / 4  # reject and manual, two sides each
+    return math.log(gates.beta / (1 - alpha)), math.log((1 - gates.beta) / alpha)
+
+
+def compare(decision: str, strata: list[Stratum], gates: Gates) -> Comparison:
+    """The sequential test of ``decision``'s rate over ``strata`` (see :class:`Comparison`)."""
+    r0, r1 = 1 + gates.tolerated_change, 1 + gates.min_detectable_change
+    lower, upper = sprt_bounds(gates)
+    return Comparison(
+        decision,
+        tuple(strata),
+        _llr(strata, r0, r1),
+        _llr(strata, 1 / r0, 1 / r1),
+        upper,
+        lower,
+    )
+
+
+def strata_for(
+    decision: str,
+    ring: str,
+    candidate: str,
+    previous: str,
+    during: list[StratumCounts],
+    before: list[StratumCounts],
+) -> list[Stratum]:
+    """Match the ring's candidate devices with control devices by line and station.
+
+    Control at a line and station: the devices of other rings still on ``previous`` there
+    during the same window (same shift, same line); where there are none (the plant's last
+    ring, a station only this ring has), the ring's own devices there before the deployment.
+    """
+
+    def events(c: StratumCounts) -> int:
+        return c.reject if decision == "reject" else c.manual
+
+    cand: dict[tuple[str, str], list[int]] = {}
+    ctrl: dict[tuple[str, str], list[int]] = {}
+    for c in during:
+        key = (c.line, c.station)
+        if c.ring == ring and c.version == candidate:
+            acc = cand.setdefault(key, [0, 0])
+        elif c.ring != ring and c.version == previous:
+            acc = ctrl.setdefault(key, [0, 0])
+        else:
+            continue
+        acc[0] += c.frames
+        acc[1] += events(c)
+    own: dict[tuple[str, str], list[int]] = {}
+    for c in before:
+        if c.ring == ring and c.version == previous:
+            acc = own.setdefault((c.line, c.station), [0, 0])
+            acc[0] += c.frames
+            acc[1] += events(c)
+    out = []
+    for key in sorted(cand):
+        frames, n = cand[key]
+        if key in ctrl and ctrl[key][0] > 0:
+            out.append(Stratum(*key, frames, n, ctrl[key][0], ctrl[key][1], "concurrent"))
+        elif key in own and own[key][0] > 0:
+            out.append(Stratum(*key, frames, n, own[key][0], own[key][1], "before"))
+        else:
+            out.append(Stratum(*key, frames, n, 0, 0, "none"))
+    return out
+
+
+def kappa(counts: ShadowCounts) -> tuple[float | None, float | None]:
+    """Cohen's kappa and positive agreement on rejects between shadow and served model."""
+    n = counts.frames
+    if n <= 0:
+        return None, None
+    a, b, c = counts.both, counts.served_only, counts.shadow_only
+    d = n - a - b - c
+    po = (a + d) / n
+    served, shadow = (a + b) / n, (a + c) / n
+    pe = served * shadow + (1 - served) * (1 - shadow)
+    k = None if pe >= 1 else (po - pe) / (1 - pe)
+    pa = 2 * a / (2 * a + b + c) if (2 * a + b + c) else None
+    return k, pa
+
+
+def comparison_gates(
+    ring: str,
+    gates: Gates,
+    comparisons: list[Comparison],
+    shadow: ShadowCounts | None = None,
+) -> list[GateResult]:
+    """Gate results of the comparisons: failed when the rate changed, passed when it did not,
+    inconclusive while the test is undecided or fewer than ``min_inspections`` parts were judged
+    (never a pass, never a rollback: the controller extends the bake, then asks a person)."""
+    out: list[GateResult] = []
+    for cmp in comparisons:
+        verdict = cmp.verdict
+        few = cmp.cand_frames < gates.min_inspections
+        no_control = cmp.ctrl_frames == 0
+        detail = cmp.detail()
+        if few:
+            detail += f"; only {cmp.cand_frames} parts judged, minimum {gates.min_inspections}"
+        elif no_control:
+            detail += "; no control devices and no baseline to compare with"
+        inconclusive = few or no_control or verdict == UNDECIDED
+        out.append(
+            GateResult(
+                f"{cmp.decision}_rate",
+                ring,
+                verdict == DECIDED_SAME and not inconclusive,
+                cmp.ratio,
+                1 + gates.min_detectable_change,
+                detail,
+                inconclusive=inconclusive,
+            )
+        )
+        if cmp.decision == "manual" and cmp.cand_frames >= gates.min_inspections:
+            # the plant's ceiling on the manual share: failed only when the lower confidence
+            # bound of the candidate's manual rate is above it (false failure at most α/4)
+            low = wilson_lower(cmp.cand_events, cmp.cand_frames, gates.alpha / 4)
+            rate = cmp.cand_events / cmp.cand_frames
+            out.append(
+                GateResult(
+                    "manual_ceiling",
+                    ring,
+                    low <= gates.max_manual_rate,
+                    rate,
+                    gates.max_manual_rate,
+                    f"manual rate {_pct(rate)} (lower bound {_pct(low)}), ceiling "
+                    f"{_pct(gates.max_manual_rate)}",
+                )
+            )
+    if shadow is not None and shadow.frames > 0:
+        k, pa = kappa(shadow)
+        enough = shadow.frames >= gates.min_inspections
+        shown_pa = "n/a" if pa is None else f"{pa:.3f}"
+        shown_k = "n/a" if k is None else f"{k:.3f}"
+        out.append(
+            GateResult(
+                "shadow_kappa",
+                ring,
+                enough and k is not None and k >= gates.min_shadow_kappa,
+                k,
+                gates.min_shadow_kappa,
+                f"shadow vs served on {shadow.frames} frames: kappa {shown_k}, positive "
+                f"agreement on rejects {shown_pa} (both {shadow.both}, served only "
+                f"{shadow.served_only}, shadow only {shadow.shadow_only}), minimum kappa "
+                f"{gates.min_shadow_kappa:.2f}",
+                inconclusive=not enough or k is None,
+            )
+        )
+    return out
+
+
+def wilson_lower(events: int, n: int, alpha: float) -> float:
+    """One-sided Wilson score lower confidence bound of a binomial rate at level 1 - alpha."""
+    if n <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(1 - alpha)
+    p = events / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))

@@ -33,6 +33,8 @@ from rollout.fleet import (
     PublishedModel,
     RingHealth,
     RunningDeployment,
+    ShadowCounts,
+    StratumCounts,
 )
 from rollout.health import aggregate
 from stacks.config import PlantConfig, Release
@@ -69,6 +71,7 @@ SCENARIOS: dict[str, Callable[[ModelBehaviour, random.Random], ModelBehaviour]] 
     "reject-all": lambda b, r: replace(_good(b, r), reject_rate=0.97, agreement=0.05),
     "reject-none": lambda b, r: replace(_good(b, r), reject_rate=0.0, agreement=0.97),
     "slow": lambda b, r: replace(_good(b, r), latency_p99_ms=b.latency_p99_ms * 3),
+    "manual-heavy": lambda b, r: replace(_good(b, r), manual_rate=max(4 * b.manual_rate, 0.08)),
 }
 """Behaviour of the new model version relative to the fleet's current one, per scenario."""
 
@@ -102,6 +105,8 @@ class _Device:
     latency_factor: float
     rate_factor: float
     components: dict[str, str]
+    line: str = "sim"
+    station: str = "sim"
     broken: bool = False
     errors: list[float] = field(default_factory=list)
     deployed_to: set[str] = field(default_factory=set)  # targets it deployed successfully
@@ -166,6 +171,9 @@ class FleetSimulator:
         tick_s: float = 60.0,
         horizon_s: float = 14 * 24 * HOUR,
         ring_components: Mapping[str, Mapping[str, str]] | None = None,
+        stations: Iterable[tuple[str, str]] | None = None,
+        station_spread: float = 0.3,
+        report_s: float = 300.0,
     ) -> None:
         """Create the fleet.
 
@@ -180,6 +188,12 @@ class FleetSimulator:
             tick_s: simulation step.
             horizon_s: span over which offline periods are drawn.
             ring_components: per-ring overrides of ``components``.
+            stations: ``(line, station)`` pairs; devices are spread over them in turn, so each
+                ring has devices at many stations (and each station devices of many rings).
+            station_spread: sd of the log of each station's reject-rate factor (stations
+                differ more than devices: what they make, how they light it).
+            report_s: the health interval; counts are drawn once per device and interval and
+                kept, so a window read twice reads the same parts.
         """
         self.rng = random.Random(seed)
         self.seed = seed
@@ -204,6 +218,12 @@ class FleetSimulator:
         self.rejected: dict[str, str] = {}  # model package ARN -> reason
         self.tokens: dict[str, str] = {}  # CreateDeployment clientToken -> deployment id
         self.calls: list[tuple[str, Any]] = []
+        self.report_s = report_s
+        self.stations = list(stations or [("sim", "sim")])
+        self.station_factor = {
+            key: math.exp(self.rng.gauss(0, station_spread)) for key in self.stations
+        }
+        self._reports: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for ring, target, count in rings:
             names = []
             for i in range(count):
@@ -229,14 +249,18 @@ class FleetSimulator:
         offline: list[tuple[float, float]],
         components: dict[str, str],
     ) -> _Device:
-        """A device with its own (seeded) latency and reject-rate spread."""
+        """A device at the next station in turn, with its own (seeded) latency and reject-rate
+        spread."""
+        line, station = self.stations[len(self.devices) % len(self.stations)]
         return _Device(
             name=name,
             ring=ring,
             offline=offline,
             latency_factor=math.exp(self.rng.gauss(0, 0.05)),
-            rate_factor=math.exp(self.rng.gauss(0, 0.1)),
+            rate_factor=math.exp(self.rng.gauss(0, 0.1)) * self.station_factor[(line, station)],
             components=components,
+            line=line,
+            station=station,
         )
 
     # -- behaviour -----------------------------------------------------------------------------
@@ -442,63 +466,94 @@ class FleetSimulator:
     ) -> list[dict[str, Any]]:
         """Inspector-format (v1) health messages of a ring's devices over ``[start, end)``.
 
-        One message per device and model version run in the window (the window is the
-        message's interval), with the counts, latency and shadow agreement that version gives.
+        One message per device, health interval and model version run in it; a window holds
+        the intervals that ended in ``(start, end]`` (as CloudWatch sums datapoints by
+        timestamp). An interval's counts are drawn once and kept.
         """
         if end > self.now + 1e-6:
             raise ValueError(f"simulator: health asked for the future ({end} > {self.now})")
+        first = math.floor(start / self.report_s) + 1
+        last = math.floor(end / self.report_s)
         messages: list[dict[str, Any]] = []
         for name in self.targets[target_arn]:
-            device = self.devices[name]
-            for version, seconds in self._running(device, start, end).items():
-                frames = int(seconds * self.parts_per_second)
-                if frames <= 0:
-                    continue
-                model = self.behaviour(version)
-                rejects = _binomial(
-                    self.rng, frames, min(1.0, model.reject_rate * device.rate_factor)
-                )
-                manual = _binomial(self.rng, frames - rejects, model.manual_rate)
-                p99 = model.latency_p99_ms * device.latency_factor
-                shadow = None
-                if model.agreement is not None:
-                    shadow = {
-                        "model": "sim-previous",
-                        "frames": frames,
-                        "agreement": round(model.agreement, 4),
-                        "errors": 0,
-                    }
-                messages.append(
-                    {
-                        "v": 1,
-                        "plant": plant,
-                        "line": "sim",
-                        "station": device.ring,
-                        "device": name,
-                        "ts": _rfc3339(end),
-                        "seq": len(messages),
-                        "interval_s": end - start,
-                        "healthy": not device.broken,
-                        "model": f"sim@{version}",
-                        "frames": frames,
-                        "counts": {
-                            "pass": frames - rejects - manual,
-                            "reject": rejects,
-                            "manual": manual,
-                        },
-                        "reasons": {},
-                        "latency_ms": {
-                            "p50": round(p99 / 2.5, 3),
-                            "p99": round(p99, 3),
-                            "max": round(p99 * 1.2, 3),
-                        },
-                        "score_hist": {"edges": [], "counts": []},
-                        "backlog": 0,
-                        "last_error": "component errored" if device.errors else None,
-                        "shadow": shadow,
-                    }
-                )
+            for k in range(first, last + 1):
+                messages += self._report(plant, name, k)
         return messages
+
+    def _report(self, plant: str, name: str, k: int) -> list[dict[str, Any]]:
+        """The messages of device ``name`` for health interval ``k`` (ending at k·report_s)."""
+        key = (name, k)
+        if key in self._reports:
+            return self._reports[key]
+        device = self.devices[name]
+        t0, t1 = (k - 1) * self.report_s, k * self.report_s
+        messages: list[dict[str, Any]] = []
+        for version, seconds in self._running(device, t0, t1).items():
+            frames = int(seconds * self.parts_per_second)
+            if frames <= 0:
+                continue
+            model = self.behaviour(version)
+            rejects = _binomial(self.rng, frames, min(1.0, model.reject_rate * device.rate_factor))
+            manual = _binomial(self.rng, frames - rejects, model.manual_rate)
+            p99 = model.latency_p99_ms * device.latency_factor
+            messages.append(
+                {
+                    "v": 1,
+                    "plant": plant,
+                    "line": device.line,
+                    "station": device.station,
+                    "device": name,
+                    "ring": device.ring,
+                    "ts": _rfc3339(t1),
+                    "seq": k,
+                    "interval_s": self.report_s,
+                    "healthy": not device.broken,
+                    "model": f"sim@{version}",
+                    "frames": frames,
+                    "counts": {
+                        "pass": frames - rejects - manual,
+                        "reject": rejects,
+                        "manual": manual,
+                    },
+                    "reasons": {},
+                    "latency_ms": {
+                        "p50": round(p99 / 2.5, 3),
+                        "p99": round(p99, 3),
+                        "max": round(p99 * 1.2, 3),
+                    },
+                    "score_hist": {"edges": [], "counts": []},
+                    "backlog": 0,
+                    "last_error": "component errored" if device.errors else None,
+                    "shadow": None,
+                }
+            )
+        self._reports[key] = messages
+        return messages
+
+    def decision_counts(
+        self, plant: str, start: float, end: float, ring: str | None = None
+    ) -> list[StratumCounts]:
+        """The plant's health messages over ``[start, end)`` summed by ring, line, station and
+        served model version (what the rollout metrics' dimensions give on AWS)."""
+        sums: dict[tuple[str, str, str, str], list[int]] = {}
+        for target in self.targets:
+            if ring is not None and self.ring_of_target[target] != ring:
+                continue
+            for message in self.health_messages(plant, target, start, end):
+                version = message["model"].rsplit("@", 1)[1]
+                key = (message["ring"], message["line"], message["station"], version)
+                acc = sums.setdefault(key, [0, 0, 0])
+                counts = message["counts"]
+                acc[0] += counts["pass"] + counts["reject"] + counts["manual"]
+                acc[1] += counts["reject"]
+                acc[2] += counts["manual"]
+        return [StratumCounts(*key, *acc) for key, acc in sorted(sums.items())]
+
+    def shadow_counts(
+        self, plant: str, ring: str, version: str, start: float, end: float
+    ) -> ShadowCounts:
+        """Shadow decisions of ``version`` on the ring (no simulated device runs a shadow)."""
+        return ShadowCounts()
 
     # -- simulation ----------------------------------------------------------------------------
 
@@ -690,4 +745,5 @@ def simulated_fleet(
         default_behaviour=base,
         offline_share=offline_share,
         ring_components=ring_components,
+        stations=[(line.name, st.name) for line in plant.lines for st in line.stations],
     )

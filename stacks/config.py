@@ -228,17 +228,52 @@ class DeploymentPolicy(_Frozen):
 
 
 class Gates(_Frozen):
-    """Rollout quality-gate thresholds the rollout controller checks after each ring's bake."""
+    """Rollout quality gates the controller checks on each ring (docs/rollout.md, "Gates").
+
+    Reject and manual rates are compared with concurrent control devices on the previous
+    version at the same line and station by a sequential test planned from ``tolerated_change``
+    (a good model: false rollback at most ``alpha`` per ring) and ``min_detectable_change``
+    (detected with probability at least 1 - ``beta``), both relative changes of the rate.
+    """
 
     min_inspections: Annotated[int, Field(ge=0)] = 200
     max_deployment_failure_ratio: Annotated[float, Field(ge=0, le=1)] = 0.05
     min_healthy_share: Annotated[float, Field(ge=0, le=1)] = 0.95
     inference_p99_budget_ms: Annotated[float, Field(gt=0)] = 100.0
     max_p99_regression: Annotated[float, Field(ge=1)] = 1.25
-    reject_rate_tolerance: Annotated[float, Field(ge=0)] = 0.5
-    reject_rate_abs_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    beta: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    tolerated_change: Annotated[float, Field(ge=0)] = 0.25
+    min_detectable_change: Annotated[float, Field(gt=0)] = 1.0
+    max_bake_extensions: Annotated[int, Field(ge=0, le=20)] = 2
     max_manual_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
-    min_shadow_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
+    min_shadow_kappa: Annotated[float, Field(ge=-1, le=1)] = 0.6
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_fields(cls, data: Any) -> Any:
+        replaced = {
+            "reject_rate_tolerance": "tolerated_change and min_detectable_change",
+            "reject_rate_abs_tolerance": "tolerated_change and min_detectable_change",
+            "min_shadow_agreement": "min_shadow_kappa",
+        }
+        if isinstance(data, dict):
+            for old, new in replaced.items():
+                if old in data:
+                    raise ValueError(
+                        f"{old} was replaced by {new} (the gates compare with control devices "
+                        "by a sequential test: docs/rollout.md, Gates)"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _detectable_beyond_tolerated(self) -> Gates:
+        if self.min_detectable_change <= self.tolerated_change:
+            raise ValueError(
+                f"min_detectable_change ({self.min_detectable_change}) must be larger than "
+                f"tolerated_change ({self.tolerated_change})"
+            )
+        return self
 
 
 class Monitoring(_Frozen):

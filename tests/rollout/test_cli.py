@@ -70,6 +70,27 @@ def test_promote_bad_exits_1_names_the_gate_and_rolls_back(
     assert models(demo_plant, releases_dir) == {"canary": "1.0.0", "fleet": "1.0.0"}
 
 
+def test_promote_undecided_exits_4_and_prints_the_figures(
+    releases_dir, tmp_path, make_package, capsys
+) -> None:
+    plants = tmp_path / "plants"
+    plants.mkdir()
+    text = (REPO / "plants" / "demo.yaml").read_text()
+    assert "  min_inspections: 50\n" in text
+    (plants / "demo.yaml").write_text(
+        text.replace("min_inspections: 50", "min_inspections: 999999")
+    )
+    package = make_package("1.1.0")
+    code = run(
+        "promote", "--plant", "demo", "--plants-dir", str(plants),
+        "--model-package", str(package.root), "--simulate", "good", *dirs(releases_dir, tmp_path),
+    )  # fmt: skip
+    assert code == 4
+    out = capsys.readouterr().out
+    assert out.startswith("inconclusive: canary: the gates could not decide")
+    assert "??   canary: reject_rate: reject rate" in out and "minimum 999999" in out
+
+
 def test_dry_run_prints_requests_and_writes_nothing(
     releases_dir, tmp_path, make_package, capsys
 ) -> None:

@@ -166,6 +166,7 @@ def test_promotion_keeps_each_rings_configuration_merges(
         ("reject-all", {"reject_rate"}),
         ("reject-none", {"reject_rate"}),
         ("slow", {"p99_regression"}),
+        ("manual-heavy", {"manual_rate", "manual_ceiling"}),
     ],
 )
 def test_bad_model_stops_at_canary_and_rolls_back(
@@ -638,3 +639,48 @@ def test_a_kill_between_asking_for_a_deployment_and_recording_it_is_still_rolled
     canary = [d for d in sim.devices.values() if d.ring == "canary"]
     sim.clock.sleep(3600)
     assert {d.components[MODEL_COMPONENT] for d in canary} == {"1.0.0"}
+
+
+def test_a_changed_rate_rolls_back_at_the_first_look_that_shows_it(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    sim = sim_for(demo_plant, releases_dir, "reject-all")
+    lines: list[str] = []
+    report = controller(demo_plant, sim, releases_dir, tmp_path / "state", lines).promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "rolled-back" and report.failed[0].gate == "reject_rate"
+    canary = sim.deployments["sim-0001"]
+    rollback = sim.deployments["sim-0002"]
+    bake = 60 * demo_plant.ring("canary").bake_minutes
+    # judged at a look during the bake (every 15 min), not after the whole 60 min bake
+    assert rollback.created - canary.created < bake
+    assert any("log-LR" in line and "changed" in line for line in lines)
+
+
+def test_undecided_gates_extend_the_bake_then_wait_for_a_person(
+    demo_plant, releases_dir, tmp_path, make_package
+) -> None:
+    # a plant asking for more parts than its canary judges in the bake and both extensions
+    strict = demo_plant.model_copy(
+        update={"gates": demo_plant.gates.model_copy(update={"min_inspections": 10**6})}
+    )
+    sim = sim_for(strict, releases_dir, "good")
+    lines: list[str] = []
+    package = make_package("1.1.0")
+    report = controller(strict, sim, releases_dir, tmp_path / "state", lines).promote(package)
+    assert report.status == "inconclusive" and report.ok
+    assert {g.gate for g in report.failed} >= {"reject_rate", "manual_rate"}
+    assert all(g.inconclusive for g in report.failed)
+    assert "A person decides" in report.message
+    extended = [line for line in lines if "bake extended" in line]
+    assert len(extended) == strict.gates.max_bake_extensions
+    # nothing rolled back, the fleet ring not touched, the state waits with no lease held
+    assert [r["targetArn"] for r in deployments(sim)] == [strict.ring_group_arn("canary")]
+    state = json.loads((tmp_path / "state" / "demo.json").read_text())
+    assert state["status"] == "in_progress" and state["lease"] is None
+    assert state["rings"]["canary"]["phase"] == "inconclusive"
+    # a person lowers the minimum and promotes again: another bake decides, and it goes on
+    again = controller(demo_plant, sim, releases_dir, tmp_path / "state", lines).promote(package)
+    assert again.status == "completed", again.message
+    assert any("baking 60 min more, as asked" in line for line in lines)

@@ -1,9 +1,30 @@
-"""Gate arithmetic at its boundaries, with the plant file's thresholds."""
+"""Gate arithmetic at its boundaries, with the plant file's thresholds; the sequential
+comparison's error rates checked by simulation against the rates it states."""
 
 from __future__ import annotations
 
-from rollout.fleet import DeploymentProgress, RingHealth, RingRollout
-from rollout.gates import deployment_gates, health_gates
+import math
+import random
+
+import pytest
+from pydantic import ValidationError
+
+from rollout.fleet import DeploymentProgress, RingHealth, RingRollout, ShadowCounts, StratumCounts
+from rollout.gates import (
+    DECIDED_CHANGED,
+    DECIDED_SAME,
+    UNDECIDED,
+    Stratum,
+    compare,
+    comparison_gates,
+    deployment_gates,
+    health_gates,
+    kappa,
+    rate_ratio,
+    sprt_bounds,
+    strata_for,
+    wilson_lower,
+)
 from stacks.config import Gates
 
 GATES = Gates(
@@ -12,10 +33,12 @@ GATES = Gates(
     min_healthy_share=0.9,
     inference_p99_budget_ms=100,
     max_p99_regression=1.25,
-    reject_rate_tolerance=0.5,
-    reject_rate_abs_tolerance=0.01,
+    alpha=0.01,
+    beta=0.01,
+    tolerated_change=0.25,
+    min_detectable_change=1.0,
     max_manual_rate=0.05,
-    min_shadow_agreement=0.95,
+    min_shadow_kappa=0.6,
 )
 
 
@@ -27,18 +50,11 @@ def health(reject: int = 30, manual: int = 10, frames: int = 1000, **kw: object)
 
 
 def failed(results) -> set[str]:
-    return {r.gate for r in results if not r.passed}
+    return {r.gate for r in results if r.failed}
 
 
-def test_reject_rate_relative_and_absolute_tolerance() -> None:
-    base = health(reject=100)  # 10 %: relative tolerance 5 points wins over 1 point
-    assert failed(health_gates("r", GATES, base, health(reject=150))) == set()
-    assert failed(health_gates("r", GATES, base, health(reject=151))) == {"reject_rate"}
-    assert failed(health_gates("r", GATES, base, health(reject=50))) == set()
-    assert failed(health_gates("r", GATES, base, health(reject=49))) == {"reject_rate"}
-    low = health(reject=2)  # 0.2 %: the absolute point keeps small changes from failing
-    assert failed(health_gates("r", GATES, low, health(reject=12))) == set()
-    assert failed(health_gates("r", GATES, low, health(reject=13))) == {"reject_rate"}
+def one(cand_frames: int, cand: int, ctrl_frames: int, ctrl: int) -> list[Stratum]:
+    return [Stratum("l", "s", cand_frames, cand, ctrl_frames, ctrl, "concurrent")]
 
 
 def test_latency_budget_and_regression() -> None:
@@ -51,17 +67,180 @@ def test_latency_budget_and_regression() -> None:
     assert budget.value == 101.0 and budget.limit == 100 and "101.0 ms" in budget.detail
 
 
-def test_too_few_inspections_fail_before_anything_else() -> None:
-    results = health_gates("r", GATES, health(), health(frames=999, reject=999))
-    assert [(r.gate, r.passed) for r in results] == [("min_inspections", False)]
+def test_log_likelihood_ratio_is_the_conditional_binomial_one() -> None:
+    # 2,000 candidate parts with 30 rejects, 6,000 control parts with 60: given 90 rejects in
+    # all, the candidate's share is binomial with p = n1 r / (n1 r + n0)
+    cmp = compare("reject", one(2000, 30, 6000, 60), GATES)
+
+    def loglik(r: float) -> float:
+        p = 2000 * r / (2000 * r + 6000)
+        return 30 * math.log(p) + 60 * math.log(1 - p)
+
+    assert cmp.llr_up == pytest.approx(loglik(2.0) - loglik(1.25))
+    assert cmp.llr_down == pytest.approx(loglik(0.5) - loglik(0.8))
+    assert cmp.ratio == pytest.approx((30 / 2000) / (60 / 6000))
+    lower, upper = sprt_bounds(GATES)
+    assert (lower, upper) == (
+        pytest.approx(math.log(0.01 / (1 - 0.0025))),
+        pytest.approx(math.log(0.99 / 0.0025)),
+    )
 
 
-def test_manual_and_shadow_agreement() -> None:
-    assert failed(health_gates("r", GATES, health(), health(manual=51))) == {"manual_rate"}
-    gates = {r.gate for r in health_gates("r", GATES, health(), health())}
-    assert "shadow_agreement" not in gates  # no shadow model reported
-    low = health_gates("r", GATES, health(), health(shadow_agreement=0.949))
-    assert failed(low) == {"shadow_agreement"}
+def test_a_model_that_rejects_nothing_or_everything_fails_one_at_the_same_rate_passes() -> None:
+    none = comparison_gates("r", GATES, [compare("reject", one(5000, 0, 5000, 50), GATES)])
+    assert failed(none) == {"reject_rate"} and "ratio x0.00" in none[0].detail
+    every = comparison_gates("r", GATES, [compare("reject", one(5000, 4800, 5000, 50), GATES)])
+    assert failed(every) == {"reject_rate"}
+    same = compare("reject", one(20000, 200, 20000, 205), GATES)
+    assert same.verdict == DECIDED_SAME
+    (gate,) = comparison_gates("r", GATES, [same])
+    assert gate.passed and not gate.inconclusive
+    # every figure behind the verdict is printed
+    for figure in ("200/20000", "205/20000", "log-LR", "concurrent control"):
+        assert figure in gate.detail
+
+
+def test_not_enough_parts_is_inconclusive_never_a_pass_nor_a_rollback() -> None:
+    # clear on the evidence, but fewer parts than the plant's minimum: inconclusive
+    (few,) = comparison_gates("r", GATES, [compare("reject", one(999, 0, 5000, 50), GATES)])
+    assert few.inconclusive and not few.passed and not few.failed and "minimum 1000" in few.detail
+    # enough parts, too few events to tell either way
+    undecided = compare("reject", one(2000, 10, 2000, 12), GATES)
+    assert undecided.verdict == UNDECIDED
+    (gate,) = comparison_gates("r", GATES, [undecided])
+    assert gate.inconclusive and gate.line().startswith("??")
+    # no control at all: inconclusive, not judged against nothing
+    (lonely,) = comparison_gates(
+        "r", GATES, [compare("reject", [Stratum("l", "s", 5000, 9, 0, 0, "none")], GATES)]
+    )
+    assert lonely.inconclusive and "no control devices" in lonely.detail
+
+
+def _sequential_trial(rng: random.Random, ratio: float, base: float, step: int) -> str:
+    """One candidate and one equally sized control stream, looked at every ``step`` parts."""
+    cand = ctrl = frames = 0
+    for _ in range(400):
+        frames += step
+        cand += (
+            sum(1 for _ in range(step) if rng.random() < base * ratio)
+            if step < 50
+            else _poisson(rng, step * base * ratio)
+        )
+        ctrl += _poisson(rng, step * base)
+        verdict = compare("reject", one(frames, cand, frames, ctrl), GATES).verdict
+        if verdict != UNDECIDED:
+            return verdict
+    return UNDECIDED
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    # Knuth's method in chunks (means here are small)
+    total = 0
+    while mean > 0:
+        chunk = min(mean, 20.0)
+        mean -= chunk
+        limit, k, p = math.exp(-chunk), 0, 1.0
+        while True:
+            p *= rng.random()
+            if p <= limit:
+                break
+            k += 1
+        total += k
+    return total
+
+
+@pytest.mark.parametrize(
+    ("ratio", "changed_at_most", "changed_at_least"),
+    [
+        (1.25, 2 * 0.0025 + 0.004, 0.0),  # the tolerated change: false rollback <= alpha
+        (0.8, 2 * 0.0025 + 0.004, 0.0),
+        (1.0, 0.004, 0.0),
+        (2.0, 1.0, 0.98),  # the minimum detectable change: found with power >= 1 - beta
+        (0.5, 1.0, 0.98),
+    ],
+)
+def test_error_rates_hold_at_every_look(
+    ratio: float, changed_at_most: float, changed_at_least: float
+) -> None:
+    # looks every 500 parts at a 2 % baseline: the test may stop at any of them
+    rng = random.Random(int(ratio * 1000))
+    trials = 1500
+    verdicts = [_sequential_trial(rng, ratio, 0.02, 500) for _ in range(trials)]
+    changed = verdicts.count(DECIDED_CHANGED) / trials
+    assert changed <= changed_at_most
+    assert changed >= changed_at_least
+    assert verdicts.count(UNDECIDED) / trials < 0.01  # it decides within 200,000 parts
+
+
+def test_strata_match_line_and_station_with_concurrent_controls_else_the_ring_before() -> None:
+    during = [
+        StratumCounts("canary", "l1", "s1", "2.0.0", 1000, 10, 5),
+        StratumCounts("canary", "l1", "s2", "2.0.0", 1000, 30, 5),
+        StratumCounts("fleet", "l1", "s1", "1.0.0", 4000, 44, 8),
+        StratumCounts("fleet", "l9", "s9", "1.0.0", 9000, 999, 9),  # no candidate there
+        StratumCounts("early", "l1", "s1", "2.0.0", 7000, 0, 0),  # promoted already: no control
+    ]
+    before = [
+        StratumCounts("canary", "l1", "s2", "1.0.0", 3000, 90, 12),
+        StratumCounts("canary", "l1", "s1", "1.0.0", 3000, 1, 1),  # unused: s1 has concurrent
+    ]
+    strata = strata_for("reject", "canary", "2.0.0", "1.0.0", during, before)
+    assert strata == [
+        Stratum("l1", "s1", 1000, 10, 4000, 44, "concurrent"),
+        Stratum("l1", "s2", 1000, 30, 3000, 90, "before"),
+    ]
+    manual = strata_for("manual", "canary", "2.0.0", "1.0.0", during, before)
+    assert [(s.cand_events, s.ctrl_events) for s in manual] == [(5, 8), (5, 12)]
+    # pooled over strata by Mantel-Haenszel, not by summing counts across stations
+    assert rate_ratio(strata) == pytest.approx(
+        (10 * 4000 / 5000 + 30 * 3000 / 4000) / (44 * 1000 / 5000 + 90 * 1000 / 4000)
+    )
+
+
+def test_a_station_that_rejects_more_does_not_make_a_good_model_look_bad() -> None:
+    # the candidate runs at a high-reject station, the control at both: pooled rates would
+    # say x2; matched by station, the ratio is 1
+    strata = [
+        Stratum("l", "hot", 10000, 600, 10000, 600, "concurrent"),
+        Stratum("l", "cold", 1000, 10, 90000, 900, "concurrent"),
+    ]
+    assert rate_ratio(strata) == pytest.approx(1.0)
+    assert compare("reject", strata, GATES).verdict == DECIDED_SAME
+
+
+def test_manual_ceiling_needs_the_lower_bound_above_it() -> None:
+    ok = comparison_gates("r", GATES, [compare("manual", one(2000, 110, 2000, 100), GATES)])
+    ceiling = next(r for r in ok if r.gate == "manual_ceiling")
+    assert ceiling.passed  # 5.5 % measured, but the lower bound is below 5 %
+    assert wilson_lower(110, 2000, 0.0025) < 0.05 < wilson_lower(400, 4000, 0.0025)
+    high = comparison_gates("r", GATES, [compare("manual", one(4000, 400, 4000, 380), GATES)])
+    assert "manual_ceiling" in failed(high)
+
+
+def test_shadow_kappa_not_raw_agreement() -> None:
+    # 2 % prevalence: a shadow that never rejects agrees on 98 % of frames, kappa 0
+    never = ShadowCounts(frames=10000, both=0, served_only=200, shadow_only=0)
+    k, pa = kappa(never)
+    assert k == pytest.approx(0.0) and pa == 0.0
+    (gate,) = comparison_gates("r", GATES, [], never)
+    assert gate.gate == "shadow_kappa" and gate.failed and "kappa 0.000" in gate.detail
+    good = ShadowCounts(frames=10000, both=180, served_only=20, shadow_only=25)
+    k, pa = kappa(good)
+    po = (180 + 9775) / 10000
+    pe = 0.02 * 0.0205 + 0.98 * 0.9795
+    assert k == pytest.approx((po - pe) / (1 - pe)) and pa == pytest.approx(360 / 405)
+    assert comparison_gates("r", GATES, [], good)[0].passed
+    (few,) = comparison_gates("r", GATES, [], ShadowCounts(frames=500, both=10))
+    assert few.inconclusive
+
+
+def test_plant_file_names_the_replaced_fields() -> None:
+    with pytest.raises(ValidationError, match="reject_rate_tolerance was replaced by"):
+        Gates(reject_rate_tolerance=0.5)
+    with pytest.raises(ValidationError, match="min_shadow_kappa"):
+        Gates(min_shadow_agreement=0.9)
+    with pytest.raises(ValidationError, match="must be larger than tolerated_change"):
+        Gates(tolerated_change=0.5, min_detectable_change=0.5)
 
 
 def rollout_of(
