@@ -301,6 +301,16 @@ def test_train_cli_bad_data_is_one_clear_line(
     assert len(err) == 1 and "too few good images (0" in err[0]
 
 
+def test_train_cli_bad_target_is_one_clear_line(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data", str(sample / "brick"), "--model-dir", str(tmp_path / "m")]
+    assert train_main([*argv, "--target-manual-rate", "0.7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: target manual rate must be in [0, 0.5), got 0.7"]
+    assert not (tmp_path / "m").exists()
+
+
 def test_good_only_grayscale_dataset_of_mixed_sizes_trains_and_evaluates(
     sample: Path, tmp_path: Path
 ) -> None:
