@@ -70,7 +70,7 @@ class Targets:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibrated:
     """Calibrated thresholds and the record of how they were chosen (``metrics.calibration``)."""
 
     thresholds: Thresholds
@@ -84,6 +84,11 @@ def _cut(scores: np.ndarray, allowed: int) -> float | None:
     at_or_above = len(scores) - np.searchsorted(scores, values, side="left")
     fits = np.nonzero(at_or_above <= allowed)[0]
     return float(values[fits[0]]) if len(fits) else None
+
+
+def _allowed(target: float, images: int) -> int:
+    """``floor(target * (images + 1))``, robust to the float error of products like 0.29 * 100."""
+    return math.floor(target * (images + 1) + 1e-9)
 
 
 def _rate(count: int, images: int, bound: float, target: float) -> dict[str, Any]:
@@ -100,7 +105,7 @@ def calibrate(
     good: Sequence[float] | np.ndarray,
     defect: Sequence[float] | np.ndarray = (),
     targets: Targets = Targets(),
-) -> Calibration:
+) -> Calibrated:
     """Thresholds from validation scores at the ``targets``, with the figures behind them.
 
     Args:
@@ -121,7 +126,7 @@ def calibrate(
         raise CalibrationError("validation scores must be finite")
     notes: list[str] = []
 
-    allowed_rejects = math.floor(targets.false_reject_rate * (n + 1))
+    allowed_rejects = _allowed(targets.false_reject_rate, n)
     reject = _cut(good_scores, allowed_rejects)
     if reject is None:
         top, median = float(good_scores[-1]), float(np.median(good_scores))
@@ -140,7 +145,7 @@ def calibrate(
         )
     rejected = int((good_scores >= reject).sum())
 
-    allowed_manual = math.floor(targets.manual_rate * (n + 1))
+    allowed_manual = _allowed(targets.manual_rate, n)
     band = "calibrated"
     manual = reject
     if targets.manual_rate > 0:
@@ -182,7 +187,7 @@ def calibrate(
         "defects": defect_report(defect_scores, Thresholds(reject=reject, manual=manual)),
         "notes": notes,
     }
-    return Calibration(Thresholds(reject=reject, manual=manual), record)
+    return Calibrated(Thresholds(reject=reject, manual=manual), record)
 
 
 def defect_report(

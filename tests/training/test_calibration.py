@@ -53,6 +53,12 @@ def test_rates_on_validation_good_images_follow_the_order_statistic_rule(
     assert result.thresholds.manual < result.thresholds.reject
 
 
+def test_a_target_times_n_plus_one_that_is_whole_is_not_lost_to_float_error() -> None:
+    good = np.random.default_rng(5).random(99)  # 0.29 * 100 is 28.999999999999996 in floats
+    result = calibrate(good, targets=Targets(0.07, 0.29))
+    assert _counts(good, result.thresholds) == (7, 29)
+
+
 def test_expected_rates_on_new_good_parts_stay_within_the_targets() -> None:
     """Uniform scores: a new part's chance of ``score >= t`` is ``1 - t``, so every calibration's
     true rates are known; averaged over many validation sets they meet the targets."""
