@@ -26,6 +26,7 @@ from stacks.config import (
     load_plant_release,
     load_plants,
     shared_stack_name,
+    strictest_calibration,
 )
 from stacks.constructs._checkov import accept_checkov_findings
 from stacks.constructs.promotion import Promotion
@@ -142,6 +143,9 @@ def add_stacks(
             description="LineGuard shared: artifact bucket, components, model package group, "
             "training pipeline, roles",
             components=components,
+            calibration=strictest_calibration(
+                p for p in every if (p.account, p.region) == (account, region)
+            ),
         )
     for (account, region), base in shared.items():  # promotion on model package approval
         Promotion(

@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -276,6 +277,31 @@ class Gates(_Frozen):
         return self
 
 
+class Calibration(_Frozen):
+    """Target rates on good parts that training calibrates the model's thresholds to, and that
+    the training pipeline's registration gate checks on the held-out test split.
+
+    Defaults equal ``training.calibration``'s (a test keeps them equal; the promotion job ships
+    this module without ``training/``).
+    """
+
+    target_false_reject_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.005
+    target_manual_rate: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+
+
+def strictest_calibration(plants: Iterable[PlantConfig]) -> Calibration:
+    """The lowest of each target over ``plants`` (the defaults when there are none): what a
+    training pipeline shared by these plants calibrates to and gates on by default, so a model
+    it registers meets every one of their targets."""
+    chosen = [p.calibration for p in plants]
+    if not chosen:
+        return Calibration()
+    return Calibration(
+        target_false_reject_rate=min(c.target_false_reject_rate for c in chosen),
+        target_manual_rate=min(c.target_manual_rate for c in chosen),
+    )
+
+
 class Monitoring(_Frozen):
     """Alarm thresholds and result retention for the plant's dashboard and alarms."""
 
@@ -320,7 +346,8 @@ class Provisioning(_Frozen):
 
 
 class PlantConfig(_Frozen):
-    """One plant: where it runs, its lines and stations, rings, deployment policy and gates."""
+    """One plant: where it runs, its lines and stations, rings, deployment policy, gates and
+    the target rates its models are calibrated to."""
 
     name: Annotated[str, Field(pattern=PLANT_NAME)]
     account: Annotated[str, BeforeValidator(_no_bare_int), Field(pattern=ACCOUNT)]
@@ -332,6 +359,7 @@ class PlantConfig(_Frozen):
     gates: Gates = Gates()
     monitoring: Monitoring = Monitoring()
     provisioning: Provisioning = Provisioning()
+    calibration: Calibration = Calibration()  # after gates: its check reads them
 
     @field_validator("lines")
     @classmethod
@@ -365,6 +393,20 @@ class PlantConfig(_Frozen):
         if not math.isclose(total, 100.0, abs_tol=1e-6):
             raise ValueError(f"ring percents must sum to 100 (they sum to {total:g})")
         return rings
+
+    @field_validator("calibration")
+    @classmethod
+    def _manual_target_within_gate(
+        cls, calibration: Calibration, info: ValidationInfo
+    ) -> Calibration:
+        gates = info.data.get("gates")
+        if gates is not None and calibration.target_manual_rate > gates.max_manual_rate:
+            raise ValueError(
+                f"target_manual_rate {calibration.target_manual_rate:g} is above "
+                f"gates.max_manual_rate {gates.max_manual_rate:g}: a model calibrated to it "
+                "would fail the rollout's manual-rate gate"
+            )
+        return calibration
 
     # Names derived from the plant: the single place that spells them.
 

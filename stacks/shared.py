@@ -6,7 +6,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.components import PublishedComponents
-from stacks.config import access_log_bucket_name, artifact_bucket_name
+from stacks.config import Calibration, access_log_bucket_name, artifact_bucket_name
 from stacks.constructs.artifact_publisher import ArtifactPublisher
 from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.component_versions import ComponentVersions
@@ -49,6 +49,7 @@ class SharedStack(cdk.Stack):
         *,
         model_package_group_name: str = MODEL_PACKAGE_GROUP,
         components: PublishedComponents | None = None,
+        calibration: Calibration | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -84,6 +85,7 @@ class SharedStack(cdk.Stack):
             role=roles.training_role,
             bucket_name=self.artifact_bucket_name,
             model_package_group_name=model_package_group_name,
+            calibration=calibration,
         )
         # the Shared stack's own log groups, under /lineguard/shared/ (not a plant: plant stacks
         # have their own keys for /lineguard/<plant>/)

@@ -9,3 +9,7 @@ class TrainingError(Exception):
 
 class DatasetError(TrainingError):
     """A dataset folder does not follow the documented layout or has unusable images."""
+
+
+class CalibrationError(TrainingError):
+    """Calibration targets or scores that cannot give thresholds or a gate decision."""

@@ -10,6 +10,12 @@ score parity and, beside the JSON, ``<out>.scores.png`` (score distributions) an
 
 Which images: ``--split auto`` (default) uses the held-out test split when the folder is the one
 the package was trained on (same data fingerprint), else every image; ``test`` or ``all`` force it.
+
+The metrics include ``registration_gate``: the false-reject and manual rates on the evaluated
+good images against the target rates (by default the ones the package was calibrated to, from
+its manifest), each with its one-sided Clopper–Pearson lower bound, and the image AUROC against
+``--min-image-auroc`` when there are defect images (``training.calibration.registration_gate``).
+The SageMaker pipeline registers the package only when it passed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ from typing import Any
 import numpy as np
 
 from inspector.model_package import ModelPackage, ModelPackageError, load_package
+from training.calibration import (
+    DEFAULT_GATE_CONFIDENCE,
+    DEFAULT_MIN_IMAGE_AUROC,
+    Targets,
+    describe_gate,
+    registration_gate,
+)
 from training.dataset import Dataset, Sample, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
 from training.scoring import load_tensor, onnx_session, score_tensors
@@ -221,6 +234,16 @@ def _plots(
     return written
 
 
+def package_targets(package: ModelPackage) -> Targets:
+    """The target rates a package was calibrated to (the defaults for older packages)."""
+    recorded = package.manifest.metrics.get("calibration", {}).get("targets", {})
+    defaults = Targets()
+    return Targets(
+        float(recorded.get("false_reject_rate", defaults.false_reject_rate)),
+        float(recorded.get("manual_rate", defaults.manual_rate)),
+    )
+
+
 def evaluate(
     model_dir: Path,
     data: Path,
@@ -229,9 +252,18 @@ def evaluate(
     latency_runs: int = 50,
     parity_images: int = 4,
     plots: bool = True,
+    *,
+    targets: Targets | None = None,
+    min_image_auroc: float = DEFAULT_MIN_IMAGE_AUROC,
+    gate_confidence: float = DEFAULT_GATE_CONFIDENCE,
 ) -> dict[str, Any]:
-    """Evaluate ``model_dir`` on ``data``; write and return the metrics."""
+    """Evaluate ``model_dir`` on ``data``; write and return the metrics.
+
+    ``targets`` (default: the package's own) and ``min_image_auroc`` are what the registration
+    gate checks, at ``gate_confidence``.
+    """
     package = load_package(model_dir)
+    targets = targets or package_targets(package)
     dataset = load_dataset(data, min_good=1)
     samples, chosen = choose_samples(package, dataset, split)
     _log(f"{package.manifest.ref} on {data}: {len(samples)} images ({chosen})")
@@ -255,6 +287,16 @@ def evaluate(
             ),
         }
     manual = (scores >= thresholds.manual) & (scores < thresholds.reject)
+    auroc = _auroc(labels, scores)
+    gate = registration_gate(
+        scores[labels == 0],
+        thresholds,
+        targets,
+        image_auroc=auroc,
+        defect_images=int((labels == 1).sum()),
+        min_image_auroc=min_image_auroc,
+        confidence=gate_confidence,
+    )
     metrics: dict[str, Any] = {
         "model": package.manifest.ref,
         "data": str(data),
@@ -264,11 +306,12 @@ def evaluate(
             "defect": int((labels == 1).sum()),
             "selection": chosen,
         },
-        "image_auroc": _auroc(labels, scores),
+        "image_auroc": auroc,
         "thresholds": {"reject": thresholds.reject, "manual": thresholds.manual},
         **_binary_metrics(labels, predicted),
         "manual_rate": float(manual.mean()) if len(manual) else 0.0,
         "per_defect_type": per_type,
+        "registration_gate": gate,
         "scores": {
             "good_p50": float(np.median(scores[labels == 0])) if (labels == 0).any() else None,
             "defect_p50": float(np.median(scores[labels == 1])) if (labels == 1).any() else None,
@@ -285,7 +328,7 @@ def evaluate(
         for s, sc in zip(samples, scores, strict=True)
     ]
     out.write_text(json.dumps(metrics, indent=2) + "\n")
-    auroc = metrics["image_auroc"]
+    _log(describe_gate(gate))
     _log(
         f"AUROC {'n/a' if auroc is None else f'{auroc:.4f}'}, accuracy {metrics['accuracy']:.3f}, "
         f"F1 {metrics['f1']:.3f}, p50 {metrics.get('latency', {}).get('p50_ms', 0):.1f} ms "
@@ -307,8 +350,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=("auto", "test", "all"), default="auto")
     parser.add_argument("--latency-runs", type=int, default=50)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")
+    parser.add_argument(
+        "--target-false-reject-rate",
+        type=float,
+        help="registration gate: target share of good images at or above reject "
+        "(default: the package's calibration target)",
+    )
+    parser.add_argument(
+        "--target-manual-rate",
+        type=float,
+        help="registration gate: target share of good images in the manual band "
+        "(default: the package's calibration target)",
+    )
+    parser.add_argument(
+        "--min-image-auroc",
+        type=float,
+        default=DEFAULT_MIN_IMAGE_AUROC,
+        help="registration gate: minimum image AUROC, checked when there are defect images "
+        f"(default {DEFAULT_MIN_IMAGE_AUROC:g})",
+    )
+    parser.add_argument(
+        "--gate-confidence",
+        type=float,
+        default=DEFAULT_GATE_CONFIDENCE,
+        help="registration gate: confidence of the one-sided Clopper-Pearson lower bounds "
+        f"(default {DEFAULT_GATE_CONFIDENCE:g})",
+    )
     args = parser.parse_args(argv)
     try:
+        targets = None
+        if args.target_false_reject_rate is not None or args.target_manual_rate is not None:
+            recorded = package_targets(load_package(args.model_dir))
+            targets = Targets(
+                recorded.false_reject_rate
+                if args.target_false_reject_rate is None
+                else args.target_false_reject_rate,
+                recorded.manual_rate
+                if args.target_manual_rate is None
+                else args.target_manual_rate,
+            )
         evaluate(
             args.model_dir,
             args.data,
@@ -316,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.split,
             args.latency_runs,
             plots=not args.no_plots,
+            targets=targets,
+            min_image_auroc=args.min_image_auroc,
+            gate_confidence=args.gate_confidence,
         )
     except (TrainingError, ModelPackageError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The SageMaker training pipeline: data check → train → evaluate → AUROC gate → register.
+"""The SageMaker training pipeline: data check → train → evaluate → registration gate → register.
 
 ``get_pipeline(region, role=None, default_bucket=None, ...)`` is a pure factory (the SageMaker
 Projects seed's shape): building the definition needs no AWS account and opens no connection.
@@ -26,6 +26,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from training.calibration import (
+    DEFAULT_MIN_IMAGE_AUROC,
+    DEFAULT_TARGET_FALSE_REJECT_RATE,
+    DEFAULT_TARGET_MANUAL_RATE,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO / "build" / "training"
@@ -166,8 +172,15 @@ def get_pipeline(
     base_prefix: str = "pipeline",
     training_instance_type: str = "ml.m5.xlarge",
     processing_instance_type: str = "ml.m5.large",
+    target_false_reject_rate: float = DEFAULT_TARGET_FALSE_REJECT_RATE,
+    target_manual_rate: float = DEFAULT_TARGET_MANUAL_RATE,
 ) -> Any:
-    """Build the training pipeline (``sagemaker.workflow.pipeline.Pipeline``) without AWS calls."""
+    """Build the training pipeline (``sagemaker.workflow.pipeline.Pipeline``) without AWS calls.
+
+    ``target_false_reject_rate`` and ``target_manual_rate`` are the defaults of the parameters
+    ``TargetFalseRejectRate`` and ``TargetManualRate``: Train calibrates the thresholds to them
+    and the registration gate checks the test split against the same values.
+    """
     _quiet_sagemaker()
     import boto3
     from sagemaker import image_uris
@@ -176,7 +189,7 @@ def get_pipeline(
     from sagemaker.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
     from sagemaker.workflow.condition_step import ConditionStep
-    from sagemaker.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.workflow.conditions import ConditionEquals
     from sagemaker.workflow.execution_variables import ExecutionVariables
     from sagemaker.workflow.fail_step import FailStep
     from sagemaker.workflow.functions import Join, JsonGet
@@ -195,7 +208,9 @@ def get_pipeline(
     work = f"s3://{bucket}/{base_prefix}"
 
     input_data = ParameterString("InputData", default_value=default_input_data(bucket))
-    min_auroc = ParameterFloat("MinImageAuroc", default_value=0.95)
+    min_auroc = ParameterFloat("MinImageAuroc", default_value=DEFAULT_MIN_IMAGE_AUROC)
+    target_fr = ParameterFloat("TargetFalseRejectRate", default_value=target_false_reject_rate)
+    target_manual = ParameterFloat("TargetManualRate", default_value=target_manual_rate)
     seed = ParameterInteger("SplitSeed", default_value=0)
     model_version = ParameterString("ModelVersion", default_value="1.0.0")
 
@@ -278,6 +293,8 @@ def get_pipeline(
             "seed": seed,
             "version": model_version,
             "pipeline-run": ExecutionVariables.PIPELINE_EXECUTION_ARN,
+            "target-false-reject-rate": target_fr,
+            "target-manual-rate": target_manual,
         },
         sagemaker_session=session,
         disable_profiler=True,
@@ -333,6 +350,12 @@ def get_pipeline(
                 "--out",
                 f"/opt/ml/processing/evaluation/{EVALUATION_FILE}",
                 "--no-plots",
+                "--target-false-reject-rate",
+                target_fr.to_string(),
+                "--target-manual-rate",
+                target_manual.to_string(),
+                "--min-image-auroc",
+                min_auroc.to_string(),
             ],
         ),
         property_files=[report],
@@ -354,17 +377,34 @@ def get_pipeline(
         description="LineGuard inspection model package (model.onnx + manifest.json)",
     )
     fail = FailStep(
-        name="AurocBelowMinimum",
-        error_message=Join(on=" ", values=["image AUROC below the minimum", min_auroc]),
+        name="RegistrationGateFailed",
+        error_message=Join(
+            on=" ",
+            values=[
+                "registration gate failed: a test good-image rate above its target beyond "
+                "sampling error, or image AUROC below its minimum; targets: false-reject",
+                target_fr,
+                "manual",
+                target_manual,
+                "minimum AUROC",
+                min_auroc,
+                "; figures in",
+                evaluation_uri,
+            ],
+        ),
     )
+    # evaluate decides (training.calibration.registration_gate, figures in evaluation.json and
+    # its log); this step only reads the number of failed checks
     gate = ConditionStep(
-        name="CheckAuroc",
+        name="RegistrationGate",
         conditions=[
-            ConditionGreaterThanOrEqualTo(
+            ConditionEquals(
                 left=JsonGet(  # type: ignore[arg-type]
-                    step_name=evaluate.name, property_file=report, json_path="image_auroc"
+                    step_name=evaluate.name,
+                    property_file=report,
+                    json_path="registration_gate.failed",
                 ),
-                right=min_auroc,
+                right=0,
             )
         ],
         if_steps=[register],
@@ -372,7 +412,7 @@ def get_pipeline(
     )
     return Pipeline(
         name=pipeline_name,
-        parameters=[input_data, min_auroc, seed, model_version],
+        parameters=[input_data, min_auroc, target_fr, target_manual, seed, model_version],
         steps=[data_check, train, evaluate, gate],
         sagemaker_session=session,
     )
@@ -385,6 +425,8 @@ def pipeline_definition(
     model_package_group_name: str = "lineguard-inspection",
     role: str = ROLE_PLACEHOLDER,
     cache_dir: Path | None = CACHE_DIR,
+    target_false_reject_rate: float = DEFAULT_TARGET_FALSE_REJECT_RATE,
+    target_manual_rate: float = DEFAULT_TARGET_MANUAL_RATE,
 ) -> str:
     """The pipeline definition JSON, cached under ``cache_dir`` keyed by every input and the code."""
     key_doc = json.dumps(
@@ -393,6 +435,8 @@ def pipeline_definition(
             default_bucket,
             model_package_group_name,
             role,
+            target_false_reject_rate,
+            target_manual_rate,
             code_digest(),
             Path(__file__).read_bytes().decode(),
         ],
@@ -404,7 +448,12 @@ def pipeline_definition(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipeline = get_pipeline(
-            region, role, default_bucket, model_package_group_name=model_package_group_name
+            region,
+            role,
+            default_bucket,
+            model_package_group_name=model_package_group_name,
+            target_false_reject_rate=target_false_reject_rate,
+            target_manual_rate=target_manual_rate,
         )
         definition = pipeline.definition()
     if cached is not None:
@@ -428,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     definition.add_argument("--bucket", required=True)
     definition.add_argument("--role", default=ROLE_PLACEHOLDER)
     definition.add_argument("--model-package-group", default="lineguard-inspection")
+    definition.add_argument(
+        "--target-false-reject-rate", type=float, default=DEFAULT_TARGET_FALSE_REJECT_RATE
+    )
+    definition.add_argument("--target-manual-rate", type=float, default=DEFAULT_TARGET_MANUAL_RATE)
     code = sub.add_parser("package-code", help="write the steps' sourcedir.tar.gz")
     code.add_argument("--out", required=True, type=Path)
     code.add_argument("--bucket", help="also print the S3 URI the pipeline expects it at")
@@ -439,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.bucket,
                 role=args.role,
                 model_package_group_name=args.model_package_group,
+                target_false_reject_rate=args.target_false_reject_rate,
+                target_manual_rate=args.target_manual_rate,
             )
         )
         return 0

@@ -7,6 +7,12 @@ On SageMaker the defaults come from ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATIO
 dataset is split by ``--seed`` (train: good images only; validation: thresholds; test: held out
 for ``training.evaluate``). With one, all good images of ``--data`` train the model and the
 validation folder calibrates the thresholds. Test images never influence the package.
+
+Thresholds are calibrated to the plant's target rates on the validation good images
+(``--target-false-reject-rate``, ``--target-manual-rate``; the plant file's ``calibration``
+section, docs/plant-file.md). The rule and the fallbacks for small validation sets are in
+``training.calibration``; the manifest records the targets and the figures in
+``metrics.calibration``.
 """
 
 from __future__ import annotations
@@ -34,9 +40,15 @@ from inspector.model_package import (
     write_manifest,
 )
 from training import model as patchcore
+from training.calibration import (
+    DEFAULT_TARGET_FALSE_REJECT_RATE,
+    DEFAULT_TARGET_MANUAL_RATE,
+    Targets,
+    calibrate,
+)
 from training.dataset import Sample, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
-from training.scoring import calibrate, load_tensor, onnx_session, score_tensors
+from training.scoring import load_tensor, onnx_session, score_tensors
 
 GOLDEN_FILE = "golden.png"
 TRAINING_FILE = "training.json"
@@ -98,10 +110,12 @@ def train(
     version: str = "1.0.0",
     pipeline_run: str | None = None,
     threads: int | None = None,
+    targets: Targets | None = None,
 ) -> Manifest:
     """Train, export, calibrate and write a model package to ``model_dir``; return its manifest."""
     import torch
 
+    targets = targets or Targets()
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -153,8 +167,22 @@ def train(
     session = onnx_session(onnx_path, threads=threads or 1)
     good_scores, _ = score_tensors(session, spec.name, _tensors(val_good, spec))
     defect_scores, _ = score_tensors(session, spec.name, _tensors(val_defect, spec))
-    thresholds, rule = calibrate(good_scores, defect_scores)
-    _log(f"thresholds ({rule}): reject {thresholds.reject:.4f}, manual {thresholds.manual:.4f}")
+    calibration = calibrate(good_scores, defect_scores, targets)
+    thresholds, record = calibration.thresholds, calibration.record
+    _log(
+        f"thresholds for false-reject target {targets.false_reject_rate:g}, manual target "
+        f"{targets.manual_rate:g}: reject {thresholds.reject:.4f} "
+        f"({record['false_reject']['count']}/{len(good_scores)} validation good at or above), "
+        f"manual {thresholds.manual:.4f} ({record['manual']['count']} in the band, "
+        f"{record['manual']['band']})"
+    )
+    if record["defects"]:
+        _log(
+            f"validation defects at that point: recall {record['defects']['recall']:.3f}, "
+            f"manual {record['defects']['manual_share']:.3f}"
+        )
+    for note in record["notes"]:
+        _log(f"calibration: {note}")
 
     golden_sample = val_good[0]
     with Image.open(golden_sample.path) as image:
@@ -171,8 +199,9 @@ def train(
             "image_auroc": val_auroc,
             "good_score_p50": float(np.median(good_scores)),
             "good_score_max": float(good_scores.max()),
-            "threshold_rule": rule,
+            "threshold_rule": record["rule"],
         },
+        "calibration": record,
         "train_images": len(train_samples),
         "memory_bank": int(model.bank.shape[0]),
         "feature_dims": int(model.bank.shape[1]),
@@ -295,6 +324,20 @@ def _parser() -> argparse.ArgumentParser:
         help="pipeline execution that made this package",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch/ORT threads")
+    parser.add_argument(
+        "--target-false-reject-rate",
+        type=float,
+        default=DEFAULT_TARGET_FALSE_REJECT_RATE,
+        help="share of good parts at or above the reject threshold the plant accepts "
+        f"(default {DEFAULT_TARGET_FALSE_REJECT_RATE:g}; plant file calibration section)",
+    )
+    parser.add_argument(
+        "--target-manual-rate",
+        type=float,
+        default=DEFAULT_TARGET_MANUAL_RATE,
+        help="share of good parts in the manual band the plant accepts, 0 for no band "
+        f"(default {DEFAULT_TARGET_MANUAL_RATE:g})",
+    )
     return parser
 
 
@@ -315,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.tap_gain
             else None
         )
+        targets = Targets(args.target_false_reject_rate, args.target_manual_rate)
         train(
             args.data,
             args.model_dir,
@@ -335,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             version=args.version,
             pipeline_run=args.pipeline_run,
             threads=args.threads,
+            targets=targets,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

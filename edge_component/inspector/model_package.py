@@ -88,7 +88,12 @@ class Golden:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The package's ``manifest.json``, validated."""
+    """The package's ``manifest.json``, validated.
+
+    ``metrics`` is free-form for the device; training writes ``metrics.calibration`` there (the
+    target rates the thresholds were calibrated to and the validation figures behind them,
+    docs/training.md "Thresholds"), so inspectors that predate it still read the package.
+    """
 
     name: str
     version: str

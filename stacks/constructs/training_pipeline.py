@@ -7,6 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from stacks.config import Calibration
 from stacks.constructs._nag import acknowledge_wildcard
 from training.pipeline import (
     PIPELINE_NAME,
@@ -21,7 +22,12 @@ TRAINED_MODELS_PREFIX = "models/pipeline/"
 
 class TrainingPipeline(Construct):
     """``AWS::SageMaker::Pipeline`` built by ``training.pipeline`` (data check → train →
-    evaluate → AUROC gate → register PendingManualApproval), run by the given execution role.
+    evaluate → registration gate → register PendingManualApproval), run by the given execution
+    role.
+
+    ``calibration`` (default: the plant file's defaults) gives the defaults of the pipeline parameters ``TargetFalseRejectRate`` and
+    ``TargetManualRate`` (the thresholds' targets and what the registration gate checks); a run
+    for one plant may pass that plant's own values when it starts.
 
     The definition is produced by the SageMaker SDK with the role ARN as a placeholder and
     cached under ``build/training`` keyed by its inputs, so synthesis imports the SDK only when
@@ -43,14 +49,21 @@ class TrainingPipeline(Construct):
         bucket_name: str,
         model_package_group_name: str,
         pipeline_name: str = PIPELINE_NAME,
+        calibration: Calibration | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         if cdk.Token.is_unresolved(stack.region) or cdk.Token.is_unresolved(bucket_name):
             raise ValueError("TrainingPipeline needs a concrete region and bucket name")
+        calibration = calibration or Calibration()
         body = pipeline_definition(
-            stack.region, bucket_name, model_package_group_name=model_package_group_name
+            stack.region,
+            bucket_name,
+            model_package_group_name=model_package_group_name,
+            target_false_reject_rate=calibration.target_false_reject_rate,
+            target_manual_rate=calibration.target_manual_rate,
         )
+        self.calibration = calibration
         if len(body.encode()) > MAX_DEFINITION_BYTES:
             raise ValueError(f"pipeline definition is {len(body.encode())} bytes (limit 1 MB)")
         # Fn::Sub substitutes ${RoleArn}; any other "${" must be escaped as "${!"
@@ -61,7 +74,8 @@ class TrainingPipeline(Construct):
             self,
             "Pipeline",
             pipeline_name=pipeline_name,
-            pipeline_description="LineGuard: data check, train, evaluate, gate on AUROC, register",
+            pipeline_description="LineGuard: data check, train, evaluate, gate on the plants' "
+            "target rates and AUROC, register",
             role_arn=role.role_arn,
             pipeline_definition={
                 "PipelineDefinitionBody": cdk.Fn.sub(escaped, {"RoleArn": role.role_arn})

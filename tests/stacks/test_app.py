@@ -170,6 +170,18 @@ def test_shared_promotes_every_plant_of_its_env_when_one_is_selected(
     assert variables["PLANTS"] == "demo example-large"
 
 
+def test_shared_pipeline_calibrates_to_the_strictest_targets_of_its_env(
+    shared_templates: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    _name, template = shared_templates["demo"]  # example-large's manual target is the lower
+    (pipeline,) = [
+        r for r in template["Resources"].values() if r["Type"] == "AWS::SageMaker::Pipeline"
+    ]
+    body, _ = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    defaults = {p["Name"]: p.get("DefaultValue") for p in json.loads(body)["Parameters"]}
+    assert (defaults["TargetFalseRejectRate"], defaults["TargetManualRate"]) == (0.005, 0.015)
+
+
 def test_shared_stack_name_does_not_depend_on_how_many_envs_are_selected(
     demo: PlantConfig,
 ) -> None:

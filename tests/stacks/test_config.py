@@ -22,6 +22,8 @@ from stacks.config import (
     MODEL,
     NUCLEUS,
     SHADOW_MANAGER,
+    Calibration,
+    Gates,
     PlantConfig,
     PlantConfigError,
     Release,
@@ -35,6 +37,7 @@ from stacks.config import (
     parse_plant,
     parse_release,
     release_path,
+    strictest_calibration,
     write_release,
 )
 
@@ -70,6 +73,28 @@ def test_defaults_fill_omitted_sections() -> None:
     plant = parse_plant(doc, WHERE)
     assert plant.gates.max_p99_regression == 1.25
     assert [a.failure_type for a in plant.deployment.abort] == ["FAILED", "TIMED_OUT"]
+
+
+def test_calibration_defaults_and_the_shipped_targets(
+    demo: PlantConfig, large: PlantConfig
+) -> None:
+    doc = mutated(lambda d: d.pop("calibration"))
+    assert parse_plant(doc, WHERE).calibration == Calibration()
+    assert Calibration().target_manual_rate <= Gates().max_manual_rate
+    assert (demo.calibration.target_false_reject_rate, demo.calibration.target_manual_rate) == (
+        0.005,
+        0.02,
+    )
+    assert large.calibration.target_manual_rate <= large.gates.max_manual_rate
+
+
+def test_a_shared_pipeline_takes_the_strictest_targets(demo: PlantConfig) -> None:
+    other = demo.model_copy(
+        update={"calibration": Calibration(target_false_reject_rate=0.01, target_manual_rate=0.01)}
+    )
+    strictest = strictest_calibration([demo, other])
+    assert (strictest.target_false_reject_rate, strictest.target_manual_rate) == (0.005, 0.01)
+    assert strictest_calibration([]) == Calibration()
 
 
 def lines_doc(names: Iterable[str]) -> list[dict[str, Any]]:
@@ -132,6 +157,26 @@ BAD_PLANTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         "unanchored serial pattern",
         lambda d: d["provisioning"].update(serial_pattern="DEMO-.*"),
         "provisioning.serial_pattern: must be anchored",
+    ),
+    (
+        "manual target above the manual gate",
+        lambda d: d["calibration"].update(target_manual_rate=0.06),
+        "calibration: target_manual_rate 0.06 is above gates.max_manual_rate 0.05",
+    ),
+    (
+        "zero false-reject target",
+        lambda d: d["calibration"].update(target_false_reject_rate=0),
+        "calibration.target_false_reject_rate: Input should be greater than 0",
+    ),
+    (
+        "manual target of a half",
+        lambda d: d["calibration"].update(target_manual_rate=0.5),
+        "calibration.target_manual_rate: Input should be less than 0.5",
+    ),
+    (
+        "typo in calibration",
+        lambda d: d["calibration"].update(target_manual=0.01),
+        "calibration.target_manual: unknown key",
     ),
     ("name differs from file", lambda d: d.update(name="other"), "name: 'other' must match"),
     ("no lines", lambda d: d.update(lines=[]), "lines:"),

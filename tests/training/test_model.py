@@ -1,4 +1,4 @@
-"""Model building blocks: coreset, map standardisation, threshold calibration."""
+"""Model building blocks: coreset, map standardisation, nearest-neighbour scoring."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from training.model import (
     ring_index,
     standardisation,
 )
-from training.scoring import calibrate
 
 
 def test_coreset_covers_far_points_better_than_random() -> None:
@@ -41,23 +40,6 @@ def test_ring_index_counts_cells_from_the_edge() -> None:
     ring = ring_index(6, 7, rings=3)
     assert ring[0].tolist() == [0] * 7
     assert ring[2, 3] == 2 and ring[1, 1] == 1 and ring[3, 0] == 0
-
-
-def test_calibrate_with_defects_separates_and_orders() -> None:
-    good = np.array([1.0, 1.2, 1.1, 0.9, 1.3])
-    defect = np.array([2.0, 2.5, 3.0])
-    thresholds, rule = calibrate(good, defect)
-    assert 1.3 < thresholds.reject <= 2.0
-    assert thresholds.manual <= thresholds.reject
-    assert "F1" in rule
-
-
-def test_calibrate_good_only_rejects_clear_outliers() -> None:
-    good = np.linspace(1.0, 2.0, 50)
-    thresholds, rule = calibrate(good, np.array([]))
-    assert thresholds.reject > 2.0 and thresholds.manual <= thresholds.reject
-    assert thresholds.manual > np.median(good)
-    assert "good" in rule
 
 
 def test_principal_axes_are_orthonormal_and_follow_the_variance() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from training import pipeline as pipeline_module
+from training.calibration import DEFAULT_TARGET_FALSE_REJECT_RATE, DEFAULT_TARGET_MANUAL_RATE
 from training.pipeline import ROLE_PLACEHOLDER, package_code, pipeline_definition
 
 ROLE = "arn:aws:iam::123456789012:role/lineguard-training"
@@ -45,14 +46,33 @@ def test_steps_in_order(definition: dict[str, Any]) -> None:
         ("DataCheck", "Processing"),
         ("Train", "Training"),
         ("Evaluate", "Processing"),
-        ("CheckAuroc", "Condition"),
+        ("RegistrationGate", "Condition"),
     ]
     assert {p["Name"] for p in definition["Parameters"]} == {
         "InputData",
         "MinImageAuroc",
+        "TargetFalseRejectRate",
+        "TargetManualRate",
         "SplitSeed",
         "ModelVersion",
     }
+
+
+def _parameter(definition: dict[str, Any], name: str) -> Any:
+    return next(p for p in definition["Parameters"] if p["Name"] == name)["DefaultValue"]
+
+
+def test_train_and_evaluate_take_the_same_target_rates(definition: dict[str, Any]) -> None:
+    assert _parameter(definition, "TargetFalseRejectRate") == DEFAULT_TARGET_FALSE_REJECT_RATE
+    assert _parameter(definition, "TargetManualRate") == DEFAULT_TARGET_MANUAL_RATE
+    hyper = _step(definition, "Train")["Arguments"]["HyperParameters"]
+    assert "Parameters.TargetFalseRejectRate" in json.dumps(hyper["target-false-reject-rate"])
+    assert "Parameters.TargetManualRate" in json.dumps(hyper["target-manual-rate"])
+    args = _step(definition, "Evaluate")["Arguments"]["AppSpecification"]["ContainerArguments"]
+    flags = {a: args[i + 1] for i, a in enumerate(args[:-1]) if str(a).startswith("--")}
+    assert json.dumps(flags["--target-false-reject-rate"]).count("TargetFalseRejectRate") == 1
+    assert json.dumps(flags["--target-manual-rate"]).count("TargetManualRate") == 1
+    assert json.dumps(flags["--min-image-auroc"]).count("MinImageAuroc") == 1
 
 
 def test_train_reads_the_data_check_splits_in_script_mode(definition: dict[str, Any]) -> None:
@@ -76,11 +96,12 @@ def test_evaluate_writes_a_property_file_and_scores_the_test_split(
 
 
 def test_gate_registers_pending_approval_with_metrics_or_fails(definition: dict[str, Any]) -> None:
-    gate = _step(definition, "CheckAuroc")["Arguments"]
-    condition = gate["Conditions"][0]
-    assert condition["Type"] == "GreaterThanOrEqualTo"
-    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == "image_auroc"
-    assert condition["RightValue"] == {"Get": "Parameters.MinImageAuroc"}
+    gate = _step(definition, "RegistrationGate")["Arguments"]
+    (condition,) = gate["Conditions"]
+    # evaluate decides (rates and, with defect images, AUROC); a null AUROC cannot fail it here
+    assert condition["Type"] == "Equals"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == "registration_gate.failed"
+    assert condition["RightValue"] == 0
     register = gate["IfSteps"][0]
     assert register["Type"] == "RegisterModel"
     assert register["Arguments"]["ModelApprovalStatus"] == "PendingManualApproval"
@@ -145,7 +166,7 @@ def test_construct_embeds_the_definition_with_its_role() -> None:
     body, variables = props["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
     assert "Fn::GetAtt" in variables["RoleArn"]
     parsed = json.loads(body.replace("${RoleArn}", ROLE))
-    assert [s["Name"] for s in parsed["Steps"]][-1] == "CheckAuroc"
+    assert [s["Name"] for s in parsed["Steps"]][-1] == "RegistrationGate"
     assert _step(parsed, "Train")["Arguments"]["RoleArn"] == ROLE
     template.has_resource_properties(
         "AWS::IAM::Policy",
@@ -160,3 +181,29 @@ def test_construct_embeds_the_definition_with_its_role() -> None:
         },
     )
     assert built.code_uri.startswith("s3://lineguard-artifacts-x/pipeline/code/")
+
+
+def test_construct_defaults_the_target_rates_to_its_calibration() -> None:
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+    from aws_cdk.assertions import Template
+
+    from stacks.config import Calibration
+    from stacks.constructs.training_pipeline import TrainingPipeline
+
+    app = cdk.App(builtin_cloud_formation_validation=False)
+    stack = cdk.Stack(app, "T", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    TrainingPipeline(
+        stack,
+        "Training",
+        role=role,
+        bucket_name="lineguard-artifacts-x",
+        model_package_group_name="lineguard-inspection",
+        calibration=Calibration(target_false_reject_rate=0.002, target_manual_rate=0.01),
+    )
+    (pipeline,) = Template.from_stack(stack).find_resources("AWS::SageMaker::Pipeline").values()
+    body, _ = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    parsed = json.loads(body.replace("${RoleArn}", ROLE))
+    assert _parameter(parsed, "TargetFalseRejectRate") == 0.002
+    assert _parameter(parsed, "TargetManualRate") == 0.01

@@ -8,14 +8,20 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from inspector.model_package import load_package
+from inspector.model_package import Thresholds, load_package, write_manifest
 from inspector.preprocess import to_tensor
+from training.calibration import (
+    DEFAULT_TARGET_FALSE_REJECT_RATE,
+    DEFAULT_TARGET_MANUAL_RATE,
+    RULE,
+)
 from training.evaluate import evaluate
 from training.evaluate import main as evaluate_main
 from training.scoring import onnx_session, score_tensors
@@ -58,6 +64,63 @@ def test_package_is_valid_and_describes_its_preprocessing(package: Path) -> None
     assert manifest.thresholds.manual <= manifest.thresholds.reject
     assert len(manifest.data_fingerprint) == 64
     assert manifest.metrics["validation"]["good"] >= 1
+
+
+def test_manifest_records_the_calibration_targets_and_figures(package: Path) -> None:
+    manifest = load_package(package).manifest
+    record = manifest.metrics["calibration"]
+    assert record["rule"] == RULE
+    assert record["targets"] == {
+        "false_reject_rate": DEFAULT_TARGET_FALSE_REJECT_RATE,
+        "manual_rate": DEFAULT_TARGET_MANUAL_RATE,
+    }
+    good = manifest.metrics["validation"]["good"]
+    for name in ("false_reject", "manual"):
+        figures = record[name]
+        assert figures["images"] == good
+        assert figures["rate"] == pytest.approx(figures["count"] / good)
+        assert {"expected_rate_bound", "resolved"} <= set(figures)
+    # a handful of validation images resolves neither target: recorded, and the band is not empty
+    assert record["false_reject"]["resolved"] is False and record["notes"]
+    assert record["manual"]["count"] >= 1
+    assert manifest.thresholds.manual < manifest.thresholds.reject
+    defects = record["defects"]
+    assert defects["images"] == manifest.metrics["validation"]["defect"]
+    assert defects["rejected"] + defects["manual"] + defects["passed"] == defects["images"]
+
+
+def test_registration_gate_figures_are_in_the_metrics(metrics: dict) -> None:
+    gate = metrics["registration_gate"]
+    assert gate["confidence"] == 0.95 and gate["failed"] == len(gate["failed_checks"])
+    good = metrics["images"]["good"]
+    for name in ("false_reject", "manual"):
+        assert gate["checks"][name]["images"] == good
+        assert gate["checks"][name]["target"] in (
+            DEFAULT_TARGET_FALSE_REJECT_RATE,
+            DEFAULT_TARGET_MANUAL_RATE,
+        )
+    assert gate["checks"]["image_auroc"]["applies"] is True
+    assert gate["checks"]["image_auroc"]["value"] == metrics["image_auroc"]
+
+
+def test_registration_gate_fails_a_package_that_rejects_good_test_parts(
+    package: Path, sample: Path, tmp_path: Path
+) -> None:
+    """The same graph with its reject threshold below the good scores: every good test part is
+    a false reject, far above the target beyond sampling error."""
+    bad = tmp_path / "bad"
+    shutil.copytree(package, bad)
+    manifest = load_package(bad).manifest
+    low = manifest.metrics["validation"]["good_score_p50"] - 1e3
+    write_manifest(bad, replace(manifest, thresholds=Thresholds(reject=low, manual=low)))
+    with contextlib.redirect_stdout(io.StringIO()) as log:
+        result = evaluate(bad, sample / "brick", tmp_path / "m.json", latency_runs=2, plots=False)
+    gate = result["registration_gate"]
+    assert gate["passed"] is False and "false_reject" in gate["failed_checks"]
+    check = gate["checks"]["false_reject"]
+    assert check["count"] == check["images"] == result["images"]["good"]
+    assert check["lower_bound"] > check["target"]
+    assert "registration gate FAILED (false_reject" in log.getvalue()
 
 
 def test_golden_image_reproduces_its_score_on_the_device_path(package: Path) -> None:
@@ -214,12 +277,18 @@ def test_sagemaker_script_mode_environment(
                 "tissue",
                 "--pipeline-run",
                 "arn:run/1",
+                "--target-false-reject-rate",
+                "0.01",
+                "--target-manual-rate",
+                "0.04",
             ]
         )
     assert code == 0
     manifest = load_package(tmp_path / "model").manifest
     assert manifest.ref == "tissue@2.0.0" and manifest.pipeline_run == "arn:run/1"
     assert manifest.metrics["validation"]["defect"] > 0
+    targets = manifest.metrics["calibration"]["targets"]
+    assert targets == {"false_reject_rate": 0.01, "manual_rate": 0.04}
 
 
 def test_train_cli_bad_data_is_one_clear_line(
@@ -230,6 +299,16 @@ def test_train_cli_bad_data_is_one_clear_line(
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "too few good images (0" in err[0]
+
+
+def test_train_cli_bad_target_is_one_clear_line(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data", str(sample / "brick"), "--model-dir", str(tmp_path / "m")]
+    assert train_main([*argv, "--target-manual-rate", "0.7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: target manual rate must be in [0, 0.5), got 0.7"]
+    assert not (tmp_path / "m").exists()
 
 
 def test_good_only_grayscale_dataset_of_mixed_sizes_trains_and_evaluates(
@@ -244,7 +323,12 @@ def test_good_only_grayscale_dataset_of_mixed_sizes_trains_and_evaluates(
     with contextlib.redirect_stdout(io.StringIO()):
         manifest = train(data, tmp_path / "pkg", max_bank=128)
         metrics = evaluate(tmp_path / "pkg", data, tmp_path / "m.json", latency_runs=3)
-    assert manifest.metrics["validation"]["threshold_rule"] == "validation good-score quantiles"
+    assert manifest.metrics["validation"]["threshold_rule"] == RULE
     assert manifest.thresholds.reject > manifest.metrics["validation"]["good_score_max"]
+    assert manifest.metrics["calibration"]["defects"] is None
     assert metrics["image_auroc"] is None and metrics["images"]["defect"] == 0
+    # no AUROC without defect images: the registration gate decides on the rates alone
+    gate = metrics["registration_gate"]
+    assert gate["checks"]["image_auroc"]["applies"] is False
+    assert gate["checks"]["image_auroc"]["passed"] is True
     assert metrics["confusion_matrix"]["tn"] + metrics["confusion_matrix"]["fp"] == 3
