@@ -87,7 +87,7 @@ device: setup ## one core device on this machine through the nucleus stand-in (P
 	$(PY) -m core_device run --plant $(or $(PLANT),demo) --fresh
 
 bench: setup ## run every bench/*.py; writes out/bench/results.json and report.html
-	$(PY) bench/run_all.py --out out/bench
+	$(PY) bench/run_all.py --out out/bench --timeout 3600
 
 e2e-line: setup ## inspector + line bridge + simulated OPC UA PLC; JSON figures, fails on a missed reject
 	$(PY) bench/line_e2e.py --frames 300 --fps 20 --defect-share 0.1 --manual-share 0.05

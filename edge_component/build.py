@@ -279,9 +279,14 @@ def build_component(
     offline: bool = False,
     model_package: Path | None = None,
     shadow_package: Path | None = None,
+    component_version: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Built:
-    """Build one component into ``out_root/<name>/<version>/``."""
+    """Build one component into ``out_root/<name>/<version>/``.
+
+    ``component_version``: the Model component's version when it is not the model package's
+    (a shadow carrier: the served package's model with another as shadow, rollout/fleet.py).
+    """
     version, package = spec.version, spec.package
     if spec.name == MODEL_COMPONENT:
         if model_package is None:
@@ -295,6 +300,10 @@ def build_component(
         except ModelPackageError as exc:
             raise BuildError(f"{spec.name}: {exc}") from None
         package = model_package
+        if component_version is not None:
+            version = component_version
+    elif component_version is not None:
+        raise BuildError(f"{spec.name}: a component version override is for {MODEL_COMPONENT}")
     if package is None or not package.is_dir():
         raise BuildError(f"{spec.name}: package directory {package} not found")
     if not spec.recipe.is_file():

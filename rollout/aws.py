@@ -15,13 +15,14 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from inspector.model_package import MANIFEST_FILE, ModelPackage, load_package
+from inspector.model_package import MANIFEST_FILE, ModelPackage, ModelPackageError, load_package
 from rollout.errors import AwsError, BadInputError
 from rollout.fleet import (
     MODEL_COMPONENT,
@@ -31,8 +32,9 @@ from rollout.fleet import (
     RingHealth,
     RunningDeployment,
     registry_version,
+    shadow_carrier_version,
 )
-from rollout.recipe import build_model, recipe_bytes
+from rollout.recipe import BuiltModel, build_model, digest_b64, recipe_bytes
 
 METRICS = {
     "inspections": ("Inspections", "Sum"),
@@ -133,8 +135,56 @@ class AwsFleet:
         (a resumed promotion), a different one is refused before anything is uploaded, so a
         reused version never overwrites the artifact a released component points at.
         """
-        version = package.manifest.version
         built = build_model(package, self.artifact_bucket)
+        meta = {"model": package.manifest.ref, "graph-sha256": package.manifest.sha256}
+        return self._publish(built, meta)
+
+    def publish_shadow(self, served_version: str, package: ModelPackage) -> PublishedModel:
+        """Publish the shadow carrier: the published ``served_version``'s model package, taken
+        from its own artifact (its digest checked against its recipe), with ``package`` under
+        ``shadow/``, as version :func:`rollout.fleet.shadow_carrier_version`."""
+        try:
+            version = shadow_carrier_version(served_version, package.manifest.version)
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
+        existing = self._component_recipe(served_version)
+        if existing is None:
+            raise BadInputError(
+                f"{MODEL_COMPONENT} {served_version} is not published: the shadow phase needs "
+                "the previous model's component to carry the candidate"
+            )
+        arn, recipe = existing
+        artifacts = [
+            a
+            for m in recipe.get("Manifests", [])
+            for a in m.get("Artifacts", [])
+            if str(a.get("URI", "")).startswith("s3://")
+        ]
+        if len(artifacts) != 1:
+            raise BadInputError(f"{arn}: expected one s3:// artifact, found {len(artifacts)}")
+        uri, digest = artifacts[0]["URI"], artifacts[0].get("Digest")
+        bucket, _, key = uri[5:].partition("/")
+        body = self._call("s3", "get_object", Bucket=bucket, Key=key)["Body"].read()
+        if digest and digest_b64(body) != digest:
+            raise BadInputError(f"{uri}: its bytes do not match the digest in {arn}'s recipe")
+        with tempfile.TemporaryDirectory(prefix="lineguard-served-") as tmp:
+            _unpack(body, key, Path(tmp))
+            try:
+                served = load_package(Path(tmp))
+            except ModelPackageError as exc:
+                raise BadInputError(f"{uri}: not a model package ({exc})") from None
+            built = build_model(served, self.artifact_bucket, shadow=package, version=version)
+            meta = {
+                "model": served.manifest.ref,
+                "graph-sha256": served.manifest.sha256,
+                "shadow-model": package.manifest.ref,
+                "shadow-graph-sha256": package.manifest.sha256,
+            }
+        return self._publish(built, meta)
+
+    def _publish(self, built: BuiltModel, metadata: dict[str, str]) -> PublishedModel:
+        """Upload a built model component and create its version (see :meth:`publish_model`)."""
+        version = built.version
         existing = self._component_recipe(version)
         if existing is not None:
             arn, recipe = existing
@@ -153,7 +203,7 @@ class AwsFleet:
             Key=built.key,
             Body=built.archive,
             ChecksumSHA256=built.digest,
-            Metadata={"model": package.manifest.ref, "graph-sha256": package.manifest.sha256},
+            Metadata=metadata,
         )
         from botocore.exceptions import ClientError
 

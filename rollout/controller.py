@@ -31,6 +31,7 @@ from rollout.gates import (
     comparison_gates,
     deployment_gates,
     health_gates,
+    shadow_gate,
     strata_for,
 )
 from rollout.state import S3StateStore, StateStore
@@ -393,7 +394,7 @@ class Controller:
             self._save(state)
             self.log(f"published {published.arn} ({published.artifact_uri})")
         for ring in self.plant.ring_names:
-            failed = self._promote_ring(ring, version, previous, state)
+            failed = self._promote_ring(ring, version, previous, state, package)
             if failed:
                 return self._roll_back(state, previous, failed)
             if state["rings"][ring]["phase"] == "inconclusive":
@@ -401,14 +402,20 @@ class Controller:
                 undecided = [
                     GateResult(**g) for g in state["rings"][ring]["gates"] if g.get("inconclusive")
                 ]
+                shadow = state["rings"][ring].get("shadow", {}).get("phase") == "inconclusive"
+                phase, runs = (
+                    ("the shadow phase's", f"{version} as a shadow beside the previous model")
+                    if shadow
+                    else ("the", version)
+                )
                 return Report(
                     self.plant.name,
                     version,
                     "inconclusive",
-                    f"{ring}: the gates could not decide after the bake and "
+                    f"{ring}: {phase} gates could not decide after "
                     f"{self.plant.gates.max_bake_extensions} extension(s) "
-                    f"({', '.join(g.gate for g in undecided)}); the ring stays on {version}. "
-                    "A person decides: promote again to bake longer, or `rollout rollback "
+                    f"({', '.join(g.gate for g in undecided)}); the ring stays on {runs}. "
+                    "A person decides: promote again to wait longer, or `rollout rollback "
                     f"--plant {self.plant.name}`",
                     rings=state["rings"],
                     failed=undecided,
@@ -450,9 +457,15 @@ class Controller:
         )
 
     def _promote_ring(
-        self, ring: str, version: str, previous: Release, state: dict[str, Any]
+        self,
+        ring: str,
+        version: str,
+        previous: Release,
+        state: dict[str, Any],
+        package: ModelPackage,
     ) -> list[GateResult]:
-        """Deploy, wait, bake and gate one ring; return the failed gates (empty: passed)."""
+        """Shadow (if the ring has shadow minutes), deploy, wait, bake and gate one ring;
+        return the failed gates (empty: passed, or paused when the phase is inconclusive)."""
         rs = state["rings"].setdefault(ring, {"phase": "pending"})
         if rs["phase"] == "passed":
             self.log(f"{ring}: already passed, not redeployed")
@@ -461,6 +474,16 @@ class Controller:
         old = previous.rings[ring].components
         old_version = old[MODEL_COMPONENT]
         bake_s = 60.0 * self.plant.ring(ring).bake_minutes
+        shadow_s = 60.0 * self.plant.ring(ring).shadow_minutes
+        if (
+            shadow_s > 0
+            and old_version != version
+            and rs["phase"] in ("pending", "inconclusive")
+            and rs.get("shadow", {}).get("phase") != "passed"
+        ):
+            failed = self._shadow(ring, version, previous, state, package, shadow_s)
+            if failed or rs["phase"] == "inconclusive":
+                return failed
         if rs["phase"] == "pending":
             now = self.clock.now()
             window = max(bake_s, MIN_BASELINE_S)
@@ -567,6 +590,104 @@ class Controller:
                 f"{self.plant.gates.max_bake_extensions})"
             )
 
+    def _shadow(
+        self,
+        ring: str,
+        version: str,
+        previous: Release,
+        state: dict[str, Any],
+        package: ModelPackage,
+        shadow_s: float,
+    ) -> list[GateResult]:
+        """Run the candidate as a shadow on the ring's devices before it decides anything.
+
+        The ring gets the shadow carrier (:func:`rollout.fleet.shadow_carrier_version`): the
+        previous model still decides and signals the line, the candidate scores every frame
+        beside it and only reports. Gated on the deployment and on the shadow's kappa against
+        the served decisions (``shadow_kappa``); undecided extends like a bake, then pauses.
+        """
+        rs = state["rings"][ring]
+        sh = rs.setdefault("shadow", {"phase": "pending"})
+        target = self._target(ring)
+        old = previous.rings[ring].components
+        gates = self.plant.gates
+        if sh["phase"] == "pending":
+            if "carrier" not in sh:
+                carrier = self.fleet.publish_shadow(old[MODEL_COMPONENT], package)
+                sh["carrier"] = carrier.version
+                self._save(state)
+                self.log(f"published the shadow carrier {carrier.arn}")
+            components = {**old, MODEL_COMPONENT: sh["carrier"]}
+            spec = deployment_spec(self.plant, ring, _with_components(previous, ring, components))
+            spec["clientToken"] = self._token(state, ring, "shadow")
+            self.log(
+                f"{ring}: {MODEL_COMPONENT} {sh['carrier']}: {old[MODEL_COMPONENT]} decides, "
+                f"{version} runs as a shadow for {shadow_s / 60:.0f} min"
+            )
+            rs["requested"] = True
+            self._save(state)
+            sh["deployment_id"] = self.fleet.create_deployment(spec)
+            self._write_ring(ring, components, previous)
+            sh["deployed_at"] = self.clock.now()
+            sh["phase"] = "deploying"
+            self._save(state)
+        if sh["phase"] == "deploying":
+            rollout = self._wait(state, ring, sh["deployment_id"], sh["deployed_at"])
+            sh.update(
+                phase="running",
+                reached_at=self.clock.now(),
+                stalled=list(rollout.stalled),
+                until=self.clock.now() + shadow_s,
+            )
+            self._save(state)
+        if sh["phase"] == "inconclusive":
+            sh.update(phase="running", extensions=0, until=self.clock.now() + shadow_s)
+            rs["phase"] = "pending"
+            self._save(state)
+            self.log(f"{ring}: running the shadow {shadow_s / 60:.0f} min more, as asked")
+        while True:
+            if (left := sh["until"] - self.clock.now()) > 0:
+                self._sleep(state, left)
+            rollout = RingRollout(
+                self.fleet.deployment_progress(sh["deployment_id"]),
+                tuple(self.fleet.ring_members(target)),
+                tuple(sh.get("stalled", ())),
+            )
+            health = self.fleet.ring_health(
+                self.plant.name, ring, target, sh["reached_at"], self.clock.now(), sh["carrier"]
+            )
+            counts = self.fleet.shadow_counts(
+                self.plant.name, ring, version, sh["reached_at"], self.clock.now()
+            )
+            results = deployment_gates(ring, gates, rollout, health)
+            if not rollout.aborted:
+                results.append(shadow_gate(ring, gates, counts))
+            for result in results:
+                self.log(f"shadow {result.line()}")
+            sh["gates"] = rs["gates"] = [r.to_json() for r in results]
+            failed = [r for r in results if r.failed]
+            if failed:
+                self._save(state)
+                return failed
+            if not any(r.inconclusive for r in results):
+                sh["phase"] = "passed"
+                self._save(state)
+                self.log(f"{ring}: the shadow passed; {version} decides next")
+                return []
+            if sh.get("extensions", 0) >= gates.max_bake_extensions:
+                sh["phase"] = rs["phase"] = "inconclusive"
+                self._save(state)
+                self.log(f"{ring}: the shadow is still undecided after its extensions: pausing")
+                return []
+            sh["extensions"] = sh.get("extensions", 0) + 1
+            sh["until"] = self.clock.now() + max(shadow_s, LOOK_S)
+            self._save(state)
+            self.log(
+                f"{ring}: not enough shadow evidence yet: extended by "
+                f"{max(shadow_s, LOOK_S) / 60:.0f} min (extension {sh['extensions']} of "
+                f"{gates.max_bake_extensions})"
+            )
+
     def _bake(
         self, ring: str, rs: dict[str, Any], state: dict[str, Any], version: str, old: str
     ) -> list[GateResult]:
@@ -622,18 +743,7 @@ class Controller:
         results = deployment_gates(ring, gates, rollout, health)
         if baked and not rollout.aborted:
             results += health_gates(ring, gates, baseline, health)
-            results += comparison_gates(
-                ring,
-                gates,
-                comparisons or [],
-                self.fleet.shadow_counts(
-                    self.plant.name,
-                    ring,
-                    state["model_version"],
-                    state["rings"][ring]["reached_at"],
-                    self.clock.now(),
-                ),
-            )
+            results += comparison_gates(ring, gates, comparisons or [])
         for result in results:
             self.log(result.line())
         rs = state["rings"][ring]

@@ -276,6 +276,11 @@ class FleetApi(Protocol):
         """Copy the package to the artifact prefix and create the model component version."""
         ...
 
+    def publish_shadow(self, served_version: str, package: ModelPackage) -> PublishedModel:
+        """Publish the shadow carrier (:func:`shadow_carrier_version`): the published model
+        component ``served_version``'s model, with ``package`` riding along as its shadow."""
+        ...
+
     def create_deployment(self, request: dict[str, Any]) -> str:
         """Send a ``greengrassv2.create_deployment`` request; return the deployment id."""
         ...
@@ -340,6 +345,28 @@ class FleetApi(Protocol):
     def reject_model_package(self, arn: str, reason: str) -> None:
         """Mark a registry model package Rejected (after its rollout was rolled back)."""
         ...
+
+
+def shadow_carrier_version(served: str, candidate: str) -> str:
+    """The Model component version that serves ``served`` and runs ``candidate`` as a shadow.
+
+    ``<served major>.<served minor>.<candidate minor>``: registry versions always have patch 0
+    (:func:`registry_version`), so a carrier never takes a released model's version, sorts
+    between the served version and the next, and satisfies the inspector's plain
+    ``>=1.0.0 <2.0.0`` requirement on the Model component (a pre-release tag would not: npm
+    ranges leave pre-releases out).
+    """
+    try:
+        major, minor, patch = (int(x) for x in served.split("."))
+        cand_minor = int(candidate.split(".")[1])
+    except (ValueError, IndexError):
+        raise ValueError(f"cannot carry {candidate!r} as a shadow of {served!r}") from None
+    if patch != 0 or cand_minor == 0:
+        raise ValueError(
+            f"cannot carry {candidate!r} as a shadow of {served!r}: the served version needs "
+            "patch 0 and the candidate a minor version above 0 (registry versions have both)"
+        )
+    return f"{major}.{minor}.{cand_minor}"
 
 
 def registry_version(trained_version: str, package_version: int) -> str:

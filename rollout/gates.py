@@ -383,25 +383,33 @@ def comparison_gates(
                 )
             )
     if shadow is not None and shadow.frames > 0:
-        k, pa = kappa(shadow)
-        enough = shadow.frames >= gates.min_inspections
-        shown_pa = "n/a" if pa is None else f"{pa:.3f}"
-        shown_k = "n/a" if k is None else f"{k:.3f}"
-        out.append(
-            GateResult(
-                "shadow_kappa",
-                ring,
-                enough and k is not None and k >= gates.min_shadow_kappa,
-                k,
-                gates.min_shadow_kappa,
-                f"shadow vs served on {shadow.frames} frames: kappa {shown_k}, positive "
-                f"agreement on rejects {shown_pa} (both {shadow.both}, served only "
-                f"{shadow.served_only}, shadow only {shadow.shadow_only}), minimum kappa "
-                f"{gates.min_shadow_kappa:.2f}",
-                inconclusive=not enough or k is None,
-            )
-        )
+        out.append(shadow_gate(ring, gates, shadow))
     return out
+
+
+def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
+    """Cohen's kappa of the shadow's rejects against the served model's on the same frames;
+    inconclusive below ``min_inspections`` frames (or without any reject to agree on)."""
+    k, pa = kappa(shadow)
+    enough = shadow.frames >= gates.min_inspections
+    shown_pa = "n/a" if pa is None else f"{pa:.3f}"
+    shown_k = "n/a" if k is None else f"{k:.3f}"
+    detail = (
+        f"shadow vs served on {shadow.frames} frames: kappa {shown_k}, positive agreement on "
+        f"rejects {shown_pa} (both {shadow.both}, served only {shadow.served_only}, shadow "
+        f"only {shadow.shadow_only}), minimum kappa {gates.min_shadow_kappa:.2f}"
+    )
+    if not enough:
+        detail += f"; only {shadow.frames} frames, minimum {gates.min_inspections}"
+    return GateResult(
+        "shadow_kappa",
+        ring,
+        enough and k is not None and k >= gates.min_shadow_kappa,
+        k,
+        gates.min_shadow_kappa,
+        detail,
+        inconclusive=not enough or k is None,
+    )
 
 
 def wilson_lower(events: int, n: int, alpha: float) -> float:

@@ -51,8 +51,17 @@ def _component_build(root: Path = EDGE_COMPONENT) -> ModuleType:
         raise BadInputError(str(exc)) from None
 
 
-def build_model(package: ModelPackage, bucket: str, root: Path = EDGE_COMPONENT) -> BuiltModel:
-    """Build ``com.lineguard.Model`` from ``package`` for ``s3://bucket/components/...``."""
+def build_model(
+    package: ModelPackage,
+    bucket: str,
+    root: Path = EDGE_COMPONENT,
+    *,
+    shadow: ModelPackage | None = None,
+    version: str | None = None,
+) -> BuiltModel:
+    """Build ``com.lineguard.Model`` from ``package`` for ``s3://bucket/components/...``;
+    with ``shadow`` riding along under ``shadow/`` and the component at ``version`` (a shadow
+    carrier, :func:`rollout.fleet.shadow_carrier_version`)."""
     build = _component_build(root)
     location = f"{bucket}/{COMPONENTS_PREFIX.rstrip('/')}"
     try:
@@ -68,6 +77,8 @@ def build_model(package: ModelPackage, bucket: str, root: Path = EDGE_COMPONENT)
                 requirements=root.parent / "requirements-device.txt",
                 wheel_cache=Path(out) / "wheels",
                 model_package=Path(package.root),
+                shadow_package=Path(shadow.root) if shadow is not None else None,
+                component_version=version,
                 log=lambda _line: None,
             )
             archive = built.artifact.read_bytes()

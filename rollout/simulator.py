@@ -35,6 +35,7 @@ from rollout.fleet import (
     RunningDeployment,
     ShadowCounts,
     StratumCounts,
+    shadow_carrier_version,
 )
 from rollout.health import aggregate
 from stacks.config import PlantConfig, Release
@@ -217,6 +218,7 @@ class FleetSimulator:
         self.released_sha256: dict[str, str] = {}
         self.rejected: dict[str, str] = {}  # model package ARN -> reason
         self.tokens: dict[str, str] = {}  # CreateDeployment clientToken -> deployment id
+        self.carriers: dict[str, tuple[str, str]] = {}  # carrier version -> (served, shadow)
         self.calls: list[tuple[str, Any]] = []
         self.report_s = report_s
         self.stations = list(stations or [("sim", "sim")])
@@ -224,6 +226,8 @@ class FleetSimulator:
             key: math.exp(self.rng.gauss(0, station_spread)) for key in self.stations
         }
         self._reports: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        # decision_counts sums by (plant, ring, first interval): (last interval, sums)
+        self._sums: dict[tuple[str, str | None, int], tuple[int, dict[Any, list[int]]]] = {}
         for ring, target, count in rings:
             names = []
             for i in range(count):
@@ -266,7 +270,15 @@ class FleetSimulator:
     # -- behaviour -----------------------------------------------------------------------------
 
     def behaviour(self, version: str) -> ModelBehaviour:
-        """The behaviour of a model version."""
+        """The behaviour of a model component version. A shadow carrier decides as its served
+        model and crashes as its shadow would (the shadow scores in the inspector's process)."""
+        if version in self.carriers:
+            served, shadow = self.carriers[version]
+            return replace(
+                self.behaviour(served),
+                crash_per_start=self.behaviour(shadow).crash_per_start,
+                crash_per_hour=self.behaviour(shadow).crash_per_hour,
+            )
         return self.behaviours.get(version, self.default_behaviour)
 
     # -- FleetApi ------------------------------------------------------------------------------
@@ -295,6 +307,27 @@ class FleetSimulator:
                 sha256=package.manifest.sha256,
             )
             self.known_versions.add(key)
+        return self.published[key]
+
+    def publish_shadow(self, served_version: str, package: ModelPackage) -> PublishedModel:
+        """Record the shadow carrier of ``package`` on ``served_version`` (which must exist)."""
+        if (MODEL_COMPONENT, served_version) not in self.known_versions:
+            raise BadInputError(
+                f"simulator: {MODEL_COMPONENT} {served_version} was never published"
+            )
+        self.publish_model(package)  # the candidate's behaviour is looked up by its version
+        version = shadow_carrier_version(served_version, package.manifest.version)
+        self.calls.append(("publish_shadow", version))
+        self.carriers[version] = (served_version, package.manifest.version)
+        key = (MODEL_COMPONENT, version)
+        self.known_versions.add(key)
+        self.published[key] = PublishedModel(
+            component=MODEL_COMPONENT,
+            version=version,
+            arn=f"arn:aws:greengrass:sim:000000000000:components:{MODEL_COMPONENT}:versions:{version}",
+            artifact_uri=f"s3://sim-artifacts/{MODEL_COMPONENT}/{version}/model-package.zip",
+            sha256=package.manifest.sha256,
+        )
         return self.published[key]
 
     def create_deployment(self, request: dict[str, Any]) -> str:
@@ -492,10 +525,15 @@ class FleetSimulator:
             frames = int(seconds * self.parts_per_second)
             if frames <= 0:
                 continue
-            model = self.behaviour(version)
-            rejects = _binomial(self.rng, frames, min(1.0, model.reject_rate * device.rate_factor))
+            served, shadow_version = self.carriers.get(version, (version, None))
+            model = self.behaviour(served)
+            p_served = min(1.0, model.reject_rate * device.rate_factor)
+            rejects = _binomial(self.rng, frames, p_served)
             manual = _binomial(self.rng, frames - rejects, model.manual_rate)
             p99 = model.latency_p99_ms * device.latency_factor
+            shadow = None
+            if shadow_version is not None:
+                shadow = self._shadow_figures(shadow_version, device, frames, rejects, p_served)
             messages.append(
                 {
                     "v": 1,
@@ -508,7 +546,7 @@ class FleetSimulator:
                     "seq": k,
                     "interval_s": self.report_s,
                     "healthy": not device.broken,
-                    "model": f"sim@{version}",
+                    "model": f"sim@{served}",
                     "frames": frames,
                     "counts": {
                         "pass": frames - rejects - manual,
@@ -524,36 +562,90 @@ class FleetSimulator:
                     "score_hist": {"edges": [], "counts": []},
                     "backlog": 0,
                     "last_error": "component errored" if device.errors else None,
-                    "shadow": None,
+                    "shadow": shadow,
                 }
             )
         self._reports[key] = messages
         return messages
 
+    def _shadow_figures(
+        self, version: str, device: _Device, frames: int, rejects: int, p_served: float
+    ) -> dict[str, Any]:
+        """The shadow part of a health message: the shadow's rejects against the served ones.
+
+        ``agreement`` of the shadow's behaviour is the share of the smaller reject set the two
+        models share (a good retrain flags mostly the same parts; one that rejects nothing
+        shares none): of the served rejects, ``both`` are the shadow's too, and the shadow
+        rejects the rest of its own among the parts the served model passed.
+        """
+        model = self.behaviour(version)
+        p_shadow = min(1.0, model.reject_rate * device.rate_factor)
+        overlap = model.agreement if model.agreement is not None else 1.0
+        share = overlap * min(p_served, p_shadow) / p_served if p_served > 0 else 0.0
+        both = _binomial(self.rng, rejects, min(1.0, share))
+        own = max(0.0, p_shadow * frames - both)
+        shadow_only = _binomial(
+            self.rng, frames - rejects, min(1.0, own / max(1, frames - rejects))
+        )
+        agree = frames - (rejects - both) - shadow_only
+        return {
+            "model": f"sim@{version}",
+            "frames": frames,
+            "agreement": round(agree / frames, 4),
+            "errors": 0,
+            "reject": {"both": both, "served_only": rejects - both, "shadow_only": shadow_only},
+        }
+
     def decision_counts(
         self, plant: str, start: float, end: float, ring: str | None = None
     ) -> list[StratumCounts]:
         """The plant's health messages over ``[start, end)`` summed by ring, line, station and
-        served model version (what the rollout metrics' dimensions give on AWS)."""
-        sums: dict[tuple[str, str, str, str], list[int]] = {}
-        for target in self.targets:
+        served model version (what the rollout metrics' dimensions give on AWS).
+
+        The controller asks again at every look with the same start and a later end: a window
+        that extends the last one asked adds only its new intervals (intervals never change
+        once drawn)."""
+        first = math.floor(start / self.report_s) + 1
+        last = math.floor(end / self.report_s)
+        cache_key = (plant, ring, first)
+        cached = self._sums.get(cache_key)
+        if cached is not None and cached[0] <= last:
+            done, sums = cached[0], {k: list(v) for k, v in cached[1].items()}
+        else:
+            done, sums = first - 1, {}
+        for target, names in self.targets.items():
             if ring is not None and self.ring_of_target[target] != ring:
                 continue
-            for message in self.health_messages(plant, target, start, end):
-                version = message["model"].rsplit("@", 1)[1]
-                key = (message["ring"], message["line"], message["station"], version)
-                acc = sums.setdefault(key, [0, 0, 0])
-                counts = message["counts"]
-                acc[0] += counts["pass"] + counts["reject"] + counts["manual"]
-                acc[1] += counts["reject"]
-                acc[2] += counts["manual"]
+            for name in names:
+                for k in range(done + 1, last + 1):
+                    for message in self._report(plant, name, k):
+                        version = message["model"].rsplit("@", 1)[1]
+                        key = (message["ring"], message["line"], message["station"], version)
+                        acc = sums.setdefault(key, [0, 0, 0])
+                        counts = message["counts"]
+                        acc[0] += counts["pass"] + counts["reject"] + counts["manual"]
+                        acc[1] += counts["reject"]
+                        acc[2] += counts["manual"]
+        self._sums[cache_key] = (last, {k: list(v) for k, v in sums.items()})
         return [StratumCounts(*key, *acc) for key, acc in sorted(sums.items())]
 
     def shadow_counts(
         self, plant: str, ring: str, version: str, start: float, end: float
     ) -> ShadowCounts:
-        """Shadow decisions of ``version`` on the ring (no simulated device runs a shadow)."""
-        return ShadowCounts()
+        """The ring's shadow figures for shadow model ``version`` over ``[start, end)``."""
+        total = ShadowCounts()
+        for target, name in self.ring_of_target.items():
+            if name != ring:
+                continue
+            for message in self.health_messages(plant, target, start, end):
+                shadow = message.get("shadow")
+                if not shadow or shadow["model"].rsplit("@", 1)[1] != version:
+                    continue
+                r = shadow["reject"]
+                total += ShadowCounts(
+                    shadow["frames"], r["both"], r["served_only"], r["shadow_only"]
+                )
+        return total
 
     # -- simulation ----------------------------------------------------------------------------
 

@@ -173,11 +173,13 @@ class Line(_Frozen):
 
 
 class Ring(_Frozen):
-    """A rollout ring: a share of the plant's devices, and how long a release bakes there."""
+    """A rollout ring: a share of the plant's devices, how long a candidate model runs there as
+    a shadow first (scoring every frame, deciding nothing), and how long a release bakes."""
 
     name: Annotated[str, Field(pattern=RING_NAME)]
     percent: Annotated[float, Field(gt=0, le=100)]
     bake_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = 30
+    shadow_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = 0
 
 
 class RolloutRate(_Frozen):

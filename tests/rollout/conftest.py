@@ -42,3 +42,9 @@ def releases_dir(tmp_path: Path) -> Path:
     target = tmp_path / "releases"
     shutil.copytree(REPO / "releases", target)
     return target
+
+
+def without_shadow(plant: PlantConfig) -> PlantConfig:
+    """``plant`` with no ring running a shadow phase (for tests about everything else)."""
+    rings = tuple(r.model_copy(update={"shadow_minutes": 0}) for r in plant.rings)
+    return plant.model_copy(update={"rings": rings})

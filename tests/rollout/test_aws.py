@@ -117,6 +117,74 @@ def test_publish_uploads_the_built_component_with_digest(aws, greengrass, make_p
     assert "{com.lineguard.Model:artifacts:decompressedPath}/model" in inspector_recipe
 
 
+def test_publish_shadow_carries_the_candidate_in_the_served_models_component(
+    aws, greengrass, make_package, tmp_path
+) -> None:
+    client, stubber = greengrass
+    served, candidate = make_package("1.0.0"), make_package("1.4.0")
+    old = build_model(served, BUCKET)  # what the served version's artifact holds
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=old.key, Body=old.archive)
+    # GetComponent of the served version: its recipe, as Greengrass returns it (JSON bytes)
+    stubber.add_response(
+        "get_component",
+        {"recipeOutputFormat": "JSON", "recipe": json.dumps(old.recipe).encode()},
+        {"arn": component_arn("1.0.0"), "recipeOutputFormat": "JSON"},
+    )
+    stubber.add_client_error("get_component", "ResourceNotFoundException", "no such", 404)
+    captured: dict[str, Any] = {}
+    client.meta.events.register_first(
+        "before-parameter-build.greengrassv2.CreateComponentVersion",
+        lambda params, **_: captured.update(params),
+    )
+    stubber.add_response(
+        "create_component_version",
+        {
+            "componentName": "com.lineguard.Model",
+            "componentVersion": "1.0.4",
+            "arn": component_arn("1.0.4"),
+            "creationTimestamp": datetime(2026, 1, 1, tzinfo=UTC),
+            "status": {"componentState": "DEPLOYABLE", "message": "ok"},
+        },
+        {"inlineRecipe": ANY},
+    )
+    published = fleet(client).publish_shadow("1.0.0", candidate)
+    assert published.version == "1.0.4" and published.arn == component_arn("1.0.4")
+    recipe = json.loads(captured["inlineRecipe"])
+    assert recipe["ComponentVersion"] == "1.0.4"
+    (artifact,) = recipe["Manifests"][0]["Artifacts"]
+    obj = boto3.client("s3", region_name=REGION).get_object(
+        Bucket=BUCKET, Key=artifact["URI"][len(f"s3://{BUCKET}/") :]
+    )
+    body = obj["Body"].read()
+    assert artifact["Digest"] == digest_b64(body)
+    assert obj["Metadata"]["shadow-graph-sha256"] == candidate.manifest.sha256
+    # the device unpacks the served model where it decides from, the candidate under shadow/
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        archive.extractall(tmp_path / "carrier")
+    assert load_package(tmp_path / "carrier").manifest.version == "1.0.0"
+    assert load_package(tmp_path / "carrier" / "shadow").manifest.version == "1.4.0"
+
+
+def test_publish_shadow_refuses_a_served_artifact_that_is_not_what_its_recipe_says(
+    aws, greengrass, make_package
+) -> None:
+    client, stubber = greengrass
+    old = build_model(make_package("1.0.0"), BUCKET)
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=old.key, Body=b"other")
+    stubber.add_response(
+        "get_component",
+        {"recipeOutputFormat": "JSON", "recipe": json.dumps(old.recipe).encode()},
+        {"arn": component_arn("1.0.0"), "recipeOutputFormat": "JSON"},
+    )
+    with pytest.raises(BadInputError, match="do not match the digest"):
+        fleet(client).publish_shadow("1.0.0", make_package("1.4.0"))
+    stubber.add_client_error("get_component", "ResourceNotFoundException", "no such", 404)
+    with pytest.raises(BadInputError, match="1.0.0 is not published"):
+        fleet(client).publish_shadow("1.0.0", make_package("1.4.0"))
+    with pytest.raises(BadInputError, match="patch 0"):
+        fleet(client).publish_shadow("1.0.3", make_package("1.4.0"))
+
+
 def test_a_published_version_is_checked_before_anything_is_uploaded(
     aws, greengrass, make_package
 ) -> None:

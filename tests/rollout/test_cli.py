@@ -87,8 +87,9 @@ def test_promote_undecided_exits_4_and_prints_the_figures(
     )  # fmt: skip
     assert code == 4
     out = capsys.readouterr().out
-    assert out.startswith("inconclusive: canary: the gates could not decide")
-    assert "??   canary: reject_rate: reject rate" in out and "minimum 999999" in out
+    # the canary's shadow phase is where it pauses: the candidate has decided nothing yet
+    assert out.startswith("inconclusive: canary: the shadow phase's gates could not decide")
+    assert "??   canary: shadow_kappa: shadow vs served on" in out and "minimum 999999" in out
 
 
 def test_dry_run_prints_requests_and_writes_nothing(
@@ -232,7 +233,8 @@ def test_paused_or_killed_simulated_run_resumes_in_a_new_process(
     targets = [
         req["targetArn"].rsplit("-", 1)[1] for name, req in sim.calls if name == "create_deployment"
     ]
-    assert targets == ["canary", "early", "broad"]  # every ring deployed exactly once
+    # every ring deployed exactly once; the canary first got the shadow carrier
+    assert targets == ["canary", "canary", "early", "broad"]
     assert (
         run(
             "promote",

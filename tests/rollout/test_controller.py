@@ -15,7 +15,14 @@ from rollout.simulator import FleetSimulator, simulated_fleet
 from stacks.config import PlantConfig, load_plant, load_plant_release, release_path
 from stacks.deployment_spec import deployment_spec
 
-from .conftest import REPO
+from .conftest import REPO, without_shadow
+
+
+@pytest.fixture
+def demo_plant(demo_plant: PlantConfig) -> PlantConfig:
+    """The committed demo plant without its canary's shadow phase: the tests here are about the
+    rest (the shadow phase has its own tests at the end)."""
+    return without_shadow(demo_plant)
 
 
 class Killed(BaseException):
@@ -256,7 +263,7 @@ def test_previous_is_what_the_ring_runs_not_a_lagging_release_file(
 def test_failed_gate_in_a_later_ring_rolls_back_every_touched_ring(
     releases_dir, tmp_path, make_package
 ) -> None:
-    plant = load_plant(REPO / "plants" / "example-large.yaml")
+    plant = without_shadow(load_plant(REPO / "plants" / "example-large.yaml"))
     sim = sim_for(plant, releases_dir, "good", devices=300)
     sim.behaviours["1.1.0"] = sim.behaviours["1.0.0"]
     ctl = controller(plant, sim, releases_dir, tmp_path / "state")
@@ -287,7 +294,7 @@ def test_failed_gate_in_a_later_ring_rolls_back_every_touched_ring(
 def test_killed_controller_resumes_without_redeploying_finished_rings(
     releases_dir, tmp_path, make_package, kill_at
 ) -> None:
-    plant = load_plant(REPO / "plants" / "example-large.yaml")
+    plant = without_shadow(load_plant(REPO / "plants" / "example-large.yaml"))
     sim = sim_for(plant, releases_dir, "good", devices=300)
     package = make_package("1.1.0")
     real_sleep, real_deploy = sim.clock.sleep, sim.create_deployment
@@ -507,9 +514,12 @@ def _promote_killed_at(
     return sim, report, counter.count
 
 
+@pytest.mark.parametrize("shadow", [False, True], ids=["plain", "with-shadow-phase"])
 def test_a_kill_at_any_step_resumes_to_the_same_final_state(
-    demo_plant, releases_dir, tmp_path, make_package
+    demo_plant, releases_dir, tmp_path, make_package, shadow
 ) -> None:
+    if shadow:
+        demo_plant = load_plant(REPO / "plants" / "demo.yaml")  # its canary has a shadow phase
     package = make_package("1.1.0")
     clean, clean_report, steps = _promote_killed_at(
         demo_plant, releases_dir, tmp_path / "clean", package, None
@@ -531,7 +541,8 @@ def test_a_kill_at_any_step_resumes_to_the_same_final_state(
         # each ring deployed once: a request repeated after a kill reuses its clientToken
         targets = [d.target for d in sim.deployments.values()]
         assert sorted(targets) == sorted(
-            demo_plant.ring_group_arn(r) for r in demo_plant.ring_names
+            [demo_plant.ring_group_arn(r) for r in demo_plant.ring_names]
+            + ([demo_plant.ring_group_arn("canary")] if shadow else [])
         )
         assert {d.model() for d in sim.devices.values()} == {"1.1.0"}
         state = json.loads((tmp / "state" / "demo.json").read_text())
@@ -684,3 +695,59 @@ def test_undecided_gates_extend_the_bake_then_wait_for_a_person(
     again = controller(demo_plant, sim, releases_dir, tmp_path / "state", lines).promote(package)
     assert again.status == "completed", again.message
     assert any("baking 60 min more, as asked" in line for line in lines)
+
+
+# -- the shadow phase (the committed demo plant: its canary runs the candidate as a shadow) ---
+
+
+def test_the_candidate_runs_as_a_shadow_before_it_decides_anything(
+    releases_dir, tmp_path, make_package
+) -> None:
+    plant = load_plant(REPO / "plants" / "demo.yaml")
+    assert plant.ring("canary").shadow_minutes == 30
+    sim = sim_for(plant, releases_dir, "good")
+    lines: list[str] = []
+    report = controller(plant, sim, releases_dir, tmp_path / "state", lines).promote(
+        make_package("1.1.0")
+    )
+    assert report.status == "completed", report.message
+    sent = deployments(sim)
+    arn = plant.ring_group_arn
+    assert [
+        (r["targetArn"], r["components"][MODEL_COMPONENT]["componentVersion"]) for r in sent
+    ] == [
+        (arn("canary"), "1.0.1"),  # the carrier: 1.0.0 decides, 1.1.0 scores beside it
+        (arn("canary"), "1.1.0"),
+        (arn("fleet"), "1.1.0"),
+    ]
+    assert sim.carriers == {"1.0.1": ("1.0.0", "1.1.0")}
+    # during the shadow phase the canary's decisions were the previous model's, and its
+    # health messages carried the candidate's figures under the candidate's own version
+    shadow = sim.deployments["sim-0001"]
+    messages = sim.health_messages(
+        "demo", arn("canary"), shadow.created + 600, shadow.created + 1800
+    )
+    assert messages and {m["model"] for m in messages} == {"sim@1.0.0"}
+    assert {m["shadow"]["model"] for m in messages} == {"sim@1.1.0"}
+    gate = next(line for line in lines if "shadow_kappa" in line)
+    assert gate.startswith("[") and "shadow ok   canary: shadow_kappa: shadow vs served" in gate
+    # the candidate decided nothing until its shadow passed
+    shadow_passed = next(i for i, line in enumerate(lines) if "the shadow passed" in line)
+    deploying = next(i for i, line in enumerate(lines) if "deploying com.lineguard.Model" in line)
+    assert shadow_passed < deploying
+
+
+@pytest.mark.parametrize("scenario", ["reject-none", "reject-all", "crash"])
+def test_a_bad_candidate_is_stopped_in_its_shadow_phase(
+    releases_dir, tmp_path, make_package, scenario
+) -> None:
+    plant = load_plant(REPO / "plants" / "demo.yaml")
+    sim = sim_for(plant, releases_dir, scenario)
+    report = controller(plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
+    assert report.status == "rolled-back" and {g.ring for g in report.failed} == {"canary"}
+    expected = {"shadow_kappa"} if scenario != "crash" else {"deployment_failure_ratio"}
+    assert expected <= {g.gate for g in report.failed}, report.failed
+    versions = [r["components"][MODEL_COMPONENT]["componentVersion"] for r in deployments(sim)]
+    assert versions == ["1.0.1", "1.0.0"]  # the carrier, then back: 1.1.0 never decided a part
+    assert all(v != "1.1.0" for d in sim.devices.values() for _t, v in d.history)
+    assert {d.model() for d in sim.devices.values()} == {"1.0.0"}

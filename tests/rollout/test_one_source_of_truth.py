@@ -112,7 +112,9 @@ def test_template_deployments_equal_the_controller_requests(
     mixed = load_plant_release(demo_plant, releases_dir)
     metrics: dict[str, set[str]] = {}
     synthesised = template_requests(demo_plant, mixed, metrics)
-    (canary,) = sent_requests(sim)
+    # the canary ran the candidate as a shadow first (the carrier 1.0.1), then the candidate
+    carrier, canary = sent_requests(sim)
+    assert carrier["components"]["com.lineguard.Model"] == {"componentVersion": "1.0.1"}
     assert canary["components"]["com.lineguard.Model"] == {"componentVersion": "1.1.0"}
     assert synthesised[canary["targetArn"]] == standing(canary)
     fleet = synthesised[demo_plant.ring_group_arn("fleet")]
@@ -128,9 +130,9 @@ def test_template_deployments_equal_the_controller_requests(
     sim.create_deployment = real  # type: ignore[method-assign]
     assert ctl.promote(package).status == "completed"
     final = template_requests(demo_plant, load_plant_release(demo_plant, releases_dir))
-    sent = sent_requests(sim)
-    assert len(sent) == 2
-    for request in sent:
+    latest = {r["targetArn"]: r for r in sent_requests(sim)}  # one deployment per target
+    assert len(sent_requests(sim)) == 3 and len(latest) == 2
+    for request in latest.values():
         assert final[request["targetArn"]] == standing(request)
 
 
@@ -179,5 +181,5 @@ def test_a_synth_from_the_durable_release_after_a_promotion_changes_no_ring(
             for name, spec in synthesised[target]["components"].items()
         }
         assert deployed == running.components  # no ring would be redeployed by this synth
-    for request in sent_requests(sim):
+    for request in {r["targetArn"]: r for r in sent_requests(sim)}.values():  # the latest each
         assert synthesised[request["targetArn"]] == standing(request)
