@@ -37,6 +37,8 @@ class HealthReporter:
 
     Args:
         identity: plant, line, station, device.
+        ring: the rollout ring the device's deployment targets (None outside one); the cloud
+            keeps the rollout's figures per ring, line, station and model version by it.
         interval_s: seconds between reports.
         status: returns the engine's state: ``healthy``, ``model``, ``last_error`` and
             ``shadow`` (``Inspector`` gives it via :func:`engine_status`).
@@ -50,6 +52,7 @@ class HealthReporter:
         identity: Identity,
         *,
         interval_s: float,
+        ring: str | None = None,
         status: Callable[[], dict[str, Any]],
         backlog: Callable[[], int | None] = lambda: None,
         publish: Callable[[str, bytes], None] | None = None,
@@ -59,6 +62,7 @@ class HealthReporter:
         if not interval_s > 0:
             raise ValueError(f"health interval_s must be > 0, got {interval_s}")
         self.identity = identity
+        self.ring = ring or None
         self.interval_s = interval_s
         self.topic = identity.topic("health")
         self._status = status
@@ -107,6 +111,7 @@ class HealthReporter:
             "line": self.identity.line,
             "station": self.identity.station,
             "device": self.identity.device,
+            "ring": self.ring,
             "ts": rfc3339_ms(self._wall()),
             "seq": self._seq,
             "interval_s": self.interval_s,

@@ -63,11 +63,21 @@ def test_health_message_every_interval_from_real_results(
     assert hist["counts"][0] == 2  # scores ≈ 0 → first bin
     assert hist["counts"][hist["edges"].index(1.5)] == 1  # 0.35 / 0.2 = 1.75 → [1.5, 2.0)
     assert message["last_error"] is None and message["shadow"] is None
+    assert message["ring"] is None  # no ring deployment told it one
     clock.now = 15.0
     assert reporter.tick() is None
     clock.now = 20.0
     second = reporter.tick()
     assert second is not None and second["frames"] == 0 and second["seq"] == 1
+
+
+def test_health_message_carries_the_ring() -> None:
+    status = {"healthy": True, "model": "tiny@1.0.0", "last_error": None, "shadow": None}
+    reporter = HealthReporter(IDENTITY, interval_s=1, ring="canary", status=lambda: status)
+    assert reporter.message()["ring"] == "canary"
+    assert HealthReporter(IDENTITY, interval_s=1, ring="", status=lambda: status).message()[
+        "ring"
+    ] is None
 
 
 def test_health_publish_failure_is_contained(make_engine: Callable[..., Inspector]) -> None:
