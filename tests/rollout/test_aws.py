@@ -351,7 +351,9 @@ def test_ring_deployment_is_the_targets_latest(greengrass, demo_plant) -> None:
                 "com.lineguard.Model": {"componentVersion": "1.2.0"},
                 "com.lineguard.Inspector": {
                     "componentVersion": "1.0.0",
-                    "configurationUpdate": {"merge": '{"runtime":{"judge_threads":2}}'},
+                    "configurationUpdate": {
+                        "merge": '{"ring":"canary","runtime":{"judge_threads":2}}'
+                    },
                 },
             },
         },
@@ -365,6 +367,7 @@ def test_ring_deployment_is_the_targets_latest(greengrass, demo_plant) -> None:
         "com.lineguard.Model": "1.2.0",
         "com.lineguard.Inspector": "1.0.0",
     }
+    # as the release records it: the ring is the deployment's own (deployment_spec)
     assert running.configuration == {"com.lineguard.Inspector": {"runtime": {"judge_threads": 2}}}
 
 
