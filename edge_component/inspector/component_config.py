@@ -53,7 +53,7 @@ def check_ring(value: Any) -> str | None:
     if not isinstance(value, str) or not RING_NAME.match(value):
         raise ConfigError(
             f"{RING}: {value!r} is not a ring name (lower-case letters, digits and '-', "
-            "starting with a letter, at most 31 characters) or \"\""
+            'starting with a letter, at most 31 characters) or ""'
         )
     return value
 

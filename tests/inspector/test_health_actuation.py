@@ -76,9 +76,10 @@ def test_health_message_carries_the_ring() -> None:
     status = {"healthy": True, "model": "tiny@1.0.0", "last_error": None, "shadow": None}
     reporter = HealthReporter(IDENTITY, interval_s=1, ring="canary", status=lambda: status)
     assert reporter.message()["ring"] == "canary"
-    assert HealthReporter(IDENTITY, interval_s=1, ring="", status=lambda: status).message()[
-        "ring"
-    ] is None
+    assert (
+        HealthReporter(IDENTITY, interval_s=1, ring="", status=lambda: status).message()["ring"]
+        is None
+    )
 
 
 def test_shadow_figures_are_each_intervals_own(

@@ -234,7 +234,6 @@ def test_the_ring_wins_over_a_release_value_and_is_left_out_when_read_back(
 
 def test_the_inspector_accepts_every_ring_name_the_plant_file_accepts() -> None:
     from inspector.component_config import RING_NAME as DEVICE_RING_NAME
-
     from stacks.config import RING_NAME
 
     assert DEVICE_RING_NAME.pattern == RING_NAME
