@@ -3,11 +3,17 @@
 Clients are created lazily from a session (no AWS work at import or construction). Every AWS
 error becomes :class:`rollout.errors.AwsError` naming the service, operation and resource.
 
-Health metrics: the Plant stack's IoT rules put every health message's figures into CloudWatch,
-per model version, in the namespace ``LineGuard/<plant>/model:<version>`` (no dimensions: IoT
-metric actions cannot set any): ``Inspections``, ``Rejects``, ``Manual`` (counts of the interval),
-``InferenceP99`` (ms), ``HealthReports``, ``UnhealthyReports`` and, with a shadow model,
-``ShadowAgreement``. See ``stacks/constructs/monitoring.py``.
+Health metrics: the Plant stack's rollout-health rules put every health message that names its
+ring into CloudWatch, namespace ``LineGuard/<plant>/rollout`` (``stacks/rollout_metrics.py``,
+written through the embedded metric format because IoT metric actions cannot set dimensions):
+``Inspections``, ``Rejects``, ``Manual`` (counts of the interval), ``InferenceP99`` (ms) and
+``HealthReports`` per (Ring, Version, Line, Station) and per (Ring, Version), Version being the
+served model's; with a shadow model ``ShadowFrames`` and the reject confusion
+``ShadowRejectBoth``, ``ShadowRejectServedOnly``, ``ShadowRejectShadowOnly`` per
+(Ring, ShadowVersion), the shadow's own version, and ``ShadowFrames`` / ``ShadowAgreed`` per
+(Ring, Version). :meth:`AwsFleet.decision_counts` finds the strata with ``ListMetrics`` and
+sums them with ``GetMetricData``; :meth:`AwsFleet.shadow_counts` and
+:meth:`AwsFleet.ring_health` ask for known dimensions. See ``stacks/constructs/rollout_health.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,25 +37,42 @@ from rollout.fleet import (
     PublishedModel,
     RingHealth,
     RunningDeployment,
+    ShadowCounts,
+    StratumCounts,
     registry_version,
     shadow_carrier_version,
 )
 from rollout.recipe import BuiltModel, build_model, digest_b64, recipe_bytes
+from stacks import rollout_metrics as rm
+from stacks.rollout_metrics import rollout_namespace
 
-METRICS = {
-    "inspections": ("Inspections", "Sum"),
-    "rejects": ("Rejects", "Sum"),
-    "manual": ("Manual", "Sum"),
-    "p99": ("InferenceP99", "Maximum"),
-    "agreement": ("ShadowAgreement", "Average"),
-    "reports": ("HealthReports", "Sum"),
+# ring_health: query id → (metric, statistic), per (Ring, Version)
+RING_METRICS = {
+    "inspections": (rm.INSPECTIONS, "Sum"),
+    "rejects": (rm.REJECTS, "Sum"),
+    "manual": (rm.MANUAL, "Sum"),
+    "p99": (rm.INFERENCE_P99, "Maximum"),
+    "reports": (rm.HEALTH_REPORTS, "Sum"),
+    "shadow_frames": (rm.SHADOW_FRAMES, "Sum"),
+    "shadow_agreed": (rm.SHADOW_AGREED, "Sum"),
 }
+STRATUM_METRICS = {"frames": rm.INSPECTIONS, "reject": rm.REJECTS, "manual": rm.MANUAL}
+SHADOW_COUNTS = {
+    "frames": rm.SHADOW_FRAMES,
+    "both": rm.SHADOW_REJECT_BOTH,
+    "served_only": rm.SHADOW_REJECT_SERVED_ONLY,
+    "shadow_only": rm.SHADOW_REJECT_SHADOW_ONLY,
+}
+READS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    *((metric, rm.RING_VERSION) for metric, _ in RING_METRICS.values()),
+    *((metric, rm.STRATUM) for metric in STRATUM_METRICS.values()),
+    *((metric, rm.SHADOW) for metric in SHADOW_COUNTS.values()),
+)
+"""Every (metric, dimension names) this adapter reads; the Plant stack must publish each."""
 METRIC_PERIOD_S = 60
-
-
-def health_namespace(plant: str, model_version: str) -> str:
-    """CloudWatch namespace of one model version's health metrics in a plant."""
-    return f"LineGuard/{plant}/model:{model_version}"
+MAX_QUERIES = 500
+"""GetMetricData: "A single GetMetricData call can include as many as 500 MetricDataQuery
+structures" (API reference, ``MetricDataQueries``)."""
 
 
 def _resource(kwargs: dict[str, Any]) -> str:
@@ -420,48 +443,139 @@ class AwsFleet:
 
     # -- health -------------------------------------------------------------------------------
 
+    def _metric_data(
+        self, queries: Sequence[dict[str, Any]], start: float, end: float
+    ) -> dict[str, list[float]]:
+        """``GetMetricData`` of ``queries`` over ``[start, end)`` (StartTime inclusive, EndTime
+        exclusive: API reference), at most :data:`MAX_QUERIES` per call, each call paged by
+        ``NextToken``; query id → every value returned."""
+        values: dict[str, list[float]] = {q["Id"]: [] for q in queries}
+        for i in range(0, len(queries), MAX_QUERIES):
+            for result in self._pages(
+                "cloudwatch",
+                "get_metric_data",
+                "MetricDataResults",
+                token="NextToken",
+                MetricDataQueries=list(queries[i : i + MAX_QUERIES]),
+                StartTime=datetime.fromtimestamp(start, UTC),
+                EndTime=datetime.fromtimestamp(end, UTC),
+            ):
+                values[result["Id"]].extend(float(v) for v in result.get("Values", []))
+        return values
+
+    def _series(
+        self,
+        namespace: str,
+        metric: str,
+        names: tuple[str, ...],
+        values: dict[str, str] | None = None,
+    ) -> list[dict[str, str]]:
+        """``ListMetrics`` (paged by ``NextToken``): the dimension values of every series of
+        ``metric`` whose dimensions are exactly ``names`` (those in ``values`` fixed).
+
+        ListMetrics "doesn't return information about metrics if those metrics haven't reported
+        data in the past two weeks", and "after you create a metric, allow up to 15 minutes for
+        the metric to appear" (API reference, ListMetrics): a window must lie within the last
+        two weeks, and a series that began in the last quarter hour may be missing.
+        """
+        seen: dict[tuple[str, ...], dict[str, str]] = {}
+        fixed = values or {}
+        for metric_doc in self._pages(
+            "cloudwatch",
+            "list_metrics",
+            "Metrics",
+            token="NextToken",
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=[
+                {"Name": name, "Value": fixed[name]} if name in fixed else {"Name": name}
+                for name in names
+            ],
+        ):
+            dims = {str(d["Name"]): str(d["Value"]) for d in metric_doc.get("Dimensions", [])}
+            if set(dims) == set(names):
+                seen.setdefault(tuple(dims[n] for n in names), {n: dims[n] for n in names})
+        return [seen[key] for key in sorted(seen)]
+
+    def decision_counts(
+        self, plant: str, start: float, end: float, ring: str | None = None
+    ) -> list[StratumCounts]:
+        """The plant's (ring, line, station, served version) strata (``ring``'s only, when
+        given) that judged frames in ``[start, end)``: the series of ``Inspections`` per (Ring, Version, Line, Station) from
+        ``ListMetrics``, then the ``Sum`` of ``Inspections``, ``Rejects`` and ``Manual`` of each
+        (per minute, added up) with ``GetMetricData``.
+
+        ListMetrics lists only series with data in the past two weeks, and a series can take up
+        to 15 minutes to be listed (API reference, ListMetrics; :meth:`_series`): the window
+        must be recent, and a stratum that began reporting minutes ago may be missing.
+        """
+        namespace = rollout_namespace(plant)
+        strata = self._series(
+            namespace, rm.INSPECTIONS, rm.STRATUM, {rm.RING: ring} if ring is not None else None
+        )
+        queries = [
+            _query(f"s{i}_{key}", namespace, metric, dims, "Sum")
+            for i, dims in enumerate(strata)
+            for key, metric in STRATUM_METRICS.items()
+        ]
+        values = self._metric_data(queries, start, end)
+        counts = []
+        for i, dims in enumerate(strata):
+            total = {key: round(sum(values[f"s{i}_{key}"])) for key in STRATUM_METRICS}
+            if total["frames"] > 0:
+                counts.append(
+                    StratumCounts(
+                        ring=dims[rm.RING],
+                        line=dims[rm.LINE],
+                        station=dims[rm.STATION],
+                        version=dims[rm.VERSION],
+                        frames=total["frames"],
+                        reject=total["reject"],
+                        manual=total["manual"],
+                    )
+                )
+        return counts
+
+    def shadow_counts(
+        self, plant: str, ring: str, version: str, start: float, end: float
+    ) -> ShadowCounts:
+        """The ``Sum`` over ``[start, end)`` of the shadow series of ``Ring=ring``,
+        ``ShadowVersion=version``: frames the shadow judged and its reject confusion."""
+        namespace = rollout_namespace(plant)
+        dims = {rm.RING: ring, rm.SHADOW_VERSION: version}
+        queries = [
+            _query(key, namespace, metric, dims, "Sum") for key, metric in SHADOW_COUNTS.items()
+        ]
+        values = self._metric_data(queries, start, end)
+        return ShadowCounts(**{key: round(sum(values[key])) for key in SHADOW_COUNTS})
+
     def ring_health(
         self, plant: str, ring: str, target_arn: str, start: float, end: float, model_version: str
     ) -> RingHealth:
-        """The ring's health: core device status, and the version's health metrics.
+        """The ring's health: core device status, and its devices' health metrics on the version.
 
         ``healthy`` is the ring's HEALTHY core devices (the controller caps it at the devices the
-        deployment reached). Health messages carry no ring, so the metrics are those of the
-        plant's devices on ``model_version`` — during a ring's bake, the rings promoted so far.
-        Latency: per minute the worst device's p99, then the 99th percentile of those minutes.
-        ``reporting`` assumes one health message per device per minute.
+        deployment reached). The figures are the (Ring, Version) series: the ring's own devices
+        serving ``model_version``. Latency: per minute the worst device's p99, then the 99th
+        percentile of those minutes. ``reporting`` assumes one health message per device per
+        minute. ``shadow_agreement``: the frame-weighted raw agreement of whatever shadow model
+        those devices ran (per shadow version, with the reject confusion: :meth:`shadow_counts`).
         """
         devices = self.core_devices(target_arn)
-        namespace = health_namespace(plant, model_version)
+        namespace = rollout_namespace(plant)
+        dims = {rm.RING: ring, rm.VERSION: model_version}
         queries = [
-            {
-                "Id": query_id,
-                "MetricStat": {
-                    "Metric": {"Namespace": namespace, "MetricName": metric},
-                    "Period": METRIC_PERIOD_S,
-                    "Stat": stat,
-                },
-                "ReturnData": True,
-            }
-            for query_id, (metric, stat) in METRICS.items()
+            _query(query_id, namespace, metric, dims, stat)
+            for query_id, (metric, stat) in RING_METRICS.items()
         ]
-        values: dict[str, list[float]] = {q: [] for q in METRICS}
-        for result in self._pages(
-            "cloudwatch",
-            "get_metric_data",
-            "MetricDataResults",
-            token="NextToken",
-            MetricDataQueries=queries,
-            StartTime=datetime.fromtimestamp(start, UTC),
-            EndTime=datetime.fromtimestamp(end, UTC),
-        ):
-            values[result["Id"]].extend(float(v) for v in result.get("Values", []))
+        values = self._metric_data(queries, start, end)
         # intervals without frames report p99 0: they say nothing about latency
         lat = sorted(v for v in values["p99"] if v > 0)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None
-        agree = values["agreement"]
-        rejects, manual = int(sum(values["rejects"])), int(sum(values["manual"]))
-        inspections = int(sum(values["inspections"]))
+        rejects, manual = round(sum(values["rejects"])), round(sum(values["manual"]))
+        inspections = round(sum(values["inspections"]))
+        shadow_frames = sum(values["shadow_frames"])
+        agreement = sum(values["shadow_agreed"]) / shadow_frames if shadow_frames else None
         interval = max(1.0, end - start)
         return RingHealth(
             devices=len(devices),
@@ -473,7 +587,7 @@ class AwsFleet:
                 "manual": manual,
             },
             latency_p99_ms=p99,
-            shadow_agreement=sum(agree) / len(agree) if agree else None,
+            shadow_agreement=agreement,
         )
 
     # -- model package ------------------------------------------------------------------------
@@ -503,6 +617,25 @@ class AwsFleet:
         set_manifest_version(roots[0], registry_version(trained.manifest.version, number))
         load_package(roots[0])
         return roots[0]
+
+
+def _query(
+    query_id: str, namespace: str, metric: str, dims: dict[str, str], stat: str
+) -> dict[str, Any]:
+    """One ``MetricDataQuery`` of a metric with its dimensions, per minute."""
+    return {
+        "Id": query_id,
+        "MetricStat": {
+            "Metric": {
+                "Namespace": namespace,
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+            },
+            "Period": METRIC_PERIOD_S,
+            "Stat": stat,
+        },
+        "ReturnData": True,
+    }
 
 
 def set_manifest_version(root: Path, version: str) -> None:

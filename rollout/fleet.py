@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from inspector.model_package import ModelPackage
+from stacks.deployment_spec import release_configuration
 
 MODEL_COMPONENT = "com.lineguard.Model"
 """The Greengrass component whose artifact is the model package; its version is the package's."""
@@ -89,11 +90,20 @@ class DeploymentProgress:
 
 @dataclass(frozen=True)
 class RunningDeployment:
-    """The deployment a ring's group has now: the latest for its target (one per target)."""
+    """The deployment a ring's group has now: the latest for its target (one per target).
+
+    ``configuration`` holds its merges as the ring's release records them: the inspector's
+    ``ring``, which ``deployment_spec`` adds to every ring's deployment, is left out
+    (:func:`stacks.deployment_spec.release_configuration`), so what a ring runs compares equal
+    to the release it was deployed from.
+    """
 
     deployment_id: str
     components: dict[str, str]
     configuration: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "configuration", release_configuration(self.configuration))
 
 
 @dataclass(frozen=True)

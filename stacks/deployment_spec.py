@@ -11,15 +11,23 @@ criteria cancel that job once they trip, and a cancelled deployment reaches no d
 afterwards (guide, cancel-deployments; IoT developer guide, iot-jobs-lifecycle: "CANCELED").
 So only the rollout controller's deployments carry them; the Plant stack's standing deployment
 per ring is built with ``abort=False``.
+
+Every ring's deployment tells the inspector its ring: ``{"ring": "<ring>"}`` is merged into
+``com.lineguard.Inspector``'s configuration (after the release's own merge, so it wins), and the
+inspector's health messages carry it, which is how the cloud keeps the rollout's figures per
+ring. :func:`release_configuration` takes it out again when a deployment is read back.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from stacks.config import PlantConfig, Release, RingRelease
+from stacks.config import INSPECTOR, PlantConfig, Release, RingRelease
+
+RING_SETTING = "ring"
+"""The inspector configuration key each ring's deployment sets to the ring's name."""
 
 
 class NoRingRelease(LookupError):
@@ -29,6 +37,27 @@ class NoRingRelease(LookupError):
 def deployment_name(plant: PlantConfig, ring: str) -> str:
     """Greengrass deployment name of a ring (stable across releases)."""
     return f"lineguard-{plant.name}-{ring}"
+
+
+def ring_merges(entry: RingRelease, ring: str) -> dict[str, dict[str, Any]]:
+    """The configuration merges of a ring's deployment: the release's, and the inspector's ring."""
+    merges = {name: dict(merge) for name, merge in entry.configuration.items()}
+    if INSPECTOR in entry.components:
+        merges[INSPECTOR] = {**merges.get(INSPECTOR, {}), RING_SETTING: ring}
+    return merges
+
+
+def release_configuration(
+    configuration: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """A deployment's configuration merges as a release records them: without the inspector's
+    ``ring``, which :func:`deployment_spec` adds to every ring's deployment itself."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, merge in configuration.items():
+        kept = {k: v for k, v in merge.items() if not (name == INSPECTOR and k == RING_SETTING)}
+        if kept or name != INSPECTOR:
+            out[name] = kept
+    return out
 
 
 def _ring_release(plant: PlantConfig, ring: str, release: Release | RingRelease) -> RingRelease:
@@ -64,7 +93,8 @@ def deployment_spec(
             before the ring's merge (``"reset": [""]``: "the AWS IoT Greengrass Core software
             runs the reset update before the merge update", and a value with no default is
             removed — developer guide, update-component-configurations). A rollback resets the
-            components it takes back, so keys the newer version added do not stay behind.
+            components it takes back, so keys the newer version added do not stay behind; the
+            inspector's ``ring`` is in the merge, so a reset never leaves a device without it.
 
     Raises:
         KeyError: ``ring`` is not a ring of ``plant``.
@@ -72,10 +102,11 @@ def deployment_spec(
     """
     entry = _ring_release(plant, ring, release)
     policy = plant.deployment
+    merges = ring_merges(entry, ring)
     components: dict[str, Any] = {}
     for name, version in sorted(entry.components.items()):
         spec: dict[str, Any] = {"componentVersion": version}
-        merge = entry.configuration.get(name)
+        merge = merges.get(name)
         update: dict[str, Any] = {}
         if merge:
             update["merge"] = json.dumps(dict(merge), sort_keys=True, separators=(",", ":"))

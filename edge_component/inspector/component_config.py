@@ -10,6 +10,7 @@ integral floats are accepted, ``8.5`` is not.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from inspector.runtime_config import ConfigError, RuntimeConfig, check_number
@@ -29,6 +30,10 @@ NUMBERS: dict[str, tuple[float, float, bool]] = {
     "judgedCapMb": (0.0, 1_000_000.0, False),
 }
 STRINGS = ("imagesDir",)
+# the ring the device's deployment targets: set by the ring's deployment (stacks/deployment_spec.py
+# merges {"ring": <name>}), "" outside one; the plant file's ring name rule (stacks/config.py)
+RING = "ring"
+RING_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # a ring's deployment spans many lines and stations: these are the device's identity, read from
 # its lineguard-identity shadow, never configuration (docs/identity.md)
 IDENTITY = ("plant", "line", "station", "cameras")
@@ -38,7 +43,19 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "shadowModel": ("auto", "off"),
 }
 OBJECTS = ("runtime", "accessControl")
-KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS))
+KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING))
+
+
+def check_ring(value: Any) -> str | None:
+    """The ring name a setting gives (None for ``""``: no ring); raise ConfigError otherwise."""
+    if value == "":
+        return None
+    if not isinstance(value, str) or not RING_NAME.match(value):
+        raise ConfigError(
+            f"{RING}: {value!r} is not a ring name (lower-case letters, digits and '-', "
+            'starting with a letter, at most 31 characters) or ""'
+        )
+    return value
 
 
 def runtime_section(doc: dict[str, Any], base: RuntimeConfig) -> RuntimeConfig:
@@ -71,6 +88,8 @@ def validate_component_config(doc: Any, base: RuntimeConfig) -> None:
     for key in STRINGS:
         if key in doc and (not isinstance(doc[key], str) or not doc[key]):
             raise ConfigError(f"{key}: must be a non-empty string, got {doc[key]!r}")
+    if RING in doc:
+        check_ring(doc[RING])
     for key, allowed in CHOICES.items():
         if key in doc and doc[key] not in allowed:
             raise ConfigError(f"{key}: {doc[key]!r} is not one of {', '.join(allowed)}")

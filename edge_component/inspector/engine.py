@@ -8,7 +8,8 @@ not judge (fail-safe → ``manual`` with a reason).
 Model hot swap loads the new package beside the old one (manifest, sha256, input shape and
 golden self-test are checked by :meth:`ModelRunner.load`), then switches with one reference
 assignment; on failure the old model keeps serving and the engine reports unhealthy until a
-swap succeeds. An optional shadow model scores every frame, never decides, and counts agreement.
+swap succeeds. An optional shadow model scores every frame, never decides, and counts how its
+decisions compare with the served ones (:class:`ShadowStats`).
 
 A batch is judged by ``judge_threads`` threads (the caller's and a small pool's): each takes the
 next unit of work — one frame, or a micro-batch when :attr:`ModelRunner.batch_pays` — and does
@@ -28,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +73,55 @@ class ConfigReport:
 
 @dataclass(frozen=True)
 class ShadowStats:
-    """Shadow model agreement: frames both judged, how many agreed, and errors."""
+    """What the shadow model did since it was set, against the served model on the same frames.
+
+    ``frames``: frames both models judged; ``agreed``: of those, how many got the same decision;
+    ``both`` / ``served_only`` / ``shadow_only``: frames both rejected / only the served model
+    rejected / only the shadow rejected (reject agreement: raw agreement is about
+    1 - prevalence and says little); ``errors``: frames the shadow could not judge (its model
+    failed, or its score was not a number), which count in none of the others. ``epoch`` tells
+    one :meth:`Inspector.set_shadow` from the next, so :meth:`since` never subtracts across them.
+    """
 
     model: str | None
-    frames: int
-    agreed: int
-    errors: int
+    frames: int = 0
+    agreed: int = 0
+    errors: int = 0
+    both: int = 0
+    served_only: int = 0
+    shadow_only: int = 0
+    epoch: int = 0
 
     @property
     def agreement(self) -> float | None:
         """Fraction of frames where the shadow's decision equals the served decision."""
         return self.agreed / self.frames if self.frames else None
+
+    def since(self, earlier: ShadowStats | None) -> ShadowStats:
+        """The counts added after ``earlier`` (all of them if a shadow was set in between)."""
+        if earlier is None or earlier.epoch != self.epoch:
+            return self
+        return replace(
+            self,
+            frames=self.frames - earlier.frames,
+            agreed=self.agreed - earlier.agreed,
+            errors=self.errors - earlier.errors,
+            both=self.both - earlier.both,
+            served_only=self.served_only - earlier.served_only,
+            shadow_only=self.shadow_only - earlier.shadow_only,
+        )
+
+    def plus(self, other: ShadowStats) -> ShadowStats:
+        """These counts with ``other``'s added (same model and epoch)."""
+        return replace(
+            self,
+            frames=self.frames + other.frames,
+            agreed=self.agreed + other.agreed,
+            errors=self.errors + other.errors,
+            both=self.both + other.both,
+            served_only=self.served_only + other.served_only,
+            shadow_only=self.shadow_only + other.shadow_only,
+        )
 
 
 @dataclass
@@ -131,9 +170,7 @@ class Inspector:
         self._swap_failed: str | None = None
         self.last_error: str | None = None
         self._shadow_lock = threading.Lock()  # judging threads may share one engine
-        self._shadow_frames = 0
-        self._shadow_agreed = 0
-        self._shadow_errors = 0
+        self._shadow_counts = ShadowStats(model=None)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._pool_lock = threading.Lock()
@@ -159,14 +196,9 @@ class Inspector:
         return self._runner is not None and self._swap_failed is None
 
     def shadow_stats(self) -> ShadowStats:
-        """Agreement of the shadow model since it was set."""
-        shadow = self._shadow
-        return ShadowStats(
-            model=shadow.ref if shadow else None,
-            frames=self._shadow_frames,
-            agreed=self._shadow_agreed,
-            errors=self._shadow_errors,
-        )
+        """The shadow model's counts since it was set (``model`` None: no shadow)."""
+        with self._shadow_lock:
+            return self._shadow_counts
 
     def _options(self) -> RunnerOptions:
         return RunnerOptions(
@@ -208,22 +240,22 @@ class Inspector:
         return SwapReport(False, self.model_ref, reason)
 
     def set_shadow(self, package: Path | str | ModelPackage | None) -> SwapReport:
-        """Start (or with None stop) a shadow model; agreement counters restart."""
+        """Start (or with None stop) a shadow model; its counts start again (a new epoch)."""
         with self._swap_lock:
-            if package is None:
-                self._shadow = None
-                shadow_ref = None
-            else:
+            shadow: ModelRunner | None = None
+            if package is not None:
                 try:
                     source = package.root if isinstance(package, ModelPackage) else Path(package)
                     shadow = self._loader(source, self._options())
                 except Exception as exc:
                     self.last_error = f"shadow_load_failed: {exc}"
                     return SwapReport(False, None, self.last_error)
+            shadow_ref = shadow.ref if shadow is not None else None
+            with self._shadow_lock:  # the model and its counts change together
                 self._shadow = shadow
-                shadow_ref = shadow.ref
-            with self._shadow_lock:
-                self._shadow_frames = self._shadow_agreed = self._shadow_errors = 0
+                self._shadow_counts = ShadowStats(
+                    model=shadow_ref, epoch=self._shadow_counts.epoch + 1
+                )
             return SwapReport(True, shadow_ref)
 
     def update_config(
@@ -478,18 +510,31 @@ class Inspector:
             ]
             scores = shadow.score(tensors)
         except Exception as exc:
-            with self._shadow_lock:
-                self._shadow_errors += len(scored)
             LOG.warning("shadow model %s failed: %s", shadow.ref, exc)
+            self._count_shadow(shadow, ShadowStats(shadow.ref, errors=len(scored)))
             return
-        agreed = sum(
-            dec.decide(score, thresholds).decision == result["decision"]
-            for (_, result), score in zip(scored, scores, strict=True)
+        frames = agreed = errors = both = served_only = shadow_only = 0
+        for (_, result), score in zip(scored, scores, strict=True):
+            verdict = dec.decide(score, thresholds)
+            if verdict.reason == dec.SCORE_INVALID:  # not judged by the shadow: no agreement
+                errors += 1
+                continue
+            frames += 1
+            agreed += verdict.decision == result["decision"]
+            served_reject = result["decision"] == dec.REJECT
+            shadow_reject = verdict.decision == dec.REJECT
+            both += served_reject and shadow_reject
+            served_only += served_reject and not shadow_reject
+            shadow_only += shadow_reject and not served_reject
+        self._count_shadow(
+            shadow,
+            ShadowStats(shadow.ref, frames, agreed, errors, both, served_only, shadow_only),
         )
+
+    def _count_shadow(self, shadow: ModelRunner, counts: ShadowStats) -> None:
         with self._shadow_lock:
             if self._shadow is shadow:  # not replaced while this batch was scored
-                self._shadow_frames += len(scored)
-                self._shadow_agreed += agreed
+                self._shadow_counts = self._shadow_counts.plus(counts)
 
     def _result(
         self,

@@ -1,8 +1,10 @@
 """Health messages every N seconds: decisions, latency, score histogram, backlog, model, errors.
 
 :class:`HealthReporter` is fed every result (:meth:`record`) and asked on each loop turn whether
-a report is due (:meth:`tick`). Counters cover the interval since the previous report; the score
-histogram is in units of the reject threshold, so it compares across models (drift).
+a report is due (:meth:`tick`). Counters cover the interval since the previous report, the
+shadow model's too (the engine counts since the shadow was set; the reporter sends each
+interval's share); the score histogram is in units of the reject threshold, so it compares
+across models (drift). The message is documented in docs/inspector.md ("Health message v1").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from inspector.engine import ShadowStats
 from inspector.messages import Identity, encode, rfc3339_ms
 
 LOG = logging.getLogger(__name__)
@@ -37,9 +40,12 @@ class HealthReporter:
 
     Args:
         identity: plant, line, station, device.
+        ring: the rollout ring the device's deployment targets (None outside one); the cloud
+            keeps the rollout's figures per ring, line, station and model version by it.
         interval_s: seconds between reports.
         status: returns the engine's state: ``healthy``, ``model``, ``last_error`` and
-            ``shadow`` (``Inspector`` gives it via :func:`engine_status`).
+            ``shadow``, the shadow model's :class:`ShadowStats` since it was set, or None
+            (``Inspector`` gives it via :func:`engine_status`).
         backlog: returns the journal's unsent results (None if unknown).
         publish: called with (topic, payload) when a report is due (optional).
         clock, wall_clock: monotonic and epoch seconds.
@@ -50,6 +56,7 @@ class HealthReporter:
         identity: Identity,
         *,
         interval_s: float,
+        ring: str | None = None,
         status: Callable[[], dict[str, Any]],
         backlog: Callable[[], int | None] = lambda: None,
         publish: Callable[[str, bytes], None] | None = None,
@@ -59,6 +66,7 @@ class HealthReporter:
         if not interval_s > 0:
             raise ValueError(f"health interval_s must be > 0, got {interval_s}")
         self.identity = identity
+        self.ring = ring or None
         self.interval_s = interval_s
         self.topic = identity.topic("health")
         self._status = status
@@ -68,6 +76,7 @@ class HealthReporter:
         self._wall = wall_clock
         self._next = clock() + interval_s
         self._seq = 0
+        self._shadow_base: ShadowStats | None = None  # the shadow's counts at the last report
         self.last_publish_error: str | None = None
         self._reset()
 
@@ -99,14 +108,20 @@ class HealthReporter:
 
     def message(self) -> dict[str, Any]:
         """The health message for the interval so far (does not reset it)."""
-        status = self._status()
-        shadow = status.get("shadow")
+        return self._message(self._status())
+
+    def _message(self, status: dict[str, Any]) -> dict[str, Any]:
+        stats = status.get("shadow")
+        shadow = None
+        if isinstance(stats, ShadowStats) and stats.model is not None:
+            shadow = shadow_figures(stats.since(self._shadow_base))
         return {
             "v": 1,
             "plant": self.identity.plant,
             "line": self.identity.line,
             "station": self.identity.station,
             "device": self.identity.device,
+            "ring": self.ring,
             "ts": rfc3339_ms(self._wall()),
             "seq": self._seq,
             "interval_s": self.interval_s,
@@ -134,7 +149,11 @@ class HealthReporter:
         self._next += self.interval_s
         if self._next <= now:  # fell behind (e.g. a long pause): the next report is one interval on
             self._next = now + self.interval_s
-        message = self.message()
+        status = self._status()
+        message = self._message(status)
+        stats = status.get("shadow")
+        # the next interval's shadow figures start from the counts this one reported
+        self._shadow_base = stats if isinstance(stats, ShadowStats) else None
         self._seq += 1
         self._reset()
         if self._publish is not None:
@@ -147,23 +166,30 @@ class HealthReporter:
         return message
 
 
+def shadow_figures(stats: ShadowStats) -> dict[str, Any]:
+    """The health message's ``shadow`` object for one interval's counts."""
+    agreement = stats.agreement
+    return {
+        "model": stats.model,
+        "frames": stats.frames,
+        "agreement": None if agreement is None else round(agreement, 4),
+        "errors": stats.errors,
+        "reject": {
+            "both": stats.both,
+            "served_only": stats.served_only,
+            "shadow_only": stats.shadow_only,
+        },
+    }
+
+
 def engine_status(engine: Any) -> dict[str, Any]:
     """The ``status`` dict :class:`HealthReporter` needs, from an ``Inspector``."""
     stats = engine.shadow_stats()
-    shadow = None
-    if stats.model is not None:
-        agreement = stats.agreement
-        shadow = {
-            "model": stats.model,
-            "frames": stats.frames,
-            "agreement": None if agreement is None else round(agreement, 4),
-            "errors": stats.errors,
-        }
     return {
         "healthy": engine.healthy,
         "model": engine.model_ref,
         "last_error": (engine.last_error or "")[:300] or None,
-        "shadow": shadow,
+        "shadow": stats if stats.model is not None else None,
     }
 
 

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from inspector.actuation import Actuator
-from inspector.component_config import runtime_section, validate_component_config
+from inspector.component_config import check_ring, runtime_section, validate_component_config
 from inspector.engine import Inspector
 from inspector.health import HealthReporter, engine_status
 from inspector.identity import (
@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         default=os.environ.get("AWS_IOT_THING_NAME", "local-device"),
         help="device id = thing name (default: $AWS_IOT_THING_NAME or local-device)",
+    )
+    g.add_argument(
+        "--ring",
+        default="",
+        help="the rollout ring this device's deployment targets, carried in health messages "
+        "(recipe: {configuration:/ring}, set by the ring's deployment; empty: none)",
     )
     g = p.add_argument_group("frames")
     g.add_argument("--images", type=Path, required=True, help="folder of images (or dataset)")
@@ -247,6 +253,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
             health_interval_s=args.health_interval,
             heartbeat_interval_s=args.heartbeat_interval,
         )
+        args.ring = check_ring(args.ring)
     except (MessageError, ConfigError) as exc:
         raise ServiceError(str(exc)) from None
     if args.transport == "file" and args.out is None:
@@ -515,6 +522,7 @@ class Service:
         )
         self.health = HealthReporter(
             self.identity,
+            ring=args.ring,
             interval_s=settings.config.health_interval_s,
             status=self._status,
             backlog=self.journal.backlog,

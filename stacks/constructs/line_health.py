@@ -1,27 +1,21 @@
 """Per-line health metrics with a ``Line`` dimension, so one alarm and one widget cover all lines.
 
-IoT's CloudWatch metric action cannot set dimensions (its parameters are name, namespace, unit,
-value, timestamp and role: developer guide ``cloudwatch-metrics-rule-action.html``). So a rule
-writes each health message as a CloudWatch Logs event in the embedded metric format (EMF), and
-CloudWatch Logs extracts the metrics from it: EMF needs no special header on ``PutLogEvents``
-(``CloudWatch_Embedded_Metric_Format_Specification.html``), which is what the rule's
-``cloudwatchLogs`` action calls. One Metrics Insights query then groups them by line
+A rule writes each health message as an EMF document to the log group
+``/lineguard/<plant>/line-health`` and CloudWatch Logs extracts the metrics
+(``stacks/constructs/emf.py``). One Metrics Insights query then groups them by line
 (``SELECT ... FROM SCHEMA("<ns>", Line) GROUP BY Line``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import PlantConfig
-from stacks.constructs._own_log_group import IOT, RULE_LOG_ACTIONS, own_log_group
+from stacks.constructs.emf import EmfRule, EmfRules, Expr, MetricDirective, emf_document, emf_sql
 
 LINE_DIMENSION = "Line"
 # Health message v1 (edge_component/inspector/health.py): counts of the interval's decisions.
@@ -33,59 +27,33 @@ LINE_METRICS: tuple[tuple[str, str], ...] = (("RejectRate", "None"), ("Inspectio
 MAX_SERIES = 500
 
 
-@dataclass(frozen=True)
-class Expr:
-    """An IoT SQL expression inside a literal (rendered as is, not quoted)."""
+def health_topic(plant: str) -> str:
+    """The topic filter of every health message of a plant."""
+    return f"lineguard/{plant}/+/+/+/health"
 
-    sql: str
+
+# a report counts only from the thing it names: the device's IoT policy pins topic level 5 to
+# its own thing name (stacks/policies.py)
+FROM_ITS_DEVICE = "v = 1 AND device = topic(5)"
 
 
 def line_health_document(namespace: str) -> dict[str, Any]:
     """The EMF document the rule builds from one health message (``Expr`` = IoT SQL)."""
-    return {
-        # EMF: "_aws" holds the Timestamp (ms since the epoch) and the metric directives; every
-        # dimension and metric they name is a member of the root (EMF specification).
-        "_aws": {
-            "Timestamp": Expr("timestamp()"),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": namespace,
-                    "Dimensions": [[LINE_DIMENSION]],
-                    "Metrics": [{"Name": name, "Unit": unit} for name, unit in LINE_METRICS],
-                }
-            ],
+    return emf_document(
+        [MetricDirective(namespace, ((LINE_DIMENSION,),), LINE_METRICS)],
+        {
+            LINE_DIMENSION: Expr("topic(3)"),  # lineguard/<plant>/<line>/<station>/<device>/health
+            "Inspections": Expr(TOTAL),
+            # Int / Int is an Int in IoT SQL (iot-sql-operators.html, "/ operator"): make it decimal.
+            "RejectRate": Expr(f"counts.reject * 1.0 / {TOTAL}"),
         },
-        LINE_DIMENSION: Expr("topic(3)"),  # lineguard/<plant>/<line>/<station>/<device>/health
-        "Inspections": Expr(TOTAL),
-        # Int / Int is an Int in IoT SQL (iot-sql-operators.html, "/ operator"): make it decimal.
-        "RejectRate": Expr(f"counts.reject * 1.0 / {TOTAL}"),
-    }
-
-
-def iot_literal(value: Any) -> str:
-    """Render a JSON-like value as an IoT SQL literal (SQL 2016-03-23, ``iot-sql-literals.html``)."""
-    if isinstance(value, Expr):
-        return value.sql
-    if isinstance(value, Mapping):
-        return (
-            "{" + ", ".join(f"{iot_literal(k)}: {iot_literal(v)}" for k, v in value.items()) + "}"
-        )
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return "[" + ", ".join(iot_literal(v) for v in value) + "]"
-    if isinstance(value, str):
-        if "'" in value or "\\" in value:
-            raise ValueError(f"cannot quote {value!r} in an IoT SQL literal")
-        return f"'{value}'"
-    if isinstance(value, bool | int | float):
-        return "true" if value is True else "false" if value is False else repr(value)
-    raise TypeError(f"no IoT SQL literal for {type(value).__name__}")
+    )
 
 
 def line_health_sql(plant: str, namespace: str) -> str:
     """The rule's SQL: one EMF document per health message that judged at least one part."""
-    return (
-        f"SELECT VALUE {iot_literal(line_health_document(namespace))} "
-        f"FROM 'lineguard/{plant}/+/+/+/health' WHERE v = 1 AND device = topic(5) AND {TOTAL} > 0"
+    return emf_sql(
+        line_health_document(namespace), health_topic(plant), f"{FROM_ITS_DEVICE} AND {TOTAL} > 0"
     )
 
 
@@ -97,7 +65,7 @@ def line_query(namespace: str, metric: str, statistic: str, limit: int = MAX_SER
     )
 
 
-class LineHealth(Construct):
+class LineHealth(EmfRules):
     """Topic rule writing EMF health documents to a log group (metrics by ``Line``).
 
     Attributes:
@@ -115,36 +83,19 @@ class LineHealth(Construct):
         error_action: iot.CfnTopicRule.ActionProperty,
         log_key: kms.IKey,
     ) -> None:
-        super().__init__(scope, construct_id)
-        name = f"/lineguard/{plant.name}/line-health"
-        # The events only carry the metrics, which CloudWatch keeps on its own: keep them short.
-        made = own_log_group(
-            self,
-            log_group_name=name,
+        super().__init__(
+            scope,
+            construct_id,
+            log_group_name=f"/lineguard/{plant.name}/line-health",
             log_key=log_key,
             role_description=f"IoT line health rule of plant {plant.name}: write its EMF log group",
-            reason="IoT creates the log streams of this one line-health log group at run time.",
-            service=IOT,
-            actions=RULE_LOG_ACTIONS,
-            retention=logs.RetentionDays.ONE_WEEK,
-            role_id="RuleRole",
+            rules=[
+                EmfRule(
+                    "Rule",
+                    f"LineGuard {plant.name}: health per line (EMF, dimension Line)",
+                    line_health_sql(plant.name, namespace),
+                )
+            ],
+            error_action=error_action,
         )
-        self.log_group, role = made.log_group, made.role
-        self.rule = iot.CfnTopicRule(
-            self,
-            "Rule",
-            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
-                description=f"LineGuard {plant.name}: health per line (EMF, dimension Line)",
-                sql=line_health_sql(plant.name, namespace),
-                aws_iot_sql_version="2016-03-23",
-                rule_disabled=False,
-                actions=[
-                    iot.CfnTopicRule.ActionProperty(
-                        cloudwatch_logs=iot.CfnTopicRule.CloudwatchLogsActionProperty(
-                            log_group_name=self.log_group.log_group_name, role_arn=role.role_arn
-                        )
-                    )
-                ],
-                error_action=error_action,
-            ),
-        )
+        self.rule = self.rules["Rule"]

@@ -12,7 +12,9 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import PlantConfig
+from stacks.constructs.emf import or_zero
 from stacks.constructs.line_health import LineHealth, line_query
+from stacks.constructs.rollout_health import RolloutHealth
 
 # Health message fields the rule reads (edge_component/inspector/health.py):
 # {"v": 1, "counts": {"pass": n, "reject": n, "manual": n}, "latency_ms": {"p50": x|null,
@@ -30,7 +32,7 @@ SERIES_LABEL = "${LABEL}"
 
 def _or_zero(field: str) -> str:
     # An interval without frames reports null; a metric action on null would fail the rule.
-    return f"${{CASE isNull({field}) OR isUndefined({field}) WHEN true THEN 0 ELSE {field} END}}"
+    return f"${{{or_zero(field)}}}"
 
 
 def plant_namespace(plant: str) -> str:
@@ -48,14 +50,10 @@ PLANT_METRICS: tuple[tuple[str, str, str], ...] = (
     ("HealthReports", "1", "Count"),
     ("UnhealthyReports", "${CASE healthy WHEN true THEN 0 ELSE 1 END}", "Count"),
 )
-# ... per model version, for the rollout gates (rollout/aws.py reads them): namespace
-# LineGuard/<plant>/model:<version> (":" cannot occur in a line name, so no clash with lines)
-VERSION_NAMESPACE = "{ns}/model:${{substring(model, indexof(model, '@') + 1)}}"
-VERSION_HEALTH_SQL = HEALTH_SQL + " AND isString(model)"
-SHADOW_HEALTH_SQL = VERSION_HEALTH_SQL + " AND isNumber(shadow.agreement)"
-VERSION_METRICS = tuple(m for m in PLANT_METRICS if m[0] != "JournalBacklog")
-SHADOW_METRIC = ("ShadowAgreement", "${shadow.agreement}", "None")
-# ... and per line, with a Line dimension, through stacks/constructs/line_health.py
+# ... per line, with a Line dimension, through stacks/constructs/line_health.py; and for the
+# rollout's gates per ring, line, station and model version in LineGuard/<plant>/rollout
+# through stacks/constructs/rollout_health.py (both EMF: CloudWatch Logs puts those metrics,
+# not this rule's role)
 
 
 class PlantMonitoring(Construct):
@@ -69,7 +67,9 @@ class PlantMonitoring(Construct):
 
     Attributes:
         topic: SNS topic every alarm notifies.
-        rule: the IoT rule that turns health messages into metrics.
+        rule: the IoT rule that turns health messages into plant metrics.
+        line_health: the per-line metrics' rule (EMF).
+        rollout_health: the rollout's metrics' rules (EMF, rollout/aws.py reads them).
         alarms: name → alarm.
         dashboard: the plant's CloudWatch dashboard.
     """
@@ -97,14 +97,15 @@ class PlantMonitoring(Construct):
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],  # PutMetricData has no resource-level permission
-                conditions={"StringLike": {"cloudwatch:namespace": [ns, f"{ns}/*"]}},
+                # the one namespace this rule puts; the EMF rules' metrics are CloudWatch Logs'
+                conditions={"StringEquals": {"cloudwatch:namespace": ns}},
             )
         )
         cdk.Validations.of(role).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="cloudwatch:PutMetricData supports no resource ARN; the policy is limited "
-                f"to the plant's namespaces ({ns} and {ns}/*) by condition.",
+                f"to the plant's namespace ({ns}) by condition.",
             )
         )
         actions = [
@@ -122,26 +123,6 @@ class PlantMonitoring(Construct):
                 error_action=error_action,
             ),
         )
-        # IoT rules take at most 10 actions: the per-version metrics get rules of their own.
-        version_ns = VERSION_NAMESPACE.format(ns=ns)
-        self.version_rules = [
-            iot.CfnTopicRule(
-                self,
-                rule_id,
-                topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
-                    description=f"LineGuard {plant.name}: health per model version (rollout gates)",
-                    sql=sql.format(plant=plant.name),
-                    aws_iot_sql_version="2016-03-23",
-                    rule_disabled=False,
-                    actions=[self._metric_action(version_ns, *m, role) for m in metrics],
-                    error_action=error_action,
-                ),
-            )
-            for rule_id, sql, metrics in (
-                ("VersionHealthRule", VERSION_HEALTH_SQL, VERSION_METRICS),
-                ("ShadowHealthRule", SHADOW_HEALTH_SQL, (SHADOW_METRIC,)),
-            )
-        ]
         self.line_health = LineHealth(
             self,
             "LineHealth",
@@ -149,6 +130,9 @@ class PlantMonitoring(Construct):
             namespace=ns,
             error_action=error_action,
             log_key=log_key,
+        )
+        self.rollout_health = RolloutHealth(
+            self, "RolloutHealth", plant=plant, error_action=error_action, log_key=log_key
         )
 
         key = kms.Key(

@@ -213,7 +213,8 @@ class PipelineRoles(Construct):
         # condition keys for AWS IoT Greengrass V2"): Get/CancelDeployment take a deployment
         # (deployments:<id>); GetCoreDevice, ListInstalledComponents and ListEffectiveDeployments a
         # core device (coreDevices:<thing name>); CreateDeployment, ListDeployments,
-        # ListCoreDevices and cloudwatch:GetMetricData take no resource, hence "*".
+        # ListCoreDevices, cloudwatch:GetMetricData and cloudwatch:ListMetrics (Service
+        # Authorization Reference for Amazon CloudWatch) take no resource, hence "*".
         p.add_to_policy(
             iam.PolicyStatement(
                 actions=["greengrass:GetDeployment", "greengrass:CancelDeployment"],
@@ -237,6 +238,7 @@ class PipelineRoles(Construct):
                     "greengrass:ListDeployments",
                     "greengrass:ListCoreDevices",
                     "cloudwatch:GetMetricData",
+                    "cloudwatch:ListMetrics",
                 ],
                 resources=["*"],
             )
@@ -292,7 +294,8 @@ class PipelineRoles(Construct):
             "*",
             "ecr:GetAuthorizationToken and cloudwatch:PutMetricData (training), "
             "greengrass:CreateDeployment, ListDeployments, ListCoreDevices and "
-            "cloudwatch:GetMetricData (promotion) support no resource-level permissions.",
+            "cloudwatch:GetMetricData and ListMetrics (promotion) support no resource-level "
+            "permissions.",
         )
         training = [
             (f"{objects}/{DATASETS_PREFIX}*", prefix_reason),

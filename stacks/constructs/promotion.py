@@ -42,6 +42,7 @@ SOURCE_FILES = (
     "stacks/config.py",
     "stacks/deployment_spec.py",
     "stacks/release_store.py",
+    "stacks/rollout_metrics.py",
     "edge_component/inspector/__init__.py",
     "edge_component/inspector/model_package.py",
     "edge_component/build.py",

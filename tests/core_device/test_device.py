@@ -167,7 +167,10 @@ def test_inspector_judges_with_its_identity_and_every_result_is_acknowledged(
     thing = THING
     frames, device = new_device(short_root, device_components, plant)
     try:
-        result = device.deploy(deployment(frames))
+        # a ring's deployment names the ring (stacks/deployment_spec.py); health carries it
+        result = device.deploy(
+            deployment(frames, inspector={"ring": "canary", "healthIntervalS": 1})
+        )
         assert result.status == "SUCCESSFUL", result.message
         write_frames(frames, [f"p{i}" for i in range(6)])
         wait_until("6 results upstream", lambda: len(plant.upstream.seqs(thing)) == 6, 60,
@@ -179,6 +182,8 @@ def test_inspector_judges_with_its_identity_and_every_result_is_acknowledged(
         }
         assert plant.acknowledger is not None
         wait_until("acknowledgements", lambda: plant.acknowledger.acknowledged >= 1, 10, device)
+        wait_until("a health message", lambda: bool(plant.upstream.health), 10, device)
+        assert {h["ring"] for h in plant.upstream.health} == {"canary"}
         log = device.log(INSPECTOR)
         # heartbeats and verdicts pass the nucleus' local pub/sub authorization (`*`, not `+`)
         assert "UnauthorizedError" not in log

@@ -297,7 +297,53 @@ def test_shadow_scores_every_frame_never_decides_and_tracks_agreement(
     stats = engine.shadow_stats()
     assert (stats.model, stats.frames, stats.agreed) == ("tiny@2.0.0", 5, 3)
     assert stats.agreement == pytest.approx(0.6)
+    # rejects: 0.25 by both, 0.12 by the shadow only (it rejects from 0.1)
+    assert (stats.both, stats.served_only, stats.shadow_only, stats.errors) == (1, 0, 1, 0)
     assert engine.set_shadow(None).ok and engine.shadow_stats().model is None
+
+
+def test_shadow_reject_confusion_counts_what_only_the_served_model_rejected(
+    make_engine: Make, tmp_path: Path
+) -> None:
+    engine = make_engine()
+    lenient = build_tiny_package(tmp_path / "v3", version="3.0.0", reject=0.3, manual=0.25)
+    assert engine.set_shadow(lenient.root).ok
+    for i, delta in enumerate([0.0, 0.22, 0.26, 0.35]):  # served: pass, reject, reject, reject
+        engine.judge(frame(_png(delta), part_id=f"p{i}"))
+    stats = engine.shadow_stats()
+    # the shadow: pass, pass, manual, reject
+    assert (stats.frames, stats.both, stats.served_only, stats.shadow_only) == (4, 1, 2, 0)
+    assert stats.agreed == 2
+
+
+def test_a_frame_the_shadow_cannot_score_is_an_error_not_an_agreement(
+    make_engine: Make, tmp_path: Path
+) -> None:
+    def loader(package: Path, options: RunnerOptions) -> ModelRunner:
+        return ModelRunner.load(package, RunnerOptions(warmup_runs=0), self_test=False)
+
+    engine = make_engine(loader=loader)
+    assert engine.set_shadow(build_tiny_package(tmp_path / "nan", nan_score=True).root).ok
+    engine.judge(frame(_png(0.15)))  # served: manual, the shadow's NaN would be manual too
+    stats = engine.shadow_stats()
+    assert (stats.frames, stats.agreed, stats.errors) == (0, 0, 1)
+    assert stats.agreement is None
+
+
+def test_shadow_counts_since_an_earlier_reading_and_a_new_shadow_starts_a_new_epoch(
+    make_engine: Make, v2_dir: Path
+) -> None:
+    engine = make_engine()
+    assert engine.set_shadow(v2_dir).ok
+    engine.judge(frame(_png(0.12)))
+    first = engine.shadow_stats()
+    engine.judge(frame(_png(0.25)))
+    delta = engine.shadow_stats().since(first)
+    assert (delta.frames, delta.both, delta.shadow_only, delta.model) == (1, 1, 0, "tiny@2.0.0")
+    assert engine.set_shadow(v2_dir).ok  # set again: its counts start from nothing
+    engine.judge(frame(_png(0.12)))
+    again = engine.shadow_stats().since(first)
+    assert (again.frames, again.shadow_only) == (1, 1)  # not 2 - 1 across the two shadows
 
 
 def test_failing_shadow_never_touches_the_decision(make_engine: Make, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from inspector.actuation import Actuator
 from inspector.engine import Inspector
 from inspector.health import HealthReporter, engine_status, percentile
 from tests.inspector.conftest import IDENTITY, frame
-from tests.support.tiny_model import image_bytes, part_image
+from tests.support.tiny_model import build_tiny_package, image_bytes, part_image
 
 
 class Clock:
@@ -63,11 +64,57 @@ def test_health_message_every_interval_from_real_results(
     assert hist["counts"][0] == 2  # scores ≈ 0 → first bin
     assert hist["counts"][hist["edges"].index(1.5)] == 1  # 0.35 / 0.2 = 1.75 → [1.5, 2.0)
     assert message["last_error"] is None and message["shadow"] is None
+    assert message["ring"] is None  # no ring deployment told it one
     clock.now = 15.0
     assert reporter.tick() is None
     clock.now = 20.0
     second = reporter.tick()
     assert second is not None and second["frames"] == 0 and second["seq"] == 1
+
+
+def test_health_message_carries_the_ring() -> None:
+    status = {"healthy": True, "model": "tiny@1.0.0", "last_error": None, "shadow": None}
+    reporter = HealthReporter(IDENTITY, interval_s=1, ring="canary", status=lambda: status)
+    assert reporter.message()["ring"] == "canary"
+    assert (
+        HealthReporter(IDENTITY, interval_s=1, ring="", status=lambda: status).message()["ring"]
+        is None
+    )
+
+
+def test_shadow_figures_are_each_intervals_own(
+    make_engine: Callable[..., Inspector], tmp_path: Path
+) -> None:
+    engine = make_engine()
+    clock = Clock()
+    reporter = HealthReporter(
+        IDENTITY, interval_s=10, status=lambda: engine_status(engine), clock=clock
+    )
+    shadow = build_tiny_package(tmp_path / "v2", version="2.0.0", reject=0.1, manual=0.05)
+    assert engine.set_shadow(shadow.root).ok
+    for delta in (0.0, 0.12, 0.25):  # served: pass, manual, reject; shadow: pass, reject, reject
+        reporter.record(engine.judge(frame(image_bytes(part_image(delta)))))
+    clock.now = 10.0
+    first = reporter.tick()
+    assert first is not None
+    assert first["shadow"] == {
+        "model": "tiny@2.0.0",
+        "frames": 3,
+        "agreement": pytest.approx(0.6667, abs=1e-4),
+        "errors": 0,
+        "reject": {"both": 1, "served_only": 0, "shadow_only": 1},
+    }
+    assert reporter.message()["shadow"]["frames"] == 0  # nothing judged since that report
+    reporter.record(engine.judge(frame(image_bytes(part_image(0.25)))))
+    clock.now = 20.0
+    second = reporter.tick()
+    assert second is not None and second["shadow"]["frames"] == 1  # not 4: since the last one
+    assert second["shadow"]["reject"] == {"both": 1, "served_only": 0, "shadow_only": 0}
+    assert second["shadow"]["agreement"] == 1.0
+    assert engine.set_shadow(None).ok
+    clock.now = 30.0
+    third = reporter.tick()
+    assert third is not None and third["shadow"] is None
 
 
 def test_health_publish_failure_is_contained(make_engine: Callable[..., Inspector]) -> None:

@@ -96,6 +96,9 @@ def test_inspector_recipe_contract() -> None:
     assert "--model {com.lineguard.Model:artifacts:decompressedPath}/model" in run
     assert "--device {iot:thingName}" in run and "--transport greengrass" in run
     assert "--require-model" in run and "--identity shadow" in run
+    # the ring's deployment sets the ring (stacks/deployment_spec.py); "" renders as --ring=
+    assert "--ring={configuration:/ring}" in run
+    assert doc["ComponentConfiguration"]["DefaultConfiguration"]["ring"] == ""
     # identity never comes from a ring's configuration
     for flag in ("--plant", "--line", "--station", "--cameras"):
         assert flag not in run, flag
@@ -280,6 +283,8 @@ def test_inspector_default_configuration_passes_its_own_validation() -> None:
     validate_component_config(defaults, RuntimeConfig())  # a deployment merging nothing is valid
     with pytest.raises(ConfigError, match="maxFrames: must be an integer"):
         validate_component_config({**defaults, "maxFrames": 1.5}, RuntimeConfig())
+    with pytest.raises(ConfigError, match="ring: 'x y' is not a ring name"):
+        validate_component_config({**defaults, "ring": "x y"}, RuntimeConfig())
     # identity is never configuration: a ring deployment that sets it is refused
     for key in ("plant", "line", "station", "cameras"):
         with pytest.raises(ConfigError, match=f"{key}: not configuration"):

@@ -447,6 +447,10 @@ def test_greengrass_configuration_is_read_at_start(tmp_path: Path, tiny_package_
         ({"threads": True}, "threads: must be a number, got True"),
         ({"heartbeatIntervalS": 0}, "heartbeatIntervalS: 0 is outside 0.05..3600"),
         ({"camrea": 2}, "camrea: unknown setting"),
+        ({"ring": "canary", "runtime": {}}, None),
+        ({"ring": ""}, None),
+        ({"ring": "Canary ring"}, "ring: 'Canary ring' is not a ring name"),
+        ({"ring": 3}, "ring: 3 is not a ring name"),
     ],
 )
 def test_greengrass_validates_a_proposed_configuration_before_it_is_stored(
@@ -478,6 +482,17 @@ def test_integer_options_accept_integral_floats(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         service.parse_settings([*base, "--cameras", "2.5"])
     assert "--cameras: must be an integer, got '2.5'" in capsys.readouterr().err
+
+
+def test_the_ring_option_reaches_the_health_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--out", "o", "--images", "i", "--journal", "j"]
+    assert service.parse_settings(base).args.ring is None
+    assert service.parse_settings([*base, "--ring="]).args.ring is None  # recipe default ""
+    assert service.parse_settings([*base, "--ring=canary"]).args.ring == "canary"
+    with pytest.raises(service.ServiceError, match="ring: 'not/a/ring' is not a ring name"):
+        service.parse_settings([*base, "--ring=not/a/ring"])
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,13 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iot.models import iot_backends
 
 from inspector.model_package import load_package
-from rollout.aws import AwsFleet, health_namespace
+from rollout.aws import AwsFleet
 from rollout.errors import AwsError, BadInputError
+from rollout.fleet import ShadowCounts, StratumCounts
 from rollout.recipe import build_model, digest_b64
 from stacks.config import initial_release
 from stacks.deployment_spec import deployment_spec
+from stacks.rollout_metrics import rollout_namespace
 
 from .conftest import REPO
 
@@ -419,7 +421,9 @@ def test_ring_deployment_is_the_targets_latest(greengrass, demo_plant) -> None:
                 "com.lineguard.Model": {"componentVersion": "1.2.0"},
                 "com.lineguard.Inspector": {
                     "componentVersion": "1.0.0",
-                    "configurationUpdate": {"merge": '{"runtime":{"judge_threads":2}}'},
+                    "configurationUpdate": {
+                        "merge": '{"ring":"canary","runtime":{"judge_threads":2}}'
+                    },
                 },
             },
         },
@@ -433,6 +437,7 @@ def test_ring_deployment_is_the_targets_latest(greengrass, demo_plant) -> None:
         "com.lineguard.Model": "1.2.0",
         "com.lineguard.Inspector": "1.0.0",
     }
+    # as the release records it: the ring is the deployment's own (deployment_spec)
     assert running.configuration == {"com.lineguard.Inspector": {"runtime": {"judge_threads": 2}}}
 
 
@@ -510,7 +515,7 @@ def test_installed_components_lists_the_whole_topology(greengrass) -> None:
     }
 
 
-def test_ring_health_reads_cloudwatch_metrics(aws, greengrass, demo_plant) -> None:
+def test_ring_health_reads_the_rings_own_series(aws, greengrass, demo_plant) -> None:
     client, stubber = greengrass
     target = demo_plant.ring_group_arn("canary")
     stubber.add_response(
@@ -526,9 +531,12 @@ def test_ring_health_reads_cloudwatch_metrics(aws, greengrass, demo_plant) -> No
     cw = boto3.client("cloudwatch", region_name=REGION)
     now = datetime.now(UTC).timestamp()
     start = now - 300
-    data: dict[str, list[dict[str, Any]]] = {
-        health_namespace("demo", v): [] for v in ("1.1.0", "1.0.0")
-    }
+    namespace = rollout_namespace("demo")
+
+    def dims(ring: str, version: str) -> list[dict[str, str]]:
+        return [{"Name": "Ring", "Value": ring}, {"Name": "Version", "Value": version}]
+
+    points: list[dict[str, Any]] = []
     for minute in range(5):  # one health message per device per minute
         ts = datetime.fromtimestamp(start + 60 * minute + 30, UTC)
         for passed, rejected, p99 in ((55, 3, 40.0 + minute), (58, 1, 42.0)):
@@ -538,24 +546,228 @@ def test_ring_health_reads_cloudwatch_metrics(aws, greengrass, demo_plant) -> No
                 ("Manual", 2),
                 ("InferenceP99", p99),
                 ("HealthReports", 1),
-                ("ShadowAgreement", 0.97),
+                ("ShadowFrames", 60),
+                ("ShadowAgreed", 58),
             ):
-                data[health_namespace("demo", "1.1.0")].append(
-                    {"MetricName": name, "Value": value, "Timestamp": ts}
-                )
+                points.append(
+                    {"MetricName": name, "Dimensions": dims("canary", "1.1.0"), "Value": value,
+                     "Timestamp": ts}
+                )  # fmt: skip
         idle = {"MetricName": "InferenceP99", "Value": 0.0, "Timestamp": ts}  # no frames
-        data[health_namespace("demo", "1.1.0")].append(idle)
-        data[health_namespace("demo", "1.0.0")].append(
-            {"MetricName": "Rejects", "Value": 99, "Timestamp": ts}
-        )
-    for namespace, points in data.items():
-        for i in range(0, len(points), 20):
-            cw.put_metric_data(Namespace=namespace, MetricData=points[i : i + 20])
+        points.append({**idle, "Dimensions": dims("canary", "1.1.0")})
+        # other rings on the version, and the ring on another version, are not the ring's
+        for other in (dims("fleet", "1.1.0"), dims("canary", "1.0.0")):
+            points.append({"MetricName": "Rejects", "Dimensions": other, "Value": 99,
+                           "Timestamp": ts})  # fmt: skip
+    for i in range(0, len(points), 20):
+        cw.put_metric_data(Namespace=namespace, MetricData=points[i : i + 20])
     health = fleet(client).ring_health("demo", "canary", target, start, now, "1.1.0")
     assert health.decisions == {"pass": 5 * 113, "reject": 5 * 4, "manual": 5 * 4}
     assert health.devices == 2 and health.healthy == 1 and health.reporting == 2
     assert health.latency_p99_ms == pytest.approx(44.0)
-    assert health.shadow_agreement == pytest.approx(0.97)
+    assert health.shadow_agreement == pytest.approx(58 / 60)
+
+
+def _cw() -> tuple[Any, Stubber]:
+    client = boto3.client(
+        "cloudwatch", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    return client, Stubber(client)
+
+
+def _stat(query_id: str, metric: str, dims: dict[str, str], stat: str = "Sum") -> dict[str, Any]:
+    return {
+        "Id": query_id,
+        "MetricStat": {
+            "Metric": {
+                "Namespace": "LineGuard/demo/rollout",
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+            },
+            "Period": 60,
+            "Stat": stat,
+        },
+        "ReturnData": True,
+    }
+
+
+def _result(query_id: str, values: list[float], ts: datetime) -> dict[str, Any]:
+    return {
+        "Id": query_id,
+        "Label": query_id,
+        "Timestamps": [ts] * len(values),
+        "Values": values,
+        "StatusCode": "Complete",
+    }
+
+
+def _metric(name: str, **dims: str) -> dict[str, Any]:
+    return {
+        "Namespace": "LineGuard/demo/rollout",
+        "MetricName": name,
+        "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+    }
+
+
+def test_decision_counts_list_the_strata_then_sum_them_in_batches_of_500() -> None:
+    client, stubber = _cw()
+    start, end = T0, T0 + 3600
+    window = {
+        "StartTime": datetime.fromtimestamp(start, UTC),
+        "EndTime": datetime.fromtimestamp(end, UTC),
+    }
+    listing = {
+        "Namespace": "LineGuard/demo/rollout",
+        "MetricName": "Inspections",
+        "Dimensions": [{"Name": n} for n in ("Ring", "Version", "Line", "Station")],
+    }
+    # 170 strata (3 metrics each: 510 queries, two GetMetricData calls); ListMetrics in two pages
+    strata = [
+        {"Ring": "canary" if i < 100 else "fleet", "Version": "1.1.0" if i % 2 else "1.0.0",
+         "Line": f"line-{i:03d}", "Station": "final-check"}
+        for i in range(170)
+    ]  # fmt: skip
+    first = [_metric("Inspections", **d) for d in strata[:120]]
+    # a duplicate listing, and a series with other dimensions, are ignored
+    rest = [_metric("Inspections", **d) for d in strata[120:]] + [
+        _metric("Inspections", **strata[0]),
+        _metric("Inspections", Ring="canary", Version="1.1.0"),
+    ]
+    stubber.add_response("list_metrics", {"Metrics": first, "NextToken": "p2"}, listing)
+    stubber.add_response("list_metrics", {"Metrics": rest}, {**listing, "NextToken": "p2"})
+    ordered = sorted(strata, key=lambda d: (d["Ring"], d["Version"], d["Line"], d["Station"]))
+    queries = [
+        _stat(f"s{i}_{key}", metric, d)
+        for i, d in enumerate(ordered)
+        for key, metric in (("frames", "Inspections"), ("reject", "Rejects"), ("manual", "Manual"))
+    ]
+    assert len(queries) == 510
+    ts = datetime.fromtimestamp(start + 60, UTC)
+
+    def values(query_id: str) -> list[float]:
+        index = int(query_id[1:].split("_", 1)[0])
+        if index == 7:  # a stratum that judged nothing in the window
+            return [0.0]
+        return {"frames": [60.0, 60.0], "reject": [2.0, 1.0], "manual": [1.0]}[
+            query_id.split("_", 1)[1]
+        ]
+
+    batch_one = [_result(q["Id"], values(q["Id"]), ts) for q in queries[:500]]
+    stubber.add_response(
+        "get_metric_data",
+        {"MetricDataResults": batch_one[:250], "NextToken": "more"},
+        {"MetricDataQueries": queries[:500], **window},
+    )
+    stubber.add_response(
+        "get_metric_data",
+        {"MetricDataResults": batch_one[250:]},
+        {"MetricDataQueries": queries[:500], **window, "NextToken": "more"},
+    )
+    stubber.add_response(
+        "get_metric_data",
+        {"MetricDataResults": [_result(q["Id"], values(q["Id"]), ts) for q in queries[500:]]},
+        {"MetricDataQueries": queries[500:], **window},
+    )
+    with stubber:
+        counts = AwsFleet(
+            region=REGION, artifact_bucket=BUCKET, clients={"cloudwatch": client}
+        ).decision_counts("demo", start, end)
+        stubber.assert_no_pending_responses()
+    assert len(counts) == 169  # the idle stratum is left out
+    assert ordered[7] not in [
+        {"Ring": c.ring, "Version": c.version, "Line": c.line, "Station": c.station} for c in counts
+    ]
+    assert counts[0] == StratumCounts("canary", "line-000", "final-check", "1.0.0", 120, 3, 1)
+    assert {c.ring for c in counts} == {"canary", "fleet"}
+    assert {c.version for c in counts} == {"1.0.0", "1.1.0"}
+
+
+def test_decision_counts_of_one_ring_ask_list_metrics_for_that_ring_only() -> None:
+    client, stubber = _cw()
+    start, end = T0 - 24 * 3600, T0
+    window = {
+        "StartTime": datetime.fromtimestamp(start, UTC),
+        "EndTime": datetime.fromtimestamp(end, UTC),
+    }
+    # ListMetrics' dimension filter: a Name with a Value matches that value only (API reference)
+    listing = {
+        "Namespace": "LineGuard/demo/rollout",
+        "MetricName": "Inspections",
+        "Dimensions": [
+            {"Name": "Ring", "Value": "canary"},
+            {"Name": "Version"},
+            {"Name": "Line"},
+            {"Name": "Station"},
+        ],
+    }
+    dims = {"Ring": "canary", "Version": "1.0.0", "Line": "line-1", "Station": "press-out"}
+    stubber.add_response("list_metrics", {"Metrics": [_metric("Inspections", **dims)]}, listing)
+    queries = [
+        _stat(f"s0_{key}", metric, dims)
+        for key, metric in (("frames", "Inspections"), ("reject", "Rejects"), ("manual", "Manual"))
+    ]
+    ts = datetime.fromtimestamp(start + 60, UTC)
+    stubber.add_response(
+        "get_metric_data",
+        {
+            "MetricDataResults": [
+                _result("s0_frames", [3600.0], ts),
+                _result("s0_reject", [40.0], ts),
+                _result("s0_manual", [9.0], ts),
+            ]
+        },
+        {"MetricDataQueries": queries, **window},
+    )
+    with stubber:
+        counts = AwsFleet(
+            region=REGION, artifact_bucket=BUCKET, clients={"cloudwatch": client}
+        ).decision_counts("demo", start, end, ring="canary")
+        stubber.assert_no_pending_responses()
+    assert counts == [StratumCounts("canary", "line-1", "press-out", "1.0.0", 3600, 40, 9)]
+
+
+def test_shadow_counts_are_the_shadow_versions_own() -> None:
+    client, stubber = _cw()
+    start, end = T0, T0 + 1800
+    dims = {"Ring": "canary", "ShadowVersion": "1.2.0"}
+    queries = [
+        _stat("frames", "ShadowFrames", dims),
+        _stat("both", "ShadowRejectBoth", dims),
+        _stat("served_only", "ShadowRejectServedOnly", dims),
+        _stat("shadow_only", "ShadowRejectShadowOnly", dims),
+    ]
+    ts = datetime.fromtimestamp(start, UTC)
+    stubber.add_response(
+        "get_metric_data",
+        {
+            "MetricDataResults": [
+                _result("frames", [600.0, 540.0], ts),
+                _result("both", [12.0, 10.0], ts),
+                _result("served_only", [1.0], ts),
+                _result("shadow_only", [], ts),
+            ]
+        },
+        {
+            "MetricDataQueries": queries,
+            "StartTime": datetime.fromtimestamp(start, UTC),
+            "EndTime": datetime.fromtimestamp(end, UTC),
+        },
+    )
+    with stubber:
+        counts = AwsFleet(
+            region=REGION, artifact_bucket=BUCKET, clients={"cloudwatch": client}
+        ).shadow_counts("demo", "canary", "1.2.0", start, end)
+        stubber.assert_no_pending_responses()
+    assert counts == ShadowCounts(frames=1140, both=22, served_only=1, shadow_only=0)
+
+
+def test_a_cloudwatch_error_names_the_operation() -> None:
+    client, stubber = _cw()
+    stubber.add_client_error("list_metrics", "Throttling", "Rate exceeded")
+    with stubber, pytest.raises(AwsError, match="cloudwatch.list_metrics: Throttling"):
+        AwsFleet(
+            region=REGION, artifact_bucket=BUCKET, clients={"cloudwatch": client}
+        ).decision_counts("demo", T0, T0 + 60)
 
 
 def _register(status: str, key: str, body: bytes) -> str:

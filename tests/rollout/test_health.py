@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inspector.engine import ShadowStats
 from inspector.health import HealthReporter
 from inspector.messages import Identity
 from rollout.health import aggregate, model_version
@@ -15,7 +16,7 @@ def reporter(device: str, model: str, agreement: float | None = None) -> HealthR
     shadow = (
         None
         if agreement is None
-        else {"model": "old@1", "frames": 100, "agreement": agreement, "errors": 0}
+        else ShadowStats("old@1", frames=100, agreed=round(agreement * 100), both=3)
     )
     identity = Identity(plant="demo", line="line-1", station="press-out", device=device)
     rep = HealthReporter(
@@ -68,7 +69,7 @@ def test_simulator_messages_have_the_inspector_shape() -> None:
     )
     assert len(messages) == 6  # two 300 s health intervals per device
     for message in messages:
-        assert set(message) == set(real) | {"ring"}
+        assert set(message) == set(real)
         assert set(message["counts"]) == set(real["counts"])
         assert set(message["latency_ms"]) == set(real["latency_ms"])
         assert message["frames"] == sum(message["counts"].values()) == 300

@@ -8,16 +8,17 @@ here (not the stack's own), so a drift in either direction fails.
 
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rollout.aws import METRICS, health_namespace
+from rollout.aws import READS
 from rollout.controller import Controller
 from rollout.simulator import simulated_fleet
 from stacks.config import PlantConfig, Release, load_plant_release
+from stacks.rollout_metrics import rollout_namespace
 
 DEPLOYMENT = "AWS::GreengrassV2::Deployment"
 USER_KEYED = {"Components", "Tags"}
@@ -46,7 +47,8 @@ def template_requests(
 ) -> dict[str, dict[str, Any]]:
     """Synthesise the Plant stack for ``release``; return targetArn → request.
 
-    ``metrics`` (if given) is filled with CloudWatch namespace → metric names of the IoT rules.
+    ``metrics`` (if given) is filled with CloudWatch namespace → (metric name, dimension names)
+    of the IoT rules' EMF documents (read back from their SQL here).
     """
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
@@ -59,13 +61,30 @@ def template_requests(
     resources = template.find_resources(DEPLOYMENT)
     if metrics is not None:
         for rule in template.find_resources("AWS::IoT::TopicRule").values():
-            for action in rule["Properties"]["TopicRulePayload"]["Actions"]:
-                metric = action.get("CloudwatchMetric")
-                if metric and isinstance(metric["MetricNamespace"], str):
-                    names = metrics.setdefault(metric["MetricNamespace"], set())
-                    names.add(metric["MetricName"])
+            for directive in emf_directives(rule["Properties"]["TopicRulePayload"]["Sql"]):
+                published = metrics.setdefault(directive["Namespace"], set())
+                for dims in directive["Dimensions"]:
+                    published.update((m["Name"], tuple(dims)) for m in directive["Metrics"])
     requests = [to_request(r["Properties"]) for r in resources.values()]
     return {r["targetArn"]: r for r in requests}
+
+
+def emf_directives(sql: str) -> list[dict[str, Any]]:
+    """The ``CloudWatchMetrics`` of a rule's ``SELECT VALUE`` EMF literal (none if it has none).
+
+    The directives are plain literals (only members elsewhere hold IoT SQL expressions), so
+    the bracketed list after ``'CloudWatchMetrics':`` reads as JSON once quoted so."""
+    key = "'CloudWatchMetrics': "
+    at = sql.find(key)
+    if at < 0:
+        return []
+    start = end = at + len(key)
+    depth = 0
+    while True:
+        depth += {"[": 1, "]": -1}.get(sql[end], 0)
+        end += 1
+        if depth == 0:
+            return list(json.loads(sql[start:end].replace("'", '"')))
 
 
 def sent_requests(sim: Any) -> list[dict[str, Any]]:
@@ -121,11 +140,7 @@ def test_template_deployments_equal_the_controller_requests(
     assert fleet["components"]["com.lineguard.Model"] == {"componentVersion": "1.0.0"}
 
     # the health metrics the controller reads against AWS are the ones the Plant stack publishes
-    per_version = {
-        re.sub(r"\$\{[^}]*\}", "1.1.0", ns): names for ns, names in metrics.items() if "${" in ns
-    }
-    published = per_version[health_namespace("demo", "1.1.0")]
-    assert {name for name, _stat in METRICS.values()} <= published
+    assert set(READS) <= metrics[rollout_namespace("demo")]
 
     sim.create_deployment = real  # type: ignore[method-assign]
     assert ctl.promote(package).status == "completed"

@@ -203,7 +203,7 @@ def _dry_run(stage: Path, tmp_path: Path, make_package) -> str:
     assert proc.returncode == 0, proc.stderr
     build = subprocess.run(
         [sys.executable, "-c", "import sys; from inspector.model_package import load_package; "
-         "from rollout.recipe import build_model; "
+         "import rollout.aws; from rollout.recipe import build_model; "
          "print(build_model(load_package(sys.argv[1]), 'bucket-x').uri)", str(package.root)],
         cwd=stage, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

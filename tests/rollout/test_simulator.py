@@ -229,3 +229,36 @@ def test_decision_counts_by_ring_line_station_and_version(demo_plant, make_packa
     assert sum(c.manual for c in fleet_counts) == health.decisions["manual"]
     # one ring asked for: only its strata; the same window twice: the same counts
     assert sim.decision_counts("demo", t, sim.now, ring="fleet") == fleet_counts
+
+
+def test_a_shadow_carrier_reports_the_shadow_in_the_inspectors_shape(demo_plant, make_package):
+    from inspector.health import HealthReporter  # noqa: F401  (the real reporter's shape)
+
+    from .test_health import feed, reporter
+
+    real = feed(reporter("dev-a", "tiny@1.1.0", 0.9), ["pass"] * 10, 20)
+    sim = fleet(
+        demo_plant,
+        n=4,
+        behaviours={
+            "1.0.0": ModelBehaviour(reject_rate=0.05),
+            "1.2.0": ModelBehaviour(reject_rate=0.0),
+        },
+    )
+    carrier = sim.publish_shadow("1.0.0", make_package("1.2.0"))
+    assert carrier.version == "1.0.2"
+    components = {**OLD, "com.lineguard.Model": "1.0.2"}
+    sim.create_deployment(request(demo_plant, "canary", components))
+    sim.clock.sleep(3600)
+    target = demo_plant.ring_group_arn("canary")
+    messages = sim.health_messages("demo", target, sim.now - 1800, sim.now)
+    assert messages
+    for message in messages:
+        assert message["model"] == "sim@1.0.0"  # the served model decides
+        assert set(message["shadow"]) == set(real["shadow"])
+        assert set(message["shadow"]["reject"]) == set(real["shadow"]["reject"])
+    counts = sim.shadow_counts("demo", "canary", "1.2.0", sim.now - 1800, sim.now)
+    served = sum(m["counts"]["reject"] for m in messages)
+    # a shadow that rejects nothing shares none of the served rejects
+    assert counts.frames == sum(m["frames"] for m in messages)
+    assert counts.both == counts.shadow_only == 0 and counts.served_only == served > 0

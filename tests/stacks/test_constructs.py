@@ -19,8 +19,10 @@ from aws_cdk.assertions import Annotations, Match, Template
 
 from stacks.authorization import render_provisioning_value
 from stacks.config import INSPECTOR, MODEL, PlantConfig, Release, line_stack, load_plant
+from stacks.constructs._own_log_group import RULE_LOG_ACTIONS
 from stacks.constructs.artifact_store import ArtifactStore
 from stacks.constructs.core_device_access import CoreDeviceAccess
+from stacks.constructs.emf import Expr, MetricDirective, emf_document
 from stacks.constructs.fleet_groups import FleetGroups
 from stacks.constructs.identity import DeviceIdentity
 from stacks.constructs.line_health import LINE_METRICS, line_health_document, line_health_sql
@@ -31,6 +33,12 @@ from stacks.constructs.pipeline_roles import PipelineRoles
 from stacks.constructs.provisioning import HOOK_CONCURRENCY, FleetProvisioning
 from stacks.constructs.results_pipeline import NONCURRENT_DAYS, ResultsPipeline
 from stacks.constructs.ring_deployments import RingDeployments
+from stacks.constructs.rollout_health import (
+    decision_document,
+    decision_sql,
+    shadow_document,
+    shadow_sql,
+)
 from stacks.constructs.rule_errors import RuleErrorLog
 
 from .conftest import PLANTS
@@ -263,6 +271,16 @@ def test_promotion_cancels_and_reads_only_deployments_and_lineguard_core_devices
             assert json.dumps(statement["Resource"]).endswith(f'{scoped[action]}"]]}}'), action
             found.add(action)
     assert found == set(scoped)
+
+
+def test_promotion_may_list_and_read_the_rollout_metrics(shared: Built) -> None:
+    (statement,) = [
+        st
+        for st in promotion_statements(shared)
+        if isinstance(st["Action"], list) and "cloudwatch:GetMetricData" in st["Action"]
+    ]
+    # ListMetrics finds the strata (rollout/aws.py decision_counts); neither takes a resource
+    assert "cloudwatch:ListMetrics" in statement["Action"] and statement["Resource"] == "*"
 
 
 # ------------------------------------------------------------------ plant: groups and deployments
@@ -534,8 +552,9 @@ def log_key_id(template: Template) -> str:
 def test_every_log_group_is_encrypted_with_the_plant_log_key(plant_parts: Built) -> None:
     key_id = log_key_id(plant_parts.template)
     groups = resources(plant_parts.template, "AWS::Logs::LogGroup")
-    # provisioning hook, results delivery, IoT rule errors, identity sync, line health
-    assert len(groups) == 5
+    # provisioning hook, results delivery, IoT rule errors, identity sync, line health,
+    # rollout health
+    assert len(groups) == 6
     for group in groups:
         assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
 
@@ -768,6 +787,133 @@ def test_line_health_document_follows_the_emf_specification() -> None:
     assert names == [n for n, _ in LINE_METRICS] and set(names) | {"Line"} <= set(doc)
     assert doc["Line"].sql == "topic(3)"
     assert "* 1.0 /" in doc["RejectRate"].sql  # not an integer division
+
+
+def _logical_id(built: Built, *path: str) -> str:
+    node = built.stack.node
+    for name in path:
+        node = node.find_child(name).node
+    return built.stack.resolve(built.stack.get_logical_id(node.default_child))  # type: ignore[arg-type]
+
+
+def test_rollout_health_rules_write_emf_documents_to_their_log_group(plant_parts: Built) -> None:
+    logs = _logical_id(plant_parts, "Monitoring", "RolloutHealth", "Logs")
+    plant_parts.template.has_resource_properties(
+        "AWS::Logs::LogGroup",
+        {"LogGroupName": "/lineguard/example-large/rollout-health", "RetentionInDays": 7},
+    )
+    for sql in (decision_sql("example-large"), shadow_sql("example-large")):
+        rule = rule_with_sql(plant_parts, sql)
+        (action,) = rule["Actions"]
+        assert action["CloudwatchLogs"]["LogGroupName"] == {"Ref": logs}
+        assert rule["AwsIotSqlVersion"] == "2016-03-23" and rule["ErrorAction"]
+        # only messages from the thing they name, that name their ring and served model
+        assert " WHERE v = 1 AND device = topic(5) AND ring = substring(ring, 0) AND " in sql
+        assert "ring <> ''" in sql and "model = substring(model, 0)" in sql
+
+
+def test_rollout_health_role_writes_its_own_log_group_only(plant_parts: Built) -> None:
+    role = _logical_id(plant_parts, "Monitoring", "RolloutHealth", "RuleRole")
+    (policy,) = [
+        p["Properties"]
+        for p in resources(plant_parts.template, "AWS::IAM::Policy")
+        if p["Properties"]["Roles"] == [{"Ref": role}]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert sorted(statement["Action"]) == sorted(RULE_LOG_ACTIONS)
+    assert "/lineguard/example-large/rollout-health:*" in json.dumps(statement["Resource"])
+
+
+def test_decision_document_publishes_per_stratum_and_per_ring_and_version() -> None:
+    doc = decision_document("LineGuard/p/rollout")
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "LineGuard/p/rollout"
+    assert directive["Dimensions"] == [["Ring", "Version", "Line", "Station"], ["Ring", "Version"]]
+    assert [(m["Name"], m["Unit"]) for m in directive["Metrics"]] == [
+        ("Inspections", "Count"),
+        ("Rejects", "Count"),
+        ("Manual", "Count"),
+        ("InferenceP99", "Milliseconds"),
+        ("HealthReports", "Count"),
+    ]
+    # every dimension and metric a directive names is a member of the root node (EMF)
+    assert {"Ring", "Version", "Line", "Station"} | {
+        m["Name"] for m in directive["Metrics"]
+    } <= set(doc)
+    assert doc["Version"].sql == "substring(model, indexof(model, '@') + 1)"
+    assert (doc["Ring"].sql, doc["Line"].sql, doc["Station"].sql) == ("ring", "line", "station")
+    assert doc["HealthReports"] == 1 and "isNull(latency_ms.p99)" in doc["InferenceP99"].sql
+
+
+def test_shadow_document_is_under_the_shadow_models_own_version() -> None:
+    doc = shadow_document("LineGuard/p/rollout")
+    shadow, served = doc["_aws"]["CloudWatchMetrics"]
+    assert shadow["Dimensions"] == [["Ring", "ShadowVersion"]]
+    assert [m["Name"] for m in shadow["Metrics"]] == [
+        "ShadowFrames",
+        "ShadowRejectBoth",
+        "ShadowRejectServedOnly",
+        "ShadowRejectShadowOnly",
+    ]
+    assert doc["ShadowVersion"].sql == "substring(shadow.model, indexof(shadow.model, '@') + 1)"
+    assert served["Dimensions"] == [["Ring", "Version"]]
+    assert [m["Name"] for m in served["Metrics"]] == ["ShadowFrames", "ShadowAgreed"]
+    assert doc["ShadowRejectServedOnly"].sql == "shadow.reject.served_only"
+    sql = shadow_sql("p")
+    assert "shadow.model = substring(shadow.model, 0) AND shadow.frames > 0" in sql
+
+
+def test_an_emf_directive_without_its_members_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"no member for \['Station'\]"):
+        emf_document(
+            [MetricDirective("ns", (("Ring", "Station"),), (("Frames", "Count"),))],
+            {"Ring": Expr("ring"), "Frames": 1},
+        )
+
+
+def test_the_rules_read_fields_the_inspectors_health_message_has() -> None:
+    from inspector.engine import ShadowStats
+    from inspector.health import HealthReporter
+    from inspector.messages import Identity
+
+    shadow = ShadowStats("tiny@2.0.0", frames=10, agreed=9, both=1, shadow_only=1, epoch=1)
+    message = HealthReporter(
+        Identity("p", "line-1", "st-1", "dev-1"),
+        interval_s=60,
+        ring="canary",
+        status=lambda: {"healthy": True, "model": "tiny@1.0.0", "shadow": shadow},
+    ).message()
+    sql = decision_sql("p") + shadow_sql("p")
+    strings = ("ring", "model", "line", "station", "shadow.model")
+    numbers = ("counts.pass", "counts.reject", "counts.manual", "shadow.frames", "shadow.agreement")
+    numbers += tuple(f"shadow.reject.{f}" for f in ("both", "served_only", "shadow_only"))
+    for path in (*strings, *numbers, "latency_ms.p99"):
+        assert path in sql, path
+        value: Any = message
+        for key in path.split("."):
+            value = value[key]
+        if path in strings:
+            assert isinstance(value, str), path
+        elif path in numbers:
+            assert isinstance(value, int | float), path
+
+
+def test_no_metric_is_put_under_a_served_model_namespace(plant_parts: Built) -> None:
+    text = json.dumps(resources(plant_parts.template, "AWS::IoT::TopicRule"))
+    assert "ShadowAgreement" not in text and "model:" not in text
+
+
+def test_health_rule_role_may_put_the_plant_namespace_only(plant_parts: Built) -> None:
+    (statement,) = [
+        st
+        for p in resources(plant_parts.template, "AWS::IAM::Policy")
+        for st in p["Properties"]["PolicyDocument"]["Statement"]
+        if st["Action"] == "cloudwatch:PutMetricData"
+        and "LineGuard/example-large" in json.dumps(st.get("Condition"))
+    ]
+    assert statement["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "LineGuard/example-large"}
+    }
 
 
 def test_one_alarm_watches_every_line_plus_plant_alarms_all_notify_sns(

@@ -21,7 +21,12 @@ from stacks.config import (
     PlantConfig,
     Release,
 )
-from stacks.deployment_spec import NoRingRelease, deployment_spec, to_cfn_properties
+from stacks.deployment_spec import (
+    NoRingRelease,
+    deployment_spec,
+    release_configuration,
+    to_cfn_properties,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +80,7 @@ def test_spec_with_configuration_merge_is_valid(greengrass: Any, demo: PlantConf
     spec = deployment_spec(demo, "canary", release)
     send(greengrass, spec)
     merge = spec["components"][INSPECTOR]["configurationUpdate"]["merge"]
-    assert json.loads(merge) == {"threads": 2, "shadow": None}
+    assert json.loads(merge) == {"threads": 2, "shadow": None, "ring": "canary"}
     assert "configurationUpdate" not in spec["components"][MODEL]
 
 
@@ -94,8 +99,11 @@ def test_a_reset_comes_before_the_merge_for_the_named_components_only(
         "merge": '{"variant":"a"}',
     }
     assert spec["components"][LINE_BRIDGE]["configurationUpdate"] == {"reset": [""]}
-    assert "configurationUpdate" not in spec["components"][INSPECTOR]
+    assert spec["components"][INSPECTOR]["configurationUpdate"] == {"merge": '{"ring":"canary"}'}
     assert deployment_spec(demo, "canary", release) != spec  # no reset unless asked
+    # a reset inspector gets its ring back from the merge, which runs after the reset
+    inspector = deployment_spec(demo, "canary", release, reset={INSPECTOR})["components"][INSPECTOR]
+    assert inspector["configurationUpdate"] == {"reset": [""], "merge": '{"ring":"canary"}'}
 
 
 def test_spec_pins_exact_versions_and_targets_the_ring_group(
@@ -127,7 +135,10 @@ def test_shipped_rings_turn_on_interpolation_and_leave_device_settings_alone(
         }
         # the PLC endpoint and stations reach a device from its provisioning, not its ring
         assert "configurationUpdate" not in spec["components"][LINE_BRIDGE]
-        assert "configurationUpdate" not in spec["components"][INSPECTOR]
+        # the inspector is told its ring, and nothing else
+        assert spec["components"][INSPECTOR]["configurationUpdate"] == {
+            "merge": json.dumps({"ring": ring}, separators=(",", ":"))
+        }
 
 
 def test_spec_policies_come_from_the_plant_file(large: PlantConfig, large_release: Release) -> None:
@@ -193,7 +204,36 @@ def test_cfn_properties_carry_the_same_values(demo: PlantConfig) -> None:
     spec = deployment_spec(demo, "canary", release)
     props = to_cfn_properties({**spec, "clientToken": "abc"})
     assert "ClientToken" not in props
-    assert props["Components"][INSPECTOR]["ConfigurationUpdate"] == {"Merge": '{"a":1}'}
+    assert props["Components"][INSPECTOR]["ConfigurationUpdate"] == {
+        "Merge": '{"a":1,"ring":"canary"}'
+    }
     criteria = props["IotJobConfiguration"]["AbortConfig"]["CriteriaList"]
     assert [c["FailureType"] for c in criteria] == ["FAILED", "TIMED_OUT"]
     assert props["TargetArn"] == spec["targetArn"]
+
+
+def test_the_ring_wins_over_a_release_value_and_is_left_out_when_read_back(
+    demo: PlantConfig,
+) -> None:
+    release = Release(plant="demo").with_ring(
+        "canary",
+        {INSPECTOR: "1.0.0", MODEL: "1.0.0"},
+        configuration={INSPECTOR: {"ring": "fleet", "threads": 2}, MODEL: {"variant": "a"}},
+    )
+    spec = deployment_spec(demo, "canary", release)
+    merges = {
+        name: json.loads(c["configurationUpdate"]["merge"])
+        for name, c in spec["components"].items()
+        if "merge" in c.get("configurationUpdate", {})
+    }
+    assert merges == {INSPECTOR: {"ring": "canary", "threads": 2}, MODEL: {"variant": "a"}}
+    assert release_configuration(merges) == {INSPECTOR: {"threads": 2}, MODEL: {"variant": "a"}}
+    # a release without inspector configuration reads back without one
+    assert release_configuration({INSPECTOR: {"ring": "canary"}}) == {}
+
+
+def test_the_inspector_accepts_every_ring_name_the_plant_file_accepts() -> None:
+    from inspector.component_config import RING_NAME as DEVICE_RING_NAME
+    from stacks.config import RING_NAME
+
+    assert DEVICE_RING_NAME.pattern == RING_NAME
