@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         "--releases-bucket",
         help="read and write the release at s3://BUCKET/rollout/releases/<plant>.json, the "
         "release `cdk deploy -c releases_dir=s3://BUCKET/rollout/releases/` synthesises "
-        "(--releases-dir is then the bootstrap when S3 has none yet)",
+        "(--releases-dir is then the bootstrap when S3 has none yet); against AWS the default "
+        "is --artifact-bucket",
     )
     common.add_argument(
         "--state-dir",
@@ -422,6 +423,14 @@ def _releases_from_s3(args: argparse.Namespace) -> Iterator[None]:
     """With ``--releases-bucket``: the plant's release comes from S3 (the repository's copy as
     the bootstrap) and every rewrite goes back to S3 at once."""
     bucket = getattr(args, "releases_bucket", None)
+    if (
+        not bucket
+        and not getattr(args, "simulate", None)
+        and getattr(args, "artifact_bucket", None)
+    ):
+        # against AWS the release lives beside the artifacts unless told otherwise: a local
+        # promote that kept it only in the working copy would be reverted by the next deploy
+        bucket = args.releases_bucket = args.artifact_bucket
     if not bucket:
         yield
         return

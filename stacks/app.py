@@ -8,7 +8,7 @@ synthesises identically whatever the selection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +86,27 @@ def load_selection(app: cdk.App, root: Path = REPO) -> Selection:
     plants = every_plant if selected is None else load_plants(plants_dir, selected)
     releases_dir = Path(source)
     if source.startswith("s3://"):
+        _check_releases_url(source, plants)
         releases_dir = _releases_from_s3(source, plants[0].region if plants else None, root)
     releases = {p.name: load_plant_release(p, releases_dir) for p in plants}
     return Selection(plants, every_plant, releases, releases_dir)
+
+
+def _check_releases_url(url: str, plants: Iterable[PlantConfig]) -> None:
+    """An ``s3://`` releases_dir must be where the rollout controller writes the selected
+    plants' releases: a typo would list nothing and quietly deploy the bootstrap copy, which
+    reverts every promoted ring."""
+    from stacks.release_store import releases_url
+
+    for plant in plants:
+        expected = releases_url(plant.artifact_bucket_name)
+        if url.rstrip("/") + "/" != expected:
+            raise PlantConfigError(
+                url,
+                "releases_dir",
+                f"plant {plant.name}'s releases are at {expected} (the rollout controller writes "
+                "them there); deploy plants of other accounts or regions one at a time",
+            )
 
 
 def _releases_from_s3(url: str, region: str | None, root: Path) -> Path:

@@ -13,6 +13,7 @@ No CDK import here: the rollout CLI uses it without Node.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ RELEASES_PREFIX = "rollout/releases/"
 
 class ReleaseStoreError(Exception):
     """The release objects could not be read or written; the message names the bucket and key."""
+
+
+def releases_url(bucket: str) -> str:
+    """The ``releases_dir`` a deploy of a plant whose artifacts are in ``bucket`` uses."""
+    return f"s3://{bucket}/{RELEASES_PREFIX}"
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -51,7 +57,15 @@ def download_releases(s3: Any, url: str, dest: Path, *, fallback: Path | None = 
                     continue
                 body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                 (dest / name).write_bytes(body)
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket" and fallback is not None:
+            # the Shared stack (which makes the bucket) is not deployed yet: nothing was ever
+            # promoted, so the bootstrap releases are what every ring runs
+            return dest
+        raise ReleaseStoreError(
+            f"s3://{bucket}/{prefix}: cannot read the releases ({exc})"
+        ) from exc
+    except BotoCoreError as exc:
         raise ReleaseStoreError(
             f"s3://{bucket}/{prefix}: cannot read the releases ({exc})"
         ) from exc
@@ -70,3 +84,30 @@ def upload_release(s3: Any, bucket: str, path: Path, prefix: str = RELEASES_PREF
     except (ClientError, BotoCoreError) as exc:
         raise ReleaseStoreError(f"s3://{bucket}/{key}: cannot write the release ({exc})") from exc
     return f"s3://{bucket}/{key}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stacks.release_store url --plant P``: the releases URL ``make deploy`` uses."""
+    import argparse
+
+    from stacks.config import PLANTS_DIR, PlantConfigError, load_plants
+
+    parser = argparse.ArgumentParser(
+        prog="python -m stacks.release_store",
+        description="Print where the rollout controller keeps a plant's release.",
+    )
+    parser.add_argument("command", choices=("url",))
+    parser.add_argument("--plant", required=True)
+    parser.add_argument("--plants-dir", default=str(PLANTS_DIR))
+    args = parser.parse_args(argv)
+    try:
+        (plant,) = load_plants(args.plants_dir, [args.plant])
+    except PlantConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(releases_url(plant.artifact_bucket_name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

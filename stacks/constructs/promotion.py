@@ -53,21 +53,46 @@ SOURCE_FILES = (
 )
 RUNTIME_PACKAGES = ("boto3", "pydantic", "PyYAML")
 MAX_BUILD_HOURS = 36
+MAX_TARGETS_PER_RULE = 5
 _SOURCE_REASON = (
     "CodeBuild's read grant on its S3 source: the one asset object of the promotion job's code."
 )
 
 
 def _promotion_minutes(plant: PlantConfig) -> float:
-    """The longest a promotion of ``plant`` can take: per ring its bake and the controller's
-    deadline for the deployment (rollout/controller.py ``_wait``)."""
+    """The longest a promotion of ``plant`` can take before it pauses or ends: per ring the
+    controller's deadline for each deployment it waits on (rollout/controller.py ``_wait``), the
+    shadow phase and the bake with every extension (at least 15 min each: ``LOOK_S``), and at the
+    end one rollback's wait."""
     policy = plant.deployment
+    extensions = plant.gates.max_bake_extensions
     total = 0.0
+    longest_wait = 0.0
     for ring in plant.rings:
         devices = max(1, math.ceil(plant.expected_devices * ring.percent / 100.0))
         release = math.ceil(devices / policy.rollout.base_rate_per_minute)
-        total += ring.bake_minutes + policy.in_progress_timeout_minutes + release + 15
-    return total
+        wait = policy.in_progress_timeout_minutes + release + 15
+        longest_wait = max(longest_wait, wait)
+        total += wait
+        if ring.bake_minutes:
+            total += ring.bake_minutes + extensions * max(ring.bake_minutes, 15)
+        if ring.shadow_minutes:
+            total += wait + ring.shadow_minutes + extensions * max(ring.shadow_minutes, 15)
+    return total + longest_wait
+
+
+def build_minutes(plant: PlantConfig) -> int:
+    """The promotion build's timeout for ``plant``: its longest promotion and an hour for
+    installing; ValueError (naming what to change) when that is beyond CodeBuild's 36 h."""
+    minutes = math.ceil(_promotion_minutes(plant)) + 60
+    if minutes > MAX_BUILD_HOURS * 60:
+        raise ValueError(
+            f"plant {plant.name}: its longest promotion takes {minutes / 60:.1f} h (every ring's "
+            "wait, shadow phase and bake with all extensions, and a rollback), more than a "
+            f"CodeBuild build's {MAX_BUILD_HOURS} h: lower bake_minutes, shadow_minutes or "
+            "gates.max_bake_extensions"
+        )
+    return minutes
 
 
 def runtime_pins(requirements: Path = REPO / "requirements-dev.txt") -> list[str]:
@@ -119,11 +144,10 @@ class Promotion(Construct):
         if not plants:
             raise ValueError("Promotion needs at least one plant")
         names = " ".join(p.name for p in plants)
-        # every ring's bake plus the controller's longest wait for it (the in-progress timeout,
-        # the time the rollout rate needs for the ring, 15 min): an offline device keeps a ring
-        # waiting that long before it counts as stalled
-        bake_hours = sum(_promotion_minutes(p) for p in plants) / 60.0
-        timeout_hours = min(MAX_BUILD_HOURS, math.ceil(bake_hours) + 4)
+        # one build per plant (each with its own lease and state), each allowed its plant's
+        # longest promotion: a CodeBuild build runs at most 36 h (timeoutInMinutes 5-2160,
+        # CodeBuild API reference, StartBuild)
+        minutes = {p.name: build_minutes(p) for p in plants}
         staged = stage_source()
         try:  # the asset is copied into the cloud assembly here, so the staging dir can go
             source = s3_assets.Asset(self, "Source", path=str(staged))
@@ -154,7 +178,7 @@ class Promotion(Construct):
             description="LineGuard promotion: python -m rollout promote for every plant",
             role=role,
             encryption_key=key,
-            timeout=cdk.Duration.hours(timeout_hours),
+            timeout=cdk.Duration.minutes(max(minutes.values())),
             source=codebuild.Source.s3(bucket=source.bucket, path=source.s3_object_key),
             environment=codebuild.BuildEnvironment(
                 build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
@@ -191,35 +215,47 @@ class Promotion(Construct):
                 }
             ),
         )
-        self.rule = events.Rule(
-            self,
-            "OnApproval",
-            description="Start the LineGuard promotion when a model package is approved",
-            event_pattern=events.EventPattern(
-                source=["aws.sagemaker"],
-                detail_type=["SageMaker Model Package State Change"],
-                detail={
-                    "ModelPackageGroupName": [model_package_group_name],
-                    "ModelApprovalStatus": ["Approved"],
-                },
-            ),
-        )
-        self.rule.add_target(
-            targets.CodeBuildProject(
-                self.project,
-                event=events.RuleTargetInput.from_object(
-                    {
-                        "environmentVariablesOverride": [
-                            {
-                                "name": "MODEL_PACKAGE_ARN",
-                                "value": events.EventField.from_path("$.detail.ModelPackageArn"),
-                                "type": "PLAINTEXT",
-                            }
-                        ]
-                    }
+        # an EventBridge rule takes at most 5 targets (EventBridge quotas): a rule per 5 plants,
+        # a target per plant, each starting the plant's own build with its own timeout
+        self.rules: list[events.Rule] = []
+        for index in range(0, len(plants), MAX_TARGETS_PER_RULE):
+            rule = events.Rule(
+                self,
+                "OnApproval" if index == 0 else f"OnApproval{index // MAX_TARGETS_PER_RULE + 1}",
+                description="Start the LineGuard promotion when a model package is approved",
+                event_pattern=events.EventPattern(
+                    source=["aws.sagemaker"],
+                    detail_type=["SageMaker Model Package State Change"],
+                    detail={
+                        "ModelPackageGroupName": [model_package_group_name],
+                        "ModelApprovalStatus": ["Approved"],
+                    },
                 ),
             )
-        )
+            for plant in plants[index : index + MAX_TARGETS_PER_RULE]:
+                rule.add_target(
+                    targets.CodeBuildProject(
+                        self.project,
+                        # the StartBuild request (EventBridge CodeBuild target input)
+                        event=events.RuleTargetInput.from_object(
+                            {
+                                "environmentVariablesOverride": [
+                                    {
+                                        "name": "MODEL_PACKAGE_ARN",
+                                        "value": events.EventField.from_path(
+                                            "$.detail.ModelPackageArn"
+                                        ),
+                                        "type": "PLAINTEXT",
+                                    },
+                                    {"name": "PLANTS", "value": plant.name, "type": "PLAINTEXT"},
+                                ],
+                                "timeoutInMinutesOverride": minutes[plant.name],
+                            }
+                        ),
+                    )
+                )
+            self.rules.append(rule)
+        self.rule = self.rules[0]
         self.github_starter: iam.Role | None = None
         if github_repository:
             self.github_starter = self._github_starter(github_repository, github_oidc_provider_arn)

@@ -202,15 +202,23 @@ def make_deploy(command: DocCommand, endpoint: str, tmp: Path) -> None:
     recipe = shell(f"make -n {shlex.join(command.argv[1:])}")
     plant = dict(a.split("=", 1) for a in command.argv[1:] if "=" in a)["PLANT"]
     steps = [
-        f"-m stacks.preflight --plant {plant}",  # first: nothing is built for the wrong account
+        f"-m stacks.release_store url --plant {plant}",
+        f"-m stacks.preflight --plant {plant} --releases-dir $releases",  # nothing built first
         "make component",
-        f"npx cdk deploy -c plant={plant} --all",
+        f"npx cdk deploy -c plant={plant} -c releases_dir=$releases --all",
     ]
     positions = [recipe.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), recipe
     env = aws_env(endpoint)
-    shell(f"{sys.executable} -m stacks.preflight --plant {plant}", env)
-    stacks = shell(f"npx cdk list -c plant={plant} -c nag=false -o {tmp / 'cdk.out'}", env)
+    # a first deploy: no artifact bucket yet, so the repository's releases are what rings run
+    releases = shell(f"{sys.executable} -m stacks.release_store url --plant {plant}", env).strip()
+    assert releases == f"s3://lineguard-artifacts-{ACCOUNT}-{REGION}/rollout/releases/"
+    shell(f"{sys.executable} -m stacks.preflight --plant {plant} --releases-dir {releases}", env)
+    stacks = shell(
+        f"npx cdk list -c plant={plant} -c releases_dir={releases} -c nag=false "
+        f"-o {tmp / 'cdk.out'}",
+        env,
+    )
     assert sorted(stacks.split()) == sorted(
         [f"LineGuard-Shared-{ACCOUNT}-{REGION}", f"LineGuard-Plant-{plant}"]
     )
@@ -219,7 +227,7 @@ def make_deploy(command: DocCommand, endpoint: str, tmp: Path) -> None:
 def deploy_from_s3_releases(command: DocCommand, endpoint: str, tmp: Path) -> None:
     """The app reads the releases the controller keeps in S3: the documented deploy, as
     ``cdk list`` (no deployment), against a bucket holding the demo's release."""
-    bucket = "lineguard-docs-artifacts"
+    bucket = f"lineguard-artifacts-{ACCOUNT}-{REGION}"  # the demo plant's artifact bucket
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint,
                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})

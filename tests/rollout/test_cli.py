@@ -165,7 +165,10 @@ def test_aws_error_exits_3(releases_dir, tmp_path, capsys, monkeypatch) -> None:
         )  # fmt: skip
     assert code == 3
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: sagemaker.describe_model_package") and arn in err
+    # against AWS the release is read from, and written to, the artifact bucket by default
+    assert "release of demo from s3://b/rollout/releases/" in err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: sagemaker.describe_model_package") and arn in last
 
 
 def test_help_lists_commands_and_exit_codes(capsys) -> None:

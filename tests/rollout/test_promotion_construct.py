@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stacks.config import load_plant
-from stacks.constructs.promotion import runtime_pins, stage_source
+from stacks.constructs.promotion import build_minutes, runtime_pins, stage_source
 
 from .conftest import REPO
 
@@ -104,32 +104,45 @@ def test_no_unacknowledged_nag_findings(synthesised) -> None:
     assert synthesised["error"] is None
 
 
-def test_rule_matches_approved_packages_of_the_group(synthesised) -> None:
-    from aws_cdk.assertions import Match
-
-    synthesised["template"].has_resource_properties(
-        "AWS::Events::Rule",
-        {
-            "EventPattern": {
-                "source": ["aws.sagemaker"],
-                "detail-type": ["SageMaker Model Package State Change"],
-                "detail": {
-                    "ModelPackageGroupName": ["lineguard-inspection"],
-                    "ModelApprovalStatus": ["Approved"],
-                },
-            },
-            "Targets": [
-                Match.object_like(
-                    {
-                        "InputTransformer": {
-                            "InputPathsMap": {"detail-ModelPackageArn": "$.detail.ModelPackageArn"},
-                            "InputTemplate": Match.string_like_regexp("MODEL_PACKAGE_ARN"),
-                        }
-                    }
-                )
-            ],
+def test_an_approval_starts_one_build_per_plant_with_its_own_timeout(synthesised) -> None:
+    template = synthesised["template"]
+    (rule,) = template.find_resources("AWS::Events::Rule").values()
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {
+            "ModelPackageGroupName": ["lineguard-inspection"],
+            "ModelApprovalStatus": ["Approved"],
         },
+    }
+    plants = {n: load_plant(REPO / "plants" / f"{n}.yaml") for n in ("demo", "example-large")}
+    inputs = {}
+    for target in rule["Properties"]["Targets"]:
+        transformer = target["InputTransformer"]
+        assert transformer["InputPathsMap"] == {
+            "detail-ModelPackageArn": "$.detail.ModelPackageArn"
+        }
+        # the template is the StartBuild request; EventBridge puts the path's JSON value (a
+        # quoted string) in place of the placeholder (EventBridge user guide, input transformer)
+        text = transformer["InputTemplate"].replace("<detail-ModelPackageArn>", '"arn:pkg"')
+        request = json.loads(text)
+        env = {v["name"]: v["value"] for v in request["environmentVariablesOverride"]}
+        assert env["MODEL_PACKAGE_ARN"] == "arn:pkg"
+        inputs[env["PLANTS"]] = request["timeoutInMinutesOverride"]
+    assert inputs == {name: build_minutes(plant) for name, plant in plants.items()}
+    assert all(5 <= minutes <= 36 * 60 for minutes in inputs.values())  # StartBuild's range
+    # the project's own timeout covers the longest (what a CI-started build gets)
+    (project,) = template.find_resources("AWS::CodeBuild::Project").values()
+    assert project["Properties"]["TimeoutInMinutes"] == max(inputs.values())
+
+
+def test_a_plant_whose_longest_promotion_outlasts_a_build_is_refused() -> None:
+    plant = load_plant(REPO / "plants" / "example-large.yaml")
+    slow = plant.model_copy(
+        update={"gates": plant.gates.model_copy(update={"max_bake_extensions": 5})}
     )
+    with pytest.raises(ValueError, match="plant example-large: its longest promotion takes"):
+        build_minutes(slow)
 
 
 def _buildspec(template) -> dict[str, Any]:
@@ -161,15 +174,20 @@ def test_build_runs_the_same_promote_command_for_every_plant(synthesised) -> Non
     # state and release are written to S3 at every step, never synced from a copy that may lag
     assert '--releases-bucket "$ARTIFACT_BUCKET"' in build
     assert "post_build" not in spec["phases"] and "sync" not in json.dumps(spec)
-    # every ring's bake plus the controller's longest wait for the ring (an offline device
-    # holds it until then), for both plants, within CodeBuild's 36 h
-    plants = [load_plant(REPO / "plants" / f"{n}.yaml") for n in ("demo", "example-large")]
-    longest = sum(
-        r.bake_minutes + p.deployment.in_progress_timeout_minutes + 15
-        for p in plants
-        for r in p.rings
-    )
-    assert longest <= props["TimeoutInMinutes"] <= 36 * 60
+    # per plant: every ring's shadow phase and bake with all their extensions, plus the
+    # controller's longest wait for each deployment (an offline device holds it until then)
+    # and a rollback
+    for name in ("demo", "example-large"):
+        p = load_plant(REPO / "plants" / f"{name}.yaml")
+        ext, wait = p.gates.max_bake_extensions, p.deployment.in_progress_timeout_minutes + 15
+        longest = wait
+        for r in p.rings:
+            longest += wait
+            if r.bake_minutes:
+                longest += r.bake_minutes + ext * max(r.bake_minutes, 15)
+            if r.shadow_minutes:
+                longest += wait + r.shadow_minutes + ext * max(r.shadow_minutes, 15)
+        assert longest <= build_minutes(p) <= 36 * 60
     assert props["EncryptionKey"]
 
 

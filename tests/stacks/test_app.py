@@ -20,7 +20,7 @@ from aws_cdk.assertions import Template
 
 from stacks.app import LineGuardStacks, add_stacks, load_selection
 from stacks.components import PublishedComponents
-from stacks.config import INSPECTOR, MODEL, PlantConfig, initial_release
+from stacks.config import INSPECTOR, MODEL, PlantConfig, PlantConfigError, initial_release
 
 from .conftest import PLANTS, RELEASES, ROOT
 
@@ -253,3 +253,33 @@ def test_release_naming_an_unbuilt_code_version_exits(
     line = last_line(proc)
     assert "demo.json: rings.canary.components.com.lineguard.LineBridge: 9.9.9 is not" in line
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://lineguard-artifacts-123456789012-eu-west-1/rollout/release/",  # a typo'd prefix
+        "s3://some-other-bucket/rollout/releases/",
+    ],
+)
+def test_an_s3_releases_dir_must_be_where_the_controller_writes(url: str) -> None:
+    app = cdk.App(context={"plant": "demo", "releases_dir": url})
+    with pytest.raises(PlantConfigError) as err:
+        load_selection(app, ROOT)
+    message = str(err.value)
+    assert "s3://lineguard-artifacts-123456789012-eu-west-1/rollout/releases/" in message
+    assert url in message
+
+
+def test_s3_releases_before_the_artifact_bucket_exists_are_the_bootstrap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto import mock_aws
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    url = "s3://lineguard-artifacts-123456789012-eu-west-1/rollout/releases"  # no slash: fine
+    with mock_aws():  # no bucket: the Shared stack is not deployed yet, nothing was promoted
+        selection = load_selection(cdk.App(context={"plant": "demo", "releases_dir": url}), ROOT)
+    bootstrap = json.loads((ROOT / "releases" / "demo.json").read_text())
+    assert selection.releases["demo"].to_json()["rings"] == bootstrap["rings"]

@@ -94,3 +94,64 @@ def test_no_credentials_is_one_line(
 def test_unknown_plant_is_a_plant_file_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("--plant", "nowhere")[0] == 2
     assert "unknown plant 'nowhere'" in capsys.readouterr().err
+
+
+ARTIFACTS = "lineguard-artifacts-123456789012-eu-west-1"  # the demo plant's artifact bucket
+S3_RELEASES = f"s3://{ARTIFACTS}/rollout/releases/"
+
+
+def artifacts(*objects: tuple[str, bytes]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(
+        Bucket=ARTIFACTS, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    for key, body in objects:
+        s3.put_object(Bucket=ARTIFACTS, Key=key, Body=body)
+
+
+def test_a_first_deploy_from_the_s3_releases_passes_before_the_bucket_exists(aws: None) -> None:
+    bootstrap()
+    code, text = run("--plant", "demo", "--releases-dir", S3_RELEASES)
+    assert code == 0 and text.startswith("ok: deploying")
+
+
+def test_a_deploy_from_the_repository_after_a_promotion_is_refused(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bootstrap()
+    artifacts(("rollout/releases/demo.json", (RELEASES / "demo.json").read_bytes()))
+    # the default --releases-dir is the repository's bootstrap copy: it would revert the rings
+    assert run("--plant", "demo")[0] == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the rollout controller keeps plant demo's release at ")
+    assert f"-c releases_dir={S3_RELEASES}" in err
+    # from the bucket, as make deploy does, it passes
+    assert run("--plant", "demo", "--releases-dir", S3_RELEASES)[0] == 0
+
+
+@pytest.mark.parametrize(("status", "refused"), [("in_progress", True), ("rolling_back", True),
+                                                  ("completed", False), ("rolled_back", False)])  # fmt: skip
+def test_a_deploy_during_a_promotion_is_refused(
+    aws: None, capsys: pytest.CaptureFixture[str], status: str, refused: bool
+) -> None:
+    import json
+
+    bootstrap()
+    state = {"status": status, "model_version": "1.4.0"}
+    artifacts(("rollout/state/demo.json", json.dumps(state).encode()))
+    code, _ = run("--plant", "demo", "--releases-dir", S3_RELEASES)
+    assert code == (1 if refused else 0)
+    if refused:
+        err = capsys.readouterr().err
+        assert f"com.lineguard.Model 1.4.0 is {status.replace('_', ' ')}" in err
+        assert "python -m rollout rollback --plant demo" in err
+
+
+def test_the_releases_url_of_a_plant(capsys: pytest.CaptureFixture[str]) -> None:
+    from stacks import release_store
+
+    assert release_store.main(["url", "--plant", "demo", "--plants-dir", str(PLANTS)]) == 0
+    assert capsys.readouterr().out.strip() == S3_RELEASES
+    assert release_store.main(["url", "--plant", "nope", "--plants-dir", str(PLANTS)]) == 2
