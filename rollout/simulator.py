@@ -683,6 +683,12 @@ class FleetSimulator:
             dep = self.deployments[dep_id]
             if dep.job_status == "IN_PROGRESS":
                 self._step_job(dep, dt)
+            elif dep.job_status == "CANCELED" and dep.status == "ACTIVE":
+                # cancelled by its abort criteria: queued executions were cancelled, but one in
+                # progress is cancelled only with force (CancelJob ``force``: "If false, only
+                # job executions that are QUEUED are canceled"), so its device finishes it and
+                # reports the result
+                self._finish_in_progress(dep)
         self._runtime_crashes(dt)
 
     def _step_job(self, dep: _Deployment, dt: float) -> None:
@@ -712,6 +718,17 @@ class FleetSimulator:
         # devices that are added to the target group" (IoT developer guide, iot-jobs-lifecycle);
         # a Greengrass deployment's job stays IN_PROGRESS while the deployment is active
         # (Greengrass developer guide, check-deployment-status)
+
+    def _finish_in_progress(self, dep: _Deployment) -> None:
+        t = self.now
+        for ex in dep.executions.values():
+            device = self.devices[ex.device]
+            if ex.status != "IN_PROGRESS":
+                continue
+            if dep.timeout_s is not None and t - ex.started > dep.timeout_s:
+                ex.status = "TIMED_OUT"
+            elif t >= ex.finish_at and device.online(t):
+                ex.status = self._install(device, dep, t)
 
     def _install(self, device: _Device, dep: _Deployment, t: float) -> str:
         status = self._apply(device, dep, t)
