@@ -108,9 +108,10 @@ def _one(
             for d in sim.devices.values()
         )
         return {
-            "stopped_in_shadow": any(
-                g.get("gate") == "shadow_kappa" for g in [x.to_json() for x in report.failed]
-            ),
+            # rolled back before the candidate decided a part: its first ring's shadow never passed
+            "stopped_in_shadow": report.status == "rolled-back"
+            and bool(report.rings.get(plant.ring_names[0], {}).get("shadow"))
+            and report.rings[plant.ring_names[0]]["shadow"].get("phase") != "passed",
             "status": report.status,
             "gate": report.failed[0].gate if report.failed else None,
             "stopped_at_canary": report.status == "rolled-back"

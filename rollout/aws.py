@@ -188,7 +188,9 @@ class AwsFleet:
         uri, digest = artifacts[0]["URI"], artifacts[0].get("Digest")
         bucket, _, key = uri[5:].partition("/")
         body = self._call("s3", "get_object", Bucket=bucket, Key=key)["Body"].read()
-        if digest and digest_b64(body) != digest:
+        if not digest:
+            raise BadInputError(f"{arn}: its artifact has no Digest to check {uri} against")
+        if digest_b64(body) != digest:
             raise BadInputError(f"{uri}: its bytes do not match the digest in {arn}'s recipe")
         with tempfile.TemporaryDirectory(prefix="lineguard-served-") as tmp:
             _unpack(body, key, Path(tmp))

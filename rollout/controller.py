@@ -486,24 +486,8 @@ class Controller:
                 return failed
         if rs["phase"] == "pending":
             now = self.clock.now()
-            window = max(bake_s, MIN_BASELINE_S)
-            baseline = self.fleet.ring_health(
-                self.plant.name, ring, target, now - window, now, old_version
-            )
-            rs["baseline"] = baseline.to_json()
-            # the ring's own parts before the deployment: the control where no other ring's
-            # devices on the previous version share a line and station
-            rs["baseline_counts"] = (
-                [
-                    asdict(c)
-                    for c in self.fleet.decision_counts(
-                        self.plant.name, now - BEFORE_COUNTS_S, now, ring=ring
-                    )
-                    if c.ring == ring and c.version == old_version
-                ]
-                if bake_s > 0  # a ring without a bake is not compared
-                else []
-            )
+            if "baseline" not in rs:  # measured before the shadow phase, if the ring has one
+                self._measure_baseline(ring, rs, old_version, bake_s)
             components = dict(old)
             components[MODEL_COMPONENT] = version
             spec = deployment_spec(self.plant, ring, _with_components(previous, ring, components))
@@ -590,6 +574,32 @@ class Controller:
                 f"{self.plant.gates.max_bake_extensions})"
             )
 
+    def _measure_baseline(
+        self, ring: str, rs: dict[str, Any], old_version: str, bake_s: float
+    ) -> None:
+        """The ring on its previous release, before anything of the candidate runs there (the
+        shadow carrier scores two models a frame, so its latency is no baseline): health over
+        the bake time (at least :data:`MIN_BASELINE_S`), and the parts of the last
+        :data:`BEFORE_COUNTS_S`, the control where no other ring's devices on the previous
+        version share a line and station."""
+        now = self.clock.now()
+        window = max(bake_s, MIN_BASELINE_S)
+        baseline = self.fleet.ring_health(
+            self.plant.name, ring, self._target(ring), now - window, now, old_version
+        )
+        rs["baseline"] = baseline.to_json()
+        rs["baseline_counts"] = (
+            [
+                asdict(c)
+                for c in self.fleet.decision_counts(
+                    self.plant.name, now - BEFORE_COUNTS_S, now, ring=ring
+                )
+                if c.ring == ring and c.version == old_version
+            ]
+            if bake_s > 0  # a ring without a bake is not compared
+            else []
+        )
+
     def _shadow(
         self,
         ring: str,
@@ -604,7 +614,8 @@ class Controller:
         The ring gets the shadow carrier (:func:`rollout.fleet.shadow_carrier_version`): the
         previous model still decides and signals the line, the candidate scores every frame
         beside it and only reports. Gated on the deployment and on the shadow's kappa against
-        the served decisions (``shadow_kappa``); undecided extends like a bake, then pauses.
+        the served decisions on the same frames (``shadow_reject_rate``); undecided extends like a
+        bake, then pauses.
         """
         rs = state["rings"][ring]
         sh = rs.setdefault("shadow", {"phase": "pending"})
@@ -612,6 +623,11 @@ class Controller:
         old = previous.rings[ring].components
         gates = self.plant.gates
         if sh["phase"] == "pending":
+            if "baseline" not in rs:
+                self._measure_baseline(
+                    ring, rs, old[MODEL_COMPONENT], 60.0 * self.plant.ring(ring).bake_minutes
+                )
+                self._save(state)
             if "carrier" not in sh:
                 carrier = self.fleet.publish_shadow(old[MODEL_COMPONENT], package)
                 sh["carrier"] = carrier.version
@@ -646,8 +662,18 @@ class Controller:
             self._save(state)
             self.log(f"{ring}: running the shadow {shadow_s / 60:.0f} min more, as asked")
         while True:
-            if (left := sh["until"] - self.clock.now()) > 0:
-                self._sleep(state, left)
+            while (left := sh["until"] - self.clock.now()) > 0:
+                self._sleep(state, min(left, LOOK_S))
+                # a carrier that crashes or fails to deploy is judged at once, as in a bake
+                lost = RingRollout(
+                    self.fleet.deployment_progress(sh["deployment_id"]),
+                    tuple(self.fleet.ring_members(target)),
+                    tuple(sh.get("stalled", ())),
+                )
+                if lost.aborted or lost.failed / max(1, lost.total) > (
+                    gates.max_deployment_failure_ratio
+                ):
+                    break
             rollout = RingRollout(
                 self.fleet.deployment_progress(sh["deployment_id"]),
                 tuple(self.fleet.ring_members(target)),
@@ -696,7 +722,7 @@ class Controller:
         while (remaining := rs["bake_until"] - self.clock.now()) > 0:
             self._sleep(state, min(remaining, LOOK_S))
             comparisons = self._comparisons(ring, rs, version, old)
-            results = comparison_gates(ring, self.plant.gates, comparisons)
+            results = comparison_gates(ring, self.plant.gates, comparisons, final=False)
             changed = [r for r in results if r.failed]
             if changed:
                 for result in results:
@@ -720,9 +746,12 @@ class Controller:
         """The reject and manual comparisons of ``ring`` since it reached ``version``."""
         during = self.fleet.decision_counts(self.plant.name, rs["reached_at"], self.clock.now())
         before = [StratumCounts(**c) for c in rs.get("baseline_counts", [])]
+        cameras = {(ln.name, st.name): st.cameras for ln in self.plant.lines for st in ln.stations}
         return [
             compare(
-                decision, strata_for(decision, ring, version, old, during, before), self.plant.gates
+                decision,
+                strata_for(decision, ring, version, old, during, before, cameras),
+                self.plant.gates,
             )
             for decision in ("reject", "manual")
         ]

@@ -363,8 +363,9 @@ def shadow_carrier_version(served: str, candidate: str) -> str:
     ``<served major>.<served minor>.<candidate minor>``: registry versions always have patch 0
     (:func:`registry_version`), so a carrier never takes a released model's version, sorts
     between the served version and the next, and satisfies the inspector's plain
-    ``>=1.0.0 <2.0.0`` requirement on the Model component (a pre-release tag would not: npm
-    ranges leave pre-releases out).
+    ``>=1.0.0 <2.0.0`` requirement on the Model component under every semver reading (a
+    pre-release tag would be read differently: npm ranges leave pre-releases out, the nucleus'
+    semver4j compares them plainly).
     """
     try:
         major, minor, patch = (int(x) for x in served.split("."))

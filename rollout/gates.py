@@ -149,6 +149,10 @@ class Stratum:
     ctrl_frames: int
     ctrl_events: int
     control: str  # "concurrent" or "before"
+    weight: float = 1.0
+    """Evidence per frame: 1 / the station's cameras. Each camera photographs every part, so
+    a part's frames share its defect and count as one observation, not several (the design
+    effect of clusters whose members agree; conservative where cameras disagree)."""
 
 
 def _pi(n1: float, n0: float, ratio: float) -> float:
@@ -169,8 +173,8 @@ def _llr(strata: list[Stratum], r0: float, r1: float) -> float:
         if events == 0 or s.cand_frames == 0 or s.ctrl_frames == 0:
             continue
         p0, p1 = _pi(s.cand_frames, s.ctrl_frames, r0), _pi(s.cand_frames, s.ctrl_frames, r1)
-        total += s.cand_events * math.log(p1 / p0)
-        total += s.ctrl_events * math.log((1 - p1) / (1 - p0))
+        llr = s.cand_events * math.log(p1 / p0) + s.ctrl_events * math.log((1 - p1) / (1 - p0))
+        total += s.weight * llr
     return total
 
 
@@ -196,8 +200,11 @@ class Comparison:
     Each side has error rates α/4 and β (α is shared by the reject and manual comparisons, two
     sides each), so a model within the tolerated change is rolled back with probability at
     most α per ring, and one changed by the minimum detectable change passes with at most β.
-    Wald's bounds ``A = log((1-β)/α')``, ``B = log(β/(1-α'))`` hold at every look, so the
-    controller may look as often as it likes (Wald 1945, Sequential Analysis §3.2).
+    Wald's bounds ``A = log((1-β)/α')``, ``B = log(β/(1-α'))`` (Wald 1945, "Sequential tests
+    of statistical hypotheses", Ann. Math. Statist. 16): under the null the likelihood ratio is
+    a non-negative martingale, so by Ville's inequality it ever reaches ``e^A`` with probability
+    at most ``e^-A`` <= α' — whenever and however often the controller looks, and although it
+    keeps looking after a ``same``.
     """
 
     decision: str
@@ -279,6 +286,7 @@ def strata_for(
     previous: str,
     during: list[StratumCounts],
     before: list[StratumCounts],
+    cameras: dict[tuple[str, str], int] | None = None,
 ) -> list[Stratum]:
     """Match the ring's candidate devices with control devices by line and station.
 
@@ -311,12 +319,13 @@ def strata_for(
     out = []
     for key in sorted(cand):
         frames, n = cand[key]
+        weight = 1.0 / max(1, (cameras or {}).get(key, 1))
         if key in ctrl and ctrl[key][0] > 0:
-            out.append(Stratum(*key, frames, n, ctrl[key][0], ctrl[key][1], "concurrent"))
+            out.append(Stratum(*key, frames, n, ctrl[key][0], ctrl[key][1], "concurrent", weight))
         elif key in own and own[key][0] > 0:
-            out.append(Stratum(*key, frames, n, own[key][0], own[key][1], "before"))
+            out.append(Stratum(*key, frames, n, own[key][0], own[key][1], "before", weight))
         else:
-            out.append(Stratum(*key, frames, n, 0, 0, "none"))
+            out.append(Stratum(*key, frames, n, 0, 0, "none", weight))
     return out
 
 
@@ -340,10 +349,16 @@ def comparison_gates(
     gates: Gates,
     comparisons: list[Comparison],
     shadow: ShadowCounts | None = None,
+    *,
+    final: bool = True,
 ) -> list[GateResult]:
     """Gate results of the comparisons: failed when the rate changed, passed when it did not,
     inconclusive while the test is undecided or fewer than ``min_inspections`` parts were judged
-    (never a pass, never a rollback: the controller extends the bake, then asks a person)."""
+    (never a pass, never a rollback: the controller extends the bake, then asks a person).
+
+    ``final``: at the end of a bake (or an extension), when the manual ceiling is checked too;
+    the looks during a bake check the sequential tests only, whose bounds hold at every look,
+    while the ceiling's fixed-sample bound would not."""
     out: list[GateResult] = []
     for cmp in comparisons:
         verdict = cmp.verdict
@@ -366,10 +381,12 @@ def comparison_gates(
                 inconclusive=inconclusive,
             )
         )
-        if cmp.decision == "manual" and cmp.cand_frames >= gates.min_inspections:
+        if final and cmp.decision == "manual" and cmp.cand_frames >= gates.min_inspections:
             # the plant's ceiling on the manual share: failed only when the lower confidence
-            # bound of the candidate's manual rate is above it (false failure at most α/4)
-            low = wilson_lower(cmp.cand_events, cmp.cand_frames, gates.alpha / 4)
+            # bound of the candidate's manual rate is above it; checked at the bake's end and
+            # at most once per extension, so α/4 is split over those checks (Bonferroni)
+            checks = 1 + gates.max_bake_extensions
+            low = wilson_lower(cmp.cand_events, cmp.cand_frames, gates.alpha / 4 / checks)
             rate = cmp.cand_events / cmp.cand_frames
             out.append(
                 GateResult(
@@ -378,7 +395,7 @@ def comparison_gates(
                     low <= gates.max_manual_rate,
                     rate,
                     gates.max_manual_rate,
-                    f"manual rate {_pct(rate)} (lower bound {_pct(low)}), ceiling "
+                    f"manual rate {_pct(rate)} (lower confidence bound {_pct(low)}), ceiling "
                     f"{_pct(gates.max_manual_rate)}",
                 )
             )
@@ -388,27 +405,56 @@ def comparison_gates(
 
 
 def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
-    """Cohen's kappa of the shadow's rejects against the served model's on the same frames;
-    inconclusive below ``min_inspections`` frames (or without any reject to agree on)."""
-    k, pa = kappa(shadow)
-    enough = shadow.frames >= gates.min_inspections
-    shown_pa = "n/a" if pa is None else f"{pa:.3f}"
-    shown_k = "n/a" if k is None else f"{k:.3f}"
-    detail = (
-        f"shadow vs served on {shadow.frames} frames: kappa {shown_k}, positive agreement on "
-        f"rejects {shown_pa} (both {shadow.both}, served only {shadow.served_only}, shadow "
-        f"only {shadow.shadow_only}), minimum kappa {gates.min_shadow_kappa:.2f}"
+    """The shadow's reject rate against the served model's on the same frames, by the same
+    sequential test as the bake's comparisons (:func:`compare`).
+
+    Not a threshold on kappa: two good models calibrated to the same false-reject rate may flag
+    different good parts, and kappa then depends on the defect prevalence (at 0.5 % it can be
+    below 0.5 for two good models). Kappa and positive agreement are printed beside the verdict.
+    The shared rejects make the two counts positively correlated, so the test, which takes them
+    as independent, is conservative (it decides later, and errs less often, than it states).
+    """
+    n = shadow.frames
+    cmp = compare(
+        "shadow reject",
+        [
+            Stratum(
+                "shadow",
+                ring,
+                n,
+                shadow.both + shadow.shadow_only,
+                n,
+                shadow.both + shadow.served_only,
+                "paired",
+            )
+        ],
+        gates,
     )
-    if not enough:
-        detail += f"; only {shadow.frames} frames, minimum {gates.min_inspections}"
+    k, pa = kappa(shadow)
+    few = n < gates.min_inspections
+    verdict = cmp.verdict
+    detail = (
+        f"shadow rejects {shadow.both + shadow.shadow_only} vs served {shadow.both + shadow.served_only} "
+        f"on the same {n} frames (both {shadow.both}, served only {shadow.served_only}, shadow "
+        f"only {shadow.shadow_only}), ratio "
+        + ("undefined" if cmp.ratio is None else f"x{cmp.ratio:.2f}")
+        + f"; log-LR up {cmp.llr_up:.2f}, down {cmp.llr_down:.2f}, bounds "
+        f"[{cmp.lower:.2f}, {cmp.upper:.2f}]: {verdict}; kappa "
+        + ("n/a" if k is None else f"{k:.3f}")
+        + ", positive agreement "
+        + ("n/a" if pa is None else f"{pa:.3f}")
+    )
+    if few:
+        detail += f"; only {n} frames, minimum {gates.min_inspections}"
+    inconclusive = few or verdict == UNDECIDED
     return GateResult(
-        "shadow_kappa",
+        "shadow_reject_rate",
         ring,
-        enough and k is not None and k >= gates.min_shadow_kappa,
-        k,
-        gates.min_shadow_kappa,
+        verdict == DECIDED_SAME and not inconclusive,
+        cmp.ratio,
+        1 + gates.min_detectable_change,
         detail,
-        inconclusive=not enough or k is None,
+        inconclusive=inconclusive,
     )
 
 

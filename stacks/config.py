@@ -250,7 +250,6 @@ class Gates(_Frozen):
     min_detectable_change: Annotated[float, Field(gt=0)] = 1.0
     max_bake_extensions: Annotated[int, Field(ge=0, le=20)] = 2
     max_manual_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
-    min_shadow_kappa: Annotated[float, Field(ge=-1, le=1)] = 0.6
 
     @model_validator(mode="before")
     @classmethod
@@ -258,7 +257,10 @@ class Gates(_Frozen):
         replaced = {
             "reject_rate_tolerance": "tolerated_change and min_detectable_change",
             "reject_rate_abs_tolerance": "tolerated_change and min_detectable_change",
-            "min_shadow_agreement": "min_shadow_kappa",
+            "min_shadow_agreement": "the shadow reject-rate test (tolerated_change and "
+            "min_detectable_change)",
+            "min_shadow_kappa": "the shadow reject-rate test (tolerated_change and "
+            "min_detectable_change)",
         }
         if isinstance(data, dict):
             for old, new in replaced.items():
@@ -402,11 +404,12 @@ class PlantConfig(_Frozen):
         cls, calibration: Calibration, info: ValidationInfo
     ) -> Calibration:
         gates = info.data.get("gates")
-        if gates is not None and calibration.target_manual_rate > gates.max_manual_rate:
+        if gates is not None and calibration.target_manual_rate > gates.max_manual_rate / 2:
             raise ValueError(
-                f"target_manual_rate {calibration.target_manual_rate:g} is above "
+                f"target_manual_rate {calibration.target_manual_rate:g} is above half of "
                 f"gates.max_manual_rate {gates.max_manual_rate:g}: a model calibrated to it "
-                "would fail the rollout's manual-rate gate"
+                "would fail the rollout's manual ceiling once defects sent to manual and frames "
+                "that cannot be judged are counted too"
             )
         return calibration
 

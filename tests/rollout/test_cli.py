@@ -89,7 +89,7 @@ def test_promote_undecided_exits_4_and_prints_the_figures(
     out = capsys.readouterr().out
     # the canary's shadow phase is where it pauses: the candidate has decided nothing yet
     assert out.startswith("inconclusive: canary: the shadow phase's gates could not decide")
-    assert "??   canary: shadow_kappa: shadow vs served on" in out and "minimum 999999" in out
+    assert "??   canary: shadow_reject_rate: shadow rejects" in out and "minimum 999999" in out
 
 
 def test_dry_run_prints_requests_and_writes_nothing(

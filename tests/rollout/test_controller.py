@@ -729,8 +729,8 @@ def test_the_candidate_runs_as_a_shadow_before_it_decides_anything(
     )
     assert messages and {m["model"] for m in messages} == {"sim@1.0.0"}
     assert {m["shadow"]["model"] for m in messages} == {"sim@1.1.0"}
-    gate = next(line for line in lines if "shadow_kappa" in line)
-    assert gate.startswith("[") and "shadow ok   canary: shadow_kappa: shadow vs served" in gate
+    gate = next(line for line in lines if "shadow_reject_rate" in line)
+    assert gate.startswith("[") and "shadow ok   canary: shadow_reject_rate: shadow rejects" in gate
     # the candidate decided nothing until its shadow passed
     shadow_passed = next(i for i, line in enumerate(lines) if "the shadow passed" in line)
     deploying = next(i for i, line in enumerate(lines) if "deploying com.lineguard.Model" in line)
@@ -745,7 +745,7 @@ def test_a_bad_candidate_is_stopped_in_its_shadow_phase(
     sim = sim_for(plant, releases_dir, scenario)
     report = controller(plant, sim, releases_dir, tmp_path / "state").promote(make_package("1.1.0"))
     assert report.status == "rolled-back" and {g.ring for g in report.failed} == {"canary"}
-    expected = {"shadow_kappa"} if scenario != "crash" else {"deployment_failure_ratio"}
+    expected = {"shadow_reject_rate"} if scenario != "crash" else {"deployment_failure_ratio"}
     assert expected <= {g.gate for g in report.failed}, report.failed
     versions = [r["components"][MODEL_COMPONENT]["componentVersion"] for r in deployments(sim)]
     assert versions == ["1.0.1", "1.0.0"]  # the carrier, then back: 1.1.0 never decided a part

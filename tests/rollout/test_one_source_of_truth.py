@@ -170,18 +170,17 @@ def test_a_synth_from_the_durable_release_after_a_promotion_changes_no_ring(
         monkeypatch.setenv(key, "testing")
     with mock_aws():
         s3 = boto3.client("s3", region_name=demo_plant.region)
+        bucket = demo_plant.artifact_bucket_name  # where the controller keeps the releases
         s3.create_bucket(
-            Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": demo_plant.region}
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": demo_plant.region}
         )
         release = load_plant_release(demo_plant, releases_dir)
         sim = simulated_fleet(demo_plant, release, new_version="1.1.0", devices=4, seed=1)
         ctl = Controller(plant=demo_plant, fleet=sim, clock=sim.clock, releases_dir=releases_dir,
                          state_dir=tmp_path / "state", log=lambda _m: None,
-                         release_sink=lambda path: upload_release(s3, "artifacts", path))  # fmt: skip
+                         release_sink=lambda path: upload_release(s3, bucket, path))  # fmt: skip
         assert ctl.promote(make_package("1.1.0")).status == "completed"
-        app = cdk.App(
-            context={"releases_dir": f"s3://artifacts/{RELEASES_PREFIX}", "plant": "demo"}
-        )
+        app = cdk.App(context={"releases_dir": f"s3://{bucket}/{RELEASES_PREFIX}", "plant": "demo"})
         selection = load_selection(app, Path(__file__).resolve().parents[2])
     durable = selection.releases["demo"]
     assert {r: e.components["com.lineguard.Model"] for r, e in durable.rings.items()} == {

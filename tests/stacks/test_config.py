@@ -80,12 +80,12 @@ def test_calibration_defaults_and_the_shipped_targets(
 ) -> None:
     doc = mutated(lambda d: d.pop("calibration"))
     assert parse_plant(doc, WHERE).calibration == Calibration()
-    assert Calibration().target_manual_rate <= Gates().max_manual_rate
+    assert Calibration().target_manual_rate <= Gates().max_manual_rate / 2
     assert (demo.calibration.target_false_reject_rate, demo.calibration.target_manual_rate) == (
         0.005,
         0.02,
     )
-    assert large.calibration.target_manual_rate <= large.gates.max_manual_rate
+    assert large.calibration.target_manual_rate <= large.gates.max_manual_rate / 2
 
 
 def test_a_shared_pipeline_takes_the_strictest_targets(demo: PlantConfig) -> None:
@@ -161,7 +161,7 @@ BAD_PLANTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     (
         "manual target above the manual gate",
         lambda d: d["calibration"].update(target_manual_rate=0.06),
-        "calibration: target_manual_rate 0.06 is above gates.max_manual_rate 0.05",
+        "calibration: target_manual_rate 0.06 is above half of gates.max_manual_rate 0.05",
     ),
     (
         "zero false-reject target",
