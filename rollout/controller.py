@@ -402,19 +402,13 @@ class Controller:
                 undecided = [
                     GateResult(**g) for g in state["rings"][ring]["gates"] if g.get("inconclusive")
                 ]
-                shadow = state["rings"][ring].get("shadow", {}).get("phase") == "inconclusive"
-                phase, runs = (
-                    ("the shadow phase's", f"{version} as a shadow beside the previous model")
-                    if shadow
-                    else ("the", version)
-                )
                 return Report(
                     self.plant.name,
                     version,
                     "inconclusive",
-                    f"{ring}: {phase} gates could not decide after "
+                    f"{ring}: the gates could not decide after "
                     f"{self.plant.gates.max_bake_extensions} extension(s) "
-                    f"({', '.join(g.gate for g in undecided)}); the ring stays on {runs}. "
+                    f"({', '.join(g.gate for g in undecided)}); the ring stays on {version}. "
                     "A person decides: promote again to wait longer, or `rollout rollback "
                     f"--plant {self.plant.name}`",
                     rings=state["rings"],
@@ -478,11 +472,11 @@ class Controller:
         if (
             shadow_s > 0
             and old_version != version
-            and rs["phase"] in ("pending", "inconclusive")
-            and rs.get("shadow", {}).get("phase") != "passed"
+            and rs["phase"] == "pending"
+            and rs.get("shadow", {}).get("phase") not in ("passed", "undecided")
         ):
             failed = self._shadow(ring, version, previous, state, package, shadow_s)
-            if failed or rs["phase"] == "inconclusive":
+            if failed:
                 return failed
         if rs["phase"] == "pending":
             now = self.clock.now()
@@ -613,9 +607,10 @@ class Controller:
 
         The ring gets the shadow carrier (:func:`rollout.fleet.shadow_carrier_version`): the
         previous model still decides and signals the line, the candidate scores every frame
-        beside it and only reports. Gated on the deployment and on the shadow's kappa against
-        the served decisions on the same frames (``shadow_reject_rate``); undecided extends like a
-        bake, then pauses.
+        beside it and only reports. Gated on the deployment and on the shadow's reject rate against
+        the served model's on the same frames (``shadow_reject_rate``): failed rolls back;
+        undecided extends like a bake, and then hands over to the bake (an early stop, not a
+        pass: the bake's gates must still decide).
         """
         rs = state["rings"][ring]
         sh = rs.setdefault("shadow", {"phase": "pending"})
@@ -656,11 +651,6 @@ class Controller:
                 until=self.clock.now() + shadow_s,
             )
             self._save(state)
-        if sh["phase"] == "inconclusive":
-            sh.update(phase="running", extensions=0, until=self.clock.now() + shadow_s)
-            rs["phase"] = "pending"
-            self._save(state)
-            self.log(f"{ring}: running the shadow {shadow_s / 60:.0f} min more, as asked")
         while True:
             while (left := sh["until"] - self.clock.now()) > 0:
                 self._sleep(state, min(left, LOOK_S))
@@ -701,9 +691,14 @@ class Controller:
                 self.log(f"{ring}: the shadow passed; {version} decides next")
                 return []
             if sh.get("extensions", 0) >= gates.max_bake_extensions:
-                sh["phase"] = rs["phase"] = "inconclusive"
+                # the shadow is an early stop, not a pass: undecided, the candidate goes on to
+                # the ring's bake, whose gates must still decide (or pause) before it passes
+                sh["phase"] = "undecided"
                 self._save(state)
-                self.log(f"{ring}: the shadow is still undecided after its extensions: pausing")
+                self.log(
+                    f"{ring}: the shadow could not decide after its extensions; the bake's "
+                    "gates decide"
+                )
                 return []
             sh["extensions"] = sh.get("extensions", 0) + 1
             sh["until"] = self.clock.now() + max(shadow_s, LOOK_S)

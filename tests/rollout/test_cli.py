@@ -87,9 +87,9 @@ def test_promote_undecided_exits_4_and_prints_the_figures(
     )  # fmt: skip
     assert code == 4
     out = capsys.readouterr().out
-    # the canary's shadow phase is where it pauses: the candidate has decided nothing yet
-    assert out.startswith("inconclusive: canary: the shadow phase's gates could not decide")
-    assert "??   canary: shadow_reject_rate: shadow rejects" in out and "minimum 999999" in out
+    # an undecided shadow phase hands over to the bake, whose undecided gates pause
+    assert out.startswith("inconclusive: canary: the gates could not decide")
+    assert "??   canary: reject_rate: reject rate" in out and "minimum 999999" in out
 
 
 def test_dry_run_prints_requests_and_writes_nothing(
