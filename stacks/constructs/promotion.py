@@ -54,6 +54,29 @@ SOURCE_FILES = (
 RUNTIME_PACKAGES = ("boto3", "pydantic", "PyYAML")
 MAX_BUILD_HOURS = 36
 MAX_TARGETS_PER_RULE = 5
+# StartBuild's condition keys for the request's overrides (Service Authorization Reference,
+# AWS CodeBuild, StartBuild): a CI request carrying any of them is denied
+STARTBUILD_OVERRIDE_KEYS = (
+    "codebuild:source.buildspec",
+    "codebuild:source.location",
+    "codebuild:source.auth.type",
+    "codebuild:source.insecureSsl",
+    "codebuild:secondarySources",
+    "codebuild:environment.type",
+    "codebuild:environment.image",
+    "codebuild:environment.computeType",
+    "codebuild:environment.fleet.fleetArn",
+    "codebuild:environment.privilegedMode",
+    "codebuild:environment.certificate",
+    "codebuild:environment.imagePullCredentialsType",
+    "codebuild:environment.registryCredential",
+    "codebuild:artifacts",
+    "codebuild:secondaryArtifacts",
+    "codebuild:logsConfig",
+    "codebuild:cache.location",
+    "codebuild:serviceRole",
+)
+CI_VARIABLES = ("MODEL_PACKAGE_ARN", "PLANTS")  # what rollout/ci.py start_promotion sets
 _SOURCE_REASON = (
     "CodeBuild's read grant on its S3 source: the one asset object of the promotion job's code."
 )
@@ -301,15 +324,32 @@ class Promotion(Construct):
                 resources=[self.project.project_arn],
             )
         )
-        # StartBuild may override the buildspec, which would run any command as the promotion
-        # role; deny a request that carries one (CodeBuild user guide, action-context-keys:
-        # "Prevent unauthorized modifications to project buildspec")
+        # StartBuild may override the buildspec, the source, the image, the role and more,
+        # each a way to run any command as the promotion role: deny a request that carries any
+        # of them (CodeBuild user guide, action-context-keys: "Prevent unauthorized
+        # modifications to project buildspec", "Check the existence of attributes in API
+        # requests"), one statement per key (the keys of one Null condition are ANDed)
+        for key in STARTBUILD_OVERRIDE_KEYS:
+            starter.add_to_policy(
+                iam.PolicyStatement(
+                    effect=iam.Effect.DENY,
+                    actions=["codebuild:StartBuild"],
+                    resources=[self.project.project_arn],
+                    conditions={"Null": {key: "false"}},
+                )
+            )
+        # ... and environment variables other than the two the promotion takes (PIP_INDEX_URL,
+        # say, would install another package)
         starter.add_to_policy(
             iam.PolicyStatement(
                 effect=iam.Effect.DENY,
                 actions=["codebuild:StartBuild"],
                 resources=[self.project.project_arn],
-                conditions={"Null": {"codebuild:source.buildspec": "false"}},
+                conditions={
+                    "ForAnyValue:StringNotEquals": {
+                        "codebuild:environment.environmentVariables.name": list(CI_VARIABLES)
+                    }
+                },
             )
         )
         cdk.CfnOutput(self, "GitHubStarterRoleArn", value=starter.role_arn)

@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 
 from stacks.config import load_plant
-from stacks.constructs.promotion import build_minutes, runtime_pins, stage_source
+from stacks.constructs.promotion import (
+    STARTBUILD_OVERRIDE_KEYS,
+    build_minutes,
+    runtime_pins,
+    stage_source,
+)
 
 from .conftest import REPO
 
@@ -83,12 +88,29 @@ def test_github_gets_a_role_that_only_starts_and_reads_the_promotion_builds() ->
     assert starter["Properties"]["MaxSessionDuration"] == 3600
     policies = template.find_resources("AWS::IAM::Policy")
     (policy,) = [p for k, p in policies.items() if "GitHubStarter" in k]
-    statement, deny = policy["Properties"]["PolicyDocument"]["Statement"]
+    statement, *denies = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == ["codebuild:StartBuild", "codebuild:BatchGetBuilds"]
     assert "Fn::GetAtt" in json.dumps(statement["Resource"])  # the project's ARN, not "*"
-    # no buildspec override: that would run any command as the promotion role
-    assert deny["Effect"] == "Deny" and deny["Action"] == "codebuild:StartBuild"
-    assert deny["Condition"] == {"Null": {"codebuild:source.buildspec": "false"}}
+    # no override of what the build runs (buildspec, source, image, role, ...): each would run
+    # any command as the promotion role; no environment variable but the two CI sets
+    assert all(d["Effect"] == "Deny" and d["Action"] == "codebuild:StartBuild" for d in denies)
+    null_keys = {k for d in denies for k in d["Condition"].get("Null", {})}
+    assert null_keys == set(STARTBUILD_OVERRIDE_KEYS)
+    assert all(len(d["Condition"].get("Null", {"": ""})) == 1 for d in denies)  # never ANDed
+    assert {"codebuild:source.buildspec", "codebuild:source.location", "codebuild:environment.image",
+            "codebuild:serviceRole", "codebuild:environment.privilegedMode"} <= null_keys  # fmt: skip
+    (names,) = [d["Condition"] for d in denies if "ForAnyValue:StringNotEquals" in d["Condition"]]
+    allowed = names["ForAnyValue:StringNotEquals"][
+        "codebuild:environment.environmentVariables.name"
+    ]
+    assert sorted(allowed) == ["MODEL_PACKAGE_ARN", "PLANTS"]
+    # what rollout/ci.py sends is within that: only those two variables, no override
+    import inspect
+
+    from rollout import ci
+
+    source = inspect.getsource(ci.start_promotion)
+    assert "Override=" not in source.replace("environmentVariablesOverride=", "")
     outputs = template.to_json()["Outputs"]
     assert any("GitHubStarterRoleArn" in k for k in outputs)
     assert any("ProjectName" in k for k in outputs)
