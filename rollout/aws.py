@@ -582,6 +582,7 @@ class AwsFleet:
         return RingHealth(
             devices=len(devices),
             healthy=sum(1 for d in devices if d.status == "HEALTHY"),
+            healthy_devices=tuple(sorted(d.name for d in devices if d.status == "HEALTHY")),
             reporting=min(len(devices), round(sum(values["reports"]) * 60.0 / interval)),
             decisions={
                 "pass": max(0, inspections - rejects - manual),

@@ -176,6 +176,10 @@ class RingHealth:
     decisions: dict[str, int] = field(default_factory=dict)
     latency_p99_ms: float | None = None
     shadow_agreement: float | None = None
+    healthy_devices: tuple[str, ...] | None = None
+    """The healthy devices by name, where known: the gate then counts the ring's members that
+    are healthy *and* whose execution succeeded, not a number of devices that may include
+    removed ones or ones the deployment failed on."""
 
     @property
     def frames(self) -> int:
@@ -195,6 +199,7 @@ class RingHealth:
             "decisions": dict(self.decisions),
             "latency_p99_ms": self.latency_p99_ms,
             "shadow_agreement": self.shadow_agreement,
+            "healthy_devices": None if self.healthy_devices is None else list(self.healthy_devices),
         }
 
     @classmethod
@@ -207,6 +212,9 @@ class RingHealth:
             decisions={k: int(v) for k, v in doc.get("decisions", {}).items()},
             latency_p99_ms=doc.get("latency_p99_ms"),
             shadow_agreement=doc.get("shadow_agreement"),
+            healthy_devices=None
+            if doc.get("healthy_devices") is None
+            else tuple(doc["healthy_devices"]),
         )
 
 

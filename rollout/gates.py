@@ -75,8 +75,14 @@ def deployment_gates(
             f"{detail}, limit {_pct(gates.max_deployment_failure_ratio)}",
         )
     ]
-    # healthy on the new version: never more than the members the deployment succeeded on
-    healthy = min(health.healthy, rollout.succeeded)
+    # healthy on the new version: members whose execution succeeded and that report healthy,
+    # matched by name where the fleet names them (ListCoreDevices lists devices removed from
+    # the group and devices the deployment failed on too: API reference), else capped
+    if health.healthy_devices is not None:
+        well = set(health.healthy_devices)
+        healthy = sum(1 for m in rollout.members if rollout.status(m) == "SUCCEEDED" and m in well)
+    else:
+        healthy = min(health.healthy, rollout.succeeded)
     share = healthy / targeted
     out.append(
         GateResult(

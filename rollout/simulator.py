@@ -485,14 +485,18 @@ class FleetSimulator:
     def ring_health(
         self, plant: str, ring: str, target_arn: str, start: float, end: float, model_version: str
     ) -> RingHealth:
-        """Aggregate the ring's health messages over ``[start, end)`` as the gates read them."""
+        """Aggregate the ring's health messages over ``[start, end)`` as the gates read them;
+        the healthy devices as AWS gives them: the group's ``list_core_devices`` whose status
+        is HEALTHY (:meth:`core_devices`), by name."""
         names = self.targets[target_arn]
-        return aggregate(
+        well = tuple(sorted(d.name for d in self.core_devices(target_arn) if d.status == "HEALTHY"))
+        health = aggregate(
             self.health_messages(plant, target_arn, start, end),
             devices=len(names),
-            healthy=sum(1 for n in names if self.devices[n].model() == model_version),
+            healthy=len(well),
             version=model_version,
         )
+        return replace(health, healthy_devices=well)
 
     def health_messages(
         self, plant: str, target_arn: str, start: float, end: float

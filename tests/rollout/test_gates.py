@@ -293,6 +293,20 @@ def test_deployment_failures_healthy_share_and_abort() -> None:
     assert gate.gate == "deployment_failure_ratio" and "abort criteria" in gate.detail
 
 
+def test_healthy_devices_are_matched_by_name_to_members_whose_execution_succeeded() -> None:
+    # 20 members: 17 succeeded (3 of those now UNHEALTHY), 3 failed; ListCoreDevices also lists
+    # 5 former members, HEALTHY: a count would say 19 of 20 healthy, the names say 14
+    rollout = rollout_of(["SUCCEEDED"] * 17 + ["FAILED"] * 3)
+    members = list(rollout.members)
+    well = members[3:17] + members[17:20] + [f"removed-{i}" for i in range(5)]
+    health = RingHealth(devices=25, healthy=len(well), reporting=20, healthy_devices=tuple(well))
+    gate = next(
+        r for r in deployment_gates("r", GATES, rollout, health) if r.gate == "healthy_share"
+    )
+    assert gate.value == pytest.approx(14 / 20) and "14/20 devices healthy" in gate.detail
+    assert gate.failed
+
+
 def test_stalled_members_count_as_failed_and_members_the_job_never_reached_count() -> None:
     # two members offline past the deadline: failures, not devices still being waited for
     stalled = rollout_of(["SUCCEEDED"] * 18 + ["IN_PROGRESS"] * 2, stalled=2)
