@@ -75,10 +75,9 @@ deploy: $(VENV_STAMP) $(NODE_STAMP) ## PLANT=<plant>: preflight, build the compo
 	@test -n "$(PLANT)" || { echo "error: make deploy PLANT=<plant> (a file in plants/)"; exit 2; }
 	@# releases: where the rollout controller keeps them in S3 (the repository's copy until it
 	@# has one); -c plant selects one Plant stack and the Shared stack of its account/region
-	releases=$$($(PY) -m stacks.release_store url --plant $(PLANT)) && \
-	$(PY) -m stacks.preflight --plant $(PLANT) --releases-dir $$releases && \
-	$(MAKE) component && \
-	npx cdk deploy -c plant=$(PLANT) -c releases_dir=$$releases --all
+	$(PY) -m stacks.preflight --plant $(PLANT) --releases-dir "$$($(PY) -m stacks.release_store url --plant $(PLANT))"
+	$(MAKE) component
+	npx cdk deploy -c plant=$(PLANT) -c releases_dir="$$($(PY) -m stacks.release_store url --plant $(PLANT))" --all
 
 demo: setup ## the main job on the local default (no AWS account needed)
 	$(PY) -m demo

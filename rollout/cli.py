@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--state-bucket",
         help="keep the controller state in s3://BUCKET/rollout/state/<plant>.json (conditional "
-        "writes: one controller per plant at a time); the way to run it in CI",
+        "writes: one controller per plant at a time); against AWS the default is "
+        "--artifact-bucket",
     )
     common.add_argument("--json", action="store_true", help="print the report as JSON")
     aws = argparse.ArgumentParser(add_help=False)
@@ -182,7 +183,16 @@ def _save_report(report: Report, state_dir: Path, plant: str) -> None:
 
 
 def _store(plant: PlantConfig, args: argparse.Namespace) -> StateStore | S3StateStore:
-    """Where the controller keeps its state: the S3 bucket if given, else the directory."""
+    """Where the controller keeps its state: the S3 bucket if given (against AWS, by default the
+    artifact bucket, where the CodeBuild promotion keeps it: one lease for every controller of
+    the plant), else the directory."""
+    if (
+        not args.state_bucket
+        and not getattr(args, "simulate", None)
+        and not getattr(args, "dry_run", False)
+        and getattr(args, "artifact_bucket", None)
+    ):
+        args.state_bucket = args.artifact_bucket
     if not args.state_bucket:
         return StateStore(args.state_dir, plant.name)
     if getattr(args, "simulate", None):

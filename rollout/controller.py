@@ -677,7 +677,8 @@ class Controller:
             )
             results = deployment_gates(ring, gates, rollout, health)
             if not rollout.aborted:
-                results.append(shadow_gate(ring, gates, counts))
+                cameras = max(st.cameras for ln in self.plant.lines for st in ln.stations)
+                results.append(shadow_gate(ring, gates, counts, cameras))
             for result in results:
                 self.log(f"shadow {result.line()}")
             sh["gates"] = rs["gates"] = [r.to_json() for r in results]

@@ -241,6 +241,16 @@ class Comparison:
         return rate_ratio(list(self.strata))
 
     @property
+    def cand_parts(self) -> float:
+        """The candidate's parts: frames weighted by one over their station's cameras."""
+        return sum(s.cand_frames * s.weight for s in self.strata)
+
+    @property
+    def cand_part_events(self) -> float:
+        """The candidate's events counted in parts (as :attr:`cand_parts`)."""
+        return sum(s.cand_events * s.weight for s in self.strata)
+
+    @property
     def verdict(self) -> str:
         """``changed`` (either side crossed its upper bound), ``same`` (both crossed their
         lower bounds) or ``undecided``."""
@@ -368,11 +378,11 @@ def comparison_gates(
     out: list[GateResult] = []
     for cmp in comparisons:
         verdict = cmp.verdict
-        few = cmp.cand_frames < gates.min_inspections
+        few = cmp.cand_parts < gates.min_inspections
         no_control = cmp.ctrl_frames == 0
         detail = cmp.detail()
         if few:
-            detail += f"; only {cmp.cand_frames} parts judged, minimum {gates.min_inspections}"
+            detail += f"; only {cmp.cand_parts:.0f} parts judged, minimum {gates.min_inspections}"
         elif no_control:
             detail += "; no control devices and no baseline to compare with"
         inconclusive = few or no_control or verdict == UNDECIDED
@@ -387,12 +397,14 @@ def comparison_gates(
                 inconclusive=inconclusive,
             )
         )
-        if final and cmp.decision == "manual" and cmp.cand_frames >= gates.min_inspections:
+        if final and cmp.decision == "manual" and not few:
             # the plant's ceiling on the manual share: failed only when the lower confidence
             # bound of the candidate's manual rate is above it; checked at the bake's end and
             # at most once per extension, so α/4 is split over those checks (Bonferroni)
+            # in parts, not frames: a part's frames from several cameras are one observation
             checks = 1 + gates.max_bake_extensions
-            low = wilson_lower(cmp.cand_events, cmp.cand_frames, gates.alpha / 4 / checks)
+            parts, events = cmp.cand_parts, cmp.cand_part_events
+            low = wilson_lower_real(events, parts, gates.alpha / 4 / checks)
             rate = cmp.cand_events / cmp.cand_frames
             out.append(
                 GateResult(
@@ -410,7 +422,7 @@ def comparison_gates(
     return out
 
 
-def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
+def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts, cameras: int = 1) -> GateResult:
     """The shadow's reject rate against the served model's on the same frames, by the same
     sequential test as the bake's comparisons (:func:`compare`).
 
@@ -419,8 +431,11 @@ def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
     below 0.5 for two good models). Kappa and positive agreement are printed beside the verdict.
     The shared rejects make the two counts positively correlated, so the test, which takes them
     as independent, is conservative (it decides later, and errs less often, than it states).
+    ``cameras``: the most cameras a station of the ring has; the shadow's figures are per ring,
+    so each frame counts as 1/cameras of a part (:attr:`Stratum.weight`).
     """
     n = shadow.frames
+    weight = 1.0 / max(1, cameras)
     cmp = compare(
         "shadow reject",
         [
@@ -432,12 +447,13 @@ def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
                 n,
                 shadow.both + shadow.served_only,
                 "paired",
+                weight,
             )
         ],
         gates,
     )
     k, pa = kappa(shadow)
-    few = n < gates.min_inspections
+    few = n * weight < gates.min_inspections
     verdict = cmp.verdict
     detail = (
         f"shadow rejects {shadow.both + shadow.shadow_only} vs served {shadow.both + shadow.served_only} "
@@ -451,7 +467,7 @@ def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
         + ("n/a" if pa is None else f"{pa:.3f}")
     )
     if few:
-        detail += f"; only {n} frames, minimum {gates.min_inspections}"
+        detail += f"; only {n * weight:.0f} parts, minimum {gates.min_inspections}"
     inconclusive = few or verdict == UNDECIDED
     return GateResult(
         "shadow_reject_rate",
@@ -466,6 +482,11 @@ def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts) -> GateResult:
 
 def wilson_lower(events: int, n: int, alpha: float) -> float:
     """One-sided Wilson score lower confidence bound of a binomial rate at level 1 - alpha."""
+    return wilson_lower_real(float(events), float(n), alpha)
+
+
+def wilson_lower_real(events: float, n: float, alpha: float) -> float:
+    """:func:`wilson_lower` for effective (weighted) counts."""
     if n <= 0:
         return 0.0
     z = NormalDist().inv_cdf(1 - alpha)

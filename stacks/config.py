@@ -181,6 +181,15 @@ class Ring(_Frozen):
     bake_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = 30
     shadow_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = 0
 
+    @model_validator(mode="after")
+    def _shadow_hands_over_to_a_bake(self) -> Ring:
+        if self.shadow_minutes and not self.bake_minutes:
+            raise ValueError(
+                "shadow_minutes needs bake_minutes > 0: an undecided shadow phase hands over "
+                "to the bake, whose gates must decide"
+            )
+        return self
+
 
 class RolloutRate(_Frozen):
     """IoT job exponential rollout rate for a ring's deployment."""

@@ -104,7 +104,8 @@ def check_release_owner(plant: PlantConfig, s3: Any, releases: str) -> None:
                 f"s3://{bucket}/{S3_STATE_PREFIX}{plant.name}.json: the promotion of "
                 f"com.lineguard.Model {doc.get('model_version')} is {status.replace('_', ' ')}; "
                 "a deploy now would replace the ring deployments it is rolling out. Let it "
-                f"finish, or run `python -m rollout rollback --plant {plant.name}` first"
+                f"finish, or run `python -m rollout rollback --plant {plant.name} "
+                f"--artifact-bucket {bucket}` first"
             )
     owned = _s3_object(s3, bucket, f"{RELEASES_PREFIX}{plant.name}.json") is not None
     if owned and releases.rstrip("/") + "/" != url:

@@ -105,17 +105,24 @@ def _promotion_minutes(plant: PlantConfig) -> float:
 
 
 def build_minutes(plant: PlantConfig) -> int:
-    """The promotion build's timeout for ``plant``: its longest promotion and an hour for
-    installing; ValueError (naming what to change) when that is beyond CodeBuild's 36 h."""
+    """The promotion build's timeout for ``plant``: its longest promotion (:func:`promotion_minutes`)
+    and an hour for installing, at most CodeBuild's 36 h."""
+    return min(MAX_BUILD_HOURS * 60, math.ceil(_promotion_minutes(plant)) + 60)
+
+
+def outlasts_a_build(plant: PlantConfig) -> str | None:
+    """What to say when ``plant``'s longest promotion does not fit one build, else None."""
     minutes = math.ceil(_promotion_minutes(plant)) + 60
-    if minutes > MAX_BUILD_HOURS * 60:
-        raise ValueError(
-            f"plant {plant.name}: its longest promotion takes {minutes / 60:.1f} h (every ring's "
-            "wait, shadow phase and bake with all extensions, and a rollback), more than a "
-            f"CodeBuild build's {MAX_BUILD_HOURS} h: lower bake_minutes, shadow_minutes or "
-            "gates.max_bake_extensions"
-        )
-    return minutes
+    if minutes <= MAX_BUILD_HOURS * 60:
+        return None
+    return (
+        f"plant {plant.name}: its longest promotion takes {minutes / 60:.1f} h (every ring's wait, "
+        "shadow phase and bake with all extensions, and a rollback), more than a CodeBuild "
+        f"build's {MAX_BUILD_HOURS} h. A build stopped by its timeout leaves the promotion's state "
+        "in S3; starting the promotion again (`python -m rollout start-promotion`) resumes it once "
+        "the lease lapses. To fit one build, lower bake_minutes, shadow_minutes or "
+        "gates.max_bake_extensions"
+    )
 
 
 def runtime_pins(requirements: Path = REPO / "requirements-dev.txt") -> list[str]:
@@ -171,6 +178,11 @@ class Promotion(Construct):
         # longest promotion: a CodeBuild build runs at most 36 h (timeoutInMinutes 5-2160,
         # CodeBuild API reference, StartBuild)
         minutes = {p.name: build_minutes(p) for p in plants}
+        for plant in plants:
+            if (warning := outlasts_a_build(plant)) is not None:
+                cdk.Annotations.of(self).add_warning_v2(
+                    "lineguard:promotion-outlasts-build", warning
+                )
         staged = stage_source()
         try:  # the asset is copied into the cloud assembly here, so the staging dir can go
             source = s3_assets.Asset(self, "Source", path=str(staged))

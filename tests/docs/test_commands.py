@@ -202,11 +202,11 @@ def dry_run_make(command: DocCommand, endpoint: str, tmp: Path) -> None:
 def make_deploy(command: DocCommand, endpoint: str, tmp: Path) -> None:
     recipe = shell(f"make -n {shlex.join(command.argv[1:])}")
     plant = dict(a.split("=", 1) for a in command.argv[1:] if "=" in a)["PLANT"]
+    url = f'"$(.venv/bin/python -m stacks.release_store url --plant {plant})"'
     steps = [
-        f"-m stacks.release_store url --plant {plant}",
-        f"-m stacks.preflight --plant {plant} --releases-dir $releases",  # nothing built first
+        f"-m stacks.preflight --plant {plant} --releases-dir {url}",  # nothing built first
         "make component",
-        f"npx cdk deploy -c plant={plant} -c releases_dir=$releases --all",
+        f"npx cdk deploy -c plant={plant} -c releases_dir={url} --all",
     ]
     positions = [recipe.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), recipe

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from rollout.gates import (
     health_gates,
     kappa,
     rate_ratio,
+    shadow_gate,
     sprt_bounds,
     strata_for,
     wilson_lower,
@@ -256,6 +258,30 @@ def test_the_shadow_is_judged_on_its_reject_rate_not_on_kappa() -> None:
     assert k == pytest.approx((po - pe) / (1 - pe)) and pa == pytest.approx(360 / 405)
     (few,) = comparison_gates("r", GATES, [], ShadowCounts(frames=500, both=10))
     assert few.inconclusive and not few.failed
+
+
+def _figure(detail: str, name: str) -> float:
+    return float(re.search(rf"{name} (-?[0-9.]+)", detail).group(1))  # type: ignore[union-attr]
+
+
+def test_the_shadow_and_the_ceiling_count_parts_not_frames() -> None:
+    counts = ShadowCounts(frames=6000, both=40, served_only=20, shadow_only=25)
+    one_camera, two = shadow_gate("r", GATES, counts), shadow_gate("r", GATES, counts, cameras=2)
+    # the same frames from two cameras per part carry half the evidence
+    for side in ("log-LR up", ", down"):
+        half = _figure(two.detail, side)
+        assert half == pytest.approx(_figure(one_camera.detail, side) / 2, abs=0.01)
+    few = shadow_gate("r", GATES, ShadowCounts(frames=1500, both=40), cameras=2)
+    assert few.inconclusive and "only 750 parts, minimum 1000" in few.detail
+
+    # the manual ceiling's bound over parts: 4,000 frames of two cameras are 2,000 parts
+    def ceiling(weight: float) -> float:
+        strata = [Stratum("l", "s", 4000, 220, 4000, 200, "concurrent", weight)]
+        (gate,) = [g for g in comparison_gates("r", GATES, [compare("manual", strata, GATES)])
+                   if g.gate == "manual_ceiling"]  # fmt: skip
+        return _figure(gate.detail, "lower confidence bound")
+
+    assert ceiling(0.5) < ceiling(1.0)  # fewer parts: a wider interval, a lower bound
 
 
 def test_plant_file_names_the_replaced_fields() -> None:

@@ -16,6 +16,7 @@ from stacks.config import load_plant
 from stacks.constructs.promotion import (
     STARTBUILD_OVERRIDE_KEYS,
     build_minutes,
+    outlasts_a_build,
     runtime_pins,
     stage_source,
 )
@@ -158,13 +159,16 @@ def test_an_approval_starts_one_build_per_plant_with_its_own_timeout(synthesised
     assert project["Properties"]["TimeoutInMinutes"] == max(inputs.values())
 
 
-def test_a_plant_whose_longest_promotion_outlasts_a_build_is_refused() -> None:
+def test_a_plant_whose_longest_promotion_outlasts_a_build_is_named() -> None:
     plant = load_plant(REPO / "plants" / "example-large.yaml")
+    assert outlasts_a_build(plant) is None  # the shipped plant fits one build
     slow = plant.model_copy(
         update={"gates": plant.gates.model_copy(update={"max_bake_extensions": 5})}
     )
-    with pytest.raises(ValueError, match="plant example-large: its longest promotion takes"):
-        build_minutes(slow)
+    message = outlasts_a_build(slow)
+    assert message is not None and message.startswith("plant example-large: its longest promotion")
+    assert "start-promotion" in message  # what resumes it
+    assert build_minutes(slow) == 36 * 60  # CodeBuild's maximum
 
 
 def _buildspec(template) -> dict[str, Any]:

@@ -411,3 +411,11 @@ def test_plants_whose_thing_names_could_collide_are_refused(tmp_path: Path) -> N
         source.replace("name: demo", "name: demo-2", 1).replace("123456789012", "210987654321")
     )
     assert sorted(p.name for p in load_plants(tmp_path)) == ["demo", "demo-2"]
+
+
+def test_a_shadow_phase_needs_a_bake_to_hand_over_to() -> None:
+    from stacks.config import Ring
+
+    with pytest.raises(ValueError, match="shadow_minutes needs bake_minutes > 0"):
+        Ring(name="canary", percent=10, shadow_minutes=30, bake_minutes=0)
+    assert Ring(name="canary", percent=10, shadow_minutes=30, bake_minutes=60).shadow_minutes == 30

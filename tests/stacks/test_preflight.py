@@ -146,7 +146,7 @@ def test_a_deploy_during_a_promotion_is_refused(
     if refused:
         err = capsys.readouterr().err
         assert f"com.lineguard.Model 1.4.0 is {status.replace('_', ' ')}" in err
-        assert "python -m rollout rollback --plant demo" in err
+        assert f"python -m rollout rollback --plant demo --artifact-bucket {ARTIFACTS}" in err
 
 
 def test_the_releases_url_of_a_plant(capsys: pytest.CaptureFixture[str]) -> None:
