@@ -108,10 +108,12 @@ def _one(
             for d in sim.devices.values()
         )
         return {
-            # rolled back before the candidate decided a part: its first ring's shadow never passed
+            # rolled back in the first ring's shadow phase: before the candidate decided a part
+            # (a shadow that passed or could not decide handed over to the bake)
             "stopped_in_shadow": report.status == "rolled-back"
             and bool(report.rings.get(plant.ring_names[0], {}).get("shadow"))
-            and report.rings[plant.ring_names[0]]["shadow"].get("phase") != "passed",
+            and report.rings[plant.ring_names[0]]["shadow"].get("phase")
+            not in ("passed", "undecided"),
             "status": report.status,
             "gate": report.failed[0].gate if report.failed else None,
             "stopped_at_canary": report.status == "rolled-back"
