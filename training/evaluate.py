@@ -11,6 +11,11 @@ score parity and, beside the JSON, ``<out>.scores.png`` (score distributions) an
 Which images: ``--split auto`` (default) uses the held-out test split when the folder is the one
 the package was trained on (same data fingerprint), else every image; ``test`` or ``all`` force it.
 
+Image AUROC, accuracy and recall also come with 95 % percentile-bootstrap intervals
+(``confidence_intervals``: stratified by label, resampling whole groups when the dataset has
+them, ``training.metrics``), and ``pixel_auroc`` is computed from the anomaly maps where the
+dataset has masks (``masks/<type>/<file>``; null without).
+
 The metrics include ``registration_gate``: the false-reject and manual rates on the evaluated
 good images against the target rates (by default the ones the package was calibrated to, from
 its manifest), each with its one-sided Clopper–Pearson lower bound, and the image AUROC against
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from inspector.model_package import ModelPackage, ModelPackageError, load_package
+from training import metrics as figures
 from training.calibration import (
     DEFAULT_GATE_CONFIDENCE,
     DEFAULT_MIN_IMAGE_AUROC,
@@ -39,7 +45,7 @@ from training.calibration import (
     describe_gate,
     registration_gate,
 )
-from training.dataset import Dataset, Sample, load_dataset, split_dataset
+from training.dataset import Dataset, Sample, load_dataset, split_dataset, with_groups
 from training.errors import DatasetError, TrainingError
 from training.scoring import load_tensor, onnx_session, score_tensors
 from training.train import TRAINING_FILE
@@ -49,10 +55,22 @@ def _log(message: str) -> None:
     print(f"[evaluate {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _training_record(package: ModelPackage) -> dict[str, Any]:
+    info_path = package.root / TRAINING_FILE
+    return json.loads(info_path.read_text()) if info_path.is_file() else {}
+
+
+def recorded_groups(package: ModelPackage, dataset: Dataset) -> Dataset:
+    """``dataset`` grouped by the pattern the package was split by, when it has no groups."""
+    pattern = _training_record(package).get("split", {}).get("group_pattern")
+    if pattern and dataset.grouping == "none":
+        return with_groups(dataset, str(pattern))
+    return dataset
+
+
 def choose_samples(package: ModelPackage, dataset: Dataset, split: str) -> tuple[list[Sample], str]:
     """The images to evaluate and a description of why (held-out test split or all)."""
-    info_path = package.root / TRAINING_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = _training_record(package)
     split_info = info.get("split", {})
     same = bool(info) and dataset.fingerprint() == info.get("data_fingerprint")
     if split == "auto":
@@ -65,6 +83,13 @@ def choose_samples(package: ModelPackage, dataset: Dataset, split: str) -> tuple
         return list(dataset.samples), "all images (data not used in training)"
     if "seed" not in split_info:
         raise TrainingError(f"{package.root}: no split record in {TRAINING_FILE}; use --split all")
+    dataset = recorded_groups(package, dataset)
+    if "groups_digest" in split_info and dataset.groups_digest() != split_info["groups_digest"]:
+        _log(
+            f"warning: the groups ({dataset.grouping}) differ from those the package was split "
+            f"by ({split_info.get('groups', 'none')}); the test split may hold images of "
+            "training groups"
+        )
     splits = split_dataset(
         dataset,
         int(split_info["seed"]),
@@ -94,11 +119,68 @@ def _binary_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    if len(set(labels.tolist())) < 2:
-        return None
-    from sklearn.metrics import roc_auc_score
+    return figures.auroc(labels, scores)
 
-    return float(roc_auc_score(labels, scores))
+
+def _mask_truth(sample: Sample) -> np.ndarray | tuple[int, int] | None:
+    """A defect image's mask as booleans, a good image's (height, width); None without mask."""
+    from PIL import Image
+
+    if sample.label == 0:
+        with Image.open(sample.path) as image:
+            return (image.height, image.width)
+    if sample.mask is None:
+        return None
+    with Image.open(sample.mask) as image:
+        return np.asarray(image.convert("L")) > 0
+
+
+def pixel_metrics(samples: Sequence[Sample], maps: np.ndarray) -> dict[str, Any]:
+    """Pixel AUROC of ``maps`` against the masks, over good images and masked defect images.
+
+    Each map is resized to its mask (to the image for a good image, whose pixels are all
+    negative). ``value`` is None when no defect image has a mask.
+    """
+    if not any(s.label == 1 and s.mask is not None for s in samples):
+        return {"value": None, "defect_images_with_mask": 0, "good_images": 0}
+    chosen = [
+        (amap, truth)
+        for s, amap in zip(samples, maps, strict=True)
+        if (truth := _mask_truth(s)) is not None
+    ]
+    return {
+        "value": figures.pixel_auroc([m for m, _ in chosen], [t for _, t in chosen]),
+        "defect_images_with_mask": sum(1 for _, t in chosen if not isinstance(t, tuple)),
+        "good_images": sum(1 for _, t in chosen if isinstance(t, tuple)),
+    }
+
+
+def confidence_intervals(
+    samples: Sequence[Sample],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    predicted: np.ndarray,
+    *,
+    resamples: int = figures.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile-bootstrap 95 % intervals of image AUROC, accuracy and recall (by group)."""
+    groups = [s.group_key for s in samples]
+    grouped = any(s.group is not None for s in samples)
+
+    def interval(values: np.ndarray, statistic: figures.Statistic) -> dict[str, Any]:
+        return figures.bootstrap_interval(
+            labels, values, statistic, groups, resamples=resamples, seed=seed
+        )
+
+    return {
+        "image_auroc": interval(scores, figures.auroc),
+        "accuracy": interval(predicted, figures.accuracy),
+        "recall": interval(predicted, figures.recall),
+        "method": "percentile bootstrap, stratified by label, "
+        + ("resampling groups" if grouped else "resampling images"),
+        "seed": seed,
+    }
 
 
 def measure_latency(
@@ -256,15 +338,20 @@ def evaluate(
     targets: Targets | None = None,
     min_image_auroc: float = DEFAULT_MIN_IMAGE_AUROC,
     gate_confidence: float = DEFAULT_GATE_CONFIDENCE,
+    group_pattern: str | None = None,
+    resamples: int = figures.DEFAULT_RESAMPLES,
+    bootstrap_seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model_dir`` on ``data``; write and return the metrics.
 
     ``targets`` (default: the package's own) and ``min_image_auroc`` are what the registration
-    gate checks, at ``gate_confidence``.
+    gate checks, at ``gate_confidence``. ``group_pattern`` groups the images when the folder has
+    no groups file (default: the pattern the package was split by); the bootstrap intervals
+    draw ``resamples`` resamples of the groups, seeded by ``bootstrap_seed``.
     """
     package = load_package(model_dir)
     targets = targets or package_targets(package)
-    dataset = load_dataset(data, min_good=1)
+    dataset = recorded_groups(package, load_dataset(data, min_good=1, group_pattern=group_pattern))
     samples, chosen = choose_samples(package, dataset, split)
     _log(f"{package.manifest.ref} on {data}: {len(samples)} images ({chosen})")
     spec = package.manifest.input
@@ -297,6 +384,10 @@ def evaluate(
         min_image_auroc=min_image_auroc,
         confidence=gate_confidence,
     )
+    intervals = confidence_intervals(
+        samples, labels, scores, predicted, resamples=resamples, seed=bootstrap_seed
+    )
+    pixels = pixel_metrics(samples, maps)
     metrics: dict[str, Any] = {
         "model": package.manifest.ref,
         "data": str(data),
@@ -305,8 +396,13 @@ def evaluate(
             "good": int((labels == 0).sum()),
             "defect": int((labels == 1).sum()),
             "selection": chosen,
+            "groups": len({s.group_key for s in samples}),
+            "grouping": dataset.grouping,
         },
         "image_auroc": auroc,
+        "pixel_auroc": pixels["value"],
+        "pixel_auroc_images": {k: v for k, v in pixels.items() if k != "value"},
+        "confidence_intervals": intervals,
         "thresholds": {"reject": thresholds.reject, "manual": thresholds.manual},
         **_binary_metrics(labels, predicted),
         "manual_rate": float(manual.mean()) if len(manual) else 0.0,
@@ -325,12 +421,17 @@ def evaluate(
         metrics["plots"] = _plots(out, scores, labels, samples, maps, tensors, package)
     metrics["per_image"] = [
         {"file": s.rel, "label": int(s.label), "score": float(sc)}
+        | ({"group": s.group} if s.group is not None else {})
         for s, sc in zip(samples, scores, strict=True)
     ]
     out.write_text(json.dumps(metrics, indent=2) + "\n")
     _log(describe_gate(gate))
+    ci = intervals["image_auroc"]["ci95"]
+    pixel = pixels["value"]
     _log(
-        f"AUROC {'n/a' if auroc is None else f'{auroc:.4f}'}, accuracy {metrics['accuracy']:.3f}, "
+        f"AUROC {'n/a' if auroc is None else f'{auroc:.4f}'}"
+        f"{'' if ci is None else f' (95 % CI {ci[0]:.4f}-{ci[1]:.4f})'}, "
+        f"pixel AUROC {'n/a' if pixel is None else f'{pixel:.4f}'}, accuracy {metrics['accuracy']:.3f}, "
         f"F1 {metrics['f1']:.3f}, p50 {metrics.get('latency', {}).get('p50_ms', 0):.1f} ms "
         f"-> {out}"
     )
@@ -350,6 +451,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=("auto", "test", "all"), default="auto")
     parser.add_argument("--latency-runs", type=int, default=50)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")
+    parser.add_argument(
+        "--group-pattern",
+        help="regex with one capture group naming an image's group in its file name, when the "
+        "folder has no groups.csv (default: the pattern the package was split by)",
+    )
+    parser.add_argument(
+        "--bootstrap-resamples",
+        type=int,
+        default=figures.DEFAULT_RESAMPLES,
+        help=f"resamples for the 95 %% intervals (default {figures.DEFAULT_RESAMPLES})",
+    )
     parser.add_argument(
         "--target-false-reject-rate",
         type=float,
@@ -399,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets=targets,
             min_image_auroc=args.min_image_auroc,
             gate_confidence=args.gate_confidence,
+            group_pattern=args.group_pattern,
+            resamples=args.bootstrap_resamples,
         )
     except (TrainingError, ModelPackageError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,7 +5,8 @@
 On SageMaker the defaults come from ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION`` and
 ``SM_MODEL_DIR``; hyperparameters arrive as the arguments below. Without a validation channel the
 dataset is split by ``--seed`` (train: good images only; validation: thresholds; test: held out
-for ``training.evaluate``). With one, all good images of ``--data`` train the model and the
+for ``training.evaluate``), a group of images (``groups.csv`` in the folder, or
+``--group-pattern``; ``training.dataset``) never in two splits. With one, all good images of ``--data`` train the model and the
 validation folder calibrates the thresholds. Test images never influence the package.
 
 Thresholds are calibrated to the plant's target rates on the validation good images
@@ -111,6 +112,7 @@ def train(
     pipeline_run: str | None = None,
     threads: int | None = None,
     targets: Targets | None = None,
+    group_pattern: str | None = None,
 ) -> Manifest:
     """Train, export, calibrate and write a model package to ``model_dir``; return its manifest."""
     import torch
@@ -119,7 +121,7 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, group_pattern=group_pattern)
     if validation is not None:
         val_set = load_dataset(validation, min_good=1)
         train_samples = dataset.good
@@ -135,6 +137,9 @@ def train(
             "validation_fraction": validation_fraction,
             "test_fraction": test_fraction,
             "counts": splits.summary(),
+            "groups": dataset.grouping,
+            "group_pattern": group_pattern,
+            "groups_digest": dataset.groups_digest(),
         }
     val_good = [s for s in val_samples if s.label == 0]
     val_defect = [s for s in val_samples if s.label == 1]
@@ -267,6 +272,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-fraction", type=float, default=0.2)
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument(
+        "--group-pattern",
+        help="regex with one capture group naming an image's group in its file name; "
+        "groups.csv in the data folder is used when present",
+    )
+    parser.add_argument(
         "--taps",
         default=",".join(map(str, patchcore.DEFAULT_TAPS)),
         help="Lite0 block indices to tap, comma-separated (default 2,4,10)",
@@ -380,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipeline_run=args.pipeline_run,
             threads=args.threads,
             targets=targets,
+            group_pattern=args.group_pattern,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

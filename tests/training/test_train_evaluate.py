@@ -332,3 +332,55 @@ def test_good_only_grayscale_dataset_of_mixed_sizes_trains_and_evaluates(
     assert gate["checks"]["image_auroc"]["applies"] is False
     assert gate["checks"]["image_auroc"]["passed"] is True
     assert metrics["confusion_matrix"]["tn"] + metrics["confusion_matrix"]["fp"] == 3
+
+
+def test_metrics_carry_intervals_and_pixel_auroc_beside_the_old_fields(metrics: dict) -> None:
+    intervals = metrics["confidence_intervals"]
+    for name in ("image_auroc", "accuracy", "recall"):
+        record = intervals[name]
+        lo, hi = record["ci95"]
+        assert lo <= record["value"] <= hi and record["resamples"] == 1000
+    assert intervals["image_auroc"]["value"] == metrics["image_auroc"]
+    assert intervals["accuracy"]["value"] == pytest.approx(metrics["accuracy"])
+    assert intervals["recall"]["value"] == pytest.approx(metrics["recall"])
+    assert intervals["method"].endswith("resampling images")  # the sample has no groups
+    # the tiny sample draws every defect with a mask: pixel AUROC over them and the good images
+    assert 0.5 < metrics["pixel_auroc"] <= 1.0
+    counted = metrics["pixel_auroc_images"]
+    assert counted["defect_images_with_mask"] == metrics["images"]["defect"]
+    assert counted["good_images"] == metrics["images"]["good"]
+
+
+def test_good_only_or_maskless_data_has_null_pixel_auroc(package: Path, unseen: Path) -> None:
+    out = unseen.parent / "unseen-metrics.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics = evaluate(package, unseen, out, latency_runs=2, plots=False, resamples=50)
+    assert metrics["pixel_auroc"] is None and metrics["image_auroc"] is not None
+    assert metrics["confidence_intervals"]["image_auroc"]["resamples"] == 50
+    assert json.loads(out.read_text())["pixel_auroc"] is None
+
+
+def test_grouped_training_data_keeps_parts_out_of_the_test_split(
+    sample: Path, tmp_path: Path
+) -> None:
+    from training.dataset import load_dataset, split_dataset
+
+    data = tmp_path / "parts"
+    shutil.copytree(sample / "brick", data)
+    for i, path in enumerate(sorted((data / "good").glob("*.png"))):
+        path.rename(path.with_name(f"part-{i // 2}_{i % 2}.png"))  # two shots per part
+    pattern = r"^(part-\d+)_"
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(data, tmp_path / "pkg", seed=2, max_bank=128, group_pattern=pattern)
+        metrics = evaluate(tmp_path / "pkg", data, tmp_path / "m.json", latency_runs=2, plots=False)
+    record = json.loads((tmp_path / "pkg" / "training.json").read_text())["split"]
+    assert record["group_pattern"] == pattern and record["groups"] == f"pattern {pattern}"
+    assert record["counts"]["train"]["groups"] == record["counts"]["train"]["good"] // 2
+    # evaluate found the pattern in the package's record and split by it
+    assert metrics["images"]["grouping"] == f"pattern {pattern}"
+    assert metrics["confidence_intervals"]["method"].endswith("resampling groups")
+    splits = split_dataset(load_dataset(data, group_pattern=pattern), seed=2)
+    trained = {s.group for s in splits.train}
+    tested = {row.get("group") for row in metrics["per_image"]} - {None}
+    assert tested and not tested & trained
+    assert {row["file"] for row in metrics["per_image"]} == {s.rel for s in splits.test}
