@@ -24,7 +24,10 @@ TOO_SMALL = "image_too_small"
 # 8-bit colour and grey, RGBA (the alpha is dropped by preprocessing) and 16-bit mono (Mono10/12/
 # 16 cameras; Pillow names it I;16 and, by byte order, I;16B / I;16L)
 MONO16_MODES = ("I;16", "I;16B", "I;16L")
-DEFAULT_MODES = ("RGB", "L", "RGBA", *MONO16_MODES)
+# 16-bit mono data as preprocessing reads it: also Pillow's 32-bit integer mode "I", in which
+# some 16-bit TIFFs open (values beyond the declared bit depth are refused by preprocessing)
+SIXTEEN_BIT_MODES = (*MONO16_MODES, "I")
+DEFAULT_MODES = ("RGB", "L", "RGBA", *SIXTEEN_BIT_MODES)
 # no camera takes frames a few pixels wide; such a frame is a glitch, never a part to judge
 DEFAULT_MIN_SIDE = 8
 

@@ -501,7 +501,11 @@ class Inspector:
             return
         thr = shadow.manifest.thresholds
         thresholds = dec.DecisionThresholds(thr.reject, thr.manual)
-        same_input = runner is not None and runner.manifest.input == shadow.manifest.input
+        same_input = (
+            runner is not None
+            and runner.manifest.input == shadow.manifest.input
+            and runner.manifest.frames == shadow.manifest.frames
+        )
         try:
             tensors = [
                 item.tensor if same_input and item.tensor is not None else shadow.preprocess(image)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ class InputSpec:
 
     The tensor is ``(batch, channels, height, width)`` float32 (layout NCHW); each channel is
     ``(pixel - mean[c]) / std[c]`` with pixels in 0..255 after conversion to ``color``.
-    ``bit_depth`` (optional) is the significant bits of 16-bit mono frames (12 for Mono12):
-    they are scaled by ``255 / (2**bit_depth - 1)``; without it, by the image's own range.
+    ``bit_depth`` is the significant bits of the frames the model takes: absent (or 8) for
+    8-bit frames, 10..16 for 16-bit mono frames (12 for Mono12), which are scaled by
+    ``255 / (2**bit_depth - 1)`` whatever the frame's own range. A model takes either kind, not
+    both (docs/inspector.md "Frame formats").
     """
 
     name: str
@@ -59,6 +62,33 @@ class InputSpec:
     def channels(self) -> int:
         """Number of channels the model expects (3 for RGB, 1 for L)."""
         return 3 if self.color == "RGB" else 1
+
+    @property
+    def sixteen_bit(self) -> bool:
+        """Whether the model takes 16-bit mono frames (a declared bit depth above 8)."""
+        return self.bit_depth is not None and self.bit_depth > 8
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """The frames a model was trained on, which the device refuses others than.
+
+    ``channels`` is 1 (grey or 16-bit mono) or 3 (colour); sizes are ``(width, height)``
+    bounds, inclusive. Written by training under ``metrics.frames``, so inspectors that
+    predate it still read the package (and judge as they did).
+    """
+
+    channels: int
+    min_size: tuple[int, int]
+    max_size: tuple[int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``metrics.frames`` object."""
+        return {
+            "channels": self.channels,
+            "min_size": list(self.min_size),
+            "max_size": list(self.max_size),
+        }
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,7 @@ class Manifest:
     ``metrics`` is free-form for the device; training writes ``metrics.calibration`` there (the
     target rates the thresholds were calibrated to and the validation figures behind them,
     docs/training.md "Thresholds"), so inspectors that predate it still read the package.
+    ``metrics.frames``, when present, is validated and read into :attr:`frames`.
     """
 
     name: str
@@ -108,6 +139,12 @@ class Manifest:
     pipeline_run: str | None = None
     format: str = FORMAT
     model_file: str = MODEL_FILE
+
+    @cached_property
+    def frames(self) -> FrameSpec | None:
+        """The frames the model takes (``metrics.frames``); None for packages without it."""
+        doc = self.metrics.get("frames")
+        return None if doc is None else _frame_spec(_Reader(MANIFEST_FILE, doc, "metrics.frames."))
 
     @property
     def ref(self) -> str:
@@ -244,9 +281,19 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
             (int, type(None)),
             None,
             lambda v: v is None or 8 <= v <= 16,
-            "an integer 8..16 (significant bits of 16-bit mono frames) or null",
+            "an integer 8..16 (significant bits of the frames) or null",
         ),
     )
+    metrics = top.get("metrics", dict, {})
+    frames = metrics.get("frames")
+    if frames is not None:
+        frame_spec = _frame_spec(_Reader(where, frames, "metrics.frames."))
+        if input_spec.sixteen_bit and frame_spec.channels != 1:
+            raise ModelPackageError(
+                where,
+                "metrics.frames.channels",
+                f"must be 1 for 16-bit mono frames (input.bit_depth {input_spec.bit_depth})",
+            )
     out = top.child("outputs")
     assert out is not None
     out.unknown({"score", "anomaly_map"})
@@ -293,7 +340,7 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
         thresholds=Thresholds(reject=reject, manual=manual),
         created=top.get("created", str, ""),
         golden=golden,
-        metrics=top.get("metrics", dict, {}),
+        metrics=metrics,
         data_fingerprint=top.get("data_fingerprint", str, ""),
         pipeline_run=top.get("pipeline_run", (str, type(None)), None),
         format=fmt,
@@ -301,6 +348,28 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
             "model_file", str, MODEL_FILE, _safe_relative, "a file name inside the package"
         ),
     )
+
+
+def _frame_spec(reader: _Reader) -> FrameSpec:
+    reader.unknown({"channels", "min_size", "max_size"})
+
+    def size(key: str) -> tuple[int, int]:
+        value = reader.get(
+            key,
+            list,
+            check=lambda v: (
+                len(v) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+            ),
+            expect="[width, height] in positive integers",
+        )
+        return (value[0], value[1])
+
+    channels = reader.get("channels", int, check=lambda v: v in (1, 3), expect="1 or 3")
+    low, high = size("min_size"), size("max_size")
+    if low[0] > high[0] or low[1] > high[1]:
+        raise reader._fail("min_size", f"must not exceed max_size ({low} > {high})")
+    return FrameSpec(channels=channels, min_size=low, max_size=high)
 
 
 def _safe_relative(value: str) -> bool:

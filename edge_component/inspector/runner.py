@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from inspector.decode import DecodeLimits, FrameError, decode_image
+from inspector.decode import SIXTEEN_BIT_MODES, DecodeLimits, FrameError, decode_image
 from inspector.model_package import ModelPackage, ModelPackageError, load_package
 from inspector.preprocess import to_tensor
 
@@ -136,8 +136,8 @@ class ModelRunner:
                 )
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """Image → ``(C, H, W)`` float32, as the manifest says."""
-        return to_tensor(image, self.manifest.input)
+        """Image → ``(C, H, W)`` float32, as the manifest says; FrameError if it does not fit."""
+        return to_tensor(image, self.manifest.input, self.manifest.frames)
 
     def score(self, tensors: Sequence[np.ndarray]) -> list[float]:
         """Score preprocessed frames; batched up to ``max_batch`` when the batch dim is dynamic."""
@@ -175,14 +175,14 @@ class ModelRunner:
         if golden is None or path is None:
             return None
         try:
-            image = decode_image(path.read_bytes(), DecodeLimits(modes=("RGB", "L", "RGBA", "P")))
+            image = decode_image(path.read_bytes(), DecodeLimits(modes=_GOLDEN_MODES))
         except (OSError, FrameError) as exc:
             raise ModelLoadError(
                 GOLDEN_MISMATCH, f"{path}: cannot read golden image: {exc}"
             ) from None
         try:
             got = self.score_image(image)
-        except InferenceError as exc:
+        except (InferenceError, FrameError) as exc:
             raise ModelLoadError(GOLDEN_MISMATCH, f"golden image: {exc}") from None
         if not math.isfinite(got) or abs(got - golden.score) > golden.tolerance:
             raise ModelLoadError(
@@ -215,6 +215,10 @@ def _timed(score: Any, tensors: list[np.ndarray]) -> float:
     start = time.perf_counter()
     score(tensors)
     return time.perf_counter() - start
+
+
+# a golden image is one of the package's own training frames, 16-bit mono included
+_GOLDEN_MODES = ("RGB", "L", "RGBA", "P", *SIXTEEN_BIT_MODES)
 
 
 def _check_input(session: Any, package: ModelPackage) -> bool:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from inspector.decode import DecodeLimits, FrameError, check_image, decode_image
-from inspector.model_package import InputSpec
+from inspector.model_package import FrameSpec, InputSpec
 from inspector.preprocess import to_tensor
 from tests.inspector.conftest import bad_images
 from tests.support.tiny_model import image_bytes, part_image
@@ -92,25 +92,78 @@ def test_sixteen_bit_mono_and_rgba_frames_decode_by_default() -> None:
 
 @pytest.mark.parametrize("bits", [10, 12, 16])
 @pytest.mark.parametrize("color", ["L", "RGB"])
-def test_sixteen_bit_mono_is_scaled_by_the_image_range(bits: int, color: str) -> None:
+def test_sixteen_bit_mono_is_scaled_by_the_declared_bit_depth(bits: int, color: str) -> None:
     grey = part_image(0.05, 32, "L")
     n = len(color)
-    spec = InputSpec(name="x", height=24, width=24, color=color, mean=(0.0,) * n, std=(255.0,) * n)
+    stats = {"mean": (0.0,) * n, "std": (255.0,) * n}
+    spec = InputSpec(name="x", height=24, width=24, color=color, **stats)
     want = to_tensor(grey, spec)
-    got = to_tensor(decode_image(image_bytes(mono16(grey, bits))), spec)
+    spec16 = InputSpec(name="x", height=24, width=24, color=color, bit_depth=bits, **stats)
+    got = to_tensor(decode_image(image_bytes(mono16(grey, bits))), spec16)
     assert got.shape == want.shape == (len(color), 24, 24)
     assert np.abs(got - want).max() < 1.5 / 255  # the 8-bit image, within rounding
 
 
-def test_a_declared_bit_depth_wins_over_the_image_range() -> None:
+def test_a_dark_frame_is_scaled_by_the_bit_depth_not_by_its_own_range() -> None:
     dark = Image.fromarray(np.full((16, 16), 50, dtype=np.uint8), "L")  # 803 in 12 bits
     frame16 = decode_image(image_bytes(mono16(dark, 12)))
     declared = InputSpec(name="x", height=16, width=16, color="L", mean=(0.0,), bit_depth=12)
     assert to_tensor(frame16, declared) == pytest.approx(50.0, abs=0.1)
-    # undeclared, a 12-bit frame darker than 1024 looks like 10-bit data: brighter, so it scores
-    # as a different part, not the same one (documented: declare bit_depth for Mono12 cameras)
-    undeclared = InputSpec(name="x", height=16, width=16, color="L", mean=(0.0,))
-    assert to_tensor(frame16, undeclared).mean() > 150
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_every_sixteen_bit_container_gives_the_same_input(mode: str) -> None:
+    values = np.random.default_rng(5).integers(0, 4096, (20, 30), dtype=np.uint16)
+    base = Image.fromarray(values)
+    image = base if mode == "I;16" else base.convert("I") if mode == "I" else None
+    if image is None:
+        image = Image.frombytes("I;16B", base.size, values.astype(">u2").tobytes())
+    assert image.mode == mode
+    spec = InputSpec(name="x", height=16, width=16, color="L", mean=(0.0,), bit_depth=12)
+    assert to_tensor(image, spec).tobytes() == to_tensor(base, spec).tobytes()
+
+
+def test_sixteen_bit_tiff_of_mode_i_decodes() -> None:
+    frame = Image.fromarray(np.full((32, 32), 4000, dtype=np.int32), "I")
+    assert decode_image(image_bytes(frame, "TIFF")).mode == "I"
+
+
+@pytest.mark.parametrize(
+    ("image", "bit_depth", "detail"),
+    [
+        (Image.fromarray(np.full((16, 16), 900, np.uint16)), None, "16-bit I;16 frame"),
+        (Image.new("L", (16, 16)), 12, "8-bit L frame, the model takes 12-bit mono"),
+        (Image.fromarray(np.full((16, 16), 5000, np.uint16)), 12, "outside the 12-bit range"),
+        (Image.fromarray(np.full((16, 16), 70000, np.int32), "I"), 16, "outside the 16-bit"),
+    ],
+)
+def test_a_frame_of_another_bit_depth_is_refused(
+    image: Image.Image, bit_depth: int | None, detail: str
+) -> None:
+    spec = InputSpec(name="x", height=16, width=16, color="L", mean=(0.0,), bit_depth=bit_depth)
+    with pytest.raises(FrameError) as err:
+        to_tensor(image, spec)
+    assert err.value.reason == "image_bit_depth" and detail in err.value.detail
+
+
+def test_declared_frames_refuse_grey_for_colour_and_sizes_out_of_range() -> None:
+    spec = InputSpec(name="x", height=16, width=16)
+    colour = FrameSpec(channels=3, min_size=(20, 20), max_size=(80, 60))
+    with pytest.raises(FrameError) as err:
+        to_tensor(part_image(0.0, 40, "L"), spec, colour)
+    assert err.value.reason == "image_channels"
+    with pytest.raises(FrameError) as err:
+        to_tensor(part_image(0.0, 64), spec, colour)
+    assert err.value.reason == "image_size" and err.value.detail.startswith("64x64 px outside")
+    assert to_tensor(part_image(0.0, 40), spec, colour).shape == (3, 16, 16)
+
+
+def test_a_grey_model_takes_colour_frames_as_grey() -> None:
+    spec = InputSpec(name="x", height=16, width=16)
+    grey = FrameSpec(channels=1, min_size=(8, 8), max_size=(64, 64))
+    colour = part_image(0.1, 40)
+    want = to_tensor(colour.convert("L"), spec)
+    assert to_tensor(colour, spec, grey).tobytes() == want.tobytes()
 
 
 def test_rgba_drops_an_opaque_alpha() -> None:

@@ -13,11 +13,18 @@ import pytest
 
 from inspector.engine import Inspector
 from inspector.messages import MAX_RESULT_BYTES, encode, validate_result
+from inspector.model_package import FrameSpec
 from inspector.runner import ModelRunner, RunnerOptions
 from inspector.runtime_config import RuntimeConfig
 from inspector.sources import Frame
 from tests.inspector.conftest import bad_images, frame
-from tests.support.tiny_model import build_tiny_package, image_bytes, part_image
+from tests.support.tiny_model import (
+    build_tiny_package,
+    expected_score,
+    image_bytes,
+    mono16,
+    part_image,
+)
 
 Make = Callable[..., Inspector]
 
@@ -456,21 +463,52 @@ def test_thread_change_that_cannot_reload_is_refused(make_engine: Make, tmp_path
 
 
 @pytest.mark.parametrize(("delta", "decision"), [(0.0, "pass"), (0.3, "reject")])
-def test_sixteen_bit_mono_and_rgba_frames_are_judged(
-    make_engine: Make, delta: float, decision: str
+def test_sixteen_bit_mono_frames_are_judged_by_a_sixteen_bit_model(
+    make_engine: Make, tmp_path: Path, delta: float, decision: str
 ) -> None:
-    import numpy as np
-    from PIL import Image
+    grey = part_image(delta).convert("L")
+    mono12 = mono16(grey, 12)
+    runner = ModelRunner.load(build_tiny_package(tmp_path / "m12", bit_depth=12).root)
+    engine = make_engine(runner=runner)
+    result = _check(engine.judge(frame(image_bytes(mono12))))
+    assert result["decision"] == decision, result
+    assert result.get("reason") is None
+    # the device's score is the one training's preprocessing gives the same frame
+    want = expected_score(mono12, bit_depth=12)
+    assert result["score"] == pytest.approx(want, abs=1e-5)
+    # and the 8-bit frame of the same scene scores the same, within 12-bit rounding
+    eight = make_engine().judge(frame(image_bytes(grey)))["score"]
+    assert result["score"] == pytest.approx(eight, abs=5e-3)
 
+
+@pytest.mark.parametrize("delta", [0.0, 0.3])
+def test_rgba_frames_are_judged(make_engine: Make, delta: float) -> None:
     rgb = part_image(delta)
-    grey = rgb.convert("L")
-    mono12 = Image.fromarray(
-        np.round(np.asarray(grey, dtype=np.float64) * 4095 / 255).astype(np.uint16)
-    )
     engine = make_engine()
-    for image in (mono12, rgb.convert("RGBA")):
+    result = _check(engine.judge(frame(image_bytes(rgb.convert("RGBA")))))
+    assert result["decision"] == ("pass" if delta == 0.0 else "reject"), result
+    assert result["score"] == pytest.approx(engine.judge(frame(image_bytes(rgb)))["score"])
+
+
+def test_frames_that_do_not_fit_the_model_are_manual_with_the_reason(
+    make_engine: Make, tmp_path: Path
+) -> None:
+    colour = FrameSpec(channels=3, min_size=(24, 24), max_size=(48, 48))
+    runner = ModelRunner.load(build_tiny_package(tmp_path / "fit", frames=colour).root)
+    engine = make_engine(runner=runner)
+    grey = part_image(0.0, 32, "L")
+    cases = {
+        "image_bit_depth": mono16(grey, 12),  # 16-bit frame, 8-bit model
+        "image_channels": grey,  # grey frame, colour model
+        "image_size": part_image(0.0, 64),  # 64x64, model took 24..48
+    }
+    for reason, image in cases.items():
         result = _check(engine.judge(frame(image_bytes(image))))
-        assert result["decision"] == decision, result
-        assert result.get("reason") is None
-    want = engine.judge(frame(image_bytes(grey)))["score"]
-    assert engine.judge(frame(image_bytes(mono12)))["score"] == pytest.approx(want, abs=5e-3)
+        assert result["decision"] == "manual" and result["score"] is None, result
+        assert result["reason"].startswith(reason), result
+    assert _check(engine.judge(frame(image_bytes(part_image(0.0, 32)))))["decision"] == "pass"
+    eight_bit = make_engine(
+        runner=ModelRunner.load(build_tiny_package(tmp_path / "m12", bit_depth=12).root)
+    )
+    result = _check(eight_bit.judge(frame(image_bytes(part_image(0.0, 32)))))
+    assert result["decision"] == "manual" and result["reason"].startswith("image_bit_depth")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from inspector.model_package import (
+    FrameSpec,
     Golden,
     InputSpec,
     Manifest,
@@ -150,4 +152,41 @@ def test_bit_depth_of_sixteen_bit_frames_is_optional_and_checked() -> None:
     assert parse_manifest(parse_manifest(doc).to_json()).input.bit_depth == 12
     doc["input"]["bit_depth"] = 20
     with pytest.raises(ModelPackageError, match=r"input.bit_depth: must be an integer 8..16"):
+        parse_manifest(doc)
+
+
+def test_frames_in_the_metrics_are_optional_and_read_back() -> None:
+    doc = _manifest("0" * 64).to_json()
+    assert parse_manifest(doc).frames is None  # older manifests: today's 8-bit behaviour
+    frames = FrameSpec(channels=1, min_size=(64, 48), max_size=(512, 384))
+    doc["metrics"]["frames"] = frames.to_json()
+    manifest = parse_manifest(doc)
+    assert manifest.frames == frames
+    assert parse_manifest(manifest.to_json()).frames == frames
+    assert "frames" not in manifest.to_json()  # only under metrics: older inspectors read it
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field_path"),
+    [
+        ("channels", 2, "metrics.frames.channels: must be 1 or 3"),
+        ("min_size", [0, 10], "metrics.frames.min_size: must be [width, height]"),
+        ("max_size", [10], "metrics.frames.max_size: must be [width, height]"),
+        ("max_size", [32, 32], "metrics.frames.min_size: must not exceed max_size"),
+        ("bits", 12, "metrics.frames.bits: unknown field"),
+    ],
+)
+def test_frames_errors_name_the_field(key: str, value: object, field_path: str) -> None:
+    doc = _manifest("0" * 64).to_json()
+    doc["metrics"]["frames"] = {"channels": 3, "min_size": [64, 64], "max_size": [128, 128]}
+    doc["metrics"]["frames"][key] = value
+    with pytest.raises(ModelPackageError, match=re.escape(field_path)):
+        parse_manifest(doc)
+
+
+def test_sixteen_bit_models_take_one_channel_frames() -> None:
+    doc = _manifest("0" * 64).to_json()
+    doc["input"]["bit_depth"] = 12
+    doc["metrics"]["frames"] = {"channels": 3, "min_size": [8, 8], "max_size": [64, 64]}
+    with pytest.raises(ModelPackageError, match=r"metrics.frames.channels: must be 1 for 16-bit"):
         parse_manifest(doc)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from inspector.model_package import (
     MODEL_FILE,
+    FrameSpec,
     Golden,
     InputSpec,
     Manifest,
@@ -60,14 +61,30 @@ def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-def expected_score(image: Image.Image, size: int = 32, color: str = "RGB") -> float:
+def mono16(image8: Image.Image, bits: int) -> Image.Image:
+    """A Mono10/12/16 camera frame of an 8-bit grey image, stored in a 16-bit container."""
+    values = np.asarray(image8, dtype=np.float64) * ((1 << bits) - 1) / 255.0
+    return Image.fromarray(np.round(values).astype(np.uint16))
+
+
+def expected_score(
+    image: Image.Image, size: int = 32, color: str = "RGB", bit_depth: int | None = None
+) -> float:
     """The tiny model's score computed with numpy (independent of ONNX Runtime)."""
     from inspector.preprocess import to_tensor
 
-    spec = InputSpec(name="image", height=size, width=size, color=color, std=(255.0,) * 3)
+    spec = InputSpec(
+        name="image", height=size, width=size, color=color, std=(255.0,) * 3, bit_depth=bit_depth
+    )
     if color == "L":
         spec = InputSpec(
-            name="image", height=size, width=size, color="L", mean=(0.0,), std=(255.0,)
+            name="image",
+            height=size,
+            width=size,
+            color="L",
+            mean=(0.0,),
+            std=(255.0,),
+            bit_depth=bit_depth,
         )
     x = to_tensor(image, spec).astype(np.float64)
     ref = reference_array(size, 3 if color == "RGB" else 1).transpose(2, 0, 1) / 255.0
@@ -136,8 +153,13 @@ def build_tiny_package(
     manifest_size: int | None = None,
     broken: bool = False,
     nan_score: bool = False,
+    bit_depth: int | None = None,
+    frames: FrameSpec | None = None,
 ) -> ModelPackage:
     """Write a complete model package (graph, golden image, manifest) and load it back.
+
+    With ``bit_depth`` above 8 the package takes 16-bit mono frames (its golden image is one);
+    ``frames`` is written as ``metrics.frames``.
 
     ``manifest_size`` makes the manifest disagree with the graph's input (for shape checks);
     ``golden_score`` overrides the golden image's expected score (for self-test failures).
@@ -152,8 +174,12 @@ def build_tiny_package(
     gold = None
     if golden:
         image = part_image(GOLDEN_DELTA, size, color)
+        if bit_depth is not None and bit_depth > 8:
+            image = mono16(image.convert("L"), bit_depth)
         image.save(root / GOLDEN_FILE)
-        score = expected_score(image, size, color) if golden_score is None else golden_score
+        score = (
+            expected_score(image, size, color, bit_depth) if golden_score is None else golden_score
+        )
         gold = Golden(file=GOLDEN_FILE, score=score, tolerance=1e-4)
     side = manifest_size or size
     manifest = Manifest(
@@ -167,12 +193,16 @@ def build_tiny_package(
             color=color,
             mean=(0.0,) * channels,
             std=(255.0,) * channels,
+            bit_depth=bit_depth,
         ),
         outputs=OutputSpec(score="score", anomaly_map="anomaly_map"),
         thresholds=Thresholds(reject=reject, manual=manual),
         created="2026-11-28T00:00:00Z",
         golden=gold,
-        metrics={"note": "tiny test model: mean absolute deviation from a reference"},
+        metrics={
+            "note": "tiny test model: mean absolute deviation from a reference",
+            **({"frames": frames.to_json()} if frames else {}),
+        },
         data_fingerprint="tiny",
     )
     write_manifest(root, manifest)
