@@ -355,7 +355,7 @@ def evaluate(
     samples, chosen = choose_samples(package, dataset, split)
     _log(f"{package.manifest.ref} on {data}: {len(samples)} images ({chosen})")
     spec = package.manifest.input
-    tensors = [load_tensor(s.path, spec) for s in samples]
+    tensors = [load_tensor(s.path, spec, package.manifest.frames) for s in samples]
     session = onnx_session(package.model_path, threads=1)
     scores, maps = score_tensors(session, spec.name, tensors)
     labels = np.array([s.label for s in samples])

@@ -8,15 +8,67 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inspector.model_package import InputSpec
-from inspector.preprocess import to_tensor
+from inspector.decode import SIXTEEN_BIT_MODES, FrameError
+from inspector.model_package import FrameSpec, InputSpec
+from inspector.preprocess import frame_channels, to_tensor
+from training.errors import DatasetError
+
+# A frame may be half to twice the training images' sides: beyond that the resize changes the
+# scale of the texture the model learned, so the device refuses it (``image_size``).
+SIZE_FACTOR = 2
+# 16-bit training data declares the smallest of these holding its largest value
+_SIXTEEN_BIT_DEPTHS = (12, 16)
 
 
-def load_tensor(path: Path, spec: InputSpec) -> np.ndarray:
+def load_tensor(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
     """Decode an image file and preprocess it through the device's :func:`to_tensor`."""
     with Image.open(path) as image:
         image.load()
-        return to_tensor(image, spec)
+        try:
+            return to_tensor(image, spec, frames)
+        except FrameError as exc:
+            raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
+
+
+def describe_frames(paths: Sequence[Path]) -> tuple[int | None, FrameSpec]:
+    """The bit depth (None for 8-bit) and :class:`FrameSpec` all ``paths`` share.
+
+    Every image must be of one kind, 8-bit or 16-bit mono, and of one channel count; the
+    error names the images that differ from the first. A 16-bit set declares 12 bits when no
+    value exceeds 4095 (Mono12 in a 16-bit container), else 16.
+    """
+    kinds: dict[tuple[bool, int], list[Path]] = {}
+    sizes: list[tuple[int, int]] = []
+    top = 0
+    for path in paths:
+        with Image.open(path) as image:
+            sixteen = image.mode in SIXTEEN_BIT_MODES
+            kinds.setdefault((sixteen, frame_channels(image)), []).append(path)
+            sizes.append(image.size)
+            if sixteen:
+                top = max(top, int(np.asarray(image).max()))
+    if not sizes:
+        raise DatasetError("no images to describe")
+    if len(kinds) > 1:
+        (first, firsts), *others = sorted(kinds.items(), key=lambda kv: -len(kv[1]))
+        odd = [str(p) for _, group in others for p in group]
+        raise DatasetError(
+            f"training images must share bit depth and channels; most are {_kind(first)}, "
+            f"these are not: {', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}"
+        )
+    ((sixteen, channels),) = kinds
+    bits = next(b for b in _SIXTEEN_BIT_DEPTHS if top < 1 << b) if sixteen else None
+    widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+    return bits, FrameSpec(
+        channels=channels,
+        min_size=(max(1, min(widths) // SIZE_FACTOR), max(1, min(heights) // SIZE_FACTOR)),
+        max_size=(max(widths) * SIZE_FACTOR, max(heights) * SIZE_FACTOR),
+    )
+
+
+def _kind(kind: tuple[bool, int]) -> str:
+    sixteen, channels = kind
+    return f"{'16-bit' if sixteen else '8-bit'} {channels}-channel"
 
 
 def onnx_session(model_path: Path, threads: int = 1):  # noqa: ANN201 - onnxruntime type

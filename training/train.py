@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from inspector.model_package import (
+    FrameSpec,
     Golden,
     InputSpec,
     Manifest,
@@ -49,13 +50,13 @@ from training.calibration import (
 )
 from training.dataset import Sample, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
-from training.scoring import load_tensor, onnx_session, score_tensors
+from training.scoring import describe_frames, load_tensor, onnx_session, score_tensors
 
 GOLDEN_FILE = "golden.png"
 TRAINING_FILE = "training.json"
 
 
-def input_spec(size: int = patchcore.INPUT_SIZE) -> InputSpec:
+def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -> InputSpec:
     """The package's preprocessing: RGB (grayscale is expanded), resized, (x - 127) / 128."""
     return InputSpec(
         name=patchcore.INPUT_NAME,
@@ -65,6 +66,7 @@ def input_spec(size: int = patchcore.INPUT_SIZE) -> InputSpec:
         resize="bilinear",
         mean=patchcore.MEAN,
         std=patchcore.STD,
+        bit_depth=bit_depth,
     )
 
 
@@ -77,8 +79,10 @@ def _package_name(data: Path) -> str:
     return (name or "model")[:64]
 
 
-def _tensors(samples: Sequence[Sample], spec: InputSpec) -> list[np.ndarray]:
-    return [load_tensor(s.path, spec) for s in samples]
+def _tensors(
+    samples: Sequence[Sample], spec: InputSpec, frames: FrameSpec | None = None
+) -> list[np.ndarray]:
+    return [load_tensor(s.path, spec, frames) for s in samples]
 
 
 def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
@@ -149,9 +153,15 @@ def train(
         f"data {data}: {len(train_samples)} train (good), {len(val_good)} validation good, "
         f"{len(val_defect)} validation defect; fingerprint {fingerprint[:12]}"
     )
-    spec = input_spec()
+    every = [*dataset.samples, *(val_samples if validation is not None else [])]
+    bit_depth, frames = describe_frames([s.path for s in every])
+    spec = input_spec(bit_depth=bit_depth)
+    _log(
+        f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
+        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px"
+    )
     model = patchcore.fit(
-        _tensors(train_samples, spec),
+        _tensors(train_samples, spec, frames),
         taps=taps,
         coreset_ratio=coreset_ratio,
         max_bank=max_bank,
@@ -170,8 +180,8 @@ def train(
     _log(f"exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
 
     session = onnx_session(onnx_path, threads=threads or 1)
-    good_scores, _ = score_tensors(session, spec.name, _tensors(val_good, spec))
-    defect_scores, _ = score_tensors(session, spec.name, _tensors(val_defect, spec))
+    good_scores, _ = score_tensors(session, spec.name, _tensors(val_good, spec, frames))
+    defect_scores, _ = score_tensors(session, spec.name, _tensors(val_defect, spec, frames))
     calibration = calibrate(good_scores, defect_scores, targets)
     thresholds, record = calibration.thresholds, calibration.record
     _log(
@@ -193,7 +203,7 @@ def train(
     with Image.open(golden_sample.path) as image:
         image.load()
         image.save(model_dir / GOLDEN_FILE, format="PNG")
-    golden_tensor = load_tensor(model_dir / GOLDEN_FILE, spec)
+    golden_tensor = load_tensor(model_dir / GOLDEN_FILE, spec, frames)
     golden_score = float(score_tensors(session, spec.name, [golden_tensor])[0][0])
 
     val_auroc = _auroc(good_scores, defect_scores)
@@ -207,6 +217,7 @@ def train(
             "threshold_rule": record["rule"],
         },
         "calibration": record,
+        "frames": frames.to_json(),
         "train_images": len(train_samples),
         "memory_bank": int(model.bank.shape[0]),
         "feature_dims": int(model.bank.shape[1]),
