@@ -365,7 +365,7 @@ def inspector_transcript(command: DocCommand, endpoint: str, tmp: Path) -> None:
     # the transcript's fail-safe lines, as the docs show them
     for line in (
         "c.jpg: manual (image_truncated:",
-        "d.jpg: manual (image_mode: CMYK not in RGB/L/RGBA/I;16/I;16B/I;16L)",
+        "d.jpg: manual (image_mode: CMYK not in RGB/L/RGBA/I;16/I;16B/I;16L/I)",
         "e.png: manual (image_empty: 0 bytes)",
         "wrote 4 result(s) to results.jsonl",
     ):
