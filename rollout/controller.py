@@ -559,14 +559,7 @@ class Controller:
                 self._save(state)
                 self.log(f"{ring}: still undecided after the bake and its extensions: pausing")
                 return []
-            rs["extensions"] = rs.get("extensions", 0) + 1
-            rs["bake_until"] = self.clock.now() + max(bake_s, LOOK_S)
-            self._save(state)
-            self.log(
-                f"{ring}: not enough evidence yet: bake extended by "
-                f"{max(bake_s, LOOK_S) / 60:.0f} min (extension {rs['extensions']} of "
-                f"{self.plant.gates.max_bake_extensions})"
-            )
+            self._extend(state, rs, "bake_until", bake_s, f"{ring}: not enough evidence yet: bake")
 
     def _measure_baseline(
         self, ring: str, rs: dict[str, Any], old_version: str, bake_s: float
@@ -701,14 +694,20 @@ class Controller:
                     "gates decide"
                 )
                 return []
-            sh["extensions"] = sh.get("extensions", 0) + 1
-            sh["until"] = self.clock.now() + max(shadow_s, LOOK_S)
-            self._save(state)
-            self.log(
-                f"{ring}: not enough shadow evidence yet: extended by "
-                f"{max(shadow_s, LOOK_S) / 60:.0f} min (extension {sh['extensions']} of "
-                f"{gates.max_bake_extensions})"
-            )
+            self._extend(state, sh, "until", shadow_s, f"{ring}: not enough shadow evidence yet:")
+
+    def _extend(
+        self, state: dict[str, Any], phase: dict[str, Any], key: str, length_s: float, what: str
+    ) -> None:
+        """Extend a bake or shadow phase by its length (at least :data:`LOOK_S`), checkpointed."""
+        extension = max(length_s, LOOK_S)
+        phase["extensions"] = phase.get("extensions", 0) + 1
+        phase[key] = self.clock.now() + extension
+        self._save(state)
+        self.log(
+            f"{what} extended by {extension / 60:.0f} min (extension {phase['extensions']} of "
+            f"{self.plant.gates.max_bake_extensions})"
+        )
 
     def _bake(
         self, ring: str, rs: dict[str, Any], state: dict[str, Any], version: str, old: str

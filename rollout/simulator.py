@@ -299,14 +299,20 @@ class FleetSimulator:
                 f"{MODEL_COMPONENT} {version} already exists with a different artifact"
             )
         if key not in self.published:
-            self.published[key] = PublishedModel(
-                component=MODEL_COMPONENT,
-                version=version,
-                arn=f"arn:aws:greengrass:sim:000000000000:components:{MODEL_COMPONENT}:versions:{version}",
-                artifact_uri=f"s3://sim-artifacts/{MODEL_COMPONENT}/{version}/model-package.zip",
-                sha256=package.manifest.sha256,
-            )
-            self.known_versions.add(key)
+            self._record(version, package.manifest.sha256)
+        return self.published[key]
+
+    def _record(self, version: str, sha256: str) -> PublishedModel:
+        """A model component version as CreateComponentVersion leaves it (here, immediately)."""
+        key = (MODEL_COMPONENT, version)
+        self.known_versions.add(key)
+        self.published[key] = PublishedModel(
+            component=MODEL_COMPONENT,
+            version=version,
+            arn=f"arn:aws:greengrass:sim:000000000000:components:{MODEL_COMPONENT}:versions:{version}",
+            artifact_uri=f"s3://sim-artifacts/{MODEL_COMPONENT}/{version}/model-package.zip",
+            sha256=sha256,
+        )
         return self.published[key]
 
     def publish_shadow(self, served_version: str, package: ModelPackage) -> PublishedModel:
@@ -319,16 +325,7 @@ class FleetSimulator:
         version = shadow_carrier_version(served_version, package.manifest.version)
         self.calls.append(("publish_shadow", version))
         self.carriers[version] = (served_version, package.manifest.version)
-        key = (MODEL_COMPONENT, version)
-        self.known_versions.add(key)
-        self.published[key] = PublishedModel(
-            component=MODEL_COMPONENT,
-            version=version,
-            arn=f"arn:aws:greengrass:sim:000000000000:components:{MODEL_COMPONENT}:versions:{version}",
-            artifact_uri=f"s3://sim-artifacts/{MODEL_COMPONENT}/{version}/model-package.zip",
-            sha256=package.manifest.sha256,
-        )
-        return self.published[key]
+        return self._record(version, package.manifest.sha256)
 
     def create_deployment(self, request: dict[str, Any]) -> str:
         """Create a deployment; it replaces the target's previous one (one per target).
