@@ -506,9 +506,7 @@ class Controller:
             rs["stalled"] = list(rollout.stalled)
             rs["phase"] = "baking"
             self._save(state)
-            if rollout.aborted or rollout.failed / max(1, rollout.total) > (
-                self.plant.gates.max_deployment_failure_ratio
-            ):
+            if self._lost(rollout):
                 # failed and stalled devices are final: judge now, do not bake a lost ring
                 health = self.fleet.ring_health(
                     self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
@@ -528,11 +526,7 @@ class Controller:
             failed = self._bake(ring, rs, state, version, old_version)
             if failed:
                 return failed
-            rollout = RingRollout(
-                self.fleet.deployment_progress(rs["deployment_id"]),
-                tuple(self.fleet.ring_members(target)),
-                tuple(rs.get("stalled", ())),
-            )
+            rollout = self._reread(target, rs["deployment_id"], rs)
             health = self.fleet.ring_health(
                 self.plant.name, ring, target, rs["reached_at"], self.clock.now(), version
             )
@@ -648,20 +642,9 @@ class Controller:
             while (left := sh["until"] - self.clock.now()) > 0:
                 self._sleep(state, min(left, LOOK_S))
                 # a carrier that crashes or fails to deploy is judged at once, as in a bake
-                lost = RingRollout(
-                    self.fleet.deployment_progress(sh["deployment_id"]),
-                    tuple(self.fleet.ring_members(target)),
-                    tuple(sh.get("stalled", ())),
-                )
-                if lost.aborted or lost.failed / max(1, lost.total) > (
-                    gates.max_deployment_failure_ratio
-                ):
+                if self._lost(self._reread(target, sh["deployment_id"], sh)):
                     break
-            rollout = RingRollout(
-                self.fleet.deployment_progress(sh["deployment_id"]),
-                tuple(self.fleet.ring_members(target)),
-                tuple(sh.get("stalled", ())),
-            )
+            rollout = self._reread(target, sh["deployment_id"], sh)
             health = self.fleet.ring_health(
                 self.plant.name, ring, target, sh["reached_at"], self.clock.now(), sh["carrier"]
             )
@@ -695,6 +678,22 @@ class Controller:
                 )
                 return []
             self._extend(state, sh, "until", shadow_s, f"{ring}: not enough shadow evidence yet:")
+
+    def _reread(self, target: str, deployment_id: str, phase: dict[str, Any]) -> RingRollout:
+        """A phase's deployment read again against the ring's members now; the members stalled
+        at the end of its wait stay stalled."""
+        return RingRollout(
+            self.fleet.deployment_progress(deployment_id),
+            tuple(self.fleet.ring_members(target)),
+            tuple(phase.get("stalled", ())),
+        )
+
+    def _lost(self, rollout: RingRollout) -> bool:
+        """The deployment is beyond saving: aborted, or more failed and stalled members than
+        the plant allows. Judged at once: waiting out a bake would change nothing."""
+        return rollout.aborted or (
+            rollout.failed / max(1, rollout.total) > self.plant.gates.max_deployment_failure_ratio
+        )
 
     def _extend(
         self, state: dict[str, Any], phase: dict[str, Any], key: str, length_s: float, what: str
