@@ -95,6 +95,7 @@ def choose_samples(package: ModelPackage, dataset: Dataset, split: str) -> tuple
         int(split_info["seed"]),
         float(split_info["validation_fraction"]),
         float(split_info["test_fraction"]),
+        float(split_info.get("defect_train_fraction", 0.0)),
     )
     if not same:
         _log("warning: data differs from the training data; evaluating its test split anyway")
@@ -207,22 +208,29 @@ def measure_latency(
 
 
 def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch module
-    """Rebuild the torch model from the package: Lite0 weights, its taps and the graph's bank."""
+    """Rebuild the torch model from the package: Lite0 weights, its taps, the graph's bank and,
+    for a supervised package, its head."""
     import onnx
     import torch
     from onnx import numpy_helper
 
     from training import model as patchcore
 
-    taps = tuple(package.manifest.metrics.get("taps", patchcore.DEFAULT_TAPS))
+    metrics = package.manifest.metrics
+    supervised = metrics.get("model") == "supervised"
+    prefix = "anomaly." if supervised else ""
+    taps = tuple(metrics.get("taps", patchcore.DEFAULT_TAPS))
     graph = onnx.load(str(package.model_path))
     named = {init.name: init for init in graph.graph.initializer}
-    chunks = sorted(
-        (int(n.rsplit("_", 1)[1]), n) for n in named if re.fullmatch(r"bank_aug_\d+", n)
-    )
+    pattern = re.escape(prefix) + r"bank_aug_\d+"
+    chunks = sorted((int(n.rsplit("_", 1)[1]), n) for n in named if re.fullmatch(pattern, n))
     # bank_aug_<i>: chunks of [-2·bankᵀ; |bank|²]; bank_t: packages made before the chunks
-    bank_name = "bank_aug_0" if chunks or "bank_t" not in named else "bank_t"
-    missing = [n for n in (bank_name, "center", "scale") if n not in named]
+    bank_name = f"{prefix}bank_aug_0" if chunks or "bank_t" not in named else "bank_t"
+    wanted = [bank_name, f"{prefix}center", f"{prefix}scale"]
+    if supervised:
+        wanted += [f"{part}.{p}" for part in ("hidden", "out") for p in ("weight", "bias")]
+        wanted.append("anomaly_gain")
+    missing = [n for n in wanted if n not in named]
     if missing:
         raise TrainingError(f"{package.model_path}: {', '.join(missing)} not found in the graph")
 
@@ -230,18 +238,32 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
         return torch.from_numpy(np.array(numpy_helper.to_array(named[name])))
 
     extractor = patchcore.FeatureExtractor(patchcore.load_backbone(), taps)
-    if "extractor.weight" in named:
-        extractor.weight = tensor("extractor.weight")
-    if "extractor.projection" in named:
-        extractor.projection = tensor("extractor.projection")
+    if f"{prefix}extractor.weight" in named:
+        extractor.weight = tensor(f"{prefix}extractor.weight")
+    if f"{prefix}extractor.projection" in named:
+        extractor.projection = tensor(f"{prefix}extractor.projection")
     if chunks:
         bank = -0.5 * torch.cat([tensor(name) for _, name in chunks], dim=1)[:-1].t()
     else:
         bank = tensor("bank_t").t()
-    top_k = int(package.manifest.metrics.get("score_top_k", 1))
-    return patchcore.PatchCoreModel(
-        extractor, bank, center=tensor("center"), scale=tensor("scale"), top_k=top_k
+    top_k = int(metrics.get("score_top_k", 1))
+    anomaly = patchcore.PatchCoreModel(
+        extractor,
+        bank,
+        center=tensor(f"{prefix}center"),
+        scale=tensor(f"{prefix}scale"),
+        top_k=top_k,
     ).eval()
+    if not supervised:
+        return anomaly
+    from training.supervised import SupervisedModel
+
+    head = SupervisedModel(anomaly, hidden=int(tensor("hidden.weight").shape[0]))
+    head.load_state_dict(
+        {name: tensor(name) for name in wanted[3:]} | dict(anomaly.state_dict(prefix="anomaly.")),
+        strict=True,
+    )
+    return head.eval()
 
 
 def torch_parity(package: ModelPackage, tensors: Sequence[np.ndarray]) -> float | None:

@@ -211,7 +211,10 @@ class PatchCoreModel(nn.Module):
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Raw smoothed nearest-neighbour distance map ``(B, 1, h, w)`` on the feature grid."""
-        feats = self.extractor(x)
+        return self.nearest(self.extractor(x))
+
+    def nearest(self, feats: torch.Tensor) -> torch.Tensor:
+        """:meth:`distances` from the extractor's patch features ``(B, D, h, w)``."""
         b, d, h, w = feats.shape
         patches = feats.flatten(2).transpose(1, 2)  # (B, hw, D)
         sq = (patches**2).sum(dim=2)
@@ -225,11 +228,19 @@ class PatchCoreModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a normalised batch; the map has the input's spatial size."""
         normalised = (self.distances(x) - self.center) / self.scale
-        flat = normalised.flatten(1)
-        k = min(self.top_k, int(flat.shape[1]))
-        score = flat.topk(k, dim=1).values.mean(dim=1) if k > 1 else flat.amax(dim=1)
-        amap = F.interpolate(normalised, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return score, amap[:, 0]
+        return image_outputs(normalised, self.top_k, x.shape[-2:])
+
+
+def image_outputs(
+    cells: torch.Tensor, top_k: int, size: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image score (mean of the ``top_k`` highest cells) and the cell map ``(B, 1, h, w)``
+    up-sampled to the input's ``size``: the graph's two outputs."""
+    flat = cells.flatten(1)
+    k = min(top_k, int(flat.shape[1]))
+    score = flat.topk(k, dim=1).values.mean(dim=1) if k > 1 else flat.amax(dim=1)
+    amap = F.interpolate(cells, size=size, mode="bilinear", align_corners=False)
+    return score, amap[:, 0]
 
 
 @torch.no_grad()
@@ -384,7 +395,7 @@ def fit(
     return model.eval()
 
 
-def export_onnx(model: PatchCoreModel, path: Path, height: int, width: int) -> None:
+def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
     """Export the whole model to ONNX with a dynamic batch dimension."""
     dummy = torch.zeros(1, 3, height, width)
     with warnings.catch_warnings():
@@ -393,7 +404,7 @@ def export_onnx(model: PatchCoreModel, path: Path, height: int, width: int) -> N
         _export(model, dummy, path)
 
 
-def _export(model: PatchCoreModel, dummy: torch.Tensor, path: Path) -> None:
+def _export(model: nn.Module, dummy: torch.Tensor, path: Path) -> None:
     torch.onnx.export(
         model,
         (dummy,),
