@@ -18,6 +18,7 @@ from training.errors import DatasetError
 SIZE_FACTOR = 2
 # 16-bit training data declares the smallest of these holding its largest value
 _SIXTEEN_BIT_DEPTHS = (12, 16)
+MIN_DECLARED_BITS = 9
 
 
 def load_tensor(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
@@ -30,13 +31,19 @@ def load_tensor(path: Path, spec: InputSpec, frames: FrameSpec | None = None) ->
             raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
 
 
-def describe_frames(paths: Sequence[Path]) -> tuple[int | None, FrameSpec]:
+def describe_frames(
+    paths: Sequence[Path], bit_depth: int | None = None
+) -> tuple[int | None, FrameSpec]:
     """The bit depth (None for 8-bit) and :class:`FrameSpec` all ``paths`` share.
 
     Every image must be of one kind, 8-bit or 16-bit mono, and of one channel count; the
     error names the images that differ from the first. A 16-bit set declares 12 bits when no
-    value exceeds 4095 (Mono12 in a 16-bit container), else 16.
+    value exceeds 4095 (Mono12 in a 16-bit container), else 16 — or ``bit_depth`` (9..16) when
+    given (Mono10, Mono14, or a dark Mono16 set that reads as 12-bit), which every value must
+    fit.
     """
+    if bit_depth is not None and not MIN_DECLARED_BITS <= bit_depth <= 16:
+        raise DatasetError(f"bit depth must be {MIN_DECLARED_BITS}..16, got {bit_depth}")
     kinds: dict[tuple[bool, int], list[Path]] = {}
     sizes: list[tuple[int, int]] = []
     top = 0
@@ -57,7 +64,19 @@ def describe_frames(paths: Sequence[Path]) -> tuple[int | None, FrameSpec]:
             f"these are not: {', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}"
         )
     ((sixteen, channels),) = kinds
-    bits = next(b for b in _SIXTEEN_BIT_DEPTHS if top < 1 << b) if sixteen else None
+    if bit_depth is not None:
+        if not sixteen:
+            raise DatasetError(
+                f"a bit depth ({bit_depth}) is for 16-bit mono images; these are 8-bit"
+            )
+        if top >= 1 << bit_depth:
+            raise DatasetError(
+                f"the images hold values up to {top}, beyond {bit_depth} bits "
+                f"(0..{(1 << bit_depth) - 1}); use a larger bit depth"
+            )
+        bits: int | None = bit_depth
+    else:
+        bits = next(b for b in _SIXTEEN_BIT_DEPTHS if top < 1 << b) if sixteen else None
     widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
     return bits, FrameSpec(
         channels=channels,

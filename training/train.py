@@ -137,6 +137,7 @@ def train(
     group_pattern: str | None = None,
     model_kind: str = "auto",
     defect_train_fraction: float | None = None,
+    bit_depth: int | None = None,
 ) -> Manifest:
     """Train, export, calibrate and write a model package to ``model_dir``; return its manifest.
 
@@ -144,7 +145,8 @@ def train(
     the supervised candidate too, and keeps the better by validation (``candidates/`` holds
     both packages); ``patchcore`` or ``supervised`` trains that one only.
     ``defect_train_fraction`` (default :func:`training.dataset.default_defect_train_fraction`)
-    is the share of defect images that trains the supervised candidate.
+    is the share of defect images that trains the supervised candidate. ``bit_depth`` declares
+    the significant bits of 16-bit mono data (default: 12 or 16, from the data).
     """
     import torch
 
@@ -198,7 +200,7 @@ def train(
         f"fingerprint {fingerprint[:12]}"
     )
     every = [*dataset.samples, *(val_samples if validation is not None else [])]
-    bit_depth, frames = describe_frames([s.path for s in every])
+    bit_depth, frames = describe_frames([s.path for s in every], bit_depth)
     spec = input_spec(bit_depth=bit_depth)
     _log(
         f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
@@ -514,6 +516,13 @@ def _parser() -> argparse.ArgumentParser:
         help="share of defect images that trains the supervised candidate (default 0.5 with "
         "at least 20 defect images, else 0; 0 with --model patchcore)",
     )
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        default=None,
+        help="significant bits of 16-bit mono images, 9..16 (default: 12 when no value "
+        "exceeds 4095, else 16)",
+    )
     parser.add_argument("--name", help="package name (default: the dataset folder's name)")
     parser.add_argument("--version", default="1.0.0", help="package semantic version")
     parser.add_argument(
@@ -581,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_pattern=args.group_pattern,
             model_kind=args.model,
             defect_train_fraction=args.defect_train_fraction,
+            bit_depth=args.bit_depth,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
