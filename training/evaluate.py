@@ -239,8 +239,15 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
     else:
         bank = tensor("bank_t").t()
     top_k = int(package.manifest.metrics.get("score_top_k", 1))
+    search = package.manifest.metrics.get("search") or {}  # absent: one-stage (older) packages
     return patchcore.PatchCoreModel(
-        extractor, bank, center=tensor("center"), scale=tensor("scale"), top_k=top_k
+        extractor,
+        bank,
+        center=tensor("center"),
+        scale=tensor("scale"),
+        top_k=top_k,
+        coarse=int(search.get("coarse", 0)),
+        refine=int(search.get("refine", patchcore.DEFAULT_REFINE)),
     ).eval()
 
 

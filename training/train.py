@@ -222,11 +222,12 @@ def train(
         "memory_bank": int(model.bank.shape[0]),
         "feature_dims": int(model.bank.shape[1]),
         "score_top_k": top_k,
+        "search": {"coarse": model.coarse, "refine": model.refine},
         "taps": list(taps),
         "balanced_taps": balance,
         "tap_gain": list(tap_gain or patchcore.default_tap_gain(len(taps))) if balance else None,
         "standardisation": norm,
-        "smoothing": smoothing,
+        "smoothing": None if model.coarse else smoothing,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     manifest = Manifest(
