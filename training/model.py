@@ -283,8 +283,23 @@ class PatchCoreModel(nn.Module):
         flat = normalised.flatten(1)
         k = min(self.top_k, int(flat.shape[1]))
         score = flat.topk(k, dim=1).values.mean(dim=1) if k > 1 else flat.amax(dim=1)
-        amap = F.interpolate(normalised, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return score, amap[:, 0]
+        # bilinear up-sampling as two small MatMuls: ~10× cheaper than ORT's Resize, same values
+        h, w = normalised.shape[-2:]
+        rows = bilinear_matrix(h, int(x.shape[-2]))
+        cols = bilinear_matrix(w, int(x.shape[-1]))
+        return score, torch.matmul(torch.matmul(rows, normalised[:, 0]), cols.t())
+
+
+def bilinear_matrix(size: int, out: int) -> torch.Tensor:
+    """``(out, size)`` weights of bilinear resizing (``align_corners=False``) along one axis."""
+    position = torch.clamp((torch.arange(out, dtype=torch.float64) + 0.5) * size / out - 0.5, 0)
+    low = torch.clamp(position.floor().long(), max=size - 1)
+    high = torch.clamp(low + 1, max=size - 1)
+    frac = position - low
+    matrix = torch.zeros(out, size, dtype=torch.float64)
+    matrix[torch.arange(out), low] += 1 - frac
+    matrix[torch.arange(out), high] += frac
+    return matrix.float()
 
 
 @torch.no_grad()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from training.model import (
     PatchCoreModel,
     balance_taps,
+    bilinear_matrix,
     coarse_first,
     default_tap_gain,
     greedy_coreset,
@@ -41,6 +44,16 @@ def test_ring_index_counts_cells_from_the_edge() -> None:
     ring = ring_index(6, 7, rings=3)
     assert ring[0].tolist() == [0] * 7
     assert ring[2, 3] == 2 and ring[1, 1] == 1 and ring[3, 0] == 0
+
+
+@pytest.mark.parametrize(("size", "out"), [(28, 224), (7, 6), (5, 17)])
+def test_bilinear_matrix_resizes_like_interpolate(size: int, out: int) -> None:
+    grid = torch.randn(2, 1, size, size + 1, generator=torch.Generator().manual_seed(3))
+    expected = torch.nn.functional.interpolate(
+        grid, size=(out, out + 3), mode="bilinear", align_corners=False
+    )[:, 0]
+    resized = bilinear_matrix(size, out) @ grid[:, 0] @ bilinear_matrix(size + 1, out + 3).t()
+    assert torch.allclose(resized, expected, atol=1e-5)
 
 
 def test_principal_axes_are_orthonormal_and_follow_the_variance() -> None:
@@ -113,6 +126,20 @@ def test_two_stage_search_scores_the_top_cells_exactly() -> None:
 def test_two_stage_search_refining_every_cell_is_the_exact_map() -> None:
     model, x, exact = _two_stage(refine=42)
     assert torch.allclose(model.standardised(x), exact, atol=1e-4)
+
+
+def test_two_stage_search_exports_to_onnx_with_the_same_scores(tmp_path: Path) -> None:
+    from training.model import _export
+    from training.scoring import onnx_session
+
+    model, x, _ = _two_stage(refine=5)
+    _export(model.eval(), x[:1], tmp_path / "m.onnx")
+    session = onnx_session(tmp_path / "m.onnx")
+    score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected_score, expected_map = model(x)
+    assert np.allclose(score, expected_score.numpy(), atol=1e-4)
+    assert np.allclose(amap, expected_map.numpy(), atol=1e-4)
 
 
 def test_two_stage_search_needs_a_positive_refine_count() -> None:
