@@ -6,7 +6,9 @@
 A variant is comma-separated ``key=value`` pairs over the defaults of the previous design:
 ``size`` (input px, 224), ``taps`` (``2+4+10``), ``bank`` (1024), ``ratio`` (coreset ratio,
 0.1), ``dims`` (PCA dimensions, 0 = all), ``top_k`` (1 = maximum), ``sigma`` (0.5), ``norm``
-(``ring``, ``cell`` or ``cellmean``), ``gain`` (per-tap factors, e.g. ``1.5+1+1``; all 1). Each
+(``ring``, ``cell`` or ``cellmean``), ``gain`` (per-tap factors, e.g. ``1.5+1+1``; all 1),
+``coarse`` (bank entries of the first search stage, 0 = exact search only) and ``refine``
+(cells searched in the whole bank after it, 48). Each
 product is trained on its train split and scored on its test split of the *development* seed;
 the accuracy benchmark's held-out seed is refused. Prints one JSON document.
 """
@@ -35,7 +37,9 @@ TEXT_KEYS = ("taps", "norm", "gain")
 
 def parse_variant(text: str) -> dict[str, object]:
     """``"bank=8192,dims=32"`` → the full settings over :data:`BASE`."""
-    settings: dict[str, object] = dict(BASE, sigma=BASE_SIGMA, norm="ring", gain="")
+    settings: dict[str, object] = dict(
+        BASE, sigma=BASE_SIGMA, norm="ring", gain="", coarse=0, refine=48
+    )
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in settings:
@@ -72,6 +76,8 @@ def run_variant(data: Path, product: str, settings: dict[str, object]) -> dict[s
             tap_gain=[float(g) for g in str(settings["gain"] or "").split("+") if g]
             or [1.0] * len(str(settings["taps"]).split("+")),
             log=lambda _: None,
+            coarse=int(settings["coarse"]),  # type: ignore[call-overload]
+            refine=int(settings["refine"]),  # type: ignore[call-overload]
         )
     fit_s = time.perf_counter() - started
     tensors = np.stack([load_tensor(s.path, spec) for s in test])

@@ -247,12 +247,15 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
     else:
         bank = tensor("bank_t").t()
     top_k = int(metrics.get("score_top_k", 1))
+    search = metrics.get("search") or {}  # absent: one-stage (older) packages
     anomaly = patchcore.PatchCoreModel(
         extractor,
         bank,
         center=tensor(f"{prefix}center"),
         scale=tensor(f"{prefix}scale"),
         top_k=top_k,
+        coarse=int(search.get("coarse", 0)),
+        refine=int(search.get("refine", patchcore.DEFAULT_REFINE)),
     ).eval()
     if not supervised:
         return anomaly

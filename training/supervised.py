@@ -50,6 +50,8 @@ class SupervisedModel(nn.Module):
     def __init__(self, anomaly: PatchCoreModel, hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.anomaly = anomaly
+        if anomaly.coarse:
+            raise ValueError("the supervised head builds on a one-stage search (coarse 0)")
         dims = int(anomaly.extractor.weight.numel())
         if dims == 1:
             raise ValueError("the supervised head needs balanced taps (per-channel weights)")

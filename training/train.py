@@ -227,16 +227,19 @@ def train(
         "memory_bank": int(anomaly.bank.shape[0]),
         "feature_dims": int(anomaly.bank.shape[1]),
         "score_top_k": top_k,
+        "search": {"coarse": anomaly.coarse, "refine": anomaly.refine},
         "taps": list(taps),
         "balanced_taps": balance,
         "tap_gain": list(tap_gain or patchcore.default_tap_gain(len(taps))) if balance else None,
         "standardisation": norm,
-        "smoothing": smoothing,
+        "smoothing": None if anomaly.coarse else smoothing,
     }
     models: dict[str, torch.nn.Module] = {}
     if model_kind in ("auto", "patchcore"):
         models["patchcore"] = anomaly
-    if model_kind == "supervised" or (model_kind == "auto" and train_defect and balance):
+    if model_kind == "supervised" or (
+        model_kind == "auto" and train_defect and balance and not anomaly.coarse
+    ):
         from training.supervised import DEFAULT_HIDDEN, fit_head, read_mask
 
         models["supervised"] = fit_head(
