@@ -32,12 +32,15 @@ import numpy as np
 from PIL import Image
 
 from inspector.model_package import (
+    FIT_MODES,
     FrameSpec,
     Golden,
     InputSpec,
     Manifest,
     ModelPackageError,
     OutputSpec,
+    TileSpec,
+    parse_input,
     sha256_file,
     write_manifest,
 )
@@ -50,15 +53,33 @@ from training.calibration import (
 )
 from training.dataset import Sample, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
-from training.scoring import describe_frames, load_tensor, onnx_session, score_tensors
+from training.scoring import (
+    describe_frames,
+    describe_input,
+    frame_plan,
+    load_frame,
+    onnx_session,
+    score_frames,
+)
 
 GOLDEN_FILE = "golden.png"
 TRAINING_FILE = "training.json"
 
 
-def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -> InputSpec:
-    """The package's preprocessing: RGB (grayscale is expanded), resized, (x - 127) / 128."""
-    return InputSpec(
+def input_spec(
+    size: int = patchcore.INPUT_SIZE,
+    bit_depth: int | None = None,
+    *,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+    tiles: TileSpec | None = None,
+) -> InputSpec:
+    """The package's preprocessing: RGB (grey is expanded), region, tiles, resized, (x - 127) / 128.
+
+    The result is validated as the device reads it (a bad ``roi``, ``fit`` or ``tiles`` raises
+    :class:`ModelPackageError` naming the field).
+    """
+    spec = InputSpec(
         name=patchcore.INPUT_NAME,
         height=size,
         width=size,
@@ -67,7 +88,11 @@ def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -
         mean=patchcore.MEAN,
         std=patchcore.STD,
         bit_depth=bit_depth,
+        roi=roi,
+        fit=fit,
+        tiles=tiles,
     )
+    return parse_input(spec.to_json(), "preprocessing")
 
 
 def _log(message: str) -> None:
@@ -82,7 +107,8 @@ def _package_name(data: Path) -> str:
 def _tensors(
     samples: Sequence[Sample], spec: InputSpec, frames: FrameSpec | None = None
 ) -> list[np.ndarray]:
-    return [load_tensor(s.path, spec, frames) for s in samples]
+    # every tile of every frame is a training image for the bank
+    return [tile for s in samples for tile in load_frame(s.path, spec, frames)]
 
 
 def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
@@ -117,11 +143,19 @@ def train(
     threads: int | None = None,
     targets: Targets | None = None,
     group_pattern: str | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+    tiles: TileSpec | None = None,
 ) -> Manifest:
-    """Train, export, calibrate and write a model package to ``model_dir``; return its manifest."""
+    """Train, export, calibrate and write a model package to ``model_dir``; return its manifest.
+
+    ``roi``, ``fit`` and ``tiles`` choose how a frame becomes the model's input (recorded in the
+    manifest's ``input``); the bank learns from every tile, thresholds from frame scores.
+    """
     import torch
 
     targets = targets or Targets()
+    input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -154,11 +188,12 @@ def train(
         f"{len(val_defect)} validation defect; fingerprint {fingerprint[:12]}"
     )
     every = [*dataset.samples, *(val_samples if validation is not None else [])]
-    bit_depth, frames = describe_frames([s.path for s in every])
-    spec = input_spec(bit_depth=bit_depth)
+    bit_depth, frames = describe_frames([s.path for s in every], roi=roi)
+    spec = input_spec(bit_depth=bit_depth, roi=roi, fit=fit, tiles=tiles)
     _log(
         f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
-        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px"
+        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px; "
+        f"{describe_input(spec)}"
     )
     model = patchcore.fit(
         _tensors(train_samples, spec, frames),
@@ -180,8 +215,9 @@ def train(
     _log(f"exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
 
     session = onnx_session(onnx_path, threads=threads or 1)
-    good_scores, _ = score_tensors(session, spec.name, _tensors(val_good, spec, frames))
-    defect_scores, _ = score_tensors(session, spec.name, _tensors(val_defect, spec, frames))
+    # thresholds are per frame (the tiles combined), as the device decides
+    good_scores, _ = score_frames(session, spec, [s.path for s in val_good], frames, maps=False)
+    defect_scores, _ = score_frames(session, spec, [s.path for s in val_defect], frames, maps=False)
     calibration = calibrate(good_scores, defect_scores, targets)
     thresholds, record = calibration.thresholds, calibration.record
     _log(
@@ -203,8 +239,7 @@ def train(
     with Image.open(golden_sample.path) as image:
         image.load()
         image.save(model_dir / GOLDEN_FILE, format="PNG")
-    golden_tensor = load_tensor(model_dir / GOLDEN_FILE, spec, frames)
-    golden_score = float(score_tensors(session, spec.name, [golden_tensor])[0][0])
+    golden_score = float(score_frames(session, spec, [model_dir / GOLDEN_FILE], frames)[0][0])
 
     val_auroc = _auroc(good_scores, defect_scores)
     metrics: dict[str, object] = {
@@ -244,7 +279,15 @@ def train(
     )
     write_manifest(model_dir, manifest)
     (model_dir / TRAINING_FILE).write_text(
-        json.dumps({"data_fingerprint": fingerprint, "split": split_info}, indent=2) + "\n"
+        json.dumps(
+            {
+                "data_fingerprint": fingerprint,
+                "split": split_info,
+                "input": frame_plan(spec),
+            },
+            indent=2,
+        )
+        + "\n"
     )
     _log(
         f"wrote {model_dir} ({manifest.ref}); validation AUROC "
@@ -337,6 +380,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoothing", type=float, default=0.5, help="anomaly map blur, in feature cells"
     )
+    parser.add_argument(
+        "--roi",
+        type=_roi_arg,
+        default=None,
+        help="region of interest X,Y,W,H in frame pixels: the part of every frame the model "
+        "judges (default: the whole frame)",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=FIT_MODES,
+        default="stretch",
+        help="a region or tile not of the model's aspect is stretched to 224x224, or resized "
+        "inside it and padded (default stretch)",
+    )
+    parser.add_argument(
+        "--tiles",
+        type=_tiles_arg,
+        default=None,
+        help="cut the region into RxC tiles, neighbours sharing OVERLAP of a tile's side "
+        "(RxC[:OVERLAP], e.g. 3x4:0.1); the frame's score is its highest tile's",
+    )
     parser.add_argument("--name", help="package name (default: the dataset folder's name)")
     parser.add_argument("--version", default="1.0.0", help="package semantic version")
     parser.add_argument(
@@ -360,6 +424,25 @@ def _parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_TARGET_MANUAL_RATE:g})",
     )
     return parser
+
+
+def _roi_arg(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H in pixels, got {text!r}") from None
+    return (x, y, w, h)
+
+
+def _tiles_arg(text: str) -> TileSpec:
+    grid, _, overlap = text.partition(":")
+    try:
+        rows, cols = (int(part) for part in grid.lower().split("x"))
+        return TileSpec(rows=rows, cols=cols, overlap=float(overlap) if overlap else 0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ROWSxCOLS[:OVERLAP], e.g. 3x4:0.1, got {text!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             targets=targets,
             group_pattern=args.group_pattern,
+            roi=args.roi,
+            fit=args.fit,
+            tiles=args.tiles,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

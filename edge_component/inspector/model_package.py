@@ -89,6 +89,24 @@ class InputSpec:
     fit: str = "stretch"
     tiles: TileSpec | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's ``input`` object (fields not declared are left out)."""
+        doc = asdict(self)
+        doc["mean"] = list(self.mean)
+        doc["std"] = list(self.std)
+        # written only when declared: packages stay readable by inspectors that predate them
+        if self.bit_depth is None:
+            del doc["bit_depth"]
+        if self.roi is None:
+            del doc["roi"]
+        else:
+            doc["roi"] = list(self.roi)
+        if self.fit == "stretch":
+            del doc["fit"]
+        if self.tiles is None:
+            del doc["tiles"]
+        return doc
+
     @property
     def tile_count(self) -> int:
         """Model inputs per frame (1 without tiles)."""
@@ -190,19 +208,7 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         """The manifest as the JSON document written to ``manifest.json``."""
         doc = asdict(self)
-        doc["input"]["mean"] = list(self.input.mean)
-        doc["input"]["std"] = list(self.input.std)
-        # written only when declared: packages stay readable by inspectors that predate them
-        if self.input.bit_depth is None:
-            del doc["input"]["bit_depth"]
-        if self.input.roi is None:
-            del doc["input"]["roi"]
-        else:
-            doc["input"]["roi"] = list(self.input.roi)
-        if self.input.fit == "stretch":
-            del doc["input"]["fit"]
-        if self.input.tiles is None:
-            del doc["input"]["tiles"]
+        doc["input"] = self.input.to_json()
         return doc
 
 
@@ -293,42 +299,7 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
         )
     inp = top.child("input")
     assert inp is not None
-    inp.unknown({f.name for f in InputSpec.__dataclass_fields__.values()})
-    color = inp.get("color", str, "RGB", lambda v: v in COLOR_MODES, f"one of {COLOR_MODES}")
-    channels = 3 if color == "RGB" else 1
-    per_channel = f"a list of {channels} numbers"
-
-    def channel_list(key: str, default: float, positive: bool = False) -> tuple[float, ...]:
-        def ok(v: Any) -> bool:
-            return (
-                len(v) == channels
-                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
-                and (not positive or all(x > 0 for x in v))
-            )
-
-        return tuple(float(x) for x in inp.get(key, list, [default] * channels, ok, per_channel))
-
-    input_spec = InputSpec(
-        name=inp.get("name", str),
-        height=inp.get("height", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
-        width=inp.get("width", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
-        color=color,
-        resize=inp.get(
-            "resize", str, "bilinear", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"
-        ),
-        mean=channel_list("mean", 0.0),
-        std=channel_list("std", 1.0, positive=True),
-        layout=inp.get("layout", str, "NCHW", lambda v: v == "NCHW", "'NCHW'"),
-        dtype=inp.get("dtype", str, "float32", lambda v: v == "float32", "'float32'"),
-        bit_depth=inp.get(
-            "bit_depth",
-            (int, type(None)),
-            None,
-            lambda v: v is None or 8 <= v <= 16,
-            "an integer 8..16 (significant bits of the frames) or null",
-        ),
-        **read_frame_plan(inp),
-    )
+    input_spec = _input_spec(inp)
     metrics = top.get("metrics", dict, {})
     frames = metrics.get("frames")
     if frames is not None:
@@ -402,6 +373,50 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
         model_file=top.get(
             "model_file", str, MODEL_FILE, _safe_relative, "a file name inside the package"
         ),
+    )
+
+
+def parse_input(doc: Any, where: Path | str = MANIFEST_FILE) -> InputSpec:
+    """Validate a manifest's ``input`` object; raise :class:`ModelPackageError` naming the field."""
+    return _input_spec(_Reader(where, doc, "input."))
+
+
+def _input_spec(inp: _Reader) -> InputSpec:
+    inp.unknown({f.name for f in InputSpec.__dataclass_fields__.values()})
+    color = inp.get("color", str, "RGB", lambda v: v in COLOR_MODES, f"one of {COLOR_MODES}")
+    channels = 3 if color == "RGB" else 1
+    per_channel = f"a list of {channels} numbers"
+
+    def channel_list(key: str, default: float, positive: bool = False) -> tuple[float, ...]:
+        def ok(v: Any) -> bool:
+            return (
+                len(v) == channels
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+                and (not positive or all(x > 0 for x in v))
+            )
+
+        return tuple(float(x) for x in inp.get(key, list, [default] * channels, ok, per_channel))
+
+    return InputSpec(
+        name=inp.get("name", str),
+        height=inp.get("height", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
+        width=inp.get("width", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
+        color=color,
+        resize=inp.get(
+            "resize", str, "bilinear", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"
+        ),
+        mean=channel_list("mean", 0.0),
+        std=channel_list("std", 1.0, positive=True),
+        layout=inp.get("layout", str, "NCHW", lambda v: v == "NCHW", "'NCHW'"),
+        dtype=inp.get("dtype", str, "float32", lambda v: v == "float32", "'float32'"),
+        bit_depth=inp.get(
+            "bit_depth",
+            (int, type(None)),
+            None,
+            lambda v: v is None or 8 <= v <= 16,
+            "an integer 8..16 (significant bits of the frames) or null",
+        ),
+        **read_frame_plan(inp),
     )
 
 
