@@ -34,12 +34,15 @@ import numpy as np
 from PIL import Image
 
 from inspector.model_package import (
+    FIT_MODES,
     FrameSpec,
     Golden,
     InputSpec,
     Manifest,
     ModelPackageError,
     OutputSpec,
+    TileSpec,
+    parse_input,
     sha256_file,
     write_manifest,
 )
@@ -52,16 +55,34 @@ from training.calibration import (
 )
 from training.dataset import Sample, default_defect_train_fraction, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
-from training.scoring import describe_frames, load_tensor, onnx_session, score_tensors
+from training.scoring import (
+    describe_frames,
+    describe_input,
+    frame_plan,
+    load_frame,
+    onnx_session,
+    score_frames,
+)
 
 GOLDEN_FILE = "golden.png"
 MODEL_FILE = "model.onnx"
 TRAINING_FILE = "training.json"
 
 
-def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -> InputSpec:
-    """The package's preprocessing: RGB (grayscale is expanded), resized, (x - 127) / 128."""
-    return InputSpec(
+def input_spec(
+    size: int = patchcore.INPUT_SIZE,
+    bit_depth: int | None = None,
+    *,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+    tiles: TileSpec | None = None,
+) -> InputSpec:
+    """The package's preprocessing: RGB (grey is expanded), region, tiles, resized, (x - 127) / 128.
+
+    The result is validated as the device reads it (a bad ``roi``, ``fit`` or ``tiles`` raises
+    :class:`ModelPackageError` naming the field).
+    """
+    spec = InputSpec(
         name=patchcore.INPUT_NAME,
         height=size,
         width=size,
@@ -70,7 +91,11 @@ def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -
         mean=patchcore.MEAN,
         std=patchcore.STD,
         bit_depth=bit_depth,
+        roi=roi,
+        fit=fit,
+        tiles=tiles,
     )
+    return parse_input(spec.to_json(), "preprocessing")
 
 
 def _log(message: str) -> None:
@@ -85,7 +110,8 @@ def _package_name(data: Path) -> str:
 def _tensors(
     samples: Sequence[Sample], spec: InputSpec, frames: FrameSpec | None = None
 ) -> list[np.ndarray]:
-    return [load_tensor(s.path, spec, frames) for s in samples]
+    # every tile of every frame is a training image for the bank
+    return [tile for s in samples for tile in load_frame(s.path, spec, frames)]
 
 
 def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
@@ -138,6 +164,9 @@ def train(
     model_kind: str = "auto",
     defect_train_fraction: float | None = None,
     bit_depth: int | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+    tiles: TileSpec | None = None,
 ) -> Manifest:
     """Train, export, calibrate and write a model package to ``model_dir``; return its manifest.
 
@@ -146,13 +175,16 @@ def train(
     both packages); ``patchcore`` or ``supervised`` trains that one only.
     ``defect_train_fraction`` (default :func:`training.dataset.default_defect_train_fraction`)
     is the share of defect images that trains the supervised candidate. ``bit_depth`` declares
-    the significant bits of 16-bit mono data (default: 12 or 16, from the data).
+    the significant bits of 16-bit mono data (default: 12 or 16, from the data). ``roi``,
+    ``fit`` and ``tiles`` choose how a frame becomes the model's input (recorded in the
+    manifest's ``input``); the bank learns from every tile, thresholds from frame scores.
     """
     import torch
 
     if model_kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {model_kind!r}")
     targets = targets or Targets()
+    input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -200,11 +232,12 @@ def train(
         f"fingerprint {fingerprint[:12]}"
     )
     every = [*dataset.samples, *(val_samples if validation is not None else [])]
-    bit_depth, frames = describe_frames([s.path for s in every], bit_depth)
-    spec = input_spec(bit_depth=bit_depth)
+    bit_depth, frames = describe_frames([s.path for s in every], bit_depth, roi=roi)
+    spec = input_spec(bit_depth=bit_depth, roi=roi, fit=fit, tiles=tiles)
     _log(
         f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
-        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px"
+        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px; "
+        f"{describe_input(spec)}"
     )
     good_tensors = _tensors(train_good, spec, frames)
     anomaly = patchcore.fit(
@@ -237,8 +270,17 @@ def train(
     models: dict[str, torch.nn.Module] = {}
     if model_kind in ("auto", "patchcore"):
         models["patchcore"] = anomaly
+    if model_kind == "supervised" and spec.tiles is not None:
+        raise DatasetError(
+            "the supervised model takes whole frames: a defect image's label does not say "
+            "which of its tiles holds the defect (use --model patchcore or auto with --tiles)"
+        )
     if model_kind == "supervised" or (
-        model_kind == "auto" and train_defect and balance and not anomaly.coarse
+        model_kind == "auto"
+        and train_defect
+        and balance
+        and not anomaly.coarse
+        and spec.tiles is None
     ):
         from training.supervised import DEFAULT_HIDDEN, fit_head, read_mask
 
@@ -246,15 +288,21 @@ def train(
             anomaly,
             good_tensors,
             _tensors(train_defect, spec, frames),
-            [read_mask(s.mask) for s in train_defect],
+            # masks are in frame pixels: they map onto the cells of a stretched whole frame
+            [read_mask(s.mask) for s in train_defect]
+            if spec.roi is None and spec.fit == "stretch"
+            else None,
             seed=seed,
             log=_log,
         )
         extra = {"train_defect_images": len(train_defect), "head_hidden": DEFAULT_HIDDEN}
     else:
         extra = {}
-    val_tensors = (_tensors(val_good, spec, frames), _tensors(val_defect, spec, frames))
-    record: dict[str, object] = {"data_fingerprint": fingerprint, "split": split_info}
+    record: dict[str, object] = {
+        "data_fingerprint": fingerprint,
+        "split": split_info,
+        "input": frame_plan(spec),
+    }
     several = len(models) > 1
     candidates = []
     for kind, model in models.items():
@@ -267,7 +315,7 @@ def train(
                 spec=spec,
                 frames=frames,
                 val_good=val_good,
-                val_tensors=val_tensors,
+                val_defect=val_defect,
                 targets=targets,
                 threads=threads,
                 metrics={**metrics, **(extra if kind == "supervised" else {})},
@@ -352,7 +400,7 @@ def _write_package(
     spec: InputSpec,
     frames: FrameSpec,
     val_good: Sequence[Sample],
-    val_tensors: tuple[list[np.ndarray], list[np.ndarray]],
+    val_defect: Sequence[Sample],
     targets: Targets,
     threads: int | None,
     metrics: dict[str, object],
@@ -365,8 +413,9 @@ def _write_package(
     patchcore.export_onnx(model, onnx_path, spec.height, spec.width)  # type: ignore[arg-type]
     _log(f"{kind}: exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
     session = onnx_session(onnx_path, threads=threads or 1)
-    good_scores, _ = score_tensors(session, spec.name, val_tensors[0])
-    defect_scores, _ = score_tensors(session, spec.name, val_tensors[1])
+    # thresholds are per frame (the tiles combined), as the device decides
+    good_scores, _ = score_frames(session, spec, [s.path for s in val_good], frames, maps=False)
+    defect_scores, _ = score_frames(session, spec, [s.path for s in val_defect], frames, maps=False)
     calibration = calibrate(good_scores, defect_scores, targets)
     thresholds, calib = calibration.thresholds, calibration.record
     _log(
@@ -388,8 +437,7 @@ def _write_package(
     with Image.open(golden_sample.path) as image:
         image.load()
         image.save(root / GOLDEN_FILE, format="PNG")
-    golden_tensor = load_tensor(root / GOLDEN_FILE, spec, frames)
-    golden_score = float(score_tensors(session, spec.name, [golden_tensor])[0][0])
+    golden_score = float(score_frames(session, spec, [root / GOLDEN_FILE], frames)[0][0])
     val_auroc = _auroc(good_scores, defect_scores)
     recall = calib["defects"]["recall"] if calib["defects"] else None
     manifest = Manifest(
@@ -526,6 +574,27 @@ def _parser() -> argparse.ArgumentParser:
         help="significant bits of 16-bit mono images, 9..16 (default: 12 when no value "
         "exceeds 4095, else 16)",
     )
+    parser.add_argument(
+        "--roi",
+        type=_roi_arg,
+        default=None,
+        help="region of interest X,Y,W,H in frame pixels: the part of every frame the model "
+        "judges (default: the whole frame)",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=FIT_MODES,
+        default="stretch",
+        help="a region or tile not of the model's aspect is stretched to 224x224, or resized "
+        "inside it and padded (default stretch)",
+    )
+    parser.add_argument(
+        "--tiles",
+        type=_tiles_arg,
+        default=None,
+        help="cut the region into RxC tiles, neighbours sharing OVERLAP of a tile's side "
+        "(RxC[:OVERLAP], e.g. 3x4:0.1); the frame's score is its highest tile's",
+    )
     parser.add_argument("--name", help="package name (default: the dataset folder's name)")
     parser.add_argument("--version", default="1.0.0", help="package semantic version")
     parser.add_argument(
@@ -549,6 +618,25 @@ def _parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_TARGET_MANUAL_RATE:g})",
     )
     return parser
+
+
+def _roi_arg(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H in pixels, got {text!r}") from None
+    return (x, y, w, h)
+
+
+def _tiles_arg(text: str) -> TileSpec:
+    grid, _, overlap = text.partition(":")
+    try:
+        rows, cols = (int(part) for part in grid.lower().split("x"))
+        return TileSpec(rows=rows, cols=cols, overlap=float(overlap) if overlap else 0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ROWSxCOLS[:OVERLAP], e.g. 3x4:0.1, got {text!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -594,6 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_kind=args.model,
             defect_train_fraction=args.defect_train_fraction,
             bit_depth=args.bit_depth,
+            roi=args.roi,
+            fit=args.fit,
+            tiles=args.tiles,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
