@@ -195,6 +195,9 @@ class PatchCoreModel(nn.Module):
         super().__init__()
         if coarse < 0 or refine < 1:
             raise ValueError(f"coarse must be ≥ 0 and refine ≥ 1, got {coarse} and {refine}")
+        if coarse and refine < top_k:
+            # the image score averages the top_k cells: every one must be an exact distance
+            raise ValueError(f"refine ({refine}) must be at least top_k ({top_k})")
         self.extractor = extractor
         # Two-stage search when 0 < coarse < bank size (see forward): every cell against the
         # first ``coarse`` entries, then the ``refine`` highest of those cells against the whole

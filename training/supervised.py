@@ -3,14 +3,15 @@
 When a dataset brings defect images, part of them train a small head on the anomaly model's
 patch features (semi-supervised: good images and labelled defects). A cell's logit is
 
-    softplus(s) · a + head(features)
+    w · a + B · tanh(head(features) / B),   w = 0.5 + softplus(s) ≥ 0.5
 
 where ``a`` is the anomaly model's standardised nearest-neighbour distance of that cell and
-``head`` a two-layer 1×1-convolution network on the cell's (balanced, unprojected) tap features.
-The weight of ``a`` is positive by construction, so a defect of a type no training image showed
-still raises the score as it does in the anomaly model; the head learns which feature
-directions the labelled defects move (a faint darkening, a change of grain) that the distance
-alone weighs no more than normal variation. The image score is the mean of the ``top_k``
+``head`` a two-layer 1×1-convolution network on the cell's (balanced, unprojected) tap features,
+bounded to ±``B`` (:data:`HEAD_BOUND`). The head learns which feature directions the labelled
+defects move (a faint darkening, a change of grain) that the distance alone weighs no more than
+normal variation; it can move a cell's logit by ``B`` at most either way, and the distance's
+weight never falls below 0.5, so a cell far from every good patch — a defect of a type no
+training image showed — still stands out, by at least ``w · Δa − 2B``. The image score is the mean of the ``top_k``
 highest cell logits (as the anomaly model's), the map the cell logits up-sampled.
 
 Training is multiple-instance: an image's label applies to its pooled score; with a defect's
@@ -27,6 +28,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +38,8 @@ from torch import nn
 from training.model import PatchCoreModel, image_outputs
 
 DEFAULT_HIDDEN = 16
+HEAD_BOUND = 4.0  # the head moves a cell's logit by at most this, either way
+MIN_ANOMALY_WEIGHT = 0.5  # the distance's weight never falls below this
 DEFAULT_STEPS = 400
 DEFAULT_WEIGHT_DECAY = 1e-3
 MAX_GOOD_IMAGES = 512  # good images the head sees at most (memory stays bounded)
@@ -57,14 +61,26 @@ class SupervisedModel(nn.Module):
             raise ValueError("the supervised head needs balanced taps (per-channel weights)")
         self.hidden = nn.Conv2d(dims, hidden, 1)
         self.out = nn.Conv2d(hidden, 1, 1)
-        # softplus(0.5413) = 1: the head starts from the anomaly model's own score
-        self.anomaly_gain = nn.Parameter(torch.tensor(math.log(math.e - 1.0)))
+        # the weight starts at 1: the head starts from the anomaly model's own score
+        start = 1.0 - MIN_ANOMALY_WEIGHT
+        self.anomaly_gain = nn.Parameter(torch.tensor(math.log(math.expm1(start))))
         self.top_k = anomaly.top_k
+
+    def weight(self) -> torch.Tensor:
+        """The anomaly distance's weight, at least :data:`MIN_ANOMALY_WEIGHT`."""
+        return MIN_ANOMALY_WEIGHT + F.softplus(self.anomaly_gain)
+
+    def anomaly_weight(self) -> float:
+        """:meth:`weight` as a number."""
+        return float(self.weight().detach())
+
+    def bounded(self, head: torch.Tensor) -> torch.Tensor:
+        """The head's raw output bounded to ±:data:`HEAD_BOUND`."""
+        return HEAD_BOUND * torch.tanh(head / HEAD_BOUND)
 
     def cells(self, raw: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
         """Cell logits ``(B, 1, h, w)`` from tap features and standardised distances."""
-        head = self.out(F.relu(self.hidden(raw)))
-        return F.softplus(self.anomaly_gain) * anomaly + head
+        return self.weight() * anomaly + self.bounded(self.out(F.relu(self.hidden(raw))))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a normalised batch; the map has the input's spatial size."""
@@ -108,7 +124,10 @@ def _cell_targets(mask: np.ndarray | None, grid: tuple[int, int]) -> torch.Tenso
     near = F.max_pool2d((cover > 0).float(), 2 * MASK_MARGIN + 1, stride=1, padding=MASK_MARGIN)
     target = torch.full(grid, -1.0)
     target[(near[0, 0] == 0)] = 0.0
-    target[cover[0, 0] >= MASK_POSITIVE] = 1.0
+    positive = cover[0, 0] >= MASK_POSITIVE
+    if not positive.any():  # a thin defect covers no cell by a quarter: its best-covered cell
+        positive = cover[0, 0] == cover.max()
+    target[positive] = 1.0
     return target
 
 
@@ -162,8 +181,16 @@ def fit_head(
         f"in {time.perf_counter() - started:.1f}s"
     )
     model = SupervisedModel(anomaly, hidden)
-    params = [*model.hidden.parameters(), *model.out.parameters(), model.anomaly_gain]
-    optimiser = torch.optim.AdamW(params, lr=1e-2, weight_decay=weight_decay)
+    # weight decay regularises the head only: decaying the distance's weight would pull it down
+    groups: list[dict[str, Any]] = [
+        {"params": [*model.hidden.parameters(), *model.out.parameters()]},
+        {"params": [model.anomaly_gain], "weight_decay": 0.0},
+    ]
+    optimiser = torch.optim.AdamW(
+        groups,
+        lr=1e-2,
+        weight_decay=weight_decay,
+    )
     n_good, n_defect = float((y == 0).sum()), float((y == 1).sum())
     image_weight = torch.where(y == 1, n_good / n_defect, 1.0)
     image_weight = image_weight / image_weight.mean()
@@ -183,7 +210,7 @@ def fit_head(
         optimiser.zero_grad()
         hidden_out = F.relu(F.linear(x, model.hidden.weight[:, :, 0, 0], model.hidden.bias))
         head = F.linear(hidden_out, model.out.weight[:, :, 0, 0], model.out.bias)[:, 0]
-        flat = (F.softplus(model.anomaly_gain) * a + head).reshape(n, -1)
+        flat = (model.weight() * a + model.bounded(head)).reshape(n, -1)
         cells = flat.reshape(n, 1, *grid)
         pooled = flat.topk(min(model.top_k, flat.shape[1]), dim=1).values.mean(dim=1)
         image_loss = F.binary_cross_entropy_with_logits(pooled, y, weight=image_weight)
@@ -203,7 +230,7 @@ def fit_head(
             )
     log(
         f"supervised: head {hidden} hidden units trained in {time.perf_counter() - started:.1f}s; "
-        f"anomaly weight {F.softplus(model.anomaly_gain).item():.3f}"
+        f"anomaly weight {model.anomaly_weight():.3f}"
     )
     return model.eval().requires_grad_(False)
 

@@ -197,9 +197,9 @@ def train(
         split_info: dict[str, object] = {"validation": str(validation)}
     else:
         if defect_train_fraction is None:
-            defect_train_fraction = (
-                0.0 if model_kind == "patchcore" else default_defect_train_fraction(dataset)
-            )
+            # a defect share only where a supervised candidate can use it
+            can_supervise = model_kind != "patchcore" and balance and tiles is None
+            defect_train_fraction = default_defect_train_fraction(dataset) if can_supervise else 0.0
         splits = split_dataset(
             dataset, seed, validation_fraction, test_fraction, defect_train_fraction
         )
@@ -215,8 +215,16 @@ def train(
             "group_pattern": group_pattern,
             "groups_digest": dataset.groups_digest(),
         }
-    train_good = [s for s in train_samples if s.label == 0]
+    # good images of a part that also has defect images (one group) are never trained on: the
+    # anomaly model would learn a defective part's look, the head a defective part as good
+    defect_groups = {s.group_key for s in train_samples if s.label == 1 and s.group is not None}
+    train_good = [s for s in train_samples if s.label == 0 and s.group_key not in defect_groups]
     train_defect = [s for s in train_samples if s.label == 1]
+    split_info["train_defect_images"] = len(train_defect)
+    if not train_good:
+        raise DatasetError(
+            f"{data}: no good image left to train on (every training group holds a defect image)"
+        )
     val_good = [s for s in val_samples if s.label == 0]
     val_defect = [s for s in val_samples if s.label == 1]
     if not val_good:
@@ -231,7 +239,8 @@ def train(
         f"{len(val_good)} validation good, {len(val_defect)} validation defect; "
         f"fingerprint {fingerprint[:12]}"
     )
-    every = [*dataset.samples, *(val_samples if validation is not None else [])]
+    # the frames the model takes come from training and validation images, never from test
+    every = [*train_samples, *val_samples]
     bit_depth, frames = describe_frames([s.path for s in every], bit_depth, roi=roi)
     spec = input_spec(bit_depth=bit_depth, roi=roi, fit=fit, tiles=tiles)
     _log(
@@ -282,20 +291,31 @@ def train(
         and not anomaly.coarse
         and spec.tiles is None
     ):
-        from training.supervised import DEFAULT_HIDDEN, fit_head, read_mask
+        from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head, read_mask
 
-        models["supervised"] = fit_head(
+        whole_frame = spec.roi is None and spec.fit == "stretch"
+        if not whole_frame and any(s.mask is not None for s in train_defect):
+            _log(
+                "supervised: masks left out of the head's cell targets (they are in frame "
+                "pixels; the input has a region of interest or padding); image labels only"
+            )
+
+        head = fit_head(
             anomaly,
             good_tensors,
             _tensors(train_defect, spec, frames),
             # masks are in frame pixels: they map onto the cells of a stretched whole frame
-            [read_mask(s.mask) for s in train_defect]
-            if spec.roi is None and spec.fit == "stretch"
-            else None,
+            [read_mask(s.mask) for s in train_defect] if whole_frame else None,
             seed=seed,
             log=_log,
         )
-        extra = {"train_defect_images": len(train_defect), "head_hidden": DEFAULT_HIDDEN}
+        extra = {
+            "train_defect_images": len(train_defect),
+            "head_hidden": DEFAULT_HIDDEN,
+            "head_bound": HEAD_BOUND,
+            "anomaly_weight": round(head.anomaly_weight(), 4),
+        }
+        models["supervised"] = head
     else:
         extra = {}
     record: dict[str, object] = {

@@ -215,7 +215,8 @@ def test_a_frame_smaller_than_the_region_of_interest_is_manual(make_engine, tmp_
         "image_roi: 40x40 px frame does not contain the region of interest 32x32 at 16,16"
     )
     judged = engine.judge(frame(image_bytes(_noise(64, 64))))
-    assert judged["score"] is not None and judged.get("reason") != "image_roi"
+    assert judged["score"] is not None
+    assert not str(judged.get("reason") or "").startswith("image_roi")
 
 
 @pytest.mark.parametrize("max_batch", [1, 8])

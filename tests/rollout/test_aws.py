@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iot.models import iot_backends
 
-from inspector.model_package import load_package
+from inspector.model_package import Thresholds, load_package, write_manifest
 from rollout.aws import AwsFleet
 from rollout.errors import AwsError, BadInputError
 from rollout.fleet import ShadowCounts, StratumCounts
@@ -797,6 +799,21 @@ def _tar(root: Path) -> bytes:
         for path in sorted(root.iterdir()):
             archive.add(path, arcname=path.name)
     return buffer.getvalue()
+
+
+def test_fetch_takes_the_kept_package_not_a_training_candidate(aws, make_package, tmp_path) -> None:
+    # training's model.tar.gz holds the kept package at its root and every candidate it chose
+    # from under candidates/<name>/ (training/train.py); a candidate's name sorts first here
+    kept = make_package("1.4.0")
+    other = make_package("1.3.0")
+    candidate = kept.root / "candidates" / "anomaly"
+    shutil.copytree(other.root, candidate)
+    marked = replace(other.manifest, thresholds=Thresholds(reject=0.99, manual=0.98))
+    write_manifest(candidate, marked)
+    arn = _register("Approved", "models/run-2/model.tar.gz", _tar(kept.root))
+    root = AwsFleet(region=REGION, artifact_bucket=BUCKET).fetch_model_package(arn, tmp_path / "w")
+    assert load_package(root).manifest.thresholds == kept.manifest.thresholds
+    assert load_package(root / "candidates" / "anomaly").manifest.thresholds == marked.thresholds
 
 
 def test_fetch_approved_model_package(aws, make_package, tmp_path) -> None:

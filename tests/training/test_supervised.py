@@ -6,9 +6,11 @@ import contextlib
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,15 +153,68 @@ def test_every_candidate_evaluates_on_the_same_held_out_test_split(
     assert figures["supervised"]["score_parity_max_abs_diff"] <= 1e-4
 
 
-def test_anomaly_distance_always_raises_the_cell_logit(trained: Path) -> None:
+def test_the_head_moves_a_cell_by_its_bound_at_most_and_the_distance_always_counts(
+    trained: Path,
+) -> None:
     from training.evaluate import torch_model_from_package
+    from training.supervised import HEAD_BOUND, MIN_ANOMALY_WEIGHT
 
     model = torch_model_from_package(load_package(trained / "candidates" / "supervised"))
-    raw = torch.randn(2, int(model.anomaly.extractor.weight.numel()), 4, 4)
-    anomaly = torch.randn(2, 1, 4, 4)
-    lower = model.cells(raw, anomaly)
-    higher = model.cells(raw, anomaly + 0.5)
-    assert bool((higher > lower).all())
+    weight = model.anomaly_weight()
+    assert weight >= MIN_ANOMALY_WEIGHT
+    assert load_package(trained / "candidates" / "supervised").manifest.metrics[
+        "anomaly_weight"
+    ] == pytest.approx(weight, abs=1e-4)
+    # features far outside anything trained on: the head saturates, it does not run away
+    raw = 50.0 * torch.randn(4, int(model.anomaly.extractor.weight.numel()), 6, 6)
+    anomaly = 3.0 * torch.randn(4, 1, 6, 6)
+    with torch.no_grad():
+        cells = model.cells(raw, anomaly)
+        higher = model.cells(raw, anomaly + 0.5)
+    assert float((cells - weight * anomaly).abs().max()) <= HEAD_BOUND + 1e-5
+    assert bool((higher > cells).all())
+
+
+def test_mask_cells_are_positive_inside_negative_far_away_and_a_thin_defect_keeps_one() -> None:
+    from training.supervised import _cell_targets
+
+    square = np.zeros((224, 224), bool)
+    square[40:80, 40:80] = True  # cells 5..9 of an 8 px grid (28 cells)
+    target = _cell_targets(square, (28, 28))
+    assert target is not None
+    assert bool((target[5:10, 5:10] == 1).all()) and int((target == 1).sum()) == 25
+    assert float(target[20, 20]) == 0.0  # far away: a negative
+    assert float(target[4, 7]) == -1.0 and float(target[11, 7]) == -1.0  # next to it: ignored
+    thin = np.zeros((224, 224), bool)
+    thin[100, 30:200] = True  # a 1 px scratch covers no cell by a quarter
+    target = _cell_targets(thin, (28, 28))
+    assert target is not None and int((target == 1).sum()) > 0
+    assert bool((target[12, 4:25] == 1).all())
+    assert _cell_targets(np.zeros((224, 224), bool), (28, 28)) is None
+
+
+def test_good_images_of_a_part_with_a_defect_image_are_never_trained_on(
+    labelled: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "grouped"
+    shutil.copytree(labelled, data)
+    goods = sorted(p.relative_to(data).as_posix() for p in (data / "good").glob("*.png"))
+    defects = sorted(p.relative_to(data).as_posix() for p in (data / "defect").rglob("*.png"))
+    rows = [f"{g},part-{i}" for i, g in enumerate(goods[:8])]
+    rows += [f"{d},part-{i}" for i, d in enumerate(defects[:8])]
+    (data / "groups.csv").write_text("path,group\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "pkg"
+    with contextlib.redirect_stdout(io.StringIO()):
+        manifest = train(data, out, seed=1, max_bank=64, model_kind="patchcore",
+                         defect_train_fraction=0.5)  # fmt: skip
+    record = json.loads((out / "training.json").read_text())
+    dataset = load_dataset(data)
+    splits = split_dataset(dataset, 1, defect_train_fraction=0.5)
+    defect_parts = {s.group for s in splits.train if s.label == 1 and s.group is not None}
+    shared = [s for s in splits.train if s.label == 0 and s.group in defect_parts]
+    assert shared  # the split put good images of defective parts into train
+    expected = record["split"]["counts"]["train"]["good"] - len(shared)
+    assert manifest.metrics["train_images"] == expected
 
 
 def test_leave_one_out_distances_ignore_an_image_s_own_bank_entries(
