@@ -352,8 +352,10 @@ def _busy_point(view: np.ndarray, rng: np.random.Generator, margin: int) -> tupl
     return int(y), int(x)
 
 
-def _object(labels: np.ndarray, rng: np.random.Generator, margin: int = 3) -> np.ndarray | None:
-    """One whole object of the view (not cut by the frame's edge), or None."""
+def _object(
+    labels: np.ndarray, rng: np.random.Generator, margin: int = 3, share: float = 0.5
+) -> np.ndarray | None:
+    """One whole object of the view (not cut by the frame's edge) of the largest ``share``."""
     side = labels.shape[0]
     objects = ndimage.find_objects(labels)
     whole = [
@@ -367,9 +369,10 @@ def _object(labels: np.ndarray, rng: np.random.Generator, margin: int = 3) -> np
     ]
     if not whole:
         return None
-    # the larger half: a missing speck of a few pixels would be no defect a person could see
+    # a missing speck of a few pixels would be no defect a person could see
     sizes = np.bincount(labels.ravel())[whole]
-    whole = [n for n, size in zip(whole, sizes, strict=True) if size >= np.median(sizes)]
+    smallest = np.quantile(sizes, 1 - share)
+    whole = [n for n, size in zip(whole, sizes, strict=True) if size >= smallest]
     return labels == whole[int(rng.integers(len(whole)))]
 
 
@@ -476,15 +479,53 @@ def _extra_object(view: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     return _paste(view, ndimage.binary_dilation(chosen, iterations=1), rng, None)
 
 
+STAR_SHARE = 0.25  # most sources of the deep field are specks: stars and galaxies one can see
+
+
+def _missing_star(view: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Defect | None:
+    """One of the larger stars or galaxies gone, halo and all, the sky filled in."""
+    chosen = _object(labels, rng, share=STAR_SHARE)
+    if chosen is None:
+        return None
+    luminance = view.mean(axis=2)
+    dark = ~ndimage.binary_dilation(labels > 0, iterations=3)
+    level = float(np.median(luminance[dark]))
+    sky = dark & (luminance < level + 2 * float(luminance[dark].std()))
+    # the threshold found a galaxy's core; its halo is what stays above the sky around it
+    halo = ndimage.binary_propagation(chosen, mask=chosen | ~sky)
+    hole = ndimage.binary_dilation(halo, iterations=2)
+    alpha = _feather(hole, 1.0)
+    return _composite(view, alpha, _fill(view, hole, ~sky, rng)), alpha >= 0.5
+
+
 def _extra_star(view: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Defect | None:
-    """A star duplicated onto empty sky."""
-    chosen = _object(labels, rng)
+    """One of the larger stars or galaxies duplicated onto empty sky."""
+    chosen = _object(labels, rng, share=STAR_SHARE)
     if chosen is None:
         return None
     return _paste(
         view, ndimage.binary_dilation(chosen, iterations=2), rng,
         ndimage.binary_dilation(labels > 0, iterations=3),
     )  # fmt: skip
+
+
+def _star_cutpaste(view: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Defect | None:
+    """A patch of the field around one of its larger sources pasted onto sky (CutPaste)."""
+    chosen = _object(labels, rng, share=STAR_SHARE)
+    if chosen is None:
+        return None
+    side = view.shape[0]
+    cy, cx = (int(round(c)) for c in ndimage.center_of_mass(chosen))
+    h, w = int(rng.integers(16, 36)), int(rng.integers(16, 36))
+    piece = np.zeros((side, side), bool)
+    piece[max(cy - h // 2, 0) : cy - h // 2 + h, max(cx - w // 2, 0) : cx - w // 2 + w] = True
+    large = _object_sizes(labels) >= np.quantile(_object_sizes(labels)[1:], 1 - STAR_SHARE)
+    large[0] = False
+    return _paste(view, piece, rng, ndimage.binary_dilation(large[labels], iterations=3))
+
+
+def _object_sizes(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels.ravel())
 
 
 def _vessel_colour(view: np.ndarray, vessels: np.ndarray) -> np.ndarray:
@@ -568,11 +609,15 @@ DEFECTS: dict[str, DefectFn] = {
     "extra_coin": _extra_object,
     "missing_character": _missing_object,
     "extra_character": _extra_object,
-    "missing_star": _missing_object,
+    "missing_star": _missing_star,
     "extra_star": _extra_star,
     "extra_vessel": _extra_vessel,
     "broken_vessel": _broken_vessel,
     "microaneurysm": _microaneurysm,
+}
+SOURCE_DEFECTS: dict[tuple[str, str], DefectFn] = {
+    # a busy point of a star field is mostly sky: paste the field around a source one can see
+    ("stars", "cutpaste"): _star_cutpaste,
 }
 
 
@@ -593,7 +638,8 @@ def _defective_view(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for _ in range(50):
         view, labels = view_of(scene, _draw_pose(scene, rng))
-        drawn = DEFECTS[kind](view, labels, rng)
+        draw = SOURCE_DEFECTS.get((scene.source.name, kind), DEFECTS[kind])
+        drawn = draw(view, labels, rng)
         if drawn is not None:
             return view, drawn[0], drawn[1]
     raise RuntimeError(f"{scene.source.name}: could not draw a {kind} defect in 50 views")
