@@ -2,6 +2,8 @@
 
     nice .venv/bin/python bench/training_design.py [--seed 4242] [--products grass gravel] \\
         [--variant "bank=8192,dims=32,top_k=3,ratio=0.2" ...]
+    nice .venv/bin/python bench/training_design.py --loso [--sources NAME ...] \\
+        [--size large] --variant "..." --variant "..."
 
 A variant is comma-separated ``key=value`` pairs over the defaults of the previous design:
 ``size`` (input px, 224), ``taps`` (``2+4+10``), ``bank`` (1024), ``ratio`` (coreset ratio,
@@ -11,6 +13,13 @@ A variant is comma-separated ``key=value`` pairs over the defaults of the previo
 (cells searched in the whole bank after it, 48). Each
 product is trained on its train split and scored on its test split of the *development* seed;
 the accuracy benchmark's held-out seed is refused. Prints one JSON document.
+
+``--loso`` (leave one source out) runs every variant on every data source of the accuracy
+benchmark — the synthetic products and the photo sources (``training.photo_data``) — and, for
+each source held out in turn, picks the variant best on the mean of the *other* sources and
+reports its AUROC on the held-out one next to that source's own best variant (``regret`` is the
+difference). The same is done per family (chosen on the synthetic sources, judged on the photo
+ones, and back), so a variant that only suits one data generator shows up.
 """
 
 from __future__ import annotations
@@ -101,6 +110,96 @@ def run_variant(data: Path, product: str, settings: dict[str, object]) -> dict[s
     }
 
 
+def leave_one_out(
+    table: dict[str, dict[str, float]], families: dict[str, str]
+) -> dict[str, object]:
+    """Leave-one-source-out and leave-one-family-out choice of variant over an AUROC table.
+
+    Args:
+        table: ``{variant: {source: image AUROC}}``, every variant on the same sources.
+        families: ``{source: family}``.
+    """
+    variants = list(table)
+    sources = list(next(iter(table.values())))
+    missing = {v: sorted(set(sources) ^ set(table[v])) for v in variants}
+    if any(missing.values()) or len(sources) < 2:
+        raise ValueError(f"every variant needs the same two or more sources: {missing}")
+
+    def best(chosen_from: list[str]) -> tuple[str, float]:
+        means = {v: float(np.mean([table[v][s] for s in chosen_from])) for v in variants}
+        winner = max(variants, key=lambda v: (means[v], -variants.index(v)))
+        return winner, means[winner]
+
+    def judged(held: list[str], others: list[str]) -> dict[str, object]:
+        chosen, on_others = best(others)
+        own, own_mean = best(held)
+        on_held = float(np.mean([table[chosen][s] for s in held]))
+        return {
+            "chosen_variant": chosen,
+            "chosen_mean_on_others": round(on_others, 4),
+            "chosen_auroc": round(on_held, 4),
+            "own_best_variant": own,
+            "own_best_auroc": round(own_mean, 4),
+            "regret": round(own_mean - on_held, 4),
+        }
+
+    by_source = {h: judged([h], [s for s in sources if s != h]) for h in sources}
+    by_family = {}
+    for family in sorted(set(families[s] for s in sources)):
+        held = [s for s in sources if families[s] == family]
+        others = [s for s in sources if families[s] != family]
+        if others:
+            by_family[family] = judged(held, others)
+    # a tie is a win for each of the tied variants
+    wins = {
+        v: [s for s in sources if table[v][s] == max(table[w][s] for w in variants)]
+        for v in variants
+    }
+    return {
+        "by_source": by_source,
+        "by_family": by_family,
+        "mean_auroc_of_chosen": round(
+            float(np.mean([r["chosen_auroc"] for r in by_source.values()])), 4
+        ),
+        "mean_regret": round(float(np.mean([r["regret"] for r in by_source.values()])), 4),
+        "best_on": wins,
+    }
+
+
+def run_loso(
+    variants: list[tuple[str, dict[str, object]]], sources: list[str], seed: int, size: str
+) -> dict[str, object]:
+    """Every variant on every source (synthetic and photo), then :func:`leave_one_out`."""
+    from training import photo_data, sample_data
+
+    families = {p.name: "synthetic" for p in sample_data.PRODUCTS}
+    families.update({name: "photo" for name in photo_data.SOURCE_NAMES})
+    rows: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        with contextlib.redirect_stdout(io.StringIO()):
+            synthetic = [s for s in sources if families[s] == "synthetic"]
+            photo = [s for s in sources if families[s] == "photo"]
+            if synthetic:
+                sample_data.generate(data, seed=seed, size=size, products=synthetic)
+            if photo:
+                photo_data.generate(data, seed=seed, size=size, sources=photo)
+        for text, settings in variants:
+            rows[text] = {s: run_variant(data, s, settings) for s in sources}
+            mean = float(np.mean([r["image_auroc"] for r in rows[text].values()]))  # type: ignore[index]
+            print(
+                f"{text or 'base'}: mean AUROC {mean:.4f} on {len(sources)} sources",
+                file=sys.stderr,
+                flush=True,
+            )
+    table = {v: {s: float(r["image_auroc"]) for s, r in row.items()} for v, row in rows.items()}  # type: ignore[index]
+    return {
+        "sources": {s: families[s] for s in sources},
+        "variants": [{"variant": v, **row} for v, row in rows.items()],
+        "leave_one_out": leave_one_out(table, {s: families[s] for s in sources}),
+    }
+
+
 def main() -> int:
     """Run the experiments and print JSON."""
     parser = argparse.ArgumentParser(
@@ -110,6 +209,17 @@ def main() -> int:
     parser.add_argument("--products", nargs="+", default=["grass", "gravel", "tissue"])
     parser.add_argument("--variant", action="append", help="variant (repeatable; '' = base)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--loso",
+        action="store_true",
+        help="leave one source out: every variant on every synthetic and photo source",
+    )
+    parser.add_argument(
+        "--sources", nargs="+", metavar="NAME", help="with --loso: subset of the sources"
+    )
+    parser.add_argument(
+        "--size", choices=("small", "large"), default="large", help="with --loso: data size"
+    )
     args = parser.parse_args()
 
     from training_accuracy import HELD_OUT_SEED
@@ -125,10 +235,26 @@ def main() -> int:
 
     import torch
 
-    from training.sample_data import generate
-
     torch.set_num_threads(args.threads)
     result: dict[str, object] = {"benchmark": "training_design", "data_seed": args.seed}
+    if args.loso:
+        from training_accuracy import BenchError, choose_sources
+
+        try:
+            chosen = [s for _, s in choose_sources(("synthetic", "photo"), args.sources)]
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if len(chosen) < 2:
+            print("error: --loso needs at least two sources", file=sys.stderr)
+            return 2
+        result.update(mode="leave_one_source_out", size=args.size)
+        result.update(run_loso(variants, chosen, args.seed, args.size))
+        print(json.dumps(result, indent=2))
+        return 0
+
+    from training.sample_data import generate
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

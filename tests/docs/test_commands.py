@@ -356,6 +356,18 @@ def run_in_workdir(command: DocCommand, endpoint: str, tmp: Path) -> None:
     )
 
 
+def photo_data(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    """The benchmark's photo sources: generated as documented, each a dataset training takes."""
+    from training.dataset import load_dataset
+    from training.photo_data import SOURCE_NAMES
+
+    run_in_workdir(command, endpoint, tmp)
+    argv = command.argv
+    out = workdir(tmp) / argv[argv.index("--out") + 1]
+    for name in SOURCE_NAMES:
+        assert load_dataset(out / name).defects, name
+
+
 def inspector_transcript(command: DocCommand, endpoint: str, tmp: Path) -> None:
     work = workdir(tmp)
     text = command.text.replace("/tmp/brick", str(work / "package"))
@@ -507,6 +519,7 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"nice \.venv/bin/python bench/training_accuracy\.py ", help_lists_options),
     (r"nice \.venv/bin/python bench/rollout_promotion\.py", help_lists_options),
     (r"\.venv/bin/python -m inspector inspect --model /tmp/brick ", inspector_transcript),
+    (r"\.venv/bin/python -m training\.photo_data --out \S+ --size small$", photo_data),
     (r"head -1 results\.jsonl$", run_in_workdir),
     (r"make component MODEL=", make_component_with_model),
     (r"\.venv/bin/python -m line_bridge check-config bridge\.yaml$", bridge_config),
