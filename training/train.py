@@ -50,6 +50,7 @@ from training.calibration import (
 )
 from training.dataset import Sample, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
+from training.images import ImageTensors, score_images
 from training.scoring import describe_frames, load_tensor, onnx_session, score_tensors
 
 GOLDEN_FILE = "golden.png"
@@ -81,8 +82,9 @@ def _package_name(data: Path) -> str:
 
 def _tensors(
     samples: Sequence[Sample], spec: InputSpec, frames: FrameSpec | None = None
-) -> list[np.ndarray]:
-    return [load_tensor(s.path, spec, frames) for s in samples]
+) -> ImageTensors:
+    """The samples' input tensors, each decoded when read: a dataset is never held whole."""
+    return ImageTensors([s.path for s in samples], spec, frames)
 
 
 def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
@@ -180,8 +182,18 @@ def train(
     _log(f"exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
 
     session = onnx_session(onnx_path, threads=threads or 1)
-    good_scores, _ = score_tensors(session, spec.name, _tensors(val_good, spec, frames))
-    defect_scores, _ = score_tensors(session, spec.name, _tensors(val_defect, spec, frames))
+    good_scores = score_images(
+        session,
+        spec.name,
+        _tensors(val_good, spec, frames),
+        progress=patchcore.Progress(_log, "validation: good images"),
+    )
+    defect_scores = score_images(
+        session,
+        spec.name,
+        _tensors(val_defect, spec, frames),
+        progress=patchcore.Progress(_log, "validation: defect images"),
+    )
     calibration = calibrate(good_scores, defect_scores, targets)
     thresholds, record = calibration.thresholds, calibration.record
     _log(
