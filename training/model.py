@@ -535,6 +535,8 @@ def fit(
     greedy coreset of all of them; otherwise taps, principal axes and bank come from a
     bounded sample and a :class:`CoresetPool`, so memory does not grow with the data.
     """
+    if not len(tensors):
+        raise ValueError("fit needs the input tensor of at least one good image, got none")
     torch.manual_seed(seed)
     extractor = FeatureExtractor(load_backbone(), taps).eval()
     # a fifth of the good images (at least 2) stay out of the bank to measure normal distances
