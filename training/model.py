@@ -284,11 +284,15 @@ def standardisation(
     return center[None, None], scale[None, None]
 
 
-def _coreset_projection(dims: int, seed: int, projection_dim: int) -> torch.Tensor | None:
-    """The random projection :func:`greedy_coreset` measures distances in (None: none)."""
+def _coreset_projection(
+    dims: int, projection_dim: int, generator: torch.Generator
+) -> torch.Tensor | None:
+    """The random projection :func:`greedy_coreset` measures distances in (None: none).
+
+    The first draw of ``generator``, so every coreset of one seed uses the same projection.
+    """
     if dims <= projection_dim:
         return None
-    generator = torch.Generator().manual_seed(seed)
     return torch.randn(dims, projection_dim, generator=generator) / math.sqrt(projection_dim)
 
 
@@ -303,12 +307,8 @@ def _greedy(
     (one more entry: the squared covering radius of all picks)."""
     n = features.shape[0]
     generator = torch.Generator().manual_seed(seed)
-    reduced = features
-    if features.shape[1] > projection_dim:
-        projection = torch.randn(
-            features.shape[1], projection_dim, generator=generator
-        ) / math.sqrt(projection_dim)
-        reduced = features @ projection
+    projection = _coreset_projection(features.shape[1], projection_dim, generator)
+    reduced = features if projection is None else features @ projection
     reduced = reduced.contiguous()
     norms = (reduced**2).sum(dim=1)
     first = int(torch.randint(n, (1,), generator=generator))
@@ -378,7 +378,9 @@ class CoresetPool:
         self.seen = 0
         self.skipped = 0  # patches already covered when they came
         self.reductions = 0
-        self._projection = _coreset_projection(dims, seed, projection_dim)
+        self._projection = _coreset_projection(
+            dims, projection_dim, torch.Generator().manual_seed(seed)
+        )
         self._cover: torch.Tensor | None = None  # covering centres (coreset space), or None
         self._cover_norms = torch.empty(0)
         self._radius2 = 0.0
