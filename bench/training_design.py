@@ -7,10 +7,11 @@ A variant is comma-separated ``key=value`` pairs over the defaults of the previo
 ``size`` (input px, 224), ``taps`` (``2+4+10``), ``bank`` (1024), ``ratio`` (coreset ratio,
 0.1), ``dims`` (PCA dimensions, 0 = all), ``top_k`` (1 = maximum), ``sigma`` (0.5), ``norm``
 (``ring``, ``cell`` or ``cellmean``), ``gain`` (per-tap factors, e.g. ``1.5+1+1``; all 1),
-``pool`` (coreset pool, 65536). Each product of the large sample (``--good`` good images
-instead of its 150) is trained on its train split and scored on its test split of the
-*development* seed; the accuracy benchmark's held-out seed is refused. Prints one JSON
-document.
+``coarse`` (bank entries of the first search stage, 0 = exact search only), ``refine``
+(cells searched in the whole bank after it, 48) and ``pool`` (coreset pool, 65536). Each
+product of the large sample (``--good`` good images instead of its 150) is trained on its
+train split and scored on its test split of the *development* seed; the accuracy benchmark's
+held-out seed is refused. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ TEXT_KEYS = ("taps", "norm", "gain")
 
 def parse_variant(text: str) -> dict[str, object]:
     """``"bank=8192,dims=32"`` → the full settings over :data:`BASE`."""
-    settings: dict[str, object] = dict(BASE, sigma=BASE_SIGMA, norm="ring", gain="", pool=BASE_POOL)
+    settings: dict[str, object] = dict(
+        BASE, sigma=BASE_SIGMA, norm="ring", gain="", coarse=0, refine=48, pool=BASE_POOL
+    )
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in settings:
@@ -77,6 +80,8 @@ def run_variant(data: Path, product: str, settings: dict[str, object]) -> dict[s
             or [1.0] * len(str(settings["taps"]).split("+")),
             coreset_pool=int(settings["pool"]),  # type: ignore[call-overload]
             log=lambda _: None,
+            coarse=int(settings["coarse"]),  # type: ignore[call-overload]
+            refine=int(settings["refine"]),  # type: ignore[call-overload]
         )
     fit_s = time.perf_counter() - started
     tensors = np.stack([load_tensor(s.path, spec) for s in test])

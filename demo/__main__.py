@@ -164,6 +164,21 @@ def anomaly_maps(
     return items
 
 
+def _model_kind(package: Path) -> str:
+    """The package's model kind and, when training chose between candidates, their figures."""
+    recorded = json.loads((package / "manifest.json").read_text()).get("metrics", {})
+    kind = str(recorded.get("model", "patchcore"))
+    selection = recorded.get("selection")
+    if not selection:
+        return kind
+    figures = ", ".join(
+        f"{name} {c['validation_auroc']:.3f}"
+        for name, c in selection["candidates"].items()
+        if c.get("validation_auroc") is not None
+    )
+    return f"{kind} (validation AUROC: {figures})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; exit 0 with ``out/demo/report.html`` written, 1 when a step fails."""
     parser = argparse.ArgumentParser(
@@ -297,6 +312,7 @@ def _demo(args: argparse.Namespace) -> int:
             "transport": run_data["transport"],
             "model": f"{PRODUCT}@{MODEL_VERSION}",
             "model image AUROC (held-out)": metrics.get("image_auroc", metrics.get("auroc")),
+            "model kind (kept by validation)": _model_kind(models[MODEL_VERSION]),
             "stacks synthesised": ", ".join(stacks),
             "demo wall time (s)": round(steps.elapsed),
         },

@@ -53,6 +53,9 @@ MAX_RECIPE_BYTES = 16 * 1024  # Greengrass limit
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 _SKIP = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+# a trained package keeps every candidate model it chose from under candidates/ (training's
+# record); the device needs the kept one only
+_PACKAGE_SKIP = {"candidates"}
 PLATFORMS = {
     "x86_64": ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"],
     "aarch64": ["manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"],
@@ -165,11 +168,13 @@ def check_recipe(text: str, *, where: str, name: str, version: str) -> dict[str,
     return doc
 
 
-def _files(root: Path) -> list[Path]:
+def _files(root: Path, skip_top: frozenset[str] | set[str] = frozenset()) -> list[Path]:
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if any(part in _SKIP for part in rel.parts) or path.suffix in (".pyc", ".pyo"):
+            continue
+        if rel.parts[0] in skip_top:
             continue
         if path.is_file():
             out.append(path)
@@ -184,7 +189,7 @@ def source_digest(
     digest = hashlib.sha256()
     for part in (spec.name, version, spec.recipe.read_text(encoding="utf-8")):
         digest.update(part.encode() + b"\0")
-    for path in _files(package):
+    for path in _files(package, _PACKAGE_SKIP if spec.name == MODEL_COMPONENT else frozenset()):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     if requirements is not None:
@@ -314,7 +319,9 @@ def build_component(
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     if spec.name == MODEL_COMPONENT:
-        entries = [(path, path.relative_to(package).as_posix()) for path in _files(package)]
+        entries = [
+            (path, path.relative_to(package).as_posix()) for path in _files(package, _PACKAGE_SKIP)
+        ]
         if shadow_package is not None:
             # an optional shadow model rides along (<model>/shadow/): it scores every frame and
             # never decides; the inspector loads it with its recipe's shadowModel: auto
@@ -326,7 +333,7 @@ def build_component(
                 raise BuildError(f"--shadow-package {shadow_package}: {exc}") from None
             entries += [
                 (path, f"{SHADOW_DIR}/{path.relative_to(shadow_package).as_posix()}")
-                for path in _files(shadow_package)
+                for path in _files(shadow_package, _PACKAGE_SKIP)
             ]
     elif shadow_package is not None:
         raise BuildError(f"{spec.name}: --shadow-package is for {MODEL_COMPONENT} only")

@@ -613,13 +613,15 @@ class AwsFleet:
         target = Path(workdir) / "model-package"
         target.mkdir(parents=True, exist_ok=True)
         _unpack(body, key, target)
-        roots = sorted(p.parent for p in target.rglob(MANIFEST_FILE))
+        # the shallowest manifest is the kept package; training's candidates/ sit below it
+        roots = sorted((p.parent for p in target.rglob(MANIFEST_FILE)), key=lambda p: len(p.parts))
         if not roots:
             raise BadInputError(f"{url}: no {MANIFEST_FILE} in the model artifact")
-        trained = load_package(roots[0])  # validate (manifest, graph sha256) before anything ships
-        set_manifest_version(roots[0], registry_version(trained.manifest.version, number))
-        load_package(roots[0])
-        return roots[0]
+        root = roots[0]
+        trained = load_package(root)  # validate (manifest, graph sha256) before anything ships
+        set_manifest_version(root, registry_version(trained.manifest.version, number))
+        load_package(root)
+        return root
 
 
 def _query(

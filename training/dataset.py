@@ -47,6 +47,9 @@ GROUPS_FILE = "groups.csv"
 UNTYPED = "defect"
 MIN_GOOD = 10
 SPLITS = ("train", "validation", "test")
+# with at least this many defect images, a share of them trains the supervised candidate
+MIN_SUPERVISED_DEFECTS = 20
+SUPERVISED_DEFECT_TRAIN_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Splits:
-    """Deterministic train/validation/test splits; train holds good images only."""
+    """Deterministic train/validation/test splits; train holds defect images only when a share
+    of them was given to it (``defect_train_fraction``, for the supervised candidate)."""
 
     train: tuple[Sample, ...]
     validation: tuple[Sample, ...]
@@ -319,22 +323,36 @@ def _units(samples: Sequence[Sample]) -> list[tuple[Sample, ...]]:
     return [tuple(unit) for unit in units.values()]
 
 
+def default_defect_train_fraction(dataset: Dataset) -> float:
+    """The share of defect images that trains: half with enough of them for the supervised
+    candidate (:data:`MIN_SUPERVISED_DEFECTS`), none otherwise."""
+    return (
+        SUPERVISED_DEFECT_TRAIN_FRACTION if len(dataset.defects) >= MIN_SUPERVISED_DEFECTS else 0.0
+    )
+
+
 def split_dataset(
     dataset: Dataset,
     seed: int = 0,
     validation_fraction: float = 0.2,
     test_fraction: float = 0.2,
+    defect_train_fraction: float = 0.0,
 ) -> Splits:
     """Split deterministically by ``seed``, a group never in two splits.
 
     Groups of good images only fill validation, then test, up to their fractions of the good
-    images, then train. Groups with a defect image (never trained on, good images included) go to
-    validation or test, type by type (a group counts as its most frequent type), each to the
-    split with fewer images of that type so far, alternating on ties. Without groups this is the
-    per-image split of earlier versions, image for image.
+    images, then train. Groups with a defect image go, type by type (a group counts as its most
+    frequent type), to validation or test — each to the split with fewer images of that type so
+    far, alternating on ties — and with ``defect_train_fraction`` above 0 also to train: a type's
+    first group goes to validation, its second to test, then each to the split furthest below
+    its share (train ``defect_train_fraction``, validation and test half the rest each). Without
+    groups and with no defect share for train this is the per-image split of earlier versions,
+    image for image.
     """
     if not 0 < validation_fraction < 1 or not 0 <= test_fraction < 1:
         raise DatasetError("validation_fraction must be in (0, 1) and test_fraction in [0, 1)")
+    if not 0 <= defect_train_fraction < 1:
+        raise DatasetError("defect_train_fraction must be in [0, 1)")
     if validation_fraction + test_fraction >= 0.9:
         raise DatasetError("validation_fraction + test_fraction must leave >= 10 % for training")
     rng = np.random.default_rng(seed)
@@ -359,6 +377,10 @@ def split_dataset(
     for kind in sorted(by_type):
         for i in rng.permutation(len(by_type[kind])):
             unit = by_type[kind][i]
+            if defect_train_fraction > 0:
+                parts = {"validation": validation, "test": test, "train": train}
+                _place_defect_unit(unit, kind, defect_train_fraction, test_fraction > 0, parts)
+                continue
             if test_fraction == 0:
                 target = validation
             else:
@@ -382,7 +404,7 @@ def split_dataset(
             good_in["test"] += len(unit)
         else:
             train.extend(unit)
-    if not train:
+    if not any(s.label == 0 for s in train):
         raise DatasetError(
             f"{dataset.root}: no group of good images is left for training "
             f"({n} good images in {len(good_units)} good-only groups; groups from "
@@ -394,6 +416,30 @@ def split_dataset(
         return tuple(sorted(part, key=lambda s: order[s.rel]))
 
     return Splits(train=ordered(train), validation=ordered(validation), test=ordered(test))
+
+
+def _place_defect_unit(
+    unit: tuple[Sample, ...],
+    kind: str,
+    train_share: float,
+    has_test: bool,
+    parts: dict[str, list[Sample]],
+) -> None:
+    """Add a defect group to validation, test or train (see :func:`split_dataset`)."""
+    shares = {"validation": (1 - train_share) / (2 if has_test else 1), "train": train_share}
+    if has_test:
+        shares["test"] = (1 - train_share) / 2
+    counts = {
+        name: sum(1 for s in parts[name] if s.label == 1 and (s.defect_type or UNTYPED) == kind)
+        for name in shares
+    }
+    firsts = [name for name in ("validation", "test") if name in shares and counts[name] == 0]
+    if firsts:
+        parts[firsts[0]].extend(unit)
+        return
+    total = sum(counts.values()) + sum(1 for s in unit if s.label == 1)
+    name = max(shares, key=lambda n: (shares[n] * total - counts[n], n == "validation"))
+    parts[name].extend(unit)
 
 
 def write_split(samples: Sequence[Sample], root: Path, out: Path) -> None:
@@ -433,6 +479,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--validation-fraction", type=float, default=0.2)
     check.add_argument("--test-fraction", type=float, default=0.2)
     check.add_argument(
+        "--defect-train-fraction",
+        type=float,
+        default=None,
+        help=f"share of defect images for training the supervised candidate (default "
+        f"{SUPERVISED_DEFECT_TRAIN_FRACTION:g} with at least {MIN_SUPERVISED_DEFECTS} defect "
+        "images, else 0)",
+    )
+    check.add_argument(
         "--group-pattern",
         help=f"regex with one capture group naming an image's group in its file name "
         f"(e.g. '^(part-\\d+)_'); {GROUPS_FILE} in the folder is used when present",
@@ -440,7 +494,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         dataset = load_dataset(args.data, min_good=args.min_good, group_pattern=args.group_pattern)
-        splits = split_dataset(dataset, args.seed, args.validation_fraction, args.test_fraction)
+        defect_train = (
+            default_defect_train_fraction(dataset)
+            if args.defect_train_fraction is None
+            else args.defect_train_fraction
+        )
+        splits = split_dataset(
+            dataset, args.seed, args.validation_fraction, args.test_fraction, defect_train
+        )
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -453,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "groups": dataset.grouping,
         "splits": splits.summary(),
         "seed": args.seed,
+        "defect_train_fraction": defect_train,
     }
     if args.out is not None:
         for name in SPLITS:

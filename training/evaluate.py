@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from inspector.model_package import ModelPackage, ModelPackageError, load_package
+from inspector.model_package import InputSpec, ModelPackage, ModelPackageError, load_package
+from inspector.preprocess import region
 from training import metrics as figures
 from training.calibration import (
     DEFAULT_GATE_CONFIDENCE,
@@ -47,7 +48,7 @@ from training.calibration import (
 )
 from training.dataset import Dataset, Sample, load_dataset, split_dataset, with_groups
 from training.errors import DatasetError, TrainingError
-from training.scoring import load_tensor, onnx_session, score_tensors
+from training.scoring import load_frame, onnx_session, score_frames
 from training.train import TRAINING_FILE
 
 
@@ -95,6 +96,7 @@ def choose_samples(package: ModelPackage, dataset: Dataset, split: str) -> tuple
         int(split_info["seed"]),
         float(split_info["validation_fraction"]),
         float(split_info["test_fraction"]),
+        float(split_info.get("defect_train_fraction", 0.0)),
     )
     if not same:
         _log("warning: data differs from the training data; evaluating its test split anyway")
@@ -122,31 +124,46 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return figures.auroc(labels, scores)
 
 
-def _mask_truth(sample: Sample) -> np.ndarray | tuple[int, int] | None:
-    """A defect image's mask as booleans, a good image's (height, width); None without mask."""
+def _mask_truth(
+    sample: Sample, spec: InputSpec | None = None
+) -> np.ndarray | tuple[int, int] | None:
+    """A defect image's mask as booleans, a good image's (height, width); None without mask.
+
+    With ``spec`` both are of the region the model judges (its region of interest).
+    """
     from PIL import Image
 
     if sample.label == 0:
         with Image.open(sample.path) as image:
-            return (image.height, image.width)
+            if spec is None:
+                return (image.height, image.width)
+            left, top, right, bottom = region(image.size, spec)
+            return (bottom - top, right - left)
     if sample.mask is None:
         return None
     with Image.open(sample.mask) as image:
-        return np.asarray(image.convert("L")) > 0
+        mask = np.asarray(image.convert("L")) > 0
+    if spec is None:
+        return mask
+    left, top, right, bottom = region((mask.shape[1], mask.shape[0]), spec)
+    return mask[top:bottom, left:right]
 
 
-def pixel_metrics(samples: Sequence[Sample], maps: np.ndarray) -> dict[str, Any]:
+def pixel_metrics(
+    samples: Sequence[Sample], maps: Sequence[np.ndarray], spec: InputSpec | None = None
+) -> dict[str, Any]:
     """Pixel AUROC of ``maps`` against the masks, over good images and masked defect images.
 
     Each map is resized to its mask (to the image for a good image, whose pixels are all
-    negative). ``value`` is None when no defect image has a mask.
+    negative); with ``spec`` the masks are cut to the region of interest the maps cover (the
+    model never sees the rest). ``value`` is None when no defect image has a mask.
     """
     if not any(s.label == 1 and s.mask is not None for s in samples):
         return {"value": None, "defect_images_with_mask": 0, "good_images": 0}
     chosen = [
         (amap, truth)
         for s, amap in zip(samples, maps, strict=True)
-        if (truth := _mask_truth(s)) is not None
+        if (truth := _mask_truth(s, spec)) is not None
     ]
     return {
         "value": figures.pixel_auroc([m for m, _ in chosen], [t for _, t in chosen]),
@@ -207,22 +224,29 @@ def measure_latency(
 
 
 def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch module
-    """Rebuild the torch model from the package: Lite0 weights, its taps and the graph's bank."""
+    """Rebuild the torch model from the package: Lite0 weights, its taps, the graph's bank and,
+    for a supervised package, its head."""
     import onnx
     import torch
     from onnx import numpy_helper
 
     from training import model as patchcore
 
-    taps = tuple(package.manifest.metrics.get("taps", patchcore.DEFAULT_TAPS))
+    metrics = package.manifest.metrics
+    supervised = metrics.get("model") == "supervised"
+    prefix = "anomaly." if supervised else ""
+    taps = tuple(metrics.get("taps", patchcore.DEFAULT_TAPS))
     graph = onnx.load(str(package.model_path))
     named = {init.name: init for init in graph.graph.initializer}
-    chunks = sorted(
-        (int(n.rsplit("_", 1)[1]), n) for n in named if re.fullmatch(r"bank_aug_\d+", n)
-    )
+    pattern = re.escape(prefix) + r"bank_aug_\d+"
+    chunks = sorted((int(n.rsplit("_", 1)[1]), n) for n in named if re.fullmatch(pattern, n))
     # bank_aug_<i>: chunks of [-2·bankᵀ; |bank|²]; bank_t: packages made before the chunks
-    bank_name = "bank_aug_0" if chunks or "bank_t" not in named else "bank_t"
-    missing = [n for n in (bank_name, "center", "scale") if n not in named]
+    bank_name = f"{prefix}bank_aug_0" if chunks or "bank_t" not in named else "bank_t"
+    wanted = [bank_name, f"{prefix}center", f"{prefix}scale"]
+    if supervised:
+        wanted += [f"{part}.{p}" for part in ("hidden", "out") for p in ("weight", "bias")]
+        wanted.append("anomaly_gain")
+    missing = [n for n in wanted if n not in named]
     if missing:
         raise TrainingError(f"{package.model_path}: {', '.join(missing)} not found in the graph")
 
@@ -230,18 +254,35 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
         return torch.from_numpy(np.array(numpy_helper.to_array(named[name])))
 
     extractor = patchcore.FeatureExtractor(patchcore.load_backbone(), taps)
-    if "extractor.weight" in named:
-        extractor.weight = tensor("extractor.weight")
-    if "extractor.projection" in named:
-        extractor.projection = tensor("extractor.projection")
+    if f"{prefix}extractor.weight" in named:
+        extractor.weight = tensor(f"{prefix}extractor.weight")
+    if f"{prefix}extractor.projection" in named:
+        extractor.projection = tensor(f"{prefix}extractor.projection")
     if chunks:
         bank = -0.5 * torch.cat([tensor(name) for _, name in chunks], dim=1)[:-1].t()
     else:
         bank = tensor("bank_t").t()
-    top_k = int(package.manifest.metrics.get("score_top_k", 1))
-    return patchcore.PatchCoreModel(
-        extractor, bank, center=tensor("center"), scale=tensor("scale"), top_k=top_k
+    top_k = int(metrics.get("score_top_k", 1))
+    search = metrics.get("search") or {}  # absent: one-stage (older) packages
+    anomaly = patchcore.PatchCoreModel(
+        extractor,
+        bank,
+        center=tensor(f"{prefix}center"),
+        scale=tensor(f"{prefix}scale"),
+        top_k=top_k,
+        coarse=int(search.get("coarse", 0)),
+        refine=int(search.get("refine", patchcore.DEFAULT_REFINE)),
     ).eval()
+    if not supervised:
+        return anomaly
+    from training.supervised import SupervisedModel
+
+    head = SupervisedModel(anomaly, hidden=int(tensor("hidden.weight").shape[0]))
+    head.load_state_dict(
+        {name: tensor(name) for name in wanted[3:]} | dict(anomaly.state_dict(prefix="anomaly.")),
+        strict=True,
+    )
+    return head.eval()
 
 
 def torch_parity(package: ModelPackage, tensors: Sequence[np.ndarray]) -> float | None:
@@ -264,8 +305,7 @@ def _plots(
     scores: np.ndarray,
     labels: np.ndarray,
     samples: Sequence[Sample],
-    maps: np.ndarray,
-    tensors: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
     package: ModelPackage,
 ) -> list[str]:
     import matplotlib
@@ -297,11 +337,10 @@ def _plots(
     if order:
         fig, axes = plt.subplots(2, len(order), figsize=(2.4 * len(order), 5), squeeze=False)
         spec = package.manifest.input
-        vmax = max(float(maps[order].max()), thresholds.reject)
+        vmax = max(max(float(maps[i].max()) for i in order), thresholds.reject)
         for col, i in enumerate(order):
-            image = tensors[i].transpose(1, 2, 0) * np.asarray(spec.std) + np.asarray(spec.mean)
-            image = np.clip(image, 0, 255).astype(np.uint8)
-            axes[0][col].imshow(image.squeeze(), cmap="gray")
+            image = _region_view(samples[i].path, spec, maps[i].shape)
+            axes[0][col].imshow(image, cmap="gray")
             axes[0][col].set_title(
                 f"{samples[i].defect_type or 'good'}\n{scores[i]:.2f}", fontsize=8
             )
@@ -314,6 +353,22 @@ def _plots(
         plt.close(fig)
         written.append(str(path))
     return written
+
+
+def _region_view(path: Path, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """The region of interest of an image as 8-bit pixels at a map's ``(height, width)``."""
+    from PIL import Image
+
+    from inspector.decode import SIXTEEN_BIT_MODES
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in SIXTEEN_BIT_MODES:
+            top = (1 << (spec.bit_depth or 16)) - 1
+            scaled = np.clip(np.asarray(image, dtype=np.float64) * 255 / top, 0, 255)
+            image = Image.fromarray(scaled.astype(np.uint8))
+        view = image.crop(region(image.size, spec)).convert(spec.color)
+    return np.asarray(view.resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
 
 
 def package_targets(package: ModelPackage) -> Targets:
@@ -355,9 +410,16 @@ def evaluate(
     samples, chosen = choose_samples(package, dataset, split)
     _log(f"{package.manifest.ref} on {data}: {len(samples)} images ({chosen})")
     spec = package.manifest.input
-    tensors = [load_tensor(s.path, spec, package.manifest.frames) for s in samples]
+    frames = package.manifest.frames
     session = onnx_session(package.model_path, threads=1)
-    scores, maps = score_tensors(session, spec.name, tensors)
+    # per frame, as the device judges it: every tile scored, the highest counts, maps stitched
+    scores, maps = score_frames(session, spec, [s.path for s in samples], frames)
+    # model inputs (tiles) of the first frames, for latency and torch parity
+    tensors: list[np.ndarray] = []
+    for sample in samples:
+        if len(tensors) >= max(1, parity_images):
+            break
+        tensors.extend(load_frame(sample.path, spec, frames))
     labels = np.array([s.label for s in samples])
     thresholds = package.manifest.thresholds
     predicted = (scores >= thresholds.reject).astype(int)
@@ -387,7 +449,7 @@ def evaluate(
     intervals = confidence_intervals(
         samples, labels, scores, predicted, resamples=resamples, seed=bootstrap_seed
     )
-    pixels = pixel_metrics(samples, maps)
+    pixels = pixel_metrics(samples, maps, spec)
     metrics: dict[str, Any] = {
         "model": package.manifest.ref,
         "data": str(data),
@@ -415,10 +477,12 @@ def evaluate(
     }
     if tensors:
         metrics["latency"] = measure_latency(package.model_path, tensors[0], latency_runs)
+        # one model run per tile: a frame costs about tiles × the per-run latency
+        metrics["latency"]["tiles_per_frame"] = spec.tile_count
         metrics["score_parity_max_abs_diff"] = torch_parity(package, tensors[:parity_images])
     out.parent.mkdir(parents=True, exist_ok=True)
     if plots and tensors:
-        metrics["plots"] = _plots(out, scores, labels, samples, maps, tensors, package)
+        metrics["plots"] = _plots(out, scores, labels, samples, maps, package)
     metrics["per_image"] = [
         {"file": s.rel, "label": int(s.label), "score": float(sc)}
         | ({"group": s.group} if s.group is not None else {})

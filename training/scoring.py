@@ -1,4 +1,10 @@
-"""Scoring images with an exported package exactly as the device does."""
+"""Scoring images with an exported package exactly as the device does.
+
+A frame becomes its model inputs through the device's :func:`~inspector.preprocess.frame_tensors`
+(region of interest, fit, tiles) and its score through
+:func:`~inspector.preprocess.combine_tiles`; training, calibration and evaluation go through
+:func:`load_frame` and :func:`score_frames` here, so they see what the device sees.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from PIL import Image
 
 from inspector.decode import SIXTEEN_BIT_MODES, FrameError
 from inspector.model_package import FrameSpec, InputSpec
-from inspector.preprocess import frame_channels, to_tensor
+from inspector.preprocess import combine_tiles, frame_channels, frame_tensors, to_tensor
 from training.errors import DatasetError
 
 # A frame may be half to twice the training images' sides: beyond that the resize changes the
@@ -18,6 +24,7 @@ from training.errors import DatasetError
 SIZE_FACTOR = 2
 # 16-bit training data declares the smallest of these holding its largest value
 _SIXTEEN_BIT_DEPTHS = (12, 16)
+MIN_DECLARED_BITS = 9
 
 
 def load_tensor(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
@@ -30,13 +37,63 @@ def load_tensor(path: Path, spec: InputSpec, frames: FrameSpec | None = None) ->
             raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
 
 
-def describe_frames(paths: Sequence[Path]) -> tuple[int | None, FrameSpec]:
+def load_frame(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
+    """Decode an image file into its model inputs ``(tiles, C, H, W)`` (:func:`frame_tensors`)."""
+    with Image.open(path) as image:
+        image.load()
+        try:
+            return frame_tensors(image, spec, frames)
+        except FrameError as exc:
+            raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
+
+
+def score_frames(
+    session,  # noqa: ANN001 - onnxruntime type
+    spec: InputSpec,
+    paths: Sequence[Path],
+    frames: FrameSpec | None = None,
+    *,
+    maps: bool = True,
+    batch_size: int = 8,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Frame scores ``(N,)`` and stitched anomaly maps of image files, as the device scores them.
+
+    Each frame's tiles are scored together and combined by :func:`combine_tiles` (the highest
+    tile score; the maps stitched over the region of interest). ``maps=False`` keeps no map.
+    """
+    scores: list[float] = []
+    stitched: list[np.ndarray] = []
+    for path in paths:
+        tensors = load_frame(path, spec, frames)
+        with Image.open(path) as image:
+            size = image.size
+        tile_scores, tile_maps = score_tensors(session, spec.name, list(tensors), batch_size)
+        score, amap = combine_tiles(
+            [float(v) for v in tile_scores], list(tile_maps) if maps else None, spec, size
+        )
+        scores.append(score)
+        if amap is not None:
+            stitched.append(amap)
+    return np.asarray(scores, dtype=np.float32), stitched
+
+
+def describe_frames(
+    paths: Sequence[Path],
+    bit_depth: int | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+) -> tuple[int | None, FrameSpec]:
     """The bit depth (None for 8-bit) and :class:`FrameSpec` all ``paths`` share.
 
     Every image must be of one kind, 8-bit or 16-bit mono, and of one channel count; the
     error names the images that differ from the first. A 16-bit set declares 12 bits when no
-    value exceeds 4095 (Mono12 in a 16-bit container), else 16.
+    value exceeds 4095 (Mono12 in a 16-bit container), else 16 — or ``bit_depth`` (9..16) when
+    given (Mono10, Mono14, or a dark Mono16 set that reads as 12-bit), which every value must
+    fit. With a region of interest ``roi`` (``x, y, width, height``) every image must contain
+    it (the error names those that do not), and the smallest frame taken is at least the
+    region's extent.
     """
+    if bit_depth is not None and not MIN_DECLARED_BITS <= bit_depth <= 16:
+        raise DatasetError(f"bit depth must be {MIN_DECLARED_BITS}..16, got {bit_depth}")
     kinds: dict[tuple[bool, int], list[Path]] = {}
     sizes: list[tuple[int, int]] = []
     top = 0
@@ -57,13 +114,62 @@ def describe_frames(paths: Sequence[Path]) -> tuple[int | None, FrameSpec]:
             f"these are not: {', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}"
         )
     ((sixteen, channels),) = kinds
-    bits = next(b for b in _SIXTEEN_BIT_DEPTHS if top < 1 << b) if sixteen else None
+    if bit_depth is not None:
+        if not sixteen:
+            raise DatasetError(
+                f"a bit depth ({bit_depth}) is for 16-bit mono images; these are 8-bit"
+            )
+        if top >= 1 << bit_depth:
+            raise DatasetError(
+                f"the images hold values up to {top}, beyond {bit_depth} bits "
+                f"(0..{(1 << bit_depth) - 1}); use a larger bit depth"
+            )
+        bits: int | None = bit_depth
+    else:
+        bits = next(b for b in _SIXTEEN_BIT_DEPTHS if top < 1 << b) if sixteen else None
     widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+    low = [max(1, min(widths) // SIZE_FACTOR), max(1, min(heights) // SIZE_FACTOR)]
+    if roi is not None:
+        x, y, w, h = roi
+        outside = [
+            f"{p} ({iw}x{ih})"
+            for p, (iw, ih) in zip(paths, sizes, strict=True)
+            if x + w > iw or y + h > ih
+        ]
+        if outside:
+            raise DatasetError(
+                f"the region of interest {w}x{h} at {x},{y} needs images of at least "
+                f"{x + w}x{y + h} px; these are smaller: {', '.join(outside[:10])}"
+                f"{' ...' if len(outside) > 10 else ''}"
+            )
+        # a frame that does not contain the region cannot be judged (``image_roi``)
+        low = [max(low[0], x + w), max(low[1], y + h)]
     return bits, FrameSpec(
         channels=channels,
-        min_size=(max(1, min(widths) // SIZE_FACTOR), max(1, min(heights) // SIZE_FACTOR)),
+        min_size=(low[0], low[1]),
         max_size=(max(widths) * SIZE_FACTOR, max(heights) * SIZE_FACTOR),
     )
+
+
+def frame_plan(spec: InputSpec) -> dict[str, object]:
+    """How a frame becomes the model's input, for ``training.json``: ``roi``, ``fit``, ``tiles``."""
+    tiles = spec.tiles
+    return {
+        "roi": None if spec.roi is None else list(spec.roi),
+        "fit": spec.fit,
+        "tiles": None
+        if tiles is None
+        else {"rows": tiles.rows, "cols": tiles.cols, "overlap": tiles.overlap},
+        "size": [spec.width, spec.height],
+    }
+
+
+def describe_input(spec: InputSpec) -> str:
+    """One line saying how a frame becomes the model's input, for the logs."""
+    where = "whole frame" if spec.roi is None else "region {2}x{3} at {0},{1}".format(*spec.roi)
+    tiles = spec.tiles
+    cut = "" if tiles is None else f", {tiles.rows}x{tiles.cols} tiles (overlap {tiles.overlap:g})"
+    return f"input: {where}{cut}, {spec.fit} to {spec.width}x{spec.height}"
 
 
 def _kind(kind: tuple[bool, int]) -> str:

@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,12 +34,15 @@ import numpy as np
 from PIL import Image
 
 from inspector.model_package import (
+    FIT_MODES,
     FrameSpec,
     Golden,
     InputSpec,
     Manifest,
     ModelPackageError,
     OutputSpec,
+    TileSpec,
+    parse_input,
     sha256_file,
     write_manifest,
 )
@@ -48,18 +53,36 @@ from training.calibration import (
     Targets,
     calibrate,
 )
-from training.dataset import Sample, load_dataset, split_dataset
+from training.dataset import Sample, default_defect_train_fraction, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
-from training.images import ImageTensors, score_images
-from training.scoring import describe_frames, load_tensor, onnx_session, score_tensors
+from training.images import ImageTensors
+from training.scoring import (
+    describe_frames,
+    describe_input,
+    frame_plan,
+    onnx_session,
+    score_frames,
+)
 
 GOLDEN_FILE = "golden.png"
+MODEL_FILE = "model.onnx"
 TRAINING_FILE = "training.json"
 
 
-def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -> InputSpec:
-    """The package's preprocessing: RGB (grayscale is expanded), resized, (x - 127) / 128."""
-    return InputSpec(
+def input_spec(
+    size: int = patchcore.INPUT_SIZE,
+    bit_depth: int | None = None,
+    *,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+    tiles: TileSpec | None = None,
+) -> InputSpec:
+    """The package's preprocessing: RGB (grey is expanded), region, tiles, resized, (x - 127) / 128.
+
+    The result is validated as the device reads it (a bad ``roi``, ``fit`` or ``tiles`` raises
+    :class:`ModelPackageError` naming the field).
+    """
+    spec = InputSpec(
         name=patchcore.INPUT_NAME,
         height=size,
         width=size,
@@ -68,7 +91,11 @@ def input_spec(size: int = patchcore.INPUT_SIZE, bit_depth: int | None = None) -
         mean=patchcore.MEAN,
         std=patchcore.STD,
         bit_depth=bit_depth,
+        roi=roi,
+        fit=fit,
+        tiles=tiles,
     )
+    return parse_input(spec.to_json(), "preprocessing")
 
 
 def _log(message: str) -> None:
@@ -83,7 +110,8 @@ def _package_name(data: Path) -> str:
 def _tensors(
     samples: Sequence[Sample], spec: InputSpec, frames: FrameSpec | None = None
 ) -> ImageTensors:
-    """The samples' input tensors, each decoded when read: a dataset is never held whole."""
+    """Every tile of every frame (a training image for the bank), each frame decoded when one
+    of its tiles is read: a dataset is never held whole."""
     return ImageTensors([s.path for s in samples], spec, frames)
 
 
@@ -94,6 +122,21 @@ def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
 
     labels = np.r_[np.zeros(len(good)), np.ones(len(defect))]
     return float(roc_auc_score(labels, np.r_[good, defect]))
+
+
+MODEL_KINDS = ("auto", "patchcore", "supervised")
+CANDIDATES_DIR = "candidates"
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One trained candidate's package and its validation figures."""
+
+    name: str
+    root: Path
+    manifest: Manifest
+    validation_auroc: float | None
+    validation_recall: float | None
 
 
 def train(
@@ -119,51 +162,87 @@ def train(
     threads: int | None = None,
     targets: Targets | None = None,
     group_pattern: str | None = None,
+    model_kind: str = "auto",
+    defect_train_fraction: float | None = None,
+    bit_depth: int | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+    tiles: TileSpec | None = None,
 ) -> Manifest:
-    """Train, export, calibrate and write a model package to ``model_dir``; return its manifest."""
+    """Train, export, calibrate and write a model package to ``model_dir``; return its manifest.
+
+    ``model_kind`` ``auto`` trains the anomaly model and, when training defect images exist,
+    the supervised candidate too, and keeps the better by validation (``candidates/`` holds
+    both packages); ``patchcore`` or ``supervised`` trains that one only.
+    ``defect_train_fraction`` (default :func:`training.dataset.default_defect_train_fraction`)
+    is the share of defect images that trains the supervised candidate. ``bit_depth`` declares
+    the significant bits of 16-bit mono data (default: 12 or 16, from the data). ``roi``,
+    ``fit`` and ``tiles`` choose how a frame becomes the model's input (recorded in the
+    manifest's ``input``); the bank learns from every tile, thresholds from frame scores.
+    """
     import torch
 
+    if model_kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {model_kind!r}")
     targets = targets or Targets()
+    input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     dataset = load_dataset(data, group_pattern=group_pattern)
     if validation is not None:
         val_set = load_dataset(validation, min_good=1)
-        train_samples = dataset.good
-        val_samples = val_set.samples
+        train_samples = [*dataset.good, *dataset.defects]
+        val_samples = list(val_set.samples)
         fingerprint = f"{dataset.fingerprint()}+{val_set.fingerprint()}"
         split_info: dict[str, object] = {"validation": str(validation)}
     else:
-        splits = split_dataset(dataset, seed, validation_fraction, test_fraction)
-        train_samples, val_samples = splits.train, splits.validation
+        if defect_train_fraction is None:
+            defect_train_fraction = (
+                0.0 if model_kind == "patchcore" else default_defect_train_fraction(dataset)
+            )
+        splits = split_dataset(
+            dataset, seed, validation_fraction, test_fraction, defect_train_fraction
+        )
+        train_samples, val_samples = list(splits.train), list(splits.validation)
         fingerprint = dataset.fingerprint()
         split_info = {
             "seed": seed,
             "validation_fraction": validation_fraction,
             "test_fraction": test_fraction,
+            "defect_train_fraction": defect_train_fraction,
             "counts": splits.summary(),
             "groups": dataset.grouping,
             "group_pattern": group_pattern,
             "groups_digest": dataset.groups_digest(),
         }
+    train_good = [s for s in train_samples if s.label == 0]
+    train_defect = [s for s in train_samples if s.label == 1]
     val_good = [s for s in val_samples if s.label == 0]
     val_defect = [s for s in val_samples if s.label == 1]
     if not val_good:
         raise DatasetError(f"{validation or data}: the validation split has no good image")
+    if model_kind == "supervised" and not train_defect:
+        raise DatasetError(
+            f"{data}: the supervised model needs defect images in the training split "
+            f"(the dataset has {len(dataset.defects)}; see --defect-train-fraction)"
+        )
     _log(
-        f"data {data}: {len(train_samples)} train (good), {len(val_good)} validation good, "
-        f"{len(val_defect)} validation defect; fingerprint {fingerprint[:12]}"
+        f"data {data}: {len(train_good)} train good, {len(train_defect)} train defect, "
+        f"{len(val_good)} validation good, {len(val_defect)} validation defect; "
+        f"fingerprint {fingerprint[:12]}"
     )
     every = [*dataset.samples, *(val_samples if validation is not None else [])]
-    bit_depth, frames = describe_frames([s.path for s in every])
-    spec = input_spec(bit_depth=bit_depth)
+    bit_depth, frames = describe_frames([s.path for s in every], bit_depth, roi=roi)
+    spec = input_spec(bit_depth=bit_depth, roi=roi, fit=fit, tiles=tiles)
     _log(
         f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
-        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px"
+        f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px; "
+        f"{describe_input(spec)}"
     )
-    model = patchcore.fit(
-        _tensors(train_samples, spec, frames),
+    good_tensors = _tensors(train_good, spec, frames)
+    anomaly = patchcore.fit(
+        good_tensors,
         taps=taps,
         coreset_ratio=coreset_ratio,
         max_bank=max_bank,
@@ -176,94 +255,220 @@ def train(
         tap_gain=tap_gain,
         log=_log,
     )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = model_dir / "model.onnx"
-    patchcore.export_onnx(model, onnx_path, spec.height, spec.width)
-    _log(f"exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
-
-    session = onnx_session(onnx_path, threads=threads or 1)
-    good_scores = score_images(
-        session,
-        spec.name,
-        _tensors(val_good, spec, frames),
-        progress=patchcore.Progress(_log, "validation: good images"),
-    )
-    defect_scores = score_images(
-        session,
-        spec.name,
-        _tensors(val_defect, spec, frames),
-        progress=patchcore.Progress(_log, "validation: defect images"),
-    )
-    calibration = calibrate(good_scores, defect_scores, targets)
-    thresholds, record = calibration.thresholds, calibration.record
-    _log(
-        f"thresholds for false-reject target {targets.false_reject_rate:g}, manual target "
-        f"{targets.manual_rate:g}: reject {thresholds.reject:.4f} "
-        f"({record['false_reject']['count']}/{len(good_scores)} validation good at or above), "
-        f"manual {thresholds.manual:.4f} ({record['manual']['count']} in the band, "
-        f"{record['manual']['band']})"
-    )
-    if record["defects"]:
-        _log(
-            f"validation defects at that point: recall {record['defects']['recall']:.3f}, "
-            f"manual {record['defects']['manual_share']:.3f}"
-        )
-    for note in record["notes"]:
-        _log(f"calibration: {note}")
-
-    golden_sample = val_good[0]
-    with Image.open(golden_sample.path) as image:
-        image.load()
-        image.save(model_dir / GOLDEN_FILE, format="PNG")
-    golden_tensor = load_tensor(model_dir / GOLDEN_FILE, spec, frames)
-    golden_score = float(score_tensors(session, spec.name, [golden_tensor])[0][0])
-
-    val_auroc = _auroc(good_scores, defect_scores)
     metrics: dict[str, object] = {
-        "validation": {
-            "good": len(val_good),
-            "defect": len(val_defect),
-            "image_auroc": val_auroc,
-            "good_score_p50": float(np.median(good_scores)),
-            "good_score_max": float(good_scores.max()),
-            "threshold_rule": record["rule"],
-        },
-        "calibration": record,
         "frames": frames.to_json(),
-        "train_images": len(train_samples),
-        "memory_bank": int(model.bank.shape[0]),
-        "feature_dims": int(model.bank.shape[1]),
+        "train_images": len(train_good),
+        "memory_bank": int(anomaly.bank.shape[0]),
+        "feature_dims": int(anomaly.bank.shape[1]),
         "score_top_k": top_k,
+        "search": {"coarse": anomaly.coarse, "refine": anomaly.refine},
         "taps": list(taps),
         "balanced_taps": balance,
         "tap_gain": list(tap_gain or patchcore.default_tap_gain(len(taps))) if balance else None,
         "standardisation": norm,
-        "smoothing": smoothing,
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "smoothing": None if anomaly.coarse else smoothing,
     }
+    models: dict[str, torch.nn.Module] = {}
+    if model_kind in ("auto", "patchcore"):
+        models["patchcore"] = anomaly
+    if model_kind == "supervised" and spec.tiles is not None:
+        raise DatasetError(
+            "the supervised model takes whole frames: a defect image's label does not say "
+            "which of its tiles holds the defect (use --model patchcore or auto with --tiles)"
+        )
+    if model_kind == "supervised" or (
+        model_kind == "auto"
+        and train_defect
+        and balance
+        and not anomaly.coarse
+        and spec.tiles is None
+    ):
+        from training.supervised import DEFAULT_HIDDEN, fit_head, read_mask
+
+        models["supervised"] = fit_head(
+            anomaly,
+            good_tensors,
+            _tensors(train_defect, spec, frames),
+            # masks are in frame pixels: they map onto the cells of a stretched whole frame
+            [read_mask(s.mask) for s in train_defect]
+            if spec.roi is None and spec.fit == "stretch"
+            else None,
+            seed=seed,
+            log=_log,
+        )
+        extra = {"train_defect_images": len(train_defect), "head_hidden": DEFAULT_HIDDEN}
+    else:
+        extra = {}
+    record: dict[str, object] = {
+        "data_fingerprint": fingerprint,
+        "split": split_info,
+        "input": frame_plan(spec),
+    }
+    several = len(models) > 1
+    candidates = []
+    for kind, model in models.items():
+        root = model_dir / CANDIDATES_DIR / kind if several else model_dir
+        candidates.append(
+            _write_package(
+                kind,
+                model,
+                root,
+                spec=spec,
+                frames=frames,
+                val_good=val_good,
+                val_defect=val_defect,
+                targets=targets,
+                threads=threads,
+                metrics={**metrics, **(extra if kind == "supervised" else {})},
+                manifest_fields={
+                    "name": name or _package_name(data),
+                    "version": version,
+                    "data_fingerprint": fingerprint,
+                    "pipeline_run": pipeline_run,
+                },
+                record=record,
+            )
+        )
+    kept = select_candidate(candidates)
+    manifest = kept.manifest
+    if several:
+        selection = {
+            "kept": kept.name,
+            "criterion": SELECTION_RULE,
+            "candidates": {
+                c.name: {
+                    "validation_auroc": c.validation_auroc,
+                    "validation_recall": c.validation_recall,
+                    "validation_defects": len(val_defect),
+                    "thresholds": {
+                        "reject": c.manifest.thresholds.reject,
+                        "manual": c.manifest.thresholds.manual,
+                    },
+                }
+                for c in candidates
+            },
+        }
+        manifest = replace(kept.manifest, metrics={**kept.manifest.metrics, "selection": selection})
+        for file in (MODEL_FILE, GOLDEN_FILE, TRAINING_FILE):
+            shutil.copyfile(kept.root / file, model_dir / file)
+        write_manifest(model_dir, manifest)
+        for c in candidates:
+            _log(
+                f"candidate {c.name}: validation AUROC {_figure(c.validation_auroc)}, recall "
+                f"{_figure(c.validation_recall)}{' (kept)' if c is kept else ''}"
+            )
+    metrics_out = dict(manifest.metrics)
+    metrics_out["train_seconds"] = round(time.perf_counter() - started, 1)
+    manifest = replace(manifest, metrics=metrics_out)
+    write_manifest(model_dir, manifest)
+    val_auroc = manifest.metrics["validation"]["image_auroc"]  # type: ignore[index]
+    _log(
+        f"wrote {model_dir} ({manifest.ref}, {kept.name}); validation AUROC "
+        f"{_figure(val_auroc)}; {time.perf_counter() - started:.1f}s total"
+    )
+    return manifest
+
+
+SELECTION_RULE = (
+    "higher validation image AUROC; on a tie, higher validation recall at the calibrated reject "
+    "threshold; on a tie again, the anomaly model (it needs no labelled defects to stay right)"
+)
+
+
+def select_candidate(candidates: Sequence[_Candidate]) -> _Candidate:
+    """The candidate kept by validation (:data:`SELECTION_RULE`); never by test images."""
+    order = {"patchcore": 1}
+
+    def key(c: _Candidate) -> tuple[float, float, int]:
+        return (
+            -1.0 if c.validation_auroc is None else round(c.validation_auroc, 6),
+            -1.0 if c.validation_recall is None else round(c.validation_recall, 6),
+            order.get(c.name, 0),
+        )
+
+    return max(candidates, key=key)
+
+
+def _figure(value: object) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"  # type: ignore[arg-type]
+
+
+def _write_package(
+    kind: str,
+    model: object,
+    root: Path,
+    *,
+    spec: InputSpec,
+    frames: FrameSpec,
+    val_good: Sequence[Sample],
+    val_defect: Sequence[Sample],
+    targets: Targets,
+    threads: int | None,
+    metrics: dict[str, object],
+    manifest_fields: dict[str, str | None],
+    record: dict[str, object],
+) -> _Candidate:
+    """Export one candidate, calibrate it on validation and write its package to ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    onnx_path = root / MODEL_FILE
+    patchcore.export_onnx(model, onnx_path, spec.height, spec.width)  # type: ignore[arg-type]
+    _log(f"{kind}: exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
+    session = onnx_session(onnx_path, threads=threads or 1)
+    # thresholds are per frame (the tiles combined), as the device decides
+    good_scores, _ = score_frames(session, spec, [s.path for s in val_good], frames, maps=False)
+    defect_scores, _ = score_frames(session, spec, [s.path for s in val_defect], frames, maps=False)
+    calibration = calibrate(good_scores, defect_scores, targets)
+    thresholds, calib = calibration.thresholds, calibration.record
+    _log(
+        f"{kind}: thresholds for false-reject target {targets.false_reject_rate:g}, manual target "
+        f"{targets.manual_rate:g}: reject {thresholds.reject:.4f} "
+        f"({calib['false_reject']['count']}/{len(good_scores)} validation good at or above), "
+        f"manual {thresholds.manual:.4f} ({calib['manual']['count']} in the band, "
+        f"{calib['manual']['band']})"
+    )
+    if calib["defects"]:
+        _log(
+            f"{kind}: validation defects at that point: recall {calib['defects']['recall']:.3f}, "
+            f"manual {calib['defects']['manual_share']:.3f}"
+        )
+    for note in calib["notes"]:
+        _log(f"{kind}: calibration: {note}")
+
+    golden_sample = val_good[0]
+    with Image.open(golden_sample.path) as image:
+        image.load()
+        image.save(root / GOLDEN_FILE, format="PNG")
+    golden_score = float(score_frames(session, spec, [root / GOLDEN_FILE], frames)[0][0])
+    val_auroc = _auroc(good_scores, defect_scores)
+    recall = calib["defects"]["recall"] if calib["defects"] else None
     manifest = Manifest(
-        name=name or _package_name(data),
-        version=version,
+        name=str(manifest_fields["name"]),
+        version=str(manifest_fields["version"]),
         sha256=sha256_file(onnx_path),
         input=spec,
         outputs=OutputSpec(score=patchcore.SCORE_NAME, anomaly_map=patchcore.MAP_NAME),
         thresholds=thresholds,
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         golden=Golden(file=GOLDEN_FILE, score=golden_score, tolerance=1e-3),
-        metrics=metrics,
-        data_fingerprint=fingerprint,
-        pipeline_run=pipeline_run,
+        metrics={
+            "model": kind,
+            "validation": {
+                "good": len(good_scores),
+                "defect": len(defect_scores),
+                "image_auroc": val_auroc,
+                "good_score_p50": float(np.median(good_scores)),
+                "good_score_max": float(good_scores.max()),
+                "threshold_rule": calib["rule"],
+            },
+            "calibration": calib,
+            **metrics,
+        },
+        data_fingerprint=str(manifest_fields["data_fingerprint"]),
+        pipeline_run=manifest_fields["pipeline_run"],
     )
-    write_manifest(model_dir, manifest)
-    (model_dir / TRAINING_FILE).write_text(
-        json.dumps({"data_fingerprint": fingerprint, "split": split_info}, indent=2) + "\n"
-    )
-    _log(
-        f"wrote {model_dir} ({manifest.ref}); validation AUROC "
-        f"{'n/a' if val_auroc is None else f'{val_auroc:.4f}'}; "
-        f"{time.perf_counter() - started:.1f}s total"
-    )
-    return manifest
+    write_manifest(root, manifest)
+    (root / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return _Candidate(kind, root, manifest, val_auroc, recall)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -349,6 +554,48 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoothing", type=float, default=0.5, help="anomaly map blur, in feature cells"
     )
+    parser.add_argument(
+        "--model",
+        choices=MODEL_KINDS,
+        default="auto",
+        help="auto: the anomaly model, and the supervised candidate when the training split "
+        "has defect images, keeping the better by validation (default); or one of them",
+    )
+    parser.add_argument(
+        "--defect-train-fraction",
+        type=float,
+        default=None,
+        help="share of defect images that trains the supervised candidate (default 0.5 with "
+        "at least 20 defect images, else 0; 0 with --model patchcore)",
+    )
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        default=None,
+        help="significant bits of 16-bit mono images, 9..16 (default: 12 when no value "
+        "exceeds 4095, else 16)",
+    )
+    parser.add_argument(
+        "--roi",
+        type=_roi_arg,
+        default=None,
+        help="region of interest X,Y,W,H in frame pixels: the part of every frame the model "
+        "judges (default: the whole frame)",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=FIT_MODES,
+        default="stretch",
+        help="a region or tile not of the model's aspect is stretched to 224x224, or resized "
+        "inside it and padded (default stretch)",
+    )
+    parser.add_argument(
+        "--tiles",
+        type=_tiles_arg,
+        default=None,
+        help="cut the region into RxC tiles, neighbours sharing OVERLAP of a tile's side "
+        "(RxC[:OVERLAP], e.g. 3x4:0.1); the frame's score is its highest tile's",
+    )
     parser.add_argument("--name", help="package name (default: the dataset folder's name)")
     parser.add_argument("--version", default="1.0.0", help="package semantic version")
     parser.add_argument(
@@ -372,6 +619,25 @@ def _parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_TARGET_MANUAL_RATE:g})",
     )
     return parser
+
+
+def _roi_arg(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H in pixels, got {text!r}") from None
+    return (x, y, w, h)
+
+
+def _tiles_arg(text: str) -> TileSpec:
+    grid, _, overlap = text.partition(":")
+    try:
+        rows, cols = (int(part) for part in grid.lower().split("x"))
+        return TileSpec(rows=rows, cols=cols, overlap=float(overlap) if overlap else 0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ROWSxCOLS[:OVERLAP], e.g. 3x4:0.1, got {text!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -414,6 +680,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             targets=targets,
             group_pattern=args.group_pattern,
+            model_kind=args.model,
+            defect_train_fraction=args.defect_train_fraction,
+            bit_depth=args.bit_depth,
+            roi=args.roi,
+            fit=args.fit,
+            tiles=args.tiles,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

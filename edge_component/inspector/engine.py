@@ -40,6 +40,7 @@ from inspector import decision as dec
 from inspector.decode import UNREADABLE, DecodeLimits, FrameError, check_image, decode_image
 from inspector.messages import Identity, build_result
 from inspector.model_package import ModelPackage
+from inspector.preprocess import combine_tiles
 from inspector.runner import InferenceError, ModelLoadError, ModelRunner, RunnerOptions
 from inspector.runtime_config import ConfigError, RuntimeConfig
 from inspector.sources import Frame
@@ -130,7 +131,7 @@ class _Pending:
     t0: float
     verdict: dec.Verdict | None = None
     image: Image.Image | None = None
-    tensor: np.ndarray | None = None
+    tensors: np.ndarray | None = None  # (tiles, C, H, W)
 
 
 class Inspector:
@@ -366,7 +367,11 @@ class Inspector:
         thresholds: dec.DecisionThresholds,
         limits: DecodeLimits,
     ) -> None:
-        """Decode, preprocess and score frames that are scored together; set their verdicts."""
+        """Decode, preprocess and score frames that are scored together; set their verdicts.
+
+        A tiled frame's score combines its tiles' (:func:`~inspector.preprocess.combine_tiles`);
+        a frame with a tile the model failed on is ``manual`` (``model_error``).
+        """
         for item in unit:
             try:
                 frame = item.frame
@@ -375,20 +380,44 @@ class Inspector:
                 else:
                     image = decode_image(frame.data or b"", limits)
                 item.image = image
-                item.tensor = runner.preprocess(image)
+                item.tensors = runner.frame_tensors(image)
             except FrameError as exc:
                 item.verdict = dec.fail_safe(exc.reason, exc.detail)
             except Exception as exc:
                 item.verdict = dec.fail_safe("preprocess_error", f"{type(exc).__name__}: {exc}")
-        ready = [item for item in unit if item.verdict is None and item.tensor is not None]
+        ready = [
+            (item, item.tensors, item.image)
+            for item in unit
+            if item.verdict is None and item.tensors is not None and item.image is not None
+        ]
         if not ready:
             return
-        scores = self._score(runner, [item.tensor for item in ready if item.tensor is not None])
-        for item, score in zip(ready, scores, strict=True):
-            if isinstance(score, str):
-                item.verdict = dec.fail_safe(dec.MODEL_ERROR, score)
+        per_frame = self._score_tiles(runner, [tensors for _, tensors, _ in ready])
+        spec = runner.manifest.input
+        for (item, _, image), scores in zip(ready, per_frame, strict=True):
+            failed = [s for s in scores if isinstance(s, str)]
+            if failed:
+                tiles = (
+                    f"tile {scores.index(failed[0]) + 1}/{len(scores)}: " if len(scores) > 1 else ""
+                )
+                item.verdict = dec.fail_safe(dec.MODEL_ERROR, tiles + failed[0])
             else:
-                item.verdict = dec.decide(score, thresholds)
+                values = [float(s) for s in scores]
+                item.verdict = dec.decide(
+                    combine_tiles(values, None, spec, image.size)[0], thresholds
+                )
+
+    def _score_tiles(
+        self, runner: ModelRunner, frames: Sequence[np.ndarray]
+    ) -> list[list[float | str]]:
+        """Every frame's tile scores (or error texts): in batches when the model's batches pay,
+        else tile by tile."""
+        flat = [tile for tensors in frames for tile in tensors]
+        if runner.batch_pays or len(flat) <= 1:
+            scores = self._score(runner, flat)
+        else:
+            scores = [score for tile in flat for score in self._score(runner, [tile])]
+        return _split(scores, [len(tensors) for tensors in frames])
 
     def _in_lanes(
         self,
@@ -506,13 +535,24 @@ class Inspector:
             and runner.manifest.input == shadow.manifest.input
             and runner.manifest.frames == shadow.manifest.frames
         )
+        spec = shadow.manifest.input
         try:
-            tensors = [
-                item.tensor if same_input and item.tensor is not None else shadow.preprocess(image)
+            per_frame = [
+                item.tensors
+                if same_input and item.tensors is not None
+                else shadow.frame_tensors(image)
                 for item, _ in scored
                 if (image := item.image) is not None
             ]
-            scores = shadow.score(tensors)
+            tile_scores = _split(
+                shadow.score([tile for tensors in per_frame for tile in tensors]),
+                [len(tensors) for tensors in per_frame],
+            )
+            scores = [
+                combine_tiles(values, None, spec, image.size)[0]
+                for (item, _), values in zip(scored, tile_scores, strict=True)
+                if (image := item.image) is not None
+            ]
         except Exception as exc:
             LOG.warning("shadow model %s failed: %s", shadow.ref, exc)
             self._count_shadow(shadow, ShadowStats(shadow.ref, errors=len(scored)))
@@ -564,3 +604,12 @@ class Inspector:
             latency_ms=elapsed * 1000.0,
             reason=verdict.reason,
         )
+
+
+def _split(values: Sequence[Any], counts: Sequence[int]) -> list[list[Any]]:
+    """``values`` cut into consecutive runs of ``counts`` (one run per frame)."""
+    out, start = [], 0
+    for count in counts:
+        out.append(list(values[start : start + count]))
+        start += count
+    return out

@@ -22,6 +22,11 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 COLOR_MODES = ("RGB", "L")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")
+FIT_MODES = ("stretch", "pad")
+MIN_REGION_SIDE = 8  # a region of interest, like a frame, is at least this many pixels a side
+MAX_TILES_PER_SIDE = 16
+MAX_TILES = 64  # each tile is one model run: latency grows with the count
+MAX_OVERLAP = 0.5
 
 
 class ModelPackageError(ValueError):
@@ -36,8 +41,23 @@ class ModelPackageError(ValueError):
 
 
 @dataclass(frozen=True)
+class TileSpec:
+    """The region is cut into ``rows × cols`` tiles, neighbours sharing ``overlap`` of a tile's
+    side (a fraction, 0..0.5); each tile is one model input."""
+
+    rows: int
+    cols: int
+    overlap: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """Number of tiles (model runs) per frame."""
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
 class InputSpec:
-    """How a frame becomes the model's input tensor.
+    """How a frame becomes the model's input tensor(s).
 
     The tensor is ``(batch, channels, height, width)`` float32 (layout NCHW); each channel is
     ``(pixel - mean[c]) / std[c]`` with pixels in 0..255 after conversion to ``color``.
@@ -45,6 +65,14 @@ class InputSpec:
     8-bit frames, 10..16 for 16-bit mono frames (12 for Mono12), which are scaled by
     ``255 / (2**bit_depth - 1)`` whatever the frame's own range. A model takes either kind, not
     both (docs/inspector.md "Frame formats").
+
+    ``roi`` (``[x, y, width, height]`` in frame pixels) is the part of the frame the model
+    judges (default: all of it); ``fit`` is how a region (or tile) that is not of the model's
+    aspect becomes ``width × height``: ``stretch`` (resized to it) or ``pad`` (resized inside
+    it, aspect kept, centred; the rest is 0 after normalisation, i.e. the mean); ``tiles`` cuts
+    the region into overlapping tiles, one model input each (docs/training.md "Region of
+    interest, aspect and tiling"). All three are written only when declared, so an inspector
+    that predates them refuses such a package instead of judging it wrongly.
     """
 
     name: str
@@ -57,6 +85,32 @@ class InputSpec:
     layout: str = "NCHW"
     dtype: str = "float32"
     bit_depth: int | None = None
+    roi: tuple[int, int, int, int] | None = None
+    fit: str = "stretch"
+    tiles: TileSpec | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's ``input`` object (fields not declared are left out)."""
+        doc = asdict(self)
+        doc["mean"] = list(self.mean)
+        doc["std"] = list(self.std)
+        # written only when declared: packages stay readable by inspectors that predate them
+        if self.bit_depth is None:
+            del doc["bit_depth"]
+        if self.roi is None:
+            del doc["roi"]
+        else:
+            doc["roi"] = list(self.roi)
+        if self.fit == "stretch":
+            del doc["fit"]
+        if self.tiles is None:
+            del doc["tiles"]
+        return doc
+
+    @property
+    def tile_count(self) -> int:
+        """Model inputs per frame (1 without tiles)."""
+        return self.tiles.count if self.tiles is not None else 1
 
     @property
     def channels(self) -> int:
@@ -154,11 +208,7 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         """The manifest as the JSON document written to ``manifest.json``."""
         doc = asdict(self)
-        doc["input"]["mean"] = list(self.input.mean)
-        doc["input"]["std"] = list(self.input.std)
-        if self.input.bit_depth is None:
-            # written only when declared: packages stay readable by inspectors that predate it
-            del doc["input"]["bit_depth"]
+        doc["input"] = self.input.to_json()
         return doc
 
 
@@ -249,41 +299,7 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
         )
     inp = top.child("input")
     assert inp is not None
-    inp.unknown({f.name for f in InputSpec.__dataclass_fields__.values()})
-    color = inp.get("color", str, "RGB", lambda v: v in COLOR_MODES, f"one of {COLOR_MODES}")
-    channels = 3 if color == "RGB" else 1
-    per_channel = f"a list of {channels} numbers"
-
-    def channel_list(key: str, default: float, positive: bool = False) -> tuple[float, ...]:
-        def ok(v: Any) -> bool:
-            return (
-                len(v) == channels
-                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
-                and (not positive or all(x > 0 for x in v))
-            )
-
-        return tuple(float(x) for x in inp.get(key, list, [default] * channels, ok, per_channel))
-
-    input_spec = InputSpec(
-        name=inp.get("name", str),
-        height=inp.get("height", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
-        width=inp.get("width", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
-        color=color,
-        resize=inp.get(
-            "resize", str, "bilinear", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"
-        ),
-        mean=channel_list("mean", 0.0),
-        std=channel_list("std", 1.0, positive=True),
-        layout=inp.get("layout", str, "NCHW", lambda v: v == "NCHW", "'NCHW'"),
-        dtype=inp.get("dtype", str, "float32", lambda v: v == "float32", "'float32'"),
-        bit_depth=inp.get(
-            "bit_depth",
-            (int, type(None)),
-            None,
-            lambda v: v is None or 8 <= v <= 16,
-            "an integer 8..16 (significant bits of the frames) or null",
-        ),
-    )
+    input_spec = _input_spec(inp)
     metrics = top.get("metrics", dict, {})
     frames = metrics.get("frames")
     if frames is not None:
@@ -293,6 +309,16 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
                 where,
                 "metrics.frames.channels",
                 f"must be 1 for 16-bit mono frames (input.bit_depth {input_spec.bit_depth})",
+            )
+        roi = input_spec.roi
+        if roi is not None and (
+            roi[0] + roi[2] > frame_spec.max_size[0] or roi[1] + roi[3] > frame_spec.max_size[1]
+        ):
+            raise ModelPackageError(
+                where,
+                "input.roi",
+                f"{list(roi)} reaches {roi[0] + roi[2]}x{roi[1] + roi[3]} px, beyond "
+                f"metrics.frames.max_size {list(frame_spec.max_size)}: no frame could be judged",
             )
     out = top.child("outputs")
     assert out is not None
@@ -348,6 +374,108 @@ def parse_manifest(doc: Any, where: Path | str = MANIFEST_FILE) -> Manifest:
             "model_file", str, MODEL_FILE, _safe_relative, "a file name inside the package"
         ),
     )
+
+
+def parse_input(doc: Any, where: Path | str = MANIFEST_FILE) -> InputSpec:
+    """Validate a manifest's ``input`` object; raise :class:`ModelPackageError` naming the field."""
+    return _input_spec(_Reader(where, doc, "input."))
+
+
+def _input_spec(inp: _Reader) -> InputSpec:
+    inp.unknown({f.name for f in InputSpec.__dataclass_fields__.values()})
+    color = inp.get("color", str, "RGB", lambda v: v in COLOR_MODES, f"one of {COLOR_MODES}")
+    channels = 3 if color == "RGB" else 1
+    per_channel = f"a list of {channels} numbers"
+
+    def channel_list(key: str, default: float, positive: bool = False) -> tuple[float, ...]:
+        def ok(v: Any) -> bool:
+            return (
+                len(v) == channels
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+                and (not positive or all(x > 0 for x in v))
+            )
+
+        return tuple(float(x) for x in inp.get(key, list, [default] * channels, ok, per_channel))
+
+    return InputSpec(
+        name=inp.get("name", str),
+        height=inp.get("height", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
+        width=inp.get("width", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
+        color=color,
+        resize=inp.get(
+            "resize", str, "bilinear", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"
+        ),
+        mean=channel_list("mean", 0.0),
+        std=channel_list("std", 1.0, positive=True),
+        layout=inp.get("layout", str, "NCHW", lambda v: v == "NCHW", "'NCHW'"),
+        dtype=inp.get("dtype", str, "float32", lambda v: v == "float32", "'float32'"),
+        bit_depth=inp.get(
+            "bit_depth",
+            (int, type(None)),
+            None,
+            lambda v: v is None or 8 <= v <= 16,
+            "an integer 8..16 (significant bits of the frames) or null",
+        ),
+        **read_frame_plan(inp),
+    )
+
+
+def read_frame_plan(inp: _Reader) -> dict[str, Any]:
+    """``roi``, ``fit`` and ``tiles`` of an ``input`` object, validated (errors name the field)."""
+
+    def roi_ok(v: Any) -> bool:
+        return (
+            len(v) == 4
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            and v[0] >= 0
+            and v[1] >= 0
+            and v[2] >= MIN_REGION_SIDE
+            and v[3] >= MIN_REGION_SIDE
+        )
+
+    roi = inp.get(
+        "roi",
+        (list, type(None)),
+        None,
+        lambda v: v is None or roi_ok(v),
+        f"[x, y, width, height] in frame pixels (integers, x and y >= 0, width and height "
+        f">= {MIN_REGION_SIDE}) or null",
+    )
+    fit = inp.get("fit", str, "stretch", lambda v: v in FIT_MODES, f"one of {FIT_MODES}")
+    tiles = None
+    tile_doc = inp.child("tiles", optional=True)
+    if tile_doc is not None:
+        tile_doc.unknown({"rows", "cols", "overlap"})
+        per_side = f"an integer 1..{MAX_TILES_PER_SIDE}"
+
+        def side(key: str) -> int:
+            value: int = tile_doc.get(
+                key, int, check=lambda v: 1 <= v <= MAX_TILES_PER_SIDE, expect=per_side
+            )
+            return value
+
+        rows, cols = side("rows"), side("cols")
+        overlap = float(
+            tile_doc.get(
+                "overlap",
+                (float, int),
+                0.0,
+                lambda v: 0 <= v <= MAX_OVERLAP,
+                f"a fraction of a tile's side, 0..{MAX_OVERLAP}",
+            )
+        )
+        if rows * cols > MAX_TILES:
+            raise tile_doc._fail(
+                "cols", f"{rows}x{cols} = {rows * cols} tiles, at most {MAX_TILES}"
+            )
+        tiles = TileSpec(rows=rows, cols=cols, overlap=overlap)
+        if roi is not None and (roi[2] < cols * MIN_REGION_SIDE or roi[3] < rows * MIN_REGION_SIDE):
+            raise tile_doc._fail(
+                "rows",
+                f"{rows}x{cols} tiles of the {roi[2]}x{roi[3]} px region of interest are under "
+                f"{MIN_REGION_SIDE} px a side",
+            )
+    return {"roi": None if roi is None else tuple(roi), "fit": fit, "tiles": tiles}
 
 
 def _frame_spec(reader: _Reader) -> FrameSpec:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from inspector.decode import SIXTEEN_BIT_MODES, DecodeLimits, FrameError, decode_image
 from inspector.model_package import ModelPackage, ModelPackageError, load_package
-from inspector.preprocess import to_tensor
+from inspector.preprocess import combine_tiles, frame_tensors, to_tensor
 
 # ModelLoadError reasons
 PACKAGE_INVALID = "package_invalid"
@@ -136,8 +136,12 @@ class ModelRunner:
                 )
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """Image → ``(C, H, W)`` float32, as the manifest says; FrameError if it does not fit."""
+        """Image → ``(C, H, W)`` float32 of a model without tiles; FrameError if it does not fit."""
         return to_tensor(image, self.manifest.input, self.manifest.frames)
+
+    def frame_tensors(self, image: Image.Image) -> np.ndarray:
+        """Image → ``(tiles, C, H, W)`` float32, as the manifest says; FrameError if it does not fit."""
+        return frame_tensors(image, self.manifest.input, self.manifest.frames)
 
     def score(self, tensors: Sequence[np.ndarray]) -> list[float]:
         """Score preprocessed frames; batched up to ``max_batch`` when the batch dim is dynamic."""
@@ -165,8 +169,9 @@ class ModelRunner:
         return [float(v) for v in values.reshape(-1)]
 
     def score_image(self, image: Image.Image) -> float:
-        """Score one decoded image (preprocess + run)."""
-        return self.score([self.preprocess(image)])[0]
+        """Score one decoded image (preprocess, run every tile, combine)."""
+        scores = self.score(list(self.frame_tensors(image)))
+        return combine_tiles(scores, None, self.manifest.input, image.size)[0]
 
     def self_test(self) -> float | None:
         """Score the golden image and compare with the manifest; raise :class:`ModelLoadError`."""

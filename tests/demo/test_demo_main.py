@@ -64,6 +64,9 @@ def test_whole_demo_runs_and_writes_the_report(tmp_path: Path) -> None:
                     "plant-model"):  # fmt: skip
         assert f'id="{section}"' in html
     data = json.loads((out / "report-data.json").read_text())
+    # the demo's dataset has labelled defects: training chose between both candidates
+    kind = data["summary"]["model kind (kept by validation)"]
+    assert kind.split()[0] in ("patchcore", "supervised") and "supervised " in kind, kind
     results = data["results"]
     assert len(results) == 3 * 4  # 3 cameras, 4 frames each
     assert {r["decision"] for r in results} <= {"pass", "reject", "manual"}

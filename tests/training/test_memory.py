@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from inspector.model_package import TileSpec
 from training import model as patchcore
 from training.errors import DatasetError
 from training.images import ImageTensors
 from training.model import CoresetPool, greedy_coreset
-from training.scoring import load_tensor
+from training.scoring import load_frame
 from training.train import input_spec
 
 
@@ -155,8 +156,20 @@ def test_image_tensors_load_each_image_when_read(sample: Path, tmp_path: Path) -
     missing = tmp_path / "gone.png"
     tensors = ImageTensors([*paths, missing], spec)  # nothing is read yet: no error
     assert len(tensors) == 4
-    assert np.array_equal(tensors[1], load_tensor(paths[1], spec))
+    assert np.array_equal(tensors[1], load_frame(paths[1], spec)[0])
     batch = tensors[0:2]
-    assert isinstance(batch, list) and np.array_equal(batch[0], load_tensor(paths[0], spec))
+    assert isinstance(batch, list) and np.array_equal(batch[0], load_frame(paths[0], spec)[0])
     with pytest.raises((DatasetError, OSError), match="gone.png"):
         tensors[3]
+
+
+def test_image_tensors_give_every_tile_of_every_frame(sample: Path) -> None:
+    spec = input_spec(tiles=TileSpec(rows=2, cols=2))
+    paths = sorted((sample / "brick" / "good").glob("*.png"))[:3]
+    tensors = ImageTensors(paths, spec)
+    assert len(tensors) == 12
+    expected = [tile for p in paths for tile in load_frame(p, spec)]
+    assert all(np.array_equal(t, e) for t, e in zip(tensors[0:12], expected, strict=True))
+    assert np.array_equal(tensors[-1], expected[-1]) and np.array_equal(tensors[6], expected[6])
+    with pytest.raises(IndexError):
+        tensors[12]

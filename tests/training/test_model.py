@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch
 from training.model import (
     PatchCoreModel,
     balance_taps,
+    bilinear_matrix,
+    coarse_first,
     default_tap_gain,
     greedy_coreset,
     principal_axes,
@@ -42,6 +46,16 @@ def test_ring_index_counts_cells_from_the_edge() -> None:
     assert ring[2, 3] == 2 and ring[1, 1] == 1 and ring[3, 0] == 0
 
 
+@pytest.mark.parametrize(("size", "out"), [(28, 224), (7, 6), (5, 17)])
+def test_bilinear_matrix_resizes_like_interpolate(size: int, out: int) -> None:
+    grid = torch.randn(2, 1, size, size + 1, generator=torch.Generator().manual_seed(3))
+    expected = torch.nn.functional.interpolate(
+        grid, size=(out, out + 3), mode="bilinear", align_corners=False
+    )[:, 0]
+    resized = bilinear_matrix(size, out) @ grid[:, 0] @ bilinear_matrix(size + 1, out + 3).t()
+    assert torch.allclose(resized, expected, atol=1e-5)
+
+
 def test_principal_axes_are_orthonormal_and_follow_the_variance() -> None:
     generator = torch.Generator().manual_seed(0)
     scales = torch.tensor([5.0, 3.0, 1.0, 0.1, 0.1, 0.1])
@@ -70,6 +84,76 @@ def test_nearest_distances_and_top_k_score_match_brute_force() -> None:
     score, amap = model(x)
     assert torch.allclose(score, expected.flatten(1).topk(4, dim=1).values.mean(dim=1), atol=1e-4)
     assert amap.shape == (2, 6, 7)
+
+
+def _two_stage(refine: int) -> tuple[PatchCoreModel, torch.Tensor, torch.Tensor]:
+    """A two-stage model over a random bank, a batch with three far patches, the exact map."""
+    generator = torch.Generator().manual_seed(2)
+    bank = torch.randn(600, 5, generator=generator)
+    x = torch.randn(2, 5, 6, 7, generator=generator)
+    x[0, :, 2, 3] += 6.0  # far from every bank entry: these must come out exact
+    x[0, :, 4, 1] += 5.0
+    x[1, :, 0, 6] += 7.0
+    center = torch.rand(1, 1, 6, 7, generator=generator)
+    scale = torch.rand(1, 1, 6, 7, generator=generator) + 0.5
+    model = PatchCoreModel(
+        _Identity(),  # type: ignore[arg-type]
+        bank,
+        center=center,
+        scale=scale,
+        top_k=2,
+        coarse=40,
+        refine=refine,
+    )
+    patches = x.flatten(2).transpose(1, 2)
+    exact = torch.cdist(patches, bank).amin(dim=2).reshape(2, 1, 6, 7)
+    return model, x, (exact - center) / scale
+
+
+def test_two_stage_search_scores_the_top_cells_exactly() -> None:
+    model, x, exact = _two_stage(refine=5)
+    assert model.coarse == 40
+    assert torch.allclose(model.distances(x), exact * model.scale + model.center, atol=1e-4)
+    score, amap = model(x)
+    assert torch.allclose(score, exact.flatten(1).topk(2, dim=1).values.mean(dim=1), atol=1e-4)
+    assert amap.shape == (2, 6, 7)
+    # no cell exceeds its distance to the coarse entries (the bank's first 40)
+    patches = x.flatten(2).transpose(1, 2)
+    upper = torch.cdist(patches, model.bank[:40]).amin(dim=2).reshape(2, 1, 6, 7)
+    assert bool((model.standardised(x) <= (upper - model.center) / model.scale + 1e-4).all())
+
+
+def test_two_stage_search_refining_every_cell_is_the_exact_map() -> None:
+    model, x, exact = _two_stage(refine=42)
+    assert torch.allclose(model.standardised(x), exact, atol=1e-4)
+
+
+def test_two_stage_search_exports_to_onnx_with_the_same_scores(tmp_path: Path) -> None:
+    from training.model import _export
+    from training.scoring import onnx_session
+
+    model, x, _ = _two_stage(refine=5)
+    _export(model.eval(), x[:1], tmp_path / "m.onnx")
+    session = onnx_session(tmp_path / "m.onnx")
+    score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected_score, expected_map = model(x)
+    assert np.allclose(score, expected_score.numpy(), atol=1e-4)
+    assert np.allclose(amap, expected_map.numpy(), atol=1e-4)
+
+
+def test_two_stage_search_needs_a_positive_refine_count() -> None:
+    with pytest.raises(ValueError, match="refine"):
+        PatchCoreModel(_Identity(), torch.randn(10, 3), coarse=4, refine=0)  # type: ignore[arg-type]
+
+
+def test_coarse_first_puts_a_spread_of_the_bank_first_and_keeps_every_entry() -> None:
+    bank = torch.arange(100, dtype=torch.float32)[:, None]  # pick order = value
+    ordered = coarse_first(bank, 10)
+    assert sorted(ordered[:, 0].tolist()) == list(range(100))
+    first = ordered[:10, 0]
+    assert float(first.min()) == 0 and float(first.max()) == 99  # not just the first picks
+    assert torch.equal(coarse_first(bank, 0), bank)
 
 
 class _FixedMaps:

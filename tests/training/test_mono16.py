@@ -144,3 +144,30 @@ def test_eight_bit_training_declares_its_frames_where_older_inspectors_read_them
         "min_size": [64, 64],
         "max_size": [256, 256],
     }
+
+
+def test_a_declared_bit_depth_is_kept_when_every_value_fits(tmp_path: Path) -> None:
+    mono10 = tmp_path / "mono10.png"
+    Image.fromarray(np.full((32, 40), 1000, np.uint16)).save(mono10)
+    # read from the data alone, 1000 fits 12 bits; the camera is Mono10
+    assert describe_frames([mono10])[0] == 12
+    assert describe_frames([mono10], bit_depth=10)[0] == 10
+    with pytest.raises(DatasetError, match=r"values up to 1000, beyond 9 bits \(0\.\.511\)"):
+        describe_frames([mono10], bit_depth=9)
+    with pytest.raises(DatasetError, match="bit depth must be 9..16, got 8"):
+        describe_frames([mono10], bit_depth=8)
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((32, 40), 100, np.uint8)).save(grey)
+    with pytest.raises(DatasetError, match="for 16-bit mono images; these are 8-bit"):
+        describe_frames([grey], bit_depth=12)
+
+
+def test_train_cli_declares_the_bit_depth_it_is_given(mono12_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pkg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.train", "--data", str(mono12_data), "--model-dir",
+         str(out), "--max-bank", "64", "--bit-depth", "14"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_package(out).manifest.input.bit_depth == 14

@@ -1,0 +1,218 @@
+"""The supervised candidate: the anomaly model plus a head trained on the labelled defects.
+
+When a dataset brings defect images, part of them train a small head on the anomaly model's
+patch features (semi-supervised: good images and labelled defects). A cell's logit is
+
+    softplus(s) · a + head(features)
+
+where ``a`` is the anomaly model's standardised nearest-neighbour distance of that cell and
+``head`` a two-layer 1×1-convolution network on the cell's (balanced, unprojected) tap features.
+The weight of ``a`` is positive by construction, so a defect of a type no training image showed
+still raises the score as it does in the anomaly model; the head learns which feature
+directions the labelled defects move (a faint darkening, a change of grain) that the distance
+alone weighs no more than normal variation. The image score is the mean of the ``top_k``
+highest cell logits (as the anomaly model's), the map the cell logits up-sampled.
+
+Training is multiple-instance: an image's label applies to its pooled score; with a defect's
+mask, cells inside the mask are positive and cells well outside it negative as well. The good
+images' distances are taken leave-one-image-out (bank entries cut from the same image are
+ignored), since a training image's own patches sit in the bank and would look more normal than
+any new part does. The export is one ONNX graph with the same inputs and outputs as the anomaly
+model's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.model import PatchCoreModel, image_outputs
+
+DEFAULT_HIDDEN = 16
+DEFAULT_STEPS = 400
+DEFAULT_WEIGHT_DECAY = 1e-3
+MAX_GOOD_IMAGES = 512  # good images the head sees at most (memory stays bounded)
+MASK_POSITIVE = 0.25  # share of a cell the mask must cover for the cell to be a positive
+MASK_MARGIN = 2  # cells this far from a mask are negatives of a defect image
+EXACT = 1e-6  # squared distance below which a bank entry is one of the image's own patches
+
+
+class SupervisedModel(nn.Module):
+    """Anomaly model + head: image → (score ``(B,)``, map ``(B, H, W)``), one graph."""
+
+    def __init__(self, anomaly: PatchCoreModel, hidden: int = DEFAULT_HIDDEN) -> None:
+        super().__init__()
+        self.anomaly = anomaly
+        if anomaly.coarse:
+            raise ValueError("the supervised head builds on a one-stage search (coarse 0)")
+        dims = int(anomaly.extractor.weight.numel())
+        if dims == 1:
+            raise ValueError("the supervised head needs balanced taps (per-channel weights)")
+        self.hidden = nn.Conv2d(dims, hidden, 1)
+        self.out = nn.Conv2d(hidden, 1, 1)
+        # softplus(0.5413) = 1: the head starts from the anomaly model's own score
+        self.anomaly_gain = nn.Parameter(torch.tensor(math.log(math.e - 1.0)))
+        self.top_k = anomaly.top_k
+
+    def cells(self, raw: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
+        """Cell logits ``(B, 1, h, w)`` from tap features and standardised distances."""
+        head = self.out(F.relu(self.hidden(raw)))
+        return F.softplus(self.anomaly_gain) * anomaly + head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score a normalised batch; the map has the input's spatial size."""
+        raw, anomaly = features(self.anomaly, x)
+        return image_outputs(self.cells(raw, anomaly), self.top_k, x.shape[-2:])
+
+
+def features(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The balanced tap features ``(B, D, h, w)`` and standardised distances ``(B, 1, h, w)``."""
+    extractor = model.extractor
+    raw = torch.cat(extractor.raw(x), dim=1) * extractor.weight
+    projected = raw if extractor.projection is None else F.conv2d(raw, extractor.projection)
+    return raw, (model.nearest(projected) - model.center) / model.scale
+
+
+@torch.no_grad()
+def _leave_one_out(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`features` of bank images, each without the bank entries cut from itself."""
+    extractor = model.extractor
+    raw = torch.cat(extractor.raw(x), dim=1) * extractor.weight
+    projected = raw if extractor.projection is None else F.conv2d(raw, extractor.projection)
+    bank = model.bank
+    b, d, h, w = projected.shape
+    maps = []
+    for i in range(b):
+        patches = projected[i].flatten(1).t()  # (hw, D)
+        dist2 = torch.cdist(patches, bank).square()  # (hw, N)
+        own = dist2.amin(dim=0) < EXACT  # bank entries that are patches of this image
+        dist2[:, own] = float("inf")
+        nearest = torch.sqrt(torch.clamp(dist2.amin(dim=1), min=0.0)).reshape(1, 1, h, w)
+        pad = int(model.kernel.shape[-1]) // 2
+        maps.append(F.conv2d(F.pad(nearest, (pad,) * 4, mode="replicate"), model.kernel))
+    return raw, (torch.cat(maps) - model.center) / model.scale
+
+
+def _cell_targets(mask: np.ndarray | None, grid: tuple[int, int]) -> torch.Tensor | None:
+    """Per-cell targets of a defect image: 1 inside the mask, 0 well outside, -1 ignored."""
+    if mask is None or not mask.any():
+        return None
+    cover = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], grid)
+    near = F.max_pool2d((cover > 0).float(), 2 * MASK_MARGIN + 1, stride=1, padding=MASK_MARGIN)
+    target = torch.full(grid, -1.0)
+    target[(near[0, 0] == 0)] = 0.0
+    target[cover[0, 0] >= MASK_POSITIVE] = 1.0
+    return target
+
+
+def fit_head(
+    anomaly: PatchCoreModel,
+    good: Sequence[np.ndarray],
+    defects: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None = None,
+    *,
+    hidden: int = DEFAULT_HIDDEN,
+    steps: int = DEFAULT_STEPS,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> SupervisedModel:
+    """Train the head on training good images (bank images) and labelled defect images.
+
+    ``masks`` (one per defect image, ``None`` where there is none, at any resolution) add cell
+    targets. The anomaly model is frozen.
+    """
+    if not defects:
+        raise ValueError("the supervised candidate needs defect images to train on")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if len(good) > MAX_GOOD_IMAGES:
+        good = [good[i] for i in sorted(rng.choice(len(good), MAX_GOOD_IMAGES, replace=False))]
+    started = time.perf_counter()
+    raws, anomalies, labels = [], [], []
+    for start in range(0, len(good), 16):
+        raw, dist = _leave_one_out(anomaly, torch.from_numpy(np.stack(good[start : start + 16])))
+        raws.append(raw)
+        anomalies.append(dist)
+        labels += [0.0] * len(raw)
+    with torch.no_grad():
+        for start in range(0, len(defects), 16):
+            raw, dist = features(anomaly, torch.from_numpy(np.stack(defects[start : start + 16])))
+            raws.append(raw)
+            anomalies.append(dist)
+            labels += [1.0] * len(raw)
+    raw_all, dist_all = torch.cat(raws), torch.cat(anomalies)
+    grid = (int(raw_all.shape[-2]), int(raw_all.shape[-1]))
+    y = torch.tensor(labels)
+    cell_target = torch.full((len(y), *grid), -1.0)
+    cell_target[y == 0] = 0.0
+    for i, mask in enumerate(masks or []):
+        target = _cell_targets(mask, grid)
+        if target is not None:
+            cell_target[len(good) + i] = target
+    log(
+        f"supervised: features of {len(good)} good and {len(defects)} defect images "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    model = SupervisedModel(anomaly, hidden)
+    params = [*model.hidden.parameters(), *model.out.parameters(), model.anomaly_gain]
+    optimiser = torch.optim.AdamW(params, lr=1e-2, weight_decay=weight_decay)
+    n_good, n_defect = float((y == 0).sum()), float((y == 1).sum())
+    image_weight = torch.where(y == 1, n_good / n_defect, 1.0)
+    image_weight = image_weight / image_weight.mean()
+    known = cell_target >= 0
+    positives = float((cell_target == 1).sum())
+    cell_weight = (
+        torch.where(cell_target == 1, float(known.sum()) / max(2 * positives, 1.0), 1.0)
+        * known.float()
+    )
+    cell_weight = cell_weight / cell_weight.sum().clamp(min=1.0)
+    started = time.perf_counter()
+    # the 1×1 convolutions as matrix products over (images·cells, D): several times faster
+    n, d = raw_all.shape[0], raw_all.shape[1]
+    x = raw_all.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
+    a = dist_all.reshape(-1)
+    for step in range(steps):
+        optimiser.zero_grad()
+        hidden_out = F.relu(F.linear(x, model.hidden.weight[:, :, 0, 0], model.hidden.bias))
+        head = F.linear(hidden_out, model.out.weight[:, :, 0, 0], model.out.bias)[:, 0]
+        flat = (F.softplus(model.anomaly_gain) * a + head).reshape(n, -1)
+        cells = flat.reshape(n, 1, *grid)
+        pooled = flat.topk(min(model.top_k, flat.shape[1]), dim=1).values.mean(dim=1)
+        image_loss = F.binary_cross_entropy_with_logits(pooled, y, weight=image_weight)
+        cell_loss = (
+            F.binary_cross_entropy_with_logits(
+                cells[:, 0], cell_target.clamp(min=0), reduction="none"
+            )
+            * cell_weight
+        ).sum()
+        loss = image_loss + cell_loss
+        loss.backward()
+        optimiser.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(
+                f"supervised: step {step + 1}/{steps} loss {loss.item():.4f} "
+                f"(image {image_loss.item():.4f}, cells {cell_loss.item():.4f})"
+            )
+    log(
+        f"supervised: head {hidden} hidden units trained in {time.perf_counter() - started:.1f}s; "
+        f"anomaly weight {F.softplus(model.anomaly_gain).item():.3f}"
+    )
+    return model.eval().requires_grad_(False)
+
+
+def read_mask(path: Path | None) -> np.ndarray | None:
+    """A mask image as a boolean array (non-zero pixels are the defect), or None."""
+    if path is None:
+        return None
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L")) > 0
