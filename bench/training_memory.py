@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         for data in (small, full):
             print(f"training_memory: training on {data}", file=sys.stderr, flush=True)
             runs.append(train_measured(data, work / f"model-{data.name}", args.threads, args.code))
+            print(f"training_memory: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     except (OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

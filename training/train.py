@@ -393,6 +393,20 @@ def _figure(value: object) -> str:
     return "n/a" if value is None else f"{float(value):.4f}"  # type: ignore[arg-type]
 
 
+def _frame_scores(
+    session: object, spec: InputSpec, samples: Sequence[Sample], frames: FrameSpec, what: str
+) -> np.ndarray:
+    """Frame scores of ``samples`` (no maps kept), a tenth at a time with a progress line."""
+    progress = patchcore.Progress(_log, f"{what} frames")
+    step = max(1, -(-len(samples) // 10))
+    scores = [np.zeros(0)]
+    for start in range(0, len(samples), step):
+        part = [s.path for s in samples[start : start + step]]
+        scores.append(score_frames(session, spec, part, frames, maps=False)[0])
+        progress(start + len(part), len(samples))
+    return np.concatenate(scores)
+
+
 def _write_package(
     kind: str,
     model: object,
@@ -415,8 +429,8 @@ def _write_package(
     _log(f"{kind}: exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
     session = onnx_session(onnx_path, threads=threads or 1)
     # thresholds are per frame (the tiles combined), as the device decides
-    good_scores, _ = score_frames(session, spec, [s.path for s in val_good], frames, maps=False)
-    defect_scores, _ = score_frames(session, spec, [s.path for s in val_defect], frames, maps=False)
+    good_scores = _frame_scores(session, spec, val_good, frames, f"{kind}: validation good")
+    defect_scores = _frame_scores(session, spec, val_defect, frames, f"{kind}: validation defect")
     calibration = calibrate(good_scores, defect_scores, targets)
     thresholds, calib = calibration.thresholds, calibration.record
     _log(
