@@ -1,7 +1,7 @@
 """Design experiments on a development seed: image AUROC of model variants (torch scores).
 
     nice .venv/bin/python bench/training_design.py [--seed 4242] [--products grass gravel] \\
-        [--variant "bank=8192,dims=32,top_k=3,ratio=0.2" ...]
+        [--good 150] [--variant "bank=8192,dims=32,top_k=3,ratio=0.2" ...]
     nice .venv/bin/python bench/training_design.py --loso [--sources NAME ...] \\
         [--size large] --variant "..." --variant "..."
 
@@ -9,10 +9,11 @@ A variant is comma-separated ``key=value`` pairs over the defaults of the previo
 ``size`` (input px, 224), ``taps`` (``2+4+10``), ``bank`` (1024), ``ratio`` (coreset ratio,
 0.1), ``dims`` (PCA dimensions, 0 = all), ``top_k`` (1 = maximum), ``sigma`` (0.5), ``norm``
 (``ring``, ``cell`` or ``cellmean``), ``gain`` (per-tap factors, e.g. ``1.5+1+1``; all 1),
-``coarse`` (bank entries of the first search stage, 0 = exact search only) and ``refine``
-(cells searched in the whole bank after it, 48). Each
-product is trained on its train split and scored on its test split of the *development* seed;
-the accuracy benchmark's held-out seed is refused. Prints one JSON document.
+``coarse`` (bank entries of the first search stage, 0 = exact search only), ``refine``
+(cells searched in the whole bank after it, 48) and ``pool`` (coreset pool, 65536). Each
+product of the large sample (``--good`` good images instead of its 150) is trained on its
+train split and scored on its test split of the *development* seed; the accuracy benchmark's
+held-out seed is refused. Prints one JSON document.
 
 ``--loso`` (leave one source out) runs every variant on every data source of the accuracy
 benchmark — the synthetic products and the photo sources (``training.photo_data``) — and, for
@@ -31,6 +32,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "edge_component")]
 
 DEV_SEED = 4242
 BASE = {"size": 224, "taps": "2+4+10", "bank": 1024, "ratio": 0.1, "dims": 0, "top_k": 1}
+BASE_POOL = 65536  # training.model.DEFAULT_CORESET_POOL
 BASE_SIGMA = 0.5
 TEXT_KEYS = ("taps", "norm", "gain")
 
@@ -47,7 +50,7 @@ TEXT_KEYS = ("taps", "norm", "gain")
 def parse_variant(text: str) -> dict[str, object]:
     """``"bank=8192,dims=32"`` → the full settings over :data:`BASE`."""
     settings: dict[str, object] = dict(
-        BASE, sigma=BASE_SIGMA, norm="ring", gain="", coarse=0, refine=48
+        BASE, sigma=BASE_SIGMA, norm="ring", gain="", coarse=0, refine=48, pool=BASE_POOL
     )
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
@@ -84,6 +87,7 @@ def run_variant(data: Path, product: str, settings: dict[str, object]) -> dict[s
             norm=str(settings["norm"]),
             tap_gain=[float(g) for g in str(settings["gain"] or "").split("+") if g]
             or [1.0] * len(str(settings["taps"]).split("+")),
+            coreset_pool=int(settings["pool"]),  # type: ignore[call-overload]
             log=lambda _: None,
             coarse=int(settings["coarse"]),  # type: ignore[call-overload]
             refine=int(settings["refine"]),  # type: ignore[call-overload]
@@ -208,6 +212,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=DEV_SEED, help="development data seed")
     parser.add_argument("--products", nargs="+", default=["grass", "gravel", "tissue"])
     parser.add_argument("--variant", action="append", help="variant (repeatable; '' = base)")
+    parser.add_argument("--good", type=int, help="good images per product (default 150)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--loso",
@@ -253,13 +258,20 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
 
-    from training.sample_data import generate
+    from training.sample_data import PRODUCTS, SIZES, generate, generate_product
 
+    if args.good is not None:
+        result["good_images"] = args.good
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         with contextlib.redirect_stdout(io.StringIO()):
-            generate(data, seed=args.seed, size="large", products=args.products)
+            if args.good is None:
+                generate(data, seed=args.seed, size="large", products=args.products)
+            else:
+                size = replace(SIZES["large"], good=args.good)
+                for product in (p for p in PRODUCTS if p.name in args.products):
+                    generate_product(product, data / product.name, size, args.seed)
         for text, settings in variants:
             per_product = {p: run_variant(data, p, settings) for p in args.products}
             mean = float(np.mean([r["image_auroc"] for r in per_product.values()]))

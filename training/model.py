@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -38,6 +38,15 @@ DEFAULT_FINE_TAP_GAIN = 1.5  # extra weight of the first (finest) tap over the b
 DEFAULT_COARSE = 0  # bank entries every cell is searched against first (0 = exact search only)
 DEFAULT_REFINE = 48  # cells whose distance is then searched in the whole bank
 BANK_CHUNK = 512
+# Coreset candidates held at once (CoresetPool): 8 MB at 32 dims. 83 images of 784 patches fit
+# whole, so up to that the bank is the exact greedy coreset of every patch, as before the pool.
+DEFAULT_CORESET_POOL = 65536
+BATCH_SIZE = 16
+BALANCE_IMAGES = 16  # images the taps are balanced on
+PCA_PATCHES = 20000  # patches the principal axes are fitted on
+PCA_IMAGES = 64  # a dataset too large for the pool: the images those patches are drawn from
+MAX_HELD_OUT = 2000  # good images held out of the bank to standardise the map, at most
+COVER_ROWS = 1024  # patches compared with the covering centres at once (1024 × bank floats)
 REFINE_CHUNK = 8192  # bank chunk of the two-stage search: its few cells × chunk stay in cache
 INPUT_NAME = "image"
 SCORE_NAME = "score"
@@ -113,7 +122,7 @@ class FeatureExtractor(nn.Module):
 def principal_axes(patches: torch.Tensor, dims: int) -> torch.Tensor:
     """The ``dims`` leading principal axes of ``patches`` ``(N, D)`` as a 1×1 conv ``(k, D, 1, 1)``."""
     sample = patches[torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))]
-    sample = sample[:20000].double()
+    sample = sample[:PCA_PATCHES].double()
     covariance = torch.cov(sample.t())
     _, vectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
     axes = vectors[:, -dims:].flip(1).t().float().contiguous()
@@ -135,7 +144,9 @@ def balance_taps(
 
     ``gain`` (one factor per tap) then scales each tap's standard deviation.
     """
-    sample = torch.from_numpy(np.stack(tensors[: min(len(tensors), 16)]))
+    sample = torch.from_numpy(
+        np.stack([tensors[i] for i in range(min(len(tensors), BALANCE_IMAGES))])
+    )
     maps = extractor.raw(sample)
     gains = list(gain) if gain is not None else [1.0] * len(maps)
     if len(gains) != len(maps) or min(gains) <= 0:
@@ -318,23 +329,28 @@ def bilinear_matrix(size: int, out: int) -> torch.Tensor:
 
 @torch.no_grad()
 def standardisation(
-    model: PatchCoreModel, tensors: Sequence[np.ndarray], rings: int = 4, mode: str = "ring"
+    model: PatchCoreModel,
+    tensors: Sequence[np.ndarray],
+    rings: int = 4,
+    mode: str = "ring",
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and spread ``(1, 1, h, w)`` of raw distances on held-out good images.
 
     ``mode`` ``ring`` pools the cells of each ring (distance to the edge); ``cell`` uses every
     cell's own mean and spread; ``cellmean`` the cell's own mean with its ring's spread. With
     fewer than :data:`MIN_CELL_IMAGES` images per-cell statistics are too noisy and ``ring`` is
-    used whatever the mode.
+    used whatever the mode. ``tensors`` are read one batch at a time; only the distance maps
+    (``h × w`` floats per image) are kept.
     """
     if mode not in NORM_MODES:
         raise ValueError(f"norm must be one of {', '.join(NORM_MODES)}, got {mode!r}")
-    maps = torch.cat(
-        [
-            model.distances(torch.from_numpy(np.stack(tensors[i : i + 16])))
-            for i in range(0, len(tensors), 16)
-        ]
-    )[:, 0]
+    parts = []
+    for i in range(0, len(tensors), BATCH_SIZE):
+        parts.append(model.distances(torch.from_numpy(np.stack(tensors[i : i + BATCH_SIZE]))))
+        if progress is not None:
+            progress(min(i + BATCH_SIZE, len(tensors)), len(tensors))
+    maps = torch.cat(parts)[:, 0]
     h, w = maps.shape[-2:]
     ring = ring_index(h, w, rings)
     center = torch.zeros(h, w)
@@ -367,6 +383,60 @@ def coarse_first(bank: torch.Tensor, coarse: int) -> torch.Tensor:
     return torch.cat([bank[first], bank[rest]]).clone()
 
 
+def _coreset_projection(
+    dims: int, projection_dim: int, generator: torch.Generator
+) -> torch.Tensor | None:
+    """The random projection :func:`greedy_coreset` measures distances in (None: none).
+
+    The first draw of ``generator``, so every coreset of one seed uses the same projection.
+    """
+    if dims <= projection_dim:
+        return None
+    return torch.randn(dims, projection_dim, generator=generator) / math.sqrt(projection_dim)
+
+
+def _greedy(
+    features: torch.Tensor,
+    size: int,
+    seed: int,
+    projection_dim: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy k-centre indices and, per pick, its squared distance to the picks before it
+    (one more entry: the squared covering radius of all picks)."""
+    n = features.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    projection = _coreset_projection(features.shape[1], projection_dim, generator)
+    reduced = features if projection is None else features @ projection
+    reduced = reduced.contiguous()
+    norms = (reduced**2).sum(dim=1)
+    first = int(torch.randint(n, (1,), generator=generator))
+    chosen = torch.empty(size, dtype=torch.long)
+    gaps = torch.empty(size + 1)
+    chosen[0] = first
+    gaps[0] = math.inf
+    # squared distance to the nearest chosen centre, kept with |x|^2 - 2 x.c + |c|^2 (a matvec)
+    min_dist = norms - 2.0 * torch.mv(reduced, reduced[first]) + norms[first]
+    # one thread: every step is a few small, memory-bound operations, and on a shared machine
+    # two threads waiting for each other made a step 25x slower (2 ms → 52 ms); the picks are
+    # the same with any number of threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(1, size):
+            nxt = int(torch.argmax(min_dist))
+            chosen[i] = nxt
+            gaps[i] = min_dist[nxt]
+            dist = norms - 2.0 * torch.mv(reduced, reduced[nxt]) + norms[nxt]
+            torch.minimum(min_dist, dist, out=min_dist)
+            if progress is not None and (i % 256 == 0 or i == size - 1):
+                progress(i + 1, size)
+    finally:
+        torch.set_num_threads(threads)
+    gaps[size] = min_dist.max()
+    return chosen, gaps
+
+
 def greedy_coreset(
     features: torch.Tensor,
     size: int,
@@ -375,49 +445,180 @@ def greedy_coreset(
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Indices of a greedy k-center coreset of ``features`` ``(N, D)`` (vectorised per step)."""
-    n = features.shape[0]
-    if size >= n:
-        return torch.arange(n)
-    generator = torch.Generator().manual_seed(seed)
-    reduced = features
-    if features.shape[1] > projection_dim:
-        projection = torch.randn(
-            features.shape[1], projection_dim, generator=generator
-        ) / math.sqrt(projection_dim)
-        reduced = features @ projection
-    reduced = reduced.contiguous()
-    norms = (reduced**2).sum(dim=1)
-    first = int(torch.randint(n, (1,), generator=generator))
-    chosen = torch.empty(size, dtype=torch.long)
-    chosen[0] = first
-    # squared distance to the nearest chosen centre, kept with |x|^2 - 2 x.c + |c|^2 (a matvec)
-    min_dist = norms - 2.0 * torch.mv(reduced, reduced[first]) + norms[first]
-    for i in range(1, size):
-        nxt = int(torch.argmax(min_dist))
-        chosen[i] = nxt
-        dist = norms - 2.0 * torch.mv(reduced, reduced[nxt]) + norms[nxt]
-        torch.minimum(min_dist, dist, out=min_dist)
-        if progress is not None and (i % 256 == 0 or i == size - 1):
-            progress(i + 1, size)
-    return chosen
+    if size >= features.shape[0]:
+        return torch.arange(features.shape[0])
+    return _greedy(features, size, seed, projection_dim, progress)[0]
+
+
+class CoresetPool:
+    """Greedy coreset of a stream of patches that never holds more than ``capacity`` of them.
+
+    Merge and reduce: patches are added until the pool is full, then a greedy k-centre coreset
+    of the pool keeps half of it and adding goes on. After a reduction, a new patch within the
+    covering radius of the survivors' first ``size`` centres is already represented at the
+    bank's scale and is not added (this keeps reductions, each ``capacity / 2`` greedy steps,
+    rare). :meth:`coreset` is the greedy coreset of what is held, so while every patch fits
+    it is exactly :func:`greedy_coreset` of all of them.
+    """
+
+    def __init__(
+        self, capacity: int, size: int, dims: int, seed: int = 0, projection_dim: int = 128
+    ) -> None:
+        if size < 1 or capacity < 2 * size:
+            raise ValueError(
+                f"a coreset pool of {capacity} candidates cannot give a bank of {size}: "
+                f"the pool needs at least twice the bank size ({2 * size})"
+            )
+        self.capacity, self.size, self.seed = capacity, size, seed
+        self.projection_dim = projection_dim
+        self.candidates = torch.empty(capacity, dims)
+        self.index = torch.empty(capacity, dtype=torch.long)  # each candidate's stream position
+        self.held = 0
+        self.seen = 0
+        self.skipped = 0  # patches already covered when they came
+        self.reductions = 0
+        self._projection = _coreset_projection(
+            dims, projection_dim, torch.Generator().manual_seed(seed)
+        )
+        self._cover: torch.Tensor | None = None  # covering centres (coreset space), or None
+        self._cover_norms = torch.empty(0)
+        self._radius2 = 0.0
+
+    def add(self, patches: torch.Tensor) -> None:
+        """Add a chunk ``(n, D)`` of the stream."""
+        index = torch.arange(self.seen, self.seen + len(patches))
+        self.seen += len(patches)
+        while len(patches):
+            if self._cover is not None:
+                fresh = self._uncovered(patches)
+                self.skipped += len(patches) - int(fresh.sum())
+                patches, index = patches[fresh], index[fresh]
+            take = min(self.capacity - self.held, len(patches))
+            self.candidates[self.held : self.held + take] = patches[:take]
+            self.index[self.held : self.held + take] = index[:take]
+            self.held += take
+            patches, index = patches[take:], index[take:]
+            if self.held == self.capacity:
+                self._reduce()
+
+    def _space(self, patches: torch.Tensor) -> torch.Tensor:
+        return patches if self._projection is None else patches @ self._projection
+
+    def _uncovered(self, patches: torch.Tensor) -> torch.Tensor:
+        assert self._cover is not None
+        keep = torch.empty(len(patches), dtype=torch.bool)
+        for start in range(0, len(patches), COVER_ROWS):
+            rows = self._space(patches[start : start + COVER_ROWS])
+            cross = torch.addmm(self._cover_norms[None], rows, self._cover.t(), alpha=-2.0)
+            nearest = cross.amin(dim=1) + (rows**2).sum(dim=1)
+            keep[start : start + COVER_ROWS] = nearest > self._radius2
+        return keep
+
+    def _reduce(self) -> None:
+        half = self.capacity // 2
+        chosen, gaps = _greedy(self.candidates, half, self.seed, self.projection_dim)
+        self.candidates[:half] = self.candidates[chosen]
+        self.index[:half] = self.index[chosen]
+        self.held = half
+        self.reductions += 1
+        # the first `size` survivors cover the whole pool within the next pick's distance
+        self._cover = self._space(self.candidates[: self.size]).contiguous()
+        self._cover_norms = (self._cover**2).sum(dim=1)
+        self._radius2 = float(gaps[self.size])
+
+    def coreset(
+        self, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bank ``(size, D)`` (fewer when fewer patches came) and its stream positions."""
+        held = self.candidates[: self.held]
+        chosen = greedy_coreset(held, self.size, self.seed, self.projection_dim, progress)
+        return held[chosen].clone(), self.index[: self.held][chosen].clone()
+
+
+class _Picked(Sequence[np.ndarray]):
+    """The items of ``items`` at ``positions``, read on access (a lazy view, nothing copied)."""
+
+    def __init__(self, items: Sequence[np.ndarray], positions: Sequence[int]) -> None:
+        self.items, self.positions = items, [int(p) for p in positions]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @overload
+    def __getitem__(self, key: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, key: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(key, slice):
+            return [self.items[p] for p in self.positions[key]]
+        return self.items[self.positions[key]]
+
+
+class Progress:
+    """Progress lines for long work: about every tenth of it or every 30 s, whichever first."""
+
+    def __init__(self, log: Callable[[str], None], what: str, every_s: float = 30.0) -> None:
+        self.log, self.what, self.every_s = log, what, every_s
+        self.started = self.last_time = time.perf_counter()
+        self.last_share = 0.0
+
+    def __call__(self, done: int, total: int, extra: str = "") -> None:
+        now = time.perf_counter()
+        share = done / max(total, 1)
+        if done < total and share - self.last_share < 0.1 and now - self.last_time < self.every_s:
+            return
+        self.last_share, self.last_time = share, now
+        elapsed = now - self.started
+        left = f", ~{elapsed * (1 - share) / share:.0f}s left" if 0 < share < 1 else ""
+        self.log(
+            f"{self.what}: {done}/{total} ({100 * share:.0f} %) in {elapsed:.0f}s{left}{extra}"
+        )
+
+
+def _batches(
+    extractor: FeatureExtractor, tensors: Sequence[np.ndarray], batch_size: int = BATCH_SIZE
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(images done, patch features (B·h·w, D))`` per batch, one batch of tensors held."""
+    for start in range(0, len(tensors), batch_size):
+        batch = torch.from_numpy(np.stack(tensors[start : start + batch_size]))
+        feats = extractor(batch)
+        yield start + len(batch), feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
 
 
 @torch.no_grad()
 def extract_patches(
     extractor: FeatureExtractor,
     tensors: Sequence[np.ndarray],
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """All patch features ``(N * h * w, D)`` of a list of ``(3, H, W)`` input tensors."""
     chunks = []
-    for start in range(0, len(tensors), batch_size):
-        batch = torch.from_numpy(np.stack(tensors[start : start + batch_size]))
-        feats = extractor(batch)
-        chunks.append(feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]))
+    for done, patches in _batches(extractor, tensors, batch_size):
+        chunks.append(patches)
         if progress is not None:
-            progress(min(start + batch_size, len(tensors)), len(tensors))
+            progress(done, len(tensors))
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def _sampled_axes(
+    extractor: FeatureExtractor, tensors: Sequence[np.ndarray], dims: int, seed: int
+) -> torch.Tensor:
+    """Principal axes of :data:`PCA_PATCHES` patches drawn evenly from a seeded sample of
+    :data:`PCA_IMAGES` images (bounded, whatever the number of images)."""
+    rng = np.random.default_rng([seed, 2])
+    images = _Picked(
+        tensors, np.sort(rng.choice(len(tensors), min(PCA_IMAGES, len(tensors)), False)).tolist()
+    )
+    per_image = math.ceil(PCA_PATCHES / len(images))
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for start in range(0, len(images), BATCH_SIZE):
+        feats = extractor(torch.from_numpy(np.stack(images[start : start + BATCH_SIZE])))
+        for cells in feats.flatten(2).transpose(1, 2):  # (h·w, D) per image
+            kept.append(cells[torch.randperm(len(cells), generator=generator)[:per_image]])
+    return principal_axes(torch.cat(kept), dims)
 
 
 def fit(
@@ -436,45 +637,50 @@ def fit(
     log: Callable[[str], None] = print,
     coarse: int = DEFAULT_COARSE,
     refine: int = DEFAULT_REFINE,
+    coreset_pool: int = DEFAULT_CORESET_POOL,
 ) -> PatchCoreModel:
-    """Build the model from good images' input tensors (memory bank + coreset)."""
+    """Build the model from good images' input tensors (memory bank + coreset).
+
+    ``tensors`` is read one batch at a time (it may load each item on access) and never held
+    whole. When all bank patches fit in ``coreset_pool`` they are held and the bank is the
+    greedy coreset of all of them; otherwise taps, principal axes and bank come from a
+    bounded sample and a :class:`CoresetPool`, so memory does not grow with the data.
+    """
+    if not len(tensors):
+        raise ValueError("fit needs the input tensor of at least one good image, got none")
     torch.manual_seed(seed)
     extractor = FeatureExtractor(load_backbone(), taps).eval()
-    if balance:
-        gain = tuple(tap_gain) if tap_gain is not None else default_tap_gain(len(taps))
-        extractor.weight = balance_taps(extractor, tensors, gain)
     # a fifth of the good images (at least 2) stay out of the bank to measure normal distances
     order = np.random.default_rng(seed).permutation(len(tensors))
-    n_held = max(2, len(tensors) // 5) if len(tensors) >= 6 else 0
-    held = [tensors[i] for i in order[:n_held]]
-    bank_images = [tensors[i] for i in order[n_held:]]
+    n_held = min(max(2, len(tensors) // 5), MAX_HELD_OUT) if len(tensors) >= 6 else 0
+    held = _Picked(tensors, order[:n_held].tolist())
+    bank_images = _Picked(tensors, order[n_held:].tolist())
+    height, width = tensors[0].shape[-2:]
+    per_image = (height // extractor.grid_stride) * (width // extractor.grid_stride)
+    total = len(bank_images) * per_image
+    streamed = total > coreset_pool
+    if balance:
+        gain = tuple(tap_gain) if tap_gain is not None else default_tap_gain(len(taps))
+        sample: Sequence[np.ndarray] = tensors
+        if streamed:  # a seeded random sample: the first images may all be of one kind
+            picks = np.random.default_rng([seed, 1]).choice(len(tensors), BALANCE_IMAGES, False)
+            sample = _Picked(tensors, np.sort(picks).tolist())
+        extractor.weight = balance_taps(extractor, sample, gain)
+    size = int(min(max(round(total * coreset_ratio), min_bank), max_bank))
     started = time.perf_counter()
-    patches = extract_patches(
-        extractor,
-        bank_images,
-        progress=lambda done, total: log(f"features: {done}/{total} images"),
-    )
-    log(
-        f"features: {patches.shape[0]} patches × {patches.shape[1]} dims "
-        f"in {time.perf_counter() - started:.1f}s"
-    )
-    if dims is not None and dims < patches.shape[1]:
-        axes = principal_axes(patches, dims)
-        patches = patches @ axes[:, :, 0, 0].t()
-        extractor.projection = axes
-        log(f"features: projected to {dims} principal axes")
-    size = int(min(max(round(patches.shape[0] * coreset_ratio), min_bank), max_bank))
-    started = time.perf_counter()
-    index = greedy_coreset(
-        patches, size, seed, progress=lambda done, total: log(f"coreset: {done}/{total}")
-    )
-    log(f"coreset: {len(index)} of {patches.shape[0]} in {time.perf_counter() - started:.1f}s")
-    bank = coarse_first(patches[index], coarse)
+    if not streamed:
+        bank = _held_bank(extractor, bank_images, dims, size, seed, log)
+    else:
+        bank = _streamed_bank(extractor, bank_images, dims, size, seed, coreset_pool, log)
+    log(f"coreset: {len(bank)} of {total} patches in {time.perf_counter() - started:.1f}s total")
+    bank = coarse_first(bank, coarse)
     model = PatchCoreModel(
         extractor, bank, sigma=sigma, top_k=top_k, coarse=coarse, refine=refine
     ).eval()
-    if held:
-        center, scale = standardisation(model, held, mode=norm)
+    if len(held):
+        center, scale = standardisation(
+            model, held, mode=norm, progress=Progress(log, "standardisation images")
+        )
         model = PatchCoreModel(
             extractor,
             bank,
@@ -488,6 +694,64 @@ def fit(
         used = norm if len(held) >= MIN_CELL_IMAGES else "ring"
         log(f"standardised ({used}) on {len(held)} held-out good images")
     return model.eval()
+
+
+def _held_bank(
+    extractor: FeatureExtractor,
+    images: Sequence[np.ndarray],
+    dims: int | None,
+    size: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> torch.Tensor:
+    """Every patch held (they fit in the pool): principal axes and coreset over all of them."""
+    started = time.perf_counter()
+    patches = extract_patches(extractor, images, progress=Progress(log, "features: images"))
+    log(
+        f"features: {patches.shape[0]} patches × {patches.shape[1]} dims "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    if dims is not None and dims < patches.shape[1]:
+        axes = principal_axes(patches, dims)
+        patches = patches @ axes[:, :, 0, 0].t()
+        extractor.projection = axes
+        log(f"features: projected to {dims} principal axes")
+    index = greedy_coreset(patches, size, seed, progress=Progress(log, "coreset: entries"))
+    return patches[index].clone()
+
+
+@torch.no_grad()
+def _streamed_bank(
+    extractor: FeatureExtractor,
+    images: Sequence[np.ndarray],
+    dims: int | None,
+    size: int,
+    seed: int,
+    capacity: int,
+    log: Callable[[str], None],
+) -> torch.Tensor:
+    """Patches streamed batch by batch through a :class:`CoresetPool` of ``capacity``."""
+    log(
+        f"features: {len(images)} images stream through a coreset pool of {capacity} "
+        f"candidates (bank {size})"
+    )
+    width = int(extractor(torch.from_numpy(images[0][None])).shape[1])
+    if dims is not None and dims < width:
+        extractor.projection = _sampled_axes(extractor, images, dims, seed)
+        width = dims
+        log(f"features: projected to {dims} principal axes (fitted on a sample of images)")
+    pool = CoresetPool(capacity, size, width, seed)
+    progress = Progress(log, "features: images")
+    for done, patches in _batches(extractor, images):
+        pool.add(patches)
+        progress(
+            done,
+            len(images),
+            f"; pool {pool.held} candidates, {pool.reductions} reductions, "
+            f"{pool.skipped} patches already covered",
+        )
+    bank, _ = pool.coreset(progress=Progress(log, "coreset: entries"))
+    return bank
 
 
 def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:

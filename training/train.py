@@ -55,11 +55,11 @@ from training.calibration import (
 )
 from training.dataset import Sample, default_defect_train_fraction, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
+from training.images import ImageTensors
 from training.scoring import (
     describe_frames,
     describe_input,
     frame_plan,
-    load_frame,
     onnx_session,
     score_frames,
 )
@@ -109,9 +109,10 @@ def _package_name(data: Path) -> str:
 
 def _tensors(
     samples: Sequence[Sample], spec: InputSpec, frames: FrameSpec | None = None
-) -> list[np.ndarray]:
-    # every tile of every frame is a training image for the bank
-    return [tile for s in samples for tile in load_frame(s.path, spec, frames)]
+) -> ImageTensors:
+    """Every tile of every frame (a training image for the bank), each frame decoded when one
+    of its tiles is read: a dataset is never held whole."""
+    return ImageTensors([s.path for s in samples], spec, frames)
 
 
 def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
@@ -412,6 +413,20 @@ def _figure(value: object) -> str:
     return "n/a" if value is None else f"{float(value):.4f}"  # type: ignore[arg-type]
 
 
+def _frame_scores(
+    session: object, spec: InputSpec, samples: Sequence[Sample], frames: FrameSpec, what: str
+) -> np.ndarray:
+    """Frame scores of ``samples`` (no maps kept), a tenth at a time with a progress line."""
+    progress = patchcore.Progress(_log, f"{what} frames")
+    step = max(1, -(-len(samples) // 10))
+    scores = [np.zeros(0)]
+    for start in range(0, len(samples), step):
+        part = [s.path for s in samples[start : start + step]]
+        scores.append(score_frames(session, spec, part, frames, maps=False)[0])
+        progress(start + len(part), len(samples))
+    return np.concatenate(scores)
+
+
 def _write_package(
     kind: str,
     model: object,
@@ -434,8 +449,8 @@ def _write_package(
     _log(f"{kind}: exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
     session = onnx_session(onnx_path, threads=threads or 1)
     # thresholds are per frame (the tiles combined), as the device decides
-    good_scores, _ = score_frames(session, spec, [s.path for s in val_good], frames, maps=False)
-    defect_scores, _ = score_frames(session, spec, [s.path for s in val_defect], frames, maps=False)
+    good_scores = _frame_scores(session, spec, val_good, frames, f"{kind}: validation good")
+    defect_scores = _frame_scores(session, spec, val_defect, frames, f"{kind}: validation defect")
     calibration = calibrate(good_scores, defect_scores, targets)
     thresholds, calib = calibration.thresholds, calibration.record
     _log(

@@ -17,9 +17,10 @@ what it checks instead:
   ``tests/demo`` runs the demo.
 - Synopses (``[--option ...]``, ``<a|b>``, a trailing ``...``) and long-running services (the
   line bridge): ``--help`` of that program must list every option the line shows.
-- ``bench/training_accuracy.py`` and ``bench/rollout_promotion.py``: minutes of training over
-  several data sources, and thousands of simulated promotions, too slow for the suite
-  (``make bench`` runs them); their options are checked as a synopsis.
+- ``bench/training_accuracy.py``, ``bench/training_memory.py`` and ``bench/rollout_promotion.py``:
+  minutes of training over several data sources or 10,000 generated images, and thousands of
+  simulated promotions, too slow for the suite (``make bench`` runs them); their options are
+  checked as a synopsis.
 - ``aws <service> <operation>``: the AWS CLI is not installed; the call is mapped the way the
   CLI maps it (operation and parameter names to botocore's) and validated against botocore's
   model, then sent to moto where moto implements the service.
@@ -517,6 +518,7 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"(\.venv/bin/)?python -m line_bridge run ", help_lists_options),
     (r"python -m rollout (promote|status|rollback) ", help_lists_options),  # the synopsis
     (r"nice \.venv/bin/python bench/training_accuracy\.py ", help_lists_options),
+    (r"nice \.venv/bin/python bench/training_memory\.py", help_lists_options),
     (r"nice \.venv/bin/python bench/rollout_promotion\.py", help_lists_options),
     (r"\.venv/bin/python -m inspector inspect --model /tmp/brick ", inspector_transcript),
     (r"\.venv/bin/python -m training\.photo_data --out \S+ --size small$", photo_data),
