@@ -134,32 +134,42 @@ def make_camera_folders(
 def anomaly_maps(
     model_dir: Path, rejects: list[tuple[dict[str, Any], Path]], out: Path
 ) -> list[dict[str, Any]]:
-    """Image + anomaly map of rejected parts (result, judged image), recomputed with the package."""
+    """Image + anomaly map of rejected parts (result, judged image), recomputed with the package.
+
+    The frame goes through the device's path (region of interest, fit, tiles; the tiles' maps
+    stitched), so any package gives its map; ``region`` is the frame box the map covers.
+    """
     import numpy as np
     import onnxruntime as ort
     from PIL import Image
 
     from inspector.model_package import load_package
-    from inspector.preprocess import to_tensor
+    from inspector.preprocess import combine_tiles, frame_tensors, region
 
     package = load_package(model_dir)
     spec = package.manifest
     if spec.outputs.anomaly_map is None or not rejects:
         return []
     session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
+    outputs = [spec.outputs.score, spec.outputs.anomaly_map]
     out.mkdir(parents=True, exist_ok=True)
     items = []
     for result, source in rejects:
         with Image.open(source) as image:
-            tensor = to_tensor(image, spec.input)[None]
-        outputs = session.run([spec.outputs.anomaly_map], {spec.input.name: tensor})
-        heat = np.asarray(outputs[0]).squeeze()
+            image.load()
+            tensors = frame_tensors(image, spec.input, spec.frames)
+            size = image.size
+        scores, maps = session.run(outputs, {spec.input.name: tensors})
+        _, heat = combine_tiles(
+            [float(v) for v in np.asarray(scores).reshape(-1)], list(maps), spec.input, size
+        )
         map_path = out / f"{result['station']}-{result['part_id']}.npy"
-        np.save(map_path, heat)
+        np.save(map_path, np.asarray(heat).squeeze())
         items.append(
             {"part_id": result["part_id"], "camera": result["camera"],
              "decision": result["decision"], "score": result["score"],
-             "threshold": result["threshold"], "image": str(source), "map": str(map_path)}
+             "threshold": result["threshold"], "image": str(source), "map": str(map_path),
+             "region": list(region(size, spec.input))}
         )  # fmt: skip
     return items
 

@@ -336,7 +336,9 @@ def _anomaly_figure(item: dict[str, Any], base: Path) -> bytes:
             assert image is not None and amap is not None
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
             h, w = image.shape[:2]
-            ax.imshow(amap, cmap="jet", alpha=0.45, extent=(0, w, h, 0))
+            # the map covers the region the model judged (the whole frame without one)
+            left, top, right, bottom = item.get("region") or (0, 0, w, h)
+            ax.imshow(amap, cmap="jet", alpha=0.45, extent=(left, right, bottom, top))
     fig.suptitle(
         f"{item.get('camera', '')} part {item.get('part_id', '?')}  "
         f"score {_fmt(item.get('score'), 3)} / threshold {_fmt(item.get('threshold'), 3)}",

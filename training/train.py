@@ -125,6 +125,7 @@ def _auroc(good: np.ndarray, defect: np.ndarray) -> float | None:
 
 
 MODEL_KINDS = ("auto", "patchcore", "supervised")
+NONE = "none"  # --roi or --tiles not declared
 CANDIDATES_DIR = "candidates"
 
 
@@ -614,7 +615,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_roi_arg,
         default=None,
         help="region of interest X,Y,W,H in frame pixels: the part of every frame the model "
-        "judges (default: the whole frame)",
+        f"judges (default, or {NONE}: the whole frame)",
     )
     parser.add_argument(
         "--fit",
@@ -628,7 +629,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_tiles_arg,
         default=None,
         help="cut the region into RxC tiles, neighbours sharing OVERLAP of a tile's side "
-        "(RxC[:OVERLAP], e.g. 3x4:0.1); the frame's score is its highest tile's",
+        f"(RxC[:OVERLAP], e.g. 3x4:0.1; default, or {NONE}: one input per frame); the "
+        "frame's score is its highest tile's",
     )
     parser.add_argument("--name", help="package name (default: the dataset folder's name)")
     parser.add_argument("--version", default="1.0.0", help="package semantic version")
@@ -655,7 +657,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _roi_arg(text: str) -> tuple[int, int, int, int]:
+def _roi_arg(text: str) -> tuple[int, int, int, int] | None:
+    if text.strip().lower() == NONE:
+        return None  # the whole frame (the pipeline passes every hyperparameter)
     try:
         x, y, w, h = (int(part) for part in text.split(","))
     except ValueError:
@@ -663,7 +667,9 @@ def _roi_arg(text: str) -> tuple[int, int, int, int]:
     return (x, y, w, h)
 
 
-def _tiles_arg(text: str) -> TileSpec:
+def _tiles_arg(text: str) -> TileSpec | None:
+    if text.strip().lower() == NONE:
+        return None  # one input per frame
     grid, _, overlap = text.partition(":")
     try:
         rows, cols = (int(part) for part in grid.lower().split("x"))

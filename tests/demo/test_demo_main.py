@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from demo.__main__ import DEFECT_SHARE, main, make_camera_folders
+from demo.__main__ import DEFECT_SHARE, anomaly_maps, main, make_camera_folders
+from inspector.model_package import TileSpec, load_package, write_manifest
+from tests.support.tiny_model import build_tiny_package, part_image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,6 +46,25 @@ def test_camera_folders_hold_every_good_part_and_the_defect_share(tmp_path: Path
             assert (pixel >= 100) == (label == "good")
     # shuffled: good parts are not all first
     assert list(truth["s1"].values())[:17] != ["good"] * 17
+
+
+def test_anomaly_maps_of_a_tiled_package_cover_its_region(tmp_path: Path) -> None:
+    package = build_tiny_package(tmp_path / "pkg", golden=False)
+    tiled = replace(package.manifest.input, roi=(8, 4, 64, 32), tiles=TileSpec(rows=1, cols=2))
+    write_manifest(tmp_path / "pkg", replace(package.manifest, input=tiled))
+    load_package(tmp_path / "pkg")  # the package is valid as the device reads it
+    frame = Image.new("RGB", (80, 40), (128, 128, 128))
+    frame.paste(part_image(0.0), (8, 4))  # left tile: the reference, scores 0
+    frame.paste(part_image(0.3), (40, 4))  # right tile: 0.3 off everywhere
+    frame.save(tmp_path / "part.png")
+    result = {"station": "s1", "part_id": "p-1", "camera": "c", "decision": "reject",
+              "score": 0.3, "threshold": 0.2}  # fmt: skip
+    (item,) = anomaly_maps(tmp_path / "pkg", [(result, tmp_path / "part.png")], tmp_path / "maps")
+    heat = np.load(item["map"])
+    assert item["region"] == [8, 4, 72, 36]
+    assert heat.shape == (32, 64)  # the region at the tiles' map scale (1 cell per pixel)
+    assert np.allclose(heat[:, :32], 0.0, atol=0.01)
+    assert np.allclose(heat[:, 32:], 0.3, atol=0.01)
 
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

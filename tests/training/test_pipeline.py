@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from inspector.model_package import TileSpec
 from training import pipeline as pipeline_module
 from training.calibration import DEFAULT_TARGET_FALSE_REJECT_RATE, DEFAULT_TARGET_MANUAL_RATE
 from training.pipeline import ROLE_PLACEHOLDER, package_code, pipeline_definition
@@ -55,6 +56,9 @@ def test_steps_in_order(definition: dict[str, Any]) -> None:
         "TargetManualRate",
         "SplitSeed",
         "ModelVersion",
+        "InputRoi",
+        "InputFit",
+        "InputTiles",
     }
 
 
@@ -73,6 +77,23 @@ def test_train_and_evaluate_take_the_same_target_rates(definition: dict[str, Any
     assert json.dumps(flags["--target-false-reject-rate"]).count("TargetFalseRejectRate") == 1
     assert json.dumps(flags["--target-manual-rate"]).count("TargetManualRate") == 1
     assert json.dumps(flags["--min-image-auroc"]).count("MinImageAuroc") == 1
+
+
+def test_train_takes_the_frame_input_from_parameters_untiled_by_default(
+    definition: dict[str, Any],
+) -> None:
+    from training.train import _parser
+
+    hyper = _step(definition, "Train")["Arguments"]["HyperParameters"]
+    for flag, name in (("roi", "InputRoi"), ("fit", "InputFit"), ("tiles", "InputTiles")):
+        assert f"Parameters.{name}" in json.dumps(hyper[flag])
+    defaults = [_parameter(definition, n) for n in ("InputRoi", "InputFit", "InputTiles")]
+    args = _parser().parse_args(
+        ["--roi", defaults[0], "--fit", defaults[1], "--tiles", defaults[2]]
+    )
+    assert (args.roi, args.fit, args.tiles) == (None, "stretch", None)  # as before they existed
+    args = _parser().parse_args(["--roi", "0,0,100,50", "--fit", "pad", "--tiles", "3x4:0.1"])
+    assert (args.roi, args.fit, args.tiles) == ((0, 0, 100, 50), "pad", TileSpec(3, 4, 0.1))
 
 
 def test_train_reads_the_data_check_splits_in_script_mode(definition: dict[str, Any]) -> None:
