@@ -169,6 +169,7 @@ def train(
     roi: tuple[int, int, int, int] | None = None,
     fit: str = "stretch",
     tiles: TileSpec | None = None,
+    coreset_pool: int = patchcore.DEFAULT_CORESET_POOL,
 ) -> Manifest:
     """Train, export, calibrate and write a model package to ``model_dir``; return its manifest.
 
@@ -180,6 +181,7 @@ def train(
     the significant bits of 16-bit mono data (default: 12 or 16, from the data). ``roi``,
     ``fit`` and ``tiles`` choose how a frame becomes the model's input (recorded in the
     manifest's ``input``); the bank learns from every tile, thresholds from frame scores.
+    ``coreset_pool`` bounds the bank's candidate patches (``training.model.CoresetPool``).
     """
     import torch
 
@@ -255,6 +257,7 @@ def train(
         good_tensors,
         taps=taps,
         coreset_ratio=coreset_ratio,
+        coreset_pool=coreset_pool,
         max_bank=max_bank,
         seed=seed,
         balance=balance,
@@ -551,6 +554,13 @@ def _parser() -> argparse.ArgumentParser:
         help="bank size as a fraction of training patches (capped by --max-bank)",
     )
     parser.add_argument(
+        "--coreset-pool",
+        type=int,
+        default=patchcore.DEFAULT_CORESET_POOL,
+        help="most candidate patches held for the bank's coreset; more patches are merged "
+        f"and reduced (default {patchcore.DEFAULT_CORESET_POOL})",
+    )
+    parser.add_argument(
         "--max-bank",
         type=int,
         default=patchcore.DEFAULT_MAX_BANK,
@@ -726,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             roi=args.roi,
             fit=args.fit,
             tiles=args.tiles,
+            coreset_pool=args.coreset_pool,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -93,6 +93,9 @@ def _train(frames: dict[str, list[Path]], out: Path, tiles: TileSpec | None) -> 
             tiles=tiles,
             model_kind="patchcore",
             threads=1,  # a shared machine: two threads spin on each other in the coreset
+            # every tile's patches held (240 tiles × 784): the bank is the coreset of all of
+            # them, as the thresholds below were measured with
+            coreset_pool=1 << 18,
         )
     return out
 
