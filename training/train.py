@@ -138,6 +138,8 @@ class _Candidate:
     manifest: Manifest
     validation_auroc: float | None
     validation_recall: float | None
+    good_scores: np.ndarray | None = None
+    defect_scores: np.ndarray | None = None
 
 
 def train(
@@ -353,12 +355,13 @@ def train(
                 record=record,
             )
         )
-    kept = select_candidate(candidates)
+    kept, gains = select_candidate(candidates, val_good, val_defect, seed=seed)
     manifest = kept.manifest
     if several:
         selection = {
             "kept": kept.name,
             "criterion": SELECTION_RULE,
+            "auroc_gain_over_patchcore": gains,
             "candidates": {
                 c.name: {
                     "validation_auroc": c.validation_auroc,
@@ -377,9 +380,15 @@ def train(
             shutil.copyfile(kept.root / file, model_dir / file)
         write_manifest(model_dir, manifest)
         for c in candidates:
+            gain = gains.get(c.name)
+            interval = (
+                f"; gain {gain['value']:+.4f}, 95 % {gain['ci95'][0]:+.4f}..{gain['ci95'][1]:+.4f}"
+                if isinstance(gain, dict) and gain.get("ci95")
+                else ""
+            )
             _log(
                 f"candidate {c.name}: validation AUROC {_figure(c.validation_auroc)}, recall "
-                f"{_figure(c.validation_recall)}{' (kept)' if c is kept else ''}"
+                f"{_figure(c.validation_recall)}{interval}{' (kept)' if c is kept else ''}"
             )
     metrics_out = dict(manifest.metrics)
     metrics_out["train_seconds"] = round(time.perf_counter() - started, 1)
@@ -394,23 +403,98 @@ def train(
 
 
 SELECTION_RULE = (
-    "higher validation image AUROC; on a tie, higher validation recall at the calibrated reject "
-    "threshold; on a tie again, the anomaly model (it needs no labelled defects to stay right)"
+    "the anomaly model, unless the supervised candidate's validation image AUROC is higher "
+    "beyond sampling noise: the lower end of the 95 % paired bootstrap interval of its gain "
+    "(validation images resampled by group, good and defect apart) above 0"
 )
+SELECTION_RESAMPLES = 1000
+SELECTION_CONFIDENCE = 0.95
 
 
-def select_candidate(candidates: Sequence[_Candidate]) -> _Candidate:
-    """The candidate kept by validation (:data:`SELECTION_RULE`); never by test images."""
-    order = {"patchcore": 1}
+def select_candidate(
+    candidates: Sequence[_Candidate],
+    val_good: Sequence[Sample] = (),
+    val_defect: Sequence[Sample] = (),
+    *,
+    seed: int = 0,
+) -> tuple[_Candidate, dict[str, object]]:
+    """The candidate kept by validation (:data:`SELECTION_RULE`) and the figures it was kept on.
 
-    def key(c: _Candidate) -> tuple[float, float, int]:
-        return (
-            -1.0 if c.validation_auroc is None else round(c.validation_auroc, 6),
-            -1.0 if c.validation_recall is None else round(c.validation_recall, 6),
-            order.get(c.name, 0),
+    Never by test images. A small validation set cannot tell two good models apart: a
+    supervised head that fits its training defects can win on 18 validation defects by chance
+    and lose on the next 18, so it must win beyond the bootstrap's noise.
+    """
+    base = next((c for c in candidates if c.name == "patchcore"), candidates[0])
+    figures: dict[str, object] = {}
+    kept = base
+    for other in candidates:
+        if other is base:
+            continue
+        gain = auroc_gain(base, other, val_good, val_defect, seed=seed)
+        figures[other.name] = gain
+        if gain["ci95"] is not None and gain["ci95"][0] > 0:  # type: ignore[index]
+            kept = other
+    return kept, figures
+
+
+def auroc_gain(
+    base: _Candidate,
+    other: _Candidate,
+    val_good: Sequence[Sample],
+    val_defect: Sequence[Sample],
+    *,
+    resamples: int = SELECTION_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, object]:
+    """``other``'s validation AUROC minus ``base``'s, with its paired bootstrap 95 % interval."""
+    none: dict[str, object] = {"value": None, "ci95": None, "resamples": 0}
+    if (
+        base.good_scores is None
+        or base.defect_scores is None
+        or other.good_scores is None
+        or other.defect_scores is None
+        or not len(base.good_scores)
+        or not len(base.defect_scores)
+    ):
+        return none
+    good_units = _units([s.group_key for s in val_good] or range(len(base.good_scores)))
+    defect_units = _units([s.group_key for s in val_defect] or range(len(base.defect_scores)))
+    point = _pair_auroc(other.good_scores, other.defect_scores) - _pair_auroc(
+        base.good_scores, base.defect_scores
+    )
+    rng = np.random.default_rng(seed)
+    gains = np.empty(resamples)
+    for i in range(resamples):
+        g = np.concatenate(
+            [good_units[j] for j in rng.integers(0, len(good_units), len(good_units))]
         )
+        d = np.concatenate(
+            [defect_units[j] for j in rng.integers(0, len(defect_units), len(defect_units))]
+        )
+        gains[i] = _pair_auroc(other.good_scores[g], other.defect_scores[d]) - _pair_auroc(
+            base.good_scores[g], base.defect_scores[d]
+        )
+    tail = (1 - SELECTION_CONFIDENCE) / 2 * 100
+    low, high = np.percentile(gains, [tail, 100 - tail])
+    return {
+        "value": round(float(point), 6),
+        "ci95": [round(float(low), 6), round(float(high), 6)],
+        "resamples": resamples,
+    }
 
-    return max(candidates, key=key)
+
+def _units(keys: Sequence[object]) -> list[np.ndarray]:
+    """Indices of each resampling unit (a group, or one image), in first-seen order."""
+    units: dict[object, list[int]] = {}
+    for i, key in enumerate(keys):
+        units.setdefault(key, []).append(i)
+    return [np.asarray(v) for v in units.values()]
+
+
+def _pair_auroc(good: np.ndarray, defect: np.ndarray) -> float:
+    """AUROC as the share of (defect, good) pairs ordered right, ties counting half."""
+    diff = np.asarray(defect, dtype=np.float64)[:, None] - np.asarray(good, np.float64)[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
 def _figure(value: object) -> str:
@@ -506,7 +590,7 @@ def _write_package(
     )
     write_manifest(root, manifest)
     (root / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return _Candidate(kind, root, manifest, val_auroc, recall)
+    return _Candidate(kind, root, manifest, val_auroc, recall, good_scores, defect_scores)
 
 
 def _parser() -> argparse.ArgumentParser:
