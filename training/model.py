@@ -111,12 +111,17 @@ class FeatureExtractor(nn.Module):
                 maps.append(m)
         return maps
 
+    def balanced(self, x: torch.Tensor) -> torch.Tensor:
+        """The taps concatenated and weighted, before the projection ``(B, taps' D, h, w)``."""
+        return torch.cat(self.raw(x), dim=1) * self.weight
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """:meth:`balanced` features on the principal axes (unchanged without a projection)."""
+        return feats if self.projection is None else F.conv2d(feats, self.projection)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised input → ``(B, D, H/8, W/8)`` weighted patch features."""
-        feats = torch.cat(self.raw(x), dim=1) * self.weight
-        if self.projection is not None:
-            feats = F.conv2d(feats, self.projection)
-        return feats
+        return self.project(self.balanced(x))
 
 
 def principal_axes(patches: torch.Tensor, dims: int) -> torch.Tensor:
@@ -268,8 +273,10 @@ class PatchCoreModel(nn.Module):
         augmented, sq, h, w = self._augmented(feats)
         dist2 = self._nearest2(augmented) + sq
         nearest = torch.sqrt(torch.clamp(dist2, min=0.0)).reshape(-1, 1, h, w)
-        if self.coarse:
-            return nearest
+        return nearest if self.coarse else self.smooth(nearest)
+
+    def smooth(self, nearest: torch.Tensor) -> torch.Tensor:
+        """A distance map ``(B, 1, h, w)`` blurred with the Gaussian kernel, edges replicated."""
         pad = int(self.kernel.shape[-1]) // 2
         return F.conv2d(F.pad(nearest, (pad, pad, pad, pad), mode="replicate"), self.kernel)
 

@@ -8,7 +8,7 @@ A frame becomes its model inputs through the device's :func:`~inspector.preproce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +29,24 @@ MIN_DECLARED_BITS = 9
 
 def load_tensor(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
     """Decode an image file and preprocess it through the device's :func:`to_tensor`."""
-    with Image.open(path) as image:
-        image.load()
-        try:
-            return to_tensor(image, spec, frames)
-        except FrameError as exc:
-            raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
+    return _decoded(path, to_tensor, spec, frames)
 
 
 def load_frame(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
     """Decode an image file into its model inputs ``(tiles, C, H, W)`` (:func:`frame_tensors`)."""
+    return _decoded(path, frame_tensors, spec, frames)
+
+
+def _decoded(
+    path: Path,
+    convert: Callable[[Image.Image, InputSpec, FrameSpec | None], np.ndarray],
+    spec: InputSpec,
+    frames: FrameSpec | None,
+) -> np.ndarray:
     with Image.open(path) as image:
         image.load()
         try:
-            return frame_tensors(image, spec, frames)
+            return convert(image, spec, frames)
         except FrameError as exc:
             raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
 

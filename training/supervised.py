@@ -90,18 +90,15 @@ class SupervisedModel(nn.Module):
 
 def features(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The balanced tap features ``(B, D, h, w)`` and standardised distances ``(B, 1, h, w)``."""
-    extractor = model.extractor
-    raw = torch.cat(extractor.raw(x), dim=1) * extractor.weight
-    projected = raw if extractor.projection is None else F.conv2d(raw, extractor.projection)
-    return raw, (model.nearest(projected) - model.center) / model.scale
+    raw = model.extractor.balanced(x)
+    return raw, (model.nearest(model.extractor.project(raw)) - model.center) / model.scale
 
 
 @torch.no_grad()
 def _leave_one_out(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`features` of bank images, each without the bank entries cut from itself."""
-    extractor = model.extractor
-    raw = torch.cat(extractor.raw(x), dim=1) * extractor.weight
-    projected = raw if extractor.projection is None else F.conv2d(raw, extractor.projection)
+    raw = model.extractor.balanced(x)
+    projected = model.extractor.project(raw)
     bank = model.bank
     b, d, h, w = projected.shape
     maps = []
@@ -111,8 +108,7 @@ def _leave_one_out(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor
         own = dist2.amin(dim=0) < EXACT  # bank entries that are patches of this image
         dist2[:, own] = float("inf")
         nearest = torch.sqrt(torch.clamp(dist2.amin(dim=1), min=0.0)).reshape(1, 1, h, w)
-        pad = int(model.kernel.shape[-1]) // 2
-        maps.append(F.conv2d(F.pad(nearest, (pad,) * 4, mode="replicate"), model.kernel))
+        maps.append(model.smooth(nearest))
     return raw, (torch.cat(maps) - model.center) / model.scale
 
 

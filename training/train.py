@@ -46,6 +46,7 @@ from inspector.model_package import (
     sha256_file,
     write_manifest,
 )
+from training import metrics as figures
 from training import model as patchcore
 from training.calibration import (
     DEFAULT_TARGET_FALSE_REJECT_RATE,
@@ -425,16 +426,16 @@ def select_candidate(
     and lose on the next 18, so it must win beyond the bootstrap's noise.
     """
     base = next((c for c in candidates if c.name == "patchcore"), candidates[0])
-    figures: dict[str, object] = {}
+    gains: dict[str, object] = {}
     kept = base
     for other in candidates:
         if other is base:
             continue
         gain = auroc_gain(base, other, val_good, val_defect, seed=seed)
-        figures[other.name] = gain
+        gains[other.name] = gain
         if gain["ci95"] is not None and gain["ci95"][0] > 0:  # type: ignore[index]
             kept = other
-    return kept, figures
+    return kept, gains
 
 
 def auroc_gain(
@@ -446,55 +447,41 @@ def auroc_gain(
     resamples: int = SELECTION_RESAMPLES,
     seed: int = 0,
 ) -> dict[str, object]:
-    """``other``'s validation AUROC minus ``base``'s, with its paired bootstrap 95 % interval."""
-    none: dict[str, object] = {"value": None, "ci95": None, "resamples": 0}
-    if (
-        base.good_scores is None
-        or base.defect_scores is None
-        or other.good_scores is None
-        or other.defect_scores is None
-        or not len(base.good_scores)
-        or not len(base.defect_scores)
-    ):
-        return none
-    good_units = _units([s.group_key for s in val_good] or range(len(base.good_scores)))
-    defect_units = _units([s.group_key for s in val_defect] or range(len(base.defect_scores)))
-    point = _pair_auroc(other.good_scores, other.defect_scores) - _pair_auroc(
-        base.good_scores, base.defect_scores
+    """``other``'s validation AUROC minus ``base``'s, with its paired bootstrap 95 % interval
+    (:func:`training.metrics.bootstrap_interval`: whole groups, good and defect drawn apart)."""
+    scores = [base.good_scores, base.defect_scores, other.good_scores, other.defect_scores]
+    if any(part is None for part in scores):
+        return {"value": None, "ci95": None, "resamples": 0}
+    base_good, base_defect, other_good, other_defect = (np.asarray(p) for p in scores)
+    labels = np.r_[np.zeros(len(base_good)), np.ones(len(base_defect))]
+    # one row per validation image: (other's score, base's score), so a resample is paired
+    paired = np.c_[np.r_[other_good, other_defect], np.r_[base_good, base_defect]]
+    # without the samples (a caller that has scores only) every image is its own unit
+    groups = [s.group_key for s in (*val_good, *val_defect)] or None
+
+    def gain(drawn_labels: np.ndarray, drawn: np.ndarray) -> float | None:
+        mine, theirs = (
+            figures.auroc(drawn_labels, drawn[:, 0]),
+            figures.auroc(drawn_labels, drawn[:, 1]),
+        )
+        return None if mine is None or theirs is None else mine - theirs
+
+    record = figures.bootstrap_interval(
+        labels,
+        paired,
+        gain,
+        groups,
+        resamples=resamples,
+        seed=seed,
+        confidence=SELECTION_CONFIDENCE,
     )
-    rng = np.random.default_rng(seed)
-    gains = np.empty(resamples)
-    for i in range(resamples):
-        g = np.concatenate(
-            [good_units[j] for j in rng.integers(0, len(good_units), len(good_units))]
-        )
-        d = np.concatenate(
-            [defect_units[j] for j in rng.integers(0, len(defect_units), len(defect_units))]
-        )
-        gains[i] = _pair_auroc(other.good_scores[g], other.defect_scores[d]) - _pair_auroc(
-            base.good_scores[g], base.defect_scores[d]
-        )
-    tail = (1 - SELECTION_CONFIDENCE) / 2 * 100
-    low, high = np.percentile(gains, [tail, 100 - tail])
+    if record["value"] is None:
+        return {"value": None, "ci95": None, "resamples": 0}
     return {
-        "value": round(float(point), 6),
-        "ci95": [round(float(low), 6), round(float(high), 6)],
-        "resamples": resamples,
+        "value": round(float(record["value"]), 6),
+        "ci95": None if record["ci95"] is None else [round(float(v), 6) for v in record["ci95"]],
+        "resamples": record["resamples"],
     }
-
-
-def _units(keys: Sequence[object]) -> list[np.ndarray]:
-    """Indices of each resampling unit (a group, or one image), in first-seen order."""
-    units: dict[object, list[int]] = {}
-    for i, key in enumerate(keys):
-        units.setdefault(key, []).append(i)
-    return [np.asarray(v) for v in units.values()]
-
-
-def _pair_auroc(good: np.ndarray, defect: np.ndarray) -> float:
-    """AUROC as the share of (defect, good) pairs ordered right, ties counting half."""
-    diff = np.asarray(defect, dtype=np.float64)[:, None] - np.asarray(good, np.float64)[None, :]
-    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
 def _figure(value: object) -> str:
