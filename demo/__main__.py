@@ -573,6 +573,21 @@ def _line_on_core_devices(
             device.stop()
         cloud.stop()
         plc_thread.stop()
+        _keep_logs(roots, workdir)
+
+
+def _keep_logs(roots: Path, workdir: Path) -> None:
+    """Keep each device's logs in ``workdir`` and remove the device roots under /tmp: they hold
+    every component's venv and artifacts (about 800 MB a device), which nothing reads after the
+    run, and a demo run must not leave them behind."""
+    for link in workdir.iterdir():
+        if link.is_symlink() and link.resolve().parent == roots.resolve():
+            logs = link.resolve() / "logs"
+            link.unlink()
+            link.mkdir()
+            if logs.is_dir():
+                shutil.copytree(logs, link / "logs")
+    shutil.rmtree(roots, ignore_errors=True)
 
 
 def _line_over_files(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.slow
 def test_whole_demo_runs_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    started = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "demo", "--out", str(out), "--frames", "4", "--fps", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
@@ -102,3 +104,9 @@ def test_whole_demo_runs_and_writes_the_report(tmp_path: Path) -> None:
     }
     assert "saturates" in data["plant_model"]["statement"]
     assert "PLC:" in proc.stdout and "0 missed" in proc.stdout
+    # the device roots (every component's venv and artifacts) are gone; each device's logs stay
+    for device in ("demo-line-1-press-out", "demo-line-1-final-check"):
+        kept = out / "line" / device
+        assert kept.is_dir() and not kept.is_symlink(), kept
+        assert any((kept / "logs").glob("*.log")), sorted(kept.rglob("*"))
+    assert not [p for p in Path("/tmp").glob("lineguard-demo-*") if p.stat().st_mtime >= started]
