@@ -159,7 +159,10 @@ def anomaly_maps(
             image.load()
             tensors = frame_tensors(image, spec.input, spec.frames)
             size = image.size
-        scores, maps = session.run(outputs, {spec.input.name: tensors})
+        # one tile a call: a fixed-batch graph (what training exports) takes one
+        runs = [session.run(outputs, {spec.input.name: tile[None]}) for tile in tensors]
+        scores = np.concatenate([np.asarray(r[0]).reshape(-1) for r in runs])
+        maps = np.concatenate([r[1] for r in runs])
         _, heat = combine_tiles(
             [float(v) for v in np.asarray(scores).reshape(-1)], list(maps), spec.input, size
         )

@@ -194,7 +194,10 @@ def onnx_session(model_path: Path, threads: int = 1):  # noqa: ANN201 - onnxrunt
 def score_tensors(
     session, input_name: str, tensors: Sequence[np.ndarray], batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ONNX Runtime image scores ``(N,)`` and anomaly maps ``(N, H, W)`` for input tensors."""
+    """ONNX Runtime image scores ``(N,)`` and anomaly maps ``(N, H, W)`` for input tensors,
+    ``batch_size`` at a time when the graph's batch dimension is dynamic, else one by one."""
+    if isinstance(session.get_inputs()[0].shape[0], int):
+        batch_size = 1  # a fixed-batch graph (what training exports) takes one image a call
     scores, maps = [], []
     for start in range(0, len(tensors), batch_size):
         batch = np.stack(tensors[start : start + batch_size]).astype(np.float32)

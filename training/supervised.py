@@ -54,8 +54,6 @@ class SupervisedModel(nn.Module):
     def __init__(self, anomaly: PatchCoreModel, hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.anomaly = anomaly
-        if anomaly.coarse:
-            raise ValueError("the supervised head builds on a one-stage search (coarse 0)")
         dims = int(anomaly.extractor.weight.numel())
         if dims == 1:
             raise ValueError("the supervised head needs balanced taps (per-channel weights)")
@@ -84,14 +82,19 @@ class SupervisedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a normalised batch; the map has the input's spatial size."""
-        raw, anomaly = features(self.anomaly, x)
+        raw, anomaly = features(self.anomaly, x, exact=False)
         return image_outputs(self.cells(raw, anomaly), self.top_k, x.shape[-2:])
 
 
-def features(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The balanced tap features ``(B, D, h, w)`` and standardised distances ``(B, 1, h, w)``."""
+def features(
+    model: PatchCoreModel, x: torch.Tensor, *, exact: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The balanced tap features ``(B, D, h, w)`` and standardised distances ``(B, 1, h, w)``:
+    exact (the head is trained on those), or from the anomaly model's own search (the graph)."""
     raw = model.extractor.balanced(x)
-    return raw, (model.nearest(model.extractor.project(raw)) - model.center) / model.scale
+    projected = model.extractor.project(raw)
+    distances = model.nearest(projected) if exact else model.searched(projected)
+    return raw, (distances - model.center) / model.scale
 
 
 @torch.no_grad()

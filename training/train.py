@@ -57,6 +57,7 @@ from training.calibration import (
 from training.dataset import Sample, default_defect_train_fraction, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
 from training.images import ImageTensors
+from training.quantize import DEFAULT_PRECISION, PRECISIONS, quantize_backbone
 from training.scoring import (
     describe_frames,
     describe_input,
@@ -160,6 +161,9 @@ def train(
     tap_gain: Sequence[float] | None = None,
     balance: bool = True,
     smoothing: float = 0.5,
+    coarse: int = patchcore.DEFAULT_COARSE,
+    refine: int = patchcore.DEFAULT_REFINE,
+    precision: str = DEFAULT_PRECISION,
     name: str | None = None,
     version: str = "1.0.0",
     pipeline_run: str | None = None,
@@ -190,6 +194,8 @@ def train(
 
     if model_kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {model_kind!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     targets = targets or Targets()
     input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
     if threads:
@@ -270,6 +276,8 @@ def train(
         norm=norm,
         tap_gain=tap_gain,
         log=_log,
+        coarse=coarse,
+        refine=refine,
     )
     metrics: dict[str, object] = {
         "frames": frames.to_json(),
@@ -282,7 +290,7 @@ def train(
         "balanced_taps": balance,
         "tap_gain": list(tap_gain or patchcore.default_tap_gain(len(taps))) if balance else None,
         "standardisation": norm,
-        "smoothing": None if anomaly.coarse else smoothing,
+        "smoothing": smoothing,
     }
     models: dict[str, torch.nn.Module] = {}
     if model_kind in ("auto", "patchcore"):
@@ -293,11 +301,7 @@ def train(
             "which of its tiles holds the defect (use --model patchcore or auto with --tiles)"
         )
     if model_kind == "supervised" or (
-        model_kind == "auto"
-        and train_defect
-        and balance
-        and not anomaly.coarse
-        and spec.tiles is None
+        model_kind == "auto" and train_defect and balance and spec.tiles is None
     ):
         from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head, read_mask
 
@@ -354,6 +358,8 @@ def train(
                     "pipeline_run": pipeline_run,
                 },
                 record=record,
+                precision=precision,
+                int8_inputs=good_tensors,
             )
         )
     kept, gains = select_candidate(candidates, val_good, val_defect, seed=seed)
@@ -516,11 +522,23 @@ def _write_package(
     metrics: dict[str, object],
     manifest_fields: dict[str, str | None],
     record: dict[str, object],
+    precision: str = DEFAULT_PRECISION,
+    int8_inputs: Sequence[np.ndarray] = (),
 ) -> _Candidate:
-    """Export one candidate, calibrate it on validation and write its package to ``root``."""
+    """Export one candidate (its backbone int8 unless ``precision`` is float), calibrate it on
+    validation and write its package to ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     onnx_path = root / MODEL_FILE
     patchcore.export_onnx(model, onnx_path, spec.height, spec.width)  # type: ignore[arg-type]
+    if precision == "int8":
+        quantised = quantize_backbone(onnx_path, spec.name, int8_inputs)
+        metrics = {**metrics, "precision": quantised}
+        _log(
+            f"{kind}: backbone quantised to int8 ({quantised['quantised_nodes']} nodes, "
+            f"{quantised['calibration_images']} calibration images)"
+        )
+    else:
+        metrics = {**metrics, "precision": {"backbone": "float"}}
     _log(f"{kind}: exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
     session = onnx_session(onnx_path, threads=threads or 1)
     # thresholds are per frame (the tiles combined), as the device decides
@@ -671,6 +689,28 @@ def _parser() -> argparse.ArgumentParser:
         "--smoothing", type=float, default=0.5, help="anomaly map blur, in feature cells"
     )
     parser.add_argument(
+        "--coarse",
+        type=int,
+        default=patchcore.DEFAULT_COARSE,
+        help="two-stage search: bank entries every cell is searched against first "
+        f"(default {patchcore.DEFAULT_COARSE}; 0 = exact search of the whole bank)",
+    )
+    parser.add_argument(
+        "--refine",
+        type=int,
+        default=patchcore.DEFAULT_REFINE,
+        help="two-stage search: cells then searched in the whole bank "
+        f"(default {patchcore.DEFAULT_REFINE})",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="float: the whole graph float32 (default); int8: the backbone static int8, "
+        "calibrated on training good images — faster, but it lost a 10 px pit in a tiled 5 MP "
+        "frame that the float graph finds (docs/training.md)",
+    )
+    parser.add_argument(
         "--model",
         choices=MODEL_KINDS,
         default="auto",
@@ -795,6 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tap_gain=gain,
             balance=not args.no_balance,
             smoothing=args.smoothing,
+            coarse=args.coarse,
+            refine=args.refine,
+            precision=args.precision,
             name=args.name,
             version=args.version,
             pipeline_run=args.pipeline_run,

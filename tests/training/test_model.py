@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.model import (
     PatchCoreModel,
@@ -86,8 +87,11 @@ def test_nearest_distances_and_top_k_score_match_brute_force() -> None:
     assert amap.shape == (2, 6, 7)
 
 
-def _two_stage(refine: int) -> tuple[PatchCoreModel, torch.Tensor, torch.Tensor]:
-    """A two-stage model over a random bank, a batch with three far patches, the exact map."""
+def _two_stage(
+    refine: int, sigma: float = 0.5
+) -> tuple[PatchCoreModel, torch.Tensor, torch.Tensor]:
+    """A two-stage model over a random bank, a batch with three far patches, and the exact
+    raw distance map (before smoothing)."""
     generator = torch.Generator().manual_seed(2)
     bank = torch.randn(600, 5, generator=generator)
     x = torch.randn(2, 5, 6, 7, generator=generator)
@@ -99,6 +103,7 @@ def _two_stage(refine: int) -> tuple[PatchCoreModel, torch.Tensor, torch.Tensor]
     model = PatchCoreModel(
         _Identity(),  # type: ignore[arg-type]
         bank,
+        sigma=sigma,
         center=center,
         scale=scale,
         top_k=2,
@@ -106,16 +111,17 @@ def _two_stage(refine: int) -> tuple[PatchCoreModel, torch.Tensor, torch.Tensor]
         refine=refine,
     )
     patches = x.flatten(2).transpose(1, 2)
-    exact = torch.cdist(patches, bank).amin(dim=2).reshape(2, 1, 6, 7)
-    return model, x, (exact - center) / scale
+    return model, x, torch.cdist(patches, bank).amin(dim=2).reshape(2, 1, 6, 7)
 
 
 def test_two_stage_search_scores_the_top_cells_exactly() -> None:
-    model, x, exact = _two_stage(refine=5)
+    # a kernel this narrow does not smooth: the map is the raw two-stage map, standardised
+    model, x, exact = _two_stage(refine=5, sigma=0.01)
     assert model.coarse == 40
-    assert torch.allclose(model.distances(x), exact * model.scale + model.center, atol=1e-4)
+    assert torch.allclose(model.distances(x), exact, atol=1e-4)  # distances: the exact search
+    standard = (exact - model.center) / model.scale
     score, amap = model(x)
-    assert torch.allclose(score, exact.flatten(1).topk(2, dim=1).values.mean(dim=1), atol=1e-4)
+    assert torch.allclose(score, standard.flatten(1).topk(2, dim=1).values.mean(dim=1), atol=1e-4)
     assert amap.shape == (2, 6, 7)
     # no cell exceeds its distance to the coarse entries (the bank's first 40)
     patches = x.flatten(2).transpose(1, 2)
@@ -123,8 +129,29 @@ def test_two_stage_search_scores_the_top_cells_exactly() -> None:
     assert bool((model.standardised(x) <= (upper - model.center) / model.scale + 1e-4).all())
 
 
+def test_two_stage_search_smooths_its_raw_distance_map_then_standardises_it() -> None:
+    model, x, exact = _two_stage(refine=5)
+    patches = x.flatten(2).transpose(1, 2)
+    upper = torch.cdist(patches, model.bank[:40]).amin(dim=2)  # (2, 42)
+    standard_upper = (upper - model.center.flatten(1)) / model.scale.flatten(1)
+    raw = torch.empty_like(upper)
+    for b in range(2):
+        cells = standard_upper[b].topk(5).indices
+        cap = exact.flatten(1)[b, cells].min()
+        raw[b] = torch.minimum(upper[b], cap)
+        raw[b, cells] = exact.flatten(1)[b, cells]
+    # the Gaussian kernel (σ = 0.5 cells, radius 1), edges replicated
+    g = torch.exp(-(torch.arange(-1.0, 2.0) ** 2) / 0.5)
+    g = g / g.sum()
+    padded = F.pad(raw.reshape(2, 1, 6, 7), (1, 1, 1, 1), mode="replicate")
+    smoothed = F.conv2d(padded, (g[:, None] * g[None, :])[None, None])
+    expected = (smoothed - model.center) / model.scale
+    assert torch.allclose(model.standardised(x), expected, atol=1e-4)
+
+
 def test_two_stage_search_refining_every_cell_is_the_exact_map() -> None:
-    model, x, exact = _two_stage(refine=42)
+    model, x, _ = _two_stage(refine=42)
+    exact = (model.distances(x) - model.center) / model.scale  # smoothed, as in the exact search
     assert torch.allclose(model.standardised(x), exact, atol=1e-4)
 
 
@@ -133,7 +160,7 @@ def test_two_stage_search_exports_to_onnx_with_the_same_scores(tmp_path: Path) -
     from training.scoring import onnx_session
 
     model, x, _ = _two_stage(refine=5)
-    _export(model.eval(), x[:1], tmp_path / "m.onnx")
+    _export(model.eval(), x[:1], tmp_path / "m.onnx", dynamic_batch=True)
     session = onnx_session(tmp_path / "m.onnx")
     score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():

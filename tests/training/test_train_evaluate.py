@@ -133,7 +133,7 @@ def test_golden_image_reproduces_its_score_on_the_device_path(package: Path) -> 
     assert abs(score - golden.score) <= golden.tolerance
 
 
-def test_graph_has_dynamic_batch_and_both_outputs(package: Path, sample: Path) -> None:
+def test_graph_takes_one_image_a_call_and_has_both_outputs(package: Path, sample: Path) -> None:
     loaded = load_package(package)
     spec = loaded.manifest.input
     tensors = [
@@ -141,10 +141,15 @@ def test_graph_has_dynamic_batch_and_both_outputs(package: Path, sample: Path) -
         for p in sorted((sample / "brick" / "good").glob("*.png"))[:3]
     ]
     session = onnx_session(loaded.model_path)
-    together = session.run(None, {spec.name: np.stack(tensors)})
-    singles = [session.run(None, {spec.name: t[None]})[0][0] for t in tensors]
-    assert together[0].shape == (3,) and together[1].shape == (3, 224, 224)
-    np.testing.assert_allclose(together[0], singles, rtol=1e-4, atol=1e-4)
+    # every shape static (see training.model.export_onnx): batch 1
+    assert session.get_inputs()[0].shape == [1, spec.channels, spec.height, spec.width]
+    runs = [session.run(None, {spec.name: t[None]}) for t in tensors]
+    assert all(r[0].shape == (1,) and r[1].shape == (1, 224, 224) for r in runs)
+    scores, maps = score_tensors(session, spec.name, tensors)  # batched callers: one by one
+    np.testing.assert_allclose(scores, [r[0][0] for r in runs], rtol=1e-6, atol=1e-6)
+    assert maps.shape == (3, 224, 224)
+    with pytest.raises(Exception, match="index: 0 Got: 3 Expected: 1"):
+        session.run(None, {spec.name: np.stack(tensors)})
 
 
 def test_evaluate_uses_the_held_out_test_split_of_training_data(metrics: dict) -> None:

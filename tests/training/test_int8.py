@@ -1,0 +1,96 @@
+"""The int8 backbone: what is quantised, what it does to scores, and that the device runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from inspector.engine import load_runner
+from inspector.model_package import load_package
+from inspector.runner import RunnerOptions
+from training.evaluate import torch_parity
+from training.metrics import auroc
+from training.quantize import BACKBONE_NODE
+from training.scoring import load_tensor, onnx_session, score_tensors
+from training.train import train
+
+
+@pytest.fixture(scope="module")
+def packages(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("precision")
+    with contextlib.redirect_stdout(io.StringIO()):
+        for precision in ("float", "int8"):
+            # coarse 64 < the 256-entry bank: the two-stage search, as in production
+            train(sample / "brick", root / precision, seed=1, max_bank=256, coarse=64, refine=48,
+                  precision=precision)  # fmt: skip
+    return {precision: root / precision for precision in ("float", "int8")}
+
+
+def _scores(package: Path, images: list[Path]) -> np.ndarray:
+    loaded = load_package(package)
+    session = onnx_session(loaded.model_path)
+    tensors = [load_tensor(p, loaded.manifest.input) for p in images]
+    return score_tensors(session, loaded.manifest.input.name, tensors)[0]
+
+
+def test_the_float_package_is_the_torch_model(packages: dict[str, Path], sample: Path) -> None:
+    loaded = load_package(packages["float"])
+    assert loaded.manifest.metrics["precision"] == {"backbone": "float"}
+    assert loaded.manifest.metrics["search"] == {"coarse": 64, "refine": 48}
+    spec = loaded.manifest.input
+    tensors = [load_tensor(p, spec) for p in sorted((sample / "brick").rglob("*.png"))[:4]]
+    parity = torch_parity(loaded, tensors)
+    assert parity is not None and parity < 1e-3
+
+
+def test_only_the_backbone_is_quantised(packages: dict[str, Path]) -> None:
+    loaded = load_package(packages["int8"])
+    record = loaded.manifest.metrics["precision"]
+    assert record["backbone"] == "int8"
+    train_good = loaded.manifest.metrics["train_images"]
+    assert record["calibration_images"] == min(32, train_good)
+    graph = onnx.load(str(loaded.model_path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    quantised = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quantised) >= record["quantised_nodes"] // 2
+    # only the image and backbone activations are quantised; the taps leave the backbone float
+    inputs = {i.name for i in graph.input}
+    for node in quantised:
+        source = producer.get(node.input[0])
+        assert node.input[0] in inputs or (source is not None and BACKBONE_NODE.search(source.name))
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls and not any(
+        producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+        for n in matmuls
+        for i in n.input
+    )
+
+
+def test_int8_scores_follow_the_float_model(packages: dict[str, Path], sample: Path) -> None:
+    good = sorted((sample / "brick" / "good").glob("*.png"))
+    defect = sorted((sample / "brick" / "defect").rglob("*.png"))
+    float_scores = _scores(packages["float"], good + defect)
+    int8_scores = _scores(packages["int8"], good + defect)
+    assert not np.allclose(float_scores, int8_scores, atol=1e-3)  # it is a different graph
+    spread = float(np.ptp(float_scores))
+    assert float(np.abs(float_scores - int8_scores).max()) < 0.25 * spread
+    assert float(np.corrcoef(float_scores, int8_scores)[0, 1]) > 0.95
+    labels = np.array([0] * len(good) + [1] * len(defect))
+    quantised, reference = auroc(labels, int8_scores), auroc(labels, float_scores)
+    assert quantised is not None and reference is not None
+    assert quantised >= reference - 0.05
+
+
+def test_the_device_loads_the_int8_package_and_its_golden_score_holds(
+    packages: dict[str, Path],
+) -> None:
+    runner = load_runner(packages["int8"], RunnerOptions())
+    golden = load_package(packages["int8"]).manifest.golden
+    assert golden is not None
+    assert runner.self_test() == pytest.approx(golden.score, abs=golden.tolerance)
+    assert runner.dynamic_batch is False
