@@ -86,6 +86,13 @@ def test_an_inspector_reporting_unhealthy_drives_healthy_false() -> None:
             await wait_for(lambda: plc.record.healthy.get("station-1") is True, 10, "healthy")
             beater.healthy = False
             await wait_for(lambda: plc.record.healthy["station-1"] is False, 10, "healthy false")
+            # the PLC holds the value while the bridge's write is still being acknowledged: the
+            # bridge records what it wrote (and why) once the write returns
+            await wait_for(
+                lambda: bridge.health()["stations"]["station-1"]["reason"] is not None,
+                10,
+                "the reason recorded",
+            )
             assert "unhealthy" in bridge.health()["stations"]["station-1"]["reason"]
             await beater.stop()
 
