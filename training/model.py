@@ -26,7 +26,7 @@ from torch import nn
 INPUT_SIZE = 224
 MEAN = (127.0, 127.0, 127.0)
 STD = (128.0, 128.0, 128.0)
-DEFAULT_TAPS = (2, 4, 6)
+DEFAULT_TAPS = (2, 4, 10)
 DEFAULT_MAX_BANK = 8192
 DEFAULT_CORESET_RATIO = 0.2
 DEFAULT_DIMS = 32
@@ -35,7 +35,7 @@ NORM_MODES = ("ring", "cell", "cellmean")
 DEFAULT_NORM = "cellmean"
 MIN_CELL_IMAGES = 8
 DEFAULT_FINE_TAP_GAIN = 1.5  # extra weight of the first (finest) tap over the balanced others
-DEFAULT_COARSE = 1024  # bank entries every cell is searched against first (0 = exact search only)
+DEFAULT_COARSE = 0  # bank entries every cell is searched against first (0 = exact search only)
 DEFAULT_REFINE = 96  # cells whose distance is then searched in the whole bank
 BANK_CHUNK = 512
 # Coreset candidates held at once (CoresetPool): 8 MB at 32 dims. 83 images of 784 patches fit
@@ -211,7 +211,7 @@ class PatchCoreModel(nn.Module):
         super().__init__()
         if coarse < 0 or refine < 1:
             raise ValueError(f"coarse must be ≥ 0 and refine ≥ 1, got {coarse} and {refine}")
-        if coarse and refine < top_k:
+        if 0 < coarse < bank.shape[0] and refine < top_k:
             # the image score averages the top_k cells: every one must be an exact distance
             raise ValueError(f"refine ({refine}) must be at least top_k ({top_k})")
         self.extractor = extractor
@@ -292,9 +292,10 @@ class PatchCoreModel(nn.Module):
         Every cell is searched against the first ``coarse`` bank entries (an upper bound of its
         exact distance); the ``refine`` cells whose bound stands highest above their cell's
         normal level are searched in the whole bank. Refined cells get their exact distance,
-        the others their bound capped at the lowest refined distance, so that the map's top
-        cells — the image score — come from exact distances; the map is then smoothed and
-        standardised like the exact search's.
+        the others their bound capped so that none standardises above the lowest refined
+        cell: before smoothing, the top cells are exact distances. The map is then smoothed and
+        standardised like the exact search's, so a top cell's smoothed value also takes its
+        neighbours' capped bounds (within σ = half a cell, a small share).
         """
         augmented, sq, h, w = self._augmented(feats)
         b, hw = sq.shape
@@ -302,12 +303,16 @@ class PatchCoreModel(nn.Module):
         upper = torch.sqrt(torch.clamp(coarse2, min=0.0))
         center = self.center.expand(1, 1, h, w).reshape(1, hw)
         scale = self.scale.expand(1, 1, h, w).reshape(1, hw)
+        center, scale = center.expand(b, hw), scale.expand(b, hw)
         cells = ((upper - center) / scale).topk(min(self.refine, hw), dim=1).indices
         chosen = augmented.gather(1, cells[:, :, None].expand(-1, -1, augmented.shape[2]))
         exact2 = self._nearest2(chosen) + sq.gather(1, cells)
         exact = torch.sqrt(torch.clamp(exact2, min=0.0))
-        cap = exact.amin(dim=1, keepdim=True)
-        return torch.minimum(upper, cap).scatter(1, cells, exact).reshape(b, 1, h, w)
+        # the cap is the lowest refined cell's *standardised* distance, brought back to each
+        # cell's own units: no unrefined cell standardises above a refined one
+        cap = ((exact - center.gather(1, cells)) / scale.gather(1, cells)).amin(1, keepdim=True)
+        capped = torch.minimum(upper, center + scale * cap)
+        return capped.scatter(1, cells, exact).reshape(b, 1, h, w)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a normalised batch; the map has the input's spatial size."""

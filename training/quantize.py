@@ -3,15 +3,19 @@
 Only the EfficientNet-Lite0 stem and blocks are quantised (their Conv, Clip — ReLU6 — and Add
 nodes, QDQ format); the tap pooling, the nearest-neighbour search, the smoothing and the
 supervised head stay float, so distances keep their precision. Settings follow
-``onnxruntime.quantization.quantize_static``'s own guidance for CPUs (its docstring,
+``onnxruntime.quantization.quantize_static``'s own guidance for x86 CPUs (its docstring,
 "Choosing parameters for CPU inference"): uint8 activations and int8 per-channel weights, with
-``reduce_range`` (7-bit weights) so that x86 cores without VNNI, whose 8-bit kernels can
-saturate, compute what the training machine computed — the golden self-test on the device
-holds the score to 1e-3. ``quant_pre_process`` runs first (without symbolic shape inference:
-the graph's shapes are static), folding the batch norms into the convolutions.
+``reduce_range`` (7-bit weights), recommended for cores without VNNI, whose 8-bit kernels can
+saturate. Measured on one x86 machine with VNNI only: for ARM the same docstring recommends
+int8 activations, and whether a device's kernels reproduce the training machine's int8 scores
+within the golden tolerance (1e-3) is what the device's golden self-test checks at load — a
+device that does not is refused with a reason, never run on a different model.
+``quant_pre_process`` runs first, without symbolic shape inference (the graph's shapes are
+static).
 
 The thresholds, the golden score and every figure of the package are then measured on the
-quantised graph: it is the model the device runs.
+quantised graph: it is the model the device runs. Off by default (``--precision float``): see
+docs/training.md for what it cost.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ import numpy as np
 
 from training.errors import TrainingError
 
-CALIBRATION_IMAGES = 32  # good training images whose activations set the int8 ranges
+# good training images whose activations set the int8 ranges. The calibrator holds every
+# quantised tensor of every one of them (~40 MB an image at 224 px) until it has them all; its
+# CalibMaxIntermediateOutputs option does not bound that — in ORT 1.32 it drops what was
+# collected (onnxruntime/quantization/calibrate.py, collect_data) — so the count bounds it
+CALIBRATION_IMAGES = 16
 # the Lite0 layers' node names: "/extractor/blocks.3/…", or "/blocks.3/…" where the extractor
 # is called through a method (the supervised graph)
 BACKBONE_NODE = re.compile(r"(^|/)(stem|blocks\.\d+)/")
@@ -70,7 +78,10 @@ def quantize_backbone(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._items, None)
 
-    calibration = [tensors[i] for i in range(min(len(tensors), CALIBRATION_IMAGES))]
+    # a seeded spread over the inputs: the first ones may all be of one kind (or one frame's tiles)
+    count = min(len(tensors), CALIBRATION_IMAGES)
+    picks = np.sort(np.random.default_rng(0).choice(len(tensors), count, replace=False))
+    calibration = [tensors[int(i)] for i in picks]
     if not calibration:
         raise TrainingError(f"{path}: int8 calibration needs at least one good image")
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +90,11 @@ def quantize_backbone(
         logging.getLogger().setLevel(logging.ERROR)  # the tool logs every node it leaves float
         try:
             with contextlib.redirect_stdout(io.StringIO()):
+                # its optimiser folds the ReLU6 bounds into initializers, without which the
+                # Clip nodes stay float and the Q/DQ pairs around them made the graph slower
+                # than float (6.8 vs 5.8 ms in ORT's profiler); it also folds named weights
+                # (the supervised head's anomaly_gain), so evaluate does not rebuild torch
+                # from an int8 graph
                 quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
                 nodes = backbone_nodes(prepared)
                 if not nodes:
@@ -95,6 +111,7 @@ def quantize_backbone(
                     op_types_to_quantize=list(QUANTISED_OPS),
                     reduce_range=True,
                 )
+            quantised = _quantised_nodes(path)
         finally:
             logging.getLogger().setLevel(quiet)
     return {
@@ -103,5 +120,14 @@ def quantize_backbone(
         "weights": "int8 per channel, 7-bit range (reduce_range)",
         "activations": "uint8, min-max calibrated",
         "calibration_images": len(calibration),
-        "quantised_nodes": len(nodes),
+        "quantised_nodes": quantised,
     }
+
+
+def _quantised_nodes(path: Path) -> int:
+    """Nodes of the quantised graph that take an int8 tensor (a DequantizeLinear's output)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dequantised = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return sum(1 for n in graph.node if n.op_type in QUANTISED_OPS and set(n.input) & dequantised)

@@ -196,8 +196,9 @@ def score_tensors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ONNX Runtime image scores ``(N,)`` and anomaly maps ``(N, H, W)`` for input tensors,
     ``batch_size`` at a time when the graph's batch dimension is dynamic, else one by one."""
-    if isinstance(session.get_inputs()[0].shape[0], int):
-        batch_size = 1  # a fixed-batch graph (what training exports) takes one image a call
+    fixed = session.get_inputs()[0].shape[0]
+    if isinstance(fixed, int):
+        batch_size = fixed  # a fixed-batch graph (training exports batch 1) takes that many
     scores, maps = [], []
     for start in range(0, len(tensors), batch_size):
         batch = np.stack(tensors[start : start + batch_size]).astype(np.float32)

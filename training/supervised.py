@@ -54,6 +54,10 @@ class SupervisedModel(nn.Module):
     def __init__(self, anomaly: PatchCoreModel, hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.anomaly = anomaly
+        if anomaly.coarse:
+            # the head is trained on exact distances, and the two-stage search refines the cells
+            # the anomaly bound ranks highest, not those the head would: not measured together
+            raise ValueError("the supervised head builds on the exact search (coarse 0)")
         dims = int(anomaly.extractor.weight.numel())
         if dims == 1:
             raise ValueError("the supervised head needs balanced taps (per-channel weights)")

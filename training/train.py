@@ -196,6 +196,11 @@ def train(
         raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {model_kind!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if coarse < 0 or refine < 1 or (coarse and refine < top_k):
+        raise ValueError(
+            f"the two-stage search needs coarse ≥ 0 and refine ≥ 1 and ≥ top-k ({top_k}), got "
+            f"coarse {coarse}, refine {refine}"
+        )
     targets = targets or Targets()
     input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
     if threads:
@@ -301,7 +306,11 @@ def train(
             "which of its tiles holds the defect (use --model patchcore or auto with --tiles)"
         )
     if model_kind == "supervised" or (
-        model_kind == "auto" and train_defect and balance and spec.tiles is None
+        model_kind == "auto"
+        and train_defect
+        and balance
+        and not anomaly.coarse
+        and spec.tiles is None
     ):
         from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head, read_mask
 
@@ -634,7 +643,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--taps",
         default=",".join(map(str, patchcore.DEFAULT_TAPS)),
-        help="Lite0 block indices to tap, comma-separated (default 2,4,10)",
+        help="Lite0 block indices to tap, comma-separated (default "
+        f"{','.join(map(str, patchcore.DEFAULT_TAPS))})",
     )
     parser.add_argument(
         "--coreset-ratio",

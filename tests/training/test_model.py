@@ -134,12 +134,16 @@ def test_two_stage_search_smooths_its_raw_distance_map_then_standardises_it() ->
     patches = x.flatten(2).transpose(1, 2)
     upper = torch.cdist(patches, model.bank[:40]).amin(dim=2)  # (2, 42)
     standard_upper = (upper - model.center.flatten(1)) / model.scale.flatten(1)
+    center, scale = model.center.flatten(), model.scale.flatten()
     raw = torch.empty_like(upper)
     for b in range(2):
         cells = standard_upper[b].topk(5).indices
-        cap = exact.flatten(1)[b, cells].min()
-        raw[b] = torch.minimum(upper[b], cap)
+        standard_exact = (exact.flatten(1)[b] - center) / scale
+        # unrefined cells: their bound, but never standardising above the lowest refined cell
+        ceiling = center + scale * standard_exact[cells].min()
+        raw[b] = torch.minimum(upper[b], ceiling)
         raw[b, cells] = exact.flatten(1)[b, cells]
+        assert ((raw[b] - center) / scale).max() <= standard_exact[cells].max() + 1e-5
     # the Gaussian kernel (σ = 0.5 cells, radius 1), edges replicated
     g = torch.exp(-(torch.arange(-1.0, 2.0) ** 2) / 0.5)
     g = g / g.sum()
@@ -255,3 +259,21 @@ def test_balance_taps_equalises_variance_then_applies_the_gain() -> None:
     with pytest.raises(ValueError, match="tap gain needs 2"):
         balance_taps(stub, sample, (1.5,))  # type: ignore[arg-type]
     assert default_tap_gain(3)[1:] == (1.0, 1.0) and default_tap_gain(1) == (1.0,)
+
+
+def test_two_stage_score_never_exceeds_the_exact_one_whatever_the_cells_spread() -> None:
+    # cells of very different spread: a cap in raw distance units would let an unrefined cell
+    # with a small spread standardise above every refined one
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        bank = torch.randn(300, 4, generator=generator)
+        x = torch.randn(1, 4, 5, 5, generator=generator) * 1.5
+        scale = torch.exp(3 * torch.rand(1, 1, 5, 5, generator=generator) - 1.5)
+        center = torch.rand(1, 1, 5, 5, generator=generator)
+        model = PatchCoreModel(
+            _Identity(),  # type: ignore[arg-type]
+            bank, sigma=0.01, center=center, scale=scale, top_k=1, coarse=20, refine=3,
+        )  # fmt: skip
+        exact = (model.distances(x) - center) / scale
+        score, _ = model(x)
+        assert float(score) <= float(exact.max()) + 1e-4, seed
