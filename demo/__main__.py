@@ -161,11 +161,9 @@ def anomaly_maps(
             size = image.size
         # one tile a call: a fixed-batch graph (what training exports) takes one
         runs = [session.run(outputs, {spec.input.name: tile[None]}) for tile in tensors]
-        scores = np.concatenate([np.asarray(r[0]).reshape(-1) for r in runs])
-        maps = np.concatenate([r[1] for r in runs])
-        _, heat = combine_tiles(
-            [float(v) for v in np.asarray(scores).reshape(-1)], list(maps), spec.input, size
-        )
+        scores = [float(v) for r in runs for v in np.asarray(r[0]).reshape(-1)]
+        maps = [m for r in runs for m in r[1]]
+        _, heat = combine_tiles(scores, maps, spec.input, size)
         map_path = out / f"{result['station']}-{result['part_id']}.npy"
         np.save(map_path, np.asarray(heat).squeeze())
         items.append(

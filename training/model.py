@@ -301,9 +301,8 @@ class PatchCoreModel(nn.Module):
         b, hw = sq.shape
         coarse2 = torch.matmul(augmented, self.coarse_aug).amin(dim=2) + sq
         upper = torch.sqrt(torch.clamp(coarse2, min=0.0))
-        center = self.center.expand(1, 1, h, w).reshape(1, hw)
-        scale = self.scale.expand(1, 1, h, w).reshape(1, hw)
-        center, scale = center.expand(b, hw), scale.expand(b, hw)
+        center = self.center.expand(b, 1, h, w).reshape(b, hw)
+        scale = self.scale.expand(b, 1, h, w).reshape(b, hw)
         cells = ((upper - center) / scale).topk(min(self.refine, hw), dim=1).indices
         chosen = augmented.gather(1, cells[:, :, None].expand(-1, -1, augmented.shape[2]))
         exact2 = self._nearest2(chosen) + sq.gather(1, cells)

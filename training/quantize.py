@@ -58,7 +58,8 @@ def quantize_backbone(
 ) -> dict[str, object]:
     """Replace the float graph at ``path`` by one whose backbone is static int8.
 
-    ``tensors`` are model inputs ``(C, H, W)`` (the first :data:`CALIBRATION_IMAGES` are used).
+    ``tensors`` are model inputs ``(C, H, W)``; a seeded sample of :data:`CALIBRATION_IMAGES`
+    of them calibrates.
     Returns what was done, for the manifest's metrics.
     """
     from onnxruntime.quantization import (
