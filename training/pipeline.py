@@ -32,6 +32,7 @@ from training.calibration import (
     DEFAULT_TARGET_FALSE_REJECT_RATE,
     DEFAULT_TARGET_MANUAL_RATE,
 )
+from training.quantize import DEFAULT_PRECISION
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO / "build" / "training"
@@ -220,6 +221,9 @@ def get_pipeline(
     roi = ParameterString("InputRoi", default_value=NONE)
     fit = ParameterString("InputFit", default_value="stretch")
     tiles = ParameterString("InputTiles", default_value=NONE)
+    # the backbone's precision (``training.train --precision``): int8 is measured on x86 cores;
+    # a fleet of other cores trains float (docs/training.md, "int8 and the device's CPU")
+    precision = ParameterString("Precision", default_value=DEFAULT_PRECISION)
 
     image = image_uris.retrieve(
         "pytorch",
@@ -305,6 +309,7 @@ def get_pipeline(
             "roi": roi,
             "fit": fit,
             "tiles": tiles,
+            "precision": precision,
         },
         sagemaker_session=session,
         disable_profiler=True,
@@ -432,6 +437,7 @@ def get_pipeline(
             roi,
             fit,
             tiles,
+            precision,
         ],
         steps=[data_check, train, evaluate, gate],
         sagemaker_session=session,

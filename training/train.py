@@ -306,11 +306,7 @@ def train(
             "which of its tiles holds the defect (use --model patchcore or auto with --tiles)"
         )
     if model_kind == "supervised" or (
-        model_kind == "auto"
-        and train_defect
-        and balance
-        and not anomaly.coarse
-        and spec.tiles is None
+        model_kind == "auto" and train_defect and balance and spec.tiles is None
     ):
         from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head, read_mask
 
@@ -321,8 +317,10 @@ def train(
                 "pixels; the input has a region of interest or padding); image labels only"
             )
 
+        # the head is trained and run on the exact search: the two-stage search refines the
+        # cells the anomaly bound ranks highest, not those the head would
         head = fit_head(
-            anomaly,
+            patchcore.exact_search(anomaly),
             good_tensors,
             _tensors(train_defect, spec, frames),
             # masks are in frame pixels: they map onto the cells of a stretched whole frame
@@ -335,6 +333,7 @@ def train(
             "head_hidden": DEFAULT_HIDDEN,
             "head_bound": HEAD_BOUND,
             "anomaly_weight": round(head.anomaly_weight(), 4),
+            "search": {"coarse": 0, "refine": anomaly.refine},
         }
         models["supervised"] = head
     else:
@@ -716,9 +715,9 @@ def _parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=DEFAULT_PRECISION,
-        help="float: the whole graph float32 (default); int8: the backbone static int8, "
-        "calibrated on training good images — faster, but it lost a 10 px pit in a tiled 5 MP "
-        "frame that the float graph finds (docs/training.md)",
+        help="int8 (default): the backbone from block 1 static int8, calibrated on training "
+        "good images, for x86 cores with VNNI; float: the whole graph float32, for other cores "
+        "(ARM, x86 without VNNI; docs/training.md)",
     )
     parser.add_argument(
         "--model",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from inspector.model_package import load_package
 from inspector.runner import RunnerOptions
 from training.evaluate import evaluate, torch_parity
 from training.metrics import auroc
-from training.quantize import BACKBONE_NODE
+from training.quantize import BACKBONE_NODE, FLOAT_LAYER
 from training.scoring import load_tensor, onnx_session, score_tensors
 from training.train import train
 
@@ -63,6 +64,13 @@ def test_only_the_backbone_is_quantised(packages: dict[str, Path]) -> None:
     for node in quantised:
         source = producer.get(node.input[0])
         assert node.input[0] in inputs or (source is not None and BACKBONE_NODE.search(source.name))
+    # the stem and block 0 stay float (FLOAT_LAYER): the image itself is never quantised
+    dequantised = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    early = [n for n in graph.node if n.op_type == "Conv" and FLOAT_LAYER.search(n.name)]
+    assert early and not any(set(n.input) & dequantised for n in early)
+    assert not any(node.input[0] in inputs for node in quantised)
+    later = [n for n in graph.node if n.op_type == "Conv" and re.search(r"blocks\.3/", n.name)]
+    assert later and all(set(n.input) & dequantised for n in later)
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
     assert matmuls and not any(
         producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"

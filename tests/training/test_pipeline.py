@@ -59,6 +59,7 @@ def test_steps_in_order(definition: dict[str, Any]) -> None:
         "InputRoi",
         "InputFit",
         "InputTiles",
+        "Precision",
     }
 
 
@@ -94,6 +95,16 @@ def test_train_takes_the_frame_input_from_parameters_untiled_by_default(
     assert (args.roi, args.fit, args.tiles) == (None, "stretch", None)  # as before they existed
     args = _parser().parse_args(["--roi", "0,0,100,50", "--fit", "pad", "--tiles", "3x4:0.1"])
     assert (args.roi, args.fit, args.tiles) == ((0, 0, 100, 50), "pad", TileSpec(3, 4, 0.1))
+
+
+def test_train_takes_the_backbone_precision_from_a_parameter(definition: dict[str, Any]) -> None:
+    from training.train import _parser
+
+    hyper = _step(definition, "Train")["Arguments"]["HyperParameters"]
+    assert "Parameters.Precision" in json.dumps(hyper["precision"])
+    default = _parameter(definition, "Precision")
+    assert _parser().parse_args(["--precision", default]).precision == "int8"
+    assert _parser().parse_args(["--precision", "float"]).precision == "float"
 
 
 def test_train_reads_the_data_check_splits_in_script_mode(definition: dict[str, Any]) -> None:

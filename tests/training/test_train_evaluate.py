@@ -166,7 +166,9 @@ def test_evaluate_uses_the_held_out_test_split_of_training_data(metrics: dict) -
         "spot",
     }
     assert metrics["latency"]["p50_ms"] > 0
-    assert metrics["score_parity_max_abs_diff"] < 1e-3
+    # the default int8 backbone has no float twin to compare with; the float export's parity is
+    # checked in test_int8, test_mono16 and test_supervised
+    assert metrics["score_parity_max_abs_diff"] is None
     assert all(Path(p).is_file() and Path(p).stat().st_size > 1000 for p in metrics["plots"])
 
 
