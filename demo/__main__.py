@@ -214,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from stacks.config import load_plant
+    from training.quantize import host_has_vnni
 
     out: Path = args.out
     logs = out / "logs"
@@ -240,6 +241,9 @@ def _demo(args: argparse.Namespace) -> int:
             steps.note(f"reusing {shown(folder)}")
 
     models: dict[str, Path] = {}
+    # the demo's devices run on this machine: int8 only where its kernels are the ones the
+    # int8 settings are for (training.quantize), float elsewhere
+    precision = "int8" if host_has_vnni() else "float"
     for i, version in enumerate((MODEL_VERSION, NEXT_VERSION)):
         steps.begin(f"Train model {PRODUCT}@{version}")
         target = out / "models" / f"{PRODUCT}-{version}"
@@ -248,7 +252,8 @@ def _demo(args: argparse.Namespace) -> int:
             steps.note(f"reusing {shown(target)}")
             continue
         run(py("-m", "training.train", "--data", str(dataset / PRODUCT), "--model-dir", str(target),
-               "--name", PRODUCT, "--version", version, "--seed", str(args.seed + i)),
+               "--name", PRODUCT, "--version", version, "--seed", str(args.seed + i),
+               "--precision", precision),
             logs / f"train-{version}.log", f"training {version}")  # fmt: skip
 
     steps.begin(f"Evaluate {PRODUCT}@{MODEL_VERSION} on its held-out test split")

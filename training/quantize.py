@@ -53,6 +53,20 @@ PRECISIONS = ("int8", "float")
 DEFAULT_PRECISION = "int8"
 
 
+def host_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this machine is an x86 core with VNNI (``avx512_vnni`` or ``avx_vnni``), the
+    cores the int8 settings are for. For a device that is also the training machine (the demo);
+    a fleet's devices are what a plant declares by its ``--precision``."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = {
+        flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()
+    }
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
 def backbone_nodes(path: Path) -> list[str]:
     """Names of the graph's backbone nodes that are quantised (the Lite0 blocks from block 1;
     :data:`FLOAT_LAYER` stays float)."""

@@ -109,3 +109,16 @@ def test_the_device_loads_the_int8_package_and_its_golden_score_holds(
     assert golden is not None
     assert runner.self_test() == pytest.approx(golden.score, abs=golden.tolerance)
     assert runner.dynamic_batch is False
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    from training.quantize import host_has_vnni
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\n")
+    assert not host_has_vnni(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx_vnni\n")
+    assert host_has_vnni(info)
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")  # an ARM core
+    assert not host_has_vnni(info)
+    assert not host_has_vnni(tmp_path / "absent")
