@@ -84,7 +84,14 @@ def parse_ack(device: str, payload: bytes) -> tuple[int, int]:
 
 
 def encode_batch(device: str, entries: list[Pending]) -> bytes:
-    """The batch payload for consecutive journaled results (their JSON embedded verbatim)."""
+    """The batch payload for consecutive journaled entries (their JSON embedded verbatim).
+
+    Results go into ``results``; labels (docs/review-station.md), when the range holds any,
+    into ``labels`` — a batch without labels is byte for byte what it was before labels.
+    ``first_seq``..``last_seq`` spans both, and the cloud acknowledges that range.
+    """
+    labels = [e.payload for e in entries if e.kind == "label"]
+    tail = b"]}" if not labels else b'],"labels":[' + b",".join(labels) + b"]}"
     return (
         _HEAD
         + json.dumps(device).encode()
@@ -93,8 +100,8 @@ def encode_batch(device: str, entries: list[Pending]) -> bytes:
         + b',"last_seq":'
         + str(entries[-1].seq).encode()
         + b',"results":['
-        + b",".join(e.payload for e in entries)
-        + b"]}"
+        + b",".join(e.payload for e in entries if e.kind != "label")
+        + tail
     )
 
 
