@@ -201,7 +201,12 @@ def test_the_frame_loop_holds_the_seq_counter_against_labels(tmp_path: Path) -> 
     done = threading.Event()
     with journal.reserve():
         first = journal.next_seq()
-        worker = threading.Thread(target=lambda: (give(journal, "b", "good"), done.set()))
+
+        def label() -> None:
+            give(journal, "b", "good")
+            done.set()
+
+        worker = threading.Thread(target=label)
         worker.start()
         # the label waits for the counter: the frame loop's seq is still the one it read
         assert not done.wait(0.2)
