@@ -10,6 +10,7 @@ integral floats are accepted, ``8.5`` is not.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -43,7 +44,47 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "shadowModel": ("auto", "off"),
 }
 OBJECTS = ("runtime", "accessControl")
-KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING))
+# the review station (docs/review-station.md): off until bind and operatorsFile are both set
+STATION = "reviewStation"
+STATION_STRINGS = ("bind", "operatorsFile", "hosts", "tlsCert", "tlsKey")
+STATION_NUMBERS: dict[str, tuple[float, float, bool]] = {
+    "port": (1, 65535, True),
+    "sessionHours": (0.01, 24.0, False),
+}
+KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING, STATION))
+
+
+def check_station(doc: Any) -> None:
+    """Check the ``reviewStation`` object; raise ConfigError naming the key."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{STATION}: must be an object")
+    known = (*STATION_STRINGS, *STATION_NUMBERS)
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{STATION}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})"
+        )
+    for key in STATION_STRINGS:
+        if key in doc and not isinstance(doc[key], str):
+            raise ConfigError(f"{STATION}.{key}: must be a string, got {doc[key]!r}")
+    for key, (low, high, integer) in STATION_NUMBERS.items():
+        if key in doc:
+            check_number(f"{STATION}.{key}", doc[key], low, high, integer=integer)
+    bind = doc.get("bind", "")
+    if bind:
+        try:
+            address = ipaddress.ip_address(bind)
+        except ValueError:
+            raise ConfigError(
+                f"{STATION}.bind: {bind!r} is not an IP address (the plant-network interface's "
+                'address, 127.0.0.1, or "" for no station)'
+            ) from None
+        if address.is_unspecified:
+            raise ConfigError(
+                f"{STATION}.bind: {bind!r} would serve every interface; give one address"
+            )
+    if bool(doc.get("tlsCert")) != bool(doc.get("tlsKey")):
+        raise ConfigError(f"{STATION}.tlsCert/tlsKey: set both or neither")
 
 
 def check_ring(value: Any) -> str | None:
@@ -95,4 +136,6 @@ def validate_component_config(doc: Any, base: RuntimeConfig) -> None:
             raise ConfigError(f"{key}: {doc[key]!r} is not one of {', '.join(allowed)}")
     if "accessControl" in doc and not isinstance(doc["accessControl"], dict):
         raise ConfigError("accessControl: must be an object")
+    if STATION in doc:
+        check_station(doc[STATION])
     runtime_section(doc, base)

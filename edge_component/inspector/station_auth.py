@@ -1,0 +1,282 @@
+"""The review station's credentials, sessions and rate limits (stdlib only: hashlib.scrypt,
+hmac, secrets).
+
+- **Operators** are read from a per-device file written at provisioning (never from the
+  deployment, which a ring shares and which the Greengrass console shows): a JSON object
+  ``{"operators": {"<name>": "scrypt$<n>$<r>$<p>$<salt>$<hash>"}}`` made by
+  ``python -m inspector station-password``. There is no default operator and no default
+  password; a file that is missing, empty, or writable by others is refused.
+- **Sessions** live in memory (a restart logs everyone out): a 256-bit random token in an
+  ``HttpOnly; SameSite=Strict`` cookie, looked up by its SHA-256, with an absolute and an idle
+  expiry; each session carries its own CSRF token.
+- **Rate limits**: failed logins per client address and per operator name (a sliding window;
+  once over, even the right password is refused until the window passes), and requests per
+  client address (a token bucket).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inspector.messages import OPERATOR_NAME
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+_DKLEN = 32
+_MAX_N = 2**20  # a hash asking for more would let a bad file make every login take seconds
+MIN_PASSWORD_CHARS = 10
+
+
+class CredentialError(ValueError):
+    """An operators file or password hash that cannot be used (names the file and why)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, salt: bytes | None = None) -> str:
+    """An scrypt hash of ``password`` in the operators file's format."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise CredentialError(f"password: at least {MIN_PASSWORD_CHARS} characters")
+    salt = salt or secrets.token_bytes(16)
+    key = hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, dklen=_DKLEN, maxmem=1 << 27
+    )
+    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+
+
+@dataclass(frozen=True)
+class PasswordHash:
+    """A parsed scrypt hash."""
+
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> PasswordHash:
+        """Parse ``scrypt$n$r$p$salt$key``; raise CredentialError."""
+        parts = text.split("$") if isinstance(text, str) else []
+        if len(parts) != 6 or parts[0] != "scrypt":
+            raise CredentialError("not an scrypt$n$r$p$salt$hash password hash")
+        try:
+            n, r, p = (int(v) for v in parts[1:4])
+            salt, key = _unb64(parts[4]), _unb64(parts[5])
+        except ValueError:
+            raise CredentialError("malformed scrypt password hash") from None
+        if not (2 <= n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 4):
+            raise CredentialError(f"scrypt parameters n={n} r={r} p={p} out of range")
+        if len(salt) < 16 or len(key) != _DKLEN:
+            raise CredentialError("scrypt salt shorter than 16 bytes or hash not 32 bytes")
+        return cls(n, r, p, salt, key)
+
+    def verify(self, password: str) -> bool:
+        """Whether ``password`` matches (constant-time comparison)."""
+        key = hashlib.scrypt(
+            password.encode(), salt=self.salt, n=self.n, r=self.r, p=self.p, dklen=_DKLEN,
+            maxmem=1 << 28,
+        )  # fmt: skip
+        return hmac.compare_digest(key, self.key)
+
+
+# checked when the name is unknown, so a wrong name costs as long as a wrong password
+_DUMMY = PasswordHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"\0" * 16, b"\0" * _DKLEN)
+
+
+def read_operators(path: Path) -> dict[str, PasswordHash]:
+    """The operators of a per-device file; raise CredentialError naming the file and field."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CredentialError(f"{path}: cannot read operators file ({exc.strerror})") from None
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CredentialError(
+            f"{path}: writable by group or others (anyone who can write it can add an "
+            "operator); chmod 600 it"
+        )
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CredentialError(f"{path}: not JSON ({exc})") from None
+    operators = doc.get("operators") if isinstance(doc, dict) else None
+    if not isinstance(operators, dict) or not operators:
+        raise CredentialError(f'{path}: needs a non-empty "operators" object of name → hash')
+    out: dict[str, PasswordHash] = {}
+    for name, encoded in operators.items():
+        if not OPERATOR_NAME.match(name):
+            raise CredentialError(
+                f"{path}: operators.{name}: not an operator name (letters, digits, '.', '_', "
+                "'-', at most 32)"
+            )
+        try:
+            out[name] = PasswordHash.parse(encoded)
+        except CredentialError as exc:
+            raise CredentialError(f"{path}: operators.{name}: {exc}") from None
+    return out
+
+
+def check_login(operators: dict[str, PasswordHash], name: str, password: str) -> bool:
+    """Whether ``name`` / ``password`` is an operator's (as slow for unknown names)."""
+    known = operators.get(name)
+    ok = (known or _DUMMY).verify(password)
+    return known is not None and ok
+
+
+def token_digest(token: str) -> str:
+    """How a session token is looked up (the token itself is never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Session:
+    """One operator's login: who, the CSRF token of its forms, and when it expires."""
+
+    operator: str
+    csrf: str
+    created: float
+    last_seen: float
+
+
+class Sessions:
+    """In-memory sessions with an absolute and an idle expiry; at most ``max_sessions``."""
+
+    def __init__(
+        self,
+        *,
+        lifetime_s: float,
+        idle_s: float,
+        max_sessions: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lifetime_s = lifetime_s
+        self.idle_s = idle_s
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._by_digest: dict[str, Session] = {}
+
+    def create(self, operator: str) -> tuple[str, Session]:
+        """A new session for ``operator``: (cookie token, session)."""
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        session = Session(operator, secrets.token_urlsafe(32), now, now)
+        with self._lock:
+            self._expire(now)
+            while len(self._by_digest) >= self.max_sessions:  # the oldest login goes
+                oldest = min(self._by_digest, key=lambda d: self._by_digest[d].created)
+                del self._by_digest[oldest]
+            self._by_digest[token_digest(token)] = session
+        return token, session
+
+    def get(self, token: str | None) -> Session | None:
+        """The live session of a cookie token (and mark it used), or None."""
+        if not token:
+            return None
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            session = self._by_digest.get(token_digest(token))
+            if session is not None:
+                session.last_seen = now
+            return session
+
+    def drop(self, token: str | None) -> None:
+        """End a session (logout)."""
+        if token:
+            with self._lock:
+                self._by_digest.pop(token_digest(token), None)
+
+    def _expire(self, now: float) -> None:
+        dead = [
+            digest
+            for digest, s in self._by_digest.items()
+            if now - s.created >= self.lifetime_s or now - s.last_seen >= self.idle_s
+        ]
+        for digest in dead:
+            del self._by_digest[digest]
+
+
+@dataclass
+class LoginLimiter:
+    """At most ``max_failures`` failed logins per key within ``window_s``; then refused."""
+
+    max_failures: int = 5
+    window_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until these keys may try again (0: now)."""
+        now = self.clock()
+        wait = 0.0
+        with self._lock:
+            for key in keys:
+                times = self._failures.get(key)
+                if not times:
+                    continue
+                while times and now - times[0] >= self.window_s:
+                    times.popleft()
+                if len(times) >= self.max_failures:
+                    wait = max(wait, self.window_s - (now - times[0]))
+        return wait
+
+    def failed(self, *keys: str) -> None:
+        """Count one failed login for every key."""
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+                self._failures.clear()
+            for key in keys:
+                self._failures.setdefault(key, deque(maxlen=self.max_failures)).append(now)
+
+    def succeeded(self, *keys: str) -> None:
+        """Forget the failures of these keys."""
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+
+@dataclass
+class RequestLimiter:
+    """A token bucket per client address: ``rate_per_s`` requests on average, ``burst`` at once."""
+
+    rate_per_s: float = 20.0
+    burst: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, key: str) -> bool:
+        """Take one token for ``key``; False when its bucket is empty."""
+        now = self.clock()
+        with self._lock:
+            if len(self._buckets) > 10_000:
+                self._buckets.clear()
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return False
+            self._buckets[key] = (tokens - 1.0, now)
+            return True
