@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,7 +282,7 @@ def _label(
 def batch(
     device: str,
     results: list[tuple[int, str]],
-    labels: list[tuple[int, str, int, int]] = (),  # type: ignore[assignment]
+    labels: Sequence[tuple[int, str, int, int]] = (),
 ) -> bytes:
     """A batch as the uplink encodes it; labels as (seq, ts, result_seq, revision)."""
     entries = [Pending(seq, _result(device, seq, ts)) for seq, ts in results] + [
