@@ -1,4 +1,8 @@
-"""Results pipeline: IoT rule → Firehose → S3 partitioned by plant/line/date, Glue table for Athena."""
+"""Results pipeline: IoT rules → Firehose → S3 partitioned by plant/line/date, Glue tables for Athena
+
+Results and review-station labels travel in the same batches; each array has its rule, stream,
+prefix and table, and one rule acknowledges the batch.
+"""
 
 from __future__ import annotations
 
