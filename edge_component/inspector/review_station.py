@@ -62,7 +62,8 @@ MAX_BODY_BYTES = 8 * 1024
 MAX_PATH_CHARS = 2048
 MAX_CONNECTIONS = 16
 MAX_DEFECT_TYPES = 32
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 10.0  # per socket operation, the TLS handshake included
+STOP_TIMEOUT_S = 2.0
 ASSETS = Path(__file__).with_name("station_assets")
 # the only files served, by URL path (never a path built from the request)
 STATIC = {
@@ -271,7 +272,9 @@ class ReviewStation:
             except (OSError, ssl.SSLError) as exc:
                 server.server_close()
                 raise StationError(f"review station TLS: {exc}") from None
-            server.socket = context.wrap_socket(server.socket, server_side=True)
+            # each connection is wrapped (and its handshake run) in its own thread, with a
+            # timeout: a handshake in accept() would let one idle client block every other
+            server.tls = context
         server.station = self
         if self.config.port == 0:  # tests: the real port, for the Host check
             port = server.server_address[1]
@@ -291,15 +294,24 @@ class ReviewStation:
             len(self.config.operators),
         )
 
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop serving, close the socket and every open connection; return within about
+        ``timeout_s`` whatever the clients do (a connection's thread is a daemon)."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        stopper = threading.Thread(target=server.shutdown, name="review-station-stop")
+        stopper.daemon = True
+        stopper.start()
+        stopper.join(timeout=timeout_s)
+        if stopper.is_alive():
+            LOG.warning("review station: still serving after %.1f s; closing anyway", timeout_s)
+        server.server_close()
+        server.close_connections()
+        if thread is not None:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # -- what the pages show and do ------------------------------------------------------
 
@@ -426,15 +438,30 @@ def _review_json(review: Review) -> dict[str, Any]:
 
 
 class _Server(ThreadingHTTPServer):
-    """A thread per connection, at most :data:`MAX_CONNECTIONS` at once (others get 503)."""
+    """A thread per connection, at most :data:`MAX_CONNECTIONS` at once (others get 503).
+
+    With TLS the listening socket stays plain: each accepted connection is wrapped and its
+    handshake run in the connection's own thread, bounded by :data:`REQUEST_TIMEOUT_S`.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     station: ReviewStation
+    tls: ssl.SSLContext | None = None
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def close_connections(self) -> None:
+        """Shut every open connection down (their threads then end on their own)."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -452,9 +479,33 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
         try:
+            request.settimeout(REQUEST_TIMEOUT_S)
+            if self.tls is not None:
+                try:
+                    wrapped = self.tls.wrap_socket(
+                        request, server_side=True, do_handshake_on_connect=False
+                    )
+                except (OSError, ValueError):
+                    self.shutdown_request(request)
+                    return
+                with self._open_lock:  # the wrapper now owns the file descriptor
+                    self._open.discard(request)
+                    self._open.add(wrapped)
+                request = wrapped
+                try:
+                    wrapped.do_handshake()
+                except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSError
+                    LOG.debug("review station: TLS handshake with %s failed: %s",
+                              client_address[0], exc)  # fmt: skip
+                    self.shutdown_request(wrapped)
+                    return
             super().process_request_thread(request, client_address)
         finally:
+            with self._open_lock:
+                self._open.discard(request)
             self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -928,12 +928,14 @@ class Service:
                     if self.stop.wait(0.05):
                         break
         finally:
-            if self.station is not None:
-                self.station.stop()
             uplink_stop.set()
             uplink_thread.join(timeout=STOP_FLUSH_S + 1.0)
             if self.outbox is not None:
                 self.outbox.close(timeout_s=1.0)
+            # after the flush and bounded: a tablet never delays the results nor the journal's
+            # close (a label given meanwhile is journaled and goes up at the next start)
+            if self.station is not None:
+                self.station.stop()
             backlog = self.journal.backlog()
             self.journal.close()
             self.transport.close()

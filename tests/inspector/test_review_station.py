@@ -1,12 +1,18 @@
-"""The review station through its real HTTP boundary (a socket on 127.0.0.1, http.client):
-login, sessions, CSRF and Origin checks, size limits, rate limits, path traversal, verdicts."""
+"""The review station through its real HTTP boundary (a socket on 127.0.0.1, http.client, and
+HTTPS with a throwaway self-signed certificate): login, sessions, CSRF and Origin checks, size
+limits, rate limits, path traversal, verdicts, idle TLS clients."""
 
 from __future__ import annotations
 
+import datetime
 import http.client
+import ipaddress
 import json
 import re
 import socket
+import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from inspector import review_station
 from inspector.journal import Journal
 from inspector.messages import Identity, validate_label
 from inspector.review_station import (
@@ -592,3 +599,84 @@ def test_station_password_writes_a_private_operators_file(tmp_path: Path) -> Non
         input="short\n", capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert short.returncode == 2 and "at least 10 characters" in short.stderr
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "review-station-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_idle_tls_client_blocks_neither_other_clients_nor_stop(
+    tmp_path: Path, journal: Journal, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(review_station, "REQUEST_TIMEOUT_S", 1.0)
+    cert, key = self_signed(tmp_path)
+    operators = {"alice": PasswordHash.parse(hash_password(PASSWORD, n=2**10))}
+    station = ReviewStation(
+        StationConfig(bind="127.0.0.1", port=0, operators=operators, tls_cert=cert, tls_key=key),
+        journal,
+        IDENTITY,
+        feed=LiveFeed(),
+        clock=clock,
+    )
+    station.start()
+    host, port = station.address
+    trusted = ssl.create_default_context(cafile=str(cert))
+    idle = [socket.create_connection((host, port), timeout=10)]
+    try:
+        time.sleep(0.2)  # the station has accepted them and waits for their handshakes
+        started = time.monotonic()
+        conn = http.client.HTTPSConnection(host, port, timeout=3, context=trusted)
+        conn.request("GET", "/login", headers={"Host": f"127.0.0.1:{port}"})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        assert response.status == 200 and b'name="csrf"' in body
+        assert "Secure" in (response.getheader("Set-Cookie") or "")
+        assert time.monotonic() - started < 2.0
+        # a client that never starts its handshake is dropped after the request timeout
+        idle[0].settimeout(5)
+        assert idle[0].recv(1) == b""
+        # and stop returns promptly while another client still holds a connection open
+        idle.append(socket.create_connection((host, port), timeout=10))
+        time.sleep(0.2)
+        stopper = threading.Thread(target=station.stop)
+        started = time.monotonic()
+        stopper.start()
+        stopper.join(timeout=5)
+        assert not stopper.is_alive() and time.monotonic() - started < 3.0
+    finally:
+        for sock in idle:
+            sock.close()
+        station.stop()
