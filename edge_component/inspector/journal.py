@@ -748,10 +748,11 @@ class Journal:
     ) -> LabelOutcome:
         """Journal a person's verdict on a queued part durably, with the next ``seq``.
 
-        Idempotent by part id: the verdict the part already carries is ``unchanged`` (nothing
-        written); another verdict replaces it (``revision`` + 1, a new label message upstream)
-        only if the caller saw the part as it is now (``result_seq`` and ``revision``), else
-        ``conflict``. ``message(review, seq)`` builds the label message (the caller's contract,
+        A verdict names the judgement it is about (``result_seq``): any other than the part's
+        current one is a ``conflict``, whatever the label. Then idempotent by part id: the
+        verdict the part already carries is ``unchanged`` (nothing written); another verdict
+        replaces it (``revision`` + 1, a new label message upstream) only if the caller saw
+        the part as it is now (``revision``), else ``conflict``. ``message(review, seq)`` builds the label message (the caller's contract,
         :func:`inspector.messages.build_label`); it is journaled in the same transaction.
         """
         with self._seq_lock, self._lock:
@@ -760,9 +761,11 @@ class Journal:
                 current = self._review(part_id)
                 if current is None:
                     outcome = LabelOutcome("unknown")
+                elif current.result_seq != result_seq:  # a verdict on another judgement
+                    outcome = LabelOutcome("conflict", current)
                 elif current.label == label and current.defect_type == defect_type:
                     outcome = LabelOutcome("unchanged", current)
-                elif current.result_seq != result_seq or current.revision != revision:
+                elif current.revision != revision:
                     outcome = LabelOutcome("conflict", current)
                 else:
                     seq = self._meta_int("next_seq")

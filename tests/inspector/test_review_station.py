@@ -265,6 +265,27 @@ def test_a_verdict_records_who_and_when_and_goes_upstream_once(
     assert [m["label"] for m in labels(journal)] == ["defect", "good"]
 
 
+def test_a_verdict_for_another_judgement_of_the_part_is_refused(
+    station: ReviewStation, journal: Journal
+) -> None:
+    client = Client(station)
+    assert client.login() == 303
+    csrf = client.csrf()
+    shown = {**queued(journal, "part-1"), "label": "good"}
+    assert client.verdict(shown, **{"X-CSRF-Token": csrf})[0] == 200
+    # the part id comes by again and is judged anew; a tablet labels the new judgement good
+    journal.append_many([result("part-1", "manual", 0.16)], review=("manual",))
+    now = {**queued(journal, "part-1"), "label": "good"}
+    assert now["result_seq"] != shown["result_seq"]
+    assert client.verdict(now, **{"X-CSRF-Token": csrf})[0] == 200
+    # a tap on a page still showing the first judgement (same label, revision 1) is not it
+    stale = {**shown, "revision": 1}
+    status, body = client.verdict(stale, **{"X-CSRF-Token": csrf})
+    assert status == 409 and "changed since it was shown" in body["error"]
+    assert body["part"]["result_seq"] == now["result_seq"]
+    assert [m["result_seq"] for m in labels(journal)] == [shown["result_seq"], now["result_seq"]]
+
+
 @pytest.mark.parametrize(
     ("change", "status", "words"),
     [
@@ -680,3 +701,24 @@ def test_an_idle_tls_client_blocks_neither_other_clients_nor_stop(
         for sock in idle:
             sock.close()
         station.stop()
+
+
+def test_the_page_labels_the_part_on_screen_never_a_queue_position() -> None:
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the page's script runs under node here)")
+    harness = Path(__file__).with_name("js") / "station_page.js"
+    done = subprocess.run(
+        [node, str(harness), str(review_station.ASSETS / "station.js")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = json.loads(done.stdout)
+    assert log["before_image"] == 0, "a verdict before the part's image loaded"
+    assert log["before_settle"] == 0, "a verdict within the pause after the part changed"
+    assert "part-a" in log["caption"], "a refresh moved the screen off the part"
+    assert [(v["part_id"], v["result_seq"]) for v in log["posted"]] == [("part-a", 1)]
+    assert "part-b" in log["shown_after"] and log["after_double_tap"] == 1
