@@ -76,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     pw.add_argument("--operator", required=True, help="operator name (letters, digits, . _ -)")
     pw.add_argument("--file", required=True, type=Path, help="the operators file to update")
+    pw.add_argument(
+        "--bind",
+        help="this device's address for the station: the plant-network interface the tablets "
+        "use (kept from the file when not given)",
+    )
+    pw.add_argument(
+        "--host",
+        action="append",
+        help="a host name the tablets use for this device's station (repeat; replaces the "
+        "file's list when given)",
+    )
     sub.add_parser(
         "run",
         help="long-running service (any transport); see 'run --help'",
@@ -148,12 +159,17 @@ def station_password(args: argparse.Namespace) -> int:
     import os
 
     from inspector.messages import OPERATOR_NAME
-    from inspector.station_auth import CredentialError, hash_password
+    from inspector.station_auth import CredentialError, check_bind, check_host, hash_password
 
     if not OPERATOR_NAME.match(args.operator):
         raise CliError(
             f"--operator {args.operator!r}: letters, digits, '.', '_', '-', at most 32 characters"
         )
+    try:
+        bind = check_bind(args.bind) if args.bind is not None else None
+        hosts = [check_host(h) for h in args.host] if args.host is not None else None
+    except ValueError as exc:
+        raise CliError(f"--bind/--host: {exc}") from None
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.operator}: ")
         if getpass.getpass("again: ") != password:
@@ -175,6 +191,10 @@ def station_password(args: argparse.Namespace) -> int:
     operators = doc["operators"]
     assert isinstance(operators, dict)
     operators[args.operator] = encoded
+    if bind is not None:
+        doc["bind"] = bind
+    if hosts is not None:
+        doc["hosts"] = hosts
     args.file.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.file.with_name(args.file.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

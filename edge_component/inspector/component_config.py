@@ -10,7 +10,6 @@ integral floats are accepted, ``8.5`` is not.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -44,9 +43,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "shadowModel": ("auto", "off"),
 }
 OBJECTS = ("runtime", "accessControl")
-# the review station (docs/review-station.md): off until bind and operatorsFile are both set
+# the review station (docs/review-station.md): off until operatorsFile is set. The address it
+# binds and its host names differ per device, so they are in that per-device file, written at
+# provisioning; a ring's deployment never carries them (DESIGN §8)
 STATION = "reviewStation"
-STATION_STRINGS = ("bind", "operatorsFile", "hosts", "tlsCert", "tlsKey")
+STATION_STRINGS = ("operatorsFile", "tlsCert", "tlsKey")
+STATION_PER_DEVICE = ("bind", "hosts")
 STATION_NUMBERS: dict[str, tuple[float, float, bool]] = {
     "port": (1, 65535, True),
     "sessionHours": (0.01, 24.0, False),
@@ -58,7 +60,14 @@ def check_station(doc: Any) -> None:
     """Check the ``reviewStation`` object; raise ConfigError naming the key."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{STATION}: must be an object")
-    known = (*STATION_STRINGS, *STATION_NUMBERS)
+    for key in STATION_PER_DEVICE:
+        if doc.get(key) not in (None, ""):
+            raise ConfigError(
+                f"{STATION}.{key}: a per-device fact, never a ring's deployment; it goes in "
+                f'the device\'s operators file ("{key}", python -m inspector station-password '
+                f"--{'bind' if key == 'bind' else 'host'})"
+            )
+    known = (*STATION_STRINGS, *STATION_NUMBERS, *STATION_PER_DEVICE)
     unknown = sorted(set(doc) - set(known))
     if unknown:
         raise ConfigError(
@@ -70,19 +79,6 @@ def check_station(doc: Any) -> None:
     for key, (low, high, integer) in STATION_NUMBERS.items():
         if key in doc:
             check_number(f"{STATION}.{key}", doc[key], low, high, integer=integer)
-    bind = doc.get("bind", "")
-    if bind:
-        try:
-            address = ipaddress.ip_address(bind)
-        except ValueError:
-            raise ConfigError(
-                f"{STATION}.bind: {bind!r} is not an IP address (the plant-network interface's "
-                'address, 127.0.0.1, or "" for no station)'
-            ) from None
-        if address.is_unspecified:
-            raise ConfigError(
-                f"{STATION}.bind: {bind!r} would serve every interface; give one address"
-            )
     if bool(doc.get("tlsCert")) != bool(doc.get("tlsKey")):
         raise ConfigError(f"{STATION}.tlsCert/tlsKey: set both or neither")
 

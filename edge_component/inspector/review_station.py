@@ -52,6 +52,7 @@ from inspector.station_auth import (
     PasswordHash,
     RequestLimiter,
     Sessions,
+    check_host,
     check_login,
 )
 
@@ -91,10 +92,12 @@ class StationConfig:
     """Where and how the station serves.
 
     Args:
-        bind: the one IP address to listen on (an interface's address, or loopback).
+        bind: the one IP address to listen on (an interface's address, or loopback); a
+            per-device fact, from the device's operators file (never a ring's deployment).
         port: TCP port.
         operators: operator name → password hash (:func:`station_auth.read_operators`).
-        hosts: extra host names the station is reached by (the ``Host`` header is checked).
+        hosts: extra host names the station is reached by (the ``Host`` header is checked);
+            per device, from the same file.
         session_s: a session's absolute lifetime; ``idle_s``: how long it lives unused.
         tls_cert, tls_key: serve HTTPS with this certificate (PEM); cookies are then ``Secure``.
         max_failures, failure_window_s: failed logins per address and per name before refusal.
@@ -131,6 +134,11 @@ class StationConfig:
             raise StationError(f"review station port {self.port}: outside 1..65535")
         if not self.operators:
             raise StationError("review station: no operators (nobody could log in)")
+        for host in self.hosts:
+            try:
+                check_host(host)
+            except ValueError as exc:
+                raise StationError(f"review station host: {exc}") from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise StationError("review station: TLS needs both a certificate and a key")
 

@@ -52,7 +52,7 @@ from inspector.review_station import (
 from inspector.runtime_config import ConfigError, RuntimeConfig
 from inspector.sampler import Sampler
 from inspector.sources import DirectorySource, Frame, SimulatedCamera, SourceError
-from inspector.station_auth import CredentialError, read_operators
+from inspector.station_auth import CredentialError, read_station_file
 from inspector.transports.base import Transport, TransportError
 from inspector.uplink import Uplink
 
@@ -240,8 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--review-bind",
         default="",
-        help="the one IP address the review station listens on (the plant-network interface "
-        "the tablets use, or 127.0.0.1); empty: no station",
+        help="the one IP address the review station listens on when the operators file names "
+        'none (local runs: 127.0.0.1); on a device it comes from that file ("bind")',
     )
     g.add_argument("--review-port", type=_integer, default=8088, help="its TCP port")
     g.add_argument(
@@ -249,11 +249,6 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="the device's operators file (python -m inspector station-password); the station "
         "does not start without one",
-    )
-    g.add_argument(
-        "--review-hosts",
-        default="",
-        help="comma-separated host names the tablets use for the station (besides its address)",
     )
     g.add_argument("--review-tls-cert", default="", help="serve HTTPS with this PEM certificate")
     g.add_argument("--review-tls-key", default="", help="the certificate's PEM private key")
@@ -605,25 +600,32 @@ class Service:
         """The review station if configured (bind address and operators), else None — with
         one log line saying why not. A station that cannot be set up never stops inspection."""
         args = self.settings.args
-        if not args.review_bind:
-            LOG.warning(
-                "review station off: no bind address configured "
-                "(--review-bind; recipe reviewStation.bind)"
-            )
-            return None
         if not args.review_operators:
-            LOG.error(
+            LOG.warning(
                 "review station off: no operators file configured (--review-operators; "
                 "recipe reviewStation.operatorsFile) — nothing is served without a credential"
             )
             return None
         try:
-            operators = read_operators(Path(args.review_operators))
+            device = read_station_file(Path(args.review_operators))
+            if device.bind and args.review_bind and device.bind != args.review_bind:
+                raise StationError(
+                    f"{args.review_operators}: bind {device.bind} but --review-bind "
+                    f"{args.review_bind}; the device's file decides, drop the flag"
+                )
+            bind = device.bind or args.review_bind
+            if not bind:
+                LOG.warning(
+                    "review station off: no bind address (the device's operators file "
+                    '%s has no "bind"; station-password --bind)',
+                    args.review_operators,
+                )
+                return None
             config = StationConfig(
-                bind=args.review_bind,
+                bind=bind,
                 port=args.review_port,
-                operators=operators,
-                hosts=tuple(h.strip() for h in args.review_hosts.split(",") if h.strip()),
+                operators=device.operators,
+                hosts=device.hosts,
                 session_s=args.review_session_hours * 3600.0,
                 tls_cert=Path(args.review_tls_cert) if args.review_tls_cert else None,
                 tls_key=Path(args.review_tls_key) if args.review_tls_key else None,

@@ -3,9 +3,12 @@ hmac, secrets).
 
 - **Operators** are read from a per-device file written at provisioning (never from the
   deployment, which a ring shares and which the Greengrass console shows): a JSON object
-  ``{"operators": {"<name>": "scrypt$<n>$<r>$<p>$<salt>$<hash>"}}`` made by
-  ``python -m inspector station-password``. There is no default operator and no default
-  password; a file that is missing, empty, or writable by others is refused.
+  ``{"operators": {"<name>": "scrypt$<n>$<r>$<p>$<salt>$<hash>"}, "bind": "<address>",
+  "hosts": ["<name>", ...]}`` made by ``python -m inspector station-password``. The same file
+  carries the device's own facts for the station — the address it binds and the host names
+  the tablets use — because they differ per device and a ring's deployment is shared (DESIGN
+  §8). There is no default operator and no default password; a file that is missing, empty, or
+  writable by others is refused.
 - **Sessions** live in memory (a restart logs everyone out): a 256-bit random token in an
   ``HttpOnly; SameSite=Strict`` cookie, looked up by its SHA-256, with an absolute and an idle
   expiry; each session carries its own CSRF token.
@@ -19,7 +22,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import re
 import secrets
 import stat
 import threading
@@ -39,8 +44,41 @@ _MAX_N = 2**20  # a hash asking for more would let a bad file make every login t
 MIN_PASSWORD_CHARS = 10
 
 
+MAX_HOSTS = 16
+# a DNS host name (RFC 1123 labels), lower or upper case, at most 253 characters
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
 class CredentialError(ValueError):
     """An operators file or password hash that cannot be used (names the file and why)."""
+
+
+def check_bind(value: str) -> str:
+    """A station bind address: one IP address, never all interfaces; raise ValueError."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address (the plant network's interface, or 127.0.0.1)"
+        ) from None
+    if address.is_unspecified:
+        raise ValueError(f"{value!r} would serve every interface; give one address")
+    return str(address)
+
+
+def check_host(value: str) -> str:
+    """A host name the tablets use for the station (or an IP literal); raise ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a host name")
+    if HOST_NAME.match(value):
+        return value.lower()
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a host name") from None
 
 
 def _b64(data: bytes) -> str:
@@ -102,8 +140,23 @@ class PasswordHash:
 _DUMMY = PasswordHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"\0" * 16, b"\0" * _DKLEN)
 
 
+@dataclass(frozen=True)
+class StationFile:
+    """The review station's per-device file: its operators, the address it binds (None: not
+    given) and the host names the tablets use."""
+
+    operators: dict[str, PasswordHash]
+    bind: str | None = None
+    hosts: tuple[str, ...] = ()
+
+
 def read_operators(path: Path) -> dict[str, PasswordHash]:
     """The operators of a per-device file; raise CredentialError naming the file and field."""
+    return read_station_file(path).operators
+
+
+def read_station_file(path: Path) -> StationFile:
+    """The per-device station file; raise CredentialError naming the file and field."""
     try:
         info = path.stat()
         text = path.read_text(encoding="utf-8")
@@ -132,7 +185,27 @@ def read_operators(path: Path) -> dict[str, PasswordHash]:
             out[name] = PasswordHash.parse(encoded)
         except CredentialError as exc:
             raise CredentialError(f"{path}: operators.{name}: {exc}") from None
-    return out
+    unknown = sorted(set(doc) - {"operators", "bind", "hosts"})
+    if unknown:
+        raise CredentialError(f"{path}: {unknown[0]}: unknown field (operators, bind, hosts)")
+    bind = doc.get("bind")
+    if bind is not None:
+        try:
+            if not isinstance(bind, str):
+                raise ValueError(f"{bind!r} is not an IP address")
+            bind = check_bind(bind)
+        except ValueError as exc:
+            raise CredentialError(f"{path}: bind: {exc}") from None
+    hosts = doc.get("hosts", [])
+    if not isinstance(hosts, list) or len(hosts) > MAX_HOSTS:
+        raise CredentialError(f"{path}: hosts: a list of at most {MAX_HOSTS} host names")
+    names: list[str] = []
+    for i, host in enumerate(hosts):
+        try:
+            names.append(check_host(host))
+        except ValueError as exc:
+            raise CredentialError(f"{path}: hosts[{i}]: {exc}") from None
+    return StationFile(out, bind, tuple(dict.fromkeys(names)))
 
 
 def check_login(operators: dict[str, PasswordHash], name: str, password: str) -> bool:

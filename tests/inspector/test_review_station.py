@@ -30,7 +30,13 @@ from inspector.review_station import (
     StationConfig,
     StationError,
 )
-from inspector.station_auth import CredentialError, PasswordHash, hash_password, read_operators
+from inspector.station_auth import (
+    CredentialError,
+    PasswordHash,
+    hash_password,
+    read_operators,
+    read_station_file,
+)
 from tests.support.tiny_model import image_bytes, part_image
 
 PASSWORD = "correct horse battery"
@@ -505,6 +511,20 @@ def test_an_operators_file_must_be_private_and_well_formed(tmp_path: Path) -> No
     path.write_text(json.dumps({"operators": {"alice": "plain-text-password"}}))
     with pytest.raises(CredentialError, match=r"operators\.alice: not an scrypt"):
         read_operators(path)
+    hashed = {"alice": hash_password(PASSWORD, n=2**10)}
+    for extra, words in (
+        ({"bind": "0.0.0.0"}, "bind: '0.0.0.0' would serve every interface"),
+        ({"bind": "tablet-lan"}, "bind: 'tablet-lan' is not an IP address"),
+        ({"hosts": ["a b"]}, r"hosts\[0\]: 'a b' is not a host name"),
+        ({"hosts": "station-7"}, "hosts: a list of at most"),
+        ({"port": 80}, "port: unknown field"),
+    ):
+        path.write_text(json.dumps({"operators": hashed, **extra}))
+        with pytest.raises(CredentialError, match=words):
+            read_station_file(path)
+    path.write_text(json.dumps({"operators": hashed, "bind": "::1", "hosts": ["QC-7.plant"]}))
+    device = read_station_file(path)
+    assert (device.bind, device.hosts) == ("::1", ("qc-7.plant",))
     with pytest.raises(CredentialError, match="at least 10"):
         hash_password("short")
 
@@ -520,7 +540,8 @@ def test_the_service_queues_its_manual_parts_and_sends_their_labels_upstream(
     (images / "a-good.png").write_bytes(image_bytes(part_image(0.0)))
     (images / "b-band.png").write_bytes(PNG)
     operators = tmp_path / "operators.json"
-    operators.write_text(json.dumps({"operators": {"alice": hash_password(PASSWORD, n=2**10)}}))
+    hashed = {"alice": hash_password(PASSWORD, n=2**10)}
+    operators.write_text(json.dumps({"operators": hashed}))
     operators.chmod(0o600)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -532,15 +553,24 @@ def test_the_service_queues_its_manual_parts_and_sends_their_labels_upstream(
     ]  # fmt: skip
     with caplog.at_level("WARNING"):
         off = service.Service(service.parse_settings(base), FileTransport(tmp_path / "off"))
-    assert off.station is None
-    assert "review station off: no bind address configured" in caplog.text
-    off.journal.close()
+        assert off.station is None
+        assert "review station off: no operators file configured" in caplog.text
+        off.journal.close()
+        # an operators file that names no address: still off (never a default interface)
+        args = [*base, "--review-port", str(port), "--review-operators", str(operators)]
+        off = service.Service(service.parse_settings(args), FileTransport(tmp_path / "off"))
+        assert off.station is None and 'has no "bind"' in caplog.text
+        off.journal.close()
 
-    args = [*base, "--review-bind", "127.0.0.1", "--review-port", str(port),
-            "--review-operators", str(operators)]  # fmt: skip
+    # the address and the host names are the device's, in its own file
+    operators.write_text(
+        json.dumps({"operators": hashed, "bind": "127.0.0.1", "hosts": ["Station-7.plant"]})
+    )
     (tmp_path / "j.db").unlink()
     svc = service.Service(service.parse_settings(args), FileTransport(tmp_path / "out"))
     assert svc.station is not None
+    assert svc.station.config.bind == "127.0.0.1"
+    assert f"station-7.plant:{port}" in svc.station.config.allowed_hosts()
     for frames, cursors in svc._batches():
         svc.process(frames, cursors)
     svc.station.start()
@@ -578,8 +608,8 @@ def test_the_service_queues_its_manual_parts_and_sends_their_labels_upstream(
 @pytest.mark.parametrize(
     ("station", "words"),
     [
-        ({"bind": "0.0.0.0"}, "reviewStation.bind: '0.0.0.0' would serve every interface"),
-        ({"bind": "tablet-lan"}, "reviewStation.bind: 'tablet-lan' is not an IP address"),
+        ({"bind": "10.0.0.5"}, "reviewStation.bind: a per-device fact, never a ring's"),
+        ({"hosts": "station-7"}, "reviewStation.hosts: a per-device fact, never a ring's"),
         ({"port": 70000}, "reviewStation.port"),
         ({"tlsCert": "/etc/cert.pem"}, "reviewStation.tlsCert/tlsKey: set both or neither"),
         ({"password": "hunter2"}, "reviewStation.password: unknown setting"),
@@ -591,8 +621,7 @@ def test_a_deployment_with_a_bad_station_setting_is_refused(
     from inspector.component_config import validate_component_config
     from inspector.runtime_config import ConfigError, RuntimeConfig
 
-    base = {"bind": "", "port": 8088, "operatorsFile": "", "hosts": "", "tlsCert": "",
-            "tlsKey": "", "sessionHours": 8}  # fmt: skip
+    base = {"port": 8088, "operatorsFile": "", "tlsCert": "", "tlsKey": "", "sessionHours": 8}
     validate_component_config({"reviewStation": base}, RuntimeConfig())
     with pytest.raises(ConfigError, match=re.escape(words)):
         validate_component_config({"reviewStation": {**base, **station}}, RuntimeConfig())
@@ -603,10 +632,13 @@ def test_station_password_writes_a_private_operators_file(tmp_path: Path) -> Non
     import sys
 
     path = tmp_path / "etc" / "operators.json"
-    for name, password in (("alice", PASSWORD), ("bob", "another long one")):
+    for name, password, extra in (
+        ("alice", PASSWORD, ["--bind", "10.0.0.5", "--host", "qc-7.plant"]),
+        ("bob", "another long one", []),
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "inspector", "station-password", "--operator", name,
-             "--file", str(path)],
+             "--file", str(path), *extra],
             input=password + "\n", capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -614,6 +646,8 @@ def test_station_password_writes_a_private_operators_file(tmp_path: Path) -> Non
     operators = read_operators(path)
     assert set(operators) == {"alice", "bob"} and operators["alice"].verify(PASSWORD)
     assert not operators["bob"].verify(PASSWORD)
+    device = read_station_file(path)  # the second run kept the device's address and names
+    assert (device.bind, device.hosts) == ("10.0.0.5", ("qc-7.plant",))
     short = subprocess.run(
         [sys.executable, "-m", "inspector", "station-password", "--operator", "carol",
          "--file", str(path)],
