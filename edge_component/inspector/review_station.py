@@ -54,6 +54,7 @@ from inspector.station_auth import (
     Sessions,
     check_host,
     check_login,
+    client_key,
 )
 
 LOG = logging.getLogger(__name__)
@@ -603,7 +604,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"Host {host!r} is not this station (expected one of "
                 f"{', '.join(sorted(self.station.hosts))})",
             )
-        if not self.station.requests.allow(self.client_address[0]):
+        if not self.station.requests.allow(client_key(self.client_address[0])):
             raise _Refused(
                 HTTPStatus.TOO_MANY_REQUESTS, "too many requests", [("Retry-After", "1")]
             )
@@ -787,8 +788,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(HTTPStatus.FORBIDDEN, "missing or wrong login form token")
         name = form.get("operator", [""])[0][:64]
         password = form.get("password", [""])[0][:256]
-        keys = (f"addr:{self.client_address[0]}", f"name:{name.lower()}")
-        wait = self.station.logins.retry_after(*keys)
+        client = client_key(self.client_address[0])
+        keys = (f"addr:{client}", f"name:{name.lower()}")
+        wait = self.station.logins.reserve(*keys)  # counted now, before the slow check
         if wait > 0:
             LOG.warning("review station: login for %r refused (too many failures)", name)
             raise _Refused(
@@ -799,7 +801,6 @@ class _Handler(BaseHTTPRequestHandler):
         with self.station.password_check:
             ok = check_login(dict(self.station.config.operators), name, password)
         if not ok:
-            self.station.logins.failed(*keys)
             LOG.warning("review station: failed login for %r from %s", name, keys[0][5:])
             self._login_form(HTTPStatus.UNAUTHORIZED, "Wrong operator name or password.")
             return

@@ -12,9 +12,10 @@ hmac, secrets).
 - **Sessions** live in memory (a restart logs everyone out): a 256-bit random token in an
   ``HttpOnly; SameSite=Strict`` cookie, looked up by its SHA-256, with an absolute and an idle
   expiry; each session carries its own CSRF token.
-- **Rate limits**: failed logins per client address and per operator name (a sliding window;
-  once over, even the right password is refused until the window passes), and requests per
-  client address (a token bucket).
+- **Rate limits**: login attempts that did not succeed, per client (an IPv4 address or an IPv6
+  /64) and per operator name — counted before the password is checked, so parallel attempts
+  cannot outrun the limit (a sliding window; once over, even the right password is refused
+  until the window passes) — and requests per client (a token bucket).
 """
 
 from __future__ import annotations
@@ -289,45 +290,96 @@ class Sessions:
             del self._by_digest[digest]
 
 
+def client_key(address: str) -> str:
+    """The rate limits' key for a client address: an IPv4 address, or an IPv6 client's /64
+    (one host of a LAN holds a whole /64, so a per-address key would be one per guess)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 @dataclass
 class LoginLimiter:
-    """At most ``max_failures`` failed logins per key within ``window_s``; then refused."""
+    """At most ``max_failures`` login attempts per key within ``window_s`` that did not
+    succeed; then refused until the window passes.
+
+    An attempt is counted when it starts (:meth:`reserve`, atomic under the lock, before the
+    password is checked), not when it has failed, so parallel attempts cannot all pass the
+    check before any is counted; a successful login releases it and forgets the key's failures
+    (:meth:`succeeded`). At most ``max_keys`` keys are remembered: past that, only keys whose
+    attempts have all left the window are forgotten, and while none can be, a new key is
+    refused (a lockout is never wiped to make room).
+    """
 
     max_failures: int = 5
     window_s: float = 300.0
     clock: Callable[[], float] = time.monotonic
+    max_keys: int = 10_000
     _failures: dict[str, deque[float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _wait(self, key: str, now: float) -> float:
+        times = self._failures.get(key)
+        if not times:
+            return 0.0
+        while times and now - times[0] >= self.window_s:
+            times.popleft()
+        if len(times) >= self.max_failures:
+            return self.window_s - (now - times[0])
+        return 0.0
+
     def retry_after(self, *keys: str) -> float:
-        """Seconds until these keys may try again (0: now)."""
+        """Seconds until these keys may try again (0: now); reserves nothing."""
         now = self.clock()
-        wait = 0.0
         with self._lock:
+            return max((self._wait(key, now) for key in keys), default=0.0)
+
+    def reserve(self, *keys: str) -> float:
+        """Count one attempt for every key and return 0, or return the seconds to wait (and
+        count nothing) when a key is over its limit or no room is left for a new key."""
+        now = self.clock()
+        with self._lock:
+            wait = max((self._wait(key, now) for key in keys), default=0.0)
+            if wait > 0:
+                return wait
+            new = [key for key in keys if key not in self._failures]
+            if new and len(self._failures) + len(new) > self.max_keys:
+                self._evict(now)
+                if len(self._failures) + len(new) > self.max_keys:
+                    return self.window_s  # fail closed: every remembered key is still live
             for key in keys:
-                times = self._failures.get(key)
-                if not times:
-                    continue
-                while times and now - times[0] >= self.window_s:
-                    times.popleft()
-                if len(times) >= self.max_failures:
-                    wait = max(wait, self.window_s - (now - times[0]))
-        return wait
+                self._failures.setdefault(key, deque(maxlen=self.max_failures)).append(now)
+            return 0.0
 
     def failed(self, *keys: str) -> None:
-        """Count one failed login for every key."""
+        """Count one failed login for every key (an attempt that was not reserved)."""
         now = self.clock()
         with self._lock:
-            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-                self._failures.clear()
             for key in keys:
+                if key not in self._failures and len(self._failures) >= self.max_keys:
+                    self._evict(now)
                 self._failures.setdefault(key, deque(maxlen=self.max_failures)).append(now)
 
     def succeeded(self, *keys: str) -> None:
-        """Forget the failures of these keys."""
+        """Release this attempt and forget the failures of these keys."""
         with self._lock:
             for key in keys:
                 self._failures.pop(key, None)
+
+    def _evict(self, now: float) -> None:
+        expired = [
+            key
+            for key, times in self._failures.items()
+            if not times or now - times[-1] >= self.window_s
+        ]
+        for key in expired:
+            del self._failures[key]
 
 
 @dataclass

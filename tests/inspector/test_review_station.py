@@ -32,7 +32,9 @@ from inspector.review_station import (
 )
 from inspector.station_auth import (
     CredentialError,
+    LoginLimiter,
     PasswordHash,
+    client_key,
     hash_password,
     read_operators,
     read_station_file,
@@ -756,3 +758,71 @@ def test_the_page_labels_the_part_on_screen_never_a_queue_position() -> None:
     assert "part-a" in log["caption"], "a refresh moved the screen off the part"
     assert [(v["part_id"], v["result_seq"]) for v in log["posted"]] == [("part-a", 1)]
     assert "part-b" in log["shown_after"] and log["after_double_tap"] == 1
+
+
+def test_parallel_logins_cannot_outrun_the_failure_limit(journal: Journal, clock: Clock) -> None:
+    # a real-cost hash (n=2^14), so guesses overlap while one is being checked
+    operators = {"alice": PasswordHash.parse(hash_password(PASSWORD))}
+    station = ReviewStation(
+        StationConfig(bind="127.0.0.1", port=0, operators=operators),
+        journal,
+        IDENTITY,
+        feed=LiveFeed(),
+        clock=clock,
+    )
+    station.start()
+    try:
+        clients = [Client(station) for _ in range(15)]
+        forms = []
+        for client in clients:
+            status, _, page = client.request("GET", "/login")
+            token = re.search(rb'name="csrf" value="([^"]+)"', page)
+            assert status == 200 and token is not None
+            forms.append(
+                urlencode({"operator": "alice", "password": "wrong password!",
+                           "csrf": token.group(1)}).encode()
+            )  # fmt: skip
+        start = threading.Barrier(len(clients))
+        statuses: list[int] = []
+
+        def guess(client: Client, form: bytes) -> None:
+            start.wait()
+            headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": client.origin}
+            statuses.append(client.request("POST", "/login", form, headers)[0])
+
+        threads = [
+            threading.Thread(target=guess, args=pair) for pair in zip(clients, forms, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(statuses) == [401] * station.config.max_failures + [429] * (
+            len(clients) - station.config.max_failures
+        )
+    finally:
+        station.stop()
+
+
+def test_a_full_login_limiter_forgets_only_expired_keys(clock: Clock) -> None:
+    limiter = LoginLimiter(max_failures=2, window_s=300.0, clock=clock, max_keys=3)
+    assert limiter.reserve("addr:a") == 0 and limiter.reserve("addr:a") == 0
+    assert limiter.reserve("addr:a") > 0  # locked out
+    clock.now += 200
+    assert limiter.reserve("addr:b") == 0 and limiter.reserve("addr:c") == 0
+    # full of live keys: a new one is refused, the lockout stands
+    assert limiter.reserve("addr:d") > 0
+    assert limiter.retry_after("addr:a") > 0
+    clock.now += 150  # a's attempts have left the window, b's and c's have not
+    assert limiter.reserve("addr:d") == 0
+    assert limiter.retry_after("addr:a") == 0
+    assert limiter.reserve("addr:b") == 0 and limiter.reserve("addr:b") > 0
+    limiter.succeeded("addr:d")
+    assert limiter.retry_after("addr:d") == 0
+
+
+def test_ipv6_clients_are_limited_by_their_64() -> None:
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.7") == "10.0.0.7" and client_key("10.0.0.7") == "10.0.0.7"
