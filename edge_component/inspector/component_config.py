@@ -54,6 +54,9 @@ STATION_NUMBERS: dict[str, tuple[float, float, bool]] = {
     "sessionHours": (0.01, 24.0, False),
 }
 KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING, STATION))
+# a path the recipe's run line can carry as one shell word, even quoted: absolute, and none of
+# whitespace, quotes, backslash or the characters sh gives a meaning to inside or outside quotes
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+,:@%/=-]*$")
 
 
 def check_station(doc: Any) -> None:
@@ -76,6 +79,11 @@ def check_station(doc: Any) -> None:
     for key in STATION_STRINGS:
         if key in doc and not isinstance(doc[key], str):
             raise ConfigError(f"{STATION}.{key}: must be a string, got {doc[key]!r}")
+        if doc.get(key) and not SAFE_PATH.fullmatch(doc[key]):
+            raise ConfigError(
+                f"{STATION}.{key}: {doc[key]!r} is not an absolute path of letters, digits and "
+                '._+,:@%=-/ (no spaces, quotes or shell characters), or ""'
+            )
     for key, (low, high, integer) in STATION_NUMBERS.items():
         if key in doc:
             check_number(f"{STATION}.{key}", doc[key], low, high, integer=integer)

@@ -615,6 +615,13 @@ def test_the_service_queues_its_manual_parts_and_sends_their_labels_upstream(
         ({"port": 70000}, "reviewStation.port"),
         ({"tlsCert": "/etc/cert.pem"}, "reviewStation.tlsCert/tlsKey: set both or neither"),
         ({"password": "hunter2"}, "reviewStation.password: unknown setting"),
+        ({"operatorsFile": "/var/lib/line guard/ops.json"}, "reviewStation.operatorsFile: '/var"),
+        ({"operatorsFile": "etc/ops.json"}, "is not an absolute path"),
+        ({"operatorsFile": '/etc/ops".json'}, "no spaces, quotes or shell characters"),
+        ({"operatorsFile": "/etc/$(reboot)"}, "reviewStation.operatorsFile"),
+        ({"operatorsFile": "/etc/ops.json;reboot"}, "reviewStation.operatorsFile"),
+        ({"tlsCert": "/etc/c.pem", "tlsKey": "/etc/`id`.pem"}, "reviewStation.tlsKey"),
+        ({"tlsCert": "/etc/c.pem\n", "tlsKey": "/etc/k.pem"}, "reviewStation.tlsCert"),
     ],
 )
 def test_a_deployment_with_a_bad_station_setting_is_refused(
@@ -625,6 +632,12 @@ def test_a_deployment_with_a_bad_station_setting_is_refused(
 
     base = {"port": 8088, "operatorsFile": "", "tlsCert": "", "tlsKey": "", "sessionHours": 8}
     validate_component_config({"reviewStation": base}, RuntimeConfig())
+    good = {
+        "operatorsFile": "/var/lib/lineguard/review-operators.json",
+        "tlsCert": "/etc/lineguard/tls/station_7.crt",
+        "tlsKey": "/etc/lineguard/tls/k-7.pem",
+    }
+    validate_component_config({"reviewStation": {**base, **good}}, RuntimeConfig())
     with pytest.raises(ConfigError, match=re.escape(words)):
         validate_component_config({"reviewStation": {**base, **station}}, RuntimeConfig())
 
