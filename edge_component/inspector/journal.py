@@ -345,6 +345,12 @@ class Journal:
                 " revision INTEGER NOT NULL DEFAULT 0)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS reviews_seq ON reviews (result_seq)")
+        # labels held back while the cloud has not shown it stores labels (docs/results-ack.md):
+        # out of the upstream seq range, in their order, until they get a new seq
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS held_labels (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " part_id TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
         if layout < LAYOUT_VERSION and self._scalar("SELECT count(*) FROM meta"):
             self._set_meta("layout", LAYOUT_VERSION)
 
@@ -545,6 +551,59 @@ class Journal:
             out.append(Pending(int(seq), bytes(payload), str(kind)))
         return out
 
+    def hold_labels(self, after: int | None = None) -> int:
+        """Take the unsent labels with ``seq > after`` out of the upstream range and keep them
+        aside, in order, until :meth:`release_held_labels` (the cloud has not yet shown it
+        stores labels: an acknowledgement would otherwise forget them); return how many."""
+        start = -1 if after is None else after
+        with self._lock:
+            if self._scalar("SELECT count(*) FROM labels WHERE seq > ?", (start,)) == 0:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO held_labels (part_id, payload)"
+                    " SELECT part_id, payload FROM labels WHERE seq > ? ORDER BY seq",
+                    (start,),
+                )
+                cur = self._db.execute("DELETE FROM labels WHERE seq > ?", (start,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return max(0, cur.rowcount)
+
+    def release_held_labels(self) -> int:
+        """Put the held labels back upstream, in their order, each with a new ``seq`` (never
+        sent under the old one); return how many."""
+        with self._seq_lock, self._lock:
+            rows = self._db.execute(
+                "SELECT id, part_id, payload FROM held_labels ORDER BY id"
+            ).fetchall()
+            if not rows:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._meta_int("next_seq")
+                for _, part_id, payload in rows:
+                    message = {**json.loads(bytes(payload)), "seq": seq}
+                    self._db.execute(
+                        "INSERT INTO labels VALUES (?, ?, ?)", (seq, part_id, _encode(message))
+                    )
+                    seq += 1
+                self._db.execute("DELETE FROM held_labels WHERE id <= ?", (rows[-1][0],))
+                self._set_meta("next_seq", seq)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def held_labels(self) -> int:
+        """How many labels are held back from upstream."""
+        with self._lock:
+            return int(self._scalar("SELECT count(*) FROM held_labels"))
+
     def mark_sent(self, up_to_seq: int) -> int:
         """Forget every result and label with ``seq <= up_to_seq`` (acknowledged upstream);
         return how many."""
@@ -596,19 +655,23 @@ class Journal:
         highs = [int(v) for v in (r_high, l_high) if v is not None]
         return max(highs) - min(lows) + 1 if lows else 0
 
-    def oldest_seq(self) -> int | None:
-        """The lowest ``seq`` still waiting for an acknowledgement, or None when none waits."""
+    def oldest_seq(self, after: int | None = None) -> int | None:
+        """The lowest ``seq`` (above ``after``) still waiting for an acknowledgement, or None
+        when none waits."""
+        start = -1 if after is None else after
         with self._lock:
             low = self._scalar(
-                "SELECT min(s) FROM (SELECT min(seq) AS s FROM results"
-                " UNION ALL SELECT min(seq) FROM labels)"
+                "SELECT min(s) FROM (SELECT min(seq) AS s FROM results WHERE seq > ?"
+                " UNION ALL SELECT min(seq) FROM labels WHERE seq > ?)",
+                (start, start),
             )
         return None if low is None else int(low)
 
     def backlog(self) -> int:
-        """Number of results and labels not yet acknowledged upstream."""
+        """Number of results and labels not yet acknowledged upstream (held labels included;
+        a held label's old place counts until the results around it are acknowledged)."""
         with self._lock:
-            return self._pending_count()
+            return self._pending_count() + int(self._scalar("SELECT count(*) FROM held_labels"))
 
     # -- samples ---------------------------------------------------------------------------
 
@@ -799,7 +862,7 @@ class Journal:
     def stats(self) -> JournalStats:
         """Backlog, disk use and eviction counters."""
         with self._lock:
-            pending = self._pending_count()
+            pending = self._pending_count() + int(self._scalar("SELECT count(*) FROM held_labels"))
             count, size = self._db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM samples"
             ).fetchone()

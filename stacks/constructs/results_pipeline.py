@@ -69,7 +69,12 @@ LABELS_SQL = _store_sql("labels")
 # left unacknowledged, the device would resend it for ever). A Firehose action that fails sends
 # the message, payload included, to the rule's error action (IoT developer guide,
 # rule-error-handling.html: "base64OriginalPayload").
-ACK_SQL = f"SELECT v, device, first_seq, last_seq FROM '{BATCH_TOPIC}' WHERE {BATCH_FILTER}"
+# `1 AS labels` is the acknowledgement's capability: this stack stores labels. A stack from
+# before labels acknowledged every batch and stored its results only, so a device sends labels
+# only once an acknowledgement carries it (it holds them until then: inspector/uplink.py).
+ACK_SQL = (
+    f"SELECT v, device, first_seq, last_seq, 1 AS labels FROM '{BATCH_TOPIC}' WHERE {BATCH_FILTER}"
+)
 # republish-rule-action.html: the topic takes substitution templates; ${topic(5)} is the device.
 ACK_TOPIC = "lineguard/{plant}/${{topic(5)}}/ack"
 # In batch mode the Firehose action sends the SQL's array as one PutRecordBatch, and "the

@@ -306,3 +306,65 @@ def test_a_journal_of_an_unknown_schema_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(JournalError, match="unsupported schema '2'"):
         open_journal(path)
+
+
+def test_labels_wait_for_a_cloud_that_stores_them_and_none_is_lost(tmp_path: Path) -> None:
+    from inspector.uplink import Uplink
+    from tests.inspector.test_uplink import ACK, FakeClock, Spooling
+
+    class Cloud(Spooling):
+        """Acknowledges like the AckRule; stores labels only once its stack knows them."""
+
+        stores_labels = False
+        labels: list[dict[str, Any]]
+
+        def deliver(self, *, reverse: bool = False) -> None:
+            batches, self.spool = self.spool, []
+            for payload in batches:
+                doc = json.loads(payload)
+                self.cloud.extend(r["seq"] for r in doc["results"])
+                ack = {k: doc[k] for k in ("v", "device", "first_seq", "last_seq")}
+                if self.stores_labels:  # the new stack: SELECT ..., 1 AS labels
+                    self.labels.extend(doc.get("labels", []))
+                    ack["labels"] = 1
+                for callback in self.ack_callbacks.values():
+                    callback(json.dumps(ack).encode())  # type: ignore[operator]
+
+    journal = open_journal(tmp_path / "j.db")
+    clock = FakeClock()
+    cloud = Cloud(clock)
+    cloud.labels = []
+    uplink = Uplink(journal, cloud, "t", clock=clock, sleep=clock.sleep, ack_topic=ACK)
+
+    def exchange() -> None:
+        for _ in range(20):
+            uplink.step(flush=True)
+            cloud.deliver()
+            clock.sleep(0.1)
+
+    journal.append_many([result("a"), result("b", "manual", 0.15)], review=("manual",))
+    assert give(journal, "b", "defect").status == "recorded"
+    journal.append_many([result("c")])
+    # an old stack: every result goes and is acknowledged; the label is never sent, it waits
+    exchange()
+    assert len(cloud.cloud) == 3 and uplink.cloud_stores_labels is False
+    assert all("labels" not in json.loads(payload) for _, _, payload in cloud.sent)
+    assert journal.held_labels() == 1 and journal.backlog() == 1
+    journal.close()
+    # a restart keeps it; the stack is upgraded: the first acknowledgement brings the label out
+    journal = open_journal(tmp_path / "j.db")
+    cloud.stores_labels = True
+    uplink = Uplink(journal, cloud, "t", clock=clock, sleep=clock.sleep, ack_topic=ACK)
+    journal.append_many([result("d")])
+    exchange()
+    assert uplink.cloud_stores_labels is True
+    (label,) = cloud.labels
+    validate_label(label)
+    assert (label["part_id"], label["label"], label["revision"]) == ("b", "defect", 1)
+    assert label["seq"] > max(cloud.cloud)  # a new seq, after every result already sent
+    assert journal.held_labels() == 0 and journal.backlog() == 0
+    # from now on a label goes at once, in its batch
+    journal.append_many([result("b", "manual", 0.16)], review=("manual",))
+    assert give(journal, "b", "good").status == "recorded"
+    exchange()
+    assert [m["label"] for m in cloud.labels] == ["defect", "good"] and journal.backlog() == 0

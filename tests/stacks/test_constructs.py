@@ -1151,6 +1151,16 @@ def topic_filter(sql: str) -> str:
     return sql.split(" FROM ")[1].split(" WHERE ")[0]
 
 
+def test_the_acknowledgement_says_the_stack_stores_labels(plant_parts: Built) -> None:
+    rules = resources(plant_parts.template, "AWS::IoT::TopicRule")
+    (sql,) = [
+        r["Properties"]["TopicRulePayload"]["Sql"]
+        for r in rules
+        if "republish" in json.dumps(r["Properties"]["TopicRulePayload"]["Actions"]).lower()
+    ]
+    assert sql.startswith("SELECT v, device, first_seq, last_seq, 1 AS labels FROM ")
+
+
 def test_each_stored_batch_is_acknowledged_to_its_own_device(plant_parts: Built) -> None:
     from stacks.constructs.results_pipeline import (
         ACK_SQL,

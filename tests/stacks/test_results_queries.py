@@ -34,7 +34,7 @@ from aws_cdk.assertions import Template
 from core_device.cloud import ack_for
 from inspector.journal import Pending
 from inspector.messages import Identity, build_label, build_result, encode
-from inspector.uplink import encode_batch, parse_ack
+from inspector.uplink import ack_stores_labels, encode_batch, parse_ack
 from stacks.config import PlantConfig
 from stacks.constructs.log_encryption import PlantLogKey
 from stacks.constructs.results_pipeline import ACK_SQL, ResultsPipeline
@@ -475,6 +475,8 @@ def test_a_labels_only_batch_stores_its_labels_and_is_acknowledged(
     ack = ack_for("demo", TOPIC.format(device="dev-a"), payload)
     assert ack is not None and ack[0] == "lineguard/demo/dev-a/ack"
     assert parse_ack("dev-a", ack[1]) == (20, 20)
+    # ...saying this stack stores labels: a device holds its labels back until it hears so
+    assert " 1 AS labels FROM " in pipeline.ack_sql and ack_stores_labels(ack[1])
 
 
 def test_a_batch_without_labels_is_stored_as_before(pipeline: Pipeline) -> None:
