@@ -250,6 +250,9 @@ class Journal:
             self._setup(synchronous)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: cannot open journal ({exc})") from None
+        # the counter as committed, read under _seq_lock alone: the frame loop learns the seq
+        # of its reject signal without waiting for a checkpoint or any other holder of _lock
+        self._next = self._meta_int("next_seq")
         self._page_size = int(self._scalar("PRAGMA page_size"))
         # the WAL is truncated back to this size after each checkpoint
         self._wal_limit = max(64 * 1024, min(4 * 1024 * 1024, cap_bytes // 16))
@@ -496,6 +499,7 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._next = seq
             self._checkpoint_if_needed()
         return [s for s, _ in rows]
 
@@ -518,9 +522,12 @@ class Journal:
             return str(self._scalar("SELECT value FROM meta WHERE key = 'epoch'"))
 
     def next_seq(self) -> int:
-        """The ``seq`` the next :meth:`append` will assign (exact while :meth:`reserve` is held)."""
-        with self._lock:
-            return self._meta_int("next_seq")
+        """The ``seq`` the next :meth:`append` will assign (exact while :meth:`reserve` is held).
+
+        Takes only the counter's lock: while the caller holds :meth:`reserve` it returns at once.
+        """
+        with self._seq_lock:
+            return self._next
 
     def cursor(self, name: str) -> str | None:
         """The last key saved with :meth:`append` under ``name``, or None."""
@@ -597,6 +604,7 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._next = seq
         return len(rows)
 
     def held_labels(self) -> int:
@@ -797,6 +805,22 @@ class Journal:
             ).fetchall()
         return [_review(row) for row in rows]
 
+    def _label_outcome(
+        self, part_id: str, result_seq: int, revision: int, label: str, defect_type: str | None
+    ) -> tuple[LabelOutcome | None, Review | None]:
+        """What a verdict on the part as it is now comes to: an outcome that writes nothing,
+        or None (record it), with the part's current review."""
+        current = self._review(part_id)
+        if current is None:
+            return LabelOutcome("unknown"), None
+        if current.result_seq != result_seq:  # a verdict on another judgement
+            return LabelOutcome("conflict", current), current
+        if current.label == label and current.defect_type == defect_type:
+            return LabelOutcome("unchanged", current), current
+        if current.revision != revision:
+            return LabelOutcome("conflict", current), current
+        return None, current
+
     def record_label(
         self,
         part_id: str,
@@ -818,19 +842,21 @@ class Journal:
         the part as it is now (``revision``), else ``conflict``. ``message(review, seq)`` builds the label message (the caller's contract,
         :func:`inspector.messages.build_label`); it is journaled in the same transaction.
         """
+        # a verdict that writes nothing (a double tap, a stale page) never takes the counter
+        with self._lock:
+            outcome, _ = self._label_outcome(part_id, result_seq, revision, label, defect_type)
+        if outcome is not None:
+            return outcome
+        # the counter is held for this one transaction only: the frame loop, which takes it
+        # before its reject signal, waits at most for this commit, never for a checkpoint
         with self._seq_lock, self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                current = self._review(part_id)
-                if current is None:
-                    outcome = LabelOutcome("unknown")
-                elif current.result_seq != result_seq:  # a verdict on another judgement
-                    outcome = LabelOutcome("conflict", current)
-                elif current.label == label and current.defect_type == defect_type:
-                    outcome = LabelOutcome("unchanged", current)
-                elif current.revision != revision:
-                    outcome = LabelOutcome("conflict", current)
-                else:
+                outcome, current = self._label_outcome(
+                    part_id, result_seq, revision, label, defect_type
+                )
+                if outcome is None:
+                    assert current is not None
                     seq = self._meta_int("next_seq")
                     labelled = replace(
                         current,
@@ -854,6 +880,9 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            if outcome.seq is not None:
+                self._next = outcome.seq + 1
+        with self._lock:
             self._checkpoint_if_needed()
         return outcome
 

@@ -852,7 +852,8 @@ class Service:
 
         The local reject message goes out first, carrying the ``seq`` the journal is about to
         assign (the loop holds the journal's ``seq`` counter from reading it to the commit, so
-        the review station's labels wait): a crash after it and before the commit
+        the review station's labels wait; taking it, the loop waits for at most one label's
+        commit): a crash after it and before the commit
         re-judges the frame on restart and signals it again (at-least-once, as the line bridge
         expects); a crash before it loses nothing either. Only the commit acknowledges a frame.
         """

@@ -216,6 +216,42 @@ def test_the_frame_loop_holds_the_seq_counter_against_labels(tmp_path: Path) -> 
     assert [p.kind for p in journal.pending()][-2:] == ["result", "label"]
 
 
+def test_the_frame_loop_never_waits_for_a_labels_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = open_journal(tmp_path / "j.db")
+    journal.append_many([result("b", "manual", 0.15)], review=("manual",))
+    in_checkpoint, finish = threading.Event(), threading.Event()
+    real = journal._checkpoint_if_needed
+
+    def slow_checkpoint() -> None:  # a WAL fold that takes long (a slow card)
+        in_checkpoint.set()
+        finish.wait(10)
+        real()
+
+    monkeypatch.setattr(journal, "_checkpoint_if_needed", slow_checkpoint)
+    labelled: list[Any] = []
+    worker = threading.Thread(target=lambda: labelled.append(give(journal, "b", "good")))
+    worker.start()
+    try:
+        assert in_checkpoint.wait(10)  # the label is committed and its checkpoint runs
+        got: list[int] = []
+
+        def frame_loop_signal() -> None:  # what the frame loop does before its reject signal
+            with journal.reserve():
+                got.append(journal.next_seq())
+
+        reader = threading.Thread(target=frame_loop_signal)
+        reader.start()
+        reader.join(timeout=2)
+        assert got, "the frame loop waited for the label's checkpoint"
+    finally:
+        finish.set()
+        worker.join(timeout=10)
+    (outcome,) = labelled
+    assert outcome.status == "recorded" and got == [outcome.seq + 1]
+
+
 def test_cap_policy_samples_then_the_queue_then_the_oldest_entries(tmp_path: Path) -> None:
     cap = 512 * 1024
     journal = open_journal(tmp_path / "j.db", cap=cap)
