@@ -645,8 +645,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return self.rfile.read(length)
 
-    def _session(self) -> Any:
-        return self.station.sessions.get(self._cookie(SESSION_COOKIE))
+    def _session(self, *, active: bool) -> Any:
+        return self.station.sessions.get(self._cookie(SESSION_COOKIE), active=active)
 
     # -- methods ---------------------------------------------------------------------------
 
@@ -687,7 +687,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/login":
             self._login_form(HTTPStatus.OK, "")
             return
-        session = self._session()
+        # polls, images and assets are the page's own doing: only loading the page counts as
+        # the operator's activity (and every write, below)
+        session = self._session(active=path == "/")
         if session is None:
             if path.startswith("/api/") or path.startswith("/static/"):
                 raise _Refused(HTTPStatus.UNAUTHORIZED, "log in first")
@@ -730,7 +732,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/login":
             self._login()
             return
-        session = self._session()
+        session = self._session(active=False)
         if session is None:
             raise _Refused(HTTPStatus.UNAUTHORIZED, "log in first")
         self._check_origin()
@@ -740,6 +742,7 @@ class _Handler(BaseHTTPRequestHandler):
             sent = sent or form.get("csrf", [""])[0]
         if not secrets.compare_digest(sent.encode(), session.csrf.encode()):
             raise _Refused(HTTPStatus.FORBIDDEN, "missing or wrong CSRF token")
+        self.station.sessions.get(self._cookie(SESSION_COOKIE), active=True)  # a checked write
         if path == "/logout":
             self.station.sessions.drop(self._cookie(SESSION_COOKIE))
             self._send(

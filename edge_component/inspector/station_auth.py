@@ -262,15 +262,17 @@ class Sessions:
             self._by_digest[token_digest(token)] = session
         return token, session
 
-    def get(self, token: str | None) -> Session | None:
-        """The live session of a cookie token (and mark it used), or None."""
+    def get(self, token: str | None, *, active: bool = False) -> Session | None:
+        """The live session of a cookie token, or None; ``active``: an operator's own action
+        (a verdict, a page load), which restarts the idle expiry — the page's polling does not,
+        so a tablet left open still logs out."""
         if not token:
             return None
         now = self._clock()
         with self._lock:
             self._expire(now)
             session = self._by_digest.get(token_digest(token))
-            if session is not None:
+            if session is not None and active:
                 session.last_seen = now
             return session
 

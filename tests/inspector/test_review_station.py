@@ -839,3 +839,21 @@ def test_ipv6_clients_are_limited_by_their_64() -> None:
     assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
     assert client_key("::ffff:10.0.0.7") == "10.0.0.7" and client_key("10.0.0.7") == "10.0.0.7"
+
+
+def test_polling_does_not_keep_an_idle_session_alive_a_verdict_does(
+    station: ReviewStation, journal: Journal, clock: Clock
+) -> None:
+    client = Client(station)
+    assert client.login() == 303
+    step = station.config.idle_s / 3
+    clock.now += step
+    assert client.verdict(
+        {**queued(journal, "part-1"), "label": "good"}, **{"X-CSRF-Token": client.csrf()}
+    )[0] == 200  # fmt: skip
+    for _ in range(2):  # the page polls on its own; nobody touches the tablet
+        clock.now += step
+        assert client.request("GET", "/api/state")[0] == 200
+        assert client.request("GET", "/static/station.js")[0] == 200
+    clock.now += step + 1  # idle_s since the page load and verdict (csrf() loads the page)
+    assert client.request("GET", "/api/state")[0] == 401
