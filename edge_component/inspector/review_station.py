@@ -455,6 +455,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 4 * MAX_CONNECTIONS  # the listen backlog (socketserver's default: 5)
     station: ReviewStation
     tls: ssl.SSLContext | None = None
 
