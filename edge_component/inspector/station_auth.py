@@ -42,6 +42,7 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 _DKLEN = 32
 _MAX_N = 2**20  # a hash asking for more would let a bad file make every login take seconds
+SCRYPT_MAXMEM = 1 << 28  # what a password check may allocate (256 MiB)
 MIN_PASSWORD_CHARS = 10
 
 
@@ -126,19 +127,34 @@ class PasswordHash:
             raise CredentialError(f"scrypt parameters n={n} r={r} p={p} out of range")
         if len(salt) < 16 or len(key) != _DKLEN:
             raise CredentialError("scrypt salt shorter than 16 bytes or hash not 32 bytes")
+        if scrypt_memory(n, r, p) > SCRYPT_MAXMEM:
+            raise CredentialError(
+                f"scrypt parameters n={n} r={r} p={p} need {scrypt_memory(n, r, p) >> 20} MiB; "
+                f"a password check may use {SCRYPT_MAXMEM >> 20} MiB"
+            )
         return cls(n, r, p, salt, key)
 
     def verify(self, password: str) -> bool:
         """Whether ``password`` matches (constant-time comparison)."""
         key = hashlib.scrypt(
             password.encode(), salt=self.salt, n=self.n, r=self.r, p=self.p, dklen=_DKLEN,
-            maxmem=1 << 28,
+            maxmem=SCRYPT_MAXMEM,
         )  # fmt: skip
         return hmac.compare_digest(key, self.key)
 
 
-# checked when the name is unknown, so a wrong name costs as long as a wrong password
-_DUMMY = PasswordHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"\0" * 16, b"\0" * _DKLEN)
+def scrypt_memory(n: int, r: int, p: int) -> int:
+    """Bytes a scrypt check allocates, as OpenSSL counts them against ``maxmem``: 128·r·p for
+    B plus 128·r·(n + 2) for V (crypto/evp/pbe_scrypt.c); over SCRYPT_MAXMEM, it fails."""
+    return 128 * r * p + 128 * r * (n + 2)
+
+
+def dummy_hash(operators: dict[str, PasswordHash]) -> PasswordHash:
+    """What an unknown name is checked against: the operators' own costliest parameters, so a
+    wrong name takes as long as a wrong password whatever cost the file's hashes chose."""
+    n, r, p = max(((h.n, h.r, h.p) for h in operators.values()), key=lambda c: c[0] * c[1] * c[2],
+                  default=(SCRYPT_N, SCRYPT_R, SCRYPT_P))  # fmt: skip
+    return PasswordHash(n, r, p, b"\0" * 16, b"\0" * _DKLEN)
 
 
 @dataclass(frozen=True)
@@ -212,7 +228,7 @@ def read_station_file(path: Path) -> StationFile:
 def check_login(operators: dict[str, PasswordHash], name: str, password: str) -> bool:
     """Whether ``name`` / ``password`` is an operator's (as slow for unknown names)."""
     known = operators.get(name)
-    ok = (known or _DUMMY).verify(password)
+    ok = (known or dummy_hash(operators)).verify(password)
     return known is not None and ok
 
 

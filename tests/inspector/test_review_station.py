@@ -857,3 +857,31 @@ def test_polling_does_not_keep_an_idle_session_alive_a_verdict_does(
         assert client.request("GET", "/static/station.js")[0] == 200
     clock.now += step + 1  # idle_s since the page load and verdict (csrf() loads the page)
     assert client.request("GET", "/api/state")[0] == 401
+
+
+def test_a_hash_a_password_check_could_not_allocate_is_refused_when_read() -> None:
+    salt, key = "A" * 22, "A" * 43  # 16 and 32 bytes, base64url
+    with pytest.raises(CredentialError, match="need 1024 MiB; a password check may use 256"):
+        PasswordHash.parse(f"scrypt${2**20}$8$1${salt}${key}")
+    PasswordHash.parse(f"scrypt${2**17}$8$1${salt}${key}")  # 128 MiB: fits
+
+
+def test_an_unknown_name_costs_what_the_operators_hashes_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+
+    from inspector import station_auth
+
+    operators = {"alice": PasswordHash.parse(hash_password(PASSWORD, n=2**12))}
+    costs: list[tuple[int, int, int]] = []
+    real = hashlib.scrypt
+
+    def spy(password: bytes, **kw: Any) -> bytes:
+        costs.append((kw["n"], kw["r"], kw["p"]))
+        return real(password, **kw)
+
+    monkeypatch.setattr(station_auth.hashlib, "scrypt", spy)
+    assert not station_auth.check_login(operators, "alice", "wrong password!")
+    assert not station_auth.check_login(operators, "mallory", "wrong password!")
+    assert costs == [(2**12, 8, 1), (2**12, 8, 1)]
