@@ -49,6 +49,7 @@ OBJECTS = ("runtime", "accessControl")
 STATION = "reviewStation"
 STATION_STRINGS = ("operatorsFile", "tlsCert", "tlsKey")
 STATION_PER_DEVICE = ("bind", "hosts")
+STATION_BOOLEANS = ("allowPlainHttp",)
 STATION_NUMBERS: dict[str, tuple[float, float, bool]] = {
     "port": (1, 65535, True),
     "sessionHours": (0.01, 24.0, False),
@@ -70,7 +71,7 @@ def check_station(doc: Any) -> None:
                 f'the device\'s operators file ("{key}", python -m inspector station-password '
                 f"--{'bind' if key == 'bind' else 'host'})"
             )
-    known = (*STATION_STRINGS, *STATION_NUMBERS, *STATION_PER_DEVICE)
+    known = (*STATION_STRINGS, *STATION_NUMBERS, *STATION_PER_DEVICE, *STATION_BOOLEANS)
     unknown = sorted(set(doc) - set(known))
     if unknown:
         raise ConfigError(
@@ -87,6 +88,9 @@ def check_station(doc: Any) -> None:
     for key, (low, high, integer) in STATION_NUMBERS.items():
         if key in doc:
             check_number(f"{STATION}.{key}", doc[key], low, high, integer=integer)
+    for key in STATION_BOOLEANS:
+        if key in doc and not isinstance(doc[key], bool):
+            raise ConfigError(f"{STATION}.{key}: must be true or false, got {doc[key]!r}")
     if bool(doc.get("tlsCert")) != bool(doc.get("tlsKey")):
         raise ConfigError(f"{STATION}.tlsCert/tlsKey: set both or neither")
 

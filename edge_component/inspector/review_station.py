@@ -103,6 +103,8 @@ class StationConfig:
         tls_cert, tls_key: serve HTTPS with this certificate (PEM); cookies are then ``Secure``.
         max_failures, failure_window_s: failed logins per address and per name before refusal.
         request_rate, request_burst: requests per second per address (token bucket).
+        allow_plain_http: serve plain HTTP on an address other than loopback (refused unless
+            set: passwords and cookies would cross the LAN in clear).
     """
 
     bind: str
@@ -117,6 +119,7 @@ class StationConfig:
     failure_window_s: float = 300.0
     request_rate: float = 20.0
     request_burst: float = 60.0
+    allow_plain_http: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -142,6 +145,12 @@ class StationConfig:
                 raise StationError(f"review station host: {exc}") from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise StationError("review station: TLS needs both a certificate and a key")
+        if self.tls_cert is None and not address.is_loopback and not self.allow_plain_http:
+            raise StationError(
+                f"review station bind {self.bind}: plain HTTP on the plant network would carry "
+                "passwords and session cookies in clear; give tlsCert and tlsKey, or set "
+                "allowPlainHttp: true to accept that"
+            )
 
     @property
     def scheme(self) -> str:

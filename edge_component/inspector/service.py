@@ -253,6 +253,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--review-tls-cert", default="", help="serve HTTPS with this PEM certificate")
     g.add_argument("--review-tls-key", default="", help="the certificate's PEM private key")
     g.add_argument(
+        "--review-allow-plain-http",
+        choices=("true", "false"),
+        default="false",
+        help="serve plain HTTP on a plant-network address (passwords then cross it in clear); "
+        "refused by default without --review-tls-cert",
+    )
+    g.add_argument(
         "--review-session-hours",
         type=float,
         default=8.0,
@@ -629,6 +636,7 @@ class Service:
                 session_s=args.review_session_hours * 3600.0,
                 tls_cert=Path(args.review_tls_cert) if args.review_tls_cert else None,
                 tls_key=Path(args.review_tls_key) if args.review_tls_key else None,
+                allow_plain_http=args.review_allow_plain_http == "true",
             )
         except (CredentialError, StationError) as exc:
             LOG.error("review station off: %s", exc)

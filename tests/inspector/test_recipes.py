@@ -334,6 +334,7 @@ def test_string_settings_reach_the_inspector_as_one_argument_each(tmp_path: Path
         "/etc/lg/key one.pem",
     )
     assert args.review_port == 8088 and args.review_session_hours == 8.0
+    assert args.review_allow_plain_http == "false"
 
 
 def _artifact_with_probe(tmp_path: Path) -> Path:

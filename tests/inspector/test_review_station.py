@@ -498,6 +498,18 @@ def test_the_station_never_binds_every_interface_nor_starts_without_operators() 
         StationConfig(bind="127.0.0.1", port=8088, operators={})
 
 
+def test_plain_http_on_the_plant_network_needs_an_explicit_yes(tmp_path: Path) -> None:
+    operators = {"alice": PasswordHash.parse(hash_password(PASSWORD, n=2**10))}
+    with pytest.raises(StationError, match="passwords and session cookies in clear"):
+        StationConfig(bind="10.20.30.41", port=8088, operators=operators)
+    assert StationConfig(bind="10.20.30.41", port=8088, operators=operators, allow_plain_http=True)
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    tls = StationConfig(bind="10.20.30.41", port=8443, operators=operators, tls_cert=cert,
+                        tls_key=key)  # fmt: skip
+    assert tls.scheme == "https"
+    assert StationConfig(bind="::1", port=8088, operators=operators).scheme == "http"
+
+
 def test_an_operators_file_must_be_private_and_well_formed(tmp_path: Path) -> None:
     path = tmp_path / "operators.json"
     path.write_text(json.dumps({"operators": {"alice": hash_password(PASSWORD, n=2**10)}}))
@@ -622,6 +634,7 @@ def test_the_service_queues_its_manual_parts_and_sends_their_labels_upstream(
         ({"operatorsFile": "/etc/ops.json;reboot"}, "reviewStation.operatorsFile"),
         ({"tlsCert": "/etc/c.pem", "tlsKey": "/etc/`id`.pem"}, "reviewStation.tlsKey"),
         ({"tlsCert": "/etc/c.pem\n", "tlsKey": "/etc/k.pem"}, "reviewStation.tlsCert"),
+        ({"allowPlainHttp": "yes"}, "reviewStation.allowPlainHttp: must be true or false"),
     ],
 )
 def test_a_deployment_with_a_bad_station_setting_is_refused(
@@ -630,7 +643,8 @@ def test_a_deployment_with_a_bad_station_setting_is_refused(
     from inspector.component_config import validate_component_config
     from inspector.runtime_config import ConfigError, RuntimeConfig
 
-    base = {"port": 8088, "operatorsFile": "", "tlsCert": "", "tlsKey": "", "sessionHours": 8}
+    base = {"port": 8088, "operatorsFile": "", "tlsCert": "", "tlsKey": "", "sessionHours": 8,
+            "allowPlainHttp": False}  # fmt: skip
     validate_component_config({"reviewStation": base}, RuntimeConfig())
     good = {
         "operatorsFile": "/var/lib/lineguard/review-operators.json",
