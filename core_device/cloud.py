@@ -5,10 +5,11 @@ IoT Core's message broker. What the plant stack deploys behind IoT Core is model
 from the construct that deploys it:
 
 - :class:`ResultsAcknowledger` — the ``AckRule`` of ``stacks/constructs/results_pipeline.py``:
-  ``SELECT v, device, first_seq, last_seq FROM 'lineguard/<plant>/+/+/+/results' WHERE v = 1
-  AND device = topic(5)``, republished (QoS 1) to ``lineguard/<plant>/${topic(5)}/ack``.
-  IoT SQL semantics used: a field absent from the message is absent from the output (AWS IoT
-  SQL reference, iot-sql-select: "If a field doesn't exist, it isn't included"); a ``WHERE``
+  ``SELECT v, device, first_seq, last_seq, 1 AS labels FROM 'lineguard/<plant>/+/+/+/results'
+  WHERE v = 1 AND device = topic(5)``, republished (QoS 1) to
+  ``lineguard/<plant>/${topic(5)}/ack``. IoT SQL semantics used: a field absent from the
+  message is absent from the output (AWS IoT SQL reference, iot-sql-select: "If a field doesn't
+  exist, it isn't included"), while a literal with an alias is in every output; a ``WHERE``
   comparing a missing field is false; a payload that is not JSON gives no row for a SQL that
   reads fields (iot-sql-from / binary payloads).
 - :func:`identity_shadow_document` — what the identity-sync function writes and ShadowManager
@@ -61,6 +62,7 @@ def ack_for(plant: str, topic: str, payload: bytes) -> tuple[str, bytes] | None:
     if doc.get("v") != 1 or doc.get("device") != levels[4]:
         return None
     selected = {k: doc[k] for k in ("v", "device", "first_seq", "last_seq") if k in doc}
+    selected["labels"] = 1  # 1 AS labels: a literal, present in every acknowledgement
     return f"lineguard/{plant}/{levels[4]}/ack", json.dumps(selected).encode()
 
 

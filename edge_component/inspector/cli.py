@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m inspector",
         description="LineGuard inspector: judge images with a model package (pass/reject/manual).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{inspect,run}")
+    sub = parser.add_subparsers(dest="command", metavar="{inspect,run,station-password}")
     sub.required = True
     one = sub.add_parser(
         "inspect",
@@ -65,6 +65,28 @@ def _parser() -> argparse.ArgumentParser:
         "--max-image-pixels", type=int, default=40_000_000, help="larger images are manual"
     )
     one.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    pw = sub.add_parser(
+        "station-password",
+        help="add or replace a review station operator in the device's operators file",
+        description=(
+            "Hash an operator's password (scrypt) into the review station's operators file "
+            "(JSON, created with mode 600; docs/review-station.md). The password is read from "
+            "the terminal, or from the first line of stdin when it is not a terminal."
+        ),
+    )
+    pw.add_argument("--operator", required=True, help="operator name (letters, digits, . _ -)")
+    pw.add_argument("--file", required=True, type=Path, help="the operators file to update")
+    pw.add_argument(
+        "--bind",
+        help="this device's address for the station: the plant-network interface the tablets "
+        "use (kept from the file when not given)",
+    )
+    pw.add_argument(
+        "--host",
+        action="append",
+        help="a host name the tablets use for this device's station (repeat; replaces the "
+        "file's list when given)",
+    )
     sub.add_parser(
         "run",
         help="long-running service (any transport); see 'run --help'",
@@ -130,6 +152,60 @@ def inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def station_password(args: argparse.Namespace) -> int:
+    """Add or replace one operator's password hash in a review station operators file."""
+    import getpass
+    import json
+    import os
+
+    from inspector.messages import OPERATOR_NAME
+    from inspector.station_auth import CredentialError, check_bind, check_host, hash_password
+
+    if not OPERATOR_NAME.match(args.operator):
+        raise CliError(
+            f"--operator {args.operator!r}: letters, digits, '.', '_', '-', at most 32 characters"
+        )
+    try:
+        bind = check_bind(args.bind) if args.bind is not None else None
+        hosts = [check_host(h) for h in args.host] if args.host is not None else None
+    except ValueError as exc:
+        raise CliError(f"--bind/--host: {exc}") from None
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.operator}: ")
+        if getpass.getpass("again: ") != password:
+            raise CliError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        encoded = hash_password(password)
+    except CredentialError as exc:
+        raise CliError(str(exc)) from None
+    doc: dict[str, object] = {"operators": {}}
+    if args.file.exists():
+        try:
+            doc = json.loads(args.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{args.file}: cannot read it as JSON ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("operators"), dict):
+            raise CliError(f'{args.file}: not an operators file (no "operators" object)')
+    operators = doc["operators"]
+    assert isinstance(operators, dict)
+    operators[args.operator] = encoded
+    if bind is not None:
+        doc["bind"] = bind
+    if hosts is not None:
+        doc["hosts"] = hosts
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.file.with_name(args.file.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, args.file)
+    print(f"{args.file}: operator {args.operator} set", file=sys.stderr)
+    return 0
+
+
 def run(argv: Sequence[str]) -> int:
     """The long-running mode: hand the arguments to ``inspector.service.main``."""
     try:
@@ -152,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     args = _parser().parse_args(argv)
     try:
+        if args.command == "station-password":
+            return station_password(args)
         return inspect(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

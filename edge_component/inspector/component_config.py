@@ -43,7 +43,56 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "shadowModel": ("auto", "off"),
 }
 OBJECTS = ("runtime", "accessControl")
-KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING))
+# the review station (docs/review-station.md): off until operatorsFile is set. The address it
+# binds and its host names differ per device, so they are in that per-device file, written at
+# provisioning; a ring's deployment never carries them (DESIGN §8)
+STATION = "reviewStation"
+STATION_STRINGS = ("operatorsFile", "tlsCert", "tlsKey")
+STATION_PER_DEVICE = ("bind", "hosts")
+STATION_BOOLEANS = ("allowPlainHttp",)
+STATION_NUMBERS: dict[str, tuple[float, float, bool]] = {
+    "port": (1, 65535, True),
+    "sessionHours": (0.01, 24.0, False),
+}
+KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING, STATION))
+# a path the recipe's run line can carry as one shell word, even quoted: absolute, and none of
+# whitespace, quotes, backslash or the characters sh gives a meaning to inside or outside quotes
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+,:@%/=-]*$")
+
+
+def check_station(doc: Any) -> None:
+    """Check the ``reviewStation`` object; raise ConfigError naming the key."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{STATION}: must be an object")
+    for key in STATION_PER_DEVICE:
+        if doc.get(key) not in (None, ""):
+            raise ConfigError(
+                f"{STATION}.{key}: a per-device fact, never a ring's deployment; it goes in "
+                f'the device\'s operators file ("{key}", python -m inspector station-password '
+                f"--{'bind' if key == 'bind' else 'host'})"
+            )
+    known = (*STATION_STRINGS, *STATION_NUMBERS, *STATION_PER_DEVICE, *STATION_BOOLEANS)
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{STATION}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})"
+        )
+    for key in STATION_STRINGS:
+        if key in doc and not isinstance(doc[key], str):
+            raise ConfigError(f"{STATION}.{key}: must be a string, got {doc[key]!r}")
+        if doc.get(key) and not SAFE_PATH.fullmatch(doc[key]):
+            raise ConfigError(
+                f"{STATION}.{key}: {doc[key]!r} is not an absolute path of letters, digits and "
+                '._+,:@%=-/ (no spaces, quotes or shell characters), or ""'
+            )
+    for key, (low, high, integer) in STATION_NUMBERS.items():
+        if key in doc:
+            check_number(f"{STATION}.{key}", doc[key], low, high, integer=integer)
+    for key in STATION_BOOLEANS:
+        if key in doc and not isinstance(doc[key], bool):
+            raise ConfigError(f"{STATION}.{key}: must be true or false, got {doc[key]!r}")
+    if bool(doc.get("tlsCert")) != bool(doc.get("tlsKey")):
+        raise ConfigError(f"{STATION}.tlsCert/tlsKey: set both or neither")
 
 
 def check_ring(value: Any) -> str | None:
@@ -95,4 +144,6 @@ def validate_component_config(doc: Any, base: RuntimeConfig) -> None:
             raise ConfigError(f"{key}: {doc[key]!r} is not one of {', '.join(allowed)}")
     if "accessControl" in doc and not isinstance(doc["accessControl"], dict):
         raise ConfigError("accessControl: must be an object")
+    if STATION in doc:
+        check_station(doc[STATION])
     runtime_section(doc, base)

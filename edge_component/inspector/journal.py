@@ -12,9 +12,23 @@ The cap holds between writes; while one
 write transaction is open its pages may sit in the WAL (headroom of ``2 × wal limit`` is kept
 for that). SQLite reuses
 freed pages before growing the file, so the file never exceeds the most it ever held; free
-pages are returned to the file system in bulk. When a write would cross the cap, retraining **samples go first** (oldest first); only when no
-sample is left are the **oldest unsent results** dropped, counted in ``dropped_results`` and
-reported by health, so the newest results always fit. Sent results are deleted at once.
+pages are returned to the file system in bulk. When a write would cross the cap, retraining **samples go first** (oldest first), then the
+review queue's oldest parts; only when neither is left are the **oldest unsent results** (and
+labels) dropped, counted in ``dropped_results`` and reported by health, so the newest results
+always fit. Sent results are deleted at once.
+
+Labels (a person's verdict on a part, from the review station) share the results' ``seq``
+counter and travel upstream in the same batches (:mod:`inspector.uplink`), so the unsent
+entries of both tables are always one contiguous ``seq`` range. Two threads write ``seq``s now
+(the frame loop and the review station): :meth:`Journal.reserve` holds the counter across a
+caller's read of :meth:`next_seq` and its append, and every writer of a ``seq`` takes it.
+
+Versions: ``meta.schema`` is the format an inspector must understand to open the file
+(:data:`SCHEMA_VERSION`, checked for equality by every released inspector); ``meta.layout``
+(:data:`LAYOUT_VERSION`) counts additive changes that older inspectors open and write safely
+(they neither see nor harm what they do not know). Opening a journal of an older layout migrates
+it in one transaction. A change that an older inspector could not survive must raise
+:data:`SCHEMA_VERSION` instead — a rollback to that inspector then refuses the file.
 """
 
 from __future__ import annotations
@@ -26,14 +40,26 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+# 2: labels (seq shared with results), the review queue, samples.seq (docs/review-station.md)
+LAYOUT_VERSION = 2
 MIN_CAP_BYTES = 256 * 1024
 _SHM_BYTES = 32 * 1024
+MAX_REVIEWS = 10_000
+# every unsent entry, results and labels, in seq order (SQLite merges the two index scans)
+_UNSENT = (
+    "SELECT seq, payload, 'result' FROM results WHERE seq > ?"
+    " UNION ALL SELECT seq, payload, 'label' FROM labels WHERE seq > ?"
+)
+_REVIEW_COLUMNS = (
+    "part_id, result_seq, ts, camera, decision, score, threshold, model, reason,"
+    " label, defect_type, operator, labelled_at, revision"
+)
 
 
 class JournalError(Exception):
@@ -42,10 +68,51 @@ class JournalError(Exception):
 
 @dataclass(frozen=True)
 class Pending:
-    """One unsent result: its ``seq`` and the JSON payload exactly as journaled."""
+    """One unsent entry: its ``seq``, the JSON payload exactly as journaled, and its kind
+    (``result`` or ``label``)."""
 
     seq: int
     payload: bytes
+    kind: str = "result"
+
+
+@dataclass(frozen=True)
+class Review:
+    """A part in the review queue: the result a person is asked to confirm, and their verdict.
+
+    ``revision`` counts the verdicts given (0: none yet); ``sample_id`` is the stored image of
+    the part, when the sampler kept one.
+    """
+
+    part_id: str
+    result_seq: int
+    ts: str
+    camera: str
+    decision: str
+    score: float | None
+    threshold: float | None
+    model: str | None
+    reason: str | None
+    label: str | None
+    defect_type: str | None
+    operator: str | None
+    labelled_at: str | None
+    revision: int
+    sample_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LabelOutcome:
+    """What :meth:`Journal.record_label` did.
+
+    ``status``: ``recorded`` (journaled with ``seq``), ``unchanged`` (the part already carries
+    this verdict: nothing written), ``conflict`` (the part was judged again or given another
+    verdict since the caller looked), ``unknown`` (no such part in the queue).
+    """
+
+    status: str
+    review: Review | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +144,44 @@ class JournalStats:
 
 def _encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# the newest stored image of the result a review entry is about
+_SAMPLE_OF = "(SELECT max(id) FROM samples WHERE samples.seq = reviews.result_seq)"
+
+
+def _review_row(message: Mapping[str, Any], seq: int) -> tuple[Any, ...]:
+    return (
+        str(message.get("part_id", "")),
+        seq,
+        str(message.get("ts", "")),
+        str(message.get("camera", "")),
+        str(message.get("decision")),
+        message.get("score"),
+        message.get("threshold"),
+        message.get("model"),
+        message.get("reason"),
+    )
+
+
+def _review(row: Sequence[Any]) -> Review:
+    return Review(
+        part_id=row[0],
+        result_seq=int(row[1]),
+        ts=row[2],
+        camera=row[3],
+        decision=row[4],
+        score=row[5],
+        threshold=row[6],
+        model=row[7],
+        reason=row[8],
+        label=row[9],
+        defect_type=row[10],
+        operator=row[11],
+        labelled_at=row[12],
+        revision=int(row[13]),
+        sample_id=None if row[14] is None else int(row[14]),
+    )
 
 
 def base36(number: int) -> str:
@@ -112,6 +217,7 @@ class Journal:
             so a wiped journal never reuses a ``seq`` the cloud has already seen.
         synchronous: SQLite ``synchronous`` level; ``FULL`` survives power loss, ``NORMAL``
             survives a killed process.
+        max_reviews: parts kept in the review queue at most (the oldest leave first).
     """
 
     def __init__(
@@ -122,6 +228,7 @@ class Journal:
         cap_bytes: int,
         clock: Callable[[], float] = time.time,
         synchronous: str = "FULL",
+        max_reviews: int = MAX_REVIEWS,
     ) -> None:
         if cap_bytes < MIN_CAP_BYTES:
             raise JournalError(f"{path}: cap_bytes {cap_bytes} is below {MIN_CAP_BYTES}")
@@ -132,6 +239,9 @@ class Journal:
         self.cap_bytes = cap_bytes
         self._clock = clock
         self._lock = threading.Lock()
+        # held across "read next_seq, then append" by whoever assigns seqs (reserve())
+        self._seq_lock = threading.RLock()
+        self.max_reviews = max(1, max_reviews)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
@@ -140,6 +250,9 @@ class Journal:
             self._setup(synchronous)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: cannot open journal ({exc})") from None
+        # the counter as committed, read under _seq_lock alone: the frame loop learns the seq
+        # of its reject signal without waiting for a checkpoint or any other holder of _lock
+        self._next = self._meta_int("next_seq")
         self._page_size = int(self._scalar("PRAGMA page_size"))
         # the WAL is truncated back to this size after each checkpoint
         self._wal_limit = max(64 * 1024, min(4 * 1024 * 1024, cap_bytes // 16))
@@ -180,6 +293,8 @@ class Journal:
                 " payload BLOB NOT NULL)"
             )
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not meta or meta.get("schema") == str(SCHEMA_VERSION):
+                self._migrate(int(meta.get("layout", "1")) if meta else 1)
             if not meta:
                 first = max(1, int(self._clock() * 1000))
                 rows = {
@@ -190,6 +305,7 @@ class Journal:
                     "dropped_results": "0",
                     "evicted_samples": "0",
                     "epoch": new_epoch(first),
+                    "layout": str(LAYOUT_VERSION),
                 }
                 db.executemany("INSERT INTO meta VALUES (?, ?)", rows.items())
             elif meta.get("device") != self.device:
@@ -205,6 +321,41 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _migrate(self, layout: int) -> None:
+        """Inside the setup transaction: bring a journal of ``layout`` up to LAYOUT_VERSION.
+
+        Every step is additive, so an inspector that knows only layout 1 still opens, writes
+        and drains the file after a rollback (it never reads labels or the review queue).
+        """
+        db = self._db
+        if layout < 2:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+            if "seq" not in columns:  # the result a sample belongs to (null: before layout 2)
+                db.execute("ALTER TABLE samples ADD COLUMN seq INTEGER")
+            db.execute("CREATE INDEX IF NOT EXISTS samples_seq ON samples (seq)")
+            # a person's verdicts, with the results' seq: sent upstream in the same batches
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS labels (seq INTEGER PRIMARY KEY,"
+                " part_id TEXT NOT NULL, payload BLOB NOT NULL)"
+            )
+            # parts waiting for (or given) a person's verdict, one row per part id
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS reviews (part_id TEXT PRIMARY KEY,"
+                " result_seq INTEGER NOT NULL, ts TEXT NOT NULL, camera TEXT NOT NULL,"
+                " decision TEXT NOT NULL, score REAL, threshold REAL, model TEXT, reason TEXT,"
+                " label TEXT, defect_type TEXT, operator TEXT, labelled_at TEXT,"
+                " revision INTEGER NOT NULL DEFAULT 0)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS reviews_seq ON reviews (result_seq)")
+        # labels held back while the cloud has not shown it stores labels (docs/results-ack.md):
+        # out of the upstream seq range, in their order, until they get a new seq
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS held_labels (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " part_id TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
+        if layout < LAYOUT_VERSION and self._scalar("SELECT count(*) FROM meta"):
+            self._set_meta("layout", LAYOUT_VERSION)
 
     def _meta_int(self, key: str) -> int:
         return int(self._scalar("SELECT value FROM meta WHERE key = ?", (key,)))
@@ -266,16 +417,26 @@ class Journal:
             evicted += 1
         if evicted:
             self._set_meta("evicted_samples", self._meta_int("evicted_samples") + evicted)
-        dropped = 0
-        while drop_results and self._used_bytes() > low_water:
-            chunk = max(1, (self._used_bytes() - low_water) // 128)
+        while drop_results and self._used_bytes() > low_water:  # then the review queue's oldest
             cur = self._db.execute(
-                "DELETE FROM results WHERE seq IN (SELECT seq FROM results ORDER BY seq LIMIT ?)",
-                (min(chunk, 10_000),),
+                "DELETE FROM reviews WHERE part_id IN"
+                " (SELECT part_id FROM reviews ORDER BY result_seq LIMIT 64)"
             )
             if cur.rowcount <= 0:
                 break
-            dropped += cur.rowcount
+        dropped = 0
+        while drop_results and self._used_bytes() > low_water:
+            chunk = max(1, (self._used_bytes() - low_water) // 128)
+            # the oldest unsent entries, results and labels alike: what stays is contiguous
+            last = self._scalar(
+                f"SELECT max(seq) FROM (SELECT seq FROM ({_UNSENT}) ORDER BY seq LIMIT ?)",
+                (-1, -1, min(chunk, 10_000)),
+            )
+            if last is None:
+                break
+            for table in ("results", "labels"):
+                cur = self._db.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,))
+                dropped += max(0, cur.rowcount)
         if dropped:
             self._set_meta("dropped_results", self._meta_int("dropped_results") + dropped)
         # no vacuum here: the pages just freed are reused by the write that needed them
@@ -297,13 +458,17 @@ class Journal:
         *,
         cursor: tuple[str, str] | None = None,
         cursors: Iterable[tuple[str, str]] = (),
+        review: Iterable[str] = (),
     ) -> list[int]:
         """Store several results in one transaction (micro-batches); return their ``seq``s.
 
         ``cursor`` / ``cursors``: (name, key) pairs saved in the same transaction.
+        ``review``: decisions whose results also enter the review queue in that transaction
+        (a part id judged again replaces its entry: the new judgement awaits a verdict).
         """
         items = list(results)
-        with self._lock:
+        queue = frozenset(review)
+        with self._seq_lock, self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 seq = self._meta_int("next_seq")
@@ -313,8 +478,20 @@ class Journal:
                     message["seq"] = seq
                     rows.append((seq, _encode(message)))
                     seq += 1
-                self._make_room(sum(len(p) + 16 for _, p in rows))
+                reviews = [
+                    _review_row(message, seq)
+                    for (seq, _), message in zip(rows, items, strict=True)
+                    if message.get("decision") in queue
+                ]
+                self._make_room(sum(len(p) + 16 for _, p in rows) + 256 * len(reviews))
                 self._db.executemany("INSERT INTO results VALUES (?, ?)", rows)
+                if reviews:
+                    self._db.executemany(
+                        f"INSERT OR REPLACE INTO reviews ({_REVIEW_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, 0)",
+                        reviews,
+                    )
+                    self._trim_reviews()
                 self._set_meta("next_seq", seq)
                 for name, key in [*([cursor] if cursor else []), *cursors]:
                     self._set_meta(f"cursor:{name}", key)
@@ -322,8 +499,17 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._next = seq
             self._checkpoint_if_needed()
         return [s for s, _ in rows]
+
+    def reserve(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold the ``seq`` counter: while held, no other thread appends a result or a label.
+
+        The frame loop holds it from :meth:`next_seq` to its :meth:`append_many` (its reject
+        messages carry the ``seq`` before the commit); the lock is re-entrant.
+        """
+        return self._seq_lock
 
     @property
     def epoch(self) -> str:
@@ -336,9 +522,12 @@ class Journal:
             return str(self._scalar("SELECT value FROM meta WHERE key = 'epoch'"))
 
     def next_seq(self) -> int:
-        """The ``seq`` the next :meth:`append` will assign (exact while one thread appends)."""
-        with self._lock:
-            return self._meta_int("next_seq")
+        """The ``seq`` the next :meth:`append` will assign (exact while :meth:`reserve` is held).
+
+        Takes only the counter's lock: while the caller holds :meth:`reserve` it returns at once.
+        """
+        with self._seq_lock:
+            return self._next
 
     def cursor(self, name: str) -> str | None:
         """The last key saved with :meth:`append` under ``name``, or None."""
@@ -349,31 +538,90 @@ class Journal:
     def pending(
         self, limit: int = 1000, max_bytes: int | None = None, *, after: int | None = None
     ) -> list[Pending]:
-        """The oldest unacknowledged results in ``seq`` order, at most ``limit`` / ``max_bytes``.
+        """The oldest unacknowledged results and labels in ``seq`` order, at most ``limit`` /
+        ``max_bytes``.
 
-        ``after`` skips every result up to that ``seq`` (already published, awaiting the
+        ``after`` skips every entry up to that ``seq`` (already published, awaiting the
         cloud's acknowledgement).
         """
+        start = -1 if after is None else after
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, payload FROM results WHERE seq > ? ORDER BY seq LIMIT ?",
-                (-1 if after is None else after, limit),
+                f"{_UNSENT} ORDER BY seq LIMIT ?", (start, start, limit)
             ).fetchall()
         out: list[Pending] = []
         total = 0
-        for seq, payload in rows:
+        for seq, payload, kind in rows:
             total += len(payload)
             if max_bytes is not None and out and total > max_bytes:
                 break
-            out.append(Pending(int(seq), bytes(payload)))
+            out.append(Pending(int(seq), bytes(payload), str(kind)))
         return out
 
+    def hold_labels(self, after: int | None = None) -> int:
+        """Take the unsent labels with ``seq > after`` out of the upstream range and keep them
+        aside, in order, until :meth:`release_held_labels` (the cloud has not yet shown it
+        stores labels: an acknowledgement would otherwise forget them); return how many."""
+        start = -1 if after is None else after
+        with self._lock:
+            if self._scalar("SELECT count(*) FROM labels WHERE seq > ?", (start,)) == 0:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO held_labels (part_id, payload)"
+                    " SELECT part_id, payload FROM labels WHERE seq > ? ORDER BY seq",
+                    (start,),
+                )
+                cur = self._db.execute("DELETE FROM labels WHERE seq > ?", (start,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return max(0, cur.rowcount)
+
+    def release_held_labels(self) -> int:
+        """Put the held labels back upstream, in their order, each with a new ``seq`` (never
+        sent under the old one); return how many."""
+        with self._seq_lock, self._lock:
+            rows = self._db.execute(
+                "SELECT id, part_id, payload FROM held_labels ORDER BY id"
+            ).fetchall()
+            if not rows:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._meta_int("next_seq")
+                for _, part_id, payload in rows:
+                    message = {**json.loads(bytes(payload)), "seq": seq}
+                    self._db.execute(
+                        "INSERT INTO labels VALUES (?, ?, ?)", (seq, part_id, _encode(message))
+                    )
+                    seq += 1
+                self._db.execute("DELETE FROM held_labels WHERE id <= ?", (rows[-1][0],))
+                self._set_meta("next_seq", seq)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._next = seq
+        return len(rows)
+
+    def held_labels(self) -> int:
+        """How many labels are held back from upstream."""
+        with self._lock:
+            return int(self._scalar("SELECT count(*) FROM held_labels"))
+
     def mark_sent(self, up_to_seq: int) -> int:
-        """Forget every result with ``seq <= up_to_seq`` (acknowledged upstream); return count."""
+        """Forget every result and label with ``seq <= up_to_seq`` (acknowledged upstream);
+        return how many."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute("DELETE FROM results WHERE seq <= ?", (up_to_seq,))
+                removed = max(0, cur.rowcount)
+                cur = self._db.execute("DELETE FROM labels WHERE seq <= ?", (up_to_seq,))
+                removed += max(0, cur.rowcount)
                 if up_to_seq > self._meta_int("last_sent_seq"):
                     self._set_meta("last_sent_seq", up_to_seq)
                 self._db.execute("COMMIT")
@@ -382,7 +630,7 @@ class Journal:
                 raise
             self._maybe_vacuum()
             self._checkpoint_if_needed()
-            return int(cur.rowcount)
+            return removed
 
     # -- local signals the bus refused (actuation) -----------------------------------------
 
@@ -404,31 +652,49 @@ class Journal:
         return [(int(i), bytes(p)) for i, p in rows]
 
     def _pending_count(self) -> int:
-        # unsent results are always one contiguous seq range (only the oldest are ever removed),
-        # so this is two index lookups instead of a scan of the whole backlog
-        low, high = self._db.execute(
-            "SELECT (SELECT min(seq) FROM results), (SELECT max(seq) FROM results)"
+        # unsent results and labels are always one contiguous seq range (every seq comes from
+        # the one counter, only the oldest are ever removed), so this is four index lookups
+        # instead of a scan of the whole backlog
+        r_low, r_high, l_low, l_high = self._db.execute(
+            "SELECT (SELECT min(seq) FROM results), (SELECT max(seq) FROM results),"
+            " (SELECT min(seq) FROM labels), (SELECT max(seq) FROM labels)"
         ).fetchone()
-        return 0 if low is None else int(high) - int(low) + 1
+        lows = [int(v) for v in (r_low, l_low) if v is not None]
+        highs = [int(v) for v in (r_high, l_high) if v is not None]
+        return max(highs) - min(lows) + 1 if lows else 0
 
-    def oldest_seq(self) -> int | None:
-        """The lowest ``seq`` still waiting for an acknowledgement, or None when none waits."""
+    def oldest_seq(self, after: int | None = None) -> int | None:
+        """The lowest ``seq`` (above ``after``) still waiting for an acknowledgement, or None
+        when none waits."""
+        start = -1 if after is None else after
         with self._lock:
-            low = self._scalar("SELECT min(seq) FROM results")
+            low = self._scalar(
+                "SELECT min(s) FROM (SELECT min(seq) AS s FROM results WHERE seq > ?"
+                " UNION ALL SELECT min(seq) FROM labels WHERE seq > ?)",
+                (start, start),
+            )
         return None if low is None else int(low)
 
     def backlog(self) -> int:
-        """Number of results not yet acknowledged upstream."""
+        """Number of results and labels not yet acknowledged upstream (held labels included;
+        a held label's old place counts until the results around it are acknowledged)."""
         with self._lock:
-            return self._pending_count()
+            return self._pending_count() + int(self._scalar("SELECT count(*) FROM held_labels"))
 
     # -- samples ---------------------------------------------------------------------------
 
     def add_sample(
-        self, *, part_id: str, reason: str, data: bytes, score: float | None = None
+        self,
+        *,
+        part_id: str,
+        reason: str,
+        data: bytes,
+        score: float | None = None,
+        seq: int | None = None,
     ) -> int:
         """Store a retraining sample, evicting older samples (never a result) to make room.
 
+        ``seq``: the result the image belongs to (the review station shows it with that part).
         Returns the sample's id, or 0 when it cannot fit without dropping results.
         """
         with self._lock:
@@ -438,9 +704,9 @@ class Journal:
                     self._db.execute("COMMIT")  # keep the evictions: older samples go first
                     return 0
                 cur = self._db.execute(
-                    "INSERT INTO samples (ts, part_id, reason, score, size, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (self._clock(), part_id, reason, score, len(data), data),
+                    "INSERT INTO samples (ts, part_id, reason, score, size, data, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (self._clock(), part_id, reason, score, len(data), data, seq),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -477,17 +743,155 @@ class Journal:
                 self._checkpoint_if_needed()
         return removed
 
+    def sample(self, sample_id: int) -> Sample | None:
+        """One stored sample by id, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, ts, part_id, reason, score, data FROM samples WHERE id = ?",
+                (sample_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Sample(int(row[0]), float(row[1]), row[2], row[3], row[4], bytes(row[5]))
+
     def remove_sample(self, sample_id: int) -> None:
         """Delete a sample once an uploader has stored it elsewhere."""
         with self._lock:
             self._db.execute("DELETE FROM samples WHERE id = ?", (sample_id,))
+
+    # -- the review queue and labels -------------------------------------------------------
+
+    def _trim_reviews(self) -> None:
+        over = int(self._scalar("SELECT count(*) FROM reviews")) - self.max_reviews
+        if over > 0:
+            self._db.execute(
+                "DELETE FROM reviews WHERE part_id IN"
+                " (SELECT part_id FROM reviews ORDER BY result_seq LIMIT ?)",
+                (over,),
+            )
+
+    def _review(self, part_id: str) -> Review | None:
+        row = self._db.execute(
+            f"SELECT {_REVIEW_COLUMNS}, {_SAMPLE_OF} FROM reviews WHERE part_id = ?", (part_id,)
+        ).fetchone()
+        return None if row is None else _review(row)
+
+    def review(self, part_id: str) -> Review | None:
+        """The review queue's entry for ``part_id``, or None."""
+        with self._lock:
+            return self._review(part_id)
+
+    def reviews(
+        self,
+        *,
+        decisions: Iterable[str] = ("manual",),
+        labelled: bool | None = False,
+        limit: int = 100,
+    ) -> list[Review]:
+        """Queue entries of these decisions, oldest first; ``labelled`` False: awaiting a
+        verdict, True: given one, None: both."""
+        wanted = sorted(set(decisions))
+        if not wanted:
+            return []
+        where = f"decision IN ({', '.join('?' * len(wanted))})"
+        if labelled is not None:
+            where += " AND label IS NOT NULL" if labelled else " AND label IS NULL"
+        order = "DESC" if labelled else "ASC"  # the latest verdicts, the oldest waiting parts
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_REVIEW_COLUMNS}, {_SAMPLE_OF} FROM reviews WHERE {where}"
+                f" ORDER BY result_seq {order} LIMIT ?",
+                (*wanted, limit),
+            ).fetchall()
+        return [_review(row) for row in rows]
+
+    def _label_outcome(
+        self, part_id: str, result_seq: int, revision: int, label: str, defect_type: str | None
+    ) -> tuple[LabelOutcome | None, Review | None]:
+        """What a verdict on the part as it is now comes to: an outcome that writes nothing,
+        or None (record it), with the part's current review."""
+        current = self._review(part_id)
+        if current is None:
+            return LabelOutcome("unknown"), None
+        if current.result_seq != result_seq:  # a verdict on another judgement
+            return LabelOutcome("conflict", current), current
+        if current.label == label and current.defect_type == defect_type:
+            return LabelOutcome("unchanged", current), current
+        if current.revision != revision:
+            return LabelOutcome("conflict", current), current
+        return None, current
+
+    def record_label(
+        self,
+        part_id: str,
+        *,
+        result_seq: int,
+        revision: int,
+        label: str,
+        defect_type: str | None,
+        operator: str,
+        at: str,
+        message: Callable[[Review, int], Mapping[str, Any]],
+    ) -> LabelOutcome:
+        """Journal a person's verdict on a queued part durably, with the next ``seq``.
+
+        A verdict names the judgement it is about (``result_seq``): any other than the part's
+        current one is a ``conflict``, whatever the label. Then idempotent by part id: the
+        verdict the part already carries is ``unchanged`` (nothing written); another verdict
+        replaces it (``revision`` + 1, a new label message upstream) only if the caller saw
+        the part as it is now (``revision``), else ``conflict``. ``message(review, seq)`` builds the label message (the caller's contract,
+        :func:`inspector.messages.build_label`); it is journaled in the same transaction.
+        """
+        # a verdict that writes nothing (a double tap, a stale page) never takes the counter
+        with self._lock:
+            outcome, _ = self._label_outcome(part_id, result_seq, revision, label, defect_type)
+        if outcome is not None:
+            return outcome
+        # the counter is held for this one transaction only: the frame loop, which takes it
+        # before its reject signal, waits at most for this commit, never for a checkpoint
+        with self._seq_lock, self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                outcome, current = self._label_outcome(
+                    part_id, result_seq, revision, label, defect_type
+                )
+                if outcome is None:
+                    assert current is not None
+                    seq = self._meta_int("next_seq")
+                    labelled = replace(
+                        current,
+                        label=label,
+                        defect_type=defect_type,
+                        operator=operator,
+                        labelled_at=at,
+                        revision=current.revision + 1,
+                    )
+                    payload = _encode({**message(labelled, seq), "seq": seq})
+                    self._make_room(len(payload) + 64)
+                    self._db.execute("INSERT INTO labels VALUES (?, ?, ?)", (seq, part_id, payload))
+                    self._db.execute(
+                        "UPDATE reviews SET label = ?, defect_type = ?, operator = ?,"
+                        " labelled_at = ?, revision = ? WHERE part_id = ?",
+                        (label, defect_type, operator, at, labelled.revision, part_id),
+                    )
+                    self._set_meta("next_seq", seq + 1)
+                    outcome = LabelOutcome("recorded", labelled, seq)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if outcome.seq is not None:
+                self._next = outcome.seq + 1
+        with self._lock:
+            self._checkpoint_if_needed()
+        return outcome
 
     # -- reporting -------------------------------------------------------------------------
 
     def stats(self) -> JournalStats:
         """Backlog, disk use and eviction counters."""
         with self._lock:
-            pending = self._pending_count()
+            pending = self._pending_count() + int(self._scalar("SELECT count(*) FROM held_labels"))
             count, size = self._db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM samples"
             ).fetchone()

@@ -1,9 +1,17 @@
-"""Result message v1 (DESIGN.md §4): building, encoding and the size check.
+"""Result message v1 (DESIGN.md §4) and label message v1: building, encoding, size checks.
 
 ``{v, plant, line, station, device, camera, part_id, seq, ts, decision, score, threshold,
 model, latency_ms, reason?}`` — compact JSON, at most :data:`MAX_RESULT_BYTES` bytes. The
 cloud side validates against :data:`RESULT_FIELDS`; nothing else defines the message.
 Results travel upstream in batches of at most :data:`MAX_RESULTS_PER_BATCH`.
+
+A **label** is a person's verdict on a part, given at the review station
+(docs/review-station.md): ``{v, plant, line, station, device, camera, part_id, seq, ts, label,
+operator, revision, result_seq, decision, model, defect_type?}``. ``seq`` comes from the same
+counter as the results' (the cloud drops duplicates by ``(device, seq)`` alike), ``ts`` is when
+the verdict was given, ``result_seq`` / ``decision`` / ``model`` name the result it confirms or
+corrects, ``revision`` counts the verdicts given on that part (the highest one stands).
+Labels ride in the results' batches, in their own ``labels`` array (:mod:`inspector.uplink`).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +52,28 @@ RESULT_FIELDS = (
     "latency_ms",
 )
 OPTIONAL_FIELDS = ("reason",)
+LABELS = ("good", "defect")
+LABEL_FIELDS = (
+    "v",
+    "plant",
+    "line",
+    "station",
+    "device",
+    "camera",
+    "part_id",
+    "seq",
+    "ts",
+    "label",
+    "operator",
+    "revision",
+    "result_seq",
+    "decision",
+    "model",
+)
+LABEL_OPTIONAL_FIELDS = ("defect_type",)
+# operator names and defect types: short, plain, safe in a file name, a URL and a log line
+OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+DEFECT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 class MessageError(ValueError):
@@ -183,4 +214,87 @@ def validate_result(message: Any) -> dict[str, Any]:
     size = len(encode(message))
     if size > MAX_RESULT_BYTES:
         raise MessageError(f"result: {size} bytes > {MAX_RESULT_BYTES}")
+    return message
+
+
+def build_label(
+    identity: Identity,
+    *,
+    camera: str,
+    part_id: str,
+    seq: int,
+    ts: float,
+    label: str,
+    operator: str,
+    revision: int,
+    result_seq: int,
+    decision: str,
+    model: str | None,
+    defect_type: str | None = None,
+) -> dict[str, Any]:
+    """Build a label message v1 dict (a person's verdict on one part); raise MessageError."""
+    message: dict[str, Any] = {
+        "v": VERSION,
+        "plant": identity.plant,
+        "line": identity.line,
+        "station": identity.station,
+        "device": identity.device,
+        "camera": fit_id(camera, MAX_ID_CHARS),
+        "part_id": fit_id(part_id, MAX_ID_CHARS),
+        "seq": int(seq),
+        "ts": rfc3339_ms(ts),
+        "label": label,
+        "operator": operator,
+        "revision": int(revision),
+        "result_seq": int(result_seq),
+        "decision": decision,
+        "model": model,
+    }
+    if defect_type is not None:
+        message["defect_type"] = defect_type
+    return validate_label(message)
+
+
+def validate_label(message: Any) -> dict[str, Any]:
+    """Check a decoded label message against the v1 contract; raise :class:`MessageError`."""
+    if not isinstance(message, dict):
+        raise MessageError("label: must be a JSON object")
+    missing = [name for name in LABEL_FIELDS if name not in message]
+    if missing:
+        raise MessageError(f"label: missing field {missing[0]!r}")
+    extra = sorted(set(message) - set(LABEL_FIELDS) - set(LABEL_OPTIONAL_FIELDS))
+    if extra:
+        raise MessageError(f"label: unknown field {extra[0]!r}")
+    if message["v"] != VERSION:
+        raise MessageError(f"label.v: {message['v']!r} is not {VERSION}")
+    if message["label"] not in LABELS:
+        raise MessageError(f"label.label: {message['label']!r} not one of {LABELS}")
+    if message["decision"] not in DECISIONS:
+        raise MessageError(f"label.decision: {message['decision']!r} not one of {DECISIONS}")
+    operator = message["operator"]
+    if not isinstance(operator, str) or not OPERATOR_NAME.match(operator):
+        raise MessageError(
+            f"label.operator: {operator!r} is not an operator name (letters, digits, '.', '_',"
+            " '-', at most 32)"
+        )
+    defect_type = message.get("defect_type")
+    if defect_type is not None and (
+        message["label"] != "defect"
+        or not isinstance(defect_type, str)
+        or not DEFECT_TYPE.match(defect_type)
+    ):
+        raise MessageError(
+            f"label.defect_type: {defect_type!r} must be a defect type (lower-case letters,"
+            " digits, '_', '-', at most 32) on a 'defect' label"
+        )
+    for name in ("seq", "result_seq"):
+        value = message[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise MessageError(f"label.{name}: {value!r} is not a non-negative integer")
+    revision = message["revision"]
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        raise MessageError(f"label.revision: {revision!r} is not a positive integer")
+    size = len(encode(message))
+    if size > MAX_RESULT_BYTES:
+        raise MessageError(f"label: {size} bytes > {MAX_RESULT_BYTES}")
     return message

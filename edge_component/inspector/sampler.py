@@ -88,6 +88,7 @@ class Sampler:
             reason=str(result.get("decision")),
             data=data,
             score=float(result["score"]),
+            seq=result["seq"] if isinstance(result.get("seq"), int) else None,
         )
         if not stored:  # the journal is full of results: they come first
             self.stats.no_room += 1

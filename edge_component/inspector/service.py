@@ -42,9 +42,17 @@ from inspector.identity import (
 )
 from inspector.journal import Journal, JournalError
 from inspector.messages import Identity, MessageError
+from inspector.review_station import (
+    LiveFeed,
+    ReviewStation,
+    StationConfig,
+    StationError,
+    defect_types_of,
+)
 from inspector.runtime_config import ConfigError, RuntimeConfig
 from inspector.sampler import Sampler
 from inspector.sources import DirectorySource, Frame, SimulatedCamera, SourceError
+from inspector.station_auth import CredentialError, read_station_file
 from inspector.transports.base import Transport, TransportError
 from inspector.uplink import Uplink
 
@@ -59,6 +67,8 @@ STOP_FLUSH_S = 2.0
 EXIT_MODEL_CHECK = 4
 LOG = logging.getLogger("inspector.service")
 MB = 1024 * 1024
+# the decisions whose parts enter the review station's queue (rejects shown on request)
+REVIEWED = ("manual", "reject")
 
 
 class ServiceError(Exception):
@@ -226,6 +236,35 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--drain-timeout", type=float, default=30.0, help="--once: seconds to send the backlog"
     )
+    g = p.add_argument_group("review station (docs/review-station.md; off unless bound)")
+    g.add_argument(
+        "--review-bind",
+        default="",
+        help="the one IP address the review station listens on when the operators file names "
+        'none (local runs: 127.0.0.1); on a device it comes from that file ("bind")',
+    )
+    g.add_argument("--review-port", type=_integer, default=8088, help="its TCP port")
+    g.add_argument(
+        "--review-operators",
+        default="",
+        help="the device's operators file (python -m inspector station-password); the station "
+        "does not start without one",
+    )
+    g.add_argument("--review-tls-cert", default="", help="serve HTTPS with this PEM certificate")
+    g.add_argument("--review-tls-key", default="", help="the certificate's PEM private key")
+    g.add_argument(
+        "--review-allow-plain-http",
+        choices=("true", "false"),
+        default="false",
+        help="serve plain HTTP on a plant-network address (passwords then cross it in clear); "
+        "refused by default without --review-tls-cert",
+    )
+    g.add_argument(
+        "--review-session-hours",
+        type=float,
+        default=8.0,
+        help="a login lasts this long at most (idle logins end after 30 min)",
+    )
     g.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     return p
 
@@ -279,6 +318,12 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         raise ServiceError(f"--judged-cap-mb must be >= 0, got {args.judged_cap_mb}")
     if not args.ipc_timeout > 0:
         raise ServiceError(f"--ipc-timeout must be > 0, got {args.ipc_timeout}")
+    if not 0 < args.review_session_hours <= 24:
+        raise ServiceError(
+            f"--review-session-hours must be in (0, 24], got {args.review_session_hours}"
+        )
+    if not 0 < args.review_port < 65536:
+        raise ServiceError(f"--review-port must be in 1..65535, got {args.review_port}")
     return Settings(args=args, identity=identity, config=config)
 
 
@@ -555,6 +600,62 @@ class Service:
                 wall_clock=wall_clock,
             )
         transport.on_component_update(self.ready_for_update)
+        self.feed = LiveFeed()
+        self.station = self._make_station()
+
+    def _make_station(self) -> ReviewStation | None:
+        """The review station if configured (bind address and operators), else None — with
+        one log line saying why not. A station that cannot be set up never stops inspection."""
+        args = self.settings.args
+        if not args.review_operators:
+            LOG.warning(
+                "review station off: no operators file configured (--review-operators; "
+                "recipe reviewStation.operatorsFile) — nothing is served without a credential"
+            )
+            return None
+        try:
+            device = read_station_file(Path(args.review_operators))
+            if device.bind and args.review_bind and device.bind != args.review_bind:
+                raise StationError(
+                    f"{args.review_operators}: bind {device.bind} but --review-bind "
+                    f"{args.review_bind}; the device's file decides, drop the flag"
+                )
+            bind = device.bind or args.review_bind
+            if not bind:
+                LOG.warning(
+                    "review station off: no bind address (the device's operators file "
+                    '%s has no "bind"; station-password --bind)',
+                    args.review_operators,
+                )
+                return None
+            config = StationConfig(
+                bind=bind,
+                port=args.review_port,
+                operators=device.operators,
+                hosts=device.hosts,
+                session_s=args.review_session_hours * 3600.0,
+                tls_cert=Path(args.review_tls_cert) if args.review_tls_cert else None,
+                tls_key=Path(args.review_tls_key) if args.review_tls_key else None,
+                allow_plain_http=args.review_allow_plain_http == "true",
+            )
+        except (CredentialError, StationError) as exc:
+            LOG.error("review station off: %s", exc)
+            return None
+
+        def defect_types() -> tuple[str, ...]:
+            runner = self.engine.runner
+            return defect_types_of(runner.manifest.metrics) if runner is not None else ()
+
+        return ReviewStation(
+            config,
+            self.journal,
+            self.identity,
+            feed=self.feed,
+            defect_types=defect_types,
+            model=lambda: self.engine.model_ref,
+            clock=self._clock,
+            wall_clock=self._wall,
+        )
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -758,19 +859,25 @@ class Service:
         """Actuate, journal (with the cursors), record health, offer to the sampler.
 
         The local reject message goes out first, carrying the ``seq`` the journal is about to
-        assign (this loop is the journal's only writer): a crash after it and before the commit
+        assign (the loop holds the journal's ``seq`` counter from reading it to the commit, so
+        the review station's labels wait; taking it, the loop waits for at most one label's
+        commit): a crash after it and before the commit
         re-judges the frame on restart and signals it again (at-least-once, as the line bridge
         expects); a crash before it loses nothing either. Only the commit acknowledges a frame.
         """
-        first = self.journal.next_seq()
-        for offset, result in enumerate(results):
-            result["seq"] = first + offset
-            self.actuator.on_result(result)
-        seqs = self.journal.append_many(results, cursors=cursors)
+        with self.journal.reserve():
+            first = self.journal.next_seq()
+            for offset, result in enumerate(results):
+                result["seq"] = first + offset
+                self.actuator.on_result(result)
+            seqs = self.journal.append_many(
+                results, cursors=cursors, review=REVIEWED if self.station else ()
+            )
         if seqs[:1] != [first]:
             raise JournalError(f"{self.journal.path}: seq moved under the frame loop")
         for result in results:
             self.health.record(result)
+            self.feed.record(result)
         for frame, result in zip(frames, results, strict=True):
             try:
                 self.sampler.offer(result, frame.data)
@@ -791,6 +898,12 @@ class Service:
             daemon=True,
         )
         uplink_thread.start()
+        if self.station is not None:
+            try:
+                self.station.start()
+            except StationError as exc:
+                LOG.error("review station off: %s", exc)
+                self.station = None
         if not self.transport.wait_connected(CONNECT_WAIT_S):
             LOG.warning(
                 "%s transport not connected after %.0f s: judging anyway; rejects wait for the "
@@ -830,6 +943,10 @@ class Service:
             uplink_thread.join(timeout=STOP_FLUSH_S + 1.0)
             if self.outbox is not None:
                 self.outbox.close(timeout_s=1.0)
+            # after the flush and bounded: a tablet never delays the results nor the journal's
+            # close (a label given meanwhile is journaled and goes up at the next start)
+            if self.station is not None:
+                self.station.stop()
             backlog = self.journal.backlog()
             self.journal.close()
             self.transport.close()

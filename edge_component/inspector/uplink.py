@@ -23,6 +23,14 @@ offline the originals still sit in the spooler; at most ``max_unacked_bytes`` (5
 acknowledgements at once, so an outage fills at most a fraction of the 2.5 MB spool that the
 nucleus shares with its own messages. After a failure or a crash the same batch (same ``seq``s)
 is sent again.
+
+Labels (docs/review-station.md) need a cloud whose rules store them: a cloud stack from before
+labels acknowledges every batch but stores its results only. So in cloud-acknowledged mode the
+uplink sends labels only once an acknowledgement has said the cloud stores them (``"labels": 1``,
+the AckRule's capability). Until then it holds them aside in the journal
+(:meth:`Journal.hold_labels`) and sends the results; the first acknowledgement carrying the
+capability puts them back with new ``seq`` numbers (:meth:`Journal.release_held_labels`). Labels
+wait; none is acknowledged unstored.
 """
 
 from __future__ import annotations
@@ -63,6 +71,15 @@ class UplinkStats:
     bad_acks: int = 0
 
 
+def ack_stores_labels(payload: bytes) -> bool:
+    """Whether an acknowledgement says the cloud stores labels (``"labels": 1``)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("labels") == 1 and doc.get("labels") is not True
+
+
 def parse_ack(device: str, payload: bytes) -> tuple[int, int]:
     """``(first_seq, last_seq)`` of a cloud acknowledgement for ``device``; ValueError if bad."""
     try:
@@ -84,7 +101,14 @@ def parse_ack(device: str, payload: bytes) -> tuple[int, int]:
 
 
 def encode_batch(device: str, entries: list[Pending]) -> bytes:
-    """The batch payload for consecutive journaled results (their JSON embedded verbatim)."""
+    """The batch payload for consecutive journaled entries (their JSON embedded verbatim).
+
+    Results go into ``results``; labels (docs/review-station.md), when the range holds any,
+    into ``labels`` — a batch without labels is byte for byte what it was before labels.
+    ``first_seq``..``last_seq`` spans both, and the cloud acknowledges that range.
+    """
+    labels = [e.payload for e in entries if e.kind == "label"]
+    tail = b"]}" if not labels else b'],"labels":[' + b",".join(labels) + b"]}"
     return (
         _HEAD
         + json.dumps(device).encode()
@@ -93,8 +117,8 @@ def encode_batch(device: str, entries: list[Pending]) -> bytes:
         + b',"last_seq":'
         + str(entries[-1].seq).encode()
         + b',"results":['
-        + b",".join(e.payload for e in entries)
-        + b"]}"
+        + b",".join(e.payload for e in entries if e.kind != "label")
+        + tail
     )
 
 
@@ -185,6 +209,11 @@ class Uplink:
         self._acked: list[tuple[int, int]] = []  # ranges acknowledged, not yet a prefix
         self._ack_lock = threading.Lock()
         self._incoming: list[tuple[int, int]] = []
+        # whether the cloud stores labels: known only from its acknowledgements (None: none yet);
+        # without cloud acknowledgements the transport's receipt is all there is
+        self.cloud_stores_labels: bool | None = None if ack_topic is not None else True
+        self._incoming_labels: bool | None = None
+        self._maybe_held = ack_topic is not None  # labels held back (a previous run's too)
         self._subscribed = False
         self._subscribe_at = float("-inf")
         if ack_topic is not None:
@@ -216,13 +245,27 @@ class Uplink:
             self.stats.bad_acks += 1
             LOG.warning("uplink: ignored acknowledgement on %s: %s", self.ack_topic, exc)
             return
+        stores_labels = ack_stores_labels(payload)
         with self._ack_lock:
             self._incoming.append(ack)
+            self._incoming_labels = stores_labels
 
     def _settle_acks(self, now: float) -> None:
         """Forget acknowledged results (a contiguous prefix); resend what waited too long."""
         with self._ack_lock:
             incoming, self._incoming = self._incoming, []
+            stores_labels, self._incoming_labels = self._incoming_labels, None
+        if stores_labels is not None and stores_labels != self.cloud_stores_labels:
+            LOG.warning(
+                "uplink: the cloud %s labels",
+                "stores" if stores_labels else "does not store (yet); holding back",
+            )
+            self.cloud_stores_labels = stores_labels
+        if self.cloud_stores_labels and self._maybe_held:
+            self._maybe_held = False
+            released = self.journal.release_held_labels()
+            if released:
+                LOG.warning("uplink: sending %d held label(s)", released)
         if incoming:
             self.stats.acks += len(incoming)
             self._ack_timeout = self._ack_timeout0  # the cloud answers again
@@ -239,7 +282,8 @@ class Uplink:
                 if first > low:
                     break  # a gap: an earlier batch is still unacknowledged
                 forget = last
-                low = last + 1
+                # the next one waiting: labels held back leave holes in the seq range
+                low = self.journal.oldest_seq(after=last)
                 self._acked.pop(0)
             if forget is not None:
                 self.journal.mark_sent(forget)
@@ -269,6 +313,8 @@ class Uplink:
     def _batch(self) -> list[Pending]:
         overhead = len(_HEAD) + len(self.journal.device) + 64
         after = self._unacked[-1][1] if self._unacked else None
+        if not self.cloud_stores_labels and self.journal.hold_labels(after):
+            self._maybe_held = True  # nothing in flight holds a label then
         limit = min(self._max_results, PROBE_RESULTS) if self._probing else self._max_results
         entries = self.journal.pending(limit, self._max_bytes - overhead, after=after)
         total = overhead

@@ -1,4 +1,8 @@
-"""Results pipeline: IoT rule → Firehose → S3 partitioned by plant/line/date, Glue table for Athena."""
+"""Results pipeline: IoT rules → Firehose → S3 partitioned by plant/line/date, Glue tables for Athena
+
+Results and review-station labels travel in the same batches; each array has its rule, stream,
+prefix and table, and one rule acknowledges the batch.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from aws_cdk import aws_kinesisfirehose as firehose
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from inspector.messages import MAX_RESULTS_PER_BATCH
 from stacks.config import PlantConfig
@@ -21,29 +25,65 @@ from stacks.constructs._nag import acknowledge_wildcard, arn_text, attr_text
 from stacks.constructs.artifact_store import ACCESS_LOGS_PREFIX
 
 RESULTS_PREFIX = "results/"
+LABELS_PREFIX = "labels/"
 NONCURRENT_DAYS = 30  # how long a deleted or overwritten result object stays recoverable
-# The inspector publishes batches {"v": 1, "results": [<result message v1>, ...]}; the rule
-# turns each batch into one Firehose record per result (batch mode).
+# The inspector publishes batches {"v": 1, "device", "first_seq", "last_seq", "results": [<result
+# message v1>, ...], "labels"?: [<label message v1>, ...]} (inspector.uplink.encode_batch); a
+# batch without labels has no "labels" key, a batch of labels only has "results": [].
+BATCH_TOPIC = "lineguard/{plant}/+/+/+/results"
 # The device's IoT policy pins topic level 5 to its own thing name (stacks/policies.py), so a
 # batch whose "device" is not the publishing thing is dropped rather than stored under its name.
-RESULTS_SQL = (
-    "SELECT VALUE results FROM 'lineguard/{plant}/+/+/+/results' WHERE v = 1 AND device = topic(5)"
-)
+# "If the WHERE clause evaluates to true, the rule actions are performed. Otherwise, the rule
+# actions are not performed" (AWS IoT developer guide, iot-sql-where.html).
+BATCH_FILTER = "v = 1 AND device = topic(5)"
+
+
+def _store_sql(array: str) -> str:
+    """A storage rule's SQL: each element of the batch's ``array`` one Firehose record.
+
+    ``get(array, 0)`` is Undefined when the array is empty or absent, or not an array
+    ("If the index is outside the bounds of the Array (negative or >= array.length), the
+    result is Undefined"; any other first argument gives Undefined: AWS IoT developer guide,
+    iot-sql-functions.html, get and isUndefined), so the rule fires only on a batch that holds
+    at least one element. It must not fire on an empty array: batch mode sends the array as one
+    PutRecordBatch, whose Records take 1 to 500 entries (Firehose API reference,
+    API_PutRecordBatch.html; botocore's firehose model, PutRecordBatchRequestEntryList
+    min 1), so an empty one could only fail into the error action.
+    """
+    return (
+        f"SELECT VALUE {array} FROM '{BATCH_TOPIC}' WHERE {BATCH_FILTER}"
+        f" AND NOT isUndefined(get({array}, 0))"
+    )
+
+
+# Each batch's results, one Firehose record per result (batch mode).
+RESULTS_SQL = _store_sql("results")
+# Each batch's labels (docs/review-station.md), one Firehose record per label, to their own
+# stream and prefix: the same message, the same filter, a rule of its own.
+LABELS_SQL = _store_sql("labels")
 # The cloud's acknowledgement of each batch (docs/results-ack.md): the inspector keeps a batch in
 # its journal until this comes back, because through Greengrass a publish is only "spooled".
-# Same filter as RESULTS_SQL, so only a batch the results rule stores is acknowledged; a
-# Firehose action that fails sends the message, payload included, to the rule's error action
-# (IoT developer guide, rule-error-handling.html: "base64OriginalPayload").
+# The same BATCH_FILTER as the storage rules, and no condition on the arrays: every batch the
+# rules engine takes is acknowledged, and each of its non-empty arrays was handed to the rule
+# that stores it by the same evaluation of the same message (a labels-only batch included —
+# left unacknowledged, the device would resend it for ever). A Firehose action that fails sends
+# the message, payload included, to the rule's error action (IoT developer guide,
+# rule-error-handling.html: "base64OriginalPayload").
+# `1 AS labels` is the acknowledgement's capability: this stack stores labels. A stack from
+# before labels acknowledged every batch and stored its results only, so a device sends labels
+# only once an acknowledgement carries it (it holds them until then: inspector/uplink.py).
 ACK_SQL = (
-    "SELECT v, device, first_seq, last_seq FROM 'lineguard/{plant}/+/+/+/results'"
-    " WHERE v = 1 AND device = topic(5)"
+    f"SELECT v, device, first_seq, last_seq, 1 AS labels FROM '{BATCH_TOPIC}' WHERE {BATCH_FILTER}"
 )
 # republish-rule-action.html: the topic takes substitution templates; ${topic(5)} is the device.
 ACK_TOPIC = "lineguard/{plant}/${{topic(5)}}/ack"
 # In batch mode the Firehose action sends the SQL's array as one PutRecordBatch, and "the
 # resulting array can't have more than 500 records" (AWS IoT developer guide,
-# kinesis-firehose-rule-action.html, batchMode). A device batch holds at most
-# inspector.messages.MAX_RESULTS_PER_BATCH results, which must fit.
+# kinesis-firehose-rule-action.html, batchMode; IoT API reference, API_FirehoseAction.html:
+# "When batchMode is true and the rule's SQL statement evaluates to an Array, each Array element
+# forms one record in the PutRecordBatch request"). A device batch holds at most
+# inspector.messages.MAX_RESULTS_PER_BATCH entries, results and labels together, so each of
+# its arrays fits.
 FIREHOSE_BATCH_MAX_RECORDS = 500
 # Result message v1 (edge_component/inspector/messages.py), as Athena columns. ts stays the
 # RFC 3339 text here: Athena documents `timestamp.formats` for the Hive JSON SerDe only
@@ -65,15 +105,43 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("latency_ms", "double"),
     ("reason", "string"),
 )
+# Label message v1 (inspector.messages.LABEL_FIELDS and LABEL_OPTIONAL_FIELDS) as Athena
+# columns; line is a partition key, as for results.
+LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("v", "int"),
+    ("plant", "string"),
+    ("station", "string"),
+    ("device", "string"),
+    ("camera", "string"),
+    ("part_id", "string"),
+    ("seq", "bigint"),
+    ("ts", "string"),
+    ("label", "string"),
+    ("defect_type", "string"),
+    ("operator", "string"),
+    ("revision", "int"),
+    ("result_seq", "bigint"),
+    ("decision", "string"),
+    ("model", "string"),
+)
 
 
 DEDUP_VIEW_NAME = "results_dedup"
-# The view's columns (Hive types): the table's with ts a timestamp, then its partition keys.
-DEDUP_VIEW_COLUMNS: tuple[tuple[str, str], ...] = (
-    *((name, "timestamp" if name == "ts" else type_) for name, type_ in RESULT_COLUMNS),
-    ("line", "string"),
-    ("dt", "string"),
-)
+LABELS_DEDUP_VIEW_NAME = "labels_dedup"
+LABELS_CURRENT_VIEW_NAME = "labels_current"
+
+
+def view_columns(columns: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """A view's columns (Hive types): the table's with ts a timestamp, then its partition keys."""
+    return (
+        *((name, "timestamp" if name == "ts" else type_) for name, type_ in columns),
+        ("line", "string"),
+        ("dt", "string"),
+    )
+
+
+DEDUP_VIEW_COLUMNS = view_columns(RESULT_COLUMNS)
+LABELS_VIEW_COLUMNS = view_columns(LABEL_COLUMNS)
 # How Athena (Trino) names these types in a view definition.
 _PRESTO_TYPES = {
     "string": "varchar",
@@ -89,27 +157,55 @@ def glue_database_name(plant: str) -> str:
     return "lineguard_" + plant.replace("-", "_")
 
 
-def dedup_view_sql(table: str) -> str:
-    """The view's Presto SQL over ``table``: one row per (device, seq), ``ts`` a timestamp.
+def one_row_view_sql(
+    table: str,
+    columns: tuple[tuple[str, str], ...],
+    *,
+    partition_by: str,
+    order_by: str,
+) -> str:
+    """Presto SQL of a view over ``table`` keeping the first row of each ``partition_by`` group.
 
-    A result the device sent again (after a lost acknowledgement) keeps its ``seq`` and is
-    byte-identical, so its copies share line and dt too. Those are in the window's PARTITION BY
-    so that a query's ``WHERE line/dt`` still prunes partitions through the view: Trino pushes a
-    predicate below a window only if it uses the window's partition columns
-    (trinodb/trino, PredicatePushDown.visitWindow). ``from_iso8601_timestamp`` gives
-    ``timestamp(3) with time zone`` (trino.io docs, functions/datetime); the cast keeps its UTC
-    wall time as a ``timestamp(3)``.
+    ``from_iso8601_timestamp`` gives ``timestamp(3) with time zone`` (trino.io docs,
+    functions/datetime); the cast keeps its UTC wall time as a ``timestamp(3)``.
     """
     select = ",\n  ".join(
         "CAST(from_iso8601_timestamp(ts) AS timestamp(3)) AS ts" if name == "ts" else name
-        for name, _ in DEDUP_VIEW_COLUMNS
+        for name, _ in columns
     )
     return (
         f"SELECT\n  {select}\nFROM (\n"
-        "  SELECT *, row_number() OVER (PARTITION BY device, seq, line, dt ORDER BY ts)"
+        f"  SELECT *, row_number() OVER (PARTITION BY {partition_by} ORDER BY {order_by})"
         " AS copy_number\n"
         f"  FROM {table}\n"
         ")\nWHERE copy_number = 1"
+    )
+
+
+def dedup_view_sql(table: str, columns: tuple[tuple[str, str], ...] = DEDUP_VIEW_COLUMNS) -> str:
+    """The view's Presto SQL over ``table``: one row per (device, seq), ``ts`` a timestamp.
+
+    A message the device sent again (after a lost acknowledgement) keeps its ``seq`` and is
+    byte-identical, so its copies share line and dt too. Those are in the window's PARTITION BY
+    so that a query's ``WHERE line/dt`` still prunes partitions through the view: Trino pushes a
+    predicate below a window only if it uses the window's partition columns
+    (trinodb/trino, PredicatePushDown.visitWindow).
+    """
+    return one_row_view_sql(table, columns, partition_by="device, seq, line, dt", order_by="ts")
+
+
+def current_labels_sql(table: str) -> str:
+    """Presto SQL of the verdict that stands per result: the highest ``revision`` per
+    (device, result_seq) (docs/review-station.md). A resent copy has the same revision and
+    content, so which copy is kept does not matter. A correction may come on another day than
+    the verdict it replaces, so ``dt`` cannot be in the PARTITION BY: a ``WHERE dt`` on this
+    view filters the verdicts that stand, it does not prune partitions.
+    """
+    return one_row_view_sql(
+        table,
+        LABELS_VIEW_COLUMNS,
+        partition_by="device, result_seq",
+        order_by="revision DESC, ts DESC",
     )
 
 
@@ -132,15 +228,22 @@ def presto_view_text(sql: str, *, schema: str, columns: tuple[tuple[str, str], .
 
 
 class ResultsPipeline(Construct):
-    """Results bucket, Firehose stream with dynamic partitioning, topic rule, Glue table and view.
+    """Results bucket; for results and for labels a Firehose stream with dynamic partitioning,
+    a topic rule, a Glue table and views; the rule that acknowledges each batch.
 
     Attributes:
-        bucket: where results land (``results/plant=<p>/line=<l>/dt=<yyyy-mm-dd>/``).
-        delivery_stream: the Firehose stream.
-        rule: the IoT topic rule feeding it.
-        ack_rule: the IoT topic rule that acknowledges each stored batch to its device.
-        table_name: the Glue table (in ``database_name``) Athena queries.
+        bucket: where results land (``results/plant=<p>/line=<l>/dt=<yyyy-mm-dd>/``) and labels
+            (``labels/plant=<p>/line=<l>/dt=<yyyy-mm-dd>/``).
+        delivery_stream: the results' Firehose stream.
+        labels_stream: the labels' Firehose stream.
+        rule: the IoT topic rule feeding results to ``delivery_stream``.
+        labels_rule: the IoT topic rule feeding labels to ``labels_stream``.
+        ack_rule: the IoT topic rule that acknowledges each batch to its device.
+        table_name: the results' Glue table (in ``database_name``) Athena queries.
         view_name: the Athena view over it without resent copies (one row per device and seq).
+        labels_table_name: the labels' Glue table.
+        labels_view_name: the view of every verdict without resent copies.
+        current_labels_view_name: the view of the verdict that stands per result.
     """
 
     def __init__(
@@ -220,6 +323,7 @@ class ResultsPipeline(Construct):
                 resources=[
                     self.bucket.bucket_arn,
                     self.bucket.arn_for_objects(f"{RESULTS_PREFIX}*"),
+                    self.bucket.arn_for_objects(f"{LABELS_PREFIX}*"),
                 ],
             )
         )
@@ -236,109 +340,60 @@ class ResultsPipeline(Construct):
                 ],
             )
         )
-        prefix = f"{RESULTS_PREFIX}plant={plant.name}/"
-        self.delivery_stream = firehose.CfnDeliveryStream(
-            self,
-            "Stream",
-            delivery_stream_type="DirectPut",
-            delivery_stream_encryption_configuration_input=firehose.CfnDeliveryStream.DeliveryStreamEncryptionConfigurationInputProperty(
-                key_type="AWS_OWNED_CMK"
-            ),
-            extended_s3_destination_configuration=firehose.CfnDeliveryStream.ExtendedS3DestinationConfigurationProperty(
-                bucket_arn=self.bucket.bucket_arn,
-                role_arn=role.role_arn,
-                prefix=prefix
-                + "line=!{partitionKeyFromQuery:line}/dt=!{partitionKeyFromQuery:dt}/",
-                error_output_prefix=f"{RESULTS_PREFIX}errors/!{{firehose:error-output-type}}/dt=!{{timestamp:yyyy-MM-dd}}/",
-                buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
-                    interval_in_seconds=300, size_in_m_bs=64
-                ),
-                compression_format="GZIP",
-                dynamic_partitioning_configuration=firehose.CfnDeliveryStream.DynamicPartitioningConfigurationProperty(
-                    enabled=True,
-                    retry_options=firehose.CfnDeliveryStream.RetryOptionsProperty(
-                        duration_in_seconds=300
-                    ),
-                ),
-                processing_configuration=firehose.CfnDeliveryStream.ProcessingConfigurationProperty(
-                    enabled=True,
-                    processors=[
-                        firehose.CfnDeliveryStream.ProcessorProperty(
-                            type="MetadataExtraction",
-                            parameters=[
-                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
-                                    parameter_name="MetadataExtractionQuery",
-                                    parameter_value="{line:.line,dt:.ts[0:10]}",
-                                ),
-                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
-                                    parameter_name="JsonParsingEngine", parameter_value="JQ-1.6"
-                                ),
-                            ],
-                        ),
-                        # Firehose "concatenates data without any delimiters" by default
-                        # (Firehose developer guide, basic-deliver.html); this processor puts
-                        # a newline after each record (dynamic-partitioning-new-line-delimiter:
-                        # "add a new line delimiter between records in objects that are
-                        # delivered to Amazon S3"), so every result is one JSON line. The rule
-                        # adds no separator of its own: with both, every result is followed by
-                        # an empty line, which the OpenX JSON reader turns into a row of nulls
-                        # (trinodb/trino, lib/trino-hive-formats/.../openxjson/README.md).
-                        firehose.CfnDeliveryStream.ProcessorProperty(
-                            type="AppendDelimiterToRecord",
-                            parameters=[
-                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
-                                    parameter_name="Delimiter", parameter_value="\\n"
-                                )
-                            ],
-                        ),
-                    ],
-                ),
-                cloud_watch_logging_options=firehose.CfnDeliveryStream.CloudWatchLoggingOptionsProperty(
-                    enabled=True,
-                    log_group_name=stream_logs.log_group_name,
-                    log_stream_name=stream_log_stream.log_stream_name,
-                ),
-            ),
-        )
-        # Firehose checks its S3 access at creation: create the role's policy first.
         policy = role.node.find_child("DefaultPolicy")
-        self.delivery_stream.node.add_dependency(policy)
-
+        prefix = f"{RESULTS_PREFIX}plant={plant.name}/"
+        self.delivery_stream = self._delivery_stream(
+            "Stream",
+            RESULTS_PREFIX,
+            plant=plant,
+            role=role,
+            policy=policy,
+            log_group=stream_logs,
+            log_stream=stream_log_stream,
+        )
+        labels_prefix = f"{LABELS_PREFIX}plant={plant.name}/"
+        self.labels_stream = self._delivery_stream(
+            "LabelsStream",
+            LABELS_PREFIX,
+            plant=plant,
+            role=role,
+            policy=policy,
+            log_group=stream_logs,
+            log_stream=logs.LogStream(self, "LabelsDeliveryLogStream", log_group=stream_logs),
+        )
         rule_role = iam.Role(
             self,
             "RuleRole",
             assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
-            description=f"IoT rule of plant {plant.name}: put results into Firehose",
+            description=f"IoT rules of plant {plant.name}: put results and labels into Firehose",
         )
         rule_role.add_to_policy(
             iam.PolicyStatement(
                 actions=["firehose:PutRecord", "firehose:PutRecordBatch"],
-                resources=[self.delivery_stream.attr_arn],
+                resources=[self.delivery_stream.attr_arn, self.labels_stream.attr_arn],
             )
         )
-        self.rule = iot.CfnTopicRule(
-            self,
+        self.rule = self._store_rule(
             "Rule",
-            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
-                description=(
-                    f"LineGuard {plant.name}: result batches (at most {MAX_RESULTS_PER_BATCH} "
-                    "results) to Firehose, one record each"
-                ),
-                sql=RESULTS_SQL.format(plant=plant.name),
-                aws_iot_sql_version="2016-03-23",
-                rule_disabled=False,
-                actions=[
-                    iot.CfnTopicRule.ActionProperty(
-                        firehose=iot.CfnTopicRule.FirehoseActionProperty(
-                            delivery_stream_name=self.delivery_stream.ref,
-                            role_arn=rule_role.role_arn,
-                            batch_mode=True,
-                            # no separator: Firehose appends the newline (see its processors)
-                        )
-                    )
-                ],
-                error_action=error_action,
+            sql=RESULTS_SQL.format(plant=plant.name),
+            description=(
+                f"LineGuard {plant.name}: the results of each batch (at most "
+                f"{MAX_RESULTS_PER_BATCH}) to Firehose, one record each"
             ),
+            stream=self.delivery_stream,
+            role=rule_role,
+            error_action=error_action,
+        )
+        self.labels_rule = self._store_rule(
+            "LabelsRule",
+            sql=LABELS_SQL.format(plant=plant.name),
+            description=(
+                f"LineGuard {plant.name}: the review station's labels of each batch to "
+                "Firehose, one record each"
+            ),
+            stream=self.labels_stream,
+            role=rule_role,
+            error_action=error_action,
         )
 
         ack_role = iam.Role(
@@ -370,7 +425,7 @@ class ResultsPipeline(Construct):
             "AckRule",
             topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
                 description=(
-                    f"LineGuard {plant.name}: acknowledge each stored result batch "
+                    f"LineGuard {plant.name}: acknowledge each batch of results and labels "
                     "(first_seq..last_seq) to the device that sent it"
                 ),
                 sql=ACK_SQL.format(plant=plant.name),
@@ -401,15 +456,205 @@ class ResultsPipeline(Construct):
             ),
         )
         self.table_name = "results"
-        location = f"s3://{self.bucket.bucket_name}/{prefix}"
+        table = self._table(
+            "Table",
+            plant=plant,
+            name=self.table_name,
+            description="Result messages v1, one row per inspected part",
+            location=f"s3://{self.bucket.bucket_name}/{prefix}",
+            columns=RESULT_COLUMNS,
+            database=database,
+        )
+        self.view_name = DEDUP_VIEW_NAME
+        self._view(
+            "DedupView",
+            plant=plant,
+            name=self.view_name,
+            sql=dedup_view_sql(self.table_name),
+            columns=DEDUP_VIEW_COLUMNS,
+            table=table,
+        )
+        self.labels_table_name = "labels"
+        labels_table = self._table(
+            "LabelsTable",
+            plant=plant,
+            name=self.labels_table_name,
+            description="Label messages v1, one row per verdict given at a review station",
+            location=f"s3://{self.bucket.bucket_name}/{labels_prefix}",
+            columns=LABEL_COLUMNS,
+            database=database,
+        )
+        self.labels_view_name = LABELS_DEDUP_VIEW_NAME
+        self._view(
+            "LabelsDedupView",
+            plant=plant,
+            name=self.labels_view_name,
+            sql=dedup_view_sql(self.labels_table_name, LABELS_VIEW_COLUMNS),
+            columns=LABELS_VIEW_COLUMNS,
+            table=labels_table,
+        )
+        self.current_labels_view_name = LABELS_CURRENT_VIEW_NAME
+        self._view(
+            "LabelsCurrentView",
+            plant=plant,
+            name=self.current_labels_view_name,
+            sql=current_labels_sql(self.labels_table_name),
+            columns=LABELS_VIEW_COLUMNS,
+            table=labels_table,
+        )
+        acknowledge_wildcard(
+            role,
+            f"{attr_text(cfn_bucket, 'Arn')}/{RESULTS_PREFIX}*",
+            "Firehose writes objects it names at delivery time, only under results/ of this "
+            "plant's results bucket.",
+        )
+        acknowledge_wildcard(
+            role,
+            f"{attr_text(cfn_bucket, 'Arn')}/{LABELS_PREFIX}*",
+            "Firehose writes objects it names at delivery time, only under labels/ of this "
+            "plant's results bucket.",
+        )
+        acknowledge_wildcard(
+            role,
+            arn_text(role, "logs", f"log-group:/lineguard/{plant.name}/results-delivery:*"),
+            "Firehose writes delivery errors to the streams of its own log group only.",
+        )
+
+    def _delivery_stream(
+        self,
+        construct_id: str,
+        kind_prefix: str,
+        *,
+        plant: PlantConfig,
+        role: iam.Role,
+        policy: IConstruct,
+        log_group: logs.LogGroup,
+        log_stream: logs.LogStream,
+    ) -> firehose.CfnDeliveryStream:
+        """A Firehose stream writing one JSON line per record under ``kind_prefix``, partitioned
+        by plant, line and date (the records' ``line`` and ``ts``; results and labels both
+        carry them)."""
+        prefix = f"{kind_prefix}plant={plant.name}/"
+        stream = firehose.CfnDeliveryStream(
+            self,
+            construct_id,
+            delivery_stream_type="DirectPut",
+            delivery_stream_encryption_configuration_input=firehose.CfnDeliveryStream.DeliveryStreamEncryptionConfigurationInputProperty(
+                key_type="AWS_OWNED_CMK"
+            ),
+            extended_s3_destination_configuration=firehose.CfnDeliveryStream.ExtendedS3DestinationConfigurationProperty(
+                bucket_arn=self.bucket.bucket_arn,
+                role_arn=role.role_arn,
+                prefix=prefix
+                + "line=!{partitionKeyFromQuery:line}/dt=!{partitionKeyFromQuery:dt}/",
+                error_output_prefix=f"{kind_prefix}errors/!{{firehose:error-output-type}}/dt=!{{timestamp:yyyy-MM-dd}}/",
+                buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
+                    interval_in_seconds=300, size_in_m_bs=64
+                ),
+                compression_format="GZIP",
+                dynamic_partitioning_configuration=firehose.CfnDeliveryStream.DynamicPartitioningConfigurationProperty(
+                    enabled=True,
+                    retry_options=firehose.CfnDeliveryStream.RetryOptionsProperty(
+                        duration_in_seconds=300
+                    ),
+                ),
+                processing_configuration=firehose.CfnDeliveryStream.ProcessingConfigurationProperty(
+                    enabled=True,
+                    processors=[
+                        firehose.CfnDeliveryStream.ProcessorProperty(
+                            type="MetadataExtraction",
+                            parameters=[
+                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
+                                    parameter_name="MetadataExtractionQuery",
+                                    parameter_value="{line:.line,dt:.ts[0:10]}",
+                                ),
+                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
+                                    parameter_name="JsonParsingEngine", parameter_value="JQ-1.6"
+                                ),
+                            ],
+                        ),
+                        # Firehose "concatenates data without any delimiters" by default
+                        # (Firehose developer guide, basic-deliver.html); this processor puts
+                        # a newline after each record (dynamic-partitioning-new-line-delimiter:
+                        # "add a new line delimiter between records in objects that are
+                        # delivered to Amazon S3"), so every record is one JSON line. The rule
+                        # adds no separator of its own: with both, every record is followed by
+                        # an empty line, which the OpenX JSON reader turns into a row of nulls
+                        # (trinodb/trino, lib/trino-hive-formats/.../openxjson/README.md).
+                        firehose.CfnDeliveryStream.ProcessorProperty(
+                            type="AppendDelimiterToRecord",
+                            parameters=[
+                                firehose.CfnDeliveryStream.ProcessorParameterProperty(
+                                    parameter_name="Delimiter", parameter_value="\\n"
+                                )
+                            ],
+                        ),
+                    ],
+                ),
+                cloud_watch_logging_options=firehose.CfnDeliveryStream.CloudWatchLoggingOptionsProperty(
+                    enabled=True,
+                    log_group_name=log_group.log_group_name,
+                    log_stream_name=log_stream.log_stream_name,
+                ),
+            ),
+        )
+        # Firehose checks its S3 access at creation: create the role's policy first.
+        stream.node.add_dependency(policy)
+        return stream
+
+    def _store_rule(
+        self,
+        construct_id: str,
+        *,
+        sql: str,
+        description: str,
+        stream: firehose.CfnDeliveryStream,
+        role: iam.Role,
+        error_action: iot.CfnTopicRule.ActionProperty,
+    ) -> iot.CfnTopicRule:
+        """A topic rule sending the array its SQL selects to ``stream``, one record each."""
+        return iot.CfnTopicRule(
+            self,
+            construct_id,
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                description=description,
+                sql=sql,
+                aws_iot_sql_version="2016-03-23",
+                rule_disabled=False,
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        firehose=iot.CfnTopicRule.FirehoseActionProperty(
+                            delivery_stream_name=stream.ref,
+                            role_arn=role.role_arn,
+                            batch_mode=True,
+                            # no separator: Firehose appends the newline (see its processors)
+                        )
+                    )
+                ],
+                error_action=error_action,
+            ),
+        )
+
+    def _table(
+        self,
+        construct_id: str,
+        *,
+        plant: PlantConfig,
+        name: str,
+        description: str,
+        location: str,
+        columns: tuple[tuple[str, str], ...],
+        database: glue.CfnDatabase,
+    ) -> glue.CfnTable:
+        """A Glue table over partitioned JSON lines; partition projection, so no crawler."""
         table = glue.CfnTable(
             self,
-            "Table",
+            construct_id,
             catalog_id=plant.account,
             database_name=self.database_name,
             table_input=glue.CfnTable.TableInputProperty(
-                name=self.table_name,
-                description="Result messages v1, one row per inspected part",
+                name=name,
+                description=description,
                 table_type="EXTERNAL_TABLE",
                 parameters={
                     "classification": "json",
@@ -436,56 +681,52 @@ class ResultsPipeline(Construct):
                         serialization_library="org.openx.data.jsonserde.JsonSerDe",
                         parameters={"ignore.malformed.json": "true"},
                     ),
-                    columns=[
-                        glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in RESULT_COLUMNS
-                    ],
+                    columns=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in columns],
                 ),
             ),
         )
         table.add_resource_dependency(database)
+        return table
 
-        # Athena view without resent copies: what queries should use. A Glue table of type
-        # VIRTUAL_VIEW that Athena reads as its own view when presto_view is "true" and the
-        # comment is "Presto View" (trinodb/trino ViewReaderUtil.isTrinoView; mapbox/cloudfriend
-        # lib/shortcuts/glue-presto-view.js writes the same parameters and expanded text). No
-        # Glue description: it would replace that comment (trinodb/trino, metastore/glue/
-        # GlueConverter.fromGlueTable), and Trino writes none for its own views.
-        self.view_name = DEDUP_VIEW_NAME
+    def _view(
+        self,
+        construct_id: str,
+        *,
+        plant: PlantConfig,
+        name: str,
+        sql: str,
+        columns: tuple[tuple[str, str], ...],
+        table: glue.CfnTable,
+    ) -> glue.CfnTable:
+        """An Athena view, as a Glue table of type VIRTUAL_VIEW.
+
+        Athena reads it as its own view when presto_view is "true" and the comment is "Presto
+        View" (trinodb/trino ViewReaderUtil.isTrinoView; mapbox/cloudfriend
+        lib/shortcuts/glue-presto-view.js writes the same parameters and expanded text). No Glue
+        description: it would replace that comment (trinodb/trino, metastore/glue/
+        GlueConverter.fromGlueTable), and Trino writes none for its own views.
+        """
         view = glue.CfnTable(
             self,
-            "DedupView",
+            construct_id,
             catalog_id=plant.account,
             database_name=self.database_name,
             table_input=glue.CfnTable.TableInputProperty(
-                name=self.view_name,
+                name=name,
                 table_type="VIRTUAL_VIEW",
                 parameters={"presto_view": "true", "comment": "Presto View"},
                 view_original_text=presto_view_text(
-                    dedup_view_sql(self.table_name),
-                    schema=self.database_name,
-                    columns=DEDUP_VIEW_COLUMNS,
+                    sql, schema=self.database_name, columns=columns
                 ),
                 view_expanded_text="/* Presto View */",
                 # SerDe info present though empty: Trino reads no Glue table without one
                 # (GlueConverter.fromGlueStorage: "StorageDescriptor SerDeInfo is null").
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    columns=[
-                        glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in DEDUP_VIEW_COLUMNS
-                    ],
+                    columns=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in columns],
                     location="",
                     serde_info=glue.CfnTable.SerdeInfoProperty(),
                 ),
             ),
         )
         view.add_resource_dependency(table)
-        acknowledge_wildcard(
-            role,
-            f"{attr_text(cfn_bucket, 'Arn')}/{RESULTS_PREFIX}*",
-            "Firehose writes objects it names at delivery time, only under results/ of this "
-            "plant's results bucket.",
-        )
-        acknowledge_wildcard(
-            role,
-            arn_text(role, "logs", f"log-group:/lineguard/{plant.name}/results-delivery:*"),
-            "Firehose writes delivery errors to the streams of its own log group only.",
-        )
+        return view

@@ -8,7 +8,7 @@ import pytest
 
 from core_device.cloud import ack_for, identity_shadow_document
 from inspector.identity import parse_identity
-from inspector.uplink import parse_ack
+from inspector.uplink import ack_stores_labels, parse_ack
 
 TOPIC = "lineguard/demo/line-1/press-out/dev-1/results"
 
@@ -30,10 +30,19 @@ def test_the_model_is_the_constructs_rule() -> None:
 
     # the filter, selection and target the model implements, as the stack deploys them
     assert ACK_SQL.format(plant="demo") == (
-        "SELECT v, device, first_seq, last_seq FROM 'lineguard/demo/+/+/+/results'"
+        "SELECT v, device, first_seq, last_seq, 1 AS labels FROM 'lineguard/demo/+/+/+/results'"
         " WHERE v = 1 AND device = topic(5)"
     )
     assert ACK_TOPIC.format(plant="demo") == "lineguard/demo/${topic(5)}/ack"
+
+
+def test_the_model_gives_every_field_the_rules_select_names() -> None:
+    from stacks.constructs.results_pipeline import ACK_SQL
+
+    selected = ACK_SQL.split("SELECT ", 1)[1].split(" FROM ", 1)[0]
+    names = {part.strip().split(" AS ")[-1] for part in selected.split(",")}
+    out = ack_for("demo", TOPIC, batch())
+    assert out is not None and set(json.loads(out[1])) == names
 
 
 def test_a_stored_batch_is_acknowledged_to_its_device_in_the_inspectors_format() -> None:
@@ -41,8 +50,15 @@ def test_a_stored_batch_is_acknowledged_to_its_device_in_the_inspectors_format()
     assert out is not None
     topic, payload = out
     assert topic == "lineguard/demo/dev-1/ack"
-    assert json.loads(payload) == {"v": 1, "device": "dev-1", "first_seq": 10, "last_seq": 12}
+    assert json.loads(payload) == {
+        "v": 1,
+        "device": "dev-1",
+        "first_seq": 10,
+        "last_seq": 12,
+        "labels": 1,
+    }
     assert parse_ack("dev-1", payload) == (10, 12)
+    assert ack_stores_labels(payload)  # the capability: this cloud stores labels
 
 
 @pytest.mark.parametrize(

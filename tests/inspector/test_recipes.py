@@ -291,6 +291,52 @@ def test_inspector_default_configuration_passes_its_own_validation() -> None:
             validate_component_config({**defaults, key: "x"}, RuntimeConfig())
 
 
+def test_string_settings_reach_the_inspector_as_one_argument_each(tmp_path: Path) -> None:
+    """The startup script as the nucleus runs it (core_device's interpolation, then sh -c)."""
+    from core_device.layout import Layout
+    from core_device.recipes import Interpolator, ResolvedService, parse_recipe
+    from inspector import service
+
+    name = "com.lineguard.Inspector"
+    doc = rendered(name)
+    recipe = parse_recipe(doc, where=name)
+    configuration = json.loads(json.dumps(doc["ComponentConfiguration"]["DefaultConfiguration"]))
+    # values validation refuses (spaces): the run line must still not split them
+    configuration["imagesDir"] = "/srv/line 1/frames"
+    configuration["reviewStation"].update(
+        operatorsFile="/var/lib/line guard/ops.json",
+        tlsCert="/etc/lg/cert one.pem",
+        tlsKey="/etc/lg/key one.pem",
+    )
+    layout = Layout(tmp_path)
+    python = layout.work_path(name) / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\nfor a in "$@"; do printf \'%s\\0\' "$a"; done\n')
+    python.chmod(0o755)
+    script = Interpolator(paths=layout, thing_name="dev-1").interpolate(
+        doc["Manifests"][0]["Lifecycle"]["startup"]["Script"],
+        component=name,
+        version=recipe.version,
+        dependencies=[],
+        services={name: ResolvedService(recipe, configuration, {})},
+        with_configuration=True,
+    )
+    assert "{configuration:" not in script
+    done = subprocess.run(["sh", "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    argv = done.stdout.decode().split("\0")[:-1]
+    assert argv[:4] == ["-u", "-m", "inspector", "run"]
+    args = service._parser().parse_args(argv[4:])
+    assert str(args.images) == "/srv/line 1/frames"
+    assert args.review_operators == "/var/lib/line guard/ops.json"
+    assert (args.review_tls_cert, args.review_tls_key) == (
+        "/etc/lg/cert one.pem",
+        "/etc/lg/key one.pem",
+    )
+    assert args.review_port == 8088 and args.review_session_hours == 8.0
+    assert args.review_allow_plain_http == "false"
+
+
 def _artifact_with_probe(tmp_path: Path) -> Path:
     """The Inspector artifact built offline with one probe wheel, unzipped as the nucleus does."""
     requirements = tmp_path / "requirements-device.txt"

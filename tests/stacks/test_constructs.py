@@ -607,34 +607,57 @@ def test_every_topic_rule_has_an_error_action(plant_parts: Built) -> None:
         assert "CloudwatchLogs" in rule["Properties"]["TopicRulePayload"]["ErrorAction"]
 
 
-def test_results_rule_splits_batches_into_firehose_records(plant_parts: Built) -> None:
-    plant_parts.template.has_resource_properties(
-        "AWS::IoT::TopicRule",
-        {
-            "TopicRulePayload": Match.object_like(
-                {
-                    "Sql": "SELECT VALUE results FROM 'lineguard/example-large/+/+/+/results' "
-                    "WHERE v = 1 AND device = topic(5)",
-                    "Actions": [{"Firehose": Match.object_like({"BatchMode": True})}],
-                }
-            )
-        },
-    )
+def stream_of(built: Built, kind_prefix: str) -> tuple[str, dict[str, Any]]:
+    """The Firehose stream (logical id, properties) writing under ``kind_prefix``."""
+    (found,) = [
+        (logical_id, r["Properties"])
+        for logical_id, r in built.template.find_resources(
+            "AWS::KinesisFirehose::DeliveryStream"
+        ).items()
+        if r["Properties"]["ExtendedS3DestinationConfiguration"]["Prefix"].startswith(kind_prefix)
+    ]
+    return found
 
 
-def test_results_get_one_newline_each_from_firehose_none_from_the_rule(
-    plant_parts: Built,
-) -> None:
-    (rule,) = [
-        r
-        for r in resources(plant_parts.template, "AWS::IoT::TopicRule")
+def firehose_rules(built: Built) -> list[dict[str, Any]]:
+    return [
+        r["Properties"]["TopicRulePayload"]
+        for r in resources(built.template, "AWS::IoT::TopicRule")
         if "Firehose" in r["Properties"]["TopicRulePayload"]["Actions"][0]
     ]
-    assert "Separator" not in rule["Properties"]["TopicRulePayload"]["Actions"][0]["Firehose"]
-    stream = resources(plant_parts.template, "AWS::KinesisFirehose::DeliveryStream")[0]
-    processors = stream["Properties"]["ExtendedS3DestinationConfiguration"][
-        "ProcessingConfiguration"
-    ]["Processors"]
+
+
+@pytest.mark.parametrize("array", ["results", "labels"])
+def test_each_array_of_a_batch_goes_to_its_own_stream_one_record_each(
+    plant_parts: Built, array: str
+) -> None:
+    stream_id, _ = stream_of(plant_parts, f"{array}/")
+    (rule,) = [
+        r
+        for r in firehose_rules(plant_parts)
+        if r["Actions"][0]["Firehose"]["DeliveryStreamName"] == {"Ref": stream_id}
+    ]
+    # fires only when the array has a first element: an empty or absent one is no record
+    assert rule["Sql"] == (
+        f"SELECT VALUE {array} FROM 'lineguard/example-large/+/+/+/results' "
+        f"WHERE v = 1 AND device = topic(5) AND NOT isUndefined(get({array}, 0))"
+    )
+    assert rule["Actions"][0]["Firehose"]["BatchMode"] is True
+    assert rule["AwsIotSqlVersion"] == "2016-03-23"  # isUndefined needs 2016-03-23
+    assert "CloudwatchLogs" in rule["ErrorAction"]
+
+
+@pytest.mark.parametrize("kind_prefix", ["results/", "labels/"])
+def test_records_get_one_newline_each_from_firehose_none_from_the_rule(
+    plant_parts: Built, kind_prefix: str
+) -> None:
+    rules = firehose_rules(plant_parts)
+    assert len(rules) == 2
+    assert all("Separator" not in r["Actions"][0]["Firehose"] for r in rules)
+    _, stream = stream_of(plant_parts, kind_prefix)
+    processors = stream["ExtendedS3DestinationConfiguration"]["ProcessingConfiguration"][
+        "Processors"
+    ]
     delimiters = [p for p in processors if p["Type"] == "AppendDelimiterToRecord"]
     assert [d["Parameters"] for d in delimiters] == [
         [{"ParameterName": "Delimiter", "ParameterValue": "\\n"}]
@@ -662,14 +685,38 @@ def test_results_pipeline_refuses_batches_above_the_firehose_batch_limit(
         )
 
 
-def test_results_land_partitioned_by_plant_line_and_date(plant_parts: Built) -> None:
-    stream = resources(plant_parts.template, "AWS::KinesisFirehose::DeliveryStream")[0]
-    s3_conf = stream["Properties"]["ExtendedS3DestinationConfiguration"]
+@pytest.mark.parametrize("kind", ["results", "labels"])
+def test_results_and_labels_land_partitioned_by_plant_line_and_date(
+    plant_parts: Built, kind: str
+) -> None:
+    _, stream = stream_of(plant_parts, f"{kind}/")
+    s3_conf = stream["ExtendedS3DestinationConfiguration"]
     assert s3_conf["Prefix"] == (
-        "results/plant=example-large/line=!{partitionKeyFromQuery:line}/"
+        f"{kind}/plant=example-large/line=!{{partitionKeyFromQuery:line}}/"
         "dt=!{partitionKeyFromQuery:dt}/"
     )
+    assert s3_conf["ErrorOutputPrefix"].startswith(f"{kind}/errors/")
     assert s3_conf["DynamicPartitioningConfiguration"]["Enabled"] is True
+
+
+def test_delivery_role_writes_under_results_and_labels_only(plant_parts: Built) -> None:
+    roles = plant_parts.template.find_resources("AWS::IAM::Role")
+    (firehose_role,) = [
+        logical_id
+        for logical_id, r in roles.items()
+        if "firehose.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])
+    ]
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]
+        for p in resources(plant_parts.template, "AWS::IAM::Policy")
+        if p["Properties"]["Roles"] == [{"Ref": firehose_role}]
+    ]
+    (writes,) = [s for s in policy["Statement"] if "s3:PutObject" in s["Action"]]
+    objects = sorted(
+        json.dumps(r).rsplit('"', 2)[-2] for r in writes["Resource"] if "Fn::Join" in r
+    )
+    assert objects == ["/labels/*", "/results/*"]
+    assert len(writes["Resource"]) == 3  # the bucket itself (ListBucket) and the two prefixes
 
 
 def glue_table(template: Template, name: str) -> dict[str, Any]:
@@ -687,6 +734,26 @@ def test_glue_table_projects_line_and_date_partitions(plant_parts: Built) -> Non
     assert table["Parameters"]["projection.enabled"] == "true"
     columns = {c["Name"] for c in table["StorageDescriptor"]["Columns"]}
     assert {"part_id", "decision", "score", "seq", "model"} <= columns
+
+
+def test_labels_table_has_every_label_field_and_the_results_partitions(
+    plant_parts: Built,
+) -> None:
+    from inspector.messages import LABEL_FIELDS, LABEL_OPTIONAL_FIELDS
+
+    labels = glue_table(plant_parts.template, "labels")
+    results = glue_table(plant_parts.template, "results")
+    columns = [c["Name"] for c in labels["StorageDescriptor"]["Columns"]]
+    # line is the partition key (a column of the same name would clash with it)
+    assert sorted(columns) == sorted({*LABEL_FIELDS, *LABEL_OPTIONAL_FIELDS} - {"line"})
+    assert labels["PartitionKeys"] == results["PartitionKeys"]
+    assert {k: v for k, v in labels["Parameters"].items() if k.startswith("projection.")} == {
+        k: v for k, v in results["Parameters"].items() if k.startswith("projection.")
+    }
+    assert json.dumps(labels["Parameters"]["storage.location.template"]).endswith(
+        '/labels/plant=example-large/line=${line}/dt=${dt}/"]]}'
+    )
+    assert labels["StorageDescriptor"]["SerdeInfo"] == results["StorageDescriptor"]["SerdeInfo"]
 
 
 def presto_view(view: dict[str, Any]) -> dict[str, Any]:
@@ -733,6 +800,31 @@ def test_dedup_view_has_every_result_column_and_ts_as_a_timestamp(plant_parts: B
     assert [n for n, _ in presto] == [n for n, _ in glue_columns]
     hive_to_presto = {"string": "varchar", "int": "integer", "timestamp": "timestamp(3)"}
     assert presto == [(n, hive_to_presto.get(t, t)) for n, t in glue_columns]
+
+
+@pytest.mark.parametrize(
+    ("view_name", "window"),
+    [
+        ("labels_dedup", "PARTITION BY device, seq, line, dt ORDER BY ts"),
+        ("labels_current", "PARTITION BY device, result_seq ORDER BY revision DESC, ts DESC"),
+    ],
+)
+def test_labels_views_are_athena_views_of_the_labels_table(
+    plant_parts: Built, view_name: str, window: str
+) -> None:
+    view = glue_table(plant_parts.template, view_name)
+    assert view["TableType"] == "VIRTUAL_VIEW"
+    assert view["Parameters"] == {"presto_view": "true", "comment": "Presto View"}
+    assert "Description" not in view
+    definition = presto_view(view)
+    assert definition["schema"] == "lineguard_example_large"
+    assert "FROM labels\n" in definition["originalSql"] and window in definition["originalSql"]
+    glue_columns = [c["Name"] for c in view["StorageDescriptor"]["Columns"]]
+    assert [c["name"] for c in definition["columns"]] == glue_columns
+    table = glue_table(plant_parts.template, "labels")
+    assert glue_columns == [
+        c["Name"] for c in table["StorageDescriptor"]["Columns"] + table["PartitionKeys"]
+    ]
 
 
 def rule_with_sql(built: Built, sql: str) -> dict[str, Any]:
@@ -1055,8 +1147,27 @@ def test_alarm_topic_has_the_name_people_subscribe_to(plant_parts: Built) -> Non
     )
 
 
+def topic_filter(sql: str) -> str:
+    return sql.split(" FROM ")[1].split(" WHERE ")[0]
+
+
+def test_the_acknowledgement_says_the_stack_stores_labels(plant_parts: Built) -> None:
+    rules = resources(plant_parts.template, "AWS::IoT::TopicRule")
+    (sql,) = [
+        r["Properties"]["TopicRulePayload"]["Sql"]
+        for r in rules
+        if "republish" in json.dumps(r["Properties"]["TopicRulePayload"]["Actions"]).lower()
+    ]
+    assert sql.startswith("SELECT v, device, first_seq, last_seq, 1 AS labels FROM ")
+
+
 def test_each_stored_batch_is_acknowledged_to_its_own_device(plant_parts: Built) -> None:
-    from stacks.constructs.results_pipeline import ACK_SQL, RESULTS_SQL
+    from stacks.constructs.results_pipeline import (
+        ACK_SQL,
+        BATCH_FILTER,
+        LABELS_SQL,
+        RESULTS_SQL,
+    )
 
     rules = resources(plant_parts.template, "AWS::IoT::TopicRule")
     acks = [
@@ -1068,8 +1179,15 @@ def test_each_stored_batch_is_acknowledged_to_its_own_device(plant_parts: Built)
     payload = acks[0]
     plant = payload["Sql"].split("'")[1].split("/")[1]
     assert payload["Sql"] == ACK_SQL.format(plant=plant)
-    # the same filter as the rule that stores the batch: nothing unstored is acknowledged
-    assert payload["Sql"].split(" WHERE ")[1] == RESULTS_SQL.format(plant=plant).split(" WHERE ")[1]
+    # the filter of the rules that store the batch, without their "has a first element": a
+    # batch is acknowledged when each of its arrays that holds anything went to its rule
+    ack_filter = payload["Sql"].split(" WHERE ")[1]
+    assert ack_filter == BATCH_FILTER
+    for array, sql in (("results", RESULTS_SQL), ("labels", LABELS_SQL)):
+        assert sql.format(plant=plant).split(" WHERE ")[1] == (
+            f"{ack_filter} AND NOT isUndefined(get({array}, 0))"
+        )
+        assert topic_filter(sql.format(plant=plant)) == topic_filter(payload["Sql"])
     republish = payload["Actions"][0]["Republish"]
     assert republish["Topic"] == f"lineguard/{plant}/${{topic(5)}}/ack" and republish["Qos"] == 1
     assert "ErrorAction" in payload
