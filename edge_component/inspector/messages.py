@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -192,18 +193,26 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _check_fields(
+    kind: str, message: Any, required: Sequence[str], optional: Sequence[str]
+) -> None:
+    """A ``kind`` message is a JSON object with every ``required`` field, no field beyond
+    ``required`` and ``optional``, and this contract's version; raise :class:`MessageError`."""
+    if not isinstance(message, dict):
+        raise MessageError(f"{kind}: must be a JSON object")
+    missing = [name for name in required if name not in message]
+    if missing:
+        raise MessageError(f"{kind}: missing field {missing[0]!r}")
+    extra = sorted(set(message) - set(required) - set(optional))
+    if extra:
+        raise MessageError(f"{kind}: unknown field {extra[0]!r}")
+    if message["v"] != VERSION:
+        raise MessageError(f"{kind}.v: {message['v']!r} is not {VERSION}")
+
+
 def validate_result(message: Any) -> dict[str, Any]:
     """Check a decoded result message against the v1 contract; raise :class:`MessageError`."""
-    if not isinstance(message, dict):
-        raise MessageError("result: must be a JSON object")
-    missing = [name for name in RESULT_FIELDS if name not in message]
-    if missing:
-        raise MessageError(f"result: missing field {missing[0]!r}")
-    extra = sorted(set(message) - set(RESULT_FIELDS) - set(OPTIONAL_FIELDS))
-    if extra:
-        raise MessageError(f"result: unknown field {extra[0]!r}")
-    if message["v"] != VERSION:
-        raise MessageError(f"result.v: {message['v']!r} is not {VERSION}")
+    _check_fields("result", message, RESULT_FIELDS, OPTIONAL_FIELDS)
     if message["decision"] not in DECISIONS:
         raise MessageError(f"result.decision: {message['decision']!r} not one of {DECISIONS}")
     if not isinstance(message["seq"], int) or message["seq"] < 0:
@@ -257,16 +266,7 @@ def build_label(
 
 def validate_label(message: Any) -> dict[str, Any]:
     """Check a decoded label message against the v1 contract; raise :class:`MessageError`."""
-    if not isinstance(message, dict):
-        raise MessageError("label: must be a JSON object")
-    missing = [name for name in LABEL_FIELDS if name not in message]
-    if missing:
-        raise MessageError(f"label: missing field {missing[0]!r}")
-    extra = sorted(set(message) - set(LABEL_FIELDS) - set(LABEL_OPTIONAL_FIELDS))
-    if extra:
-        raise MessageError(f"label: unknown field {extra[0]!r}")
-    if message["v"] != VERSION:
-        raise MessageError(f"label.v: {message['v']!r} is not {VERSION}")
+    _check_fields("label", message, LABEL_FIELDS, LABEL_OPTIONAL_FIELDS)
     if message["label"] not in LABELS:
         raise MessageError(f"label.label: {message['label']!r} not one of {LABELS}")
     if message["decision"] not in DECISIONS:
