@@ -238,6 +238,12 @@ def torch_model_from_package(package: ModelPackage):  # noqa: ANN201 - torch mod
     taps = tuple(metrics.get("taps", patchcore.DEFAULT_TAPS))
     graph = onnx.load(str(package.model_path))
     named = {init.name: init for init in graph.graph.initializer}
+    # the exporter keeps one copy of equal initializers and names the others Identity nodes of
+    # it: a bank chunk as large as the two-stage search's coarse entries (refine_chunk(192) =
+    # 1,024 = coarse) is the coarse table's Identity
+    for node in graph.graph.node:
+        if node.op_type == "Identity" and node.input and node.input[0] in named:
+            named.setdefault(node.output[0], named[node.input[0]])
     pattern = re.escape(prefix) + r"bank_aug_\d+"
     chunks = sorted((int(n.rsplit("_", 1)[1]), n) for n in named if re.fullmatch(pattern, n))
     # bank_aug_<i>: chunks of [-2·bankᵀ; |bank|²]; bank_t: packages made before the chunks

@@ -122,3 +122,25 @@ def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")  # an ARM core
     assert not host_has_vnni(info)
     assert not host_has_vnni(tmp_path / "absent")
+
+
+def test_a_float_two_stage_package_whose_chunk_equals_its_coarse_table_rebuilds_in_torch(
+    sample: Path, tmp_path: Path
+) -> None:
+    # refine 384 → chunks of 512 entries, as many as the coarse table: the exporter keeps one of
+    # the two equal tensors and makes the other an Identity of it
+    from training.model import refine_chunk
+
+    assert refine_chunk(384) == 512
+    out = tmp_path / "pkg"
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(sample / "brick", out, seed=1, coarse=512, refine=384, precision="float")
+    loaded = load_package(out)
+    assert loaded.manifest.metrics["search"] == {"coarse": 512, "refine": 384}
+    assert loaded.manifest.metrics["memory_bank"] > 512  # the two-stage search is on
+    graph = onnx.load(str(loaded.model_path)).graph
+    initializers = {i.name for i in graph.initializer}
+    assert "bank_aug_0" not in initializers  # what this test is about
+    tensors = [load_tensor(p, loaded.manifest.input) for p in sorted(sample.rglob("*.png"))[:4]]
+    parity = torch_parity(loaded, tensors)
+    assert parity is not None and parity < 1e-3
