@@ -32,7 +32,6 @@ from training.calibration import (
     DEFAULT_TARGET_FALSE_REJECT_RATE,
     DEFAULT_TARGET_MANUAL_RATE,
 )
-from training.quantize import DEFAULT_PRECISION
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO / "build" / "training"
@@ -42,6 +41,7 @@ PY_VERSION = "py311"
 # an ARN-shaped stand-in (the SDK calls IAM to expand a bare role name); CDK substitutes the role
 ROLE_PLACEHOLDER = "arn:aws:iam::000000000000:role/lineguard-training-role-placeholder"
 EVALUATION_FILE = "evaluation.json"
+PIPELINE_PRECISION = "float"  # the Precision parameter's default (see the parameter)
 # training.train's value for an undeclared --roi or --tiles (a hyperparameter is always passed)
 NONE = "none"
 CODE_REQUIREMENTS = (
@@ -221,9 +221,11 @@ def get_pipeline(
     roi = ParameterString("InputRoi", default_value=NONE)
     fit = ParameterString("InputFit", default_value="stretch")
     tiles = ParameterString("InputTiles", default_value=NONE)
-    # the backbone's precision (``training.train --precision``): int8 is measured on x86 cores;
-    # a fleet of other cores trains float (docs/training.md, "int8 and the device's CPU")
-    precision = ParameterString("Precision", default_value=DEFAULT_PRECISION)
+    # the backbone's precision (``training.train --precision``). Float by default here: int8
+    # scores follow the kernels' code path, and neither the training instance's CPU nor the
+    # fleet's is known to this pipeline; a fleet whose devices run the training instance's
+    # kernels (x86 with VNNI, same vector width) sets Precision=int8 (docs/training.md)
+    precision = ParameterString("Precision", default_value=PIPELINE_PRECISION)
 
     image = image_uris.retrieve(
         "pytorch",

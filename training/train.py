@@ -545,6 +545,12 @@ def _write_package(
             f"{kind}: backbone quantised to int8 ({quantised['quantised_nodes']} nodes, "
             f"{quantised['calibration_images']} calibration images)"
         )
+        if not quantised["trained_on"]["vnni"]:  # type: ignore[index]
+            _log(
+                f"{kind}: warning: this machine has no VNNI; its int8 kernels, which set the "
+                "thresholds and the golden score, are not the ones the int8 settings are for, "
+                "and devices whose kernels differ refuse the package (--precision float for them)"
+            )
     else:
         metrics = {**metrics, "precision": {"backbone": "float"}}
     _log(f"{kind}: exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")

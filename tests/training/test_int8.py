@@ -55,6 +55,14 @@ def test_only_the_backbone_is_quantised(packages: dict[str, Path]) -> None:
     assert record["backbone"] == "int8"
     train_good = loaded.manifest.metrics["train_images"]
     assert record["calibration_images"] == min(16, train_good)
+    assert record["weights"] == "int8 per channel, 8-bit range (x86 with VNNI)"
+    assert set(record["trained_on"]) == {"machine", "flags", "vnni"}
+    # 8-bit weights: their int8 values reach past the 7-bit range (±64) reduce_range keeps to
+    weights = [
+        onnx.numpy_helper.to_array(i) for i in onnx.load(str(loaded.model_path)).graph.initializer
+    ]
+    int8 = [w for w in weights if w.dtype == np.int8 and w.size > 16]
+    assert int8 and max(int(np.abs(w.astype(np.int16)).max()) for w in int8) > 64
     graph = onnx.load(str(loaded.model_path)).graph
     producer = {out: node for node in graph.node for out in node.output}
     quantised = [n for n in graph.node if n.op_type == "QuantizeLinear"]
@@ -112,13 +120,16 @@ def test_the_device_loads_the_int8_package_and_its_golden_score_holds(
 
 
 def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
-    from training.quantize import host_has_vnni
+    from training.quantize import host_cpu, host_has_vnni
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\n")
     assert not host_has_vnni(info)
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx_vnni\n")
     assert host_has_vnni(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert host_has_vnni(info)
+    assert host_cpu(info)["flags"] == ["avx2", "avx512f", "avx512_vnni"]
     info.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")  # an ARM core
     assert not host_has_vnni(info)
     assert not host_has_vnni(tmp_path / "absent")

@@ -102,9 +102,10 @@ def test_train_takes_the_backbone_precision_from_a_parameter(definition: dict[st
 
     hyper = _step(definition, "Train")["Arguments"]["HyperParameters"]
     assert "Parameters.Precision" in json.dumps(hyper["precision"])
+    # float unless the plant sets it: the pipeline knows neither its instance's CPU nor the fleet's
     default = _parameter(definition, "Precision")
-    assert _parser().parse_args(["--precision", default]).precision == "int8"
-    assert _parser().parse_args(["--precision", "float"]).precision == "float"
+    assert _parser().parse_args(["--precision", default]).precision == "float"
+    assert _parser().parse_args(["--precision", "int8"]).precision == "int8"
 
 
 def test_train_reads_the_data_check_splits_in_script_mode(definition: dict[str, Any]) -> None:
