@@ -357,6 +357,38 @@ def run_in_workdir(command: DocCommand, endpoint: str, tmp: Path) -> None:
     )
 
 
+def station_password(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    """``sudo -u ggc_user python3 -m inspector station-password ...``: run as this user with the
+    repository's interpreter (no ggc_user here), the file under ``tmp``, the password on stdin
+    (the command reads it there when stdin is not a terminal); the file it writes is the one
+    the station reads."""
+    from inspector.station_auth import read_station_file
+
+    argv = command.argv
+    assert argv[:3] == ["sudo", "-u", "ggc_user"], command.text
+    args = argv[3:]
+    assert args[:3] == ["python3", "-m", "inspector"], command.text
+    target = tmp / "station" / Path(args[args.index("--file") + 1]).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    args[args.index("--file") + 1] = str(target)
+    proc = subprocess.run(
+        [sys.executable, *args[1:]],
+        input="correct horse battery\n",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == command.exit_code, f"{command.text}: {proc.stderr[-2000:]}"
+    station = read_station_file(target)
+    operator = args[args.index("--operator") + 1]
+    assert operator in station.operators
+    assert station.operators[operator].verify("correct horse battery")
+    assert station.bind == args[args.index("--bind") + 1]
+    assert list(station.hosts) == [args[args.index("--host") + 1]]
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
 def photo_data(command: DocCommand, endpoint: str, tmp: Path) -> None:
     """The benchmark's photo sources: generated as documented, each a dataset training takes."""
     from training.dataset import load_dataset
@@ -545,6 +577,7 @@ RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"\.venv/bin/python -m stacks\.describe .*\| jq .*> ring\.json$", describe_to_file),
     (r"\.venv/bin/python -m stacks\.station ", station_move),
     (r"\.venv/tools/checkov/bin/checkov -d cdk\.out ", run_as_documented),
+    (r"sudo -u ggc_user python3 -m inspector station-password ", station_password),
 )
 
 
