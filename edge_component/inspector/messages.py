@@ -156,15 +156,7 @@ def build_result(
     if decision not in DECISIONS:
         raise MessageError(f"decision: {decision!r} not one of {DECISIONS}")
     message: dict[str, Any] = {
-        "v": VERSION,
-        "plant": identity.plant,
-        "line": identity.line,
-        "station": identity.station,
-        "device": identity.device,
-        "camera": fit_id(camera, MAX_ID_CHARS),
-        "part_id": fit_id(part_id, MAX_ID_CHARS),
-        "seq": int(seq),
-        "ts": rfc3339_ms(ts),
+        **_header(identity, camera, part_id, seq, ts),
         "decision": decision,
         "score": _number(score, 6),
         "threshold": _number(threshold, 6),
@@ -226,6 +218,21 @@ def validate_result(message: Any) -> dict[str, Any]:
     return message
 
 
+def _header(identity: Identity, camera: str, part_id: str, seq: int, ts: float) -> dict[str, Any]:
+    """The fields every message v1 starts with: version, where, which part, ``seq`` and time."""
+    return {
+        "v": VERSION,
+        "plant": identity.plant,
+        "line": identity.line,
+        "station": identity.station,
+        "device": identity.device,
+        "camera": fit_id(camera, MAX_ID_CHARS),
+        "part_id": fit_id(part_id, MAX_ID_CHARS),
+        "seq": int(seq),
+        "ts": rfc3339_ms(ts),
+    }
+
+
 def build_label(
     identity: Identity,
     *,
@@ -243,15 +250,7 @@ def build_label(
 ) -> dict[str, Any]:
     """Build a label message v1 dict (a person's verdict on one part); raise MessageError."""
     message: dict[str, Any] = {
-        "v": VERSION,
-        "plant": identity.plant,
-        "line": identity.line,
-        "station": identity.station,
-        "device": identity.device,
-        "camera": fit_id(camera, MAX_ID_CHARS),
-        "part_id": fit_id(part_id, MAX_ID_CHARS),
-        "seq": int(seq),
-        "ts": rfc3339_ms(ts),
+        **_header(identity, camera, part_id, seq, ts),
         "label": label,
         "operator": operator,
         "revision": int(revision),

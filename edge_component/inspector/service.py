@@ -877,7 +877,8 @@ class Service:
             raise JournalError(f"{self.journal.path}: seq moved under the frame loop")
         for result in results:
             self.health.record(result)
-            self.feed.record(result)
+            if self.station is not None:
+                self.feed.record(result)
         for frame, result in zip(frames, results, strict=True):
             try:
                 self.sampler.offer(result, frame.data)

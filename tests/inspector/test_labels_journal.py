@@ -14,28 +14,14 @@ import pytest
 from inspector.journal import LAYOUT_VERSION, SCHEMA_VERSION, Journal, Review
 from inspector.messages import Identity, MessageError, build_label, validate_label
 from inspector.uplink import encode_batch
+from tests.inspector.test_journal import result as journal_result
 from tests.support import journal_v1
 
 IDENTITY = Identity("p1", "l1", "s1", "dev-1")
 
 
 def result(part: str, decision: str = "pass", score: float | None = 0.1) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "v": 1,
-        "plant": "p1",
-        "line": "l1",
-        "station": "s1",
-        "device": "dev-1",
-        "camera": "cam0",
-        "part_id": part,
-        "seq": 0,
-        "ts": "2026-11-28T04:30:00.000Z",
-        "decision": decision,
-        "score": score,
-        "threshold": 0.2,
-        "model": "tiny@1.0.0",
-        "latency_ms": 3.0,
-    }
+    out: dict[str, Any] = {**journal_result(part, decision), "score": score}
     if decision == "manual":
         out["reason"] = "manual_band"
     return out
