@@ -207,8 +207,10 @@ def train(
         torch.set_num_threads(threads)
     started = time.perf_counter()
     dataset = load_dataset(data, group_pattern=group_pattern)
+    defect_types = dataset.defect_types
     if validation is not None:
         val_set = load_dataset(validation, min_good=1)
+        defect_types = sorted({*defect_types, *val_set.defect_types})
         train_samples = [*dataset.good, *dataset.defects]
         val_samples = list(val_set.samples)
         fingerprint = f"{dataset.fingerprint()}+{val_set.fingerprint()}"
@@ -296,6 +298,8 @@ def train(
         "tap_gain": list(tap_gain or patchcore.default_tap_gain(len(taps))) if balance else None,
         "standardisation": norm,
         "smoothing": smoothing,
+        # the review station's defect-type buttons (inspector.review_station.defect_types_of)
+        "defect_types": defect_types,
     }
     models: dict[str, torch.nn.Module] = {}
     if model_kind in ("auto", "patchcore"):

@@ -66,6 +66,18 @@ def test_package_is_valid_and_describes_its_preprocessing(package: Path) -> None
     assert manifest.metrics["validation"]["good"] >= 1
 
 
+def test_package_lists_the_datasets_defect_types_for_the_review_station(
+    package: Path, sample: Path
+) -> None:
+    from inspector.review_station import defect_types_of
+
+    folders = sorted(p.name for p in (sample / "brick" / "defect").iterdir() if p.is_dir())
+    assert folders  # the sample names its defect types by folder
+    metrics = load_package(package).manifest.metrics
+    assert metrics["defect_types"] == folders
+    assert defect_types_of(metrics) == tuple(folders)
+
+
 def test_manifest_records_the_calibration_targets_and_figures(package: Path) -> None:
     manifest = load_package(package).manifest
     record = manifest.metrics["calibration"]
