@@ -36,6 +36,7 @@ from core_device.recipes import (
 )
 
 PLUGIN_PREFIX = "aws.greengrass."
+TOKEN_EXCHANGE_SERVICE = "aws.greengrass.TokenExchangeService"  # tes/TokenExchangeService.java:35
 DEFAULT_UPDATE_TIMEOUT_S = 60  # CreateDeployment componentUpdatePolicy.timeoutInSeconds default
 
 # DeploymentResult.java:22-29
@@ -203,6 +204,10 @@ class DeploymentEngine:
         self._nucleus: dict[str, Any] = {}
         self._deferrals: dict[str, tuple[str, int]] = {}
         self._timestamp = 1
+        # AWS_CONTAINER_CREDENTIALS_FULL_URI of the device's token exchange service once it runs
+        # (a root-level setenv: every component started after it gets it, TokenExchangeService
+        # .java:192-196); set by the device that runs one (core_device/tes.py)
+        self.credentials_uri: str | None = None
 
     # ------------------------------------------------------------------ public interface
 
@@ -566,6 +571,9 @@ class DeploymentEngine:
                     region=self.region,
                     socket_path=self.socket_path,
                     root_ca_path=self.root_ca_path,
+                    credentials_uri=(
+                        self.credentials_uri if TOKEN_EXCHANGE_SERVICE in self._plugins else None
+                    ),
                 ),
                 clock=self.clock,
                 graceful_shutdown_s=self.graceful_shutdown_s,

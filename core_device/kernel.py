@@ -28,6 +28,7 @@ from core_device.ipc_server import IpcServer
 from core_device.layout import Layout
 from core_device.lifecycle import State
 from core_device.shadows import ShadowStore
+from core_device.tes import CredentialSource, TokenExchangeService
 
 LOG = logging.getLogger(__name__)
 SOCKET_NAME = "ipc.socket"  # the nucleus' socket is <root>/ipc.socket (IPCEventStreamService.java)
@@ -43,6 +44,10 @@ class CoreDevice:
         iot: the nucleus' MQTT side (spooler + link to a broker); None: no cloud.
         region: ``AWS_REGION`` for the components.
         root_ca_path: ``GG_ROOT_CA_PATH``.
+        credentials: the cloud half of the token exchange service (the IoT credentials
+            provider, e.g. :class:`core_device.tes.StsCredentialSource`); with it the device
+            runs a token exchange service, and components started once
+            ``aws.greengrass.TokenExchangeService`` is deployed get its URI.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class CoreDevice:
         region: str = "eu-west-1",
         root_ca_path: Path | None = None,
         wait_timeout_s: float = 300.0,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.root = Path(root)
         self.thing_name = thing_name
@@ -77,6 +83,13 @@ class CoreDevice:
             root_ca_path=root_ca_path,
             wait_timeout_s=wait_timeout_s,
         )
+        self.tes: TokenExchangeService | None = None
+        if credentials is not None:
+            self.tes = TokenExchangeService(
+                credentials,
+                component_for_token=self.component_for_token,
+                access_control=self.access_control,
+            )
         self.deployments: list[DeploymentResult] = []
         self._lock = threading.Lock()
         self._started = False
@@ -121,6 +134,8 @@ class CoreDevice:
         """Serve IPC (and start the MQTT link if it has one)."""
         if not self._started:
             self.ipc.start()
+            if self.tes is not None:
+                self.engine.credentials_uri = self.tes.start().uri
             start = getattr(self.iot, "start", None)
             if callable(start):
                 start()
@@ -179,6 +194,8 @@ class CoreDevice:
         finally:
             if self._started:
                 self.ipc.stop()
+                if self.tes is not None:
+                    self.tes.stop()
                 stop = getattr(self.iot, "stop", None)
                 if callable(stop):
                     stop()

@@ -54,7 +54,14 @@ STATION_NUMBERS: dict[str, tuple[float, float, bool]] = {
     "port": (1, 65535, True),
     "sessionHours": (0.01, 24.0, False),
 }
-KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING, STATION))
+# sample uploads to S3 (docs/sample-uploads.md): the bucket (the published recipe names the
+# account's artifact bucket), how long a part waiting for a verdict is held back, on/off
+UPLOADS = "sampleUploads"
+UPLOAD_NUMBERS: dict[str, tuple[float, float, bool]] = {"holdHours": (0.0, 168.0, False)}
+# S3 general purpose bucket names (S3 user guide, bucketnamingrules): 3-63 characters of
+# lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+KNOWN = frozenset((*NUMBERS, *STRINGS, *CHOICES, *OBJECTS, RING, STATION, UPLOADS))
 # a path the recipe's run line can carry as one shell word, even quoted: absolute, and none of
 # whitespace, quotes, backslash or the characters sh gives a meaning to inside or outside quotes
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+,:@%/=-]*$")
@@ -93,6 +100,37 @@ def check_station(doc: Any) -> None:
             raise ConfigError(f"{STATION}.{key}: must be true or false, got {doc[key]!r}")
     if bool(doc.get("tlsCert")) != bool(doc.get("tlsKey")):
         raise ConfigError(f"{STATION}.tlsCert/tlsKey: set both or neither")
+
+
+def check_bucket(value: Any, name: str = f"{UPLOADS}.bucket") -> str | None:
+    """The bucket a setting names (None for ``""``: uploads off); raise ConfigError otherwise."""
+    if value == "":
+        return None
+    if not isinstance(value, str) or not BUCKET_NAME.match(value) or ".." in value:
+        raise ConfigError(
+            f"{name}: {value!r} is not an S3 bucket name (3-63 lower-case letters, digits, "
+            "'.' and '-', starting and ending with a letter or digit) or \"\""
+        )
+    return value
+
+
+def check_uploads(doc: Any) -> None:
+    """Check the ``sampleUploads`` object; raise ConfigError naming the key."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{UPLOADS}: must be an object")
+    known = ("enabled", "bucket", *UPLOAD_NUMBERS)
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{UPLOADS}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})"
+        )
+    if "enabled" in doc and not isinstance(doc["enabled"], bool):
+        raise ConfigError(f"{UPLOADS}.enabled: must be true or false, got {doc['enabled']!r}")
+    if "bucket" in doc:
+        check_bucket(doc["bucket"])
+    for key, (low, high, integer) in UPLOAD_NUMBERS.items():
+        if key in doc:
+            check_number(f"{UPLOADS}.{key}", doc[key], low, high, integer=integer)
 
 
 def check_ring(value: Any) -> str | None:
@@ -146,4 +184,6 @@ def validate_component_config(doc: Any, base: RuntimeConfig) -> None:
         raise ConfigError("accessControl: must be an object")
     if STATION in doc:
         check_station(doc[STATION])
+    if UPLOADS in doc:
+        check_uploads(doc[UPLOADS])
     runtime_section(doc, base)

@@ -48,6 +48,9 @@ class HealthReporter:
             (``Inspector`` gives it via :func:`engine_status`).
         backlog: returns the journal's unsent results (None if unknown).
         publish: called with (topic, payload) when a report is due (optional).
+        uploads: returns the sample uploader's figures (cumulative counters and what waits now,
+            :meth:`inspector.uploader.Uploader.figures`), or None when it is off; the message's
+            ``uploads`` gives the counters for the interval.
         clock, wall_clock: monotonic and epoch seconds.
     """
 
@@ -60,6 +63,7 @@ class HealthReporter:
         status: Callable[[], dict[str, Any]],
         backlog: Callable[[], int | None] = lambda: None,
         publish: Callable[[str, bytes], None] | None = None,
+        uploads: Callable[[], dict[str, Any] | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -77,6 +81,8 @@ class HealthReporter:
         self._next = clock() + interval_s
         self._seq = 0
         self._shadow_base: ShadowStats | None = None  # the shadow's counts at the last report
+        self._uploads = uploads
+        self._uploads_base: dict[str, Any] = {}  # the uploader's counters at the last report
         self.last_publish_error: str | None = None
         self._reset()
 
@@ -108,9 +114,14 @@ class HealthReporter:
 
     def message(self) -> dict[str, Any]:
         """The health message for the interval so far (does not reset it)."""
-        return self._message(self._status())
+        return self._message(self._status(), self._upload_figures())
 
-    def _message(self, status: dict[str, Any]) -> dict[str, Any]:
+    def _upload_figures(self) -> dict[str, Any] | None:
+        return None if self._uploads is None else self._uploads()
+
+    def _message(
+        self, status: dict[str, Any], uploads: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         stats = status.get("shadow")
         shadow = None
         if isinstance(stats, ShadowStats) and stats.model is not None:
@@ -139,6 +150,7 @@ class HealthReporter:
             "backlog": self._backlog(),
             "last_error": status.get("last_error"),
             "shadow": shadow,
+            "uploads": None if uploads is None else upload_figures(uploads, self._uploads_base),
         }
 
     def tick(self) -> dict[str, Any] | None:
@@ -150,7 +162,9 @@ class HealthReporter:
         if self._next <= now:  # fell behind (e.g. a long pause): the next report is one interval on
             self._next = now + self.interval_s
         status = self._status()
-        message = self._message(status)
+        uploads = self._upload_figures()
+        message = self._message(status, uploads)
+        self._uploads_base = dict(uploads or {})
         stats = status.get("shadow")
         # the next interval's shadow figures start from the counts this one reported
         self._shadow_base = stats if isinstance(stats, ShadowStats) else None
@@ -180,6 +194,22 @@ def shadow_figures(stats: ShadowStats) -> dict[str, Any]:
             "shadow_only": stats.shadow_only,
         },
     }
+
+
+UPLOAD_COUNTERS = ("uploaded", "uploaded_bytes", "failures")
+
+
+def upload_figures(now: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The health message's ``uploads`` object: the counters since the last report, and what
+    waits now (``waiting`` samples, ``held`` for a verdict, ``state``, ``last_error``)."""
+    out = {key: int(now.get(key, 0)) - int(base.get(key, 0)) for key in UPLOAD_COUNTERS}
+    out.update(
+        waiting=now.get("waiting"),
+        held=now.get("held"),
+        state=now.get("state"),
+        last_error=now.get("last_error"),
+    )
+    return out
 
 
 def engine_status(engine: Any) -> dict[str, Any]:

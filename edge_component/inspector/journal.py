@@ -128,6 +128,29 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class UploadCandidate:
+    """A stored sample as the uploader sees it: what made it interesting, the result message it
+    belongs to (None for a sample kept before samples named it) and the review of that result,
+    when the part is in the review queue (``review_decision`` None: no review entry)."""
+
+    id: int
+    ts: float
+    part_id: str
+    reason: str
+    score: float | None
+    seq: int | None
+    size: int
+    result: dict[str, Any] | None
+    review_decision: str | None
+    label: str | None
+    defect_type: str | None
+    operator: str | None
+    labelled_at: str | None
+    review_ts: str | None
+    review_model: str | None
+
+
+@dataclass(frozen=True)
 class JournalStats:
     """Counters health reports: backlog, disk use and what the cap policy evicted."""
 
@@ -348,6 +371,9 @@ class Journal:
                 " revision INTEGER NOT NULL DEFAULT 0)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS reviews_seq ON reviews (result_seq)")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+        if "result" not in columns:  # the result message a sample belongs to (the uploader's)
+            db.execute("ALTER TABLE samples ADD COLUMN result BLOB")
         # labels held back while the cloud has not shown it stores labels (docs/results-ack.md):
         # out of the upstream seq range, in their order, until they get a new seq
         db.execute(
@@ -691,22 +717,27 @@ class Journal:
         data: bytes,
         score: float | None = None,
         seq: int | None = None,
+        result: Mapping[str, Any] | None = None,
     ) -> int:
         """Store a retraining sample, evicting older samples (never a result) to make room.
 
-        ``seq``: the result the image belongs to (the review station shows it with that part).
+        ``seq``: the result the image belongs to (the review station shows it with that part);
+        ``result``: that result message, kept with the image for the uploader (its ``ts`` and
+        ``model`` name the object it becomes).
         Returns the sample's id, or 0 when it cannot fit without dropping results.
         """
+        encoded = None if result is None else _encode(result)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if not self._make_room(len(data) + 256, drop_results=False):
+                extra = 256 + (0 if encoded is None else len(encoded))
+                if not self._make_room(len(data) + extra, drop_results=False):
                     self._db.execute("COMMIT")  # keep the evictions: older samples go first
                     return 0
                 cur = self._db.execute(
-                    "INSERT INTO samples (ts, part_id, reason, score, size, data, seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (self._clock(), part_id, reason, score, len(data), data, seq),
+                    "INSERT INTO samples (ts, part_id, reason, score, size, data, seq, result)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self._clock(), part_id, reason, score, len(data), data, seq, encoded),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -758,6 +789,79 @@ class Journal:
         """Delete a sample once an uploader has stored it elsewhere."""
         with self._lock:
             self._db.execute("DELETE FROM samples WHERE id = ?", (sample_id,))
+
+    def upload_candidates(self, *, after_id: int = 0, limit: int = 100) -> list[UploadCandidate]:
+        """Stored samples past ``after_id``, oldest first, each with its result message and the
+        review of that result (the part's entry in the review queue, if it is still about this
+        judgement): what the uploader needs to name, label or hold each one."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.id, s.ts, s.part_id, s.reason, s.score, s.seq, s.size, s.result,"
+                " r.decision, r.label, r.defect_type, r.operator, r.labelled_at, r.ts, r.model"
+                " FROM samples s LEFT JOIN reviews r ON s.seq IS NOT NULL AND r.result_seq = s.seq"
+                " WHERE s.id > ? ORDER BY s.id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        out = []
+        for row in rows:
+            try:
+                result = None if row[7] is None else json.loads(bytes(row[7]))
+            except ValueError:
+                result = None
+            out.append(
+                UploadCandidate(
+                    id=int(row[0]),
+                    ts=float(row[1]),
+                    part_id=str(row[2]),
+                    reason=str(row[3]),
+                    score=row[4],
+                    seq=None if row[5] is None else int(row[5]),
+                    size=int(row[6] or 0),
+                    result=result if isinstance(result, dict) else None,
+                    review_decision=row[8],
+                    label=row[9],
+                    defect_type=row[10],
+                    operator=row[11],
+                    labelled_at=row[12],
+                    review_ts=row[13],
+                    review_model=row[14],
+                )
+            )
+        return out
+
+    def upload_hour(self) -> tuple[int, int]:
+        """The clock hour (epoch hours) the uploader last sent in, and the bytes it sent in it."""
+        with self._lock:
+            rows = dict(
+                self._db.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('upload_hour', 'upload_hour_bytes')"
+                ).fetchall()
+            )
+        return int(rows.get("upload_hour", -1)), int(rows.get("upload_hour_bytes", 0))
+
+    def charge_upload(self, hour: int, size: int) -> int:
+        """Count ``size`` bytes against clock hour ``hour`` durably, before they are sent (a
+        crash mid-transfer still counts them); return the hour's total."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = dict(
+                    self._db.execute(
+                        "SELECT key, value FROM meta"
+                        " WHERE key IN ('upload_hour', 'upload_hour_bytes')"
+                    ).fetchall()
+                )
+                used = int(rows.get("upload_hour_bytes", 0))
+                if int(rows.get("upload_hour", -1)) != hour:
+                    used = 0
+                used += size
+                self._set_meta("upload_hour", hour)
+                self._set_meta("upload_hour_bytes", used)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return used
 
     # -- the review queue and labels -------------------------------------------------------
 

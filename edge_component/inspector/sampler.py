@@ -5,6 +5,8 @@ score lies within ``band`` (a fraction of the reject threshold) of the threshold
 Unreadable frames (no score) are not kept. Kept frames go to the journal's sample area, which
 the journal's cap policy evicts first. Two budgets bound it: ``bytes_per_hour`` (what an uploader
 may send per hour) and ``disk_cap_bytes`` (the sample area on disk; the oldest go first).
+Each sample keeps its result message, so the uploader (:mod:`inspector.uploader`) names and
+labels the object it becomes from the result itself.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Sampler:
             data=data,
             score=float(result["score"]),
             seq=result["seq"] if isinstance(result.get("seq"), int) else None,
+            result=result,
         )
         if not stored:  # the journal is full of results: they come first
             self.stats.no_room += 1

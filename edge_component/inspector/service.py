@@ -30,7 +30,12 @@ from types import FrameType
 from typing import Any
 
 from inspector.actuation import Actuator
-from inspector.component_config import check_ring, runtime_section, validate_component_config
+from inspector.component_config import (
+    check_bucket,
+    check_ring,
+    runtime_section,
+    validate_component_config,
+)
 from inspector.engine import Inspector
 from inspector.health import HealthReporter, engine_status
 from inspector.identity import (
@@ -55,6 +60,7 @@ from inspector.sources import DirectorySource, Frame, SimulatedCamera, SourceErr
 from inspector.station_auth import CredentialError, read_station_file
 from inspector.transports.base import Transport, TransportError
 from inspector.uplink import Uplink
+from inspector.uploader import BotoObjectStore, Uploader
 
 CONNECT_WAIT_S = 10.0
 # exit code when the transport can never deliver again (e.g. the Greengrass nucleus is gone):
@@ -236,6 +242,29 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--drain-timeout", type=float, default=30.0, help="--once: seconds to send the backlog"
     )
+    g = p.add_argument_group("sample uploads to S3 (docs/sample-uploads.md; off without a bucket)")
+    g.add_argument(
+        "--uploads",
+        choices=("true", "false"),
+        default="true",
+        help="upload the sampler's images when --upload-bucket names a bucket (default true)",
+    )
+    g.add_argument(
+        "--upload-bucket",
+        default="",
+        help="the S3 bucket of samples/<plant>/<device>/...; empty: samples stay on the device",
+    )
+    g.add_argument(
+        "--upload-hold-hours",
+        type=float,
+        default=8.0,
+        help="hold a part that waits for a verdict on the review station this long (default 8)",
+    )
+    g.add_argument(
+        "--upload-endpoint",
+        default="",
+        help="local runs: an S3 endpoint URL (e.g. a moto server); empty: the region's S3",
+    )
     g = p.add_argument_group("review station (docs/review-station.md; off unless bound)")
     g.add_argument(
         "--review-bind",
@@ -324,6 +353,14 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         )
     if not 0 < args.review_port < 65536:
         raise ServiceError(f"--review-port must be in 1..65535, got {args.review_port}")
+    try:
+        args.upload_bucket = check_bucket(args.upload_bucket, "--upload-bucket")
+    except ConfigError as exc:
+        raise ServiceError(str(exc)) from None
+    if not 0 <= args.upload_hold_hours <= 168:
+        raise ServiceError(
+            f"--upload-hold-hours must be in 0..168, got {args.upload_hold_hours}"
+        )
     return Settings(args=args, identity=identity, config=config)
 
 
@@ -565,6 +602,18 @@ class Service:
             store=self.journal,
             verdicts=args.verdicts,
         )
+        self.uploader: Uploader | None = None
+        if args.uploads == "true" and args.upload_bucket:
+            self.uploader = Uploader(
+                self.journal,
+                self.identity,
+                BotoObjectStore(args.upload_bucket, endpoint_url=args.upload_endpoint or None),
+                bytes_per_hour=int(args.sample_budget_mb_per_hour * MB),
+                hold_s=args.upload_hold_hours * 3600.0,
+                clock=wall_clock,
+            )
+        else:
+            LOG.info("sample uploads off (no --upload-bucket, or --uploads false)")
         self.health = HealthReporter(
             self.identity,
             ring=args.ring,
@@ -572,6 +621,7 @@ class Service:
             status=self._status,
             backlog=self.journal.backlog,
             publish=self._outbox_put,
+            uploads=None if self.uploader is None else self.uploader.figures,
             clock=clock,
             wall_clock=wall_clock,
         )
@@ -899,6 +949,13 @@ class Service:
             daemon=True,
         )
         uplink_thread.start()
+        uploader_stop = threading.Event()
+        uploader_thread: threading.Thread | None = None
+        if self.uploader is not None:
+            uploader_thread = threading.Thread(
+                target=self.uploader.run, args=(uploader_stop,), name="uploader", daemon=True
+            )
+            uploader_thread.start()
         if self.station is not None:
             try:
                 self.station.start()
@@ -941,7 +998,12 @@ class Service:
                         break
         finally:
             uplink_stop.set()
+            uploader_stop.set()
             uplink_thread.join(timeout=STOP_FLUSH_S + 1.0)
+            if uploader_thread is not None:
+                # a PutObject in flight is not waited for: its sample stays in the journal and
+                # goes again (to the same key) at the next start
+                uploader_thread.join(timeout=0.5)
             if self.outbox is not None:
                 self.outbox.close(timeout_s=1.0)
             # after the flush and bounded: a tablet never delays the results nor the journal's

@@ -1,0 +1,460 @@
+"""The sample uploader: the journal's retraining samples → S3, in the training dataset layout.
+
+Each sample the sampler kept becomes one object
+``s3://<bucket>/samples/<plant>/<device>/<layout>/<file>`` (docs/sample-uploads.md):
+
+- ``<layout>``: ``good``, ``defect`` or ``defect/<type>`` when a person labelled the part on the
+  review station, else ``unlabelled/<decision>`` (``reject``, ``manual``, ``pass``) — the folders
+  ``training/dataset.py`` reads, the unlabelled ones beside them.
+- ``<file>``: ``<YYYYMMDD of the result's ts, UTC>_<part id, [A-Za-z0-9._-] only>_<seq>.<ext>``,
+  the extension from the image bytes. The name depends only on the sample, so sending it again
+  (after a restart mid-transfer) overwrites the same key.
+- user metadata (``x-amz-meta-*``): ``part-id``, ``seq``, ``decision``, ``score``,
+  ``model-version``, ``label`` (``good``/``defect``/``none``), ``defect-type``, ``operator``,
+  ``labelled-at``, ``device``, ``plant``, ``line``, ``station``; a field with no value (no
+  label, no score) is left out. Values are ASCII: anything else is percent-encoded (UTF-8).
+
+A part still waiting in the review queue (a ``manual`` or ``reject`` part without a verdict) is
+held back until it is labelled or ``hold_s`` (a shift) has passed since its result, so the label
+travels with the image; after that it goes as ``unlabelled/<decision>``. Samples of results with
+no review entry (near-threshold passes, or no station running) go at once.
+
+Budgets: at most ``bytes_per_hour`` image bytes per clock hour, counted in the journal's meta
+table *before* each transfer (a crash mid-transfer still counts it, so a crash loop cannot send
+more); the sample disk cap is the sampler's and the journal's. A sample leaves the journal only
+after S3 answered the PutObject with success. Failures: network, credentials and S3 5xx wait
+with exponential back-off (``backoff_min_s`` doubling to ``backoff_max_s``); permanent refusals
+(403 AccessDenied, NoSuchBucket, ...) are reported in health and the log and retried only every
+``permanent_pause_s``. Credentials come from boto3's default chain, which on a Greengrass core
+device is the token exchange service (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` +
+``AWS_CONTAINER_AUTHORIZATION_TOKEN``, botocore ``credentials.ContainerProvider``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from inspector.journal import Journal, UploadCandidate
+from inspector.messages import DEFECT_TYPE, Identity
+
+LOG = logging.getLogger(__name__)
+
+SAMPLES_PREFIX = "samples"
+DEFAULT_HOLD_S = 8 * 3600.0  # a shift: the label has that long to catch up with its image
+DECISIONS = ("pass", "reject", "manual")
+REVIEWED = ("manual", "reject")  # the decisions whose parts wait in the review queue
+_PART_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+MAX_PART_CHARS = 100
+# metadata values: printable ASCII except '%' stay; the rest is percent-encoded (S3 user
+# metadata is sent as HTTP headers: "must conform to US-ASCII", S3 user guide, UsingMetadata)
+_META_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+SCAN_PAGE = 200
+
+
+class UploaderError(Exception):
+    """An uploader that cannot be set up (names the setting)."""
+
+
+class ObjectStore(Protocol):
+    """Where samples go: one PutObject. Raises on failure (botocore's exceptions for S3)."""
+
+    def put(
+        self, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        """Store ``body`` at ``key`` with its content type and user metadata."""
+
+    def reset(self) -> None:
+        """Forget the client (and its credentials): the next put builds a new one."""
+
+
+def image_type(data: bytes) -> tuple[str, str]:
+    """The file extension and content type the image bytes say (``bin`` when unknown)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png", "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg", "image/jpeg"
+    if data.startswith(b"BM"):
+        return "bmp", "image/bmp"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "tif", "image/tiff"
+    return "bin", "application/octet-stream"
+
+
+def safe_part_id(part_id: str) -> str:
+    """The part id with every character outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
+    cleaned = _PART_CHARS.sub("-", part_id)[:MAX_PART_CHARS]
+    return cleaned or "-"
+
+
+def result_time(candidate: UploadCandidate) -> float:
+    """Epoch seconds of the sample's result: its ``ts``, else the review's, else when stored."""
+    for text in ((candidate.result or {}).get("ts"), candidate.review_ts):
+        if isinstance(text, str) and text:
+            try:
+                return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return candidate.ts
+
+
+def decision_of(candidate: UploadCandidate) -> str:
+    """The result's decision (``pass``/``reject``/``manual``)."""
+    for value in ((candidate.result or {}).get("decision"), candidate.review_decision):
+        if value in DECISIONS:
+            return str(value)
+    return candidate.reason if candidate.reason in DECISIONS else "manual"
+
+
+def layout_of(candidate: UploadCandidate) -> str:
+    """The dataset folder: ``good``, ``defect``, ``defect/<type>`` or ``unlabelled/<decision>``."""
+    if candidate.label == "good":
+        return "good"
+    if candidate.label == "defect":
+        kind = candidate.defect_type
+        return f"defect/{kind}" if isinstance(kind, str) and DEFECT_TYPE.match(kind) else "defect"
+    return f"unlabelled/{decision_of(candidate)}"
+
+
+def held(candidate: UploadCandidate, now: float, hold_s: float) -> bool:
+    """Whether the part still waits for a person's verdict, within the hold time."""
+    waiting = candidate.review_decision in REVIEWED and candidate.label is None
+    return waiting and now < result_time(candidate) + hold_s
+
+
+def object_key(identity: Identity, candidate: UploadCandidate, ext: str) -> str:
+    """``samples/<plant>/<device>/<layout>/<YYYYMMDD>_<part>_<seq>.<ext>``."""
+    day = datetime.fromtimestamp(result_time(candidate), tz=UTC).strftime("%Y%m%d")
+    seq = str(candidate.seq) if candidate.seq is not None else f"s{candidate.id}"
+    name = f"{day}_{safe_part_id(candidate.part_id)}_{seq}.{ext}"
+    return f"{SAMPLES_PREFIX}/{identity.plant}/{identity.device}/{layout_of(candidate)}/{name}"
+
+
+def _meta(value: Any) -> str:
+    return urllib.parse.quote(str(value), safe=_META_SAFE)
+
+
+def object_metadata(identity: Identity, candidate: UploadCandidate) -> dict[str, str]:
+    """The object's user metadata (``x-amz-meta-<key>``); fields with no value are left out."""
+    result = candidate.result or {}
+    score = result.get("score", candidate.score)
+    labelled = candidate.label in ("good", "defect")
+    fields: dict[str, Any] = {
+        "part-id": candidate.part_id,
+        "seq": candidate.seq,
+        "decision": decision_of(candidate),
+        "score": score if isinstance(score, int | float) else None,
+        "model-version": result.get("model") or candidate.review_model,
+        "label": candidate.label if labelled else "none",
+        "defect-type": candidate.defect_type if candidate.label == "defect" else None,
+        "operator": candidate.operator if labelled else None,
+        "labelled-at": candidate.labelled_at if labelled else None,
+        "device": identity.device,
+        "plant": identity.plant,
+        "line": identity.line,
+        "station": identity.station,
+    }
+    return {k: _meta(v) for k, v in fields.items() if v is not None and v != ""}
+
+
+def classify(exc: BaseException) -> str:
+    """``transient`` (wait and retry), ``credentials`` (new client, then retry) or
+    ``permanent`` (report; retry only after a long pause) for a failed PutObject."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:  # pragma: no cover - boto3 is a device requirement
+        return "transient" if isinstance(exc, OSError) else "permanent"
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return "credentials"
+    if isinstance(exc, bx.CredentialRetrievalError):
+        return "credentials"
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in (
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "TokenRefreshRequired",
+            "InvalidToken",
+            "RequestTimeTooSkewed",
+            "InvalidAccessKeyId",
+        ):
+            return "credentials"
+        if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "Throttling"):
+            return "transient"
+        return "permanent"
+    if isinstance(exc, bx.HTTPClientError | bx.EndpointConnectionError | bx.ConnectionError):
+        return "transient"
+    if isinstance(exc, OSError | TimeoutError):
+        return "transient"
+    return "permanent"
+
+
+def describe(exc: BaseException) -> str:
+    """One short line for health and the log."""
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError:  # pragma: no cover
+        ClientError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return f"{error.get('Code', '?')} ({status}): {error.get('Message', '')}"[:300]
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+class BotoObjectStore:
+    """PutObject with boto3 (credentials from its default chain: the token exchange service on
+    a core device). The client is built on first use and again after :meth:`reset`."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 60.0,
+    ) -> None:
+        self.bucket = bucket
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self._timeouts = (connect_timeout_s, read_timeout_s)
+        self._client: Any = None
+
+    def _make(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+            # a few quick retries for a passing fault; the uploader's back-off does the rest
+            retries={"mode": "standard", "total_max_attempts": 3},
+        )
+        session = boto3.session.Session(region_name=self.region)
+        return session.client("s3", endpoint_url=self.endpoint_url, config=config)
+
+    def put(
+        self, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        """One PutObject; raises botocore's exceptions."""
+        if self._client is None:
+            self._client = self._make()
+        self._client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            Metadata=dict(metadata),
+        )
+
+    def reset(self) -> None:
+        """Build a new client (and resolve credentials again) at the next put."""
+        self._client = None
+
+
+@dataclass
+class UploaderStats:
+    """What the uploader did (cumulative) and what waits now."""
+
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    failures: int = 0
+    waiting: int = 0
+    held: int = 0
+    too_large: int = 0
+    last_error: str | None = None
+    state: str = "idle"
+
+
+class Uploader:
+    """Sends the journal's samples to S3 under the hourly byte budget, oldest first.
+
+    Args:
+        journal: the samples (``upload_candidates``, ``sample``, ``remove_sample``) and the
+            hour's byte count (``upload_hour``, ``charge_upload``).
+        identity: plant, line, station and device (key and metadata).
+        store: where objects go (:class:`BotoObjectStore`).
+        bytes_per_hour: image bytes sent per clock hour at most (0: uploads paused).
+        hold_s: how long a part waiting for a person's verdict is held back.
+        clock: epoch seconds (the clock hour and the hold).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        identity: Identity,
+        store: ObjectStore,
+        *,
+        bytes_per_hour: int,
+        hold_s: float = DEFAULT_HOLD_S,
+        clock: Callable[[], float] = time.time,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        permanent_pause_s: float = 900.0,
+        idle_s: float = 5.0,
+    ) -> None:
+        if bytes_per_hour < 0:
+            raise UploaderError(f"bytes_per_hour must be >= 0, got {bytes_per_hour}")
+        if not hold_s >= 0:
+            raise UploaderError(f"hold_s must be >= 0, got {hold_s}")
+        self.journal = journal
+        self.identity = identity
+        self.store = store
+        self.bytes_per_hour = bytes_per_hour
+        self.hold_s = hold_s
+        self._clock = clock
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.permanent_pause_s = permanent_pause_s
+        self.idle_s = idle_s
+        self.stats = UploaderStats()
+        self._failures_in_row = 0
+        self._lock = threading.Lock()
+
+    # -- one step --------------------------------------------------------------------------
+
+    def _next(self, now: float) -> tuple[UploadCandidate | None, float]:
+        """The oldest sample that may go now, or None and the seconds until one might."""
+        hour = int(now // 3600)
+        last_hour, used = self.journal.upload_hour()
+        if last_hour != hour:
+            used = 0
+        left = self.bytes_per_hour - used
+        to_next_hour = (hour + 1) * 3600 - now + 0.001
+        waiting = held_count = too_large = 0
+        chosen: UploadCandidate | None = None
+        wait = self.idle_s
+        after = 0
+        while True:
+            page = self.journal.upload_candidates(after_id=after, limit=SCAN_PAGE)
+            for candidate in page:
+                waiting += 1
+                if held(candidate, now, self.hold_s):
+                    held_count += 1
+                    release = result_time(candidate) + self.hold_s - now
+                    wait = min(wait, max(0.001, release))
+                    continue
+                if candidate.size > self.bytes_per_hour:
+                    too_large += 1  # never fits an hour: left for the disk cap to evict
+                    continue
+                if chosen is None:
+                    chosen = candidate
+            if len(page) < SCAN_PAGE:
+                break
+            after = page[-1].id
+        with self._lock:
+            self.stats.waiting, self.stats.held, self.stats.too_large = (
+                waiting,
+                held_count,
+                too_large,
+            )
+        if chosen is not None and chosen.size > left:
+            self._set_state("over_budget")
+            return None, to_next_hour
+        if chosen is None:
+            self._set_state("held" if held_count else "idle")
+        return chosen, wait
+
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            self.stats.state = state
+
+    def step(self) -> float:
+        """Send at most one sample; return the seconds to wait before the next step (0: go on)."""
+        now = self._clock()
+        candidate, wait = self._next(now)
+        if candidate is None:
+            return wait
+        sample = self.journal.sample(candidate.id)
+        if sample is None:  # evicted by the disk cap meanwhile
+            return 0.0
+        ext, content_type = image_type(sample.data)
+        key = object_key(self.identity, candidate, ext)
+        # counted before the transfer: a crash mid-transfer cannot send more than the budget
+        self.journal.charge_upload(int(now // 3600), len(sample.data))
+        try:
+            self.store.put(
+                key,
+                sample.data,
+                content_type=content_type,
+                metadata=object_metadata(self.identity, candidate),
+            )
+        except Exception as exc:
+            return self._failed(exc, key)
+        self.journal.remove_sample(candidate.id)
+        with self._lock:
+            if self._failures_in_row:
+                LOG.warning(
+                    "uploader: uploading again after %d failed attempts", self._failures_in_row
+                )
+            self._failures_in_row = 0
+            self.stats.uploaded += 1
+            self.stats.uploaded_bytes += len(sample.data)
+            self.stats.last_error = None
+            self.stats.state = "uploading"
+        LOG.debug("uploader: stored %s (%d bytes)", key, len(sample.data))
+        return 0.0
+
+    def _failed(self, exc: Exception, key: str) -> float:
+        kind = classify(exc)
+        text = describe(exc)
+        with self._lock:
+            self.stats.failures += 1
+            self._failures_in_row += 1
+            first = self._failures_in_row == 1
+            self.stats.last_error = f"{kind}: {text}"[:300]
+            self.stats.state = "refused" if kind == "permanent" else "offline"
+        if kind == "credentials":
+            self.store.reset()
+        if kind == "permanent":
+            LOG.error(
+                "uploader: S3 refused %s: %s; samples wait in the journal, next try in %.0f s",
+                key,
+                text,
+                self.permanent_pause_s,
+            )
+            return self.permanent_pause_s
+        delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** (self._failures_in_row - 1))
+        if first:  # the start of an outage is logged once, not every retry
+            LOG.warning("uploader: upload failed; samples wait in the journal: %s", text)
+        return delay
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Upload until ``stop`` is set; never raises (a journal closed under it ends it)."""
+        while not stop.is_set():
+            try:
+                delay = self.step()
+            except Exception as exc:  # e.g. the journal closed at stop; never kill the thread
+                if stop.is_set():
+                    return
+                LOG.warning("uploader: %s", describe(exc))
+                with self._lock:
+                    self.stats.last_error = f"internal: {describe(exc)}"[:300]
+                delay = self.backoff_max_s
+            if delay > 0:
+                stop.wait(delay)
+
+    def figures(self) -> dict[str, Any]:
+        """Cumulative counters and what waits now (the health message's ``uploads``)."""
+        with self._lock:
+            return {
+                "uploaded": self.stats.uploaded,
+                "uploaded_bytes": self.stats.uploaded_bytes,
+                "failures": self.stats.failures,
+                "waiting": self.stats.waiting,
+                "held": self.stats.held,
+                "state": self.stats.state,
+                "last_error": self.stats.last_error,
+            }
