@@ -37,6 +37,11 @@ from core_device.recipes import (
 
 PLUGIN_PREFIX = "aws.greengrass."
 TOKEN_EXCHANGE_SERVICE = "aws.greengrass.TokenExchangeService"  # tes/TokenExchangeService.java:35
+# Built-ins the cloud adds when a deployed component depends on them and the deployment does not
+# name them (the cloud resolves every dependency, ResolveComponentCandidates): the version it
+# would pick (token exchange service: 2.0.3, developer guide token-exchange-service-component,
+# changelog). Other plugins stay as before: named by the deployment, or a dependency left out.
+RESOLVED_PLUGINS = {TOKEN_EXCHANGE_SERVICE: "2.0.3"}
 DEFAULT_UPDATE_TIMEOUT_S = 60  # CreateDeployment componentUpdatePolicy.timeoutInSeconds default
 
 # DeploymentResult.java:22-29
@@ -388,7 +393,11 @@ class DeploymentEngine:
                 requirements.setdefault(dep.name, []).append((name, dep.version_requirement))
                 if dep.name not in chosen:
                     if dep.name.startswith(PLUGIN_PREFIX):
-                        continue  # a soft plugin dependency that is not deployed
+                        resolved = RESOLVED_PLUGINS.get(dep.name)
+                        if resolved is not None and satisfies(resolved, dep.version_requirement):
+                            chosen[dep.name] = resolved  # the cloud brings it in
+                            recipes[dep.name] = None
+                        continue  # else a plugin dependency that is not deployed
                     candidates = [
                         v
                         for v in self._available(dep.name)
@@ -509,7 +518,10 @@ class DeploymentEngine:
         versions: Mapping[str, str] | None = None,
         reinstall_broken: bool = False,
     ) -> None:
-        versions = versions or {n: (r.version if r else roots.get(n, "")) for n, r in plan.items()}
+        versions = versions or {
+            n: (r.version if r else roots.get(n) or RESOLVED_PLUGINS.get(n, ""))
+            for n, r in plan.items()
+        }
         flag = should_interpolate_configuration(nucleus)
         recipes = [r for r in plan.values() if r is not None]
         services = resolve_services(

@@ -248,7 +248,9 @@ class TokenExchangeService:
                     cache.body, cache.status = f"Bad TES response: {body}".encode(), 500
                     return cache.status, cache.body
                 if expires < now:
-                    cache.body = f"TES responded with credentials that expired at {expires}".encode()
+                    cache.body = (
+                        f"TES responded with credentials that expired at {expires}".encode()
+                    )
                     cache.status = 500
                     return cache.status, cache.body
                 cache.body, cache.status = translated, 200

@@ -202,7 +202,9 @@ UPLOAD_COUNTERS = ("uploaded", "uploaded_bytes", "failures")
 def upload_figures(now: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """The health message's ``uploads`` object: the counters since the last report, and what
     waits now (``waiting`` samples, ``held`` for a verdict, ``state``, ``last_error``)."""
-    out = {key: int(now.get(key, 0)) - int(base.get(key, 0)) for key in UPLOAD_COUNTERS}
+    out: dict[str, Any] = {
+        key: int(now.get(key, 0)) - int(base.get(key, 0)) for key in UPLOAD_COUNTERS
+    }
     out.update(
         waiting=now.get("waiting"),
         held=now.get("held"),

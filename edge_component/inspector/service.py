@@ -358,9 +358,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     except ConfigError as exc:
         raise ServiceError(str(exc)) from None
     if not 0 <= args.upload_hold_hours <= 168:
-        raise ServiceError(
-            f"--upload-hold-hours must be in 0..168, got {args.upload_hold_hours}"
-        )
+        raise ServiceError(f"--upload-hold-hours must be in 0..168, got {args.upload_hold_hours}")
     return Settings(args=args, identity=identity, config=config)
 
 

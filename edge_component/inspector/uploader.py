@@ -66,9 +66,7 @@ class UploaderError(Exception):
 class ObjectStore(Protocol):
     """Where samples go: one PutObject. Raises on failure (botocore's exceptions for S3)."""
 
-    def put(
-        self, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]
-    ) -> None:
+    def put(self, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]) -> None:
         """Store ``body`` at ``key`` with its content type and user metadata."""
 
     def reset(self) -> None:
@@ -243,9 +241,7 @@ class BotoObjectStore:
         session = boto3.session.Session(region_name=self.region)
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 
-    def put(
-        self, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]
-    ) -> None:
+    def put(self, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]) -> None:
         """One PutObject; raises botocore's exceptions."""
         if self._client is None:
             self._client = self._make()

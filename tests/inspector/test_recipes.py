@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,14 @@ def test_inspector_recipe_contract() -> None:
 
     for key in re.findall(r"\{configuration:/(\w+)\}", run):
         assert key in defaults, key
+    # sample uploads: credentials from the token exchange service, HARD as the developer
+    # guide's example (its port is chosen when it starts, so the inspector restarts with it)
+    tes = doc["ComponentDependencies"]["aws.greengrass.TokenExchangeService"]
+    assert tes == {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"}
+    assert defaults["sampleUploads"] == {"enabled": True, "bucket": "", "holdHours": 8}
+    assert '--upload-bucket="{configuration:/sampleUploads/bucket}"' in run
+    assert "--uploads={configuration:/sampleUploads/enabled}" in run
+    assert "--upload-hold-hours {configuration:/sampleUploads/holdHours}" in run
 
 
 def test_model_recipe_contract() -> None:
@@ -285,6 +294,22 @@ def test_inspector_default_configuration_passes_its_own_validation() -> None:
         validate_component_config({**defaults, "maxFrames": 1.5}, RuntimeConfig())
     with pytest.raises(ConfigError, match="ring: 'x y' is not a ring name"):
         validate_component_config({**defaults, "ring": "x y"}, RuntimeConfig())
+    uploads = defaults["sampleUploads"]
+    validate_component_config(
+        {**defaults, "sampleUploads": {**uploads, "bucket": "lineguard-artifacts-1-eu-west-1"}},
+        RuntimeConfig(),
+    )
+    for bad, message in (
+        ({"bucket": "Not_A_Bucket"}, "sampleUploads.bucket: 'Not_A_Bucket' is not an S3 bucket"),
+        ({"bucket": "a..b"}, "is not an S3 bucket"),
+        ({"enabled": "yes"}, "sampleUploads.enabled: must be true or false"),
+        ({"holdHours": 200}, "sampleUploads.holdHours: 200 is outside 0..168"),
+        ({"prefix": "x"}, "sampleUploads.prefix: unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_component_config(
+                {**defaults, "sampleUploads": {**uploads, **bad}}, RuntimeConfig()
+            )
     # identity is never configuration: a ring deployment that sets it is refused
     for key in ("plant", "line", "station", "cameras"):
         with pytest.raises(ConfigError, match=f"{key}: not configuration"):
@@ -335,6 +360,7 @@ def test_string_settings_reach_the_inspector_as_one_argument_each(tmp_path: Path
     )
     assert args.review_port == 8088 and args.review_session_hours == 8.0
     assert args.review_allow_plain_http == "false"
+    assert (args.uploads, args.upload_bucket, args.upload_hold_hours) == ("true", "", 8.0)
 
 
 def _artifact_with_probe(tmp_path: Path) -> Path:

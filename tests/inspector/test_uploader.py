@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -50,7 +51,9 @@ class Device:
         self.cloud = cloud
         self.bucket = bucket
         self.s3 = cloud.client("s3")
-        self.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        self.s3.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
         self.s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         role = cloud.device_role(PLANT, role_thing, bucket)
         self.tes = TokenExchangeService(
@@ -58,7 +61,9 @@ class Device:
             component_for_token=lambda t: "com.lineguard.Inspector" if t == TOKEN else None,
         ).start()
         self.journal_path = tmp / "journal.db"
-        self.journal = Journal(self.journal_path, device=DEVICE, cap_bytes=64 << 20, clock=lambda: 1000.0)
+        self.journal = Journal(
+            self.journal_path, device=DEVICE, cap_bytes=64 << 20, clock=lambda: 1000.0
+        )
         self.now = RESULT_TIME + 60.0
 
     def env(self) -> dict[str, str]:
@@ -85,7 +90,9 @@ class Device:
         result = {**labels_result(part, decision, score), "ts": TS}
         (seq,) = self.journal.append_many([result], review=("manual", "reject"))
         result["seq"] = seq
-        self.journal.add_sample(part_id=part, reason=decision, data=data, score=score, seq=seq, result=result)
+        self.journal.add_sample(
+            part_id=part, reason=decision, data=data, score=score, seq=seq, result=result
+        )
         return seq
 
     def keys(self) -> dict[str, int]:
@@ -101,7 +108,9 @@ class Device:
 
 
 @pytest.fixture
-def device(cloud: S3Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any) -> Iterator[Device]:
+def device(
+    cloud: S3Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any
+) -> Iterator[Device]:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     bucket = "lg-" + request.node.name.replace("_", "-")[:40].strip("-").lower()
@@ -145,7 +154,9 @@ def test_samples_land_in_the_dataset_layout_with_their_labels(device: Device) ->
         f"{prefix}/defect/{day}_c_{untyped}.png": 1,
         f"{prefix}/unlabelled/pass/{day}_d_{near}.png": 1,
     }
-    head = device.s3.head_object(Bucket=device.bucket, Key=f"{prefix}/defect/scratch/{day}_b_{scratch}.jpg")
+    head = device.s3.head_object(
+        Bucket=device.bucket, Key=f"{prefix}/defect/scratch/{day}_b_{scratch}.jpg"
+    )
     assert head["ContentType"] == "image/jpeg"
     assert head["Metadata"] == {
         "part-id": "b", "seq": str(scratch), "decision": "reject", "score": "0.3",
@@ -153,15 +164,23 @@ def test_samples_land_in_the_dataset_layout_with_their_labels(device: Device) ->
         "operator": "alice", "labelled-at": "2027-01-15T08:00:00.000Z",
         "device": DEVICE, "plant": PLANT, "line": "l1", "station": "s1",
     }  # fmt: skip
-    meta = device.s3.head_object(Bucket=device.bucket, Key=f"{prefix}/good/{day}_part-7--_{good}.png")["Metadata"]
+    meta = device.s3.head_object(
+        Bucket=device.bucket, Key=f"{prefix}/good/{day}_part-7--_{good}.png"
+    )["Metadata"]
     assert meta["part-id"] == "part/7 %C3%BC" and meta["label"] == "good"  # ASCII, percent-encoded
-    meta = device.s3.head_object(Bucket=device.bucket, Key=f"{prefix}/unlabelled/pass/{day}_d_{near}.png")["Metadata"]
+    meta = device.s3.head_object(
+        Bucket=device.bucket, Key=f"{prefix}/unlabelled/pass/{day}_d_{near}.png"
+    )["Metadata"]
     assert meta["label"] == "none" and "operator" not in meta and "defect-type" not in meta
     assert j.stats().samples == 0  # each left the journal once S3 had it
-    assert uploader.stats.uploaded == 4 and uploader.stats.uploaded_bytes == 3 * len(PNG) + len(JPEG)
+    assert uploader.stats.uploaded == 4 and uploader.stats.uploaded_bytes == 3 * len(PNG) + len(
+        JPEG
+    )
 
 
-def test_a_part_waiting_for_a_verdict_is_held_until_labelled_or_the_shift_is_over(device: Device) -> None:
+def test_a_part_waiting_for_a_verdict_is_held_until_labelled_or_the_shift_is_over(
+    device: Device,
+) -> None:
     waiting = device.sample("w", "manual", PNG)
     late = device.sample("l", "reject", PNG, 0.3)
     uploader = device.uploader(hold_s=8 * 3600)
@@ -173,7 +192,7 @@ def test_a_part_waiting_for_a_verdict_is_held_until_labelled_or_the_shift_is_ove
     assert set(device.keys()) == {f"samples/{PLANT}/{DEVICE}/good/20261128_w_{waiting}.png"}
     device.now = RESULT_TIME + 8 * 3600 + 1  # the shift is over: it goes without a label
     drain(uploader)
-    assert f"samples/{PLANT}/{DEVICE}/unlabelled/reject/20261128_l_{late}.png" in device.keys()
+    assert f"samples/{PLANT}/{DEVICE}/unlabelled/reject/20261128_l_{late}.png" in set(device.keys())
     assert device.journal.stats().samples == 0
 
 
@@ -203,11 +222,14 @@ def test_offline_samples_wait_with_backoff_and_all_go_when_back(device: Device) 
     waits = [uploader.step() for _ in range(6)]
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # exponential, capped
     assert device.journal.stats().samples == 3 and uploader.stats.state == "offline"
-    assert uploader.stats.last_error is not None and uploader.stats.last_error.startswith("transient")
+    assert uploader.stats.last_error is not None and uploader.stats.last_error.startswith(
+        "transient"
+    )
     relay.start()  # back on the same address
     drain(uploader)
     assert sorted(device.keys()) == sorted(
-        f"samples/{PLANT}/{DEVICE}/unlabelled/pass/20261128_o{i}_{s}.png" for i, s in enumerate(seqs)
+        f"samples/{PLANT}/{DEVICE}/unlabelled/pass/20261128_o{i}_{s}.png"
+        for i, s in enumerate(seqs)
     )
     assert device.journal.stats().samples == 0 and uploader.stats.last_error is None
     relay.stop()
@@ -219,18 +241,24 @@ def test_a_refusal_is_reported_and_does_not_spin(device: Device) -> None:
     uploader = device.uploader(permanent_pause_s=900.0)
     assert uploader.step() == 900.0  # one request, then a long pause
     assert uploader.stats.state == "refused" and uploader.stats.failures == 1
-    assert uploader.stats.last_error is not None and "AccessDenied (403)" in uploader.stats.last_error
+    assert (
+        uploader.stats.last_error is not None and "AccessDenied (403)" in uploader.stats.last_error
+    )
     assert device.journal.stats().samples == 1 and device.keys() == {}
     figures = uploader.figures()
     assert figures["waiting"] == 1 and figures["last_error"].startswith("permanent")
 
 
-def test_no_token_exchange_service_means_samples_wait(device: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_token_exchange_service_means_samples_wait(
+    device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
     device.sample("n", "pass", PNG, 0.19)
     monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "not-a-component")  # TES answers 403
     uploader = device.uploader()
     assert uploader.step() == 1.0
-    assert uploader.stats.last_error is not None and uploader.stats.last_error.startswith("credentials")
+    assert uploader.stats.last_error is not None and uploader.stats.last_error.startswith(
+        "credentials"
+    )
     monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", TOKEN)  # the client is built afresh
     drain(uploader)
     assert device.journal.stats().samples == 0 and len(device.keys()) == 1
@@ -238,15 +266,25 @@ def test_no_token_exchange_service_means_samples_wait(device: Device, monkeypatc
 
 def test_a_restart_mid_upload_resends_that_sample_to_the_same_key(device: Device) -> None:
     sizes = [200_000, 150_000, 120_000, 90_000]
-    seqs = [device.sample(f"k{i}", "pass", PNG[:8] + os.urandom(n), 0.19) for i, n in enumerate(sizes)]
+    seqs = [
+        device.sample(f"k{i}", "pass", PNG[:8] + os.urandom(n), 0.19) for i, n in enumerate(sizes)
+    ]
     device.journal.close()
     slow = Relay(device.cloud.upstream, rate=100_000).start()  # 100 kB/s: a transfer takes seconds
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'edge_component'}"}
-    argv = [sys.executable, "-m", "tests.support.upload_worker", str(device.journal_path), device.bucket]
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.support.upload_worker",
+        str(device.journal_path),
+        device.bucket,
+    ]
     first = subprocess.Popen([*argv, slow.url, PLANT, DEVICE], env=env, cwd=REPO)
     deadline = time.monotonic() + 60
     while sum(slow.sent) < 60_000:  # the first PutObject is under way, about a third sent
-        assert first.poll() is None and time.monotonic() < deadline, "the first upload never started"
+        assert first.poll() is None and time.monotonic() < deadline, (
+            "the first upload never started"
+        )
         time.sleep(0.01)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -261,7 +299,10 @@ def test_a_restart_mid_upload_resends_that_sample_to_the_same_key(device: Device
     fast.stop()
     assert second.returncode == 0, second.stderr
     keys = device.keys()
-    assert keys == {f"samples/{PLANT}/{DEVICE}/unlabelled/pass/20261128_k{i}_{s}.png": 1 for i, s in enumerate(seqs)}
+    assert keys == {
+        f"samples/{PLANT}/{DEVICE}/unlabelled/pass/20261128_k{i}_{s}.png": 1
+        for i, s in enumerate(seqs)
+    }
     journal = Journal(device.journal_path, device=DEVICE, cap_bytes=64 << 20)
     assert journal.stats().samples == 0
     journal.close()
@@ -275,7 +316,13 @@ def test_a_restart_mid_upload_resends_that_sample_to_the_same_key(device: Device
 
 def test_errors_are_classified_as_the_service_means_them() -> None:
     def client_error(code: str, status: int) -> ClientError:
-        return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+        return ClientError(
+            {
+                "Error": {"Code": code, "Message": "m"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "PutObject",
+        )
 
     assert classify(client_error("AccessDenied", 403)) == "permanent"
     assert classify(client_error("NoSuchBucket", 404)) == "permanent"
@@ -288,3 +335,48 @@ def test_errors_are_classified_as_the_service_means_them() -> None:
     assert image_type(PNG) == ("png", "image/png") and image_type(b"BM..") == ("bmp", "image/bmp")
     assert image_type(b"<html>") == ("bin", "application/octet-stream")
     assert safe_part_id("../a b/ü.png") == "..-a-b--.png" and safe_part_id("") == "-"
+
+
+def test_the_service_uploads_its_samples_and_reports_them_in_health(
+    device: Device, tmp_path: Path, tiny_package_dir: Path
+) -> None:
+    from inspector import service
+    from inspector.transports.file import UPSTREAM_FILE, read_jsonl
+    from tests.inspector.test_service import base_args, make_images
+
+    make_images(tmp_path / "images")
+    argv = [*base_args(tmp_path, tmp_path / "images", tiny_package_dir), "--journal",
+            str(tmp_path / "svc.db"), "--upload-bucket", device.bucket,
+            "--upload-endpoint", device.cloud.endpoint]  # fmt: skip
+    settings = service.parse_settings(argv)
+    running = service.Service(settings, service.make_transport(settings.args, "dev-1"))
+    assert running.uploader is not None
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    out = tmp_path / "out" / UPSTREAM_FILE
+    deadline = time.monotonic() + 60
+
+    def reported() -> list[dict[str, Any]]:
+        lines = read_jsonl(out) if out.exists() else []
+        return [m["payload"]["uploads"] for m in lines if m["topic"].endswith("/health")]
+
+    # no review station runs, so nothing waits for a verdict: both samples go at once
+    while sum(u["uploaded"] for u in reported() if u) < 2:
+        assert time.monotonic() < deadline and thread.is_alive(), reported()
+        time.sleep(0.1)
+    running.stop.set()
+    thread.join(30)
+    keys = sorted(device.keys())
+    assert [k.split("/")[3:5] for k in keys] == [["unlabelled", "manual"], ["unlabelled", "reject"]]
+    assert all(k.startswith("samples/p1/dev-1/unlabelled/") for k in keys)
+    assert "_c-band.png_" in keys[0] and "_b-reject.png_" in keys[1]
+    last = [u for u in reported() if u][-1]
+    assert set(last) == {
+        "uploaded",
+        "uploaded_bytes",
+        "failures",
+        "waiting",
+        "held",
+        "state",
+        "last_error",
+    }
