@@ -40,6 +40,7 @@ COMPONENTS_DIR = REPO / "build" / "components"
 COMPONENTS_PREFIX = "components/"
 CODE_COMPONENTS = (INSPECTOR, LINE_BRIDGE)
 PLACEHOLDER_BUCKET = "artifact-bucket"  # the build's URIs are replaced by the stack's
+SAMPLE_UPLOADS = "sampleUploads"  # the inspector's upload settings (its recipe's bucket "")
 
 
 class ComponentBuildError(ValueError):
@@ -102,6 +103,14 @@ class ComponentArtifact:
             raise ComponentBuildError(
                 f"{self.name} {self.version}: the recipe names no artifact {self.artifact.name}"
             )
+        # the inspector's samples go to samples/<plant>/<device>/ of this same bucket, the one
+        # the token exchange role may write (stacks/constructs/core_device_access.py): a default
+        # of the published recipe, so every device of the account and region gets it and no
+        # ring's deployment has to carry it (docs/sample-uploads.md)
+        defaults = recipe.get("ComponentConfiguration", {}).get("DefaultConfiguration", {})
+        uploads = defaults.get(SAMPLE_UPLOADS) if isinstance(defaults, dict) else None
+        if isinstance(uploads, dict) and uploads.get("bucket") == "":
+            uploads["bucket"] = bucket
         return recipe
 
 

@@ -609,6 +609,7 @@ class Service:
                 bytes_per_hour=int(args.sample_budget_mb_per_hour * MB),
                 hold_s=args.upload_hold_hours * 3600.0,
                 clock=wall_clock,
+                sample_cap_bytes=int(args.sample_cap_mb * MB),
             )
         else:
             LOG.info("sample uploads off (no --upload-bucket, or --uploads false)")

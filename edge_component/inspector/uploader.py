@@ -16,7 +16,10 @@ Each sample the sampler kept becomes one object
 
 A part still waiting in the review queue (a ``manual`` or ``reject`` part without a verdict) is
 held back until it is labelled or ``hold_s`` (a shift) has passed since its result, so the label
-travels with the image; after that it goes as ``unlabelled/<decision>``. Samples of results with
+travels with the image; after that it goes as ``unlabelled/<decision>``. Held samples also go,
+oldest first and unlabelled, once the sample area is more than three quarters full: the disk
+cap would otherwise evict them unsent (at the default budget a shift of rejects is larger than
+the default cap). Samples of results with
 no review entry (near-threshold passes, or no station running) go at once.
 
 Budgets: at most ``bytes_per_hour`` image bytes per clock hour, counted in the journal's meta
@@ -57,6 +60,8 @@ MAX_PART_CHARS = 100
 # metadata is sent as HTTP headers: "must conform to US-ASCII", S3 user guide, UsingMetadata)
 _META_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 SCAN_PAGE = 200
+# share of the sample area's cap past which held samples go without waiting for a verdict
+RELEASE_AT = 0.75
 
 
 class UploaderError(Exception):
@@ -283,6 +288,9 @@ class Uploader:
         bytes_per_hour: image bytes sent per clock hour at most (0: uploads paused).
         hold_s: how long a part waiting for a person's verdict is held back.
         clock: epoch seconds (the clock hour and the hold).
+        sample_cap_bytes: the sample area's disk cap (the sampler's). Once the stored samples
+            fill more than :data:`RELEASE_AT` of it, held samples go unlabelled, oldest first,
+            rather than wait to be evicted by the cap unsent (None: no such release).
     """
 
     def __init__(
@@ -298,6 +306,7 @@ class Uploader:
         backoff_max_s: float = 300.0,
         permanent_pause_s: float = 900.0,
         idle_s: float = 5.0,
+        sample_cap_bytes: int | None = None,
     ) -> None:
         if bytes_per_hour < 0:
             raise UploaderError(f"bytes_per_hour must be >= 0, got {bytes_per_hour}")
@@ -313,6 +322,7 @@ class Uploader:
         self.backoff_max_s = backoff_max_s
         self.permanent_pause_s = permanent_pause_s
         self.idle_s = idle_s
+        self.sample_cap_bytes = sample_cap_bytes
         self.stats = UploaderStats()
         self._failures_in_row = 0
         self._lock = threading.Lock()
@@ -331,11 +341,14 @@ class Uploader:
         chosen: UploadCandidate | None = None
         wait = self.idle_s
         after = 0
+        cap = self.sample_cap_bytes
+        # the sample area nearly full: holding on would let the cap evict them unsent
+        pressed = cap is not None and self.journal.stats().sample_bytes > RELEASE_AT * cap
         while True:
             page = self.journal.upload_candidates(after_id=after, limit=SCAN_PAGE)
             for candidate in page:
                 waiting += 1
-                if held(candidate, now, self.hold_s):
+                if not pressed and held(candidate, now, self.hold_s):
                     held_count += 1
                     release = result_time(candidate) + self.hold_s - now
                     wait = min(wait, max(0.001, release))

@@ -380,3 +380,19 @@ def test_the_service_uploads_its_samples_and_reports_them_in_health(
         "state",
         "last_error",
     }
+
+
+def test_held_samples_go_unlabelled_before_the_disk_cap_would_evict_them(device: Device) -> None:
+    seqs = [device.sample(f"h{i}", "reject", PNG, 0.3) for i in range(4)]
+    total = 4 * len(PNG)
+    roomy = device.uploader(sample_cap_bytes=2 * total)
+    drain(roomy)
+    assert device.keys() == {} and roomy.stats.held == 4  # half full: they wait for a verdict
+    tight = device.uploader(sample_cap_bytes=int(total / 0.8))  # 80 % full: the oldest go
+    assert tight.step() == 0.0
+    assert set(device.keys()) == {
+        f"samples/{PLANT}/{DEVICE}/unlabelled/reject/20261128_h0_{seqs[0]}.png"
+    }
+    drain(tight)
+    assert len(device.keys()) == 1  # then 60 % full, under the mark: the rest wait again
+    assert tight.stats.held == 3

@@ -530,6 +530,52 @@ def test_the_token_exchange_role_denies_other_prefixes_and_devices(demo_stack: P
         assert decision is Decision.IMPLICIT_DENY, (action, resource)
 
 
+def uploader_puts(plant: str, thing: str) -> list[str]:
+    """The object ARNs of the sample uploader's PutObject calls, built by its own key function
+    for every layout it writes (edge_component/inspector/uploader.py)."""
+    from inspector.journal import UploadCandidate
+    from inspector.messages import Identity
+    from inspector.uploader import object_key
+
+    identity = Identity(plant, "line-1", "station-1", thing)
+    arns = []
+    for label, defect_type, decision in (
+        ("good", None, "manual"),
+        ("defect", "scratch", "reject"),
+        ("defect", None, "manual"),
+        (None, None, "pass"),
+        (None, None, "manual"),
+    ):
+        candidate = UploadCandidate(
+            id=1, ts=1_800_000_000.0, part_id="cam0-lfls2x-000123 /x", reason=decision,
+            score=0.3, seq=1_800_000_000_456, size=10, result={"ts": "2027-01-15T08:00:00.000Z",
+            "decision": decision}, review_decision=decision, label=label,
+            defect_type=defect_type, operator="alice" if label else None,
+            labelled_at=None, review_ts=None, review_model=None,
+        )  # fmt: skip
+        arns.append(f"arn:aws:s3:::{BUCKET}/{object_key(identity, candidate, 'png')}")
+    return arns
+
+
+def test_the_uploaders_puts_are_allowed_on_its_own_prefix_only(demo_stack: Plant) -> None:
+    policies = demo_stack.role_policies("TokenExchange")
+    thing, other = "lineguard-demo-DEMO-0001", "lineguard-demo-DEMO-0002"
+    key = _resolve(
+        {"Fn::GetAtt": [_artifact_key(demo_stack), "Arn"]}, demo_stack.template, demo_stack.imports
+    )
+    # the bucket encrypts with SSE-KMS by default: S3 asks KMS for a data key as the caller
+    # (S3 user guide, UsingKMSEncryption: PutObject needs kms:GenerateDataKey on the key)
+    assert evaluate_iam(policies, tes_request("kms:GenerateDataKey", key, thing)).allowed
+    for arn in uploader_puts("demo", thing):
+        assert evaluate_iam(policies, tes_request("s3:PutObject", arn, thing)).allowed, arn
+    # another device's prefix, whether the device names itself or the other one in the key
+    for arn in uploader_puts("demo", other):
+        decision = evaluate_iam(policies, tes_request("s3:PutObject", arn, thing))
+        assert decision is Decision.IMPLICIT_DENY, arn
+    for arn in uploader_puts("example-large", thing):  # another plant's prefix
+        assert not evaluate_iam(policies, tes_request("s3:PutObject", arn, thing)).allowed, arn
+
+
 # ------------------------------------------------------------------ the identity-sync function
 
 

@@ -154,6 +154,13 @@ def test_published_recipe_names_the_bucket_key_and_digest(published: PublishedCo
     assert artifact["Digest"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
     assert artifact["Algorithm"] == "SHA-256"
     assert artifact["Unarchive"] == "ZIP"  # the build's own fields stay
+    # samples go to the same bucket: the published recipe's default, the build's stays ""
+    defaults = inspector.published_recipe(BUCKET)["ComponentConfiguration"]["DefaultConfiguration"]
+    assert defaults["sampleUploads"]["bucket"] == BUCKET
+    built = inspector.recipe["ComponentConfiguration"]["DefaultConfiguration"]["sampleUploads"]
+    assert built["bucket"] == ""
+    line_bridge = published.code[LINE_BRIDGE].published_recipe(BUCKET)
+    assert "sampleUploads" not in line_bridge["ComponentConfiguration"]["DefaultConfiguration"]
 
 
 def test_the_initial_model_is_the_shipped_package_built_reproducibly(
