@@ -64,7 +64,11 @@ def demo_images(folder: Path) -> list[bytes]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Simulate the stream and the uploader; per-hour figures."""
-    work = Path(tempfile.mkdtemp(prefix="lg-uploads-"))
+    with tempfile.TemporaryDirectory(prefix="lg-uploads-") as tmp:
+        return _run(args, Path(tmp))
+
+
+def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     images = demo_images(work / "data")
     now = [START]
     journal = Journal(work / "j.db", device=IDENTITY.device, cap_bytes=512 * MB,
