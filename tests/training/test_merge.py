@@ -146,7 +146,7 @@ def test_labelled_samples_join_the_base_unlabelled_ones_are_only_counted(
     assert written["merged"] == {
         "good": 17,
         "defect": 8,
-        "defect_types": sorted({*(s.defect_type for s in merged.defects)}),
+        "defect_types": merged.defect_types,
         "field_images": 3,
         "devices": 2,
         "device_days": 2,
@@ -292,7 +292,7 @@ def test_groups_put_a_device_day_on_one_side_of_the_split(
     for seed in range(4):
         for fraction in (0.0, 0.5):
             splits = split_dataset(dataset, seed, defect_train_fraction=fraction)
-            sides = {}
+            sides: dict[str, set[str]] = {}
             for name in ("train", "validation", "test"):
                 for sample in getattr(splits, name):
                     if sample.group is not None and "/" in sample.group:
@@ -481,3 +481,44 @@ def test_the_pipeline_data_check_merges_and_gives_each_split_its_records(
             == 0
         )
     assert not list((tmp_path / "b").rglob(MERGE_SUMMARY))
+
+
+def test_merge_then_train_and_evaluate_name_the_field_samples_in_the_package(
+    s3: Any, sample: Path, images: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    from inspector.model_package import load_package
+    from training.evaluate import evaluate
+    from training.train import train
+
+    seq = 0
+    for device in ("lineguard-demo-A1", "lineguard-demo-B2"):
+        for day in ("20250301", "20250302"):
+            for image in images["good"][seq : seq + 2]:
+                seq += 1
+                put(s3, device, "good", f"P-{seq}", seq, image, day=day)
+    seq += 1
+    put(s3, "lineguard-demo-A1", "defect/scratch", f"P-{seq}", seq, images["scratch"][0])
+    put(s3, "lineguard-demo-A1", "good", f"P-{seq}", seq, images["scratch"][0],
+        labelled_at="2025-03-01T11:00:00.000Z")  # fmt: skip  # relabelled good
+    put(s3, "lineguard-demo-B2", "unlabelled/manual", "P-99", 99, images["good"][30])
+    merged = tmp_path / "merged"
+    summary = merge(s3, sample / "brick", merged)
+    assert summary.used == {"good": 9, "defect": 0}
+
+    package = tmp_path / "package"
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(merged, package, seed=1, max_bank=256, version="2.0.0")
+    field = load_package(package).manifest.metrics["field_samples"]
+    assert field["merge"]["used"] == {"defect": 0, "good": 9}
+    assert field["merge"]["unlabelled"] == {"manual": 1}
+    assert field["merge"]["duplicates_dropped"] == 1
+    assert field["merge"]["source"] == f"s3://{BUCKET}/samples/{PLANT}/"
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = evaluate(package, merged, tmp_path / "evaluation.json", latency_runs=2,
+                          plots=False, resamples=50)  # fmt: skip
+    counts = report["field_samples"]
+    # every field image is in exactly one split: those the package trained and calibrated on,
+    # and those the test split scored
+    assert sum(counts[s]["good"] for s in ("train", "validation", "test")) == 9
+    assert counts["merge"] == field["merge"]
+    assert json.loads((tmp_path / "evaluation.json").read_text())["field_samples"] == counts
