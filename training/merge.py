@@ -37,7 +37,6 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -743,7 +742,8 @@ def data_check_main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     data = args.data
     if args.samples.strip():
-        data = Path(tempfile.mkdtemp(prefix="lineguard-merge-")) / "merged"
+        # beside --out: on SageMaker that is the job's storage volume, not the container's disk
+        data = args.out.parent / f"{args.out.name}-merged"
         try:
             summary = merge_samples(args.data, args.samples.strip(), data)
         except (DatasetError, SamplesError) as exc:
