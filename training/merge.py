@@ -39,6 +39,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -80,6 +81,7 @@ METADATA_SUFFIX = ".metadata.json"
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 _FILE = re.compile(r"^(?P<day>\d{8})_(?P<part>.+)_(?P<seq>\d+)\.(?P<ext>[A-Za-z0-9]+)$")
 _DOWNLOAD_ATTEMPTS = 2
+FETCH_THREADS = 8  # below botocore's default connection pool (max_pool_connections 10)
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
@@ -517,25 +519,25 @@ def merge_samples(
             f"{len(summary.skipped)} outside the layout"
         )
         step = max(1, len(candidates) // 10)
-        for i, (key, obj) in enumerate(candidates, 1):
+
+        def fetch(item: tuple[int, tuple[str, SampleObject]]) -> tuple[Path, Any]:
+            i, (key, obj) = item
             dest = downloads / f"{i:07d}.{obj.ext.lower()}"
-            identity = (obj.device, obj.part_id)
             try:
-                metadata = source.fetch(key, dest)
+                return dest, source.fetch(key, dest)
             except Unreadable as exc:
-                summary.skip(key, f"unreadable download ({exc})")
-                doubtful.setdefault(identity, []).append(key)
-                continue
-            try:
-                obj = with_metadata(obj, metadata)
-            except ValueError as exc:
-                summary.skip(key, str(exc))
-                part_id = _decoded(metadata.get("part-id", "")) or obj.part_id
-                doubtful.setdefault((obj.device, part_id), []).append(key)
-                continue
-            parts.setdefault((obj.device, obj.part_id), []).append((obj, dest))
-            if i % step == 0 or i == len(candidates):
-                log(f"downloaded {i}/{len(candidates)}")
+                return dest, exc
+
+        # boto3's clients are thread safe (boto3 guide, "Clients", multithreading); map keeps
+        # the listing's order, so the result does not depend on which download ends first
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+            fetched = pool.map(fetch, enumerate(candidates, 1))
+            for i, ((key, obj), (dest, metadata)) in enumerate(
+                zip(candidates, fetched, strict=True), 1
+            ):
+                _take(obj, key, dest, metadata, parts, doubtful, summary)
+                if i % step == 0 or i == len(candidates):
+                    log(f"downloaded {i}/{len(candidates)}")
         winners = _choose(parts, doubtful, summary)
         winners = _against_base(winners, base_records, summary)
         replaced = {r["path"] for r in summary.base_replaced}
@@ -556,6 +558,30 @@ def merge_samples(
         f"{len(summary.duplicates_dropped)} duplicate(s) dropped, {len(summary.skipped)} skipped"
     )
     return summary
+
+
+def _take(
+    obj: SampleObject,
+    key: str,
+    dest: Path,
+    metadata: dict[str, str] | Unreadable,
+    parts: dict[tuple[str, str], list[tuple[SampleObject, Path]]],
+    doubtful: dict[tuple[str, str], list[str]],
+    summary: Summary,
+) -> None:
+    """File one fetched object under its part, or report it (and its part) as doubtful."""
+    if isinstance(metadata, Unreadable):
+        summary.skip(key, f"unreadable download ({metadata})")
+        doubtful.setdefault((obj.device, obj.part_id), []).append(key)
+        return
+    try:
+        obj = with_metadata(obj, metadata)
+    except ValueError as exc:
+        summary.skip(key, str(exc))
+        part_id = _decoded(metadata.get("part-id", "")) or obj.part_id
+        doubtful.setdefault((obj.device, part_id), []).append(key)
+        return
+    parts.setdefault((obj.device, obj.part_id), []).append((obj, dest))
 
 
 def _choose(
