@@ -18,6 +18,7 @@ from typing import Any
 
 from inspector.engine import ShadowStats
 from inspector.messages import Identity, encode, rfc3339_ms
+from inspector.quality import VerdictTally
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class HealthReporter:
             ``shadow``, the shadow model's :class:`ShadowStats` since it was set, or None
             (``Inspector`` gives it via :func:`engine_status`).
         backlog: returns the journal's unsent results (None if unknown).
+        verdicts: the review station's label counts (``labels``: one model's per message,
+            :mod:`inspector.quality`); None: the message's ``labels`` is null.
         publish: called with (topic, payload) when a report is due (optional).
         clock, wall_clock: monotonic and epoch seconds.
     """
@@ -59,6 +62,7 @@ class HealthReporter:
         ring: str | None = None,
         status: Callable[[], dict[str, Any]],
         backlog: Callable[[], int | None] = lambda: None,
+        verdicts: VerdictTally | None = None,
         publish: Callable[[str, bytes], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -71,6 +75,7 @@ class HealthReporter:
         self.topic = identity.topic("health")
         self._status = status
         self._backlog = backlog
+        self._verdicts = verdicts
         self._publish = publish
         self._clock = clock
         self._wall = wall_clock
@@ -110,7 +115,7 @@ class HealthReporter:
         """The health message for the interval so far (does not reset it)."""
         return self._message(self._status())
 
-    def _message(self, status: dict[str, Any]) -> dict[str, Any]:
+    def _message(self, status: dict[str, Any], *, take: bool = False) -> dict[str, Any]:
         stats = status.get("shadow")
         shadow = None
         if isinstance(stats, ShadowStats) and stats.model is not None:
@@ -139,7 +144,13 @@ class HealthReporter:
             "backlog": self._backlog(),
             "last_error": status.get("last_error"),
             "shadow": shadow,
+            "labels": self._labels(take),
         }
+
+    def _labels(self, take: bool) -> dict[str, Any] | None:
+        if self._verdicts is None:
+            return None
+        return self._verdicts.take() if take else self._verdicts.peek()
 
     def tick(self) -> dict[str, Any] | None:
         """If a report is due: build it, publish it (if a publisher is set), reset; else None."""
@@ -150,7 +161,7 @@ class HealthReporter:
         if self._next <= now:  # fell behind (e.g. a long pause): the next report is one interval on
             self._next = now + self.interval_s
         status = self._status()
-        message = self._message(status)
+        message = self._message(status, take=True)
         stats = status.get("shadow")
         # the next interval's shadow figures start from the counts this one reported
         self._shadow_base = stats if isinstance(stats, ShadowStats) else None

@@ -107,12 +107,14 @@ class LabelOutcome:
 
     ``status``: ``recorded`` (journaled with ``seq``), ``unchanged`` (the part already carries
     this verdict: nothing written), ``conflict`` (the part was judged again or given another
-    verdict since the caller looked), ``unknown`` (no such part in the queue).
+    verdict since the caller looked), ``unknown`` (no such part in the queue). ``previous``:
+    the label a ``recorded`` verdict replaced (None: the part's first verdict).
     """
 
     status: str
     review: Review | None = None
     seq: int | None = None
+    previous: str | None = None
 
 
 @dataclass(frozen=True)
@@ -875,7 +877,7 @@ class Journal:
                         (label, defect_type, operator, at, labelled.revision, part_id),
                     )
                     self._set_meta("next_seq", seq + 1)
-                    outcome = LabelOutcome("recorded", labelled, seq)
+                    outcome = LabelOutcome("recorded", labelled, seq, current.label)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

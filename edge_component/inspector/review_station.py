@@ -242,10 +242,12 @@ class ReviewStation:
         feed: LiveFeed,
         defect_types: Callable[[], tuple[str, ...]] = tuple,
         model: Callable[[], str | None] = lambda: None,
+        on_verdict: Callable[[Review, str | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.on_verdict = on_verdict
         self.journal = journal
         self.identity = identity
         self.feed = feed
@@ -419,6 +421,11 @@ class ReviewStation:
             body["part"] = _review_json(outcome.review)
         if outcome.seq is not None:
             body["seq"] = outcome.seq
+        if outcome.status == "recorded" and outcome.review and self.on_verdict is not None:
+            try:  # the verdict is journaled: counting it must not fail the request
+                self.on_verdict(outcome.review, outcome.previous)
+            except Exception:
+                LOG.exception("review station: verdict not counted for health")
         if outcome.status == "recorded":
             LOG.info(
                 "review station: %s labelled %s %s%s (revision %d)",

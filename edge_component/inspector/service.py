@@ -42,6 +42,7 @@ from inspector.identity import (
 )
 from inspector.journal import Journal, JournalError
 from inspector.messages import Identity, MessageError
+from inspector.quality import VerdictTally
 from inspector.review_station import (
     LiveFeed,
     ReviewStation,
@@ -565,12 +566,14 @@ class Service:
             store=self.journal,
             verdicts=args.verdicts,
         )
+        self.verdicts = VerdictTally()  # the review station's verdicts, for health
         self.health = HealthReporter(
             self.identity,
             ring=args.ring,
             interval_s=settings.config.health_interval_s,
             status=self._status,
             backlog=self.journal.backlog,
+            verdicts=self.verdicts,
             publish=self._outbox_put,
             clock=clock,
             wall_clock=wall_clock,
@@ -653,6 +656,12 @@ class Service:
             feed=self.feed,
             defect_types=defect_types,
             model=lambda: self.engine.model_ref,
+            on_verdict=lambda review, previous: self.verdicts.record(
+                decision=review.decision,
+                model=review.model,
+                label=str(review.label),
+                previous=previous,
+            ),
             clock=self._clock,
             wall_clock=self._wall,
         )
