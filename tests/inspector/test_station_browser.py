@@ -204,11 +204,17 @@ def test_an_operator_reviews_a_manual_part_in_chromium(
             (SCREENSHOTS / "review-station.png").write_bytes(shot.read_bytes())
             print(f"\nreview station screenshot: {SCREENSHOTS / 'review-station.png'} ({shot})")
 
-            # the m key hides the overlay and shows it again
+            # the m key hides the overlay and shows it again, and so does its box; a tapped
+            # box keeps the focus, and the keys still act after it
             page.keyboard.press("m")
             assert page.evaluate("() => document.getElementById('heat').hidden") is True
             page.keyboard.press("m")
             assert page.evaluate("() => document.getElementById('heat').hidden") is False
+            page.click("#showmap")
+            assert page.evaluate("() => document.getElementById('heat').hidden") is True
+            page.click("#showmap")
+            assert page.evaluate("() => document.getElementById('heat').hidden") is False
+            assert page.evaluate("() => document.activeElement.id") == "showmap"
 
             # key 1: defect, the first defect type; the page acts once the part was on screen
             # for its pause (400 ms), so the test waits that long before the key

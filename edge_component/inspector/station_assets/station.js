@@ -203,7 +203,11 @@
   const toggleMap = () => { $("heat").hidden = !$("showmap").checked || !shown || !shown.map; };
   $("showmap").addEventListener("change", toggleMap);
   document.addEventListener("keydown", (event) => {
-    if (event.target.tagName === "INPUT" || event.ctrlKey || event.metaKey || event.altKey) return;
+    // keys typed into a text field are the field's; a tapped checkbox keeps the focus but
+    // takes no text, so the keys still act after it
+    const target = event.target;
+    const typing = target.tagName === "INPUT" && target.type !== "checkbox";
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
     if (key === "g") verdict("good");
     else if (key === "d") verdict("defect");
