@@ -726,12 +726,12 @@ def section_review(data: dict[str, Any], base: Path, max_rows: int = 200) -> str
             )
     labels = review.get("labels") or []
     if labels:
-        rows = []
+        label_rows: list[tuple[Any, ...]] = []
         for m in labels[:max_rows]:
             label = str(m["label"]) + (f" / {m['defect_type']}" if m.get("defect_type") else "")
-            rows.append((f"{m.get('station', '?')}/{m['part_id']}", m.get("decision", "?"), label,
-                         m.get("operator", "?"), m.get("ts", "?")))  # fmt: skip
-        parts.append(table(["part", "decision", "label", "operator", "when"], rows))
+            label_rows.append((f"{m.get('station', '?')}/{m['part_id']}", m.get("decision", "?"),
+                               label, m.get("operator", "?"), m.get("ts", "?")))  # fmt: skip
+        parts.append(table(["part", "decision", "label", "operator", "when"], label_rows))
         if len(labels) > max_rows:
             parts.append(f'<p class="muted">{len(labels) - max_rows} more not shown.</p>')
     else:
