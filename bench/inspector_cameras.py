@@ -119,9 +119,12 @@ def trial(
     commit = svc._commit
 
     def timed_commit(
-        batch: list[Frame], cursors: list[tuple[str, str]], results: list[dict[str, Any]]
+        batch: list[Frame],
+        cursors: list[tuple[str, str]],
+        results: list[dict[str, Any]],
+        *maps: Any,
     ) -> list[dict[str, Any]]:
-        out = commit(batch, cursors, results)
+        out = commit(batch, cursors, results, *maps)
         now = time.monotonic()
         committed.extend((now - f.captured, r) for f, r in zip(batch, results, strict=True))
         return out

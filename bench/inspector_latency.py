@@ -8,7 +8,10 @@ test model instead, for smoke tests only.
 
 Prints JSON: per model, the inference time alone (preprocessed tensor → score) and the whole
 frame path (encoded image bytes → decode → preprocess → score → decision), batch 1, plus the
-per-image time in a micro-batch of 8 when the graph's batch dimension is dynamic.
+per-image time in a micro-batch of 8 when the graph's batch dimension is dynamic. For a package
+with an anomaly map, the whole frame path also with the map kept (the review station's overlay:
+the map output read, stitched and reduced to a grid, runs interleaved with the path without
+it) and what storing one kept frame's map costs (PNG encoding, bytes).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "edge_component")]  # before site-packages
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from inspector.anomaly_map import encode_map  # noqa: E402
 from inspector.engine import Inspector  # noqa: E402
 from inspector.health import percentile  # noqa: E402
 from inspector.messages import Identity  # noqa: E402
@@ -76,12 +80,32 @@ def measure(package: Path, runs: int, threads: int, frame: bytes) -> dict[str, A
         runner=runner,
         config=RuntimeConfig(deadline_ms=60_000, intra_op_threads=threads),
     )
-    whole = []
+    mapping = Inspector(
+        Identity("bench", "line", "station", "device"),
+        runner=runner,
+        config=RuntimeConfig(deadline_ms=60_000, intra_op_threads=threads),
+        keep_maps=True,
+    )
+    whole, with_map, encode = [], [], []
+    map_bytes = grid_shape = None
     for i in range(runs):
         start = time.perf_counter()
         result = engine.judge(Frame("cam", f"p{i}", data=frame, captured=time.monotonic()))
         whole.append((time.perf_counter() - start) * 1000)
         assert result["score"] is not None, result
+        if not runner.has_map:
+            continue
+        maps: list[Any] = []
+        start = time.perf_counter()
+        (result,) = mapping.judge_batch(
+            [Frame("cam", f"m{i}", data=frame, captured=time.monotonic())], maps
+        )
+        with_map.append((time.perf_counter() - start) * 1000)
+        assert result["score"] is not None and maps[0] is not None, result
+        start = time.perf_counter()
+        png = encode_map(maps[0], float(result["threshold"]))
+        encode.append((time.perf_counter() - start) * 1000)
+        map_bytes, grid_shape = len(png), list(maps[0].shape)
     batch8 = None
     if runner.dynamic_batch:
         per_image = []
@@ -98,6 +122,10 @@ def measure(package: Path, runs: int, threads: int, frame: bytes) -> dict[str, A
         "runs": runs,
         "inference_ms": _stats(infer),
         "frame_to_decision_ms": _stats(whole),
+        "frame_to_decision_with_map_ms": _stats(with_map) if with_map else None,
+        "map_kept_encode_ms": _stats(encode) if encode else None,
+        "map_grid": grid_shape,
+        "map_png_bytes": map_bytes,
         "batch8_per_image_ms": batch8,
     }
 

@@ -42,10 +42,11 @@ def device_acl(plant: str, thing: str) -> list[str]:
 
 @dataclass
 class Upstream:
-    """What reached the cloud: result messages, health messages, bytes by kind."""
+    """What reached the cloud: result, label and health messages, bytes by kind."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
     health: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[dict[str, Any]] = field(default_factory=list)  # operators' verdicts
     publishes: int = 0
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -104,6 +105,7 @@ class LocalCloud:
             up.bytes_by_kind[kind] = up.bytes_by_kind.get(kind, 0) + len(payload)
             if kind == "results" and isinstance(doc, dict):
                 up.results.extend(doc.get("results", []))
+                up.labels.extend(doc.get("labels", []))
             elif kind == "health" and isinstance(doc, dict):
                 up.health.append(doc)
 

@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = "brick"
 MODEL_VERSION, NEXT_VERSION = "1.0.0", "1.1.0"
 DEFECT_SHARE = 0.15  # share of defective parts the demo's cameras see
+# The review stations' login, for this demo only (every device's station serves loopback): a
+# real device's operators file is written at provisioning with each person's own password.
+DEMO_OPERATOR, DEMO_PASSWORD = "demo-operator", "demo-only-password"
+REVIEW_PARTS = 2  # parts the demo's review turn gives a verdict per station
+REVIEW_AT = 0.4  # the review turn starts when this share of the line's frames is judged
 
 
 class DemoError(RuntimeError):
@@ -341,6 +346,7 @@ def _demo(args: argparse.Namespace) -> int:
         "rollout": rollout,
         "rollout_bake_s": {r.name: r.bake_minutes * 60 for r in plant.rings},
         "plant_model": model,
+        "review": run_data["review"],
     }
     (out / "report-data.json").write_text(json.dumps(data, indent=1, default=str))
     page = report.write_report(data, out, base=out)
@@ -371,6 +377,13 @@ def _demo(args: argparse.Namespace) -> int:
     b = run_data["bytes"]
     print(f"  upstream: {b['upstream_total']:,} bytes for {b['images_bytes']:,} bytes of images "
           f"({b['images_bytes'] / max(1, b['upstream_total']):.0f}× less)")  # fmt: skip
+    review = run_data["review"]
+    for station in review["stations"]:
+        print(f"  review station {station['station']} ({station['device']}): {station['url']}/ "
+              f"(served while the line ran)")  # fmt: skip
+    if review["stations"]:
+        print(f"    login (demo only): {DEMO_OPERATOR} / {DEMO_PASSWORD}")
+    print(f"  review turn: {review['summary']}")
     print(f"  rollout of {NEXT_VERSION}: {rollout.get('status')}")
     print(f"  plant model: {model['statement']}")
     print(f"  report: {page}")
@@ -404,7 +417,9 @@ def _run_line(
     workdir.mkdir(parents=True)
     workdir.chmod(0o755)  # mosquitto drops root and must read the certificates
     try:
-        seen = _line_on_core_devices(args, plant, devices, frames_dir, out, workdir, steps)
+        seen = _line_on_core_devices(
+            args, plant, devices, frames_dir, out, workdir, steps, _truth_of(frames_dir, truth)
+        )
     except (BrokerError, OSError, TimeoutError) as exc:
         notes.append(
             f"The local cloud (mosquitto) could not start ({exc}), so the inspectors used the "
@@ -412,7 +427,127 @@ def _run_line(
         )
         steps.note(notes[-1])
         seen = _line_over_files(args, plant, devices, frames_dir, model_dir, workdir)
-    return _collect(seen, devices, frames_dir, truth, model_dir, out)
+    collected = _collect(seen, devices, frames_dir, truth, model_dir, out)
+    collected["review"] = _review_data(seen, notes)
+    after_review_turn(out, collected)
+    return collected
+
+
+def after_review_turn(out: Path, run_data: dict[str, Any]) -> None:
+    """What follows the review turn: its labels are in ``run_data["review"]["labels"]`` (as
+    they reached the local cloud) and the kept samples in the devices' journals. The next step
+    of the loop — upload the samples and labels to a local S3 stand-in and retrain from them —
+    belongs here; it does nothing yet."""
+
+
+def _review_data(seen: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The report's review section: the stations, the turn, the labels that reached the cloud
+    (the standing verdict per part: the highest revision per device and result seq)."""
+    turn = seen.get("review_turn")
+    standing: dict[tuple[str, int], dict[str, Any]] = {}
+    for label in seen.get("labels", []):
+        key = (str(label.get("device")), int(label.get("result_seq", 0)))
+        if key not in standing or int(label.get("revision", 0)) > int(
+            standing[key].get("revision", 0)
+        ):
+            standing[key] = label
+    labels = sorted(standing.values(), key=lambda m: (str(m.get("ts")), str(m.get("device"))))
+    if turn is None:
+        summary = seen.get("review_skipped", "not run")
+    else:
+        summary = (
+            f"{len(turn.verdicts)} verdict(s) given through the page in headless Chromium in "
+            f"{turn.seconds:.1f} s; {len(labels)} label(s) reached the cloud"
+        )
+        if turn.problems:
+            summary += "; problems: " + "; ".join(turn.problems)
+    if turn is not None and turn.problems:
+        notes.append("Review turn: " + "; ".join(turn.problems))
+    return {
+        "stations": seen.get("stations", []),
+        "credentials": {"operator": DEMO_OPERATOR, "password": DEMO_PASSWORD, "demo_only": True},
+        "summary": summary,
+        "labels": labels,
+        "screenshot": str(turn.screenshot) if turn is not None and turn.screenshot else None,
+    }
+
+
+def _station_files(root: Path, port: int) -> Path:
+    """Set up a device's review station as provisioning would: its operators file, written by
+    ``python -m inspector station-password`` (the demo's login; bind: loopback)."""
+    path = root / "review-operators.json"
+    from demo.local_line import child_env
+
+    done = subprocess.run(
+        py("-m", "inspector", "station-password", "--operator", DEMO_OPERATOR,
+           "--bind", "127.0.0.1", "--file", str(path)),
+        input=DEMO_PASSWORD + "\n", capture_output=True, text=True, env=child_env(),
+        timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise DemoError(f"station-password for {path} failed: {done.stderr.strip()}")
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _truth_of(frames_dir: Path, truth: dict[str, dict[str, str]]) -> Any:
+    """What a part id of a station's cameras really is: the replayed file's ground truth."""
+    names = {station: sorted(files) for station, files in truth.items()}
+
+    def of(station: str, part_id: str) -> str | None:
+        files = names.get(station)
+        try:
+            index = int(part_id.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return None
+        if not files:
+            return None
+        return truth[station][files[index % len(files)]]
+
+    return of
+
+
+def _start_review(
+    args: argparse.Namespace,
+    stations: list[Any],
+    truth_of: Any,
+    out: Path,
+    seen: dict[str, Any],
+) -> Any:
+    """The review turn in a thread, once REVIEW_AT of the line's frames are judged (the
+    stations serve only while their inspectors run): None when there is no browser."""
+    import threading
+
+    from demo import browser
+
+    if args.no_browser or browser.find_chromium() is None:
+        seen["review_skipped"] = (
+            "not run: no Chromium on this machine (the stations were served; the demo goes on)"
+            if not args.no_browser
+            else "not run (--no-browser)"
+        )
+        return None
+
+    def turn() -> None:
+        from demo.station_review import review_turn
+
+        time.sleep(REVIEW_AT * args.frames / args.fps)
+        seen["review_turn"] = review_turn(
+            stations, truth_of, parts_per_station=REVIEW_PARTS,
+            screenshot=out / "station-screenshot.png",
+            deadline_s=max(10.0, (1 - REVIEW_AT) * args.frames / args.fps - 5),
+        )  # fmt: skip
+
+    thread = threading.Thread(target=turn, name="review-turn", daemon=True)
+    thread.start()
+    return thread
 
 
 def _wait_for(procs: Sequence[subprocess.Popen[bytes]], names: Sequence[str], args: argparse.Namespace,
@@ -437,15 +572,19 @@ def _line_on_core_devices(
     out: Path,
     workdir: Path,
     steps: Steps,
+    truth_of: Any,
 ) -> dict[str, Any]:
     """One local core device per station (the nucleus stand-in, ``core_device``) deploying the
     demo release's canary ring — Inspector, Model, LineBridge through their recipes — against
-    mosquitto for IoT Core (with the plant's AckRule) and a simulated OPC UA PLC."""
+    mosquitto for IoT Core (with the plant's AckRule) and a simulated OPC UA PLC. Each
+    inspector serves its review station on loopback; the review turn runs while the line does.
+    """
     import tempfile
     import threading
 
     from core_device.local import Identity, LocalCloud, ring_deployment, start_device
     from demo.local_line import PlcThread, percentile, wait_until
+    from demo.station_review import StationAccess
     from line_bridge.messages import parse_ts
     from line_bridge.plc_sim import OpcUaPlc
 
@@ -469,6 +608,9 @@ def _line_on_core_devices(
                 observed.setdefault((doc["station"], doc["part_id"]), doc)
 
     core: list[Any] = []
+    stations: list[StationAccess] = []
+    review: dict[str, Any] = {}
+    review_thread = None
     try:
         requests = {}
         for d in devices:
@@ -479,13 +621,18 @@ def _line_on_core_devices(
                                   components_dir=components, cloud=cloud)  # fmt: skip
             device.ipc.observe_local(tap)
             core.append(device)
+            port = _free_port()
+            operators = _station_files(root, port)
+            stations.append(StationAccess(d.name, d.station, f"http://127.0.0.1:{port}",
+                                          DEMO_OPERATOR, DEMO_PASSWORD))  # fmt: skip
             requests[d.name] = ring_deployment(
                 ROOT / "plants" / "demo.yaml", ROOT / "releases" / "demo.json", "canary",
                 configuration={
                     "com.lineguard.Inspector": {
                         "source": "camera", "imagesDir": str(frames_dir / d.station),
                         "fps": args.fps, "maxFrames": args.frames, "threads": 1,
-                        "heartbeatIntervalS": 0.2, "healthIntervalS": 5},
+                        "heartbeatIntervalS": 0.2, "healthIntervalS": 5,
+                        "reviewStation": {"port": port, "operatorsFile": str(operators)}},
                     "com.lineguard.LineBridge": {
                         "heartbeat_window_s": 1.0, "refresh_interval_s": 0.5,
                         "health_interval_s": 2.0,
@@ -530,6 +677,11 @@ def _line_on_core_devices(
             f"{len(core)} core devices: deployment SUCCESSFUL (Inspector, Model, LineBridge "
             "through their recipes on the nucleus stand-in)"
         )
+        steps.note(
+            "review stations: " + ", ".join(f"{s.station} {s.url}/" for s in stations)
+            + f" (login, demo only: {DEMO_OPERATOR} / {DEMO_PASSWORD})"
+        )  # fmt: skip
+        review_thread = _start_review(args, stations, truth_of, out, review)
         total = sum(d.cameras for d in devices) * args.frames
         deadline = time.monotonic() + args.frames / args.fps + 180
         while len(cloud.upstream.results) < total:
@@ -554,11 +706,26 @@ def _line_on_core_devices(
                 decided = parse_ts(msg["ts"], "result") + float(msg.get("latency_ms", 0)) / 1000.0
                 latencies.append((reject.received - decided) * 1000.0)
         at_plc = {(r.station, r.part_id) for r in plc_rejects}
+        if review_thread is not None:
+            review_thread.join(timeout=120)
+            turn = review.get("review_turn")
+            if turn is not None:
+                steps.note(f"review turn: {len(turn.verdicts)} verdicts through the page in "
+                           f"{turn.seconds:.1f} s")  # fmt: skip
+            # the last labels travel with the inspectors' last batches
+            wanted = len(turn.verdicts) if turn is not None else 0
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: len(cloud.upstream.labels) >= wanted, 30, "labels upstream")
         acked = cloud.acknowledger.acknowledged if cloud.acknowledger is not None else 0
         return {
             "transport": "Greengrass IPC on the nucleus stand-in → mosquitto (mutual TLS), "
             f"results acknowledged by the cloud ({acked} batches)",
             "results": results_up,
+            "labels": list(cloud.upstream.labels),
+            "stations": [
+                {"device": s.device, "station": s.station, "url": s.url} for s in stations
+            ],
+            **review,
             "health": list(cloud.upstream.health),
             "upstream_bytes": dict(cloud.upstream.bytes_by_kind),
             "plc": {
@@ -622,7 +789,9 @@ def _line_over_files(
             )
     _wait_for(procs, [d.name for d in devices], args, workdir, lambda: None)
     seen: dict[str, Any] = {"transport": "file (JSONL)", "results": [], "health": [],
-                            "upstream_bytes": {}, "plc": None, "plc_summary": None}  # fmt: skip
+                            "upstream_bytes": {}, "plc": None, "plc_summary": None,
+                            "review_skipped": "not run: the line ran without the nucleus "
+                            "stand-in (no broker), so without review stations"}  # fmt: skip
     for d in devices:
         for line in read_jsonl(workdir / d.name / UPSTREAM_FILE):
             kind = line["topic"].rsplit("/", 1)[-1]

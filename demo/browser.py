@@ -42,6 +42,11 @@ CHROMIUM_FLAGS = (
     "--mute-audio",
     "--remote-debugging-pipe",
 )
+# Playwright passes --headless and --remote-debugging-pipe itself (it speaks CDP over the same
+# pipe); the rest are the flags above
+PLAYWRIGHT_FLAGS = tuple(
+    f for f in CHROMIUM_FLAGS if f not in ("--headless", "--remote-debugging-pipe")
+)
 # what the page reports about itself once loaded
 PAGE_PROBE = """JSON.stringify({
   title: document.title,
@@ -91,6 +96,22 @@ def find_chromium() -> str | None:
         if found:
             return found
     return None
+
+
+def launch_playwright(playwright: Any, executable: str | None = None) -> Any:
+    """Debian's Chromium under Playwright for Python, headless, with :data:`PLAYWRIGHT_FLAGS`.
+
+    No browser is downloaded (``playwright install`` is never needed): the machine's Chromium
+    is launched by path. Each launch gets a fresh temporary profile, removed when it closes
+    (Playwright's ``BrowserType.launch``; ``launch_persistent_context`` is the one that keeps a
+    profile). Raises :class:`BrowserNotFound` without a Chromium.
+    """
+    path = executable or find_chromium()
+    if path is None:
+        raise BrowserNotFound(f"no Chromium found (tried {', '.join(CHROMIUM_CANDIDATES)})")
+    return playwright.chromium.launch(
+        executable_path=path, headless=True, args=list(PLAYWRIGHT_FLAGS)
+    )
 
 
 class _Pipe:

@@ -689,12 +689,63 @@ def section_plant_model(data: dict[str, Any]) -> str:
     )
 
 
+def section_review(data: dict[str, Any], base: Path, max_rows: int = 200) -> str:
+    """The devices' review stations (links, the demo's login) and the labels collected."""
+    review = data.get("review")
+    if not review:
+        return not_run("no review station data.")
+    if not isinstance(review, dict):
+        raise ReportError("review must be an object")
+    parts = [f"<p>{esc(review.get('summary', ''))}</p>"]
+    stations = review.get("stations") or []
+    if stations:
+        rows = [
+            (s["station"], s["device"], Raw(f'<a href="{esc(s["url"])}/">{esc(s["url"])}/</a>'))
+            for s in stations
+        ]
+        parts.append(table(["station", "device", "page (served while the line ran)"], rows))
+        login = review.get("credentials") or {}
+        if login:
+            parts.append(
+                '<p class="note">Login, <b>for this demo only</b>: operator '
+                f"<code>{esc(login.get('operator'))}</code>, password "
+                f"<code>{esc(login.get('password'))}</code>. A device's own operators file is "
+                "written at provisioning with each person's password "
+                "(<code>python -m inspector station-password</code>).</p>"
+            )
+    else:
+        parts.append(not_run("no review station was served."))
+    shot = review.get("screenshot")
+    if shot:
+        path = Path(shot) if Path(shot).is_absolute() else base / shot
+        if path.is_file():
+            parts.append(
+                f"<figure>{img_tag(path.read_bytes(), 'review station page')}"
+                "<figcaption>A station's page during the review turn (headless Chromium, "
+                "1024 × 768)</figcaption></figure>"
+            )
+    labels = review.get("labels") or []
+    if labels:
+        label_rows: list[tuple[Any, ...]] = []
+        for m in labels[:max_rows]:
+            label = str(m["label"]) + (f" / {m['defect_type']}" if m.get("defect_type") else "")
+            label_rows.append((f"{m.get('station', '?')}/{m['part_id']}", m.get("decision", "?"),
+                               label, m.get("operator", "?"), m.get("ts", "?")))  # fmt: skip
+        parts.append(table(["part", "decision", "label", "operator", "when"], label_rows))
+        if len(labels) > max_rows:
+            parts.append(f'<p class="muted">{len(labels) - max_rows} more not shown.</p>')
+    else:
+        parts.append(not_run("no labels reached the cloud."))
+    return "".join(parts)
+
+
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Run summary"),
     ("latency", "Inference latency"),
     ("decisions", "Decisions over time per camera"),
     ("anomaly-maps", "Anomaly maps of rejects"),
     ("plc", "Rejects seen by the PLC"),
+    ("review", "Review stations and the labels collected"),
     ("bytes", "Bytes upstream against sending images"),
     ("rollout", "Staged rollout and its gates"),
     ("plant-model", "Plant scale: cloud against edge inference"),
@@ -709,6 +760,7 @@ def build_sections(data: dict[str, Any], base: Path) -> list[Section]:
         "decisions": lambda: section_decisions(data),
         "anomaly-maps": lambda: section_anomaly_maps(data, base),
         "plc": lambda: section_plc(data),
+        "review": lambda: section_review(data, base),
         "bytes": lambda: section_bytes(data),
         "rollout": lambda: section_rollout(data),
         "plant-model": lambda: section_plant_model(data),

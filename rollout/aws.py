@@ -11,7 +11,9 @@ written through the embedded metric format because IoT metric actions cannot set
 served model's; with a shadow model ``ShadowFrames`` and the reject confusion
 ``ShadowRejectBoth``, ``ShadowRejectServedOnly``, ``ShadowRejectShadowOnly`` per
 (Ring, ShadowVersion), the shadow's own version, and ``ShadowFrames`` / ``ShadowAgreed`` per
-(Ring, Version). :meth:`AwsFleet.decision_counts` finds the strata with ``ListMetrics`` and
+(Ring, Version); with a review station's verdicts ``ReviewedRejects``, ``DefectiveRejects``,
+``ReviewedManual``, ``DefectiveManual`` per (Ring, Version), Version being the model that
+judged the reviewed parts. :meth:`AwsFleet.decision_counts` finds the strata with ``ListMetrics`` and
 sums them with ``GetMetricData``; :meth:`AwsFleet.shadow_counts` and
 :meth:`AwsFleet.ring_health` ask for known dimensions. See ``stacks/constructs/rollout_health.py``.
 """
@@ -55,7 +57,13 @@ RING_METRICS = {
     "reports": (rm.HEALTH_REPORTS, "Sum"),
     "shadow_frames": (rm.SHADOW_FRAMES, "Sum"),
     "shadow_agreed": (rm.SHADOW_AGREED, "Sum"),
+    # operators' verdicts on parts the version judged (per judging version, not served)
+    "reviewed_rejects": (rm.REVIEWED_REJECTS, "Sum"),
+    "defective_rejects": (rm.DEFECTIVE_REJECTS, "Sum"),
+    "reviewed_manual": (rm.REVIEWED_MANUAL, "Sum"),
+    "defective_manual": (rm.DEFECTIVE_MANUAL, "Sum"),
 }
+LABEL_QUERIES = ("reviewed_rejects", "defective_rejects", "reviewed_manual", "defective_manual")
 STRATUM_METRICS = {"frames": rm.INSPECTIONS, "reject": rm.REJECTS, "manual": rm.MANUAL}
 SHADOW_COUNTS = {
     "frames": rm.SHADOW_FRAMES,
@@ -591,6 +599,7 @@ class AwsFleet:
             },
             latency_p99_ms=p99,
             shadow_agreement=agreement,
+            labels={key: round(sum(values[key])) for key in LABEL_QUERIES},
         )
 
     # -- model package ------------------------------------------------------------------------

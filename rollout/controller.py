@@ -31,6 +31,7 @@ from rollout.gates import (
     comparison_gates,
     deployment_gates,
     health_gates,
+    quality_gates,
     shadow_gate,
     strata_for,
 )
@@ -767,6 +768,7 @@ class Controller:
         if baked and not rollout.aborted:
             results += health_gates(ring, gates, baseline, health)
             results += comparison_gates(ring, gates, comparisons or [])
+            results += quality_gates(ring, gates, health)
         for result in results:
             self.log(result.line())
         rs = state["rings"][ring]

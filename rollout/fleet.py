@@ -180,6 +180,10 @@ class RingHealth:
     """The healthy devices by name, where known: the gate then counts the ring's members that
     are healthy *and* whose execution succeeded, not a number of devices that may include
     removed ones or ones the deployment failed on."""
+    labels: dict[str, int] = field(default_factory=dict)
+    """Operators' verdicts on parts the version judged (review station): ``reviewed_rejects``,
+    ``defective_rejects``, ``reviewed_manual``, ``defective_manual`` (standing verdicts: the
+    device counts a replaced verdict -1 / +1)."""
 
     @property
     def frames(self) -> int:
@@ -200,6 +204,7 @@ class RingHealth:
             "latency_p99_ms": self.latency_p99_ms,
             "shadow_agreement": self.shadow_agreement,
             "healthy_devices": None if self.healthy_devices is None else list(self.healthy_devices),
+            "labels": dict(self.labels),
         }
 
     @classmethod
@@ -215,6 +220,7 @@ class RingHealth:
             healthy_devices=None
             if doc.get("healthy_devices") is None
             else tuple(doc["healthy_devices"]),
+            labels={k: int(v) for k, v in (doc.get("labels") or {}).items()},
         )
 
 

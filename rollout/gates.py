@@ -480,6 +480,91 @@ def shadow_gate(ring: str, gates: Gates, shadow: ShadowCounts, cameras: int = 1)
     )
 
 
+def quality_gates(ring: str, gates: Gates, health: RingHealth) -> list[GateResult]:
+    """Gates on operators' verdicts of the candidate's parts during the bake (review station).
+
+    ``reject_precision`` (on when ``min_reject_precision`` is set): the share of reviewed
+    rejects operators found defective. Failed only when that share is below the minimum with
+    confidence 1 - α/4 per check — the exact one-sided binomial test, P(at most the defective
+    rejects seen | precision at the minimum) ≤ α/4 ÷ checks, Bonferroni over the bake's end and
+    its extensions as ``manual_ceiling`` — so a model whose precision is at the minimum is
+    rolled back with probability at most α/4 per ring; inconclusive with fewer than
+    ``min_reviewed_rejects``; passed otherwise. The Wilson upper bound would be simpler, but at
+    a precision near 0.8 it undercovers: a model at the minimum would fail 1.6 to 3.7 times
+    as often as stated at 300 to 30 reviewed rejects (``tests/rollout/test_reject_precision.py``).
+    Reviewed rejects are the ones operators chose to look at: the figure is theirs, not the
+    line's.
+    """
+    floor = gates.min_reject_precision
+    if floor is None:
+        return []
+    reviewed = max(0, health.labels.get("reviewed_rejects", 0))
+    defective = min(reviewed, max(0, health.labels.get("defective_rejects", 0)))
+    alpha = gates.alpha / 4 / (1 + gates.max_bake_extensions)
+    precision = defective / reviewed if reviewed else None
+    shown = "n/a" if precision is None else _pct(precision)
+    upper = binomial_upper(defective, reviewed, alpha)
+    detail = (
+        f"reject precision {shown} ({defective}/{reviewed} reviewed rejects found defective; "
+        f"upper confidence bound {_pct(upper)}), minimum {_pct(floor)}"
+    )
+    few = reviewed < gates.min_reviewed_rejects
+    if few:
+        detail += f"; only {reviewed} reviewed rejects, minimum {gates.min_reviewed_rejects}"
+    below = not few and binomial_cdf(defective, reviewed, floor) <= alpha
+    return [
+        GateResult(
+            "reject_precision",
+            ring,
+            not few and not below,
+            precision,
+            floor,
+            detail,
+            inconclusive=few,
+        )
+    ]
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p), summed in log space (no overflow for large n)."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    terms = [
+        base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def binomial_upper(k: int, n: int, alpha: float) -> float:
+    """One-sided exact (Clopper–Pearson) upper confidence bound of a binomial rate at level
+    1 - alpha: the rate at which seeing at most ``k`` of ``n`` has probability ``alpha``."""
+    if n <= 0 or k >= n:
+        return 1.0
+    low, high = k / n, 1.0
+    for _ in range(50):  # bisection: binomial_cdf(k, n, p) falls as p rises
+        mid = (low + high) / 2
+        if binomial_cdf(k, n, mid) > alpha:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def wilson_upper(events: int, n: int, alpha: float) -> float:
+    """One-sided Wilson score upper confidence bound of a binomial rate at level 1 - alpha."""
+    if n <= 0:
+        return 1.0
+    return 1.0 - wilson_lower(n - events, n, alpha)
+
+
 def wilson_lower(events: int, n: int, alpha: float) -> float:
     """One-sided Wilson score lower confidence bound of a binomial rate at level 1 - alpha."""
     return wilson_lower_real(float(events), float(n), alpha)

@@ -13,6 +13,7 @@ from typing import Any
 from rollout.fleet import RingHealth
 
 DECISIONS = ("pass", "reject", "manual")
+LABEL_COUNTS = ("reviewed_rejects", "defective_rejects", "reviewed_manual", "defective_manual")
 
 
 def model_version(message: dict[str, Any]) -> str | None:
@@ -44,9 +45,11 @@ def aggregate(
     p99s: list[float] = []
     agree_num = agree_den = 0.0
     reporting: set[str] = set()
+    labels = dict.fromkeys(LABEL_COUNTS, 0)
     for message in messages:
         if message.get("v") != 1:
             continue
+        _add_labels(labels, message.get("labels"), version)
         if version is not None and model_version(message) != version:
             continue
         reporting.add(str(message.get("device")))
@@ -68,4 +71,20 @@ def aggregate(
         decisions=decisions,
         latency_p99_ms=_nearest_rank(p99s, 99),
         shadow_agreement=agree_num / agree_den if agree_den else None,
+        labels=labels,
     )
+
+
+def _add_labels(acc: dict[str, int], entry: Any, version: str | None) -> None:
+    """Add a message's verdict counts (``labels``, inspector.quality) when the model that
+    judged the reviewed parts is ``version`` (any when None): not the served model's version,
+    which may be newer than a review queue's parts."""
+    if not isinstance(entry, dict):
+        return
+    if version is not None and model_version(entry) != version:
+        return
+    for decision, prefix in (("reject", "rejects"), ("manual", "manual")):
+        counts = entry.get(decision) or {}
+        good, defect = int(counts.get("good") or 0), int(counts.get("defect") or 0)
+        acc[f"reviewed_{prefix}"] += good + defect
+        acc[f"defective_{prefix}"] += defect

@@ -54,6 +54,10 @@ class ModelBehaviour:
     crash_per_start: float = 0.0
     crash_per_hour: float = 0.0
     agreement: float | None = None
+    reject_precision: float = 0.9
+    """The true share of its rejects that are defective (what operators find, reviewing)."""
+    manual_defect_share: float = 0.3
+    """The true share of its manual parts that are defective."""
 
 
 def _good(base: ModelBehaviour, rng: random.Random) -> ModelBehaviour:
@@ -73,6 +77,9 @@ SCENARIOS: dict[str, Callable[[ModelBehaviour, random.Random], ModelBehaviour]] 
     "reject-none": lambda b, r: replace(_good(b, r), reject_rate=0.0, agreement=0.97),
     "slow": lambda b, r: replace(_good(b, r), latency_p99_ms=b.latency_p99_ms * 3),
     "manual-heavy": lambda b, r: replace(_good(b, r), manual_rate=max(4 * b.manual_rate, 0.08)),
+    # rejects as often as the served model, but half of them are good parts: only operators'
+    # verdicts tell (the reject_precision gate)
+    "false-rejects": lambda b, r: replace(_good(b, r), reject_precision=b.reject_precision / 2),
 }
 """Behaviour of the new model version relative to the fleet's current one, per scenario."""
 
@@ -175,6 +182,7 @@ class FleetSimulator:
         stations: Iterable[tuple[str, str]] | None = None,
         station_spread: float = 0.3,
         report_s: float = 300.0,
+        review_share: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         """Create the fleet.
 
@@ -195,6 +203,10 @@ class FleetSimulator:
                 differ more than devices: what they make, how they light it).
             report_s: the health interval; counts are drawn once per device and interval and
                 kept, so a window read twice reads the same parts.
+            review_share: the shares of rejects and of manual parts operators give a verdict
+                at a review station; the verdicts (``labels`` of the health message) find
+                defective the model's ``reject_precision`` / ``manual_defect_share`` of them.
+                Drawn from a random stream of their own, so they change no other count.
         """
         self.rng = random.Random(seed)
         self.seed = seed
@@ -221,6 +233,8 @@ class FleetSimulator:
         self.carriers: dict[str, tuple[str, str]] = {}  # carrier version -> (served, shadow)
         self.calls: list[tuple[str, Any]] = []
         self.report_s = report_s
+        self.review_share = review_share
+        self.label_rng = random.Random(seed + 7919)
         self.stations = list(stations or [("sim", "sim")])
         self.station_factor = {
             key: math.exp(self.rng.gauss(0, station_spread)) for key in self.stations
@@ -535,6 +549,7 @@ class FleetSimulator:
             shadow = None
             if shadow_version is not None:
                 shadow = self._shadow_figures(shadow_version, device, frames, rejects, p_served)
+            labels = self._labels(served, rejects, manual)
             messages.append(
                 {
                     "v": 1,
@@ -564,10 +579,30 @@ class FleetSimulator:
                     "backlog": 0,
                     "last_error": "component errored" if device.errors else None,
                     "shadow": shadow,
+                    "labels": labels,
                 }
             )
         self._reports[key] = messages
         return messages
+
+    def _labels(self, served: str, rejects: int, manual: int) -> dict[str, Any] | None:
+        """The health message's ``labels``: operators' verdicts on a share of the interval's
+        rejects and manual parts, as the inspector counts them (inspector.quality)."""
+        share_reject, share_manual = self.review_share
+        if share_reject <= 0 and share_manual <= 0:
+            return None
+        model = self.behaviour(served)
+        entry: dict[str, Any] = {"model": f"sim@{served}"}
+        for decision, parts, share, p in (
+            ("reject", rejects, share_reject, model.reject_precision),
+            ("manual", manual, share_manual, model.manual_defect_share),
+        ):
+            reviewed = _binomial(self.label_rng, parts, share)
+            defect = _binomial(self.label_rng, reviewed, p)
+            entry[decision] = {"good": reviewed - defect, "defect": defect}
+        if not any(sum(entry[d].values()) for d in ("reject", "manual")):
+            return None
+        return entry
 
     def _shadow_figures(
         self, version: str, device: _Device, frames: int, rejects: int, p_served: float
@@ -832,8 +867,10 @@ def simulated_fleet(
     seed: int = 0,
     offline_share: float = 0.02,
     base: ModelBehaviour | None = None,
+    review_share: tuple[float, float] = (0.3, 0.9),
 ) -> FleetSimulator:
-    """A simulator of ``plant`` running ``release``, where ``new_version`` behaves per scenario."""
+    """A simulator of ``plant`` running ``release``, where ``new_version`` behaves per scenario;
+    operators review ``review_share`` of the rejects and of the manual parts."""
     if scenario not in SCENARIOS:
         raise BadInputError(f"unknown scenario {scenario!r} (scenarios: {', '.join(SCENARIOS)})")
     base = base or ModelBehaviour()
@@ -856,4 +893,5 @@ def simulated_fleet(
         offline_share=offline_share,
         ring_components=ring_components,
         stations=[(line.name, st.name) for line in plant.lines for st in line.stations],
+        review_share=review_share,
     )

@@ -164,6 +164,7 @@ def add_stacks(
             calibration=strictest_calibration(
                 p for p in every if (p.account, p.region) == (account, region)
             ),
+            sample_plants=[p.name for p in every if (p.account, p.region) == (account, region)],
         )
     for (account, region), base in shared.items():  # promotion on model package approval
         Promotion(

@@ -259,6 +259,13 @@ class Gates(_Frozen):
     min_detectable_change: Annotated[float, Field(gt=0)] = 1.0
     max_bake_extensions: Annotated[int, Field(ge=0, le=20)] = 2
     max_manual_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    min_reject_precision: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Operator-confirmed reject precision a candidate must not be below with confidence
+    (``reject_precision`` gate; None: off). Needs a review station whose operators review
+    rejects."""
+    min_reviewed_rejects: Annotated[int, Field(ge=1)] = 30
+    """Fewer reviewed rejects of the candidate in the bake: ``reject_precision`` is
+    inconclusive."""
 
     @model_validator(mode="before")
     @classmethod

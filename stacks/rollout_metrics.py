@@ -8,7 +8,13 @@ message that names its ring into metrics of the namespace :func:`rollout_namespa
   version (:data:`RING_VERSION`): :data:`DECISION_METRICS`;
 - with a shadow model, per ring and the **shadow's** version (:data:`SHADOW`):
   :data:`SHADOW_METRICS` (frames and the reject confusion against the served decision), and per
-  ring and served version: :data:`SERVED_SHADOW_METRICS` (frames and raw agreements).
+  ring and served version: :data:`SERVED_SHADOW_METRICS` (frames and raw agreements);
+- with operators' verdicts from a review station (the health message's ``labels``), per ring
+  and the version of the model that judged the reviewed parts (:data:`RING_VERSION`):
+  :data:`LABEL_METRICS`, the interval's verdicts counted with their corrections (a replaced
+  verdict moves -1 / +1), so their sums over a window are the standing verdicts given in it.
+  The plant's quality metrics per line (``stacks/constructs/quality_metrics.py``) have the same
+  names.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ SHADOW_REJECT_BOTH = "ShadowRejectBoth"
 SHADOW_REJECT_SERVED_ONLY = "ShadowRejectServedOnly"
 SHADOW_REJECT_SHADOW_ONLY = "ShadowRejectShadowOnly"
 SHADOW_AGREED = "ShadowAgreed"
+REVIEWED_REJECTS = "ReviewedRejects"
+"""Rejects operators gave a verdict (good or defect)."""
+DEFECTIVE_REJECTS = "DefectiveRejects"
+"""Rejects operators found defective: reject precision = DefectiveRejects / ReviewedRejects."""
+REVIEWED_MANUAL = "ReviewedManual"
+DEFECTIVE_MANUAL = "DefectiveManual"
+"""Manual parts operators found defective (their share: DefectiveManual / ReviewedManual)."""
 
 # (metric name, CloudWatch unit)
 DECISION_METRICS: tuple[tuple[str, str], ...] = (
@@ -53,6 +66,13 @@ SHADOW_METRICS: tuple[tuple[str, str], ...] = (
 SERVED_SHADOW_METRICS: tuple[tuple[str, str], ...] = (
     (SHADOW_FRAMES, "Count"),
     (SHADOW_AGREED, "Count"),
+)
+
+LABEL_METRICS: tuple[tuple[str, str], ...] = (
+    (REVIEWED_REJECTS, "Count"),
+    (DEFECTIVE_REJECTS, "Count"),
+    (REVIEWED_MANUAL, "Count"),
+    (DEFECTIVE_MANUAL, "Count"),
 )
 
 

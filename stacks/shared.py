@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from constructs import Construct
 
@@ -40,6 +42,9 @@ class SharedStack(cdk.Stack):
         training_role: SageMaker pipeline execution role.
         promotion_role: CodeBuild role of the promotion job.
         component_versions: the published component versions (``None`` without a build).
+
+    ``sample_plants``: the plants whose field samples (``samples/<plant>/``) the training role
+    may read, for the pipeline's ``SamplesPrefix`` — the plants of this account and region.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class SharedStack(cdk.Stack):
         model_package_group_name: str = MODEL_PACKAGE_GROUP,
         components: PublishedComponents | None = None,
         calibration: Calibration | None = None,
+        sample_plants: Sequence[str] = (),
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -71,6 +77,7 @@ class SharedStack(cdk.Stack):
             bucket=store.bucket,
             key=store.key,
             model_package_group_name=model_package_group_name,
+            sample_plants=sample_plants,
         )
         self.artifact_bucket = store.bucket
         self.artifact_key = store.key

@@ -13,3 +13,7 @@ class DatasetError(TrainingError):
 
 class CalibrationError(TrainingError):
     """Calibration targets or scores that cannot give thresholds or a gate decision."""
+
+
+class SamplesError(TrainingError):
+    """A labelled-samples source that cannot be read at all (a bad prefix, no access)."""

@@ -48,6 +48,7 @@ from training.calibration import (
 )
 from training.dataset import Dataset, Sample, load_dataset, split_dataset, with_groups
 from training.errors import DatasetError, TrainingError
+from training.merge import field_counts
 from training.scoring import load_frame, onnx_session, score_frames, score_tensors
 from training.train import TRAINING_FILE
 
@@ -388,6 +389,21 @@ def package_targets(package: ModelPackage) -> Targets:
     )
 
 
+def _field_samples(package: ModelPackage, data: Path, samples: Sequence[Sample]) -> dict[str, Any]:
+    """``field_samples``: the package's record of the field samples it was trained with
+    (``training.merge``) and how many of the evaluated images came from the field."""
+    trained = package.manifest.metrics.get("field_samples")
+    tested = field_counts(data, samples)
+    if trained is None and tested is None:
+        return {}
+    return {
+        "field_samples": {
+            **(trained if isinstance(trained, dict) else {}),
+            "test": tested or {"good": 0, "defect": 0},
+        }
+    }
+
+
 def evaluate(
     model_dir: Path,
     data: Path,
@@ -477,6 +493,7 @@ def evaluate(
         "manual_rate": float(manual.mean()) if len(manual) else 0.0,
         "per_defect_type": per_type,
         "registration_gate": gate,
+        **_field_samples(package, data, samples),
         "scores": {
             "good_p50": float(np.median(scores[labels == 0])) if (labels == 0).any() else None,
             "defect_p50": float(np.median(scores[labels == 1])) if (labels == 1).any() else None,

@@ -9,7 +9,9 @@ The steps run the code of this repository from one ``sourcedir.tar.gz`` (``train
 ``inspector/``, the step entry points and ``requirements.txt``), built reproducibly by
 ``python -m training.pipeline package-code --out <file>``; its default input is one product of the
 sample data (``sample_dataset``) under ``datasets/sample/``. The Shared stack publishes both to
-the artifact bucket (``stacks/constructs/training_assets.py``).
+the artifact bucket (``stacks/constructs/training_assets.py``). With ``SamplesPrefix`` set the
+data check first merges the labelled samples devices uploaded there (``training.merge``), and
+the merge's counts travel to the package's metrics and ``evaluation.json`` (``field_samples``).
 """
 
 from __future__ import annotations
@@ -54,8 +56,14 @@ CODE_REQUIREMENTS = (
     "Pillow",
 )
 # step entry points placed at the top of sourcedir.tar.gz (script mode runs a file, not -m)
-_ENTRY = "import sys\nfrom training.{module} import main\n\nsys.exit(main())\n"
-ENTRY_POINTS = {"sm_train.py": "train", "sm_evaluate.py": "evaluate", "sm_dataset.py": "dataset"}
+_ENTRY = "import sys\nfrom training.{module} import {function}\n\nsys.exit({function}())\n"
+ENTRY_POINTS = {
+    "sm_train.py": ("train", "main"),
+    "sm_evaluate.py": ("evaluate", "main"),
+    "sm_dataset.py": ("dataset", "main"),
+    # the data check: the field samples (SamplesPrefix) merged in, then training.dataset check
+    "sm_data_check.py": ("merge", "data_check_main"),
+}
 
 
 def package_code(out: Path) -> str:
@@ -70,8 +78,8 @@ def package_code(out: Path) -> str:
                 members.append(
                     (f"{package}/{path.relative_to(root).as_posix()}", path.read_bytes())
                 )
-    for name, module in ENTRY_POINTS.items():
-        members.append((name, _ENTRY.format(module=module).encode()))
+    for name, (module, function) in ENTRY_POINTS.items():
+        members.append((name, _ENTRY.format(module=module, function=function).encode()))
     members.append(("requirements.txt", ("\n".join(CODE_REQUIREMENTS) + "\n").encode()))
     buffer = io.BytesIO()
     with (
@@ -226,6 +234,11 @@ def get_pipeline(
     # fleet's is known to this pipeline; a fleet whose devices run the training instance's
     # kernels (x86 with VNNI, same vector width) sets Precision=int8 (docs/training.md)
     precision = ParameterString("Precision", default_value=PIPELINE_PRECISION)
+    # labelled samples from the field (training.merge), s3://<bucket>/samples/<plant>/, merged
+    # into InputData by the data check; empty: InputData alone. The data check reads the prefix
+    # itself (the objects' metadata decide between relabels; a ProcessingInput copies files
+    # only), with the execution role, which may read samples/<plant>/ of this account's plants
+    samples_prefix = ParameterString("SamplesPrefix", default_value="")
 
     image = image_uris.retrieve(
         "pytorch",
@@ -245,8 +258,9 @@ def get_pipeline(
         "pip install --quiet -r requirements.txt",
     ]
 
-    def processor(kind: str, extra: Sequence[str] = ()) -> Processor:
-        script = " && ".join(["set -euo pipefail", *unpack, *extra, f'python sm_{kind}.py "$@"'])
+    def processor(kind: str, extra: Sequence[str] = (), entry: str | None = None) -> Processor:
+        run = f'python {entry or f"sm_{kind}.py"} "$@"'
+        script = " && ".join(["set -euo pipefail", *unpack, *extra, run])
         return Processor(
             role=role,
             image_uri=image,
@@ -262,7 +276,7 @@ def get_pipeline(
 
     data_check = ProcessingStep(
         name="DataCheck",
-        step_args=processor("dataset").run(
+        step_args=processor("dataset", entry="sm_data_check.py").run(
             inputs=[
                 ProcessingInput(
                     source=input_data,
@@ -280,13 +294,14 @@ def get_pipeline(
                 for split in ("train", "validation", "test")
             ],
             arguments=[
-                "check",
                 "--data",
                 "/opt/ml/processing/input/data",
                 "--out",
                 "/opt/ml/processing/output",
                 "--seed",
                 seed.to_string(),
+                "--samples",
+                samples_prefix,
             ],
         ),
     )
@@ -440,6 +455,7 @@ def get_pipeline(
             fit,
             tiles,
             precision,
+            samples_prefix,
         ],
         steps=[data_check, train, evaluate, gate],
         sagemaker_session=session,

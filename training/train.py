@@ -57,6 +57,7 @@ from training.calibration import (
 from training.dataset import Sample, default_defect_train_fraction, load_dataset, split_dataset
 from training.errors import DatasetError, TrainingError
 from training.images import ImageTensors
+from training.merge import field_counts, merge_record
 from training.quantize import DEFAULT_PRECISION, PRECISIONS, quantize_backbone
 from training.scoring import (
     describe_frames,
@@ -301,6 +302,11 @@ def train(
         # the review station's defect-type buttons (inspector.review_station.defect_types_of)
         "defect_types": defect_types,
     }
+    # the field images the model learned from (a good image of a part with a defect image in
+    # the training split does not, as above) and those that calibrated it
+    field = field_samples(data, validation, [*train_good, *train_defect], val_samples)
+    if field is not None:
+        metrics["field_samples"] = field
     models: dict[str, torch.nn.Module] = {}
     if model_kind in ("auto", "patchcore"):
         models["patchcore"] = anomaly
@@ -419,6 +425,26 @@ def train(
         f"{_figure(val_auroc)}; {time.perf_counter() - started:.1f}s total"
     )
     return manifest
+
+
+def field_samples(
+    data: Path,
+    validation: Path | None,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+) -> dict[str, object] | None:
+    """How many field samples (``training.merge``) trained and calibrated the package, and the
+    counts of the merge that made the data; None when the data records none (no
+    ``samples.csv``)."""
+    train_counts = field_counts(data, train_samples)
+    val_counts = field_counts(validation or data, val_samples)
+    if train_counts is None and val_counts is None:
+        return None
+    return {
+        "merge": merge_record(data),
+        "train": train_counts or {"good": 0, "defect": 0},
+        "validation": val_counts or {"good": 0, "defect": 0},
+    }
 
 
 SELECTION_RULE = (

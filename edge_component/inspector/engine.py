@@ -37,10 +37,11 @@ import numpy as np
 from PIL import Image
 
 from inspector import decision as dec
+from inspector.anomaly_map import frame_map, reduce_map
 from inspector.decode import UNREADABLE, DecodeLimits, FrameError, check_image, decode_image
 from inspector.messages import Identity, build_result
 from inspector.model_package import ModelPackage
-from inspector.preprocess import combine_tiles
+from inspector.preprocess import combine_tiles, region
 from inspector.runner import InferenceError, ModelLoadError, ModelRunner, RunnerOptions
 from inspector.runtime_config import ConfigError, RuntimeConfig
 from inspector.sources import Frame
@@ -132,6 +133,7 @@ class _Pending:
     verdict: dec.Verdict | None = None
     image: Image.Image | None = None
     tensors: np.ndarray | None = None  # (tiles, C, H, W)
+    anomaly_map: np.ndarray | None = None  # the frame's map, reduced (anomaly_map.reduce_map)
 
 
 class Inspector:
@@ -146,6 +148,9 @@ class Inspector:
         seq: returns the next ``seq``; the service's journal overwrites it when it stores the
             result, so the default (0) is only a placeholder.
         loader: loads and verifies a model package (tests may wrap it).
+        keep_maps: also fetch the model's anomaly map (when its package has one) and hand the
+            frame's map, reduced to a small grid, to :meth:`judge_batch`'s ``maps``; off, the
+            graph's map output is never read.
     """
 
     def __init__(
@@ -158,8 +163,10 @@ class Inspector:
         wall_clock: Callable[[], float] = time.time,
         seq: Callable[[], int] | None = None,
         loader: Loader = load_runner,
+        keep_maps: bool = False,
     ) -> None:
         self.identity = identity
+        self.keep_maps = keep_maps
         self.config = config or RuntimeConfig()
         self._runner = runner
         self._shadow: ModelRunner | None = None
@@ -289,10 +296,19 @@ class Inspector:
         """Judge one frame and return its result message v1 (never raises)."""
         return self.judge_batch([frame])[0]
 
-    def judge_batch(self, frames: Sequence[Frame]) -> list[dict[str, Any]]:
-        """Judge frames queued together (e.g. from several cameras) with one model call."""
+    def judge_batch(
+        self, frames: Sequence[Frame], maps: list[np.ndarray | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Judge frames queued together (e.g. from several cameras) with one model call.
+
+        ``maps``, when given, is filled with one entry per frame: its reduced anomaly map
+        (:func:`inspector.anomaly_map.reduce_map`) with ``keep_maps`` on and a package that has
+        one, else None.
+        """
+        if maps is not None:
+            maps[:] = [None] * len(frames)
         try:
-            return self._judge_batch(frames)
+            return self._judge_batch(frames, maps)
         except Exception as exc:  # the fail-safe of last resort: never lose a frame, never pass
             LOG.exception("internal error while judging %d frame(s)", len(frames))
             self.last_error = f"{dec.INTERNAL_ERROR}: {type(exc).__name__}: {exc}"
@@ -321,16 +337,21 @@ class Inspector:
                 )
             return out
 
-    def submit(self, frames: Sequence[Frame]) -> Future[list[dict[str, Any]]]:
+    def submit(
+        self, frames: Sequence[Frame], maps: list[np.ndarray | None] | None = None
+    ) -> Future[list[dict[str, Any]]]:
         """Judge ``frames`` (one unit) on the next free of ``judge_threads`` workers.
 
-        The future's result is :meth:`judge_batch`'s for these frames; it never holds an
-        exception. Units submitted together run side by side, one per worker.
+        The future's result is :meth:`judge_batch`'s for these frames (``maps`` is filled
+        before it completes); it never holds an exception. Units submitted together run side
+        by side, one per worker.
         """
         workers = self._executor("_workers", self.config.judge_threads, "judge-stream")
-        return workers.submit(self.judge_batch, list(frames))
+        return workers.submit(self.judge_batch, list(frames), maps)
 
-    def _judge_batch(self, frames: Sequence[Frame]) -> list[dict[str, Any]]:
+    def _judge_batch(
+        self, frames: Sequence[Frame], maps: list[np.ndarray | None] | None = None
+    ) -> list[dict[str, Any]]:
         runner = self._runner  # read once: a swap during this batch does not mix models
         shadow = self._shadow
         config = self.config  # likewise for a configuration update
@@ -344,8 +365,11 @@ class Inspector:
         if todo and runner is not None and thresholds is not None:
             step = runner.options.max_batch if runner.batch_pays else 1
             units = [todo[i : i + step] for i in range(0, len(todo), step)]
+            with_maps = maps is not None and self.keep_maps and runner.has_map
             self._in_lanes(
-                units, lambda unit: self._judge_unit(unit, runner, thresholds, limits), config
+                units,
+                lambda unit: self._judge_unit(unit, runner, thresholds, limits, with_maps),
+                config,
             )
         results = []
         for item in items:
@@ -358,6 +382,8 @@ class Inspector:
             results.append(self._result(item.frame, item.t0, verdict, runner, thresholds, elapsed))
         if shadow is not None:
             self._run_shadow(shadow, runner, items, results)
+        if maps is not None:
+            maps[:] = [item.anomaly_map for item in items]
         return results
 
     def _judge_unit(
@@ -366,11 +392,13 @@ class Inspector:
         runner: ModelRunner,
         thresholds: dec.DecisionThresholds,
         limits: DecodeLimits,
+        with_maps: bool = False,
     ) -> None:
         """Decode, preprocess and score frames that are scored together; set their verdicts.
 
         A tiled frame's score combines its tiles' (:func:`~inspector.preprocess.combine_tiles`);
-        a frame with a tile the model failed on is ``manual`` (``model_error``).
+        a frame with a tile the model failed on is ``manual`` (``model_error``). With
+        ``with_maps`` the tiles' maps are stitched and reduced into ``anomaly_map``.
         """
         for item in unit:
             try:
@@ -392,9 +420,10 @@ class Inspector:
         ]
         if not ready:
             return
-        per_frame = self._score_tiles(runner, [tensors for _, tensors, _ in ready])
+        tile_maps: list[list[np.ndarray | None]] | None = [] if with_maps else None
+        per_frame = self._score_tiles(runner, [tensors for _, tensors, _ in ready], tile_maps)
         spec = runner.manifest.input
-        for (item, _, image), scores in zip(ready, per_frame, strict=True):
+        for index, ((item, _, image), scores) in enumerate(zip(ready, per_frame, strict=True)):
             failed = [s for s in scores if isinstance(s, str)]
             if failed:
                 tiles = (
@@ -403,21 +432,37 @@ class Inspector:
                 item.verdict = dec.fail_safe(dec.MODEL_ERROR, tiles + failed[0])
             else:
                 values = [float(s) for s in scores]
-                item.verdict = dec.decide(
-                    combine_tiles(values, None, spec, image.size)[0], thresholds
-                )
+                planes = tile_maps[index] if tile_maps is not None else None
+                if planes is not None and any(p is None for p in planes):
+                    planes = None
+                score, amap = combine_tiles(values, planes, spec, image.size)  # type: ignore[arg-type]
+                item.verdict = dec.decide(score, thresholds)
+                if amap is not None:
+                    try:
+                        box = region(image.size, spec)
+                        item.anomaly_map = reduce_map(frame_map(amap, box, image.size))
+                    except ValueError as exc:  # a map is for a person: never the verdict's
+                        LOG.debug("anomaly map of %s not kept: %s", item.frame.part_id, exc)
 
     def _score_tiles(
-        self, runner: ModelRunner, frames: Sequence[np.ndarray]
+        self,
+        runner: ModelRunner,
+        frames: Sequence[np.ndarray],
+        maps: list[list[np.ndarray | None]] | None = None,
     ) -> list[list[float | str]]:
         """Every frame's tile scores (or error texts): in batches when the model's batches pay,
-        else tile by tile."""
+        else tile by tile. ``maps``, when given, gets every frame's tile maps (None for a tile
+        the model failed on)."""
         flat = [tile for tensors in frames for tile in tensors]
+        tile_maps: list[np.ndarray | None] | None = [] if maps is not None else None
         if runner.batch_pays or len(flat) <= 1:
-            scores = self._score(runner, flat)
+            scores = self._score(runner, flat, tile_maps)
         else:
-            scores = [score for tile in flat for score in self._score(runner, [tile])]
-        return _split(scores, [len(tensors) for tensors in frames])
+            scores = [score for tile in flat for score in self._score(runner, [tile], tile_maps)]
+        counts = [len(tensors) for tensors in frames]
+        if maps is not None and tile_maps is not None:
+            maps.extend(_split(tile_maps, counts))
+        return _split(scores, counts)
 
     def _in_lanes(
         self,
@@ -494,8 +539,18 @@ class Inspector:
             return dec.fail_safe(dec.DEADLINE_MISSED, f"queued {waited * 1000:.0f} ms")
         return None
 
-    def _score(self, runner: ModelRunner, tensors: list[np.ndarray]) -> list[float | str]:
-        """Scores, or an error text per frame; a failed batch is retried frame by frame."""
+    def _score(
+        self,
+        runner: ModelRunner,
+        tensors: list[np.ndarray],
+        maps: list[np.ndarray | None] | None = None,
+    ) -> list[float | str]:
+        """Scores, or an error text per frame; a failed batch is retried frame by frame.
+
+        ``maps``, when given, is extended with one anomaly map per tensor (None where failed).
+        """
+        if maps is not None:
+            return self._score_maps(runner, tensors, maps)
         try:
             return list(runner.score(tensors))
         except InferenceError as exc:
@@ -512,6 +567,35 @@ class Inspector:
                 out.append(runner.score([tensor])[0])
             except Exception as exc:
                 out.append(f"{type(exc).__name__}: {exc}")
+        return out
+
+    def _score_maps(
+        self, runner: ModelRunner, tensors: list[np.ndarray], maps: list[np.ndarray | None]
+    ) -> list[float | str]:
+        """:meth:`_score` with the maps: the same fallbacks, frame by frame on a failed batch."""
+        try:
+            scores, planes = runner.score_maps(tensors)
+            maps.extend(planes)
+            return list(scores)
+        except InferenceError as exc:
+            self.last_error = f"{dec.MODEL_ERROR}: {exc}"
+            if len(tensors) == 1:
+                maps.append(None)
+                return [str(exc)]
+        except Exception as exc:
+            self.last_error = f"{dec.MODEL_ERROR}: {type(exc).__name__}: {exc}"
+            if len(tensors) == 1:
+                maps.append(None)
+                return [self.last_error]
+        out: list[float | str] = []
+        for tensor in tensors:  # isolate the frame that breaks the model from its batch mates
+            try:
+                (score,), (plane,) = runner.score_maps([tensor])
+                out.append(score)
+                maps.append(plane)
+            except Exception as exc:
+                out.append(f"{type(exc).__name__}: {exc}")
+                maps.append(None)
         return out
 
     def _run_shadow(

@@ -18,6 +18,7 @@ from typing import Any
 
 from inspector.engine import ShadowStats
 from inspector.messages import Identity, encode, rfc3339_ms
+from inspector.quality import VerdictTally
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class HealthReporter:
             ``shadow``, the shadow model's :class:`ShadowStats` since it was set, or None
             (``Inspector`` gives it via :func:`engine_status`).
         backlog: returns the journal's unsent results (None if unknown).
+        verdicts: the review station's label counts (``labels``: one model's per message,
+            :mod:`inspector.quality`); None: the message's ``labels`` is null.
         publish: called with (topic, payload) when a report is due (optional).
         uploads: returns the sample uploader's figures (cumulative counters and what waits now,
             :meth:`inspector.uploader.Uploader.figures`), or None when it is off; the message's
@@ -62,6 +65,7 @@ class HealthReporter:
         ring: str | None = None,
         status: Callable[[], dict[str, Any]],
         backlog: Callable[[], int | None] = lambda: None,
+        verdicts: VerdictTally | None = None,
         publish: Callable[[str, bytes], None] | None = None,
         uploads: Callable[[], dict[str, Any] | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -75,6 +79,7 @@ class HealthReporter:
         self.topic = identity.topic("health")
         self._status = status
         self._backlog = backlog
+        self._verdicts = verdicts
         self._publish = publish
         self._clock = clock
         self._wall = wall_clock
@@ -120,7 +125,11 @@ class HealthReporter:
         return None if self._uploads is None else self._uploads()
 
     def _message(
-        self, status: dict[str, Any], uploads: dict[str, Any] | None = None
+        self,
+        status: dict[str, Any],
+        uploads: dict[str, Any] | None = None,
+        *,
+        take: bool = False,
     ) -> dict[str, Any]:
         stats = status.get("shadow")
         shadow = None
@@ -150,8 +159,14 @@ class HealthReporter:
             "backlog": self._backlog(),
             "last_error": status.get("last_error"),
             "shadow": shadow,
+            "labels": self._labels(take),
             "uploads": None if uploads is None else upload_figures(uploads, self._uploads_base),
         }
+
+    def _labels(self, take: bool) -> dict[str, Any] | None:
+        if self._verdicts is None:
+            return None
+        return self._verdicts.take() if take else self._verdicts.peek()
 
     def tick(self) -> dict[str, Any] | None:
         """If a report is due: build it, publish it (if a publisher is set), reset; else None."""
@@ -163,7 +178,7 @@ class HealthReporter:
             self._next = now + self.interval_s
         status = self._status()
         uploads = self._upload_figures()
-        message = self._message(status, uploads)
+        message = self._message(status, uploads, take=True)
         self._uploads_base = dict(uploads or {})
         stats = status.get("shadow")
         # the next interval's shadow figures start from the counts this one reported

@@ -81,7 +81,7 @@ class Review:
     """A part in the review queue: the result a person is asked to confirm, and their verdict.
 
     ``revision`` counts the verdicts given (0: none yet); ``sample_id`` is the stored image of
-    the part, when the sampler kept one.
+    the part, when the sampler kept one; ``has_map``: its anomaly map is stored with it.
     """
 
     part_id: str
@@ -99,6 +99,7 @@ class Review:
     labelled_at: str | None
     revision: int
     sample_id: int | None = None
+    has_map: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,14 @@ class LabelOutcome:
 
     ``status``: ``recorded`` (journaled with ``seq``), ``unchanged`` (the part already carries
     this verdict: nothing written), ``conflict`` (the part was judged again or given another
-    verdict since the caller looked), ``unknown`` (no such part in the queue).
+    verdict since the caller looked), ``unknown`` (no such part in the queue). ``previous``:
+    the label a ``recorded`` verdict replaced (None: the part's first verdict).
     """
 
     status: str
     review: Review | None = None
     seq: int | None = None
+    previous: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def _encode(message: Mapping[str, Any]) -> bytes:
 
 # the newest stored image of the result a review entry is about
 _SAMPLE_OF = "(SELECT max(id) FROM samples WHERE samples.seq = reviews.result_seq)"
+_MAP_OF = f"(SELECT anomaly_map IS NOT NULL FROM samples WHERE id = {_SAMPLE_OF})"
 
 
 def _review_row(message: Mapping[str, Any], seq: int) -> tuple[Any, ...]:
@@ -204,6 +208,7 @@ def _review(row: Sequence[Any]) -> Review:
         labelled_at=row[12],
         revision=int(row[13]),
         sample_id=None if row[14] is None else int(row[14]),
+        has_map=bool(row[15]) if len(row) > 15 else False,
     )
 
 
@@ -376,6 +381,11 @@ class Journal:
             db.execute("ALTER TABLE samples ADD COLUMN result BLOB")
         # labels held back while the cloud has not shown it stores labels (docs/results-ack.md):
         # out of the upstream seq range, in their order, until they get a new seq
+        # the anomaly map kept with a sample (inspector.anomaly_map; null: none). Additive like
+        # held_labels: an older inspector's INSERTs name their columns, and its evictions delete
+        # the row, map and all
+        if "anomaly_map" not in {row[1] for row in db.execute("PRAGMA table_info(samples)")}:
+            db.execute("ALTER TABLE samples ADD COLUMN anomaly_map BLOB")
         db.execute(
             "CREATE TABLE IF NOT EXISTS held_labels (id INTEGER PRIMARY KEY AUTOINCREMENT,"
             " part_id TEXT NOT NULL, payload BLOB NOT NULL)"
@@ -718,26 +728,38 @@ class Journal:
         score: float | None = None,
         seq: int | None = None,
         result: Mapping[str, Any] | None = None,
+        anomaly_map: bytes | None = None,
     ) -> int:
         """Store a retraining sample, evicting older samples (never a result) to make room.
 
         ``seq``: the result the image belongs to (the review station shows it with that part);
         ``result``: that result message, kept with the image for the uploader (its ``ts`` and
-        ``model`` name the object it becomes).
+        ``model`` name the object it becomes); ``anomaly_map``: the model's map of it
+        (:func:`inspector.anomaly_map.encode_map`).
         Returns the sample's id, or 0 when it cannot fit without dropping results.
         """
         encoded = None if result is None else _encode(result)
+        extra = len(anomaly_map or b"") + (0 if encoded is None else len(encoded))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                extra = 256 + (0 if encoded is None else len(encoded))
-                if not self._make_room(len(data) + extra, drop_results=False):
+                if not self._make_room(len(data) + extra + 256, drop_results=False):
                     self._db.execute("COMMIT")  # keep the evictions: older samples go first
                     return 0
                 cur = self._db.execute(
-                    "INSERT INTO samples (ts, part_id, reason, score, size, data, seq, result)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self._clock(), part_id, reason, score, len(data), data, seq, encoded),
+                    "INSERT INTO samples (ts, part_id, reason, score, size, data, seq, result,"
+                    " anomaly_map) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        self._clock(),
+                        part_id,
+                        reason,
+                        score,
+                        len(data),
+                        data,
+                        seq,
+                        encoded,
+                        anomaly_map,
+                    ),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -784,6 +806,14 @@ class Journal:
         if row is None:
             return None
         return Sample(int(row[0]), float(row[1]), row[2], row[3], row[4], bytes(row[5]))
+
+    def sample_map(self, sample_id: int) -> bytes | None:
+        """The anomaly map stored with a sample (a grey PNG), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT anomaly_map FROM samples WHERE id = ?", (sample_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def remove_sample(self, sample_id: int) -> None:
         """Delete a sample once an uploader has stored it elsewhere."""
@@ -876,7 +906,8 @@ class Journal:
 
     def _review(self, part_id: str) -> Review | None:
         row = self._db.execute(
-            f"SELECT {_REVIEW_COLUMNS}, {_SAMPLE_OF} FROM reviews WHERE part_id = ?", (part_id,)
+            f"SELECT {_REVIEW_COLUMNS}, {_SAMPLE_OF}, {_MAP_OF} FROM reviews WHERE part_id = ?",
+            (part_id,),
         ).fetchone()
         return None if row is None else _review(row)
 
@@ -903,7 +934,7 @@ class Journal:
         order = "DESC" if labelled else "ASC"  # the latest verdicts, the oldest waiting parts
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_REVIEW_COLUMNS}, {_SAMPLE_OF} FROM reviews WHERE {where}"
+                f"SELECT {_REVIEW_COLUMNS}, {_SAMPLE_OF}, {_MAP_OF} FROM reviews WHERE {where}"
                 f" ORDER BY result_seq {order} LIMIT ?",
                 (*wanted, limit),
             ).fetchall()
@@ -979,7 +1010,7 @@ class Journal:
                         (label, defect_type, operator, at, labelled.revision, part_id),
                     )
                     self._set_meta("next_seq", seq + 1)
-                    outcome = LabelOutcome("recorded", labelled, seq)
+                    outcome = LabelOutcome("recorded", labelled, seq, current.label)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

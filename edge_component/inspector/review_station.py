@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from inspector.anomaly_map import AT_THRESHOLD
 from inspector.journal import Journal, JournalError, Review
 from inspector.messages import (
     DEFECT_TYPE,
@@ -60,6 +61,7 @@ from inspector.station_auth import (
 LOG = logging.getLogger(__name__)
 SESSION_COOKIE = "lg_session"
 LOGIN_COOKIE = "lg_login"  # the login form's own CSRF token (there is no session yet)
+LOGIN_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
 MAX_BODY_BYTES = 8 * 1024
 MAX_PATH_CHARS = 2048
 MAX_CONNECTIONS = 16
@@ -73,6 +75,7 @@ STATIC = {
     "/static/station.css": ("station.css", "text/css; charset=utf-8"),
 }
 IMAGE = re.compile(r"^/api/image/([0-9]{1,18})$")
+ANOMALY_MAP = re.compile(r"^/api/map/([0-9]{1,18})$")  # a sample's map (inspector.anomaly_map)
 _IMAGE_TYPES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -242,10 +245,12 @@ class ReviewStation:
         feed: LiveFeed,
         defect_types: Callable[[], tuple[str, ...]] = tuple,
         model: Callable[[], str | None] = lambda: None,
+        on_verdict: Callable[[Review, str | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.on_verdict = on_verdict
         self.journal = journal
         self.identity = identity
         self.feed = feed
@@ -344,6 +349,7 @@ class ReviewStation:
             "labelled": [_review_json(r) for r in done],
             "defect_types": list(self.defect_types()),
             "model": self.model(),
+            "map_at_threshold": AT_THRESHOLD,
         }
 
     def verdict(self, operator: str, doc: Any) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -419,6 +425,11 @@ class ReviewStation:
             body["part"] = _review_json(outcome.review)
         if outcome.seq is not None:
             body["seq"] = outcome.seq
+        if outcome.status == "recorded" and outcome.review and self.on_verdict is not None:
+            try:  # the verdict is journaled: counting it must not fail the request
+                self.on_verdict(outcome.review, outcome.previous)
+            except Exception:
+                LOG.exception("review station: verdict not counted for health")
         if outcome.status == "recorded":
             LOG.info(
                 "review station: %s labelled %s %s%s (revision %d)",
@@ -451,7 +462,8 @@ def _with_port(config: StationConfig, port: int) -> StationConfig:
 def _review_json(review: Review) -> dict[str, Any]:
     doc = asdict(review)
     doc["image"] = None if review.sample_id is None else f"/api/image/{review.sample_id}"
-    del doc["sample_id"]
+    doc["map"] = f"/api/map/{review.sample_id}" if review.has_map else None
+    del doc["sample_id"], doc["has_map"]
     return doc
 
 
@@ -723,6 +735,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, state)
         elif match := IMAGE.match(path):
             self._image(int(match.group(1)))
+        elif match := ANOMALY_MAP.match(path):
+            self._map(int(match.group(1)))
+        elif path == "/favicon.ico":  # asked by every browser: no icon, and no error either
+            self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         else:
             raise _Refused(HTTPStatus.NOT_FOUND, f"{path[:100]!r} is not served")
 
@@ -737,6 +753,12 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Refused(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"image {sample_id}: not PNG, JPEG or BMP"
         )
+
+    def _map(self, sample_id: int) -> None:
+        data = self.station.journal.sample_map(sample_id)
+        if data is None or not data.startswith(_IMAGE_TYPES[0][0]):
+            raise _Refused(HTTPStatus.NOT_FOUND, f"anomaly map {sample_id}: not stored")
+        self._send(HTTPStatus.OK, data, "image/png")
 
     def _post(self, path: str) -> None:
         if path == "/login":
@@ -773,7 +795,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(HTTPStatus.NOT_FOUND, f"{path[:100]!r} is not served")
 
     def _login_form(self, status: HTTPStatus, message: str) -> None:
-        token = secrets.token_urlsafe(24)
+        # The form's token stays the one the browser already holds: a browser fetches more
+        # than the form (its /favicon.ico is redirected here too), and a new token per fetch
+        # would replace the cookie under the form on screen, failing the first login.
+        held = self._cookie(LOGIN_COOKIE) or ""
+        token = held if LOGIN_TOKEN.match(held) else secrets.token_urlsafe(24)
         nonce = secrets.token_urlsafe(16)
         page = (
             self.station.login_page.replace("{{csrf}}", token)

@@ -168,6 +168,45 @@ class ModelRunner:
             )
         return [float(v) for v in values.reshape(-1)]
 
+    def score_maps(self, tensors: Sequence[np.ndarray]) -> tuple[list[float], list[np.ndarray]]:
+        """Scores and anomaly maps (one ``(H, W)``-like array each) of preprocessed frames.
+
+        Only for a package whose manifest names an ``anomaly_map`` output (:attr:`has_map`).
+        """
+        if not self.has_map:
+            raise InferenceError(f"{self.ref}: the package has no anomaly map output")
+        step = self.options.max_batch if self.dynamic_batch else 1
+        scores: list[float] = []
+        maps: list[np.ndarray] = []
+        for start in range(0, len(tensors), step):
+            chunk = tensors[start : start + step]
+            batch = np.stack(chunk) if len(chunk) > 1 else chunk[0][None]
+            values, planes = self._run_maps(batch)
+            scores.extend(values)
+            maps.extend(planes)
+        return scores, maps
+
+    @property
+    def has_map(self) -> bool:
+        """Whether the package's graph gives an anomaly map beside the score."""
+        return bool(self.manifest.outputs.anomaly_map)
+
+    def _run_maps(self, batch: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+        name = self.manifest.input.name
+        outputs = [self.manifest.outputs.score, str(self.manifest.outputs.anomaly_map)]
+        try:
+            out, planes = self._session.run(outputs, {name: batch})
+        except Exception as exc:
+            raise InferenceError(f"{self.ref}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        values = np.asarray(out, dtype=np.float64)
+        planes = np.asarray(planes)
+        if values.size != batch.shape[0] or planes.ndim < 2 or planes.shape[0] != batch.shape[0]:
+            raise InferenceError(
+                f"{self.ref}: outputs of shapes {values.shape} and {planes.shape} for a batch "
+                f"of {batch.shape[0]}"
+            )
+        return [float(v) for v in values.reshape(-1)], list(planes)
+
     def score_image(self, image: Image.Image) -> float:
         """Score one decoded image (preprocess, run every tile, combine)."""
         scores = self.score(list(self.frame_tensors(image)))

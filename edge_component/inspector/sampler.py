@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from inspector.anomaly_map import encode_map
 from inspector.journal import Journal
 
 
@@ -73,8 +76,14 @@ class Sampler:
             return True  # a scored manual frame lies in the model's manual band
         return abs(score - threshold) <= self.band * abs(threshold)
 
-    def offer(self, result: dict[str, Any], data: bytes | None) -> bool:
-        """Keep the frame's image if wanted and within budget; True if stored."""
+    def offer(
+        self, result: dict[str, Any], data: bytes | None, anomaly_map: np.ndarray | None = None
+    ) -> bool:
+        """Keep the frame's image if wanted and within budget; True if stored.
+
+        ``anomaly_map``: the frame's reduced map (the engine's), stored with the image as a
+        small grey PNG scaled to the result's threshold (:mod:`inspector.anomaly_map`).
+        """
         if not data or not self.wanted(result):
             return False
         size = len(data)
@@ -85,6 +94,10 @@ class Sampler:
             self.stats.over_budget += 1
             return False
         self.stats.evicted += self.journal.trim_samples(self.disk_cap_bytes - size)
+        heat = None
+        threshold = result.get("threshold")
+        if anomaly_map is not None and isinstance(threshold, int | float) and threshold > 0:
+            heat = encode_map(anomaly_map, float(threshold))
         stored = self.journal.add_sample(
             part_id=str(result.get("part_id", "")),
             reason=str(result.get("decision")),
@@ -92,6 +105,7 @@ class Sampler:
             score=float(result["score"]),
             seq=result["seq"] if isinstance(result.get("seq"), int) else None,
             result=result,
+            anomaly_map=heat,
         )
         if not stored:  # the journal is full of results: they come first
             self.stats.no_room += 1

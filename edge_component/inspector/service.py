@@ -47,6 +47,7 @@ from inspector.identity import (
 )
 from inspector.journal import Journal, JournalError
 from inspector.messages import Identity, MessageError
+from inspector.quality import VerdictTally
 from inspector.review_station import (
     LiveFeed,
     ReviewStation,
@@ -613,12 +614,14 @@ class Service:
             )
         else:
             LOG.info("sample uploads off (no --upload-bucket, or --uploads false)")
+        self.verdicts = VerdictTally()  # the review station's verdicts, for health
         self.health = HealthReporter(
             self.identity,
             ring=args.ring,
             interval_s=settings.config.health_interval_s,
             status=self._status,
             backlog=self.journal.backlog,
+            verdicts=self.verdicts,
             publish=self._outbox_put,
             uploads=None if self.uploader is None else self.uploader.figures,
             clock=clock,
@@ -651,6 +654,8 @@ class Service:
         transport.on_component_update(self.ready_for_update)
         self.feed = LiveFeed()
         self.station = self._make_station()
+        # the maps serve the station's overlay only: without it the map output is never read
+        self.engine.keep_maps = self.station is not None
 
     def _make_station(self) -> ReviewStation | None:
         """The review station if configured (bind address and operators), else None — with
@@ -702,6 +707,12 @@ class Service:
             feed=self.feed,
             defect_types=defect_types,
             model=lambda: self.engine.model_ref,
+            on_verdict=lambda review, previous: self.verdicts.record(
+                decision=review.decision,
+                model=review.model,
+                label=str(review.label),
+                previous=previous,
+            ),
             clock=self._clock,
             wall_clock=self._wall,
         )
@@ -850,7 +861,8 @@ class Service:
         """Judge, then commit (:meth:`_commit`) before returning: the folder source's path."""
         self._in_flight += len(frames)
         try:
-            return self._commit(frames, cursors, self.engine.judge_batch(frames))
+            maps: list[Any] = []
+            return self._commit(frames, cursors, self.engine.judge_batch(frames, maps), maps)
         finally:
             self._in_flight -= len(frames)
 
@@ -869,10 +881,11 @@ class Service:
             unit, marks = frames[start : start + step], cursors[start : start + step]
             while len(self._pending) >= 4 * config.judge_threads:
                 self._commit_judged(wait=True)
-            future = self.engine.submit(unit)
+            maps: list[Any] = []
+            future = self.engine.submit(unit, maps)
             future.add_done_callback(lambda _: self._judged.set())
             self._in_flight += len(unit)
-            self._pending.append(_Judging(future, unit, marks))
+            self._pending.append(_Judging(future, unit, marks, maps))
         self._commit_judged()
 
     def _commit_judged(self, *, wait: bool = False, everything: bool = False) -> None:
@@ -895,6 +908,7 @@ class Service:
                 frames,
                 [c for item in done for c in item.cursors],
                 [r for item in done for r in item.future.result()],
+                [m for item in done for m in item.maps],
             )
         finally:
             self._in_flight -= len(frames)
@@ -904,8 +918,10 @@ class Service:
         frames: list[Frame],
         cursors: list[tuple[str, str]],
         results: list[dict[str, Any]],
+        maps: Sequence[Any] = (),
     ) -> list[dict[str, Any]]:
-        """Actuate, journal (with the cursors), record health, offer to the sampler.
+        """Actuate, journal (with the cursors), record health, offer to the sampler (with the
+        frames' anomaly maps, when the engine kept them: ``maps``).
 
         The local reject message goes out first, carrying the ``seq`` the journal is about to
         assign (the loop holds the journal's ``seq`` counter from reading it to the commit, so
@@ -928,9 +944,10 @@ class Service:
             self.health.record(result)
             if self.station is not None:
                 self.feed.record(result)
-        for frame, result in zip(frames, results, strict=True):
+        heat = list(maps) if len(maps) == len(frames) else [None] * len(frames)
+        for frame, result, amap in zip(frames, results, heat, strict=True):
             try:
-                self.sampler.offer(result, frame.data)
+                self.sampler.offer(result, frame.data, amap)
             except JournalError as exc:
                 LOG.warning("sampler: %s", exc)
         self.frames += len(frames)
@@ -1045,6 +1062,7 @@ class _Judging:
     future: Future[list[dict[str, Any]]]
     frames: list[Frame]
     cursors: list[tuple[str, str]]
+    maps: list[Any] = field(default_factory=list)  # filled by the engine (anomaly maps)
 
 
 def _transport_title(name: str) -> str:

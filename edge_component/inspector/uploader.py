@@ -12,7 +12,8 @@ Each sample the sampler kept becomes one object
 - user metadata (``x-amz-meta-*``): ``part-id``, ``seq``, ``decision``, ``score``,
   ``model-version``, ``label`` (``good``/``defect``/``none``), ``defect-type``, ``operator``,
   ``labelled-at``, ``device``, ``plant``, ``line``, ``station``; a field with no value (no
-  label, no score) is left out. Values are ASCII: anything else is percent-encoded (UTF-8).
+  label, no score) is left out. A value with characters outside printable ASCII is sent
+  RFC 2047-encoded (``=?utf-8?b?...?=``), as S3 takes them.
 
 A part still waiting in the review queue (a ``manual`` or ``reject`` part without a verdict) is
 held back until it is labelled or ``hold_s`` (a shift) has passed since its result, so the label
@@ -39,10 +40,10 @@ import logging
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import Header
 from typing import Any, Protocol
 
 from inspector.journal import Journal, UploadCandidate
@@ -56,9 +57,9 @@ DECISIONS = ("pass", "reject", "manual")
 REVIEWED = ("manual", "reject")  # the decisions whose parts wait in the review queue
 _PART_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 MAX_PART_CHARS = 100
-# metadata values: printable ASCII except '%' stay; the rest is percent-encoded (S3 user
-# metadata is sent as HTTP headers: "must conform to US-ASCII", S3 user guide, UsingMetadata)
-_META_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+# metadata values: printable ASCII stays as it is; anything else goes RFC 2047-encoded (S3 user
+# metadata travels as HTTP headers, S3 user guide, UsingMetadata)
+_META_SAFE = "".join(chr(c) for c in range(0x20, 0x7F))
 SCAN_PAGE = 200
 # share of the sample area's cap past which held samples go without waiting for a verdict
 RELEASE_AT = 0.75
@@ -141,7 +142,12 @@ def object_key(identity: Identity, candidate: UploadCandidate, ext: str) -> str:
 
 
 def _meta(value: Any) -> str:
-    return urllib.parse.quote(str(value), safe=_META_SAFE)
+    text = str(value)
+    if all(c in _META_SAFE or c == "%" for c in text):
+        return text
+    # S3 takes non-ASCII metadata RFC 2047-encoded, stores it decoded and returns it encoded
+    # (S3 user guide, UsingMetadata, "User-defined object metadata")
+    return Header(text, "utf-8", maxlinelen=10_000).encode()
 
 
 def object_metadata(identity: Identity, candidate: UploadCandidate) -> dict[str, str]:

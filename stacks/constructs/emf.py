@@ -124,6 +124,18 @@ def is_string(field: str) -> str:
     return f"{field} = substring({field}, 0)"
 
 
+def is_number(field: str) -> str:
+    """IoT SQL that is true only when ``field`` converts to a number (negative ones too).
+
+    ``>`` / ``<`` convert both operands to a Decimal and compare; a value that does not convert
+    (an object, an array, Null, Undefined) gives Undefined, and so does an ``OR`` of two
+    Undefined (``iot-sql-operators.html``, ``>``, ``<``, ``OR``); a ``WHERE`` takes only true
+    (``iot-sql-where.html``). A numeric string converts too: the devices send numbers, and a
+    document with a string where EMF wants a number yields no metrics, nothing worse.
+    """
+    return f"({field} >= 0 OR {field} < 0)"
+
+
 def or_zero(field: str) -> str:
     """IoT SQL for ``field``, or 0 when it is null or missing (``iot-sql-case.html``)."""
     return f"CASE isNull({field}) OR isUndefined({field}) WHEN true THEN 0 ELSE {field} END"
@@ -157,9 +169,11 @@ class EmfRules(Construct):
         role_description: str,
         rules: Sequence[EmfRule],
         error_action: iot.CfnTopicRule.ActionProperty,
+        retention: logs.RetentionDays = logs.RetentionDays.ONE_WEEK,
     ) -> None:
         super().__init__(scope, construct_id)
-        # The events only carry the metrics, which CloudWatch keeps on its own: keep them short.
+        # The events only carry the metrics, which CloudWatch keeps on its own: keep them short
+        # (unless the events are queried themselves, as the quality figures are).
         made = own_log_group(
             self,
             log_group_name=log_group_name,
@@ -169,7 +183,7 @@ class EmfRules(Construct):
             "run time.",
             service=IOT,
             actions=RULE_LOG_ACTIONS,
-            retention=logs.RetentionDays.ONE_WEEK,
+            retention=retention,
             role_id="RuleRole",
         )
         self.log_group, self.role = made.log_group, made.role

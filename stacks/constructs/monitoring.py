@@ -13,7 +13,8 @@ from constructs import Construct
 
 from stacks.config import PlantConfig
 from stacks.constructs.emf import or_zero
-from stacks.constructs.line_health import LineHealth, line_query
+from stacks.constructs.line_health import LINE_DIMENSION, LineHealth, line_query
+from stacks.constructs.quality_metrics import VERSION_FIELD, QualityMetrics, quality_query
 from stacks.constructs.rollout_health import RolloutHealth
 
 # Health message fields the rule reads (edge_component/inspector/health.py):
@@ -70,6 +71,7 @@ class PlantMonitoring(Construct):
         rule: the IoT rule that turns health messages into plant metrics.
         line_health: the per-line metrics' rule (EMF).
         rollout_health: the rollout's metrics' rules (EMF, rollout/aws.py reads them).
+        quality: the operators' verdicts' rules (EMF, metrics per line; events per version).
         alarms: name → alarm.
         dashboard: the plant's CloudWatch dashboard.
     """
@@ -133,6 +135,14 @@ class PlantMonitoring(Construct):
         )
         self.rollout_health = RolloutHealth(
             self, "RolloutHealth", plant=plant, error_action=error_action, log_key=log_key
+        )
+        self.quality = QualityMetrics(
+            self,
+            "Quality",
+            plant=plant,
+            namespace=ns,
+            error_action=error_action,
+            log_key=log_key,
         )
 
         key = kms.Key(
@@ -327,6 +337,28 @@ class PlantMonitoring(Construct):
                 title="Journal backlog (worst device)",
                 left=[plant_metric("JournalBacklog", "Maximum")],
                 width=8,
+            ),
+        )
+        # Operators' verdicts: ratios of sums per line (and model version) over the dashboard's
+        # time range, from the quality events (stacks/constructs/quality_metrics.py)
+        quality_logs = [self.quality.log_group.log_group_name]
+        self.dashboard.add_widgets(
+            cw.LogQueryWidget(
+                title="Operator-confirmed quality per line: reject precision, manual parts "
+                "found defective, review coverage",
+                log_group_names=quality_logs,
+                query_string=quality_query((LINE_DIMENSION,)),
+                view=cw.LogQueryVisualizationType.TABLE,
+                width=24,
+                height=6,
+            ),
+            cw.LogQueryWidget(
+                title="Operator-confirmed quality per line and model version",
+                log_group_names=quality_logs,
+                query_string=quality_query((LINE_DIMENSION, VERSION_FIELD)),
+                view=cw.LogQueryVisualizationType.TABLE,
+                width=24,
+                height=6,
             ),
         )
         self.dashboard.add_widgets(

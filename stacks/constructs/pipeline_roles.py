@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -14,6 +16,7 @@ from stacks.constructs.artifact_store import (
     DATASETS_PREFIX,
     MODELS_PREFIX,
     PIPELINE_PREFIX,
+    SAMPLES_PREFIX,
 )
 
 COMPONENT_NAMES = "com.lineguard.*"
@@ -24,8 +27,9 @@ class PipelineRoles(Construct):
     """The training pipeline's execution role and the promotion job's role.
 
     Attributes:
-        training_role: assumed by SageMaker; reads datasets, writes pipeline files and models,
-            registers model packages in the group.
+        training_role: assumed by SageMaker; reads datasets and the field samples of the given
+            plants (``samples/<plant>/``, the pipeline's ``SamplesPrefix``), writes pipeline
+            files and models, registers model packages in the group.
         promotion_role: assumed by CodeBuild; reads models, publishes LineGuard components and
             drives Greengrass deployments on LineGuard thing groups.
     """
@@ -38,8 +42,10 @@ class PipelineRoles(Construct):
         bucket: s3.IBucket,
         key: kms.IKey,
         model_package_group_name: str,
+        sample_plants: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        self.sample_plants = tuple(sorted(set(sample_plants)))
         stack = cdk.Stack.of(self)
         group_arn = stack.format_arn(
             service="sagemaker",
@@ -63,10 +69,17 @@ class PipelineRoles(Construct):
             description="LineGuard training pipeline: datasets in, model packages out",
         )
         t = self.training_role
+        # the data check merges a plant's field samples (training.merge): read-only, and only
+        # samples/<plant>/ of this account's plants, never the bucket's other device uploads
+        samples = [f"{SAMPLES_PREFIX}{plant}/" for plant in self.sample_plants]
         t.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
-                resources=[s3_objects(DATASETS_PREFIX), s3_objects(PIPELINE_PREFIX)],
+                resources=[
+                    s3_objects(DATASETS_PREFIX),
+                    s3_objects(PIPELINE_PREFIX),
+                    *(s3_objects(prefix) for prefix in samples),
+                ],
             )
         )
         t.add_to_policy(
@@ -85,6 +98,7 @@ class PipelineRoles(Construct):
                             f"{DATASETS_PREFIX}*",
                             f"{PIPELINE_PREFIX}*",
                             f"{MODELS_PREFIX}*",
+                            *(f"{prefix}*" for prefix in samples),
                         ]
                     }
                 },
@@ -301,6 +315,15 @@ class PipelineRoles(Construct):
             (f"{objects}/{DATASETS_PREFIX}*", prefix_reason),
             (f"{objects}/{PIPELINE_PREFIX}*", prefix_reason),
             (f"{objects}/{MODELS_PREFIX}*", prefix_reason),
+            *(
+                (
+                    f"{objects}/{SAMPLES_PREFIX}{plant}/*",
+                    f"Devices of plant {plant} upload their samples under this prefix with "
+                    "run-time names (<device>/<layout>/<date>_<part>_<seq>); the role only reads "
+                    "them, for the pipeline's SamplesPrefix.",
+                )
+                for plant in self.sample_plants
+            ),
             packages,
             no_resource_level,
             (

@@ -10,7 +10,10 @@ Two rules on the plant's health messages write EMF documents (``stacks/construct
   (``substring(model, indexof(model, '@') + 1)``, ``iot-sql-functions.html``);
 - **shadow**: messages whose shadow model judged frames, per (Ring, ShadowVersion) — the
   shadow's own version, so a gate asking about a candidate run as the shadow finds it — and
-  frames and raw agreements per (Ring, Version) of the served model.
+  frames and raw agreements per (Ring, Version) of the served model;
+- **labels**: messages with review-station verdicts, per (Ring, Version) — Version being the
+  model that judged the reviewed parts (``labels.model``), not necessarily the served one —
+  the counts the ``reject_precision`` gate reads (``stacks/constructs/quality_metrics.py``).
 
 A message without a string ``ring`` (an inspector outside a ring deployment, or older than the
 ``ring`` setting) gives no rollout metrics.
@@ -37,6 +40,7 @@ from stacks.constructs.emf import (
     or_zero,
 )
 from stacks.constructs.line_health import FROM_ITS_DEVICE, TOTAL, health_topic
+from stacks.constructs.quality_metrics import HAS_LABELS, label_members, version_of
 
 
 def _version(model: str) -> Expr:
@@ -91,6 +95,20 @@ def shadow_document(namespace: str) -> dict[str, Any]:
     )
 
 
+def labels_document(namespace: str) -> dict[str, Any]:
+    """The EMF document of one health message's verdicts, per ring and judging version."""
+    return emf_document(
+        [MetricDirective(namespace, (rm.RING_VERSION,), rm.LABEL_METRICS)],
+        {rm.RING: Expr("ring"), rm.VERSION: version_of("labels.model"), **label_members()},
+    )
+
+
+def labels_sql(plant: str) -> str:
+    """The labels rule's SQL: messages with verdict counts that name their ring."""
+    where = f"{HAS_LABELS} AND {is_string('ring')} AND ring <> ''"
+    return emf_sql(labels_document(rm.rollout_namespace(plant)), health_topic(plant), where)
+
+
 def decision_sql(plant: str) -> str:
     """The decisions rule's SQL."""
     return emf_sql(decision_document(rm.rollout_namespace(plant)), health_topic(plant), RINGED)
@@ -135,6 +153,11 @@ class RolloutHealth(EmfRules):
                     "ShadowRule",
                     f"LineGuard {name}: shadow model reject confusion per ring and version (EMF)",
                     shadow_sql(name),
+                ),
+                EmfRule(
+                    "LabelsRule",
+                    f"LineGuard {name}: operators' verdicts per ring and version (EMF)",
+                    labels_sql(name),
                 ),
             ],
             error_action=error_action,

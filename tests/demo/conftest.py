@@ -112,6 +112,25 @@ def make_sample_data(tmp: Path, *, with_model: bool = True) -> dict[str, Any]:
             ],
         },
     }
+    data["review"] = {  # what demo/__main__.py's review turn gives the report
+        "stations": [
+            {"device": "demo-line-1-s1", "station": "s1", "url": "http://127.0.0.1:41001"},
+            {"device": "demo-line-1-s2", "station": "s2", "url": "http://127.0.0.1:41002"},
+        ],
+        "credentials": {"operator": "demo-operator", "password": "demo-only-password",
+                        "demo_only": True},
+        "summary": "2 verdict(s) given through the page in headless Chromium in 3.1 s",
+        "labels": [
+            {"v": 1, "device": "demo-line-1-s1", "station": "s1", "part_id": "cam0-x-000007",
+             "decision": "reject", "label": "defect", "defect_type": "crack",
+             "operator": "demo-operator", "ts": "2026-11-28T05:00:31.250Z", "revision": 1,
+             "result_seq": 17},
+            {"v": 1, "device": "demo-line-1-s2", "station": "s2", "part_id": "cam0-y-000003",
+             "decision": "reject", "label": "good", "operator": "demo-operator",
+             "ts": "2026-11-28T05:00:33.900Z", "revision": 1, "result_seq": 5},
+        ],
+        "screenshot": None,
+    }  # fmt: skip
     if with_model:
         measured = plant_model.Measured(
             150_000, plant_model.latency_from_percentiles(18, 35, n=2000), 320

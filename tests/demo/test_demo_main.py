@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo.__main__ import DEFECT_SHARE, anomaly_maps, main, make_camera_folders
+from demo.__main__ import (
+    DEFECT_SHARE,
+    DEMO_PASSWORD,
+    _review_data,
+    anomaly_maps,
+    main,
+    make_camera_folders,
+)
+from demo.station_review import ReviewTurn, verdict_key
 from inspector.model_package import TileSpec, load_package, write_manifest
 from tests.support.tiny_model import build_tiny_package, part_image
 
@@ -104,9 +112,43 @@ def test_whole_demo_runs_and_writes_the_report(tmp_path: Path) -> None:
     }
     assert "saturates" in data["plant_model"]["statement"]
     assert "PLC:" in proc.stdout and "0 missed" in proc.stdout
+    # every device served its review station on loopback, with the demo-only login printed
+    stations = data["review"]["stations"]
+    assert len(stations) == 2 and len({s["url"] for s in stations}) == 2  # one per device
+    assert all(s["url"].startswith("http://127.0.0.1:") for s in stations)
+    assert f"login (demo only): demo-operator / {DEMO_PASSWORD}" in proc.stdout
+    assert 'id="review"' in html and stations[0]["url"] + "/" in html
     # the device roots (every component's venv and artifacts) are gone; each device's logs stay
     for device in ("demo-line-1-press-out", "demo-line-1-final-check"):
         kept = out / "line" / device
         assert kept.is_dir() and not kept.is_symlink(), kept
         assert any((kept / "logs").glob("*.log")), sorted(kept.rglob("*"))
     assert not [p for p in Path("/tmp").glob("lineguard-demo-*") if p.stat().st_mtime >= started]
+
+
+def test_the_review_data_keeps_the_standing_verdict_per_part() -> None:
+    label = {"device": "d1", "station": "s1", "part_id": "cam0-x-000001", "result_seq": 7,
+             "label": "good", "operator": "demo-operator", "revision": 1,
+             "ts": "2026-11-28T05:00:01.000Z", "decision": "reject"}  # fmt: skip
+    corrected = {**label, "label": "defect", "revision": 2, "ts": "2026-11-28T05:00:02.000Z"}
+    other = {**label, "device": "d2", "ts": "2026-11-28T05:00:00.500Z"}
+    turn = ReviewTurn(verdicts=[{}, {}], seconds=4.2)
+    notes: list[str] = []
+    seen = {"labels": [corrected, label, other, label], "review_turn": turn,
+            "stations": [{"device": "d1", "station": "s1", "url": "http://127.0.0.1:1"}]}  # fmt: skip
+    data = _review_data(seen, notes)
+    assert [(m["device"], m["label"]) for m in data["labels"]] == [("d2", "good"), ("d1", "defect")]
+    assert data["credentials"]["demo_only"] is True
+    assert data["summary"].startswith("2 verdict(s) given through the page") and notes == []
+    turn.problems.append("d1: page gone")
+    assert _review_data(seen, notes)["summary"].endswith("problems: d1: page gone")
+    assert notes == ["Review turn: d1: page gone"]
+    skipped = _review_data({"review_skipped": "not run: no Chromium"}, [])
+    assert skipped["summary"] == "not run: no Chromium" and skipped["labels"] == []
+
+
+def test_the_operator_presses_the_key_of_what_the_part_is() -> None:
+    types = ["crack", "scratch"]
+    assert verdict_key("good", types) == ("g", "good", None)
+    assert verdict_key("scratch", types) == ("2", "defect", "scratch")
+    assert verdict_key("hole", types) == ("d", "defect", None)  # a type the model does not list

@@ -49,7 +49,11 @@ def test_every_section_renders_with_decodable_pngs(
 def test_page_needs_no_network_and_no_script(sample_data: dict[str, Any], tmp_path: Path) -> None:
     html = report.render_html(sample_data, base=tmp_path)
     assert "<script" not in html
-    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert not re.search(r'src="(https?:)?//', html)
+    assert not re.search(r'<link[^>]*href="(https?:)?//', html)
+    # the only links out are to the demo's own review stations, on this machine
+    outside = re.findall(r'<a href="((?:https?:)?//[^"]*)"', html)
+    assert outside and all(url.startswith("http://127.0.0.1:") for url in outside)
     assert '<meta charset="utf-8">' in html
 
 
@@ -200,3 +204,42 @@ def test_live_rollout_cli_report_renders(tmp_path: Path) -> None:
     body = report.section_rollout({"rollout": json.loads(proc.stdout)})
     assert "Could not render" not in body and "FAIL" in body
     assert DATA_URI.search(body)
+
+
+def test_review_section_links_each_station_and_tables_the_labels(
+    sample_data: dict[str, Any], tmp_path: Path
+) -> None:
+    body = sections_of(report.render_html(sample_data, base=tmp_path))["review"]
+    links = re.findall(r'<a href="([^"]+)">', body)
+    assert links == ["http://127.0.0.1:41001/", "http://127.0.0.1:41002/"]
+    assert "<b>for this demo only</b>" in body and "demo-only-password" in body
+    rows = re.findall(r"<tr>(.*?)</tr>", body.split("<th>part</th>", 1)[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    assert cells == [
+        ["s1/cam0-x-000007", "reject", "defect / crack", "demo-operator",
+         "2026-11-28T05:00:31.250Z"],
+        ["s2/cam0-y-000003", "reject", "good", "demo-operator", "2026-11-28T05:00:33.900Z"],
+    ]  # fmt: skip
+
+
+def test_review_section_without_labels_or_stations_says_so(
+    sample_data: dict[str, Any], tmp_path: Path
+) -> None:
+    sample_data["review"]["labels"] = []
+    body = sections_of(report.render_html(sample_data, base=tmp_path))["review"]
+    assert "Not run: no labels reached the cloud." in body and "<a href" in body
+    sample_data["review"] = {"summary": "not run: no Chromium on this machine", "stations": []}
+    body = sections_of(report.render_html(sample_data, base=tmp_path))["review"]
+    assert "no Chromium on this machine" in body and "no review station was served" in body
+    assert "<a href" not in body
+
+
+def test_review_section_embeds_the_stations_screenshot(
+    sample_data: dict[str, Any], tmp_path: Path
+) -> None:
+    Image.new("RGB", (400, 300), "white").save(tmp_path / "station-screenshot.png")
+    sample_data["review"]["screenshot"] = "station-screenshot.png"
+    body = sections_of(report.render_html(sample_data, base=tmp_path))["review"]
+    (png,) = DATA_URI.findall(body)
+    with Image.open(io.BytesIO(base64.b64decode(png))) as shot:
+        assert shot.size == (400, 300)

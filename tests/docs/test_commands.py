@@ -28,6 +28,7 @@ what it checks instead:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -451,6 +452,49 @@ def plc_simulator(command: DocCommand, endpoint: str, tmp: Path) -> None:
         proc.wait(timeout=10)
 
 
+def merge_field_samples(command: DocCommand, endpoint: str, tmp: Path) -> None:
+    """``training.merge`` from the plant's samples prefix: a moto bucket holding a labelled and
+    an unlabelled sample as devices upload them, the base generated if an earlier command of
+    the page did not; the folder it writes is the documented layout with the sample in it."""
+    import shutil
+
+    from training.dataset import load_dataset
+    from training.sample_data import PRODUCTS, Size, generate_product
+
+    work = workdir(tmp)
+    argv = command.argv
+    base = work / argv[argv.index("--base") + 1]
+    out = work / argv[argv.index("--out") + 1]
+    uri = argv[argv.index("--samples") + 1]
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    brick = next(p for p in PRODUCTS if p.name == "brick")
+    if not (base / "good").is_dir():
+        generate_product(brick, base, Size(good=12, per_defect_type=1, side=96), seed=0)
+    images = tmp / "field"
+    if not images.is_dir():
+        generate_product(brick, images, Size(good=2, per_defect_type=1, side=96), seed=5)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    device = "lineguard-demo-DEMO-0001"
+    for layout, name in (("good", "0000.png"), ("unlabelled/manual", "0001.png")):
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{prefix}{device}/{layout}/20250301_P-{name[:4]}_{name[3]}.png",
+            Body=(images / "good" / name).read_bytes(),
+            Metadata={"part-id": f"P-{name[:4]}", "seq": name[3], "device": device,
+                      "label": "good" if layout == "good" else "",
+                      "labelled-at": "2025-03-01T10:00:00.000Z"},
+        )  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    run_in_workdir(command, endpoint, tmp)
+    summary = json.loads((out / "merge.json").read_text())
+    assert summary["used"] == {"defect": 0, "good": 1}, summary
+    assert summary["unlabelled"] == {"manual": 1}, summary
+    assert any(s.path.name.startswith(device) for s in load_dataset(out).good)
+
+
 def help_lists_options(command: DocCommand, endpoint: str, tmp: Path) -> None:
     """A synopsis or a service: the program's --help lists every option the line shows."""
     argv = [a for a in command.argv if a != "nice"]
@@ -500,6 +544,10 @@ def aws_cli(command: DocCommand, endpoint: str, tmp: Path) -> None:
             {cli: members[api] for (svc, api), cli in CLI_RENAMES.items() if svc == service}
         )
         assert key[2:] in members, f"aws {service} {operation}: no parameter {key}"
+        shape = op_model.input_shape.members[members[key[2:]]]
+        if shape.type_name == "list" and getattr(shape.member, "type_name", "") == "structure":
+            # the CLI's shorthand for one structure, Name=a,Value=b (awscli shorthand.py)
+            value = [dict(pair.split("=", 1) for pair in str(value).split(","))]  # type: ignore[assignment]
         params[members[key[2:]]] = value
     # the CLI (botocore's generate_idempotent_uuid handler) fills idempotency tokens itself
     for member, shape in op_model.input_shape.members.items():
@@ -528,11 +576,13 @@ def aws_cli(command: DocCommand, endpoint: str, tmp: Path) -> None:
 
         assert params.get("PipelineName") == PIPELINE_NAME
         role = f"arn:aws:iam::{ACCOUNT}:role/lineguard-training"
-        client.create_pipeline(
-            PipelineName=PIPELINE_NAME,
-            PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": []}),
-            RoleArn=role,
-        )
+        listed = client.list_pipelines()["PipelineSummaries"]
+        if PIPELINE_NAME not in [p["PipelineName"] for p in listed]:  # a page may start it twice
+            client.create_pipeline(
+                PipelineName=PIPELINE_NAME,
+                PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": []}),
+                RoleArn=role,
+            )
         started = getattr(client, xform_name(names[operation]))(**params)
         assert started["PipelineExecutionArn"]
 
@@ -547,6 +597,7 @@ SYNOPSIS = r".*(\[--|<[a-z]+\|[a-z]+>|<dataset>|<out>|\.\.\.\s*$|\"\.\.\.\")"
 RUNNERS: tuple[tuple[str, Runner], ...] = (
     (r"\.venv/bin/python -m stacks\.claim ", claim_device),
     (SYNOPSIS, help_lists_options),
+    (r"\.venv/bin/python -m training\.merge --base ", merge_field_samples),
     (r"(\.venv/bin/)?python -m line_bridge run ", help_lists_options),
     (r"python -m rollout (promote|status|rollback) ", help_lists_options),  # the synopsis
     (r"nice \.venv/bin/python bench/training_accuracy\.py ", help_lists_options),

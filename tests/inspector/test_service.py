@@ -160,10 +160,10 @@ def test_camera_frames_are_judged_side_by_side_and_committed_in_order(
     svc = service.Service(service.parse_settings(args), FileTransport(tmp_path / "out"))
     judge, slow = svc.engine.judge_batch, threading.Event()
 
-    def first_is_slow(frames: list[Frame]) -> list[dict[str, Any]]:
+    def first_is_slow(frames: list[Frame], *maps: Any) -> list[dict[str, Any]]:
         if frames[0].part_id == "p0":
             slow.wait(10)
-        return judge(frames)
+        return judge(frames, *maps)
 
     svc.engine.judge_batch = first_is_slow  # type: ignore[method-assign]
     data = (images / sorted(os.listdir(images))[0]).read_bytes()

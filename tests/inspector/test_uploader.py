@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,9 @@ def test_samples_land_in_the_dataset_layout_with_their_labels(device: Device) ->
     meta = device.s3.head_object(
         Bucket=device.bucket, Key=f"{prefix}/good/{day}_part-7--_{good}.png"
     )["Metadata"]
-    assert meta["part-id"] == "part/7 %C3%BC" and meta["label"] == "good"  # ASCII, percent-encoded
+    # non-ASCII goes RFC 2047-encoded, as S3 takes and returns it
+    assert str(make_header(decode_header(meta["part-id"]))) == "part/7 ü"
+    assert meta["label"] == "good"
     meta = device.s3.head_object(
         Bucket=device.bucket, Key=f"{prefix}/unlabelled/pass/{day}_d_{near}.png"
     )["Metadata"]
@@ -396,3 +399,33 @@ def test_held_samples_go_unlabelled_before_the_disk_cap_would_evict_them(device:
     drain(tight)
     assert len(device.keys()) == 1  # then 60 % full, under the mark: the rest wait again
     assert tight.stats.held == 3
+
+
+def test_the_retraining_merge_reads_what_the_uploader_wrote(device: Device, tmp_path: Path) -> None:
+    from tests.support.tiny_model import image_bytes, part_image
+    from training.merge import merge_samples
+
+    j = device.journal
+    device.sample("part/7 ü", "manual", image_bytes(part_image(0.15)))
+    give(j, "part/7 ü", "good")
+    device.sample("b", "reject", image_bytes(part_image(0.3), "JPEG"), 0.3)
+    give(j, "b", "defect", defect_type="scratch")
+    device.sample("d", "pass", image_bytes(part_image(0.19)), 0.19)
+    drain(device.uploader())
+    base = tmp_path / "base"
+    (base / "good").mkdir(parents=True)
+    (base / "good" / "g.png").write_bytes(image_bytes(part_image(0.0)))
+    summary = merge_samples(
+        base, f"s3://{device.bucket}/samples/{PLANT}/", tmp_path / "merged",
+        s3_client=device.s3, log=lambda _: None,
+    )  # fmt: skip
+    assert summary.skipped == [] and summary.unlabelled == {"pass": 1}
+    assert sum(summary.used.values()) == 2
+    merged = {
+        p.relative_to(tmp_path / "merged").parts[0] for p in (tmp_path / "merged").rglob("*.*")
+    }
+    assert {"good", "defect"} <= merged
+    scratch = list((tmp_path / "merged" / "defect" / "scratch").iterdir())
+    assert len(scratch) == 1 and scratch[0].name.startswith(f"{DEVICE}_20261128_b_")
+    provenance = (tmp_path / "merged" / "samples.csv").read_text()
+    assert "part/7 ü" in provenance and "alice" in provenance  # the metadata, decoded

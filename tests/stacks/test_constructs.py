@@ -553,8 +553,8 @@ def test_every_log_group_is_encrypted_with_the_plant_log_key(plant_parts: Built)
     key_id = log_key_id(plant_parts.template)
     groups = resources(plant_parts.template, "AWS::Logs::LogGroup")
     # provisioning hook, results delivery, IoT rule errors, identity sync, line health,
-    # rollout health
-    assert len(groups) == 6
+    # rollout health, quality
+    assert len(groups) == 7
     for group in groups:
         assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
 

@@ -155,11 +155,13 @@ def build_tiny_package(
     nan_score: bool = False,
     bit_depth: int | None = None,
     frames: FrameSpec | None = None,
+    defect_types: tuple[str, ...] = (),
 ) -> ModelPackage:
     """Write a complete model package (graph, golden image, manifest) and load it back.
 
     With ``bit_depth`` above 8 the package takes 16-bit mono frames (its golden image is one);
-    ``frames`` is written as ``metrics.frames``.
+    ``frames`` is written as ``metrics.frames``; ``defect_types`` as ``metrics.defect_types``
+    (the review station's defect buttons).
 
     ``manifest_size`` makes the manifest disagree with the graph's input (for shape checks);
     ``golden_score`` overrides the golden image's expected score (for self-test failures).
@@ -202,6 +204,7 @@ def build_tiny_package(
         metrics={
             "note": "tiny test model: mean absolute deviation from a reference",
             **({"frames": frames.to_json()} if frames else {}),
+            **({"defect_types": list(defect_types)} if defect_types else {}),
         },
         data_fingerprint="tiny",
     )

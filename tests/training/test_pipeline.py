@@ -60,6 +60,7 @@ def test_steps_in_order(definition: dict[str, Any]) -> None:
         "InputFit",
         "InputTiles",
         "Precision",
+        "SamplesPrefix",
     }
 
 
@@ -106,6 +107,29 @@ def test_train_takes_the_backbone_precision_from_a_parameter(definition: dict[st
     default = _parameter(definition, "Precision")
     assert _parser().parse_args(["--precision", default]).precision == "float"
     assert _parser().parse_args(["--precision", "int8"]).precision == "int8"
+
+
+def test_the_data_check_merges_the_samples_prefix_empty_by_default(
+    definition: dict[str, Any],
+) -> None:
+    from training.merge import data_check_main
+
+    assert _parameter(definition, "SamplesPrefix") == ""  # the base dataset alone
+    app = _step(definition, "DataCheck")["Arguments"]["AppSpecification"]
+    assert app["ContainerEntrypoint"][2].endswith('python sm_data_check.py "$@"')
+    args = app["ContainerArguments"]
+    assert args[args.index("--samples") + 1] == {"Get": "Parameters.SamplesPrefix"}
+    assert args[args.index("--data") + 1] == "/opt/ml/processing/input/data"
+    # the entry point the archive carries runs the function that takes these arguments
+    entry = pipeline_module._ENTRY.format(
+        module=pipeline_module.ENTRY_POINTS["sm_data_check.py"][0],
+        function=pipeline_module.ENTRY_POINTS["sm_data_check.py"][1],
+    )
+    assert "from training.merge import data_check_main" in entry
+    assert data_check_main.__module__ == "training.merge"
+    # the step's outputs are still the three splits Train and Evaluate read
+    outputs = _step(definition, "DataCheck")["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert [o["OutputName"] for o in outputs] == ["train", "validation", "test"]
 
 
 def test_train_reads_the_data_check_splits_in_script_mode(definition: dict[str, Any]) -> None:
@@ -168,6 +192,8 @@ def test_code_package_is_reproducible_and_runnable(tmp_path: Path) -> None:
         "sm_train.py",
         "sm_evaluate.py",
         "sm_dataset.py",
+        "sm_data_check.py",
+        "training/merge.py",
         "requirements.txt",
         "training/train.py",
         "inspector/model_package.py",

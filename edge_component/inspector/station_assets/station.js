@@ -6,6 +6,11 @@
 // has loaded and it has been on screen for SETTLE_MS — a refresh or a verdict that moves the
 // queue under a finger or a repeated key then cannot label the next part unseen. The server
 // refuses a verdict whose result_seq or revision is not the part's current one (409).
+//
+// The anomaly map, when the sampler kept one with the image, is a small grey PNG in which
+// state.map_at_threshold is the reject threshold; it is drawn over the image on a canvas as a
+// translucent heat overlay (transparent below half the threshold, yellow to red at and above
+// it), shown or hidden with the "anomaly map" box or the m key.
 "use strict";
 (function () {
   const SETTLE_MS = 400;
@@ -19,6 +24,7 @@
   let ready = false; // its image has loaded (or it has none)
   let defectTypes = [];
   let busy = false;
+  let atThreshold = 170; // the map's grey level of the reject threshold (the server says)
 
   const keyOf = (part) => part.part_id + "@" + part.result_seq;
 
@@ -45,6 +51,43 @@
     selectedKey = part ? keyOf(part) : null;
   }
 
+  function drawHeat(map) {
+    const canvas = $("heat");
+    canvas.width = map.naturalWidth;
+    canvas.height = map.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(map, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height);
+    const data = pixels.data;
+    for (let i = 0; i < data.length; i += 4) {
+      const ratio = data[i] / atThreshold; // 1: the reject threshold
+      const heat = Math.max(0, Math.min(1, (ratio - 0.5) / 0.5));
+      data[i] = 255;
+      data[i + 1] = Math.round(230 * (1 - heat));
+      data[i + 2] = 0;
+      data[i + 3] = ratio < 0.5 ? 0 : Math.round(40 + 100 * heat); // at most 55 %: the part shows through
+    }
+    context.putImageData(pixels, 0, 0);
+  }
+
+  function showMap(part) {
+    const canvas = $("heat");
+    canvas.hidden = true;
+    $("maptoggle").hidden = !part.map;
+    $("legend").textContent = part.map
+      ? "yellow → red: towards and above the reject threshold"
+      : "no anomaly map kept for this part";
+    if (!part.map) return;
+    const key = keyOf(part);
+    const map = new Image();
+    map.onload = () => {
+      if (shownKey !== key) return;
+      drawHeat(map);
+      canvas.hidden = !$("showmap").checked;
+    };
+    map.src = part.map;
+  }
+
   function show(part) {
     // a different part (or the same id judged again) on screen: wait for its image and a pause
     if (part && shownKey === keyOf(part)) { shown = part; return; }
@@ -54,6 +97,7 @@
     setReady(false);
     if (!part) return;
     $("caption").textContent = describe(part);
+    showMap(part);
     const image = $("image");
     const key = shownKey;
     if (part.image) {
@@ -73,6 +117,7 @@
 
   function render(state) {
     $("model").textContent = state.model ? "model " + state.model : "no model";
+    if (state.map_at_threshold) atThreshold = state.map_at_threshold;
     const before = queue.findIndex((part) => keyOf(part) === selectedKey);
     queue = state.queue;
     if (!queue.some((part) => keyOf(part) === selectedKey)) select(before < 0 ? 0 : before);
@@ -155,8 +200,14 @@
   $("good").addEventListener("click", () => verdict("good"));
   $("defect").addEventListener("click", () => verdict("defect"));
   $("rejects").addEventListener("change", refresh);
+  const toggleMap = () => { $("heat").hidden = !$("showmap").checked || !shown || !shown.map; };
+  $("showmap").addEventListener("change", toggleMap);
   document.addEventListener("keydown", (event) => {
-    if (event.target.tagName === "INPUT" || event.ctrlKey || event.metaKey || event.altKey) return;
+    // keys typed into a text field are the field's; a tapped checkbox keeps the focus but
+    // takes no text, so the keys still act after it
+    const target = event.target;
+    const typing = target.tagName === "INPUT" && target.type !== "checkbox";
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
     if (key === "g") verdict("good");
     else if (key === "d") verdict("defect");
@@ -164,6 +215,7 @@
     else if (key === "j" || key === "ArrowDown") { move(1); }
     else if (key === "k" || key === "ArrowUp") { move(-1); }
     else if (key === "r") { $("rejects").checked = !$("rejects").checked; refresh(); }
+    else if (key === "m") { $("showmap").checked = !$("showmap").checked; toggleMap(); }
     else return;
     event.preventDefault();
   });
