@@ -20,6 +20,7 @@ from typing import Any
 from core_device.cloud import BrokerLogin, ResultsAcknowledger, identity_shadow_document
 from core_device.iot import MqttLink, Spooler
 from core_device.kernel import CoreDevice
+from core_device.tes import CredentialSource
 
 CLOUD_RULES = "lineguard-cloud-rules"
 OBSERVER = "lineguard-cloud-observer"
@@ -182,13 +183,16 @@ def start_device(
     components_dir: Path,
     cloud: LocalCloud | None,
     spooler: Spooler | None = None,
+    credentials: CredentialSource | None = None,
 ) -> CoreDevice:
-    """A started core device with its identity shadow synced (nothing deployed yet)."""
+    """A started core device with its identity shadow synced (nothing deployed yet);
+    ``credentials``: the cloud half of its token exchange service (``core_device.tes``)."""
     device = CoreDevice(
         root,
         thing,
         components_dir=components_dir,
         iot=None if cloud is None else cloud.link(thing, spooler),
+        credentials=credentials,
     ).start()
     device.sync_shadow(
         IDENTITY_SHADOW,

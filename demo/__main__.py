@@ -1,10 +1,12 @@
 """``make demo``: a whole plant on this machine, and the report that shows why edge inference wins.
 
-Steps: sample dataset → train model 1.0.0 (and 1.1.0, the next version) → evaluate → build the
-components as they would be published → synthesise every plant with the real CDK CLI → run the
-demo plant's line (simulated cameras at 1 fps through real inspector processes, MQTT with client
-certificates, line bridges writing to a simulated OPC UA PLC) → promote 1.1.0 through the
-simulated fleet → model the plant at scale → ``out/demo/report.html``.
+Steps: sample dataset → train model 1.0.0 → evaluate → build the components as they would be
+published → synthesise every plant with the real CDK CLI → run the demo plant's line (simulated
+cameras at 1 fps through real inspector processes, MQTT with client certificates, line bridges
+writing to a simulated OPC UA PLC; operators review parts on the stations in headless Chromium;
+the devices upload their samples to a local S3) → merge the labelled samples into the dataset
+and train 1.1.0 from it → promote 1.1.0 through the simulated fleet → model the plant at scale →
+``out/demo/report.html``.
 
 Work already done (dataset, trained models, component wheels) is reused on the next run; pass
 ``--fresh`` to redo it.
@@ -25,6 +27,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from demo.local_s3 import BUCKET, LocalS3
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = "brick"
@@ -249,17 +253,10 @@ def _demo(args: argparse.Namespace) -> int:
     # the demo's devices run on this machine: int8 only where its kernels are the ones the
     # int8 settings are for (training.quantize), float elsewhere
     precision = "int8" if host_has_vnni() else "float"
-    for i, version in enumerate((MODEL_VERSION, NEXT_VERSION)):
-        steps.begin(f"Train model {PRODUCT}@{version}")
-        target = out / "models" / f"{PRODUCT}-{version}"
-        models[version] = target
-        if (target / "manifest.json").is_file():
-            steps.note(f"reusing {shown(target)}")
-            continue
-        run(py("-m", "training.train", "--data", str(dataset / PRODUCT), "--model-dir", str(target),
-               "--name", PRODUCT, "--version", version, "--seed", str(args.seed + i),
-               "--precision", precision),
-            logs / f"train-{version}.log", f"training {version}")  # fmt: skip
+    steps.begin(f"Train model {PRODUCT}@{MODEL_VERSION}")
+    models[MODEL_VERSION] = _train(
+        out, dataset / PRODUCT, MODEL_VERSION, args.seed, precision, logs, steps
+    )
 
     steps.begin(f"Evaluate {PRODUCT}@{MODEL_VERSION} on its held-out test split")
     metrics_path = out / "metrics.json"
@@ -293,7 +290,27 @@ def _demo(args: argparse.Namespace) -> int:
         f"Run line {line.name}: {sum(s.cameras for s in line.stations)} cameras at "
         f"{args.fps:g} fps for {args.frames} frames, MQTT + OPC UA PLC"
     )
-    run_data = _run_line(args, out, plant, models[MODEL_VERSION], line_data / PRODUCT, steps, notes)
+    s3 = LocalS3().start()
+    run_data = _run_line(
+        args, out, plant, models[MODEL_VERSION], line_data / PRODUCT, steps, notes, s3
+    )
+
+    steps.begin(f"Retrain {PRODUCT}@{NEXT_VERSION} from the samples the devices uploaded")
+    run_data["field"] = _retrain_from_field(
+        s3, plant.name, dataset / PRODUCT, run_data, out, logs, steps
+    )
+    s3.stop()
+    models[NEXT_VERSION] = _train(
+        out, Path(run_data["field"]["data"]), NEXT_VERSION, args.seed + 1, precision, logs, steps
+    )
+    field_samples = json.loads((models[NEXT_VERSION] / "manifest.json").read_text())["metrics"].get(
+        "field_samples"
+    )
+    run_data["field"]["trained"] = {
+        "model": f"{PRODUCT}@{NEXT_VERSION}",
+        "field_samples": json.dumps(field_samples, sort_keys=True),
+    }
+    steps.note(f"{PRODUCT}@{NEXT_VERSION} trained; its field samples: {field_samples}")
 
     steps.begin(
         f"Promote {PRODUCT}@{NEXT_VERSION} through the demo plant's rings (simulated fleet)"
@@ -347,6 +364,7 @@ def _demo(args: argparse.Namespace) -> int:
         "rollout_bake_s": {r.name: r.bake_minutes * 60 for r in plant.rings},
         "plant_model": model,
         "review": run_data["review"],
+        "field": run_data.get("field"),
     }
     (out / "report-data.json").write_text(json.dumps(data, indent=1, default=str))
     page = report.write_report(data, out, base=out)
@@ -399,8 +417,10 @@ def _run_line(
     line_data: Path,
     steps: Steps,
     notes: list[str],
+    s3: LocalS3 | None = None,
 ) -> dict[str, Any]:
-    """Run the demo plant's line and collect what the cloud, the PLC and the devices saw."""
+    """Run the demo plant's line and collect what the cloud, the PLC and the devices saw
+    (the devices upload their samples to ``s3`` when given)."""
     from demo.broker import BrokerError
     from demo.local_line import Device
 
@@ -418,7 +438,7 @@ def _run_line(
     workdir.chmod(0o755)  # mosquitto drops root and must read the certificates
     try:
         seen = _line_on_core_devices(
-            args, plant, devices, frames_dir, out, workdir, steps, _truth_of(frames_dir, truth)
+            args, plant, devices, frames_dir, out, workdir, steps, _truth_of(frames_dir, truth), s3
         )
     except (BrokerError, OSError, TimeoutError) as exc:
         notes.append(
@@ -429,15 +449,67 @@ def _run_line(
         seen = _line_over_files(args, plant, devices, frames_dir, model_dir, workdir)
     collected = _collect(seen, devices, frames_dir, truth, model_dir, out)
     collected["review"] = _review_data(seen, notes)
-    after_review_turn(out, collected)
     return collected
 
 
-def after_review_turn(out: Path, run_data: dict[str, Any]) -> None:
-    """What follows the review turn: its labels are in ``run_data["review"]["labels"]`` (as
-    they reached the local cloud) and the kept samples in the devices' journals. The next step
-    of the loop — upload the samples and labels to a local S3 stand-in and retrain from them —
-    belongs here; it does nothing yet."""
+def _train(
+    out: Path, data: Path, version: str, seed: int, precision: str, logs: Path, steps: Steps
+) -> Path:
+    """Train ``PRODUCT@version`` from ``data`` (the first version is reused when present; the
+    next one is trained on this run's field samples, so never)."""
+    target = out / "models" / f"{PRODUCT}-{version}"
+    if version == MODEL_VERSION and (target / "manifest.json").is_file():
+        steps.note(f"reusing {shown(target)}")
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    run(py("-m", "training.train", "--data", str(data), "--model-dir", str(target),
+           "--name", PRODUCT, "--version", version, "--seed", str(seed),
+           "--precision", precision),
+        logs / f"train-{version}.log", f"training {version}")  # fmt: skip
+    return target
+
+
+def _retrain_from_field(
+    s3: LocalS3,
+    plant: str,
+    base: Path,
+    run_data: dict[str, Any],
+    out: Path,
+    logs: Path,
+    steps: Steps,
+) -> dict[str, Any]:
+    """One turn of the loop: what the devices uploaded to the local S3 (samples with the
+    operators' labels, docs/sample-uploads.md), merged with the base dataset by
+    ``training.merge`` — the pipeline's ``SamplesPrefix`` step — into the next version's data."""
+    uploaded = s3.uploaded(plant)
+    steps.note(
+        f"{uploaded.objects} samples ({uploaded.bytes / 1e6:.2f} MB) uploaded to "
+        f"{s3.samples_url(plant)} on the local S3 (moto server): "
+        + (", ".join(f"{k} {v}" for k, v in uploaded.layouts.items()) or "none")
+    )
+    from training.merge import merge_samples
+
+    merged = out / "field-data"
+    shutil.rmtree(merged, ignore_errors=True)
+    with (logs / "merge.log").open("w") as log:
+        summary = merge_samples(
+            base, s3.samples_url(plant), merged, s3_client=s3.client("s3"),
+            log=lambda line: print(line, file=log, flush=True),
+        ).to_json()  # fmt: skip
+    used = summary.get("used", {})
+    steps.note(
+        f"merged into {shown(merged)}: {sum(used.values())} labelled sample(s) "
+        f"({', '.join(f'{k} {v}' for k, v in used.items()) or 'none'}) beside the base dataset; "
+        f"{sum(summary.get('unlabelled', {}).values())} unlabelled ones counted, not trained on"
+    )
+    labels = run_data.get("review", {}).get("labels", [])
+    return {
+        "bucket_url": s3.samples_url(plant),
+        "uploaded": uploaded.to_json(),
+        "labels_reviewed": len(labels),
+        "merge": summary,
+        "data": str(merged),
+    }
 
 
 def _review_data(seen: dict[str, Any], notes: list[str]) -> dict[str, Any]:
@@ -573,11 +645,14 @@ def _line_on_core_devices(
     workdir: Path,
     steps: Steps,
     truth_of: Any,
+    s3: LocalS3 | None = None,
 ) -> dict[str, Any]:
     """One local core device per station (the nucleus stand-in, ``core_device``) deploying the
     demo release's canary ring — Inspector, Model, LineBridge through their recipes — against
     mosquitto for IoT Core (with the plant's AckRule) and a simulated OPC UA PLC. Each
     inspector serves its review station on loopback; the review turn runs while the line does.
+    With ``s3``, each device's token exchange service gets its credentials there and the
+    inspectors upload their samples to it (the nucleus' environment names it for S3).
     """
     import tempfile
     import threading
@@ -611,6 +686,8 @@ def _line_on_core_devices(
     stations: list[StationAccess] = []
     review: dict[str, Any] = {}
     review_thread = None
+    endpoint = s3.as_devices_endpoint() if s3 is not None else contextlib.nullcontext()
+    endpoint.__enter__()
     try:
         requests = {}
         for d in devices:
@@ -618,7 +695,8 @@ def _line_on_core_devices(
             (workdir / d.name).unlink(missing_ok=True)
             (workdir / d.name).symlink_to(root, target_is_directory=True)
             device = start_device(root, d.name, Identity(plant.name, line.name, d.station, d.cameras),
-                                  components_dir=components, cloud=cloud)  # fmt: skip
+                                  components_dir=components, cloud=cloud,
+                                  credentials=None if s3 is None else s3.credentials_for(d.name))  # fmt: skip
             device.ipc.observe_local(tap)
             core.append(device)
             port = _free_port()
@@ -632,7 +710,9 @@ def _line_on_core_devices(
                         "source": "camera", "imagesDir": str(frames_dir / d.station),
                         "fps": args.fps, "maxFrames": args.frames, "threads": 1,
                         "heartbeatIntervalS": 0.2, "healthIntervalS": 5,
-                        "reviewStation": {"port": port, "operatorsFile": str(operators)}},
+                        "reviewStation": {"port": port, "operatorsFile": str(operators)},
+                        # the published recipe names the account's bucket; the demo's is local
+                        **({"sampleUploads": {"bucket": BUCKET}} if s3 is not None else {})},
                     "com.lineguard.LineBridge": {
                         "heartbeat_window_s": 1.0, "refresh_interval_s": 0.5,
                         "health_interval_s": 2.0,
@@ -716,6 +796,10 @@ def _line_on_core_devices(
             wanted = len(turn.verdicts) if turn is not None else 0
             with contextlib.suppress(TimeoutError):
                 wait_until(lambda: len(cloud.upstream.labels) >= wanted, 30, "labels upstream")
+            if s3 is not None:  # a labelled part's image goes once its label is journaled
+                with contextlib.suppress(TimeoutError):
+                    wait_until(lambda: _labelled_uploads(s3, plant.name) >= wanted, 30,
+                               "labelled samples in S3")  # fmt: skip
         acked = cloud.acknowledger.acknowledged if cloud.acknowledger is not None else 0
         return {
             "transport": "Greengrass IPC on the nucleus stand-in → mosquitto (mutual TLS), "
@@ -746,7 +830,14 @@ def _line_on_core_devices(
             device.stop()
         cloud.stop()
         plc_thread.stop()
+        endpoint.__exit__(None, None, None)
         _keep_logs(roots, workdir)
+
+
+def _labelled_uploads(s3: LocalS3, plant: str) -> int:
+    """Objects under a labelled layout (``good``, ``defect[/type]``) in the local S3."""
+    layouts = s3.uploaded(plant).layouts
+    return sum(n for layout, n in layouts.items() if not layout.startswith("unlabelled"))
 
 
 def _keep_logs(roots: Path, workdir: Path) -> None:

@@ -739,6 +739,44 @@ def section_review(data: dict[str, Any], base: Path, max_rows: int = 200) -> str
     return "".join(parts)
 
 
+def section_field(data: dict[str, Any]) -> str:
+    """One turn of the loop: the samples the devices uploaded (with the operators' labels), the
+    merge with the base dataset and the next version trained on it."""
+    field = data.get("field")
+    if not field:
+        return not_run("no samples were uploaded in this run.")
+    if not isinstance(field, dict):
+        raise ReportError("field must be an object")
+    uploaded = field.get("uploaded") or {}
+    merge = field.get("merge") or {}
+    used = merge.get("used") or {}
+    unlabelled = merge.get("unlabelled") or {}
+    parts = [
+        f"<p>The devices uploaded {int(uploaded.get('objects', 0))} sample(s), "
+        f"{int(uploaded.get('bytes', 0)) / 1e6:.2f} MB, to <code>{esc(field.get('bucket_url', ''))}"
+        "</code> on the local S3 (a moto server), with credentials from each core device's token "
+        "exchange service. Labelled parts go under <code>good/</code> or <code>defect/&lt;type&gt;/"
+        "</code>, the training dataset layout; the others under <code>unlabelled/</code>.</p>",
+        table(
+            ["layout", "objects"],
+            sorted((k, v) for k, v in (uploaded.get("layouts") or {}).items()),
+        ),
+        f"<p>The merge (<code>training.merge</code>, the pipeline's <code>SamplesPrefix</code> step) "
+        f"added {sum(int(v) for v in used.values())} labelled sample(s) to the base dataset "
+        f"({esc(', '.join(f'{k} {v}' for k, v in sorted(used.items())) or 'none')}) and left "
+        f"{sum(int(v) for v in unlabelled.values())} unlabelled one(s) out; "
+        f"{int(merge.get('duplicates_dropped', 0))} duplicate(s) dropped, "
+        f"{int(merge.get('skipped', 0))} object(s) skipped.</p>",
+    ]
+    trained = field.get("trained")
+    if isinstance(trained, dict):
+        parts.append(
+            f"<p>{esc(trained.get('model', '?'))} was trained on the merged data: "
+            f"{esc(trained.get('field_samples', 'no field figures'))}.</p>"
+        )
+    return "".join(parts)
+
+
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Run summary"),
     ("latency", "Inference latency"),
@@ -746,6 +784,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("anomaly-maps", "Anomaly maps of rejects"),
     ("plc", "Rejects seen by the PLC"),
     ("review", "Review stations and the labels collected"),
+    ("field", "From the review station back to training"),
     ("bytes", "Bytes upstream against sending images"),
     ("rollout", "Staged rollout and its gates"),
     ("plant-model", "Plant scale: cloud against edge inference"),
@@ -761,6 +800,7 @@ def build_sections(data: dict[str, Any], base: Path) -> list[Section]:
         "anomaly-maps": lambda: section_anomaly_maps(data, base),
         "plc": lambda: section_plc(data),
         "review": lambda: section_review(data, base),
+        "field": lambda: section_field(data),
         "bytes": lambda: section_bytes(data),
         "rollout": lambda: section_rollout(data),
         "plant-model": lambda: section_plant_model(data),

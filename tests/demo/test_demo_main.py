@@ -118,6 +118,17 @@ def test_whole_demo_runs_and_writes_the_report(tmp_path: Path) -> None:
     assert all(s["url"].startswith("http://127.0.0.1:") for s in stations)
     assert f"login (demo only): demo-operator / {DEMO_PASSWORD}" in proc.stdout
     assert 'id="review"' in html and stations[0]["url"] + "/" in html
+    # one turn of the loop: the next version is trained on the base merged with what the devices
+    # uploaded to the local S3 (a 4-frame line may upload nothing; the step runs all the same)
+    field = data["field"]
+    assert field["bucket_url"] == "s3://lineguard-demo-artifacts/samples/demo/"
+    assert field["uploaded"]["objects"] == sum(field["uploaded"]["layouts"].values())
+    assert field["merge"]["listed"] == field["uploaded"]["objects"]
+    assert 'id="field"' in html
+    assert (out / "field-data" / "merge.json").is_file()  # 1.1.0's data is the merged folder
+    manifest = json.loads((out / "models" / "brick-1.1.0" / "manifest.json").read_text())
+    if field["merge"]["used"]:  # the package names the field samples it learned from
+        assert manifest["metrics"]["field_samples"]["merge"]["used"] == field["merge"]["used"]
     # the device roots (every component's venv and artifacts) are gone; each device's logs stay
     for device in ("demo-line-1-press-out", "demo-line-1-final-check"):
         kept = out / "line" / device
