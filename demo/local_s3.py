@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import urllib.request
 from collections import Counter
@@ -52,6 +53,8 @@ class LocalS3:
         self.role_arn = ""
 
     def start(self) -> LocalS3:
+        # the server's request log (werkzeug's) is not the demo's output
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
