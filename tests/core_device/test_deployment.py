@@ -150,8 +150,12 @@ def test_dependencies_start_first_and_plugins_are_running(
     assert order.read_text() == "B\nA\n"
     assert engine.state("aws.greengrass.Nucleus") == State.RUNNING
     assert engine.versions == {"A": "1.0.0", "B": "1.0.0", "aws.greengrass.Nucleus": "2.12.0"}
-    token = (tmp_path / "gg/work/A/token").read_text().strip()
-    assert engine.tokens[token] == "A"
+    # the run script writes its token just after its line of the order file: wait for it
+    token_file, deadline = tmp_path / "gg/work/A/token", time.monotonic() + 10
+    while not (token_file.is_file() and token_file.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, "A never wrote its SVCUID"
+        time.sleep(0.01)
+    assert engine.tokens[token_file.read_text().strip()] == "A"
 
 
 def test_a_hard_dependency_update_restarts_its_dependent_a_soft_one_does_not(
