@@ -131,6 +131,14 @@ def make_sample_data(tmp: Path, *, with_model: bool = True) -> dict[str, Any]:
         ],
         "screenshot": None,
     }  # fmt: skip
+    data["field"] = {  # what demo/__main__.py's retraining step gives the report
+        "bucket_url": "s3://lineguard-demo-artifacts/samples/demo/",
+        "uploaded": {"objects": 5, "bytes": 181000,
+                     "layouts": {"defect/crack": 1, "good": 1, "unlabelled/reject": 3}},
+        "merge": {"listed": 5, "used": {"defect": 1, "good": 1}, "unlabelled": {"reject": 3},
+                  "duplicates_dropped": 0, "skipped": 0},
+        "trained": {"model": "brick@1.1.0", "field_samples": '{"train": {"defect": 1}}'},
+    }  # fmt: skip
     if with_model:
         measured = plant_model.Measured(
             150_000, plant_model.latency_from_percentiles(18, 35, n=2000), 320

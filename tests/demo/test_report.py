@@ -222,6 +222,21 @@ def test_review_section_links_each_station_and_tables_the_labels(
     ]  # fmt: skip
 
 
+def test_field_section_shows_the_uploads_the_merge_and_the_version_trained_on_them(
+    sample_data: dict[str, Any], tmp_path: Path
+) -> None:
+    body = sections_of(report.render_html(sample_data, base=tmp_path))["field"]
+    assert "uploaded 5 sample(s), 0.18 MB" in body
+    assert "s3://lineguard-demo-artifacts/samples/demo/" in body
+    for layout, count in (("defect/crack", 1), ("good", 1), ("unlabelled/reject", 3)):
+        assert f"<td>{layout}</td><td>{count}</td>" in body
+    assert "added 2 labelled sample(s)" in body and "left 3 unlabelled" in body
+    assert "brick@1.1.0 was trained on the merged data" in body
+    del sample_data["field"]
+    body = sections_of(report.render_html(sample_data, base=tmp_path))["field"]
+    assert "Not run: no samples were uploaded" in body
+
+
 def test_review_section_without_labels_or_stations_says_so(
     sample_data: dict[str, Any], tmp_path: Path
 ) -> None:
