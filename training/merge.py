@@ -13,9 +13,14 @@ metadata, when kept, in ``<file>.metadata.json``).
 The new folder (``--out``, the dataset layout of ``training.dataset``) holds the base images
 and the labelled samples, and:
 
-- **one image per part**: objects of one (device, part id) — a relabel writes a second object
-  under another layout — keep the one with the latest ``labelled-at``, then the highest ``seq``;
-  equal on both with different labels, the part is skipped (reported). Against the base too,
+- **one image per part, under the verdict that stands**: objects of one (device, part id) — a
+  relabel writes a second object under another layout, or a label object
+  ``<device>/labels/<YYYYMMDD>_<part id>_<result seq>_r<revision>.json`` (a verdict given or
+  corrected after the image left) — stand under the latest ``labelled-at``, then the highest
+  ``seq`` among the image objects' own labels and the label objects; the image is that
+  verdict's own object, else any readable image object of the part (``unlabelled/…`` too);
+  equal verdicts with different labels, the part is skipped (reported). Label objects never
+  count as images; an ``s<id>`` file name (no result seq) is unlabelled only. Against the base too,
   where the base records its samples (``samples.csv``, written by every merge): a newer label
   replaces the base's image, an older or the same one is dropped;
 - ``groups.csv``: a sample's group is ``<device>/<YYYYMMDD>`` (its result's UTC day), so the

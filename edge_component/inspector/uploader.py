@@ -15,6 +15,12 @@ Each sample the sampler kept becomes one object
   label, no score) is left out. A value with characters outside printable ASCII is sent
   RFC 2047-encoded (``=?utf-8?b?...?=``), as S3 takes them.
 
+Every verdict the review station journals also goes on its own, as a label object
+``samples/<plant>/<device>/labels/<YYYYMMDD of the result>_<part>_<result seq>_r<revision>.json``
+(the label message with ``labelled_at`` and ``result_ts``), in ``seq`` order before the samples,
+the journal's cursor moved only after S3's success: a verdict given or corrected after its image
+left reaches training (``training/merge.py`` reads label objects as verdicts).
+
 A part still waiting in the review queue (a ``manual`` or ``reject`` part without a verdict) is
 held back until it is labelled or ``hold_s`` (a shift) has passed since its result, so the label
 travels with the image; after that it goes as ``unlabelled/<decision>``. Held samples also go,
@@ -23,9 +29,10 @@ cap would otherwise evict them unsent (at the default budget a shift of rejects 
 the default cap). Samples of results with
 no review entry (near-threshold passes, or no station running) go at once.
 
-Budgets: at most ``bytes_per_hour`` image bytes per clock hour, counted in the journal's meta
-table *before* each transfer (a crash mid-transfer still counts it, so a crash loop cannot send
-more); the sample disk cap is the sampler's and the journal's. A sample leaves the journal only
+Budgets: at most ``bytes_per_hour`` image and label bytes per clock hour, counted in the
+journal's meta table *before* each transfer (a crash mid-transfer still counts it, so a crash
+loop cannot send more) and taken back when the failure proves nothing was sent
+(:func:`nothing_sent`); the S3 client makes one attempt per call, so a charge is one transfer; the sample disk cap is the sampler's and the journal's. A sample leaves the journal only
 after S3 answered the PutObject with success. Failures: network, credentials and S3 5xx wait
 with exponential back-off (``backoff_min_s`` doubling to ``backoff_max_s``); permanent refusals
 (403 AccessDenied, NoSuchBucket, ...) are reported in health and the log and retried only every
