@@ -598,7 +598,8 @@ def test_one_charged_put_is_one_transfer_even_when_s3_answers_500(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # botocore's standard retry mode retries 500 after the body went out (retries/standard.py,
-    # TransientRetryableChecker._TRANSIENT_STATUS_CODES); the uploader allows one attempt, so each charge is one transfer
+    # TransientRetryableChecker._TRANSIENT_STATUS_CODES); the uploader allows one attempt, so
+    # each charge is one transfer
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
