@@ -37,9 +37,15 @@ class Uploaded:
     objects: int
     bytes: int
     layouts: dict[str, int]
+    labels: int = 0  # label objects (``<device>/labels/``): verdicts, not samples
 
     def to_json(self) -> dict[str, Any]:
-        return {"objects": self.objects, "bytes": self.bytes, "layouts": self.layouts}
+        return {
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "layouts": self.layouts,
+            "labels": self.labels,
+        }
 
 
 class LocalS3:
@@ -112,15 +118,18 @@ class LocalS3:
         """The objects under ``samples/<plant>/``, counted by layout (``good``, ``defect/<type>``,
         ``unlabelled/<decision>``: the key's part between the device and the file)."""
         layouts: Counter[str] = Counter()
-        objects = size = 0
+        objects = size = labels = 0
         pages = self.client("s3").get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=BUCKET, Prefix=f"samples/{plant}/"):
             for item in page.get("Contents", []):
                 parts = str(item["Key"]).split("/")
+                if parts[3:-1] == ["labels"]:  # a verdict, beside the images
+                    labels += 1
+                    continue
                 layouts["/".join(parts[3:-1])] += 1
                 objects += 1
                 size += int(item["Size"])
-        return Uploaded(objects, size, dict(sorted(layouts.items())))
+        return Uploaded(objects, size, dict(sorted(layouts.items())), labels)
 
     def samples_url(self, plant: str) -> str:
         return f"s3://{BUCKET}/samples/{plant}/"

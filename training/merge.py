@@ -13,9 +13,14 @@ metadata, when kept, in ``<file>.metadata.json``).
 The new folder (``--out``, the dataset layout of ``training.dataset``) holds the base images
 and the labelled samples, and:
 
-- **one image per part**: objects of one (device, part id) — a relabel writes a second object
-  under another layout — keep the one with the latest ``labelled-at``, then the highest ``seq``;
-  equal on both with different labels, the part is skipped (reported). Against the base too,
+- **one image per part, under the verdict that stands**: objects of one (device, part id) — a
+  relabel writes a second object under another layout, or a label object
+  ``<device>/labels/<YYYYMMDD>_<part id>_<result seq>_r<revision>.json`` (a verdict given or
+  corrected after the image left) — stand under the latest ``labelled-at``, then the highest
+  ``seq`` among the image objects' own labels and the label objects; the image is that
+  verdict's own object, else any readable image object of the part (``unlabelled/…`` too);
+  equal verdicts with different labels, the part is skipped (reported). Label objects never
+  count as images; an ``s<id>`` file name (no result seq) is unlabelled only. Against the base too,
   where the base records its samples (``samples.csv``, written by every merge): a newer label
   replaces the base's image, an older or the same one is dropped;
 - ``groups.csv``: a sample's group is ``<device>/<YYYYMMDD>`` (its result's UTC day), so the
@@ -40,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -79,7 +84,11 @@ DECISIONS = ("reject", "manual", "pass")
 METADATA_SUFFIX = ".metadata.json"
 # a key segment that is a safe folder name (no traversal, nothing a shell or CSV reads twice)
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
-_FILE = re.compile(r"^(?P<day>\d{8})_(?P<part>.+)_(?P<seq>\d+)\.(?P<ext>[A-Za-z0-9]+)$")
+# ``s<id>``: a sample the device kept without its result's seq (unlabelled only, never trained on)
+_FILE = re.compile(r"^(?P<day>\d{8})_(?P<part>.+)_(?P<seq>s?\d+)\.(?P<ext>[A-Za-z0-9]+)$")
+LABELS = "labels"  # <device>/labels/<day>_<part>_<result seq>_r<revision>.json: verdicts
+_LABEL_FILE = re.compile(r"^(?P<day>\d{8})_(?P<part>.+)_(?P<seq>\d+)_r(?P<revision>\d+)\.json$")
+_DEFECT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # inspector.messages.DEFECT_TYPE
 _DOWNLOAD_ATTEMPTS = 2
 FETCH_THREADS = 8  # below botocore's default connection pool (max_pool_connections 10)
 _OLDEST = datetime.min.replace(tzinfo=UTC)
@@ -102,6 +111,7 @@ class SampleObject:
     ext: str
     labelled_at: datetime | None = None
     operator: str = ""
+    numbered: bool = True  # False: an ``s<id>`` name (no result seq): never trained on
 
     @property
     def labelled(self) -> bool:
@@ -140,6 +150,102 @@ class SampleObject:
 _SEGMENT_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+@dataclass(frozen=True)
+class LabelObject:
+    """A verdict object ``<device>/labels/<file>.json``, as its key names it."""
+
+    key: str
+    device: str
+    day: str
+    part: str
+    result_seq: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A person's verdict on a part: from an image object's own label or a label object."""
+
+    key: str
+    layout: str
+    labelled_at: datetime | None
+    seq: int
+    operator: str
+
+    @property
+    def rank(self) -> tuple[datetime, int]:
+        """Later ``labelled-at``, then higher seq (a label object's own seq: later than its
+        result's, and every revision of a device's verdict takes a higher one)."""
+        return (self.labelled_at or _OLDEST, self.seq)
+
+
+def parse_label_key(key: str, rel: str) -> LabelObject | None:
+    """A key's ``<device>/labels/<file>`` below ``samples/<plant>/`` (None: not the labels
+    folder); ValueError when it is there but breaks the contract."""
+    parts = rel.split("/")
+    if len(parts) < 2 or parts[1] != LABELS:
+        return None
+    if len(parts) != 3 or any(not _SEGMENT.match(p) or p in (".", "..") for p in parts):
+        raise ValueError("not <device>/labels/<file> of safe names ([A-Za-z0-9._-], no '..')")
+    found = _LABEL_FILE.match(parts[2])
+    if not found:
+        raise ValueError(
+            f"file name {parts[2]!r} is not <YYYYMMDD>_<part id>_<result seq>_r<revision>.json"
+        )
+    try:
+        datetime.strptime(found["day"], "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"file name {parts[2]!r}: {found['day']} is not a date") from None
+    return LabelObject(
+        key=key,
+        device=parts[0],
+        day=found["day"],
+        part=found["part"],
+        result_seq=int(found["seq"]),
+        revision=int(found["revision"]),
+    )
+
+
+def read_label(obj: LabelObject, path: Path) -> tuple[str, Verdict]:
+    """(part id, verdict) of a downloaded label object; ValueError where it breaks the contract
+    or contradicts its key."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"label object is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError("label object is not a JSON object")
+    if doc.get("device") not in (None, obj.device):
+        raise ValueError(f"label device {doc.get('device')!r} is not the key's {obj.device!r}")
+    part_id = doc.get("part_id")
+    if not isinstance(part_id, str) or not part_id:
+        raise ValueError("label part_id missing")
+    for name, expected in (("result_seq", obj.result_seq), ("revision", obj.revision)):
+        if doc.get(name) != expected:
+            raise ValueError(f"label {name} {doc.get(name)!r} is not the file name's {expected}")
+    seq = doc.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise ValueError(f"label seq {seq!r} is not a number")
+    label, kind = doc.get("label"), doc.get("defect_type")
+    if label == GOOD and kind is None:
+        layout = GOOD
+    elif label == DEFECT and kind is None:
+        layout = DEFECT
+    elif label == DEFECT and isinstance(kind, str) and _DEFECT_TYPE.match(kind):
+        layout = f"{DEFECT}/{kind}"
+    else:
+        raise ValueError(f"label {label!r} with defect_type {kind!r} is not a verdict")
+    at = doc.get("labelled_at") or doc.get("ts")
+    try:
+        labelled_at = _parse_time(str(at))
+    except ValueError:
+        raise ValueError(f"label labelled_at {at!r} is not an RFC 3339 time") from None
+    operator = doc.get("operator")
+    return part_id, Verdict(
+        obj.key, layout, labelled_at, seq, operator if isinstance(operator, str) else ""
+    )
+
+
 @dataclass
 class Summary:
     """What a merge did: counts per layout, duplicates, skipped objects and the result."""
@@ -151,6 +257,7 @@ class Summary:
     by_layout: dict[str, int] = field(default_factory=dict)
     unlabelled: dict[str, int] = field(default_factory=dict)
     used: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
     duplicates_dropped: list[dict[str, str]] = field(default_factory=list)
     base_replaced: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -168,6 +275,7 @@ class Summary:
             "by_layout": dict(sorted(self.by_layout.items())),
             "unlabelled": dict(sorted(self.unlabelled.items())),
             "used": dict(sorted(self.used.items())),
+            "labels": dict(sorted(self.labels.items())),
             "duplicates_dropped": len(self.duplicates_dropped),
             "base_replaced": len(self.base_replaced),
             "skipped": len(self.skipped),
@@ -320,6 +428,9 @@ def parse_key(key: str, rel: str) -> SampleObject:
     found = _FILE.match(name)
     if not found:
         raise ValueError(f"file name {name!r} is not <YYYYMMDD>_<part id>_<seq>.<ext>")
+    numbered = not found["seq"].startswith("s")
+    if not numbered and parts[1] != UNLABELLED:
+        raise ValueError(f"file name {name!r}: an s<id> name (no seq) is for unlabelled/ only")
     try:
         datetime.strptime(found["day"], "%Y%m%d")
     except ValueError:
@@ -332,8 +443,9 @@ def parse_key(key: str, rel: str) -> SampleObject:
         layout=layout,
         day=found["day"],
         part_id=found["part"],
-        seq=int(found["seq"]),
+        seq=int(found["seq"].removeprefix("s")) if numbered else 0,
         ext=found["ext"],
+        numbered=numbered,
     )
 
 
@@ -391,6 +503,7 @@ def with_metadata(obj: SampleObject, metadata: Mapping[str, str]) -> SampleObjec
         ext=obj.ext,
         labelled_at=labelled_at,
         operator=meta.get("operator", ""),
+        numbered=obj.numbered,
     )
 
 
@@ -500,9 +613,15 @@ def merge_samples(
         # parts with an object that could not be read or contradicts its key: its label unknown
         doubtful: dict[tuple[str, str], list[str]] = {}
         candidates: list[tuple[str, SampleObject]] = []
+        unlabelled: list[tuple[str, SampleObject]] = []
+        label_objects: list[LabelObject] = []
         for key, rel in source.objects():
             summary.listed += 1
             try:
+                label_object = parse_label_key(key, rel)
+                if label_object is not None:
+                    label_objects.append(label_object)
+                    continue
                 obj = parse_key(key, rel)
             except ValueError as exc:
                 summary.skip(key, str(exc))
@@ -511,11 +630,18 @@ def merge_samples(
             if not obj.labelled:
                 decision = obj.layout.split("/", 1)[1]
                 summary.unlabelled[decision] = summary.unlabelled.get(decision, 0) + 1
+                if obj.numbered:  # trained on only under a label object's verdict
+                    unlabelled.append((key, obj))
                 continue
             candidates.append((key, obj))
+        verdicts = _read_labels(source, label_objects, downloads, doubtful, summary)
+        # an unlabelled image is fetched when a label object names its part (key-safe form)
+        judged = {(o.device, o.part) for o in label_objects}
+        candidates += [(k, o) for k, o in unlabelled if (o.device, o.part_id) in judged]
         log(
-            f"{summary.listed} object(s): {len(candidates)} labelled, "
-            f"{sum(summary.unlabelled.values())} unlabelled (not trained on), "
+            f"{summary.listed} object(s): {len(candidates)} image(s) with a verdict, "
+            f"{len(label_objects)} label object(s), "
+            f"{sum(summary.unlabelled.values())} unlabelled, "
             f"{len(summary.skipped)} outside the layout"
         )
         step = max(1, len(candidates) // 10)
@@ -538,7 +664,7 @@ def merge_samples(
                 _take(obj, key, dest, metadata, parts, doubtful, summary)
                 if i % step == 0 or i == len(candidates):
                     log(f"downloaded {i}/{len(candidates)}")
-        winners = _choose(parts, doubtful, summary)
+        winners = _choose(parts, doubtful, summary, verdicts)
         winners = _against_base(winners, base_records, summary)
         replaced = {r["path"] for r in summary.base_replaced}
         kept_base = [s for s in dataset.samples if s.rel not in replaced]
@@ -558,6 +684,45 @@ def merge_samples(
         f"{len(summary.duplicates_dropped)} duplicate(s) dropped, {len(summary.skipped)} skipped"
     )
     return summary
+
+
+def _read_labels(
+    source: _Source,
+    label_objects: Sequence[LabelObject],
+    downloads: Path,
+    doubtful: dict[tuple[str, str], list[str]],
+    summary: Summary,
+) -> dict[tuple[str, str], list[Verdict]]:
+    """The verdicts of the label objects by (device, part id); a label object that cannot be
+    read makes its part doubtful (its verdict may be the newest)."""
+
+    def fetch(item: tuple[int, LabelObject]) -> tuple[LabelObject, Path, Unreadable | None]:
+        i, obj = item
+        dest = downloads / f"label-{i:07d}.json"
+        try:
+            source.fetch(obj.key, dest)
+        except Unreadable as exc:
+            return obj, dest, exc
+        return obj, dest, None
+
+    verdicts: dict[tuple[str, str], list[Verdict]] = {}
+    summary.labels = {"listed": len(label_objects), "used": 0, "without_image": 0}
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+        for obj, dest, problem in pool.map(fetch, enumerate(label_objects, 1)):
+            if problem is not None:
+                summary.skip(obj.key, f"unreadable download ({problem})")
+                doubtful.setdefault((obj.device, obj.part), []).append(obj.key)
+                continue
+            try:
+                part_id, verdict = read_label(obj, dest)
+            except ValueError as exc:
+                summary.skip(obj.key, str(exc))
+                doubtful.setdefault((obj.device, obj.part), []).append(obj.key)
+                continue
+            finally:
+                dest.unlink(missing_ok=True)
+            verdicts.setdefault((obj.device, part_id), []).append(verdict)
+    return verdicts
 
 
 def _take(
@@ -584,13 +749,27 @@ def _take(
     parts.setdefault((obj.device, obj.part_id), []).append((obj, dest))
 
 
+def _own_verdict(obj: SampleObject) -> Verdict | None:
+    if not obj.labelled:
+        return None
+    return Verdict(obj.key, obj.layout, obj.labelled_at, obj.seq, obj.operator)
+
+
 def _choose(
     parts: dict[tuple[str, str], list[tuple[SampleObject, Path]]],
     doubtful: dict[tuple[str, str], list[str]],
     summary: Summary,
+    label_verdicts: Mapping[tuple[str, str], Sequence[Verdict]] | None = None,
 ) -> list[tuple[SampleObject, Path]]:
-    """One object per part: the newest label, verified readable; see the module docstring."""
+    """One image per part under its standing verdict (the newest of the image objects' own
+    labels and the label objects'), the image any readable one of the part; see the module
+    docstring."""
+    label_verdicts = label_verdicts or {}
     winners = []
+    for identity in sorted(set(label_verdicts) - set(parts)):
+        summary.labels["without_image"] = summary.labels.get("without_image", 0) + len(
+            label_verdicts[identity]
+        )
     for identity in sorted(parts):
         objects = sorted(parts[identity], key=lambda o: (o[0].rank, o[0].key), reverse=True)
         if identity in doubtful:
@@ -602,8 +781,14 @@ def _choose(
                     f"({', '.join(doubtful[identity])}), so its newest label is unknown",
                 )
             continue
-        best, path = objects[0]
-        rivals = [o for o, _ in objects[1:] if o.rank == best.rank and o.layout != best.layout]
+        own = [v for v in (_own_verdict(o) for o, _ in objects) if v is not None]
+        verdicts = sorted(
+            [*own, *label_verdicts.get(identity, ())], key=lambda v: (v.rank, v.key), reverse=True
+        )
+        if not verdicts:  # unlabelled images only (a label object named another part)
+            continue
+        best = verdicts[0]
+        rivals = [v for v in verdicts[1:] if v.rank == best.rank and v.layout != best.layout]
         if rivals:
             for obj, _ in objects:
                 summary.skip(
@@ -612,19 +797,36 @@ def _choose(
                     f"{rivals[0].layout} with the same labelled-at and seq",
                 )
             continue
-        problem = image_problem(path)
-        if problem:
+        # the image: the standing verdict's own object first, then the others, newest first
+        ordered = sorted(objects, key=lambda o: o[0].key != best.key)
+        chosen: tuple[SampleObject, Path] | None = None
+        problems: dict[str, str] = {}
+        for obj, path in ordered:
+            problem = image_problem(path)
+            if problem is None:
+                chosen = (obj, path)
+                break
+            problems[obj.key] = problem
+        if chosen is None:
             for obj, _ in objects:
-                summary.skip(
-                    obj.key,
-                    problem if obj is best else f"superseded by {best.key}, which is {problem}",
-                )
+                summary.skip(obj.key, problems[obj.key])
             continue
-        for obj, _ in objects[1:]:
-            summary.duplicates_dropped.append(
-                {"key": obj.key, "kept": best.key, "device": best.device, "part_id": best.part_id}
-            )
-        winners.append((best, path))
+        image, path = chosen
+        for key, problem in problems.items():
+            summary.skip(key, problem)
+        for obj, _ in objects:
+            if obj.key != image.key and obj.key not in problems:
+                summary.duplicates_dropped.append(
+                    {"key": obj.key, "kept": image.key, "device": image.device,
+                     "part_id": image.part_id}
+                )  # fmt: skip
+        from_label = best.key in {v.key for v in label_verdicts.get(identity, ())}
+        if from_label and best.layout != image.layout:  # a verdict the image did not carry
+            summary.labels["used"] = summary.labels.get("used", 0) + 1
+        winner = replace(
+            image, layout=best.layout, labelled_at=best.labelled_at, operator=best.operator
+        )
+        winners.append((winner, path))
     return winners
 
 

@@ -51,6 +51,9 @@ LAYOUT_VERSION = 2
 MIN_CAP_BYTES = 256 * 1024
 _SHM_BYTES = 32 * 1024
 MAX_REVIEWS = 10_000
+# verdicts waiting for the sample uploader at most (the oldest leave first): a device whose
+# uploads are off or offline for long keeps the newest ones
+MAX_LABEL_UPLOADS = 10_000
 # every unsent entry, results and labels, in seq order (SQLite merges the two index scans)
 _UNSENT = (
     "SELECT seq, payload, 'result' FROM results WHERE seq > ?"
@@ -128,6 +131,17 @@ class Sample:
     reason: str
     score: float | None
     data: bytes
+
+
+@dataclass(frozen=True)
+class LabelUpload:
+    """A verdict waiting for the sample uploader: its ``seq``, the part, the ``ts`` of the
+    result it judges (names the object's day) and the label message as journaled."""
+
+    seq: int
+    part_id: str
+    result_ts: str
+    message: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -390,6 +404,13 @@ class Journal:
             "CREATE TABLE IF NOT EXISTS held_labels (id INTEGER PRIMARY KEY AUTOINCREMENT,"
             " part_id TEXT NOT NULL, payload BLOB NOT NULL)"
         )
+        # every verdict, for the sample uploader (its own copy: the upstream acknowledgement
+        # forgets labels; a label reaches S3 on its own time). Additive: an older inspector
+        # neither writes nor reads it
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS label_uploads (seq INTEGER PRIMARY KEY,"
+            " part_id TEXT NOT NULL, result_ts TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
         if layout < LAYOUT_VERSION and self._scalar("SELECT count(*) FROM meta"):
             self._set_meta("layout", LAYOUT_VERSION)
 
@@ -457,6 +478,13 @@ class Journal:
             cur = self._db.execute(
                 "DELETE FROM reviews WHERE part_id IN"
                 " (SELECT part_id FROM reviews ORDER BY result_seq LIMIT 64)"
+            )
+            if cur.rowcount <= 0:
+                break
+        while drop_results and self._used_bytes() > low_water:  # the verdicts S3 has not had
+            cur = self._db.execute(
+                "DELETE FROM label_uploads WHERE seq IN"
+                " (SELECT seq FROM label_uploads ORDER BY seq LIMIT 64)"
             )
             if cur.rowcount <= 0:
                 break
@@ -893,6 +921,86 @@ class Journal:
                 raise
         return used
 
+    def refund_upload(self, hour: int, size: int) -> int:
+        """Take back ``size`` bytes charged to clock hour ``hour`` (the transfer provably sent
+        nothing); nothing when the count is already another hour's. Return the hour's total."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = dict(
+                    self._db.execute(
+                        "SELECT key, value FROM meta"
+                        " WHERE key IN ('upload_hour', 'upload_hour_bytes')"
+                    ).fetchall()
+                )
+                used = int(rows.get("upload_hour_bytes", 0))
+                if int(rows.get("upload_hour", -1)) == hour:
+                    used = max(0, used - size)
+                    self._set_meta("upload_hour_bytes", used)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return used
+
+    # -- verdicts for the sample uploader --------------------------------------------------
+
+    def _trim_label_uploads(self) -> None:
+        over = int(self._scalar("SELECT count(*) FROM label_uploads")) - MAX_LABEL_UPLOADS
+        if over > 0:
+            self._db.execute(
+                "DELETE FROM label_uploads WHERE seq IN"
+                " (SELECT seq FROM label_uploads ORDER BY seq LIMIT ?)",
+                (over,),
+            )
+
+    def label_upload_cursor(self) -> int:
+        """The ``seq`` of the last verdict the uploader stored in S3 (-1: none yet)."""
+        with self._lock:
+            value = self._scalar("SELECT value FROM meta WHERE key = 'label_upload_seq'")
+        return -1 if value is None else int(value)
+
+    def label_uploads(self, *, limit: int = 100) -> list[LabelUpload]:
+        """The verdicts not yet stored in S3, in ``seq`` order (past the cursor)."""
+        with self._lock:
+            value = self._scalar("SELECT value FROM meta WHERE key = 'label_upload_seq'")
+            after = -1 if value is None else int(value)
+            rows = self._db.execute(
+                "SELECT seq, part_id, result_ts, payload FROM label_uploads WHERE seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        out = []
+        for seq, part_id, result_ts, payload in rows:
+            try:
+                message = json.loads(bytes(payload))
+            except ValueError:
+                message = None
+            out.append(
+                LabelUpload(
+                    int(seq),
+                    str(part_id),
+                    str(result_ts),
+                    message if isinstance(message, dict) else {},
+                )
+            )
+        return out
+
+    def mark_label_uploaded(self, seq: int) -> None:
+        """Move the cursor to ``seq`` (S3 stored that verdict) and forget the verdicts up to it,
+        in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM label_uploads WHERE seq <= ?", (seq,))
+                value = self._scalar("SELECT value FROM meta WHERE key = 'label_upload_seq'")
+                if value is None or seq > int(value):
+                    self._set_meta("label_upload_seq", seq)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     # -- the review queue and labels -------------------------------------------------------
 
     def _trim_reviews(self) -> None:
@@ -1004,6 +1112,12 @@ class Journal:
                     payload = _encode({**message(labelled, seq), "seq": seq})
                     self._make_room(len(payload) + 64)
                     self._db.execute("INSERT INTO labels VALUES (?, ?, ?)", (seq, part_id, payload))
+                    upload = _encode({**json.loads(payload), "labelled_at": at})
+                    self._db.execute(
+                        "INSERT INTO label_uploads VALUES (?, ?, ?, ?)",
+                        (seq, part_id, current.ts, upload),
+                    )
+                    self._trim_label_uploads()
                     self._db.execute(
                         "UPDATE reviews SET label = ?, defect_type = ?, operator = ?,"
                         " labelled_at = ?, revision = ? WHERE part_id = ?",

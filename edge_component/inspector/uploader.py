@@ -15,6 +15,12 @@ Each sample the sampler kept becomes one object
   label, no score) is left out. A value with characters outside printable ASCII is sent
   RFC 2047-encoded (``=?utf-8?b?...?=``), as S3 takes them.
 
+Every verdict the review station journals also goes on its own, as a label object
+``samples/<plant>/<device>/labels/<YYYYMMDD of the result>_<part>_<result seq>_r<revision>.json``
+(the label message with ``labelled_at`` and ``result_ts``), in ``seq`` order before the samples,
+the journal's cursor moved only after S3's success: a verdict given or corrected after its image
+left reaches training (``training/merge.py`` reads label objects as verdicts).
+
 A part still waiting in the review queue (a ``manual`` or ``reject`` part without a verdict) is
 held back until it is labelled or ``hold_s`` (a shift) has passed since its result, so the label
 travels with the image; after that it goes as ``unlabelled/<decision>``. Held samples also go,
@@ -23,9 +29,10 @@ cap would otherwise evict them unsent (at the default budget a shift of rejects 
 the default cap). Samples of results with
 no review entry (near-threshold passes, or no station running) go at once.
 
-Budgets: at most ``bytes_per_hour`` image bytes per clock hour, counted in the journal's meta
-table *before* each transfer (a crash mid-transfer still counts it, so a crash loop cannot send
-more); the sample disk cap is the sampler's and the journal's. A sample leaves the journal only
+Budgets: at most ``bytes_per_hour`` image and label bytes per clock hour, counted in the
+journal's meta table *before* each transfer (a crash mid-transfer still counts it, so a crash
+loop cannot send more) and taken back when the failure proves nothing was sent
+(:func:`nothing_sent`); the S3 client makes one attempt per call, so a charge is one transfer; the sample disk cap is the sampler's and the journal's. A sample leaves the journal only
 after S3 answered the PutObject with success. Failures: network, credentials and S3 5xx wait
 with exponential back-off (``backoff_min_s`` doubling to ``backoff_max_s``); permanent refusals
 (403 AccessDenied, NoSuchBucket, ...) are reported in health and the log and retried only every
@@ -36,6 +43,7 @@ device is the token exchange service (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` +
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -46,12 +54,13 @@ from datetime import UTC, datetime
 from email.header import Header
 from typing import Any, Protocol
 
-from inspector.journal import Journal, UploadCandidate
+from inspector.journal import Journal, LabelUpload, UploadCandidate
 from inspector.messages import DEFECT_TYPE, Identity
 
 LOG = logging.getLogger(__name__)
 
 SAMPLES_PREFIX = "samples"
+LABELS_FOLDER = "labels"  # the device's verdicts, beside its image folders
 DEFAULT_HOLD_S = 8 * 3600.0  # a shift: the label has that long to catch up with its image
 DECISIONS = ("pass", "reject", "manual")
 REVIEWED = ("manual", "reject")  # the decisions whose parts wait in the review queue
@@ -141,6 +150,36 @@ def object_key(identity: Identity, candidate: UploadCandidate, ext: str) -> str:
     return f"{SAMPLES_PREFIX}/{identity.plant}/{identity.device}/{layout_of(candidate)}/{name}"
 
 
+def _day(text: Any, fallback: float) -> str:
+    if isinstance(text, str) and text:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return moment.astimezone(UTC).strftime("%Y%m%d")
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(fallback, tz=UTC).strftime("%Y%m%d")
+
+
+def label_key(identity: Identity, upload: LabelUpload) -> str:
+    """``samples/<plant>/<device>/labels/<YYYYMMDD of the result>_<part>_<result seq>_r<revision>
+    .json``: one object per verdict, named by the verdict alone (sent twice, the same key)."""
+    message = upload.message
+    day = _day(upload.result_ts, 0.0)
+    result_seq = int(message.get("result_seq", 0))
+    revision = int(message.get("revision", 0))
+    name = f"{day}_{safe_part_id(upload.part_id)}_{result_seq}_r{revision}.json"
+    return f"{SAMPLES_PREFIX}/{identity.plant}/{identity.device}/{LABELS_FOLDER}/{name}"
+
+
+def label_body(upload: LabelUpload) -> bytes:
+    """The label object: the label message as journaled, with ``labelled_at`` (when the verdict
+    was given: the review queue's, the message's ``ts``) and ``result_ts`` (the judged result's
+    time)."""
+    at = upload.message.get("labelled_at") or upload.message.get("ts")
+    doc = {**upload.message, "labelled_at": at, "result_ts": upload.result_ts}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
 def _meta(value: Any) -> str:
     text = str(value)
     if all(c in _META_SAFE or c == "%" for c in text):
@@ -207,6 +246,28 @@ def classify(exc: BaseException) -> str:
     return "permanent"
 
 
+def nothing_sent(exc: BaseException) -> bool:
+    """Whether a failed PutObject provably sent no byte of the body: no connection was made
+    (``EndpointConnectionError``, ``ConnectTimeoutError``) or no credentials were found to sign
+    it (``NoCredentialsError``, ``PartialCredentialsError``, ``CredentialRetrievalError``) —
+    botocore raises these before the request is written (botocore/exceptions.py; the
+    connection errors wrap urllib3's ``NewConnectionError`` / ``ConnectTimeoutError``,
+    botocore/httpsession.py ``URLLib3Session.send``). A read timeout or a 5xx came after the
+    body went out."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:  # pragma: no cover - boto3 is a device requirement
+        return False
+    return isinstance(
+        exc,
+        bx.EndpointConnectionError
+        | bx.ConnectTimeoutError
+        | bx.NoCredentialsError
+        | bx.PartialCredentialsError
+        | bx.CredentialRetrievalError,
+    )
+
+
 def describe(exc: BaseException) -> str:
     """One short line for health and the log."""
     try:
@@ -246,8 +307,10 @@ class BotoObjectStore:
         config = Config(
             connect_timeout=self._timeouts[0],
             read_timeout=self._timeouts[1],
-            # a few quick retries for a passing fault; the uploader's back-off does the rest
-            retries={"mode": "standard", "total_max_attempts": 3},
+            # one attempt per call: botocore retries 5xx and read timeouts after the body went
+            # out (botocore/retries/standard.py), which the hourly budget would not see; the
+            # uploader's own back-off retries, charging every attempt
+            retries={"mode": "standard", "total_max_attempts": 1},
         )
         session = boto3.session.Session(region_name=self.region)
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
@@ -274,6 +337,7 @@ class UploaderStats:
     """What the uploader did (cumulative) and what waits now."""
 
     uploaded: int = 0
+    labels: int = 0
     uploaded_bytes: int = 0
     failures: int = 0
     waiting: int = 0
@@ -384,9 +448,57 @@ class Uploader:
         with self._lock:
             self.stats.state = state
 
+    def _put_label(self, upload: LabelUpload, now: float) -> float | None:
+        """Send one verdict; None when the budget has no room for it this hour."""
+        hour = int(now // 3600)
+        last_hour, used = self.journal.upload_hour()
+        body = label_body(upload)
+        if (used if last_hour == hour else 0) + len(body) > self.bytes_per_hour:
+            self._set_state("over_budget")
+            return None
+        key = label_key(self.identity, upload)
+        self.journal.charge_upload(hour, len(body))
+        try:
+            self.store.put(
+                key,
+                body,
+                content_type="application/json",
+                metadata={"part-id": _meta(upload.part_id), "seq": str(upload.seq)},
+            )
+        except Exception as exc:
+            if nothing_sent(exc):
+                self.journal.refund_upload(hour, len(body))
+            return self._failed(exc, key)
+        self.journal.mark_label_uploaded(upload.seq)
+        self._succeeded(len(body), labels=1)
+        LOG.debug("uploader: stored %s", key)
+        return 0.0
+
+    def _succeeded(self, size: int, *, labels: int = 0) -> None:
+        with self._lock:
+            if self._failures_in_row:
+                LOG.warning(
+                    "uploader: uploading again after %d failed attempts", self._failures_in_row
+                )
+            self._failures_in_row = 0
+            if labels:
+                self.stats.labels += labels
+            else:
+                self.stats.uploaded += 1
+            self.stats.uploaded_bytes += size
+            self.stats.last_error = None
+            self.stats.state = "uploading"
+
     def step(self) -> float:
-        """Send at most one sample; return the seconds to wait before the next step (0: go on)."""
+        """Send at most one object (a verdict first, then a sample); return the seconds to wait
+        before the next step (0: go on)."""
         now = self._clock()
+        labels = self.journal.label_uploads(limit=1)
+        if labels:
+            done = self._put_label(labels[0], now)
+            if done is not None:
+                return done
+            return (int(now // 3600) + 1) * 3600 - now + 0.001
         candidate, wait = self._next(now)
         if candidate is None:
             return wait
@@ -396,7 +508,8 @@ class Uploader:
         ext, content_type = image_type(sample.data)
         key = object_key(self.identity, candidate, ext)
         # counted before the transfer: a crash mid-transfer cannot send more than the budget
-        self.journal.charge_upload(int(now // 3600), len(sample.data))
+        hour = int(now // 3600)
+        self.journal.charge_upload(hour, len(sample.data))
         try:
             self.store.put(
                 key,
@@ -405,18 +518,11 @@ class Uploader:
                 metadata=object_metadata(self.identity, candidate),
             )
         except Exception as exc:
+            if nothing_sent(exc):  # an offline hour does not use up the hour's budget
+                self.journal.refund_upload(hour, len(sample.data))
             return self._failed(exc, key)
         self.journal.remove_sample(candidate.id)
-        with self._lock:
-            if self._failures_in_row:
-                LOG.warning(
-                    "uploader: uploading again after %d failed attempts", self._failures_in_row
-                )
-            self._failures_in_row = 0
-            self.stats.uploaded += 1
-            self.stats.uploaded_bytes += len(sample.data)
-            self.stats.last_error = None
-            self.stats.state = "uploading"
+        self._succeeded(len(sample.data))
         LOG.debug("uploader: stored %s (%d bytes)", key, len(sample.data))
         return 0.0
 
@@ -466,6 +572,7 @@ class Uploader:
         with self._lock:
             return {
                 "uploaded": self.stats.uploaded,
+                "labels": self.stats.labels,
                 "uploaded_bytes": self.stats.uploaded_bytes,
                 "failures": self.stats.failures,
                 "waiting": self.stats.waiting,

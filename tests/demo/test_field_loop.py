@@ -59,6 +59,16 @@ def test_the_labelled_uploads_join_the_base_and_the_unlabelled_are_counted(
     _put(s3, device, "defect/crack", "cam0-a-000001", 11, _png(20))
     _put(s3, device, "good", "cam0-a-000002", 12, _png(120))
     _put(s3, device, "unlabelled/reject", "cam0-a-000003", 13, _png(60))
+    # the verdict on the released reject, given after its image went: a label object
+    verdict = {
+        "device": device, "part_id": "cam0-a-000003", "seq": 14, "result_seq": 13,
+        "revision": 1, "label": "defect", "defect_type": "crack", "operator": "alice",
+        "labelled_at": "2026-12-01T09:00:00.000Z",
+    }  # fmt: skip
+    s3.client("s3").put_object(
+        Bucket=BUCKET, Key=f"samples/demo/{device}/labels/20261201_cam0-a-000003_13_r1.json",
+        Body=json.dumps(verdict).encode(),
+    )  # fmt: skip
     base = _base(tmp_path / "base")
     (tmp_path / "logs").mkdir()
     field = _retrain_from_field(
@@ -67,11 +77,12 @@ def test_the_labelled_uploads_join_the_base_and_the_unlabelled_are_counted(
     assert field["bucket_url"] == f"s3://{BUCKET}/samples/demo/"
     assert field["uploaded"]["layouts"] == {"defect/crack": 1, "good": 1, "unlabelled/reject": 1}
     assert field["uploaded"]["objects"] == 3 and field["labels_reviewed"] == 2
-    assert field["merge"]["used"] == {"defect": 1, "good": 1}
+    assert field["uploaded"]["labels"] == 1
+    assert field["merge"]["used"] == {"defect": 2, "good": 1}
     assert field["merge"]["unlabelled"] == {"reject": 1}
     merged = Path(field["data"])
     assert len(list((merged / "good").glob("*.png"))) == 7  # the base's 6 and the labelled one
-    assert len(list((merged / "defect" / "crack").glob("*.png"))) == 2
+    assert len(list((merged / "defect" / "crack").glob("*.png"))) == 3  # and the late verdict
     assert json.loads((merged / "merge.json").read_text())["used"] == field["merge"]["used"]
 
 

@@ -390,3 +390,28 @@ def test_labels_wait_for_a_cloud_that_stores_them_and_none_is_lost(tmp_path: Pat
     assert give(journal, "b", "good").status == "recorded"
     exchange()
     assert [m["label"] for m in cloud.labels] == ["defect", "good"] and journal.backlog() == 0
+
+
+def test_verdicts_wait_for_the_sample_uploader_past_the_upstream_acknowledgement(
+    tmp_path: Path,
+) -> None:
+    journal = open_journal(tmp_path / "j.db")
+    (seq,) = journal.append_many([result("a", "manual", 0.15)], review=("manual",))
+    first = give(journal, "a", "good")
+    second = give(journal, "a", "defect")
+    journal.mark_sent(journal.next_seq() - 1)  # the cloud has both: upstream forgets them
+    assert journal.pending() == []
+    waiting = journal.label_uploads()
+    assert [u.seq for u in waiting] == [first.seq, second.seq]
+    assert [u.message["revision"] for u in waiting] == [1, 2]
+    assert waiting[0].result_ts == result("a")["ts"] and waiting[0].message["result_seq"] == seq
+    assert waiting[1].message["labelled_at"] == "2027-01-15T08:00:00.000Z"
+    assert journal.label_upload_cursor() == -1
+    journal.mark_label_uploaded(first.seq)  # S3 stored the first
+    journal.close()
+    journal = open_journal(tmp_path / "j.db")  # the cursor survives a restart
+    assert journal.label_upload_cursor() == first.seq
+    assert [u.seq for u in journal.label_uploads()] == [second.seq]
+    journal.mark_label_uploaded(second.seq)
+    assert journal.label_uploads() == []
+    journal.close()

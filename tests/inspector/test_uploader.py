@@ -5,6 +5,8 @@ PutObject is in flight."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
@@ -154,7 +156,23 @@ def test_samples_land_in_the_dataset_layout_with_their_labels(device: Device) ->
         f"{prefix}/defect/scratch/{day}_b_{scratch}.jpg": 1,
         f"{prefix}/defect/{day}_c_{untyped}.png": 1,
         f"{prefix}/unlabelled/pass/{day}_d_{near}.png": 1,
+        # every verdict also goes on its own (a later one would otherwise never reach S3)
+        f"{prefix}/labels/{day}_part-7--_{good}_r1.json": 1,
+        f"{prefix}/labels/{day}_b_{scratch}_r1.json": 1,
+        f"{prefix}/labels/{day}_c_{untyped}_r1.json": 1,
     }
+    verdict = json.loads(
+        device.s3.get_object(
+            Bucket=device.bucket, Key=f"{prefix}/labels/{day}_b_{scratch}_r1.json"
+        )["Body"].read()
+    )
+    assert verdict["part_id"] == "b" and verdict["result_seq"] == scratch
+    assert (verdict["label"], verdict["defect_type"], verdict["revision"]) == (
+        "defect",
+        "scratch",
+        1,
+    )
+    assert verdict["labelled_at"] == "2027-01-15T08:00:00.000Z" and verdict["result_ts"] == TS
     head = device.s3.head_object(
         Bucket=device.bucket, Key=f"{prefix}/defect/scratch/{day}_b_{scratch}.jpg"
     )
@@ -176,9 +194,14 @@ def test_samples_land_in_the_dataset_layout_with_their_labels(device: Device) ->
     )["Metadata"]
     assert meta["label"] == "none" and "operator" not in meta and "defect-type" not in meta
     assert j.stats().samples == 0  # each left the journal once S3 had it
-    assert uploader.stats.uploaded == 4 and uploader.stats.uploaded_bytes == 3 * len(PNG) + len(
-        JPEG
+    stored = device.keys()
+    label_bytes = sum(
+        device.s3.head_object(Bucket=device.bucket, Key=k)["ContentLength"]
+        for k in stored
+        if k.endswith(".json")
     )
+    assert uploader.stats.uploaded == 4 and uploader.stats.labels == 3
+    assert uploader.stats.uploaded_bytes == 3 * len(PNG) + len(JPEG) + label_bytes
 
 
 def test_a_part_waiting_for_a_verdict_is_held_until_labelled_or_the_shift_is_over(
@@ -192,7 +215,10 @@ def test_a_part_waiting_for_a_verdict_is_held_until_labelled_or_the_shift_is_ove
     assert waits[-1] == 5.0  # it looks again for a verdict every idle_s, sending nothing
     give(device.journal, "w", "good")  # labelled: the label travels with the image, at once
     drain(uploader)
-    assert set(device.keys()) == {f"samples/{PLANT}/{DEVICE}/good/20261128_w_{waiting}.png"}
+    assert set(device.keys()) == {
+        f"samples/{PLANT}/{DEVICE}/good/20261128_w_{waiting}.png",
+        f"samples/{PLANT}/{DEVICE}/labels/20261128_w_{waiting}_r1.json",
+    }
     device.now = RESULT_TIME + 8 * 3600 + 1  # the shift is over: it goes without a label
     drain(uploader)
     assert f"samples/{PLANT}/{DEVICE}/unlabelled/reject/20261128_l_{late}.png" in set(device.keys())
@@ -411,7 +437,11 @@ def test_the_retraining_merge_reads_what_the_uploader_wrote(device: Device, tmp_
     device.sample("b", "reject", image_bytes(part_image(0.3), "JPEG"), 0.3)
     give(j, "b", "defect", defect_type="scratch")
     device.sample("d", "pass", image_bytes(part_image(0.19)), 0.19)
+    # a sample kept without its result's seq: named s<id>, unlabelled only
+    nameless = j.add_sample(part_id="e", reason="pass", data=image_bytes(part_image(0.2)))
     drain(device.uploader())
+    stored = device.keys()
+    assert f"samples/{PLANT}/{DEVICE}/unlabelled/pass/19700101_e_s{nameless}.png" in stored
     base = tmp_path / "base"
     (base / "good").mkdir(parents=True)
     (base / "good" / "g.png").write_bytes(image_bytes(part_image(0.0)))
@@ -419,7 +449,8 @@ def test_the_retraining_merge_reads_what_the_uploader_wrote(device: Device, tmp_
         base, f"s3://{device.bucket}/samples/{PLANT}/", tmp_path / "merged",
         s3_client=device.s3, log=lambda _: None,
     )  # fmt: skip
-    assert summary.skipped == [] and summary.unlabelled == {"pass": 1}
+    assert summary.skipped == [] and summary.unlabelled == {"pass": 2}
+    assert summary.labels == {"listed": 2, "used": 0, "without_image": 0}
     assert sum(summary.used.values()) == 2
     merged = {
         p.relative_to(tmp_path / "merged").parts[0] for p in (tmp_path / "merged").rglob("*.*")
@@ -429,3 +460,167 @@ def test_the_retraining_merge_reads_what_the_uploader_wrote(device: Device, tmp_
     assert len(scratch) == 1 and scratch[0].name.startswith(f"{DEVICE}_20261128_b_")
     provenance = (tmp_path / "merged" / "samples.csv").read_text()
     assert "part/7 ü" in provenance and "alice" in provenance  # the metadata, decoded
+
+
+def merged_parts(device: Device, tmp_path: Path, name: str) -> dict[str, dict[str, str]]:
+    """Merge the device's bucket into a one-image base; the merged field samples by part id."""
+    import csv
+
+    from tests.support.tiny_model import image_bytes, part_image
+    from training.merge import merge_samples
+
+    base = tmp_path / f"{name}-base"
+    (base / "good").mkdir(parents=True)
+    (base / "good" / "g.png").write_bytes(image_bytes(part_image(0.0)))
+    out = tmp_path / name
+    summary = merge_samples(
+        base, f"s3://{device.bucket}/samples/{PLANT}/", out, s3_client=device.s3,
+        log=lambda _: None,
+    )  # fmt: skip
+    assert summary.skipped == []
+    if not (out / "samples.csv").exists():  # no field sample trained on
+        return {}
+    with (out / "samples.csv").open(newline="", encoding="utf-8") as handle:
+        return {row["part_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_verdict_corrected_after_the_upload_reaches_training(
+    device: Device, tmp_path: Path
+) -> None:
+    from tests.support.tiny_model import image_bytes, part_image
+
+    j = device.journal
+    data = image_bytes(part_image(0.3))
+    seq = device.sample("m", "manual", data)
+    give(j, "m", "good")  # a mis-tap: the image goes as good
+    uploader = device.uploader()
+    drain(uploader)
+    assert merged_parts(device, tmp_path, "before")["m"]["label"] == "good"
+    assert j.stats().samples == 0  # the image has left the device
+    give(j, "m", "defect", defect_type="scratch")  # corrected on the review station
+    # a restart: the cursor is in the journal, the first verdict is not sent again
+    j.close()
+    device.journal = j = Journal(device.journal_path, device=DEVICE, cap_bytes=64 << 20)
+    again = device.uploader()
+    drain(again)
+    prefix = f"samples/{PLANT}/{DEVICE}"
+    assert device.keys() == {
+        f"{prefix}/good/20261128_m_{seq}.png": 1,
+        f"{prefix}/labels/20261128_m_{seq}_r1.json": 1,
+        f"{prefix}/labels/20261128_m_{seq}_r2.json": 1,
+    }
+    assert again.stats.labels == 1 and j.label_uploads() == []
+    row = merged_parts(device, tmp_path, "after")["m"]
+    assert (row["label"], row["defect_type"]) == ("defect", "scratch")
+    assert row["path"].startswith("defect/scratch/") and row["key"].endswith(
+        f"/good/20261128_m_{seq}.png"
+    )
+
+
+def test_a_verdict_given_after_the_hold_released_the_image_reaches_training(
+    device: Device, tmp_path: Path
+) -> None:
+    from tests.support.tiny_model import image_bytes, part_image
+
+    j = device.journal
+    seq = device.sample("late", "reject", image_bytes(part_image(0.3)), 0.3)
+    device.now = RESULT_TIME + 8 * 3600 + 1  # the shift is over: the image goes unlabelled
+    drain(device.uploader(hold_s=8 * 3600))
+    assert set(device.keys()) == {
+        f"samples/{PLANT}/{DEVICE}/unlabelled/reject/20261128_late_{seq}.png"
+    }
+    assert "late" not in merged_parts(device, tmp_path, "before")
+    give(j, "late", "defect")  # the verdict comes the next morning
+    drain(device.uploader(hold_s=8 * 3600))
+    row = merged_parts(device, tmp_path, "after")["late"]
+    assert row["label"] == "defect" and row["path"].startswith("defect/")
+    assert row["labelled_at"] == "2027-01-15T08:00:00Z"
+
+
+def test_verdicts_are_charged_to_the_hourly_budget_and_wait_for_the_next_hour(
+    device: Device,
+) -> None:
+    device.sample("v", "manual", PNG)
+    give(device.journal, "v", "good")
+    device.now = 3600 * 500_000 + 10.0
+    uploader = device.uploader(bytes_per_hour=len(PNG) + 100)  # room for the image, not both
+    waits = drain(uploader)
+    keys = set(device.keys())
+    assert [k.rsplit("/", 2)[1] for k in keys] == ["labels"]  # the verdict went first
+    assert uploader.stats.state == "over_budget" and waits[-1] == pytest.approx(3590.0, abs=0.01)
+    label_bytes = device.journal.upload_hour()[1]
+    assert 0 < label_bytes < 1000
+    device.now += 3600
+    drain(uploader)
+    assert len(device.keys()) == 2 and device.journal.upload_hour() == (500_001, len(PNG))
+
+
+def test_an_offline_period_leaves_the_hours_budget_intact(device: Device) -> None:
+    relay = Relay(device.cloud.upstream).start()
+    for i in range(2):
+        device.sample(f"f{i}", "pass", PNG, 0.19)
+    device.now = 3600 * 500_000 + 10.0
+    uploader = device.uploader(
+        endpoint=relay.url, bytes_per_hour=int(len(PNG) * 2.5), backoff_max_s=1.0
+    )
+    relay.stop()  # connections refused: botocore's EndpointConnectionError, nothing sent
+    for _ in range(30):
+        uploader.step()
+    assert uploader.stats.failures == 30 and uploader.stats.state == "offline"
+    assert device.journal.upload_hour() == (500_000, 0)  # every charge taken back
+    relay.start()
+    drain(uploader)
+    assert len(device.keys()) == 2 and device.journal.upload_hour() == (500_000, 2 * len(PNG))
+    relay.stop()
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    """An endpoint that reads each request's body whole and answers 500 InternalError."""
+
+    requests: ClassVar[list[int]] = []
+
+    def do_PUT(self) -> None:  # noqa: N802 - the http.server handler name
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        type(self).requests.append(length)
+        body = b"<Error><Code>InternalError</Code><Message>m</Message></Error>"
+        self.send_response(500)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_one_charged_put_is_one_transfer_even_when_s3_answers_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore's standard retry mode retries 500 after the body went out (retries/standard.py,
+    # TransientRetryableChecker._TRANSIENT_STATUS_CODES); the uploader allows one attempt, so
+    # each charge is one transfer
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Failing.requests = []
+    journal = Journal(tmp_path / "j.db", device=DEVICE, cap_bytes=64 << 20, clock=lambda: 1000.0)
+    try:
+        journal.add_sample(part_id="x", reason="pass", data=PNG, score=0.19)
+        store = BotoObjectStore(
+            "bucket", region=REGION, endpoint_url=f"http://127.0.0.1:{server.server_port}"
+        )
+        now = 3600 * 500_000 + 10.0
+        uploader = Uploader(journal, IDENTITY, store, bytes_per_hour=10 * len(PNG),
+                            clock=lambda: now)  # fmt: skip
+        for _ in range(3):
+            uploader.step()
+        assert len(_Failing.requests) == 3 and uploader.stats.failures == 3
+        assert journal.upload_hour() == (500_000, 3 * len(PNG))  # charged as transmitted
+        assert uploader.stats.last_error is not None and "InternalError (500)" in (
+            uploader.stats.last_error
+        )
+    finally:
+        server.shutdown()
+        journal.close()

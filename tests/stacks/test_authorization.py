@@ -533,9 +533,9 @@ def test_the_token_exchange_role_denies_other_prefixes_and_devices(demo_stack: P
 def uploader_puts(plant: str, thing: str) -> list[str]:
     """The object ARNs of the sample uploader's PutObject calls, built by its own key function
     for every layout it writes (edge_component/inspector/uploader.py)."""
-    from inspector.journal import UploadCandidate
+    from inspector.journal import LabelUpload, UploadCandidate
     from inspector.messages import Identity
-    from inspector.uploader import object_key
+    from inspector.uploader import label_key, object_key
 
     identity = Identity(plant, "line-1", "station-1", thing)
     arns = []
@@ -554,6 +554,15 @@ def uploader_puts(plant: str, thing: str) -> list[str]:
             labelled_at=None, review_ts=None, review_model=None,
         )  # fmt: skip
         arns.append(f"arn:aws:s3:::{BUCKET}/{object_key(identity, candidate, 'png')}")
+    # the verdicts, beside the images (labels/<day>_<part>_<result seq>_r<revision>.json)
+    verdict = LabelUpload(
+        seq=1_800_000_000_457, part_id="cam0-lfls2x-000123 /x", result_ts="2027-01-15T08:00:00.000Z",
+        message={"result_seq": 1_800_000_000_456, "revision": 2, "label": "defect"},
+    )  # fmt: skip
+    arns.append(f"arn:aws:s3:::{BUCKET}/{label_key(identity, verdict)}")
+    assert arns[-1].endswith(
+        f"/{thing}/labels/20270115_cam0-lfls2x-000123--x_1800000000456_r2.json"
+    )
     return arns
 
 

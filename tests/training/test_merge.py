@@ -197,7 +197,8 @@ def test_corrupt_objects_are_reported_by_key_and_never_trained_on(
     whole = images["good"][0].read_bytes()
     truncated = put(s3, "lineguard-demo-A1", "good", "P-10", 10, whole[: len(whole) // 2])
     empty = put(s3, "lineguard-demo-A1", "defect/crack", "P-11", 11, b"")
-    # the newest label of P-12 is corrupt: its older label must not stand in for it
+    # the newest object of P-12 is corrupt: its verdict (good) stands, never the older label;
+    # the image comes from the readable older object of the same part
     older = put(s3, "lineguard-demo-A1", "defect/spot", "P-12", 12, images["spot"][0],
                 labelled_at="2025-03-01T09:00:00.000Z")  # fmt: skip
     newest = put(s3, "lineguard-demo-A1", "good", "P-12", 12, b"GIF89a not really",
@@ -207,12 +208,14 @@ def test_corrupt_objects_are_reported_by_key_and_never_trained_on(
     summary = merge(s3, base, tmp_path / "merged")
 
     reasons = {s["key"]: s["reason"] for s in summary.skipped}
-    assert set(reasons) == {truncated, empty, older, newest}
+    assert set(reasons) == {truncated, empty, newest}
     assert reasons[empty] == "empty file"
     assert reasons[truncated].startswith("not a readable image")
-    assert reasons[older] == f"superseded by {newest}, which is " + reasons[newest]
+    assert reasons[newest].startswith("not a readable image")
     assert str(tmp_path) not in json.dumps(reasons)  # the key names it, not a scratch path
-    assert [r["key"] for r in rows(tmp_path / "merged" / PROVENANCE_FILE)] == [fine]
+    merged = {r["key"]: r for r in rows(tmp_path / "merged" / PROVENANCE_FILE)}
+    assert set(merged) == {older, fine}
+    assert merged[older]["label"] == "good" and merged[older]["path"].startswith("good/")
     load_dataset(tmp_path / "merged")  # every image in the folder is readable
 
 
@@ -522,3 +525,81 @@ def test_merge_then_train_and_evaluate_name_the_field_samples_in_the_package(
     assert sum(counts[s]["good"] for s in ("train", "validation", "test")) == 9
     assert counts["merge"] == field["merge"]
     assert json.loads((tmp_path / "evaluation.json").read_text())["field_samples"] == counts
+
+
+def put_label(
+    client: Any,
+    device: str,
+    part: str,
+    result_seq: int,
+    revision: int,
+    label: str,
+    labelled_at: str,
+    *,
+    seq: int,
+    defect_type: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> str:
+    """Upload one verdict as the device does (labels/<day>_<part>_<result seq>_r<revision>.json,
+    the label message with ``labelled_at``)."""
+    key = f"samples/{PLANT}/{device}/labels/20250301_{part}_{result_seq}_r{revision}.json"
+    doc: dict[str, Any] = {
+        "v": 1, "plant": PLANT, "line": "line-1", "station": "final-check", "device": device,
+        "camera": "cam0", "part_id": part, "seq": seq, "ts": labelled_at, "label": label,
+        "operator": "bob", "revision": revision, "result_seq": result_seq,
+        "decision": "manual", "model": "brick@1.0.0", "labelled_at": labelled_at,
+        "result_ts": "2025-03-01T08:00:00.000Z",
+    }  # fmt: skip
+    if defect_type is not None:
+        doc["defect_type"] = defect_type
+    doc.update(body or {})
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(doc).encode())
+    return key
+
+
+def test_label_objects_are_verdicts_for_the_parts_images(
+    s3: Any, base: Path, images: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    dev = "lineguard-demo-A1"
+    # a mis-tap corrected after the image went: the image says good, the label object defect
+    relabelled = put(s3, dev, "good", "P-20", 20, images["good"][0],
+                     labelled_at="2025-03-01T09:00:00.000Z")  # fmt: skip
+    put_label(s3, dev, "P-20", 20, 1, "good", "2025-03-01T09:00:00.000Z", seq=21)
+    put_label(s3, dev, "P-20", 20, 2, "defect", "2025-03-01T09:05:00.000Z", seq=25,
+              defect_type="scratch")  # fmt: skip
+    # a verdict given after the hold released the image unlabelled
+    released = put(s3, dev, "unlabelled/manual", "P-30", 30, images["good"][1])
+    put_label(s3, dev, "P-30", 30, 1, "good", "2025-03-01T17:00:00.000Z", seq=40)
+    # a label object older than the image's own label does not win
+    put(s3, dev, "defect/crack", "P-50", 50, images["crack"][0],
+        labelled_at="2025-03-01T12:00:00.000Z")  # fmt: skip
+    put_label(s3, dev, "P-50", 50, 1, "good", "2025-03-01T11:00:00.000Z", seq=51)
+    # a verdict whose image never arrived, and one that breaks the contract
+    put_label(s3, dev, "P-60", 60, 1, "good", "2025-03-01T09:00:00.000Z", seq=61)
+    broken = put_label(s3, dev, "P-70", 70, 1, "good", "2025-03-01T09:00:00.000Z", seq=71,
+                       body={"revision": 3})  # fmt: skip
+    doubted = put(s3, dev, "good", "P-70", 70, images["good"][2])
+    # a sample kept without its result's seq: counted unlabelled, never trained on, even when a
+    # label object names its part
+    nameless = f"samples/{PLANT}/{dev}/unlabelled/pass/20250301_P-80_s7.png"
+    s3.put_object(Bucket=BUCKET, Key=nameless, Body=images["good"][3].read_bytes())
+    put_label(s3, dev, "P-80", 80, 1, "defect", "2025-03-01T09:00:00.000Z", seq=81)
+    outside = f"samples/{PLANT}/{dev}/good/20250301_P-81_s8.png"
+    s3.put_object(Bucket=BUCKET, Key=outside, Body=images["good"][3].read_bytes())
+
+    summary = merge(s3, base, tmp_path / "merged")
+
+    merged = {r["part_id"]: r for r in rows(tmp_path / "merged" / PROVENANCE_FILE)}
+    assert set(merged) == {"P-20", "P-30", "P-50"}
+    assert merged["P-20"]["key"] == relabelled and merged["P-20"]["label"] == "defect"
+    assert merged["P-20"]["path"].startswith("defect/scratch/")
+    assert merged["P-20"]["operator"] == "bob"
+    assert merged["P-30"]["key"] == released and merged["P-30"]["path"].startswith("good/")
+    assert merged["P-50"]["path"].startswith("defect/crack/")
+    reasons = {s["key"]: s["reason"] for s in summary.skipped}
+    assert set(reasons) == {broken, doubted, outside}
+    assert "revision" in reasons[broken] and "newest label is unknown" in reasons[doubted]
+    assert "unlabelled/ only" in reasons[outside]
+    assert summary.unlabelled == {"manual": 1, "pass": 1}
+    assert summary.labels == {"listed": 7, "used": 2, "without_image": 2}
+    load_dataset(tmp_path / "merged")
