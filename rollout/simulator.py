@@ -580,6 +580,7 @@ class FleetSimulator:
                     "last_error": "component errored" if device.errors else None,
                     "shadow": shadow,
                     "labels": labels,
+                    "uploads": None,  # the simulated devices upload no samples
                 }
             )
         self._reports[key] = messages
