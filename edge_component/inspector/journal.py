@@ -887,15 +887,19 @@ class Journal:
             )
         return out
 
+    def _upload_count(self) -> tuple[int, int]:
+        """(hour, bytes) of the uploader's hourly count, as the meta table holds it now."""
+        rows = dict(
+            self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('upload_hour', 'upload_hour_bytes')"
+            ).fetchall()
+        )
+        return int(rows.get("upload_hour", -1)), int(rows.get("upload_hour_bytes", 0))
+
     def upload_hour(self) -> tuple[int, int]:
         """The clock hour (epoch hours) the uploader last sent in, and the bytes it sent in it."""
         with self._lock:
-            rows = dict(
-                self._db.execute(
-                    "SELECT key, value FROM meta WHERE key IN ('upload_hour', 'upload_hour_bytes')"
-                ).fetchall()
-            )
-        return int(rows.get("upload_hour", -1)), int(rows.get("upload_hour_bytes", 0))
+            return self._upload_count()
 
     def charge_upload(self, hour: int, size: int) -> int:
         """Count ``size`` bytes against clock hour ``hour`` durably, before they are sent (a
@@ -903,16 +907,8 @@ class Journal:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows = dict(
-                    self._db.execute(
-                        "SELECT key, value FROM meta"
-                        " WHERE key IN ('upload_hour', 'upload_hour_bytes')"
-                    ).fetchall()
-                )
-                used = int(rows.get("upload_hour_bytes", 0))
-                if int(rows.get("upload_hour", -1)) != hour:
-                    used = 0
-                used += size
+                counted, used = self._upload_count()
+                used = (used if counted == hour else 0) + size
                 self._set_meta("upload_hour", hour)
                 self._set_meta("upload_hour_bytes", used)
                 self._db.execute("COMMIT")
@@ -927,14 +923,8 @@ class Journal:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows = dict(
-                    self._db.execute(
-                        "SELECT key, value FROM meta"
-                        " WHERE key IN ('upload_hour', 'upload_hour_bytes')"
-                    ).fetchall()
-                )
-                used = int(rows.get("upload_hour_bytes", 0))
-                if int(rows.get("upload_hour", -1)) == hour:
+                counted, used = self._upload_count()
+                if counted == hour:
                     used = max(0, used - size)
                     self._set_meta("upload_hour_bytes", used)
                 self._db.execute("COMMIT")

@@ -42,11 +42,6 @@ from stacks.constructs.emf import (
 from stacks.constructs.line_health import FROM_ITS_DEVICE, TOTAL, health_topic
 from stacks.constructs.quality_metrics import HAS_LABELS, label_members, version_of
 
-
-def _version(model: str) -> Expr:
-    return Expr(f"substring({model}, indexof({model}, '@') + 1)")
-
-
 # dimension targets must be strings (EMF): only messages that give each one a string
 RINGED = (
     f"{FROM_ITS_DEVICE} AND {is_string('ring')} AND ring <> '' AND {is_string('model')} "
@@ -61,7 +56,7 @@ def decision_document(namespace: str) -> dict[str, Any]:
         [MetricDirective(namespace, (rm.STRATUM, rm.RING_VERSION), rm.DECISION_METRICS)],
         {
             rm.RING: Expr("ring"),
-            rm.VERSION: _version("model"),
+            rm.VERSION: version_of("model"),
             rm.LINE: Expr("line"),
             rm.STATION: Expr("station"),
             rm.INSPECTIONS: Expr(TOTAL),
@@ -83,8 +78,8 @@ def shadow_document(namespace: str) -> dict[str, Any]:
         ],
         {
             rm.RING: Expr("ring"),
-            rm.SHADOW_VERSION: _version("shadow.model"),
-            rm.VERSION: _version("model"),
+            rm.SHADOW_VERSION: version_of("shadow.model"),
+            rm.VERSION: version_of("model"),
             rm.SHADOW_FRAMES: Expr("shadow.frames"),
             rm.SHADOW_REJECT_BOTH: Expr("shadow.reject.both"),
             rm.SHADOW_REJECT_SERVED_ONLY: Expr("shadow.reject.served_only"),
