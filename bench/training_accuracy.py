@@ -1,7 +1,8 @@
 """Accuracy benchmark: every candidate model and the one kept, per data source, held-out seed.
 
     nice .venv/bin/python bench/training_accuracy.py [--families synthetic photo] \\
-        [--sources NAME ...] [--seed 20261128] [--size large] [--threads 2] [--out FILE]
+        [--sources NAME ...] [--seed 20261128] [--size large] [--photo-size plant] \\
+        [--threads 2] [--out FILE]
 
 Two families of data sources, both generated offline from the seed: ``synthetic``, the sample
 products with drawn defects (``training.sample_data``: brick, grass, gravel, tissue), and
@@ -261,7 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="data seed (held out)")
-    parser.add_argument("--size", default="large", choices=("small", "large"))
+    parser.add_argument(
+        "--size", default="large", choices=("small", "large"), help="data size of both families"
+    )
+    parser.add_argument(
+        "--photo-size",
+        choices=("small", "large", "plant"),
+        help="the photo family's size instead (plant: 300 good + 300 labelled defects a source)",
+    )
     parser.add_argument(
         "--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="data families"
     )
@@ -294,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if family == "synthetic":
                     sample_data.generate(data, seed=args.seed, size=args.size, products=[name])
                 else:
-                    photo_data.generate(data, seed=args.seed, size=args.size, sources=[name])
+                    photo_data.generate(
+                        data, seed=args.seed, size=args.photo_size or args.size, sources=[name]
+                    )
             try:
                 sources[name] = run_source(
                     family,
@@ -312,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "training_accuracy",
         "data_seed": args.seed,
         "size": args.size,
+        "photo_size": args.photo_size or args.size,
         "families": sorted({f for f, _ in chosen}, key=FAMILIES.index),
         "sources": sources,
         "summary": summary,

@@ -104,7 +104,12 @@ class Size:
     per_defect_type: int
 
 
-SIZES = {"small": Size(good=30, per_defect_type=2), "large": Size(good=150, per_defect_type=18)}
+SIZES = {
+    "small": Size(good=30, per_defect_type=2),
+    "large": Size(good=150, per_defect_type=18),
+    # a plant's labelled folder: several hundred good and several hundred labelled defects
+    "plant": Size(good=300, per_defect_type=75),
+}
 
 
 @dataclass(frozen=True)
@@ -779,7 +784,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--size",
         choices=sorted(SIZES),
         default="small",
-        help="small: 30 good + 2 per defect type; large: 150 good + 18 per type (default small)",
+        help="small: 30 good + 2 per defect type; large: 150 good + 18 per type; plant: 300 good "
+        "+ 75 per type, as a plant's labelled folder (default small)",
     )
     parser.add_argument(
         "--sources", nargs="+", metavar="NAME", help=f"subset of {list(SOURCE_NAMES)}"

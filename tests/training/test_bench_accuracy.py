@@ -146,3 +146,30 @@ def test_unknown_source_is_one_clear_error(
 ) -> None:
     assert bench.main(["--families", "photo", "--sources", "brick"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown source(s) ['brick'] in families")
+
+
+def test_the_photo_family_can_take_a_plant_sized_folder_while_the_synthetic_keeps_its_size(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import photo_data, sample_data
+
+    generated: dict[str, tuple[int, int]] = {}
+
+    def generate(item: Any, out: Path, size: Any, seed: int) -> dict[str, Any]:
+        generated[item.name] = (size.good, size.per_defect_type)
+        return {}
+
+    monkeypatch.setattr(sample_data, "generate_product", generate)
+    monkeypatch.setattr(photo_data, "generate_source", generate)
+
+    def run_source(family: str, name: str, data: Path, work: Path, **_: Any) -> dict[str, Any]:
+        return {"family": family, "kept_model": {"image_auroc": 0.9, "accuracy": 0.8}}
+
+    monkeypatch.setattr(bench, "run_source", run_source)
+    argv = ["--sources", "brick", "coins", "--size", "large", "--photo-size", "plant"]
+    assert bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    # the scenario: several hundred good and several hundred labelled defects a source
+    assert generated["coins"] == (300, 75)
+    assert generated["brick"] == (150, 12)  # the synthetic family keeps --size
+    assert (result["size"], result["photo_size"]) == ("large", "plant")
