@@ -265,9 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--size", default="large", choices=("small", "large"), help="data size of both families"
     )
+    from training.photo_data import SIZES as PHOTO_SIZES  # numpy only: no thread pool yet
+
     parser.add_argument(
         "--photo-size",
-        choices=("small", "large", "plant"),
+        choices=sorted(PHOTO_SIZES),
         help="the photo family's size instead (plant: 300 good + 300 labelled defects a source)",
     )
     parser.add_argument(
@@ -282,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
+    photo_size = args.photo_size or args.size
     try:
         chosen = choose_sources(args.families, args.sources)
     except BenchError as exc:
@@ -302,9 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if family == "synthetic":
                     sample_data.generate(data, seed=args.seed, size=args.size, products=[name])
                 else:
-                    photo_data.generate(
-                        data, seed=args.seed, size=args.photo_size or args.size, sources=[name]
-                    )
+                    photo_data.generate(data, seed=args.seed, size=photo_size, sources=[name])
             try:
                 sources[name] = run_source(
                     family,
@@ -322,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "training_accuracy",
         "data_seed": args.seed,
         "size": args.size,
-        "photo_size": args.photo_size or args.size,
+        "photo_size": photo_size,
         "families": sorted({f for f, _ in chosen}, key=FAMILIES.index),
         "sources": sources,
         "summary": summary,
