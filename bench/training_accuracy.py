@@ -12,7 +12,9 @@ while choosing the model's design. Each source is trained with default settings 
 split; thresholds come from the validation split; every candidate package training left
 (``<model>/candidates/<name>/``, or the package itself when there are none) and the kept package
 are evaluated with ``training.evaluate`` on the same held-out test split: image AUROC with its
-95 % bootstrap interval, and accuracy and recall at the package's calibrated reject threshold.
+95 % bootstrap interval, and accuracy and recall at the package's calibrated reject threshold,
+beside each candidate's validation AUROC gain over the anomaly model (``validation_gain``, with
+its interval: what the one kept was chosen on).
 
 Summaries: the synthetic family's mean AUROC against 0.98, the photo family's mean AUROC and
 accuracy against 0.95 and 0.88, and ``targets_met`` over the families run. Progress goes to
@@ -192,6 +194,8 @@ def evaluate_candidates(
     return {
         "kept": chosen["kept"],
         "criterion": chosen.get("criterion"),
+        # each candidate's validation AUROC gain over the anomaly model and its interval
+        "validation_gain": chosen.get("auroc_gain_over_patchcore", {}),
         "models": models,
         "kept_model": kept,
     }
@@ -247,6 +251,13 @@ def run_source(
         result = evaluate_candidates(model_dir, data, work, resamples=resamples)
     for candidate, f in result["models"].items():
         _progress(f"{family}/{name}: " + _line(candidate, f))
+    for candidate, gain in result["validation_gain"].items():
+        if isinstance(gain, dict) and gain.get("ci95"):
+            low, high = gain["ci95"]
+            _progress(
+                f"{family}/{name}: {candidate}: validation gain {gain['value']:+.4f} "
+                f"[{low:+.3f}, {high:+.3f}]"
+            )
     _progress(f"{family}/{name}: " + _line(f"kept ({result['kept']})", result["kept_model"]))
     return {
         "family": family,

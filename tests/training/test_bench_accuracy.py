@@ -60,12 +60,14 @@ def test_every_candidate_and_the_kept_package_are_evaluated_on_one_test_split(
         "kept": "eager",
         "criterion": "validation AUROC",
         "candidates": {"patchcore": {"image_auroc": 0.9}, "eager": {"image_auroc": 0.9}},
+        "auroc_gain_over_patchcore": {"eager": {"value": 0.0, "ci95": [-0.1, 0.1]}},
     }
     _edit_manifest(model, {**eager, "metrics": {"selection": selection}})
 
     result = bench.evaluate_candidates(model, sample / "brick", tmp_path / "work", resamples=50)
 
     assert result["kept"] == "eager" and result["criterion"] == "validation AUROC"
+    assert result["validation_gain"] == {"eager": {"value": 0.0, "ci95": [-0.1, 0.1]}}
     models = result["models"]
     assert sorted(models) == ["eager", "patchcore"]
     assert models["eager"]["test_images"] == models["patchcore"]["test_images"]

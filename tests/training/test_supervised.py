@@ -24,7 +24,7 @@ from training.dataset import (
 from training.evaluate import evaluate, torch_parity
 from training.sample_data import PRODUCTS, Size, generate_product
 from training.scoring import load_tensor
-from training.train import _Candidate, select_candidate, train
+from training.train import PLAIN_SELECTION_DEFECTS, _Candidate, select_candidate, train
 from training.train import main as train_main
 
 # 16 good and 4 of each of the six defect types: 24 defects, enough for the supervised candidate
@@ -87,6 +87,8 @@ def test_auto_trains_both_candidates_and_keeps_the_one_validation_prefers(traine
     gain = selection["auroc_gain_over_patchcore"]["supervised"]
     low, high = gain["ci95"]
     assert low <= gain["value"] <= high and gain["resamples"] == 1000
+    # 12 training defects: below the plain rule's count, the gain must clear the noise
+    assert selection["train_defect_images"] == 12 < PLAIN_SELECTION_DEFECTS
     assert selection["kept"] == ("supervised" if low > 0 else "patchcore")
     aurocs = {n: c["validation_auroc"] for n, c in selection["candidates"].items()}
     assert gain["value"] == pytest.approx(aurocs["supervised"] - aurocs["patchcore"], abs=1e-6)
@@ -101,7 +103,7 @@ def test_auto_trains_both_candidates_and_keeps_the_one_validation_prefers(traine
     assert record["split"]["counts"]["train"]["defect"] == 12
 
 
-def test_the_supervised_candidate_is_kept_only_when_validation_shows_it_better_beyond_noise(
+def test_the_supervised_candidate_is_kept_only_when_validation_shows_it_better(
     tmp_path: Path,
 ) -> None:
     rng = np.random.default_rng(0)
@@ -121,9 +123,25 @@ def test_the_supervised_candidate_is_kept_only_when_validation_shows_it_better_b
     kept, gains = select_candidate([chance, candidate("supervised", good, nudged)])
     assert kept is chance and gains["supervised"]["value"] > 0
     assert gains["supervised"]["ci95"][0] <= 0
-    # worse on validation: never kept
-    kept, _ = select_candidate([candidate("patchcore", good, defect + 3.0), chance])
-    assert kept.name == "patchcore"
+    # a head trained on enough defects is kept on the higher validation AUROC alone
+    for trained_on, expected in (
+        (PLAIN_SELECTION_DEFECTS - 1, "patchcore"),
+        (PLAIN_SELECTION_DEFECTS, "supervised"),
+    ):
+        kept, _ = select_candidate(
+            [chance, candidate("supervised", good, nudged)], train_defects=trained_on
+        )
+        assert kept.name == expected, trained_on
+    # worse on validation: never kept, however many defects the head saw
+    for trained_on in (0, 10 * PLAIN_SELECTION_DEFECTS):
+        kept, _ = select_candidate(
+            [candidate("patchcore", good, defect + 3.0), chance], train_defects=trained_on
+        )
+        assert kept.name == "patchcore"
+    # equal on validation: the anomaly model
+    same = candidate("supervised", good, defect)
+    kept, gains = select_candidate([chance, same], train_defects=PLAIN_SELECTION_DEFECTS)
+    assert kept is chance and gains["supervised"]["value"] == 0
     # no validation defect: nothing to compare, the anomaly model
     empty = np.zeros(0)
     kept, gains = select_candidate(
