@@ -485,6 +485,7 @@ def select_candidate(
     base = next((c for c in candidates if c.name == "patchcore"), candidates[0])
     gains: dict[str, object] = {}
     kept = base
+    plain = train_defects >= PLAIN_SELECTION_DEFECTS
     for other in candidates:
         if other is base:
             continue
@@ -492,7 +493,6 @@ def select_candidate(
         gains[other.name] = gain
         if gain["ci95"] is None:  # undefined on this validation split: nothing to compare
             continue
-        plain = train_defects >= PLAIN_SELECTION_DEFECTS
         margin = gain["value"] if plain else gain["ci95"][0]  # type: ignore[index]
         if margin > 0:  # type: ignore[operator]
             kept = other
