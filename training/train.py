@@ -479,7 +479,7 @@ def select_candidate(
     supervised head that fits its training defects can win on 18 validation defects by chance
     and lose on the next 18, so below :data:`PLAIN_SELECTION_DEFECTS` training defect images
     (``train_defects``) it must win beyond the bootstrap's noise. With that many its head has
-    beaten the anomaly model on every test split measured while the bootstrap interval still
+    beaten the anomaly model on every development test split while the bootstrap interval still
     spanned 0, so a higher validation AUROC keeps it.
     """
     base = next((c for c in candidates if c.name == "patchcore"), candidates[0])
