@@ -4,7 +4,9 @@
 
 Without --model-dir it trains a production-size anomaly model (the large sample's brick, seed
 0, full memory bank, the default design) twice, int8 (the default) and with
-``--precision float``, times both, and times training on the CI-size sample. The ImageNet Lite0
+``--precision float``, and the supervised model on the same split and bank (what a plant's
+labelled folder keeps, ``model_supervised``), times all three, and times training on the CI-size
+sample. The ImageNet Lite0
 classifier (the same weights, the whole network to its logits, exported with torch.onnx for
 batch 1 like the model) is timed in the same run, runs alternating with the models' so that
 machine load hits all alike; ``ratio_p50`` is model / classifier (target ≤ 0.6). One and two
@@ -129,20 +131,30 @@ def main() -> int:
             result["train_ci_sample_s"] = round(seconds, 1)
             result["train_ci_sample"] = "brick, small (30 good + 12 defect, 256 px), 2 threads"
             _quiet(lambda: generate(large, seed=0, size="large", products=["brick"]))
-            # the anomaly model both times: the same model, int8 (the default) and float
-            for name, precision in (("pkg", "int8"), ("float", "float")):
+            # the anomaly model both times: the same model, int8 (the default) and float; and
+            # the supervised model (the anomaly model plus a head), int8
+            for name, kind, precision in (
+                ("pkg", "patchcore", "int8"),
+                ("float", "patchcore", "float"),
+                ("supervised", "supervised", "int8"),
+            ):
                 seconds = _quiet(
                     lambda: train(
                         large / "brick",
                         Path(tmp) / name,  # noqa: B023 - called at once
                         threads=2,
-                        model_kind="patchcore",
+                        model_kind=kind,  # noqa: B023
                         precision=precision,  # noqa: B023
                     )
                 )
-                result[f"train_large_sample_{precision}_s"] = round(seconds, 1)
+                label = "supervised" if kind == "supervised" else precision
+                result[f"train_large_sample_{label}_s"] = round(seconds, 1)
             model_dir = Path(tmp) / "pkg"
             extra["model_float"] = Path(tmp) / "float" / "model.onnx"
+            extra["model_supervised"] = Path(tmp) / "supervised" / "model.onnx"
+            result["search_supervised"] = load_package(
+                Path(tmp) / "supervised"
+            ).manifest.metrics.get("search")
         package = load_package(model_dir)
         spec = package.manifest.input
         assert package.golden_path is not None

@@ -289,7 +289,7 @@ class PatchCoreModel(nn.Module):
         """Standardised anomaly map ``(B, 1, h, w)`` on the feature grid."""
         return (self.searched(self.extractor(x)) - self.center) / self.scale
 
-    def two_stage(self, feats: torch.Tensor) -> torch.Tensor:
+    def two_stage(self, feats: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """The two-stage search's raw distance map ``(B, 1, h, w)``, before smoothing.
 
         Every cell is searched against the first ``coarse`` bank entries (an upper bound of its
@@ -299,6 +299,13 @@ class PatchCoreModel(nn.Module):
         cell: before smoothing, the top cells are exact distances. The map is then smoothed and
         standardised like the exact search's, so a top cell's smoothed value also takes its
         neighbours' capped bounds (within σ = half a cell, a small share).
+
+        ``offset`` ``(B, 1, h, w)``, in standardised units, is what a model built on the map
+        adds to each cell before ranking (the supervised head, divided by the distance's
+        weight): cells are then refined, and capped, by standardised distance plus offset. A
+        cap is never below a distance of 0, so a clamped cell can sum above the lowest refined
+        cell, but never above its own exact sum: the mean of the top sums is at most the exact
+        search's, before smoothing.
         """
         augmented, sq, h, w = self._augmented(feats)
         b, hw = sq.shape
@@ -306,14 +313,25 @@ class PatchCoreModel(nn.Module):
         upper = torch.sqrt(torch.clamp(coarse2, min=0.0))
         center = self.center.expand(b, 1, h, w).reshape(b, hw)
         scale = self.scale.expand(b, 1, h, w).reshape(b, hw)
-        cells = ((upper - center) / scale).topk(min(self.refine, hw), dim=1).indices
+        ranked = (upper - center) / scale
+        shift = offset.reshape(b, hw) if offset is not None else None
+        if shift is not None:
+            ranked = ranked + shift
+        cells = ranked.topk(min(self.refine, hw), dim=1).indices
         chosen = augmented.gather(1, cells[:, :, None].expand(-1, -1, augmented.shape[2]))
         exact2 = self._nearest2(chosen) + sq.gather(1, cells)
         exact = torch.sqrt(torch.clamp(exact2, min=0.0))
-        # the cap is the lowest refined cell's *standardised* distance, brought back to each
-        # cell's own units: no unrefined cell standardises above a refined one
-        cap = ((exact - center.gather(1, cells)) / scale.gather(1, cells)).amin(1, keepdim=True)
-        capped = torch.minimum(upper, center + scale * cap)
+        # the cap is the lowest refined cell's *standardised* distance (plus offset), brought
+        # back to each cell's own units: no unrefined cell ranks above a refined one (unless
+        # the cap would be a negative distance; see the docstring)
+        lifted = (exact - center.gather(1, cells)) / scale.gather(1, cells)
+        if shift is None:
+            capped = torch.minimum(upper, center + scale * lifted.amin(1, keepdim=True))
+        else:
+            cap = (lifted + shift.gather(1, cells)).amin(1, keepdim=True)
+            # a distance is never negative: a cell the head lifts far stays at 0, not below
+            ceiling = torch.clamp(center + scale * (cap - shift), min=0.0)
+            capped = torch.minimum(upper, ceiling)
         return capped.scatter(1, cells, exact).reshape(b, 1, h, w)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,10 +54,6 @@ class SupervisedModel(nn.Module):
     def __init__(self, anomaly: PatchCoreModel, hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.anomaly = anomaly
-        if anomaly.coarse:
-            # the head is trained on exact distances, and the two-stage search refines the cells
-            # the anomaly bound ranks highest, not those the head would: not measured together
-            raise ValueError("the supervised head builds on the exact search (coarse 0)")
         dims = int(anomaly.extractor.weight.numel())
         if dims == 1:
             raise ValueError("the supervised head needs balanced taps (per-channel weights)")
@@ -80,25 +76,57 @@ class SupervisedModel(nn.Module):
         """The head's raw output bounded to ±:data:`HEAD_BOUND`."""
         return HEAD_BOUND * torch.tanh(head / HEAD_BOUND)
 
+    def head(self, raw: torch.Tensor) -> torch.Tensor:
+        """The bounded head ``(B, 1, h, w)`` on the balanced tap features."""
+        return self.bounded(self.out(F.relu(self.hidden(raw))))
+
     def cells(self, raw: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
         """Cell logits ``(B, 1, h, w)`` from tap features and standardised distances."""
-        return self.weight() * anomaly + self.bounded(self.out(F.relu(self.hidden(raw))))
+        return self.weight() * anomaly + self.head(raw)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score a normalised batch; the map has the input's spatial size."""
-        raw, anomaly = features(self.anomaly, x, exact=False)
-        return image_outputs(self.cells(raw, anomaly), self.top_k, x.shape[-2:])
+        """Score a normalised batch; the map has the input's spatial size.
+
+        With the anomaly model's two-stage search the cells refined are those whose *logit*
+        bound stands highest (the head, divided by the distance's weight, offsets each cell's
+        standardised bound), so the top cells' logits come from exact distances, as in training.
+        """
+        model = self.anomaly
+        raw = model.extractor.balanced(x)
+        projected = model.extractor.project(raw)
+        head = self.head(raw)
+        weight = self.weight()
+        if model.coarse:
+            distances = model.smooth(model.two_stage(projected, head / weight))
+        else:
+            distances = model.nearest(projected)
+        anomaly = (distances - model.center) / model.scale
+        return image_outputs(weight * anomaly + head, self.top_k, x.shape[-2:])
+
+    def searching(self, anomaly: PatchCoreModel) -> SupervisedModel:
+        """This head on ``anomaly`` (the same extractor, bank and statistics, its own search):
+        the head is trained on the exact search and runs on the model's two-stage one."""
+        same = [
+            torch.equal(anomaly.bank, self.anomaly.bank),
+            torch.equal(anomaly.center, self.anomaly.center),
+            torch.equal(anomaly.scale, self.anomaly.scale),
+            anomaly.extractor is self.anomaly.extractor,
+        ]
+        if not all(same):
+            raise ValueError("the head runs only on the anomaly model it was trained on")
+        model = SupervisedModel(anomaly, int(self.hidden.out_channels))
+        model.hidden.load_state_dict(self.hidden.state_dict())
+        model.out.load_state_dict(self.out.state_dict())
+        model.anomaly_gain.data.copy_(self.anomaly_gain.data)
+        return model.eval().requires_grad_(False)
 
 
-def features(
-    model: PatchCoreModel, x: torch.Tensor, *, exact: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The balanced tap features ``(B, D, h, w)`` and standardised distances ``(B, 1, h, w)``:
-    exact (the head is trained on those), or from the anomaly model's own search (the graph)."""
+def features(model: PatchCoreModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The balanced tap features ``(B, D, h, w)`` and exact standardised distances
+    ``(B, 1, h, w)``: what the head is trained on."""
     raw = model.extractor.balanced(x)
     projected = model.extractor.project(raw)
-    distances = model.nearest(projected) if exact else model.searched(projected)
-    return raw, (distances - model.center) / model.scale
+    return raw, (model.nearest(projected) - model.center) / model.scale
 
 
 @torch.no_grad()

@@ -327,8 +327,8 @@ def train(
                 "pixels; the input has a region of interest or padding); image labels only"
             )
 
-        # the head is trained and run on the exact search: the two-stage search refines the
-        # cells the anomaly bound ranks highest, not those the head would
+        # the head is trained on exact distances and runs on the anomaly model's own search
+        # (the two-stage search refines the cells whose logit bound ranks highest)
         head = fit_head(
             patchcore.exact_search(anomaly),
             good_tensors,
@@ -337,13 +337,12 @@ def train(
             [read_mask(s.mask) for s in train_defect] if whole_frame else None,
             seed=seed,
             log=_log,
-        )
+        ).searching(anomaly)
         extra = {
             "train_defect_images": len(train_defect),
             "head_hidden": DEFAULT_HIDDEN,
             "head_bound": HEAD_BOUND,
             "anomaly_weight": round(head.anomaly_weight(), 4),
-            "search": {"coarse": 0, "refine": anomaly.refine},
         }
         models["supervised"] = head
     else:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inspector.model_package import load_package
 from training.dataset import (
@@ -44,7 +45,8 @@ def trained(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "brick"
     with contextlib.redirect_stdout(io.StringIO()):
         # float: the parity checks below hold the supervised graph's export to the torch model
-        train(labelled, out, seed=1, max_bank=256, precision="float")
+        # the two-stage search as by default (coarse entries < bank), on a bank small to build
+        train(labelled, out, seed=1, max_bank=256, coarse=64, precision="float")
     return out
 
 
@@ -158,6 +160,132 @@ def test_supervised_package_scores_the_same_in_torch_and_onnx_runtime(
     tensors = [load_tensor(p, spec) for p in sorted((labelled / "defect").rglob("*.png"))[:4]]
     parity = torch_parity(package, tensors)
     assert parity is not None and parity <= 1e-4
+
+
+def test_the_supervised_package_runs_the_anomaly_model_s_two_stage_search(trained: Path) -> None:
+    from training.evaluate import torch_model_from_package
+
+    package = load_package(trained / "candidates" / "supervised")
+    assert package.manifest.metrics["search"]["coarse"] == 64
+    model = torch_model_from_package(package)
+    assert model.anomaly.coarse == 64
+
+
+class _Features(torch.nn.Module):
+    """Stand-in extractor: the input is its balanced features (8 channels); the projection keeps
+    channels 1–4, so channel 0 moves the head and never the distance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.ones(1, 8, 1, 1)
+        self.projection = torch.zeros(4, 8, 1, 1)
+        self.projection[torch.arange(4), torch.arange(1, 5)] = 1.0
+
+    def balanced(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(feats, self.projection)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.balanced(x))
+
+
+def _heads(seed: int, refine: int, sigma: float = 0.01):  # noqa: ANN202 - two models and data
+    """An exact-search supervised model, the same head on a two-stage search (40 coarse
+    entries), and a batch; the head reads channel 0 alone."""
+    from training.model import PatchCoreModel
+    from training.supervised import SupervisedModel
+
+    generator = torch.Generator().manual_seed(seed)
+    extractor = _Features()
+    bank = torch.randn(600, 4, generator=generator)
+    x = torch.randn(2, 8, 6, 7, generator=generator)
+    x[:, 0] = 0.0
+    x[0, 1:5, 2, 3] += 6.0  # a patch far from every bank entry
+    center = torch.rand(1, 1, 6, 7, generator=generator)
+    scale = torch.rand(1, 1, 6, 7, generator=generator) + 0.5
+
+    def anomaly(coarse: int) -> PatchCoreModel:
+        return PatchCoreModel(
+            extractor, bank, sigma=sigma, center=center, scale=scale, top_k=2,  # type: ignore[arg-type]
+            coarse=coarse, refine=refine,
+        )  # fmt: skip
+
+    exact = SupervisedModel(anomaly(0), hidden=4)
+    with torch.no_grad():
+        exact.hidden.weight.zero_()
+        exact.hidden.weight[0, 0] = 1.0
+        exact.hidden.bias.zero_()
+        exact.out.weight.zero_()
+        exact.out.weight[0, 0] = 2.0
+        exact.out.bias.zero_()
+    return exact.eval(), exact.searching(anomaly(40)), x
+
+
+def test_two_stage_supervised_refines_the_cells_the_head_lifts() -> None:
+    exact, two_stage, x = _heads(seed=3, refine=5)
+    model = two_stage.anomaly
+    patches = x.flatten(2).transpose(1, 2)[:, :, 1:5]
+    upper = torch.cdist(patches, model.bank[:40]).amin(dim=2).reshape(2, 1, 6, 7)
+    standard_upper = (upper - model.center) / model.scale
+    # the cell whose distance bound ranks lowest: the anomaly's ranking alone never refines it
+    low = int(standard_upper[0].flatten().argmin())
+    x[0, 0].view(-1)[low] = 10.0  # the head lifts it by almost its bound (4 · tanh(5))
+    with torch.no_grad():
+        score, amap = two_stage(x)
+        expected, _ = exact(x)
+        raw = model.extractor.balanced(x)
+        nearest = exact.anomaly.nearest(model.extractor.project(raw))
+        cells = exact.cells(raw, (nearest - model.center) / model.scale)
+        unshifted = model.two_stage(model.extractor.project(raw))
+    # the far patch and the lifted cell are the two top cells of the exact logits (top_k 2)
+    assert low in cells[0].flatten().topk(2).indices.tolist()
+    # its top cells refined, the image gets the exact score (the other image has no clear top
+    # cells: refining 5 of 42 on a 40-entry bound, its score may only be lower)
+    assert float(score[0]) == pytest.approx(float(expected[0]), abs=1e-4)
+    assert float(score[1]) <= float(expected[1]) + 1e-4
+    assert amap.shape == (2, 6, 7)
+    # ranked by distance alone the lifted cell keeps its coarse bound, not its exact distance
+    assert float(unshifted[0, 0].flatten()[low]) > float(nearest[0, 0].flatten()[low]) + 1e-3
+
+
+def test_two_stage_supervised_score_never_exceeds_the_exact_one() -> None:
+    for seed in range(20):
+        exact, two_stage, x = _heads(seed=seed, refine=2)
+        generator = torch.Generator().manual_seed(100 + seed)
+        x[:, 0] = 3.0 * torch.randn(2, 6, 7, generator=generator)  # heads all over the grid
+        with torch.no_grad():
+            score, _ = two_stage(x)
+            expected, _ = exact(x)
+        assert bool((score <= expected + 1e-4).all()), seed
+
+
+def test_two_stage_supervised_exports_to_onnx_with_the_same_scores(tmp_path: Path) -> None:
+    from training.model import _export
+    from training.scoring import onnx_session
+
+    _, two_stage, x = _heads(seed=4, refine=5, sigma=0.5)
+    x[0, 0, 1, 1] = 10.0
+    _export(two_stage, x[:1], tmp_path / "m.onnx", dynamic_batch=True)
+    session = onnx_session(tmp_path / "m.onnx")
+    score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected_score, expected_map = two_stage(x)
+    assert np.allclose(score, expected_score.numpy(), atol=1e-4)
+    assert np.allclose(amap, expected_map.numpy(), atol=1e-4)
+
+
+def test_a_head_runs_only_on_the_anomaly_model_it_was_trained_on() -> None:
+    from training.model import PatchCoreModel
+
+    exact, two_stage, _ = _heads(seed=5, refine=5)
+    other = PatchCoreModel(
+        exact.anomaly.extractor, torch.randn(600, 4), top_k=2, coarse=40, refine=5,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="trained on"):
+        exact.searching(other)
+    assert two_stage.anomaly_weight() == pytest.approx(exact.anomaly_weight())
 
 
 def test_every_candidate_evaluates_on_the_same_held_out_test_split(
