@@ -111,6 +111,8 @@ class SupervisedModel(nn.Module):
             torch.equal(anomaly.center, self.anomaly.center),
             torch.equal(anomaly.scale, self.anomaly.scale),
             anomaly.extractor is self.anomaly.extractor,
+            torch.equal(anomaly.kernel, self.anomaly.kernel),
+            anomaly.top_k == self.anomaly.top_k,
         ]
         if not all(same):
             raise ValueError("the head runs only on the anomaly model it was trained on")

@@ -191,9 +191,14 @@ class _Features(torch.nn.Module):
         return self.project(self.balanced(x))
 
 
-def _heads(seed: int, refine: int, sigma: float = 0.01):  # noqa: ANN202 - two models and data
+def _heads(  # noqa: ANN202 - two models and data
+    seed: int, refine: int, sigma: float = 0.01, weight: float = 2.0, center: float | None = None
+):
     """An exact-search supervised model, the same head on a two-stage search (40 coarse
-    entries), and a batch; the head reads channel 0 alone."""
+    entries), and a batch; the head reads channel 0 alone, the distance's weight is
+    ``weight``, every cell's mean ``center`` (random below 1 when None)."""
+    import math
+
     from training.model import PatchCoreModel
     from training.supervised import SupervisedModel
 
@@ -203,12 +208,18 @@ def _heads(seed: int, refine: int, sigma: float = 0.01):  # noqa: ANN202 - two m
     x = torch.randn(2, 8, 6, 7, generator=generator)
     x[:, 0] = 0.0
     x[0, 1:5, 2, 3] += 6.0  # a patch far from every bank entry
-    center = torch.rand(1, 1, 6, 7, generator=generator)
+    means = torch.rand(1, 1, 6, 7, generator=generator) if center is None else None
     scale = torch.rand(1, 1, 6, 7, generator=generator) + 0.5
+    if means is None:
+        means = torch.full((1, 1, 6, 7), float(center))
+        # a patch of the second image that is a bank entry far from the coarse ones: its bound
+        # ranks it first, its exact distance is 0
+        bank[500] = 10.0
+        x[1, 1:5, 3, 3] = 10.0
 
     def anomaly(coarse: int) -> PatchCoreModel:
         return PatchCoreModel(
-            extractor, bank, sigma=sigma, center=center, scale=scale, top_k=2,  # type: ignore[arg-type]
+            extractor, bank, sigma=sigma, center=means, scale=scale, top_k=2,  # type: ignore[arg-type]
             coarse=coarse, refine=refine,
         )  # fmt: skip
 
@@ -220,11 +231,29 @@ def _heads(seed: int, refine: int, sigma: float = 0.01):  # noqa: ANN202 - two m
         exact.out.weight.zero_()
         exact.out.weight[0, 0] = 2.0
         exact.out.bias.zero_()
+        exact.anomaly_gain.fill_(math.log(math.expm1(weight - 0.5)))  # weight = 0.5 + softplus
+    assert exact.anomaly_weight() == pytest.approx(weight)
     return exact.eval(), exact.searching(anomaly(40)), x
 
 
+def _raw_logits(model, x: torch.Tensor, exact: bool):  # noqa: ANN001, ANN202
+    """Cell logits before smoothing: the two-stage search's raw map, or the exact one."""
+    anomaly = model.anomaly
+    with torch.no_grad():
+        raw = anomaly.extractor.balanced(x)
+        projected = anomaly.extractor.project(raw)
+        head, weight = model.head(raw), model.weight()
+        if exact:
+            patches = projected.flatten(2).transpose(1, 2)
+            h, w = projected.shape[-2:]
+            distances = torch.cdist(patches, anomaly.bank).amin(dim=2).reshape(-1, 1, h, w)
+        else:
+            distances = anomaly.two_stage(projected, head / weight)
+    return weight * (distances - anomaly.center) / anomaly.scale + head, distances
+
+
 def test_two_stage_supervised_refines_the_cells_the_head_lifts() -> None:
-    exact, two_stage, x = _heads(seed=3, refine=5)
+    exact, two_stage, x = _heads(seed=3, refine=5, weight=1.25)
     model = two_stage.anomaly
     patches = x.flatten(2).transpose(1, 2)[:, :, 1:5]
     upper = torch.cdist(patches, model.bank[:40]).amin(dim=2).reshape(2, 1, 6, 7)
@@ -250,15 +279,72 @@ def test_two_stage_supervised_refines_the_cells_the_head_lifts() -> None:
     assert float(unshifted[0, 0].flatten()[low]) > float(nearest[0, 0].flatten()[low]) + 1e-3
 
 
-def test_two_stage_supervised_score_never_exceeds_the_exact_one() -> None:
+def test_two_stage_supervised_top_logits_never_exceed_the_exact_ones() -> None:
+    # before smoothing (the product's σ of half a cell), heads of both signs all over the grid
     for seed in range(20):
-        exact, two_stage, x = _heads(seed=seed, refine=2)
-        generator = torch.Generator().manual_seed(100 + seed)
-        x[:, 0] = 3.0 * torch.randn(2, 6, 7, generator=generator)  # heads all over the grid
+        _, two_stage, x = _heads(seed=seed, refine=2, sigma=0.5)
         with torch.no_grad():
-            score, _ = two_stage(x)
-            expected, _ = exact(x)
-        assert bool((score <= expected + 1e-4).all()), seed
+            two_stage.out.bias.fill_(-2.0)  # heads from -1.85 to +4
+        generator = torch.Generator().manual_seed(100 + seed)
+        x[:, 0] = 3.0 * torch.randn(2, 6, 7, generator=generator)
+        searched, distances = _raw_logits(two_stage, x, exact=False)
+        exact, _ = _raw_logits(two_stage, x, exact=True)
+        top = searched.flatten(1).topk(2, dim=1).values.mean(dim=1)
+        assert bool((top <= exact.flatten(1).topk(2, dim=1).values.mean(dim=1) + 1e-4).all()), seed
+        # the refined cells: the highest coarse bounds plus the head's offset; no other cell's
+        # logit stands above the lowest of theirs (unless it is held at a distance of 0)
+        anomaly = two_stage.anomaly
+        patches = x.flatten(2).transpose(1, 2)[:, :, 1:5]
+        upper = torch.cdist(patches, anomaly.bank[:40]).amin(dim=2)
+        with torch.no_grad():
+            offset = (two_stage.head(x) / two_stage.weight()).flatten(1)
+        standard = (upper - anomaly.center.flatten(1)) / anomaly.scale.flatten(1)
+        refined = (standard + offset).topk(2, dim=1).indices
+        logits = searched.flatten(1)
+        for b in range(2):
+            lowest = float(logits[b, refined[b]].min())
+            others = torch.ones(42, dtype=torch.bool)
+            others[refined[b]] = False
+            others &= distances.flatten(1)[b] > 0
+            assert float(logits[b, others].max()) <= lowest + 1e-4, seed
+            # and a cell is lowered only as far as that: one whose bound stands below keeps it
+            weight = float(two_stage.weight())
+            below = (weight * (standard[b] + offset[b]) < lowest - 1e-4) & others
+            assert bool(below.any()), seed
+            torch.testing.assert_close(distances.flatten(1)[b, below], upper[b, below])
+        # and so the image score, where the kernel is too narrow to mix cells
+        narrow, narrow_two_stage, _ = _heads(seed=seed, refine=2)
+        with torch.no_grad():
+            assert bool((narrow_two_stage(x)[0] <= narrow(x)[0] + 1e-4).all()), seed
+
+
+def test_two_stage_supervised_refining_every_cell_is_the_exact_model() -> None:
+    exact, two_stage, x = _heads(seed=6, refine=42, sigma=0.5)
+    x[:, 0] = torch.randn(2, 6, 7, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        score, amap = two_stage(x)
+        expected_score, expected_map = exact(x)
+    torch.testing.assert_close(score, expected_score, atol=1e-4, rtol=0)
+    torch.testing.assert_close(amap, expected_map, atol=1e-4, rtol=0)
+
+
+def test_two_stage_supervised_never_caps_a_distance_below_zero() -> None:
+    # cells whose normal level is far above any distance: the lowest refined cell's logit, less
+    # a lifted cell's head, would put that cell's cap at a negative distance
+    # the refined twin of a bank entry (exact distance 0) sets the cap at (0 − 8) / its spread;
+    # every other cell of that image the head lifts by 2 (= 4 / weight 2) would be capped at
+    # 8 + spread · (cap − 2), a negative distance where the spreads are alike
+    _, two_stage, x = _heads(seed=7, refine=2, center=8.0)
+    x[1, 0] = 10.0
+    x[1, 0, 3, 3] = 0.0
+    _, distances = _raw_logits(two_stage, x, exact=False)
+    _, exact = _raw_logits(two_stage, x, exact=True)
+    assert float(exact[1, 0, 3, 3]) < 1e-3
+    assert bool((distances >= 0).all())
+    assert int((distances[1] == 0).sum()) > 1  # those cells are held at 0, not below
+    with torch.no_grad():
+        scores, _ = two_stage(x)
+    assert bool(torch.isfinite(scores).all())
 
 
 def test_two_stage_supervised_exports_to_onnx_with_the_same_scores(tmp_path: Path) -> None:
@@ -280,12 +366,25 @@ def test_a_head_runs_only_on_the_anomaly_model_it_was_trained_on() -> None:
     from training.model import PatchCoreModel
 
     exact, two_stage, _ = _heads(seed=5, refine=5)
-    other = PatchCoreModel(
-        exact.anomaly.extractor, torch.randn(600, 4), top_k=2, coarse=40, refine=5,
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="trained on"):
-        exact.searching(other)
-    assert two_stage.anomaly_weight() == pytest.approx(exact.anomaly_weight())
+    assert two_stage.anomaly_weight() == pytest.approx(exact.anomaly_weight()) == 2.0
+    for key, value in exact.state_dict().items():
+        if not key.startswith("anomaly."):
+            torch.testing.assert_close(two_stage.state_dict()[key], value)
+    base = exact.anomaly
+    others = {
+        "bank": PatchCoreModel(base.extractor, torch.randn(600, 4), top_k=2, coarse=40, refine=5),
+        "smoothing": PatchCoreModel(
+            base.extractor, base.bank, sigma=1.0, center=base.center, scale=base.scale,
+            top_k=2, coarse=40, refine=5,
+        ),
+        "score": PatchCoreModel(
+            base.extractor, base.bank, sigma=0.01, center=base.center, scale=base.scale,
+            top_k=3, coarse=40, refine=5,
+        ),
+    }  # fmt: skip
+    for other in others.values():  # another bank, smoothing or score: refused
+        with pytest.raises(ValueError, match="trained on"):
+            exact.searching(other)
 
 
 def test_every_candidate_evaluates_on_the_same_held_out_test_split(
