@@ -43,6 +43,7 @@ MIN_ANOMALY_WEIGHT = 0.5  # the distance's weight never falls below this
 DEFAULT_STEPS = 400
 DEFAULT_WEIGHT_DECAY = 1e-3
 MAX_GOOD_IMAGES = 512  # good images the head sees at most (memory stays bounded)
+MAX_DEFECT_IMAGES = 1024  # defect images the head sees at most (likewise)
 MASK_POSITIVE = 0.25  # share of a cell the mask must cover for the cell to be a positive
 MASK_MARGIN = 2  # cells this far from a mask are negatives of a defect image
 EXACT = 1e-6  # squared distance below which a bank entry is one of the image's own patches
@@ -168,7 +169,7 @@ def fit_head(
     anomaly: PatchCoreModel,
     good: Sequence[np.ndarray],
     defects: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray | None] | None = None,
+    masks: Sequence[np.ndarray | Path | None] | None = None,
     *,
     hidden: int = DEFAULT_HIDDEN,
     steps: int = DEFAULT_STEPS,
@@ -178,40 +179,60 @@ def fit_head(
 ) -> SupervisedModel:
     """Train the head on training good images (bank images) and labelled defect images.
 
-    ``masks`` (one per defect image, ``None`` where there is none, at any resolution) add cell
-    targets. The anomaly model is frozen.
+    ``masks`` (one per defect image, ``None`` where there is none, at any resolution; a path is
+    read when its image's features are) add cell targets. The anomaly model is frozen. At most
+    :data:`MAX_GOOD_IMAGES` good and :data:`MAX_DEFECT_IMAGES` defect images (seeded samples)
+    feed the head, read a batch at a time: only their features are held.
     """
     if not defects:
         raise ValueError("the supervised candidate needs defect images to train on")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    # images are read one batch at a time, by index: only their features stay in memory
+    good_index = list(range(len(good)))
     if len(good) > MAX_GOOD_IMAGES:
-        good = [good[i] for i in sorted(rng.choice(len(good), MAX_GOOD_IMAGES, replace=False))]
+        good_index = sorted(rng.choice(len(good), MAX_GOOD_IMAGES, replace=False).tolist())
+    defect_index = list(range(len(defects)))
+    if len(defects) > MAX_DEFECT_IMAGES:
+        defect_index = sorted(rng.choice(len(defects), MAX_DEFECT_IMAGES, replace=False).tolist())
+        log(
+            f"supervised: the head trains on {MAX_DEFECT_IMAGES} of the {len(defects)} training "
+            "defect images (a seeded sample; memory stays bounded)"
+        )
+    good_count = len(good_index)
     started = time.perf_counter()
-    raws, anomalies, labels = [], [], []
-    for start in range(0, len(good), 16):
-        raw, dist = _leave_one_out(anomaly, torch.from_numpy(np.stack(good[start : start + 16])))
-        raws.append(raw)
-        anomalies.append(dist)
-        labels += [0.0] * len(raw)
-    with torch.no_grad():
-        for start in range(0, len(defects), 16):
-            raw, dist = features(anomaly, torch.from_numpy(np.stack(defects[start : start + 16])))
-            raws.append(raw)
-            anomalies.append(dist)
-            labels += [1.0] * len(raw)
-    raw_all, dist_all = torch.cat(raws), torch.cat(anomalies)
-    grid = (int(raw_all.shape[-2]), int(raw_all.shape[-1]))
-    y = torch.tensor(labels)
+    x: torch.Tensor | None = None  # (images · cells, D) tap features, filled batch by batch
+    a = torch.empty(0)
+    grid = (0, 0)
+    done = 0
+    batches = [(good, good_index[i : i + 16], True) for i in range(0, good_count, 16)] + [
+        (defects, defect_index[i : i + 16], False) for i in range(0, len(defect_index), 16)
+    ]
+    for images, index, own in batches:
+        batch = torch.from_numpy(np.stack([images[i] for i in index]))
+        with torch.no_grad():
+            raw, dist = _leave_one_out(anomaly, batch) if own else features(anomaly, batch)
+        if x is None:
+            grid = (int(raw.shape[-2]), int(raw.shape[-1]))
+            rows = (good_count + len(defect_index)) * grid[0] * grid[1]
+            x = torch.empty(rows, int(raw.shape[1]))
+            a = torch.empty(rows)
+        span = len(index) * grid[0] * grid[1]
+        x[done : done + span] = raw.permute(0, 2, 3, 1).reshape(span, -1)
+        a[done : done + span] = dist.reshape(-1)
+        done += span
+    assert x is not None
+    y = torch.cat([torch.zeros(good_count), torch.ones(len(defect_index))])
     cell_target = torch.full((len(y), *grid), -1.0)
     cell_target[y == 0] = 0.0
-    for i, mask in enumerate(masks or []):
-        target = _cell_targets(mask, grid)
+    for row, i in enumerate(defect_index):
+        mask = masks[i] if masks else None
+        target = _cell_targets(read_mask(mask) if isinstance(mask, Path) else mask, grid)
         if target is not None:
-            cell_target[len(good) + i] = target
+            cell_target[good_count + row] = target
     log(
-        f"supervised: features of {len(good)} good and {len(defects)} defect images "
-        f"in {time.perf_counter() - started:.1f}s"
+        f"supervised: features of {good_count} good and {len(defect_index)} defect images "
+        f"in {time.perf_counter() - started:.1f}s ({x.numel() * 4 / 2**20:.0f} MiB)"
     )
     model = SupervisedModel(anomaly, hidden)
     # weight decay regularises the head only: decaying the distance's weight would pull it down
@@ -236,9 +257,7 @@ def fit_head(
     cell_weight = cell_weight / cell_weight.sum().clamp(min=1.0)
     started = time.perf_counter()
     # the 1×1 convolutions as matrix products over (images·cells, D): several times faster
-    n, d = raw_all.shape[0], raw_all.shape[1]
-    x = raw_all.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
-    a = dist_all.reshape(-1)
+    n = len(y)
     for step in range(steps):
         optimiser.zero_grad()
         hidden_out = F.relu(F.linear(x, model.hidden.weight[:, :, 0, 0], model.hidden.bias))

@@ -318,7 +318,7 @@ def train(
     if model_kind == "supervised" or (
         model_kind == "auto" and train_defect and balance and spec.tiles is None
     ):
-        from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head, read_mask
+        from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head
 
         whole_frame = spec.roi is None and spec.fit == "stretch"
         if not whole_frame and any(s.mask is not None for s in train_defect):
@@ -334,7 +334,7 @@ def train(
             good_tensors,
             _tensors(train_defect, spec, frames),
             # masks are in frame pixels: they map onto the cells of a stretched whole frame
-            [read_mask(s.mask) for s in train_defect] if whole_frame else None,
+            [s.mask for s in train_defect] if whole_frame else None,
             seed=seed,
             log=_log,
         ).searching(anomaly)

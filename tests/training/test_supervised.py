@@ -532,3 +532,32 @@ def test_model_component_leaves_the_candidates_out(trained: Path, tmp_path: Path
         names = archive.namelist()
     assert "model.onnx" in names and "manifest.json" in names
     assert [n for n in names if n.startswith("candidates")] == []
+
+
+def test_the_head_trains_on_a_bounded_sample_of_many_defects(
+    trained: Path, labelled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import supervised
+    from training.evaluate import torch_model_from_package
+    from training.model import exact_search
+
+    anomaly = exact_search(
+        torch_model_from_package(load_package(trained / "candidates" / "patchcore"))
+    )
+    spec = load_package(trained).manifest.input
+    good = [load_tensor(p, spec) for p in sorted((labelled / "good").glob("*.png"))[:4]]
+    paths = sorted((labelled / "defect").rglob("*.png"))[:6]
+    defects = [load_tensor(p, spec) for p in paths]
+    masks = [labelled / "masks" / p.relative_to(labelled / "defect") for p in paths]
+    assert all(m.is_file() for m in masks)  # read from their paths, one image at a time
+    lines: list[str] = []
+    monkeypatch.setattr(supervised, "MAX_DEFECT_IMAGES", 4)
+    head = supervised.fit_head(anomaly, good, defects, masks, steps=2, log=lines.append)
+    assert "the head trains on 4 of the 6 training defect images" in " ".join(lines)
+    assert any("features of 4 good and 4 defect images" in line for line in lines)
+    assert head.anomaly_weight() >= supervised.MIN_ANOMALY_WEIGHT
+    # below the bound every defect image trains it, as before
+    lines.clear()
+    supervised.fit_head(anomaly, good, defects[:4], masks[:4], steps=2, log=lines.append)
+    assert not any("of the" in line for line in lines)
+    assert any("features of 4 good and 4 defect images" in line for line in lines)
