@@ -25,6 +25,7 @@ model's.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,6 +187,8 @@ def fit_head(
     """
     if not defects:
         raise ValueError("the supervised candidate needs defect images to train on")
+    if masks and len(masks) != len(defects):
+        raise ValueError(f"{len(masks)} masks for {len(defects)} defect images: one each (or None)")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     # images are read one batch at a time, by index: only their features stay in memory
@@ -227,7 +230,9 @@ def fit_head(
     cell_target[y == 0] = 0.0
     for row, i in enumerate(defect_index):
         mask = masks[i] if masks else None
-        target = _cell_targets(read_mask(mask) if isinstance(mask, Path) else mask, grid)
+        if isinstance(mask, str | os.PathLike):
+            mask = read_mask(Path(mask))
+        target = _cell_targets(mask, grid)
         if target is not None:
             cell_target[good_count + row] = target
     log(

@@ -318,7 +318,7 @@ def train(
     if model_kind == "supervised" or (
         model_kind == "auto" and train_defect and balance and spec.tiles is None
     ):
-        from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, fit_head
+        from training.supervised import DEFAULT_HIDDEN, HEAD_BOUND, MAX_DEFECT_IMAGES, fit_head
 
         whole_frame = spec.roi is None and spec.fit == "stretch"
         if not whole_frame and any(s.mask is not None for s in train_defect):
@@ -340,6 +340,8 @@ def train(
         ).searching(anomaly)
         extra = {
             "train_defect_images": len(train_defect),
+            # above MAX_DEFECT_IMAGES the head trains on a seeded sample of them
+            "head_defect_images": min(len(train_defect), MAX_DEFECT_IMAGES),
             "head_hidden": DEFAULT_HIDDEN,
             "head_bound": HEAD_BOUND,
             "anomaly_weight": round(head.anomaly_weight(), 4),

@@ -167,6 +167,8 @@ def test_the_supervised_package_runs_the_anomaly_model_s_two_stage_search(traine
 
     package = load_package(trained / "candidates" / "supervised")
     assert package.manifest.metrics["search"]["coarse"] == 64
+    # 12 training defects, below the head's bound: all of them trained it
+    assert package.manifest.metrics["head_defect_images"] == 12
     model = torch_model_from_package(package)
     assert model.anomaly.coarse == 64
 
@@ -549,15 +551,32 @@ def test_the_head_trains_on_a_bounded_sample_of_many_defects(
     paths = sorted((labelled / "defect").rglob("*.png"))[:6]
     defects = [load_tensor(p, spec) for p in paths]
     masks = [labelled / "masks" / p.relative_to(labelled / "defect") for p in paths]
-    assert all(m.is_file() for m in masks)  # read from their paths, one image at a time
+    assert all(m.is_file() for m in masks)
+
+    def fit(images, image_masks, lines=None):  # noqa: ANN001, ANN202
+        log = lines.append if lines is not None else (lambda _: None)
+        return supervised.fit_head(anomaly, good, images, image_masks, steps=20, log=log)
+
+    def weights(model) -> list[torch.Tensor]:  # noqa: ANN001
+        return [model.hidden.weight, model.hidden.bias, model.out.weight, model.anomaly_gain]
+
     lines: list[str] = []
     monkeypatch.setattr(supervised, "MAX_DEFECT_IMAGES", 4)
-    head = supervised.fit_head(anomaly, good, defects, masks, steps=2, log=lines.append)
+    capped = fit(defects, masks, lines)
     assert "the head trains on 4 of the 6 training defect images" in " ".join(lines)
     assert any("features of 4 good and 4 defect images" in line for line in lines)
-    assert head.anomaly_weight() >= supervised.MIN_ANOMALY_WEIGHT
+    # the same head as one trained on that seeded sample alone, masks read from their paths
+    sample = sorted(np.random.default_rng(0).choice(6, 4, replace=False).tolist())
+    alone = fit([defects[i] for i in sample], [supervised.read_mask(masks[i]) for i in sample])
+    for got, expected in zip(weights(capped), weights(alone), strict=True):
+        assert torch.equal(got, expected)
+    # the masks count: without them (image labels only) the head comes out otherwise
+    unmasked = fit([defects[i] for i in sample], None)
+    assert not torch.equal(unmasked.hidden.weight, alone.hidden.weight)
     # below the bound every defect image trains it, as before
     lines.clear()
-    supervised.fit_head(anomaly, good, defects[:4], masks[:4], steps=2, log=lines.append)
+    fit(defects[:4], [str(m) for m in masks[:4]], lines)
     assert not any("of the" in line for line in lines)
     assert any("features of 4 good and 4 defect images" in line for line in lines)
+    with pytest.raises(ValueError, match="3 masks for 4 defect images"):
+        fit(defects[:4], masks[:3])
