@@ -6,7 +6,9 @@ import contextlib
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from training.sample_data import PRODUCTS, Size, generate_product
 
@@ -32,3 +34,17 @@ def package(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with contextlib.redirect_stdout(io.StringIO()):
         train(sample / "brick", out, seed=1, max_bank=256, version="1.2.3")
     return out
+
+
+def assert_onnx_scores_alike(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
+    """``model`` exported (dynamic batch) to ``path`` scores ``x`` in ONNX Runtime as in torch."""
+    from training.model import _export
+    from training.scoring import onnx_session
+
+    _export(model.eval(), x[:1], path, dynamic_batch=True)
+    session = onnx_session(path)
+    score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected_score, expected_map = model(x)
+    assert np.allclose(score, expected_score.numpy(), atol=1e-4)
+    assert np.allclose(amap, expected_map.numpy(), atol=1e-4)

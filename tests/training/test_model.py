@@ -21,6 +21,8 @@ from training.model import (
     standardisation,
 )
 
+from .conftest import assert_onnx_scores_alike
+
 
 def test_coreset_covers_far_points_better_than_random() -> None:
     generator = torch.Generator().manual_seed(0)
@@ -160,17 +162,8 @@ def test_two_stage_search_refining_every_cell_is_the_exact_map() -> None:
 
 
 def test_two_stage_search_exports_to_onnx_with_the_same_scores(tmp_path: Path) -> None:
-    from training.model import _export
-    from training.scoring import onnx_session
-
     model, x, _ = _two_stage(refine=5)
-    _export(model.eval(), x[:1], tmp_path / "m.onnx", dynamic_batch=True)
-    session = onnx_session(tmp_path / "m.onnx")
-    score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        expected_score, expected_map = model(x)
-    assert np.allclose(score, expected_score.numpy(), atol=1e-4)
-    assert np.allclose(amap, expected_map.numpy(), atol=1e-4)
+    assert_onnx_scores_alike(model, x, tmp_path / "m.onnx")
 
 
 def test_two_stage_search_needs_a_positive_refine_count() -> None:

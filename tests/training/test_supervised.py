@@ -28,6 +28,8 @@ from training.scoring import load_tensor
 from training.train import PLAIN_SELECTION_DEFECTS, _Candidate, select_candidate, train
 from training.train import main as train_main
 
+from .conftest import assert_onnx_scores_alike
+
 # 16 good and 4 of each of the six defect types: 24 defects, enough for the supervised candidate
 LABELLED = Size(good=16, per_defect_type=4, side=128)
 
@@ -350,18 +352,9 @@ def test_two_stage_supervised_never_caps_a_distance_below_zero() -> None:
 
 
 def test_two_stage_supervised_exports_to_onnx_with_the_same_scores(tmp_path: Path) -> None:
-    from training.model import _export
-    from training.scoring import onnx_session
-
     _, two_stage, x = _heads(seed=4, refine=5, sigma=0.5)
     x[0, 0, 1, 1] = 10.0
-    _export(two_stage, x[:1], tmp_path / "m.onnx", dynamic_batch=True)
-    session = onnx_session(tmp_path / "m.onnx")
-    score, amap = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        expected_score, expected_map = two_stage(x)
-    assert np.allclose(score, expected_score.numpy(), atol=1e-4)
-    assert np.allclose(amap, expected_map.numpy(), atol=1e-4)
+    assert_onnx_scores_alike(two_stage, x, tmp_path / "m.onnx")
 
 
 def test_a_head_runs_only_on_the_anomaly_model_it_was_trained_on() -> None:
