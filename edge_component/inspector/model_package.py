@@ -27,6 +27,10 @@ MIN_REGION_SIDE = 8  # a region of interest, like a frame, is at least this many
 MAX_TILES_PER_SIDE = 16
 MAX_TILES = 64  # each tile is one model run: latency grows with the count
 MAX_OVERLAP = 0.5
+ALIGN_METHODS = ("similarity",)
+MAX_ALIGN_ANGLE = 30.0  # degrees; each step of the grid is one coarse correlation
+MAX_ALIGN_SCALE = 0.5
+MAX_ALIGN_POSES = 1024  # coarse grid size: its spectra are held in memory
 
 
 class ModelPackageError(ValueError):
@@ -56,6 +60,32 @@ class TileSpec:
 
 
 @dataclass(frozen=True)
+class AlignSpec:
+    """Register every model input to a reference pose first (``inspector.align``).
+
+    ``reference`` is the part's reference image at the model's input size, a base64 PNG (grey
+    or RGB, 0..255 like the input's pixels); the search covers ``±max_angle`` degrees in steps
+    of ``angle_step`` and scales ``1 ± max_scale`` in steps of ``scale_step``; an input whose
+    final correlation peak is below ``min_peak`` is refused (``image_align``: manual).
+    """
+
+    reference: str
+    min_peak: float
+    method: str = "similarity"
+    max_angle: float = 8.0
+    angle_step: float = 2.0
+    max_scale: float = 0.16
+    scale_step: float = 0.04
+
+    @property
+    def coarse_poses(self) -> int:
+        """Poses of the coarse grid (one phase correlation each)."""
+        angles = 2 * int(round(self.max_angle / self.angle_step)) + 1
+        scales = 2 * int(round(self.max_scale / self.scale_step)) + 1
+        return angles * scales
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """How a frame becomes the model's input tensor(s).
 
@@ -72,7 +102,9 @@ class InputSpec:
     it, aspect kept, centred; the rest is 0 after normalisation, i.e. the mean); ``tiles`` cuts
     the region into overlapping tiles, one model input each (docs/training.md "Region of
     interest, aspect and tiling"). All three are written only when declared, so an inspector
-    that predates them refuses such a package instead of judging it wrongly.
+    that predates them refuses such a package instead of judging it wrongly. ``align``
+    registers each input to the part's reference pose before normalising it (:class:`AlignSpec`;
+    whole-frame models only, not with ``tiles``); also written only when declared.
     """
 
     name: str
@@ -88,6 +120,7 @@ class InputSpec:
     roi: tuple[int, int, int, int] | None = None
     fit: str = "stretch"
     tiles: TileSpec | None = None
+    align: AlignSpec | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's ``input`` object (fields not declared are left out)."""
@@ -105,6 +138,8 @@ class InputSpec:
             del doc["fit"]
         if self.tiles is None:
             del doc["tiles"]
+        if self.align is None:
+            del doc["align"]
         return doc
 
     @property
@@ -475,7 +510,49 @@ def read_frame_plan(inp: _Reader) -> dict[str, Any]:
                 f"{rows}x{cols} tiles of the {roi[2]}x{roi[3]} px region of interest are under "
                 f"{MIN_REGION_SIDE} px a side",
             )
-    return {"roi": None if roi is None else tuple(roi), "fit": fit, "tiles": tiles}
+    align = _align_spec(inp.child("align", optional=True))
+    if align is not None and tiles is not None and tiles.count > 1:
+        raise inp._fail("align", "registration takes whole-frame models only, not tiles")
+    return {
+        "roi": None if roi is None else tuple(roi),
+        "fit": fit,
+        "tiles": tiles,
+        "align": align,
+    }
+
+
+def _align_spec(reader: _Reader | None) -> AlignSpec | None:
+    if reader is None:
+        return None
+    reader.unknown({f.name for f in AlignSpec.__dataclass_fields__.values()})
+
+    def number(key: str, default: Any, low: float, high: float) -> float:
+        return float(
+            reader.get(
+                key,
+                (float, int),
+                default,
+                lambda v: not isinstance(v, bool) and low <= v <= high,
+                f"a number {low:g}..{high:g}",
+            )
+        )
+
+    spec = AlignSpec(
+        method=reader.get(
+            "method", str, "similarity", lambda v: v in ALIGN_METHODS, f"one of {ALIGN_METHODS}"
+        ),
+        reference=reader.get("reference", str, check=bool, expect="a base64 PNG image"),
+        min_peak=number("min_peak", ..., 0.0, 1.0),
+        max_angle=number("max_angle", 8.0, 0.0, MAX_ALIGN_ANGLE),
+        angle_step=number("angle_step", 2.0, 0.1, MAX_ALIGN_ANGLE),
+        max_scale=number("max_scale", 0.16, 0.0, MAX_ALIGN_SCALE),
+        scale_step=number("scale_step", 0.04, 0.005, MAX_ALIGN_SCALE),
+    )
+    if spec.coarse_poses > MAX_ALIGN_POSES:
+        raise reader._fail(
+            "angle_step", f"{spec.coarse_poses} poses in the search grid, at most {MAX_ALIGN_POSES}"
+        )
+    return spec
 
 
 def _frame_spec(reader: _Reader) -> FrameSpec:

@@ -134,7 +134,11 @@ def _content(size: tuple[int, int], spec: InputSpec) -> Box:
 
 
 def frame_tensors(
-    image: Image.Image, spec: InputSpec, frames: FrameSpec | None = None
+    image: Image.Image,
+    spec: InputSpec,
+    frames: FrameSpec | None = None,
+    *,
+    align_strict: bool = True,
 ) -> np.ndarray:
     """Convert a decoded frame to the model's inputs, ``(tiles, channels, height, width)``.
 
@@ -147,9 +151,18 @@ def frame_tensors(
     first brought to 0..255 by the declared bit depth, ``value * 255 / (2**bit_depth - 1)``,
     never by the frame's own range (the same scene gives the same input in any frame), kept in
     floats so no precision is lost to an 8-bit round trip; a value above the bit depth's range
-    raises :class:`FrameError` (``image_bit_depth``).
+    raises :class:`FrameError` (``image_bit_depth``). With ``spec.align`` each input is
+    registered to the part's reference pose before it is normalised (:mod:`inspector.align`); one
+    that does not register raises :class:`FrameError` (``image_align``) — unless
+    ``align_strict`` is false (training and evaluation score every image they are given: they
+    take the best registration found and count such images instead, docs/training.md).
     """
     check_frame(image, spec, frames)
+    aligner = None
+    if spec.align is not None:
+        from inspector.align import registrar  # numpy FFTs: only models that align load it
+
+        aligner = registrar(spec.align)
     area = region(image.size, spec)
     whole = area == (0, 0, image.width, image.height)
     if image.mode in SIXTEEN_BIT_MODES:
@@ -181,6 +194,8 @@ def frame_tensors(
             pixels = np.repeat(pixels[:, :, None], 3, axis=2)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
+        if aligner is not None:
+            pixels, _ = aligner.align(pixels.astype(np.float32, copy=False), strict=align_strict)
         # Normalise straight into the (C, H, W) result: the same float32 operations as
         # ``(float32(pixels) - mean) / std``, hence the same values, without three temporaries.
         view = out[index, :, top:bottom, left:right]
@@ -189,14 +204,20 @@ def frame_tensors(
     return out
 
 
-def to_tensor(image: Image.Image, spec: InputSpec, frames: FrameSpec | None = None) -> np.ndarray:
+def to_tensor(
+    image: Image.Image,
+    spec: InputSpec,
+    frames: FrameSpec | None = None,
+    *,
+    align_strict: bool = True,
+) -> np.ndarray:
     """The one ``(channels, height, width)`` input of a model without tiles (:func:`frame_tensors`).
 
     A tiled model has several inputs per frame: ask :func:`frame_tensors` for them.
     """
     if spec.tiles is not None and spec.tiles.count > 1:
         raise ValueError(f"{spec.tiles.count} tiles per frame: use frame_tensors")
-    return frame_tensors(image, spec, frames)[0]
+    return frame_tensors(image, spec, frames, align_strict=align_strict)[0]
 
 
 def combine_tiles(

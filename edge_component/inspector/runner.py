@@ -98,6 +98,13 @@ class ModelRunner:
             except ModelPackageError as exc:
                 reason = SHA256_MISMATCH if exc.field_path == "sha256" else PACKAGE_INVALID
                 raise ModelLoadError(reason, str(exc)) from None
+        if package.manifest.input.align is not None:
+            from inspector.align import registrar
+
+            try:  # a reference that does not decode refuses the package, not every frame
+                registrar(package.manifest.input.align)
+            except ValueError as exc:
+                raise ModelLoadError(PACKAGE_INVALID, f"{package.root}: {exc}") from None
         ort = _import_ort()
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.intra_op_threads

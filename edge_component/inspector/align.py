@@ -1,0 +1,357 @@
+"""Registration of a frame to the part's reference pose, before the model sees it.
+
+A part on a line sits a little differently in every frame: shifted, turned a few degrees,
+nearer or farther. The anomaly model compares each cell with good cells anywhere in the frame,
+so a missing or extra object that leaves something normal-looking elsewhere goes unseen, and
+the per-cell statistics average over several places of the part. With ``input.align`` in the
+manifest, :func:`inspector.preprocess.frame_tensors` brings every model input into the pose of
+the package's reference image first — in training, evaluation and on the device alike, with this
+code.
+
+The estimate is a similarity (rotation, scale, shift) found by phase correlation, the classical
+Fourier-domain registration (Kuglin & Hines 1975; Reddy & Chatterji 1996 for rotation and scale):
+
+1. **Coarse** (a quarter of the input's side): the reference, seen at every angle and scale of a
+   grid (``angle_step`` degrees up to ``max_angle``, ``scale_step`` up to ``max_scale``), is
+   phase-correlated with the frame; the pose whose correlation peak is highest wins and its
+   peak gives the shift.
+2. **Fine** (half the side): the frame, undone by the poses around the best one at half the
+   coarse step, is phase-correlated with the reference; the best gives the pose and a
+   sub-pixel residual shift.
+
+The input is then resampled (bilinear) into the reference's pose; pixels that came from outside
+the frame take the reference's own pixels, so they look like a normal part and never score.
+The final correlation peak measures how well the frame matched: below ``min_peak`` (calibrated
+on the training good images) the frame is refused with ``image_align`` — the engine then
+routes it to manual with that reason, never passes it.
+
+Numpy and Pillow only, as the rest of the device's preprocessing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from inspector.decode import FrameError
+from inspector.model_package import AlignSpec
+
+ALIGN = "image_align"  # reason code of a frame that does not register to the reference
+
+COARSE = 4  # the coarse stage works on 1/4 of the input's side, the fine one on 1/2
+FINE = 2
+FINE_ROUNDS = 2  # rounds of the fine stage, each at half the previous step
+HIGH_PASS_SIGMA = 1.0  # px at the level's scale: removes lighting gradients before correlating
+_EPS = 1e-3  # phase correlation's regulariser, relative to the largest cross-power magnitude
+
+
+@dataclass(frozen=True)
+class Pose:
+    """``aligned(q) = frame(c + shift + R(-angle) (q - c) / scale)``, ``c`` the centre.
+
+    ``angle`` in radians (the part turned by it), ``scale`` the part's size against the
+    reference, ``shift`` (rows, cols) in input pixels; ``peak`` the final phase-correlation peak
+    (1 for a perfect match, near 0 for unrelated images).
+    """
+
+    angle: float
+    scale: float
+    shift: tuple[float, float]
+    peak: float
+
+
+def encode_reference(pixels: np.ndarray) -> str:
+    """A reference image (``(H, W)`` or ``(H, W, 3)``, 0..255) as the manifest's base64 PNG."""
+    values = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(values, "L" if values.ndim == 2 else "RGB").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_reference(text: str) -> np.ndarray:
+    """The manifest's reference as float32 ``(H, W, C)``; :class:`ValueError` if unreadable."""
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
+            image.load()
+            pixels = np.asarray(image.convert("RGB" if image.mode == "RGB" else "L"), np.float32)
+    except Exception as exc:  # a corrupt reference names itself, whatever PIL raised
+        raise ValueError(f"input.align.reference is not a base64 PNG image ({exc})") from None
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def _grey(pixels: np.ndarray) -> np.ndarray:
+    return pixels.mean(axis=2, dtype=np.float32) if pixels.ndim == 3 else pixels
+
+
+def _shrink(grey: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean over ``factor × factor`` pixels (the input cropped to a multiple of it)."""
+    h, w = grey.shape[0] // factor, grey.shape[1] // factor
+    blocks = grey[: h * factor, : w * factor].reshape(h, factor, w, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _similarity(
+    angle: float, scale: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``A``, ``t`` of ``source = A @ q + t`` for ``source = c + scale R(angle) (q - c)``."""
+    centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
+    cos, sin = math.cos(angle), math.sin(angle)
+    matrix = scale * np.array([[cos, -sin], [sin, cos]])
+    return matrix, centre - matrix @ centre
+
+
+class _Grid:
+    """Pixel coordinates of one output shape, computed once."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+        self.rows = rows.astype(np.float32)
+        self.cols = cols.astype(np.float32)
+
+
+def _pil_affine(matrix: np.ndarray, offset: np.ndarray) -> tuple[float, ...]:
+    """Pillow's ``AFFINE`` data for ``source = matrix @ (row, col) + offset``.
+
+    Pillow maps an output pixel's centre ``(x + 0.5, y + 0.5)`` to ``(a x' + b y' + c, ...)``
+    in coordinates where a pixel's centre is at ``+0.5`` (``libImaging/Geometry.c``), so the
+    half pixel is moved in and out of the offsets; columns are Pillow's x.
+    """
+    (m_rr, m_rc), (m_cr, m_cc) = matrix.tolist()
+    t_r, t_c = float(offset[0]), float(offset[1])
+    return (
+        m_cc,
+        m_cr,
+        t_c + 0.5 - 0.5 * (m_cc + m_cr),
+        m_rc,
+        m_rr,
+        t_r + 0.5 - 0.5 * (m_rr + m_rc),
+    )
+
+
+def _warp_plane(
+    plane: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int], fill: float
+) -> np.ndarray:
+    """``out[q] = plane(matrix @ q + offset)``, bilinear (Pillow, in float32); ``fill`` where
+    the source lies outside the plane."""
+    image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), "F")
+    warped = image.transform(
+        (shape[1], shape[0]),
+        Image.Transform.AFFINE,
+        _pil_affine(matrix, offset),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=float(fill),
+    )
+    return np.asarray(warped, dtype=np.float32)
+
+
+def _inside(
+    matrix: np.ndarray, offset: np.ndarray, grid: _Grid, height: int, width: int
+) -> np.ndarray:
+    """Where ``matrix @ q + offset`` falls inside a ``height × width`` image."""
+    src_r = matrix[0, 0] * grid.rows + matrix[0, 1] * grid.cols + offset[0]
+    src_c = matrix[1, 0] * grid.rows + matrix[1, 1] * grid.cols + offset[1]
+    return (src_r >= 0) & (src_r <= height - 1) & (src_c >= 0) & (src_c <= width - 1)
+
+
+def _warp(
+    image: np.ndarray, matrix: np.ndarray, offset: np.ndarray, grid: _Grid, fill: np.ndarray
+) -> np.ndarray:
+    """``out[q] = image(matrix @ q + offset)``, bilinear, per channel; outside the image
+    ``fill[q]`` (an array of the output's shape, or a number)."""
+    height, width = image.shape[:2]
+    planes = image[:, :, None] if image.ndim == 2 else image
+    out = np.stack(
+        [
+            _warp_plane(planes[:, :, c], matrix, offset, grid.shape, 0.0)
+            for c in range(planes.shape[2])
+        ],
+        axis=2,
+    )
+    inside = _inside(matrix, offset, grid, height, width)[:, :, None]
+    fill = np.asarray(fill, np.float32)
+    if image.ndim == 2:
+        return np.where(inside[:, :, 0], out[:, :, 0], fill)
+    return np.where(inside, out, fill if fill.ndim != 2 else fill[:, :, None])
+
+
+def _whiten_spectrum(level: np.ndarray, window: np.ndarray, high_pass: np.ndarray) -> np.ndarray:
+    """The spectrum that phase correlation compares: zero-mean, windowed, high-passed."""
+    spectrum = np.fft.rfft2(((level - level.mean()) * window).astype(np.float32))
+    return (spectrum * high_pass).astype(np.complex64)
+
+
+def _high_pass(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """``1 - Gaussian`` in the frequency domain (removes what a σ-px blur keeps)."""
+    fr = np.fft.fftfreq(shape[0])[:, None]
+    fc = np.fft.rfftfreq(shape[1])[None, :]
+    return (1.0 - np.exp(-2.0 * (math.pi * sigma) ** 2 * (fr**2 + fc**2))).astype(np.float32)
+
+
+def _correlate(
+    frames: np.ndarray, references: np.ndarray, shape: tuple[int, int]
+) -> tuple[int, float, np.ndarray]:
+    """Phase correlation of spectra with conjugate reference spectra, pair by pair.
+
+    ``frames`` and ``references`` are real-input spectra (``rfft2``) of images of ``shape``,
+    ``(k, h, w // 2 + 1)`` or ``(1, h, w // 2 + 1)`` (broadcast). Returns the
+    best pair's index, its peak value and the sub-pixel shift ``e`` (rows, cols) with
+    ``frame(p) ≈ reference(p - e)``.
+    """
+    cross = frames * references
+    magnitude = np.abs(cross)
+    cross /= magnitude + _EPS * float(magnitude.max())
+    surfaces = np.fft.irfft2(cross, s=shape)
+    flat = surfaces.reshape(len(surfaces), -1)
+    best = int(np.argmax(flat.max(axis=1)))
+    surface = surfaces[best]
+    index = np.unravel_index(int(np.argmax(surface)), surface.shape)
+    peak = float(surface[index])
+    shift = []
+    for axis in range(2):
+        n = surface.shape[axis]
+        before, after = list(index), list(index)
+        before[axis] = (index[axis] - 1) % n
+        after[axis] = (index[axis] + 1) % n
+        low, high = float(surface[tuple(before)]), float(surface[tuple(after)])
+        curvature = low - 2 * peak + high
+        sub = 0.5 * (low - high) / curvature if curvature < 0 else 0.0
+        value = index[axis] + sub
+        shift.append(value - n if value > n / 2 else value)
+    return best, peak, np.array(shift)
+
+
+class Registrar:
+    """The reference of one :class:`AlignSpec`, prepared for registering inputs to it."""
+
+    def __init__(self, spec: AlignSpec) -> None:
+        self.spec = spec
+        self.reference = decode_reference(spec.reference)
+        height, width = self.reference.shape[:2]
+        if height < 8 * COARSE or width < 8 * COARSE:
+            raise ValueError(f"input.align.reference is {width}x{height} px, at least 32x32")
+        self.shape = (height, width)
+        grey = _grey(self.reference)
+        self.grid = _Grid(self.shape)
+        # coarse stage: the reference at every pose of the grid, as conjugate spectra
+        coarse = _shrink(grey, COARSE)
+        self.coarse_window = np.outer(np.hanning(coarse.shape[0]), np.hanning(coarse.shape[1]))
+        self.coarse_pass = _high_pass(coarse.shape, HIGH_PASS_SIGMA)
+        self.poses = [
+            (a, s)
+            for a in _steps(spec.max_angle, spec.angle_step)
+            for s in _scales(spec.max_scale, spec.scale_step)
+        ]
+        stack = []
+        for angle, scale in self.poses:
+            matrix, offset = _similarity(math.radians(angle), scale, coarse.shape)
+            seen = _warp_plane(coarse, matrix, offset, coarse.shape, float(coarse.mean()))
+            stack.append(_whiten_spectrum(seen, self.coarse_window, self.coarse_pass))
+        self.coarse_spectra = np.conj(np.stack(stack))
+        # fine stage: the reference as it is
+        self.fine = _shrink(grey, FINE)
+        self.fine_window = np.outer(np.hanning(self.fine.shape[0]), np.hanning(self.fine.shape[1]))
+        self.fine_pass = _high_pass(self.fine.shape, HIGH_PASS_SIGMA)
+        self.fine_spectrum = np.conj(_whiten_spectrum(self.fine, self.fine_window, self.fine_pass))[
+            None
+        ]
+
+    def estimate(self, pixels: np.ndarray) -> Pose:
+        """The pose of an input ``(H, W[, C])`` of the reference's size against the reference."""
+        if pixels.shape[:2] != self.shape:
+            raise FrameError(
+                ALIGN,
+                f"{pixels.shape[1]}x{pixels.shape[0]} px model input, the alignment reference "
+                f"is {self.shape[1]}x{self.shape[0]}",
+            )
+        grey = _grey(pixels)
+        coarse = _shrink(grey, COARSE)
+        spectrum = _whiten_spectrum(coarse, self.coarse_window, self.coarse_pass)
+        best, _, shift = _correlate(spectrum[None], self.coarse_spectra, coarse.shape)
+        angle, scale = self.poses[best]
+        shift = shift * COARSE
+        fine = _shrink(grey, FINE)
+        centre = np.array([(fine.shape[0] - 1) / 2, (fine.shape[1] - 1) / 2])
+        fill = float(fine.mean())
+        angle_step, scale_step = self.spec.angle_step, self.spec.scale_step
+        peak = 0.0
+        for _ in range(FINE_ROUNDS):
+            angle_step, scale_step = angle_step / 2, scale_step / 2
+            candidates = [
+                (angle + da, scale * (1 + ds))
+                for da in (-angle_step, 0.0, angle_step)
+                for ds in (-scale_step, 0.0, scale_step)
+            ]
+            spectra = []
+            for a, s in candidates:
+                matrix, offset = self._undo(a, s, shift / FINE, centre)
+                undone = _warp_plane(fine, matrix, offset, fine.shape, fill)
+                spectra.append(_whiten_spectrum(undone, self.fine_window, self.fine_pass))
+            # each undone input against the reference: the best pose has the highest peak, and
+            # undone(q) ≈ reference(q - e) gives undone(q + e) ≈ reference(q)
+            best, peak, residual = _correlate(np.stack(spectra), self.fine_spectrum, fine.shape)
+            angle, scale = candidates[best]
+            matrix, _ = self._undo(angle, scale, shift / FINE, centre)
+            shift = shift + FINE * (matrix @ residual)
+        return Pose(angle=math.radians(angle), scale=scale, shift=(shift[0], shift[1]), peak=peak)
+
+    @staticmethod
+    def _undo(
+        angle: float, scale: float, shift: np.ndarray, centre: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``source = c + shift + R(-angle) (q - c) / scale`` as ``A @ q + t``."""
+        rad = -math.radians(angle)
+        cos, sin = math.cos(rad), math.sin(rad)
+        matrix = np.array([[cos, -sin], [sin, cos]]) / scale
+        return matrix, centre + shift - matrix @ centre
+
+    def apply(self, pixels: np.ndarray, pose: Pose, fill: float | None = None) -> np.ndarray:
+        """``pixels`` (``(H, W, C)`` or ``(H, W)`` float) in the reference's pose; pixels from
+        beyond the input take the reference's (or ``fill``, e.g. 0 for a defect mask)."""
+        centre = np.array([(self.shape[0] - 1) / 2, (self.shape[1] - 1) / 2])
+        matrix, offset = self._undo(
+            math.degrees(pose.angle), pose.scale, np.array(pose.shift), centre
+        )
+        if fill is not None:
+            return _warp(pixels, matrix, offset, self.grid, np.full((1,), fill, np.float32))
+        grey = pixels.ndim == 2 or pixels.shape[2] != self.reference.shape[2]
+        reference = _grey(self.reference)[:, :, None] if grey else self.reference
+        return _warp(
+            pixels, matrix, offset, self.grid, reference[:, :, 0] if pixels.ndim == 2 else reference
+        )
+
+    def align(self, pixels: np.ndarray, strict: bool = True) -> tuple[np.ndarray, Pose]:
+        """Register and resample one input; :class:`FrameError` (``image_align``) when its
+        correlation peak is below ``min_peak`` (with ``strict``; else the best pose found)."""
+        pose = self.estimate(pixels)
+        if strict and pose.peak < self.spec.min_peak:
+            raise FrameError(
+                ALIGN,
+                f"the frame does not register to the part's reference pose (correlation peak "
+                f"{pose.peak:.3f} < {self.spec.min_peak:.3f}): not the part, or moved beyond "
+                f"±{self.spec.max_angle:g}° / ±{self.spec.max_scale:.0%} scale",
+            )
+        return self.apply(pixels, pose), pose
+
+
+def _steps(limit: float, step: float) -> list[float]:
+    count = int(round(limit / step))
+    return [i * step for i in range(-count, count + 1)]
+
+
+def _scales(limit: float, step: float) -> list[float]:
+    return [1.0 + d for d in _steps(limit, step)]
+
+
+@lru_cache(maxsize=8)
+def registrar(spec: AlignSpec) -> Registrar:
+    """The prepared :class:`Registrar` of a spec (cached: a device builds it once a model)."""
+    return Registrar(spec)
