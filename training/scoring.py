@@ -39,14 +39,16 @@ def load_frame(path: Path, spec: InputSpec, frames: FrameSpec | None = None) -> 
 
 def _decoded(
     path: Path,
-    convert: Callable[[Image.Image, InputSpec, FrameSpec | None], np.ndarray],
+    convert: Callable[..., np.ndarray],
     spec: InputSpec,
     frames: FrameSpec | None,
 ) -> np.ndarray:
     with Image.open(path) as image:
         image.load()
         try:
-            return convert(image, spec, frames)
+            # an image that registers poorly is still scored (the device would route it to
+            # manual: training.alignment counts those among the good images it measured)
+            return convert(image, spec, frames, align_strict=False)
         except FrameError as exc:
             raise DatasetError(f"{path}: the model does not take this image ({exc})") from None
 
@@ -165,6 +167,7 @@ def frame_plan(spec: InputSpec) -> dict[str, object]:
         if tiles is None
         else {"rows": tiles.rows, "cols": tiles.cols, "overlap": tiles.overlap},
         "size": [spec.width, spec.height],
+        "align": spec.align is not None,
     }
 
 
@@ -173,7 +176,8 @@ def describe_input(spec: InputSpec) -> str:
     where = "whole frame" if spec.roi is None else "region {2}x{3} at {0},{1}".format(*spec.roi)
     tiles = spec.tiles
     cut = "" if tiles is None else f", {tiles.rows}x{tiles.cols} tiles (overlap {tiles.overlap:g})"
-    return f"input: {where}{cut}, {spec.fit} to {spec.width}x{spec.height}"
+    aligned = ", registered to the reference pose" if spec.align is not None else ""
+    return f"input: {where}{cut}, {spec.fit} to {spec.width}x{spec.height}{aligned}"
 
 
 def _kind(kind: tuple[bool, int]) -> str:

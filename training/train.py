@@ -48,6 +48,7 @@ from inspector.model_package import (
 )
 from training import metrics as figures
 from training import model as patchcore
+from training.alignment import ALIGN_MODES, DEFAULT_ALIGN, plan_alignment, registered_masks
 from training.calibration import (
     DEFAULT_TARGET_FALSE_REJECT_RATE,
     DEFAULT_TARGET_MANUAL_RATE,
@@ -178,6 +179,7 @@ def train(
     fit: str = "stretch",
     tiles: TileSpec | None = None,
     coreset_pool: int = patchcore.DEFAULT_CORESET_POOL,
+    align: str = DEFAULT_ALIGN,
 ) -> Manifest:
     """Train, export, calibrate and write a model package to ``model_dir``; return its manifest.
 
@@ -190,6 +192,9 @@ def train(
     ``fit`` and ``tiles`` choose how a frame becomes the model's input (recorded in the
     manifest's ``input``); the bank learns from every tile, thresholds from frame scores.
     ``coreset_pool`` bounds the bank's candidate patches (``training.model.CoresetPool``).
+    ``align`` (``auto``, ``similarity``, ``none``) registers every input to the part's
+    reference pose first (:mod:`training.alignment`; ``auto`` where the good images register
+    consistently); ``metrics.align`` records the decision.
     """
     import torch
 
@@ -204,6 +209,10 @@ def train(
         )
     targets = targets or Targets()
     input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    if align == "similarity" and tiles is not None and tiles.count > 1:
+        raise ValueError("--align similarity takes whole-frame models only, not --tiles")
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -264,6 +273,11 @@ def train(
     every = [*train_samples, *val_samples]
     bit_depth, frames = describe_frames([s.path for s in every], bit_depth, roi=roi)
     spec = input_spec(bit_depth=bit_depth, roi=roi, fit=fit, tiles=tiles)
+    alignment, align_figures = plan_alignment(
+        [s.path for s in train_good], spec, frames, align, seed=seed, log=_log
+    )
+    if alignment is not None:
+        spec = parse_input(replace(spec, align=alignment).to_json(), "preprocessing")
     _log(
         f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
         f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px; "
@@ -289,6 +303,7 @@ def train(
     )
     metrics: dict[str, object] = {
         "frames": frames.to_json(),
+        "align": align_figures,
         "train_images": len(train_good),
         "memory_bank": int(anomaly.bank.shape[0]),
         "feature_dims": int(anomaly.bank.shape[1]),
@@ -327,6 +342,15 @@ def train(
                 "pixels; the input has a region of interest or padding); image labels only"
             )
 
+        head_masks: list[np.ndarray | Path | None] | None = (
+            [s.mask for s in train_defect] if whole_frame else None
+        )
+        if head_masks and spec.align is not None and any(m is not None for m in head_masks):
+            head_masks = list(
+                registered_masks(
+                    [s.path for s in train_defect], [s.mask for s in train_defect], spec, frames
+                )
+            )
         # the head is trained on exact distances and runs on the anomaly model's own search
         # (the two-stage search refines the cells whose logit bound ranks highest)
         head = fit_head(
@@ -334,7 +358,8 @@ def train(
             good_tensors,
             _tensors(train_defect, spec, frames),
             # masks are in frame pixels: they map onto the cells of a stretched whole frame
-            [s.mask for s in train_defect] if whole_frame else None,
+            # (registered like their images when the input aligns)
+            head_masks,
             seed=seed,
             log=_log,
         ).searching(anomaly)
@@ -816,6 +841,14 @@ def _parser() -> argparse.ArgumentParser:
         f"(RxC[:OVERLAP], e.g. 3x4:0.1; default, or {NONE}: one input per frame); the "
         "frame's score is its highest tile's",
     )
+    parser.add_argument(
+        "--align",
+        choices=ALIGN_MODES,
+        default=DEFAULT_ALIGN,
+        help="register every frame to the part's reference pose (rotation, scale, shift) "
+        "before the model: auto (default) where the training good images register "
+        "consistently, similarity always, none never; whole frames only",
+    )
     parser.add_argument("--name", help="package name (default: the dataset folder's name)")
     parser.add_argument("--version", default="1.0.0", help="package semantic version")
     parser.add_argument(
@@ -914,6 +947,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fit=args.fit,
             tiles=args.tiles,
             coreset_pool=args.coreset_pool,
+            align=args.align,
         )
     except (TrainingError, ModelPackageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

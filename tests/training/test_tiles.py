@@ -156,6 +156,7 @@ def test_training_records_the_choice_where_evaluate_finds_it(tiled: Path) -> Non
         "fit": "stretch",
         "tiles": {"rows": 4, "cols": 6, "overlap": 0.1},
         "size": [224, 224],
+        "align": False,
     }
     assert load_package(tiled).manifest.to_json()["input"]["tiles"] == record["input"]["tiles"]
 
