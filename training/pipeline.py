@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.alignment import DEFAULT_ALIGN
 from training.calibration import (
     DEFAULT_MIN_IMAGE_AUROC,
     DEFAULT_TARGET_FALSE_REJECT_RATE,
@@ -229,6 +230,9 @@ def get_pipeline(
     roi = ParameterString("InputRoi", default_value=NONE)
     fit = ParameterString("InputFit", default_value="stretch")
     tiles = ParameterString("InputTiles", default_value=NONE)
+    # registration to the part's pose (``training.train --align``): "auto" decides on the
+    # training good images, "similarity" forces it, "none" turns it off
+    align = ParameterString("InputAlign", default_value=DEFAULT_ALIGN)
     # the backbone's precision (``training.train --precision``). Float by default here: int8
     # scores follow the kernels' code path, and neither the training instance's CPU nor the
     # fleet's is known to this pipeline; a fleet whose devices run the training instance's
@@ -326,6 +330,7 @@ def get_pipeline(
             "roi": roi,
             "fit": fit,
             "tiles": tiles,
+            "align": align,
             "precision": precision,
         },
         sagemaker_session=session,
@@ -454,6 +459,7 @@ def get_pipeline(
             roi,
             fit,
             tiles,
+            align,
             precision,
             samples_prefix,
         ],

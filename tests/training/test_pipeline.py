@@ -59,6 +59,7 @@ def test_steps_in_order(definition: dict[str, Any]) -> None:
         "InputRoi",
         "InputFit",
         "InputTiles",
+        "InputAlign",
         "Precision",
         "SamplesPrefix",
     }
@@ -96,6 +97,18 @@ def test_train_takes_the_frame_input_from_parameters_untiled_by_default(
     assert (args.roi, args.fit, args.tiles) == (None, "stretch", None)  # as before they existed
     args = _parser().parse_args(["--roi", "0,0,100,50", "--fit", "pad", "--tiles", "3x4:0.1"])
     assert (args.roi, args.fit, args.tiles) == ((0, 0, 100, 50), "pad", TileSpec(3, 4, 0.1))
+
+
+def test_train_takes_registration_from_a_parameter_auto_by_default(
+    definition: dict[str, Any],
+) -> None:
+    from training.train import _parser
+
+    hyper = _step(definition, "Train")["Arguments"]["HyperParameters"]
+    assert "Parameters.InputAlign" in json.dumps(hyper["align"])
+    default = _parameter(definition, "InputAlign")
+    assert _parser().parse_args(["--align", default]).align == "auto"
+    assert _parser().parse_args([]).align == default  # the pipeline changes nothing by itself
 
 
 def test_train_takes_the_backbone_precision_from_a_parameter(definition: dict[str, Any]) -> None:
