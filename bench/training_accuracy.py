@@ -198,7 +198,16 @@ def evaluate_candidates(
         "validation_gain": chosen.get("auroc_gain_over_patchcore", {}),
         "models": models,
         "kept_model": kept,
+        # registration to the part's pose (``train --align``): whether and why, the figures
+        "align": _align_summary(_metrics(model_dir).get("align")),
     }
+
+
+def _align_summary(figures: Any) -> dict[str, Any] | None:
+    """``metrics.align`` without its rule text (None for a package trained before it)."""
+    if not isinstance(figures, dict):
+        return None
+    return {k: v for k, v in figures.items() if k != "rule"}
 
 
 def summarise(sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -259,6 +268,11 @@ def run_source(
                 f"[{low:+.3f}, {high:+.3f}]"
             )
     _progress(f"{family}/{name}: " + _line(f"kept ({result['kept']})", result["kept_model"]))
+    align = result["align"]
+    if align is not None:
+        _progress(
+            f"{family}/{name}: align: {'yes' if align.get('aligned') else 'no'} ({align.get('reason')})"
+        )
     return {
         "family": family,
         **result,

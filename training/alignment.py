@@ -3,13 +3,18 @@
 :mod:`inspector.align` registers every model input to a reference image before the model sees
 it. Here training builds that reference and decides whether to use it:
 
-* **Reference**: a training good image, then the mean of up to ``REFERENCE_IMAGES`` training
-  good images registered to it, registered and averaged once more (a mean image of the part in
-  one pose; its noise and lighting average out).
-* **Refusal level** ``min_peak``: ``MIN_PEAK_FACTOR`` × the lowest correlation peak of up to
-  ``MEASURE_IMAGES`` other training good images (those that did not make the reference, when
-  there are ``MIN_HELD_APART`` of them) against the final reference, so a good part is
-  refused only when it matches the reference much worse than every measured one did.
+* **Reference**: up to ``REFERENCE_IMAGES`` training good images are registered to one of
+  them; their mean is moved into their median pose (the part's typical pose, so the search
+  grid's range is spent on both sides of it, not on one side of the first image's) and
+  becomes the reference for the next of ``REFERENCE_ROUNDS`` rounds (a mean image of the part
+  in one pose; its noise and lighting average out). Images whose peak is under half the
+  median are left out of the means (a poor registration blurs it).
+* **Refusal levels**: ``min_peak`` is ``MIN_PEAK_FACTOR`` × the lowest correlation peak of up
+  to ``MEASURE_IMAGES`` other training good images (those that did not make the reference,
+  when there are ``MIN_HELD_APART`` of them) against the final reference, so a good part is
+  refused only when it matches the reference much worse than every measured one did;
+  ``max_outside`` is the largest share of registered pixels beyond the frame among them plus
+  ``OUTSIDE_MARGIN`` (a part further out of view than any good one is refused).
 * **``auto``** (the default) aligns when registration is consistent: the measured good
   images' median peak is at least ``AUTO_MIN_PEAK`` and registration raises their median
   correlation with the reference by at least ``AUTO_MIN_GAIN``. A part that sits in one place
@@ -28,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from inspector.align import Registrar, encode_reference
+from inspector.align import Pose, Registrar, encode_reference
 from inspector.model_package import AlignSpec, FrameSpec, InputSpec
 from inspector.preprocess import frame_tensors
 
@@ -40,6 +45,8 @@ MIN_HELD_APART = 20
 MIN_PEAK_FACTOR = 0.5
 AUTO_MIN_PEAK = 0.25
 AUTO_MIN_GAIN = 0.2
+OUTSIDE_MARGIN = 0.1
+REFERENCE_ROUNDS = 3  # the first moves the mean to the median pose, the others refine it
 
 
 def pixels_of(path: Path, spec: InputSpec, frames: FrameSpec | None) -> np.ndarray:
@@ -80,8 +87,24 @@ def registered_masks(
     return out
 
 
-def _mean_aligned(registrar: Registrar, images: Sequence[np.ndarray]) -> np.ndarray:
-    return np.mean([registrar.align(p, strict=False)[0] for p in images], axis=0)
+def _centred_mean(registrar: Registrar, images: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of ``images`` registered to the registrar's reference (those that registered
+    poorly, peak under half the median, left out), moved into the images' median pose: a
+    reference in the part's typical pose, not in the first image's."""
+    aligned = [registrar.align(p, strict=False) for p in images]
+    poses = [pose for _, pose in aligned]
+    peaks = np.array([pose.peak for pose in poses])
+    keep = peaks >= 0.5 * float(np.median(peaks))
+    mean = np.mean([pixels for (pixels, _), k in zip(aligned, keep, strict=True) if k], axis=0)
+    angle = float(np.median([p.angle for p in poses]))
+    scale = float(np.exp(np.median([np.log(p.scale) for p in poses])))
+    shift = np.median([p.shift for p in poses], axis=0)
+    # the median pose's inverse: aligned(q) = frame(c + t + M (q - c)) with M = R(-a) / s gives
+    # frame(p) = aligned(c - s R(a) t + s R(a) (p - c)), the pose (-a, 1 / s, -s R(a) t)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    back = -scale * (turn @ shift)
+    inverse = Pose(angle=-angle, scale=1 / scale, shift=(float(back[0]), float(back[1])), peak=1)
+    return registrar.apply(mean, inverse)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +138,10 @@ def plan_alignment(
         if mode == "similarity":
             raise ValueError("--align similarity takes whole-frame models only, not --tiles")
         return None, {"mode": mode, "aligned": False, "reason": "tiles: whole frames only"}
+    if spec.fit == "pad":
+        if mode == "similarity":
+            raise ValueError("--align similarity takes --fit stretch only, not pad")
+        return None, {"mode": mode, "aligned": False, "reason": "fit pad: stretch only"}
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(paths))
     chosen = [paths[i] for i in order[: REFERENCE_IMAGES + MEASURE_IMAGES]]
@@ -125,9 +152,9 @@ def plan_alignment(
         return None, {"mode": mode, "aligned": False, "reason": "fewer than 2 good images"}
     base = images[:REFERENCE_IMAGES]
     reference = base[0]
-    for _ in range(2):
+    for _ in range(REFERENCE_ROUNDS):
         registrar = Registrar(AlignSpec(reference=encode_reference(reference), min_peak=0.0))
-        reference = _mean_aligned(registrar, base)
+        reference = _centred_mean(registrar, base)
     encoded = encode_reference(reference)
     registrar = Registrar(AlignSpec(reference=encoded, min_peak=0.0))
     reference = registrar.reference  # as the device decodes it (8-bit PNG)
@@ -135,10 +162,11 @@ def plan_alignment(
     # image inside the mean matches it better than a new part would
     rest = images[len(base) :]
     measured = rest if len(rest) >= MIN_HELD_APART else images[:MEASURE_IMAGES]
-    peaks, before, after = [], [], []
+    peaks, outside, before, after = [], [], [], []
     for pixels in measured:
         registered, pose = registrar.align(pixels, strict=False)
         peaks.append(pose.peak)
+        outside.append(pose.outside)
         before.append(_correlation(pixels, reference))
         after.append(_correlation(registered, reference))
     peak = np.asarray(peaks)
@@ -152,6 +180,10 @@ def plan_alignment(
             "min": round(float(peak.min()), 4),
             "median": round(float(np.median(peak)), 4),
             "max": round(float(peak.max()), 4),
+        },
+        "outside": {
+            "median": round(float(np.median(outside)), 4),
+            "max": round(float(np.max(outside)), 4),
         },
         "correlation": {
             "unaligned_median": round(float(np.median(before)), 4),
@@ -180,5 +212,17 @@ def plan_alignment(
     if not aligned:
         return None, figures
     min_peak = round(MIN_PEAK_FACTOR * float(peak.min()), 4)
+    max_outside = round(min(1.0, float(np.max(outside)) + OUTSIDE_MARGIN), 4)
     figures["min_peak"] = min_peak
-    return AlignSpec(reference=encoded, min_peak=min_peak), figures
+    figures["max_outside"] = max_outside
+    return AlignSpec(reference=encoded, min_peak=min_peak, max_outside=max_outside), figures
+
+
+def refused(paths: Sequence[Path], spec: InputSpec, frames: FrameSpec | None) -> list[str | None]:
+    """For each image, why the device would refuse it at registration (None: judged)."""
+    if spec.align is None:
+        return [None] * len(paths)
+    from inspector.align import registrar
+
+    reg = registrar(spec.align)
+    return [reg.refusal(reg.estimate(pixels_of(p, spec, frames))) for p in paths]

@@ -48,7 +48,13 @@ from inspector.model_package import (
 )
 from training import metrics as figures
 from training import model as patchcore
-from training.alignment import ALIGN_MODES, DEFAULT_ALIGN, plan_alignment, registered_masks
+from training.alignment import (
+    ALIGN_MODES,
+    DEFAULT_ALIGN,
+    plan_alignment,
+    refused,
+    registered_masks,
+)
 from training.calibration import (
     DEFAULT_TARGET_FALSE_REJECT_RATE,
     DEFAULT_TARGET_MANUAL_RATE,
@@ -213,6 +219,8 @@ def train(
         raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
     if align == "similarity" and tiles is not None and tiles.count > 1:
         raise ValueError("--align similarity takes whole-frame models only, not --tiles")
+    if align == "similarity" and fit == "pad":
+        raise ValueError("--align similarity takes --fit stretch only, not pad")
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -278,6 +286,15 @@ def train(
     )
     if alignment is not None:
         spec = parse_input(replace(spec, align=alignment).to_json(), "preprocessing")
+        # the device refuses (manual) what does not register; validation good images it would
+        # refuse still set the thresholds here, so their count is recorded beside the decision
+        reasons = [r for r in refused([s.path for s in val_good], spec, frames) if r is not None]
+        align_figures["validation_good_refused"] = len(reasons)
+        if reasons:
+            _log(
+                f"align: {len(reasons)} of {len(val_good)} validation good images would go to "
+                f"manual on the device ({reasons[0]})"
+            )
     _log(
         f"frames: {bit_depth or 8}-bit, {frames.channels} channel(s), "
         f"{frames.min_size[0]}x{frames.min_size[1]}..{frames.max_size[0]}x{frames.max_size[1]} px; "
@@ -648,7 +665,17 @@ def _write_package(
     for note in calib["notes"]:
         _log(f"{kind}: calibration: {note}")
 
-    golden_sample = val_good[0]
+    # the golden image must be judged on the device: the first validation good image that
+    # registers (every one does, unless the part moves beyond the searched range)
+    first = val_good[:20]
+    reasons = refused([s.path for s in first], spec, frames)
+    judged = [s for s, r in zip(first, reasons, strict=True) if r is None]
+    if not judged:
+        raise TrainingError(
+            f"none of the first {len(first)} validation good images registers to the part's "
+            "reference pose (the device would send them to manual): train with --align none"
+        )
+    golden_sample = judged[0]
     with Image.open(golden_sample.path) as image:
         image.load()
         image.save(root / GOLDEN_FILE, format="PNG")

@@ -9,7 +9,8 @@ the package's reference image first — in training, evaluation and on the devic
 code.
 
 The estimate is a similarity (rotation, scale, shift) found by phase correlation, the classical
-Fourier-domain registration (Kuglin & Hines 1975; Reddy & Chatterji 1996 for rotation and scale):
+Fourier-domain registration (Kuglin & Hines 1975), searched over a grid of rotations and scales
+(no log-polar transform: a grid is robust to the part's own texture and its cost is bounded):
 
 1. **Coarse** (a quarter of the input's side): the reference, seen at every angle and scale of a
    grid (``angle_step`` degrees up to ``max_angle``, ``scale_step`` up to ``max_scale``), is
@@ -20,10 +21,18 @@ Fourier-domain registration (Kuglin & Hines 1975; Reddy & Chatterji 1996 for rot
    sub-pixel residual shift.
 
 The input is then resampled (bilinear) into the reference's pose; pixels that came from outside
-the frame take the reference's own pixels, so they look like a normal part and never score.
-The final correlation peak measures how well the frame matched: below ``min_peak`` (calibrated
-on the training good images) the frame is refused with ``image_align`` — the engine then
-routes it to manual with that reason, never passes it.
+the frame take the reference's own pixels, so the seam does not score. Those pixels show
+nothing of this part, so their share is bounded: above ``max_outside`` (calibrated on the
+training good images) the frame is refused, as it is when the final correlation peak — how
+well the frame matched — is below ``min_peak``, or when the frame is flat (nothing to
+register: lens cap, lights off). A refused frame raises ``image_align``; the engine routes it
+to manual with that reason, never passes it. Content of the frame beyond the reference's field
+of view (after the pose is undone) is not in the model's input.
+
+The peak is phase correlation's: the inverse transform of the whitened cross-power spectrum at
+its maximum. It is relative, not a coherence in [0, 1] — an input identical to the reference
+gives about 0.8 with this regulariser and high-pass — so ``min_peak`` means something only for
+the part it was calibrated on, which is how training sets it.
 
 Numpy and Pillow only, as the rest of the device's preprocessing.
 """
@@ -33,14 +42,14 @@ from __future__ import annotations
 import base64
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
 from inspector.decode import FrameError
-from inspector.model_package import AlignSpec
+from inspector.model_package import MAX_ALIGN_SIDE, AlignSpec
 
 ALIGN = "image_align"  # reason code of a frame that does not register to the reference
 
@@ -48,6 +57,7 @@ COARSE = 4  # the coarse stage works on 1/4 of the input's side, the fine one on
 FINE = 2
 FINE_ROUNDS = 2  # rounds of the fine stage, each at half the previous step
 HIGH_PASS_SIGMA = 1.0  # px at the level's scale: removes lighting gradients before correlating
+FLAT_RANGE = 1.0  # grey levels: an input whose values span less has nothing to register
 _EPS = 1e-3  # phase correlation's regulariser, relative to the largest cross-power magnitude
 
 
@@ -55,15 +65,22 @@ _EPS = 1e-3  # phase correlation's regulariser, relative to the largest cross-po
 class Pose:
     """``aligned(q) = frame(c + shift + R(-angle) (q - c) / scale)``, ``c`` the centre.
 
-    ``angle`` in radians (the part turned by it), ``scale`` the part's size against the
-    reference, ``shift`` (rows, cols) in input pixels; ``peak`` the final phase-correlation peak
-    (1 for a perfect match, near 0 for unrelated images).
+    Points are ``(row, col)``; ``R(a)`` is ``[[cos a, -sin a], [sin a, cos a]]`` in those
+    coordinates. ``angle`` in radians: the frame shows the part turned by ``R(-angle)`` from
+    the reference (clockwise on screen for a positive angle). ``scale`` is the reference's size
+    of the part over the frame's (above 1: the part looks smaller in the frame). ``shift``
+    (rows, cols) in input pixels. ``peak`` is the final phase-correlation peak (relative: about
+    0.8 for an input identical to the reference, near 0 for unrelated images, 0 for a flat
+    one); ``outside`` the share of the aligned input's pixels that lie beyond the frame;
+    ``flat`` an input with no structure to register (the identity pose, peak 0).
     """
 
     angle: float
     scale: float
     shift: tuple[float, float]
     peak: float
+    outside: float = 0.0
+    flat: bool = False
 
 
 def encode_reference(pixels: np.ndarray) -> str:
@@ -80,6 +97,8 @@ def decode_reference(text: str) -> np.ndarray:
     """The manifest's reference as float32 ``(H, W, C)``; :class:`ValueError` if unreadable."""
     try:
         with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
+            if max(image.size) > MAX_ALIGN_SIDE:  # checked before the pixels are decoded
+                raise ValueError(f"{image.width}x{image.height} px, at most {MAX_ALIGN_SIDE}")
             image.load()
             pixels = np.asarray(image.convert("RGB" if image.mode == "RGB" else "L"), np.float32)
     except Exception as exc:  # a corrupt reference names itself, whatever PIL raised
@@ -116,6 +135,15 @@ class _Grid:
         rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
         self.rows = rows.astype(np.float32)
         self.cols = cols.astype(np.float32)
+
+    @staticmethod
+    def every(grid: _Grid, step: int) -> _Grid:
+        """Every ``step``-th pixel of ``grid`` on each axis (the same coordinates, fewer)."""
+        sparse = object.__new__(_Grid)
+        sparse.rows = grid.rows[::step, ::step]
+        sparse.cols = grid.cols[::step, ::step]
+        sparse.shape = sparse.rows.shape
+        return sparse
 
 
 def _pil_affine(matrix: np.ndarray, offset: np.ndarray) -> tuple[float, ...]:
@@ -208,7 +236,10 @@ def _correlate(
     """
     cross = frames * references
     magnitude = np.abs(cross)
-    cross /= magnitude + _EPS * float(magnitude.max())
+    largest = float(magnitude.max())
+    if not math.isfinite(largest) or largest <= 0.0:  # a flat input: no pose, and no peak
+        return 0, 0.0, np.zeros(2)
+    cross /= magnitude + _EPS * largest
     surfaces = np.fft.irfft2(cross, s=shape)
     flat = surfaces.reshape(len(surfaces), -1)
     best = int(np.argmax(flat.max(axis=1)))
@@ -241,6 +272,7 @@ class Registrar:
         self.shape = (height, width)
         grey = _grey(self.reference)
         self.grid = _Grid(self.shape)
+        self.sparse = _Grid.every(self.grid, COARSE)
         # coarse stage: the reference at every pose of the grid, as conjugate spectra
         coarse = _shrink(grey, COARSE)
         self.coarse_window = np.outer(np.hanning(coarse.shape[0]), np.hanning(coarse.shape[1]))
@@ -273,6 +305,9 @@ class Registrar:
                 f"is {self.shape[1]}x{self.shape[0]}",
             )
         grey = _grey(pixels)
+        low, high = float(grey.min()), float(grey.max())
+        if not (math.isfinite(low) and math.isfinite(high)) or high - low < FLAT_RANGE:
+            return Pose(angle=0.0, scale=1.0, shift=(0.0, 0.0), peak=0.0, flat=True)
         coarse = _shrink(grey, COARSE)
         spectrum = _whiten_spectrum(coarse, self.coarse_window, self.coarse_pass)
         best, _, shift = _correlate(spectrum[None], self.coarse_spectra, coarse.shape)
@@ -301,7 +336,18 @@ class Registrar:
             angle, scale = candidates[best]
             matrix, _ = self._undo(angle, scale, shift / FINE, centre)
             shift = shift + FINE * (matrix @ residual)
-        return Pose(angle=math.radians(angle), scale=scale, shift=(shift[0], shift[1]), peak=peak)
+        pose = Pose(angle=math.radians(angle), scale=scale, shift=(shift[0], shift[1]), peak=peak)
+        return replace(pose, outside=self.outside(pose))
+
+    def outside(self, pose: Pose) -> float:
+        """The share of the aligned input's pixels that ``pose`` takes from beyond the frame
+        (on every fourth pixel of each axis: within about 1 % of the exact share)."""
+        centre = np.array([(self.shape[0] - 1) / 2, (self.shape[1] - 1) / 2])
+        matrix, offset = self._undo(
+            math.degrees(pose.angle), pose.scale, np.array(pose.shift), centre
+        )
+        inside = _inside(matrix, offset, self.sparse, self.shape[0], self.shape[1])
+        return float(1.0 - inside.mean())
 
     @staticmethod
     def _undo(
@@ -328,17 +374,32 @@ class Registrar:
             pixels, matrix, offset, self.grid, reference[:, :, 0] if pixels.ndim == 2 else reference
         )
 
-    def align(self, pixels: np.ndarray, strict: bool = True) -> tuple[np.ndarray, Pose]:
-        """Register and resample one input; :class:`FrameError` (``image_align``) when its
-        correlation peak is below ``min_peak`` (with ``strict``; else the best pose found)."""
-        pose = self.estimate(pixels)
-        if strict and pose.peak < self.spec.min_peak:
-            raise FrameError(
-                ALIGN,
+    def refusal(self, pose: Pose) -> str | None:
+        """Why the device refuses an input registered at ``pose`` (None: it is judged)."""
+        if pose.flat:
+            return "the frame is flat: nothing to register to the part's reference pose"
+        if not pose.peak >= self.spec.min_peak:  # also a NaN peak
+            return (
                 f"the frame does not register to the part's reference pose (correlation peak "
                 f"{pose.peak:.3f} < {self.spec.min_peak:.3f}): not the part, or moved beyond "
-                f"±{self.spec.max_angle:g}° / ±{self.spec.max_scale:.0%} scale",
+                f"±{self.spec.max_angle:g}° / ±{self.spec.max_scale:.0%} scale"
             )
+        if pose.outside > self.spec.max_outside:
+            return (
+                f"{pose.outside:.0%} of the registered frame lies beyond the camera's view "
+                f"(at most {self.spec.max_outside:.0%}): the part is partly out of the frame"
+            )
+        return None
+
+    def align(self, pixels: np.ndarray, strict: bool = True) -> tuple[np.ndarray, Pose]:
+        """Register and resample one input. With ``strict`` an input the device does not
+        judge (:meth:`refusal`) raises :class:`FrameError` (``image_align``); without, it is
+        resampled at the best pose found (a flat one is left as it is)."""
+        pose = self.estimate(pixels)
+        if strict:
+            reason = self.refusal(pose)
+            if reason is not None:
+                raise FrameError(ALIGN, reason)
         return self.apply(pixels, pose), pose
 
 

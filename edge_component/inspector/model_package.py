@@ -31,6 +31,7 @@ ALIGN_METHODS = ("similarity",)
 MAX_ALIGN_ANGLE = 30.0  # degrees; each step of the grid is one coarse correlation
 MAX_ALIGN_SCALE = 0.5
 MAX_ALIGN_POSES = 1024  # coarse grid size: its spectra are held in memory
+MAX_ALIGN_SIDE = 1024  # input side px: the coarse spectra take poses × (side / 4)² × 4 bytes
 
 
 class ModelPackageError(ValueError):
@@ -65,12 +66,15 @@ class AlignSpec:
 
     ``reference`` is the part's reference image at the model's input size, a base64 PNG (grey
     or RGB, 0..255 like the input's pixels); the search covers ``±max_angle`` degrees in steps
-    of ``angle_step`` and scales ``1 ± max_scale`` in steps of ``scale_step``; an input whose
-    final correlation peak is below ``min_peak`` is refused (``image_align``: manual).
+    of ``angle_step`` and scales ``1 ± max_scale`` in steps of ``scale_step``. An input is
+    refused (``image_align``: manual) when its final correlation peak is below ``min_peak``, or
+    when more than ``max_outside`` of its registered pixels lie beyond the frame (the part
+    partly out of view: what is not seen cannot be judged).
     """
 
     reference: str
     min_peak: float
+    max_outside: float = 1.0
     method: str = "similarity"
     max_angle: float = 8.0
     angle_step: float = 2.0
@@ -432,7 +436,7 @@ def _input_spec(inp: _Reader) -> InputSpec:
 
         return tuple(float(x) for x in inp.get(key, list, [default] * channels, ok, per_channel))
 
-    return InputSpec(
+    spec = InputSpec(
         name=inp.get("name", str),
         height=inp.get("height", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
         width=inp.get("width", int, check=lambda v: 8 <= v <= 4096, expect="an integer 8..4096"),
@@ -453,6 +457,13 @@ def _input_spec(inp: _Reader) -> InputSpec:
         ),
         **read_frame_plan(inp),
     )
+    if spec.align is not None and max(spec.height, spec.width) > MAX_ALIGN_SIDE:
+        raise inp._fail(
+            "align",
+            f"registration takes inputs up to {MAX_ALIGN_SIDE} px a side, not "
+            f"{spec.width}x{spec.height}",
+        )
+    return spec
 
 
 def read_frame_plan(inp: _Reader) -> dict[str, Any]:
@@ -513,6 +524,9 @@ def read_frame_plan(inp: _Reader) -> dict[str, Any]:
     align = _align_spec(inp.child("align", optional=True))
     if align is not None and tiles is not None and tiles.count > 1:
         raise inp._fail("align", "registration takes whole-frame models only, not tiles")
+    if align is not None and fit == "pad":
+        # a padded input's content box changes with the frame's aspect; the reference is one size
+        raise inp._fail("align", "registration takes fit 'stretch', not 'pad'")
     return {
         "roi": None if roi is None else tuple(roi),
         "fit": fit,
@@ -543,6 +557,7 @@ def _align_spec(reader: _Reader | None) -> AlignSpec | None:
         ),
         reference=reader.get("reference", str, check=bool, expect="a base64 PNG image"),
         min_peak=number("min_peak", ..., 0.0, 1.0),
+        max_outside=number("max_outside", 1.0, 0.0, 1.0),
         max_angle=number("max_angle", 8.0, 0.0, MAX_ALIGN_ANGLE),
         angle_step=number("angle_step", 2.0, 0.1, MAX_ALIGN_ANGLE),
         max_scale=number("max_scale", 0.16, 0.0, MAX_ALIGN_SCALE),

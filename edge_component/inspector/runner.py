@@ -101,10 +101,19 @@ class ModelRunner:
         if package.manifest.input.align is not None:
             from inspector.align import registrar
 
+            spec = package.manifest.input
             try:  # a reference that does not decode refuses the package, not every frame
-                registrar(package.manifest.input.align)
+                reference = registrar(spec.align).reference
             except ValueError as exc:
                 raise ModelLoadError(PACKAGE_INVALID, f"{package.root}: {exc}") from None
+            height, width, channels = reference.shape
+            if (height, width) != (spec.height, spec.width) or channels not in (1, spec.channels):
+                raise ModelLoadError(
+                    PACKAGE_INVALID,
+                    f"{package.root}: input.align.reference is {width}x{height} px with "
+                    f"{channels} channel(s), the input {spec.width}x{spec.height} with "
+                    f"{spec.channels}",
+                )
         ort = _import_ort()
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.intra_op_threads

@@ -141,7 +141,31 @@ def test_frame_tensors_align_before_normalising() -> None:
     with pytest.raises(FrameError) as caught:
         frame_tensors(noise, replace(spec, align=_spec(min_peak=0.2)))
     assert caught.value.reason == ALIGN
-    assert frame_tensors(noise, replace(spec, align=_spec(min_peak=0.2)), align_strict=False).shape
+    loose = frame_tensors(noise, replace(spec, align=_spec(min_peak=0.2)), align_strict=False)
+    assert loose.shape == (1, 1, SIDE, SIDE) and np.isfinite(loose).all()
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_a_flat_frame_is_refused_and_left_as_it_is_when_not_strict(value: int) -> None:
+    reg = Registrar(_spec())
+    flat = np.full((SIDE, SIDE, 1), float(value), np.float32)
+    with pytest.raises(FrameError) as caught:
+        reg.align(flat)
+    assert caught.value.reason == ALIGN and "flat" in str(caught.value)
+    aligned, pose = reg.align(flat, strict=False)
+    assert pose.flat and pose.peak == 0.0
+    assert np.array_equal(aligned, flat)  # no reference pixels pasted into it
+
+
+def test_a_part_partly_out_of_view_is_refused() -> None:
+    reg = Registrar(_spec(max_outside=0.2))
+    _, pose = reg.align(_posed(0.0, 1.0, (0.0, 20.0)))  # 20 of 224 columns beyond the frame
+    assert pose.outside == pytest.approx(20 / SIDE, abs=0.02)
+    far = _posed(0.0, 1.0, (0.0, 70.0))  # 70 columns: the peak alone would let it through
+    assert reg.estimate(far).peak > reg.spec.min_peak
+    with pytest.raises(FrameError) as caught:
+        reg.align(far)
+    assert caught.value.reason == ALIGN and "beyond the camera's view" in str(caught.value)
 
 
 # ---- the manifest ------------------------------------------------------------------------------
@@ -166,6 +190,7 @@ def test_the_align_field_round_trips_and_is_left_out_when_not_declared() -> None
         ({"method": "affine"}, "input.align.method", "one of ('similarity',)"),
         ({"angle_step": 0.1, "scale_step": 0.005}, "input.align.angle_step", "poses in the search"),
         ({"colour": 1}, "input.align", "colour"),
+        ({"max_outside": 1.5}, "input.align.max_outside", "a number 0..1"),
     ],
 )
 def test_bad_align_fields_are_refused_naming_the_field(
@@ -183,13 +208,19 @@ def test_bad_align_fields_are_refused_naming_the_field(
     assert message in str(caught.value)
 
 
-def test_align_with_tiles_is_refused() -> None:
+def test_align_with_tiles_pad_or_a_large_input_is_refused() -> None:
     doc = _input_doc()
     doc["tiles"] = {"rows": 2, "cols": 2}
     with pytest.raises(ModelPackageError, match="whole-frame models only"):
         parse_input(doc)
-    spec = parse_input(_input_doc())
-    assert replace(spec, tiles=TileSpec(1, 1)).align is not None  # one tile is a whole frame
+    doc["tiles"] = {"rows": 1, "cols": 1}  # one tile is a whole frame
+    assert parse_input(doc).tiles == TileSpec(1, 1) and parse_input(doc).align is not None
+    padded = {**_input_doc(), "fit": "pad"}
+    with pytest.raises(ModelPackageError, match="fit 'stretch', not 'pad'"):
+        parse_input(padded)
+    large = {**_input_doc(), "height": 2048}
+    with pytest.raises(ModelPackageError, match="up to 1024 px a side"):
+        parse_input(large)
 
 
 # ---- the device --------------------------------------------------------------------------------
@@ -228,4 +259,10 @@ def test_a_package_whose_reference_does_not_decode_is_refused_at_load(tmp_path: 
     broken = replace(doc.input.align, reference="bm90IGEgcG5n")
     write_manifest(root, replace(doc, input=replace(doc.input, align=broken)))
     with pytest.raises(ModelLoadError, match="input.align.reference is not a base64 PNG"):
+        ModelRunner.load(root)
+
+
+def test_a_package_whose_reference_is_of_another_size_is_refused_at_load(tmp_path: Path) -> None:
+    root = _aligned_package(tmp_path / "small", _camera_64()[:48, :48], min_peak=0.25)
+    with pytest.raises(ModelLoadError, match="reference is 48x48 px .* the input 64x64"):
         ModelRunner.load(root)

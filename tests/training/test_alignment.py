@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inspector.align import Registrar
 from inspector.model_package import TileSpec, load_package
 from inspector.runner import ModelRunner
-from training.alignment import AUTO_MIN_PEAK, plan_alignment
+from training.alignment import AUTO_MIN_PEAK, pixels_of, plan_alignment, refused
 from training.photo_data import SOURCES, Size, generate_source
 from training.sample_data import PRODUCTS, generate_product
 from training.sample_data import Size as SampleSize
@@ -56,7 +58,17 @@ def test_auto_aligns_a_part_that_moves_and_not_a_random_texture(coins: Path, gra
     assert (
         figures["correlation"]["aligned_median"] > figures["correlation"]["unaligned_median"] + 0.3
     )
-    assert 0 < spec.min_peak < figures["peak"]["min"]
+    assert spec.max_outside == pytest.approx(figures["outside"]["max"] + 0.1)
+    # the reference sits in the parts' typical pose: the search range is spent on both sides
+    reg = Registrar(spec)
+    goods = sorted((coins / "good").glob("*.png"))
+    _, frames = describe_frames(goods)
+    poses = [reg.estimate(pixels_of(p, input_spec(), frames)) for p in goods]
+    assert abs(np.median([math.degrees(p.angle) for p in poses])) < spec.angle_step
+    assert abs(np.median([math.log(p.scale) for p in poses])) < spec.scale_step
+    assert all(reg.refusal(p) is None for p in poses)  # every good part is judged
+    other = sorted((gravel / "good").glob("*.png"))[:5]  # another product is not the part
+    assert all(r is not None for r in refused(other, replace(input_spec(), align=spec), None))
     texture, figures = _plan(gravel, "auto")
     assert texture is None and figures["aligned"] is False
     assert figures["reason"] == "registration is not consistent"
@@ -69,6 +81,9 @@ def test_the_mode_overrides_the_rule(coins: Path, gravel: Path) -> None:
     with pytest.raises(ValueError, match="whole-frame models only"):
         _plan(coins, "similarity", tiles=TileSpec(2, 2))
     assert _plan(coins, "auto", tiles=TileSpec(2, 2))[0] is None
+    with pytest.raises(ValueError, match="stretch only, not pad"):
+        _plan(coins, "similarity", fit="pad")
+    assert _plan(coins, "auto", fit="pad")[0] is None
     with pytest.raises(ValueError, match="align must be one of"):
         _plan(coins, "rigid")
 
@@ -88,6 +103,8 @@ def test_the_package_carries_the_reference_and_the_device_sees_what_training_saw
     align = package.manifest.input.align
     assert align is not None and align.min_peak > 0
     assert package.manifest.metrics["align"]["aligned"] is True
+    assert package.manifest.metrics["align"]["validation_good_refused"] == 0
+    assert 0 < align.max_outside < 1
     record = json.loads((aligned_package / "training.json").read_text())
     assert record["input"]["align"] is True
     runner = ModelRunner.load(aligned_package)  # the golden self-test runs through alignment
