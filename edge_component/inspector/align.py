@@ -15,10 +15,13 @@ Fourier-domain registration (Kuglin & Hines 1975), searched over a grid of rotat
 1. **Coarse** (a quarter of the input's side): the reference, seen at every angle and scale of a
    grid (``angle_step`` degrees up to ``max_angle``, ``scale_step`` up to ``max_scale``), is
    phase-correlated with the frame; the pose whose correlation peak is highest wins and its
-   peak gives the shift.
-2. **Fine** (half the side): the frame, undone by the poses around the best one at half the
-   coarse step, is phase-correlated with the reference; the best gives the pose and a
-   sub-pixel residual shift.
+   peak gives the shift. Then, ``ALIGN_ROUNDS`` times, the same with the 3 × 3 poses around
+   the best at half the previous step. The reference's spectra at every pose of each level
+   are computed once, when the model loads, so this stage resamples nothing per frame.
+2. **Fine** (half the side): the frame, undone by the 3 × 3 finest poses around the best, is
+   phase-correlated with the reference (a quarter of the side resolves the angle to about a
+   degree only); the best gives the peak and a sub-pixel residual shift, and a parabola
+   through its neighbours' peaks the angle and scale between the finest poses.
 
 The input is then resampled (bilinear) into the reference's pose; pixels that came from outside
 the frame take the reference's own pixels, so the seam does not score. Those pixels show
@@ -49,13 +52,12 @@ import numpy as np
 from PIL import Image
 
 from inspector.decode import FrameError
-from inspector.model_package import MAX_ALIGN_SIDE, AlignSpec
+from inspector.model_package import ALIGN_ROUNDS, MAX_ALIGN_SIDE, AlignSpec
 
 ALIGN = "image_align"  # reason code of a frame that does not register to the reference
 
-COARSE = 4  # the coarse stage works on 1/4 of the input's side, the fine one on 1/2
+COARSE = 4  # the pose search works on 1/4 of the input's side, the last step on 1/2
 FINE = 2
-FINE_ROUNDS = 2  # rounds of the fine stage, each at half the previous step
 HIGH_PASS_SIGMA = 1.0  # px at the level's scale: removes lighting gradients before correlating
 FLAT_RANGE = 1.0  # grey levels: an input whose values span less has nothing to register
 _EPS = 1e-3  # phase correlation's regulariser, relative to the largest cross-power magnitude
@@ -107,14 +109,19 @@ def decode_reference(text: str) -> np.ndarray:
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
-    return pixels.mean(axis=2, dtype=np.float32) if pixels.ndim == 3 else pixels
+    """The channels' mean, float32 (a matrix product: ten times numpy's ``mean`` here)."""
+    if pixels.ndim == 2:
+        return pixels.astype(np.float32, copy=False)
+    weights = np.full(pixels.shape[2], 1.0 / pixels.shape[2], np.float32)
+    return np.ascontiguousarray(pixels, dtype=np.float32) @ weights
 
 
 def _shrink(grey: np.ndarray, factor: int) -> np.ndarray:
-    """Block mean over ``factor × factor`` pixels (the input cropped to a multiple of it)."""
+    """Block mean over ``factor × factor`` pixels (the input cropped to a multiple of it;
+    Pillow's ``reduce``, a box filter, five times numpy's reshaped mean)."""
     h, w = grey.shape[0] // factor, grey.shape[1] // factor
-    blocks = grey[: h * factor, : w * factor].reshape(h, factor, w, factor)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    crop = np.ascontiguousarray(grey[: h * factor, : w * factor], dtype=np.float32)
+    return np.asarray(Image.fromarray(crop, "F").reduce(factor), dtype=np.float32)
 
 
 def _similarity(
@@ -227,6 +234,13 @@ def _high_pass(shape: tuple[int, int], sigma: float) -> np.ndarray:
 def _correlate(
     frames: np.ndarray, references: np.ndarray, shape: tuple[int, int]
 ) -> tuple[int, float, np.ndarray]:
+    best, peak, shift, _ = _correlate_all(frames, references, shape)
+    return best, peak, shift
+
+
+def _correlate_all(
+    frames: np.ndarray, references: np.ndarray, shape: tuple[int, int]
+) -> tuple[int, float, np.ndarray, np.ndarray]:
     """Phase correlation of spectra with conjugate reference spectra, pair by pair.
 
     ``frames`` and ``references`` are real-input spectra (``rfft2``) of images of ``shape``,
@@ -238,11 +252,12 @@ def _correlate(
     magnitude = np.abs(cross)
     largest = float(magnitude.max())
     if not math.isfinite(largest) or largest <= 0.0:  # a flat input: no pose, and no peak
-        return 0, 0.0, np.zeros(2)
+        return 0, 0.0, np.zeros(2), np.zeros(len(cross))
     cross /= magnitude + _EPS * largest
     surfaces = np.fft.irfft2(cross, s=shape)
     flat = surfaces.reshape(len(surfaces), -1)
-    best = int(np.argmax(flat.max(axis=1)))
+    peaks = flat.max(axis=1)
+    best = int(np.argmax(peaks))
     surface = surfaces[best]
     index = np.unravel_index(int(np.argmax(surface)), surface.shape)
     peak = float(surface[index])
@@ -257,11 +272,63 @@ def _correlate(
         sub = 0.5 * (low - high) / curvature if curvature < 0 else 0.0
         value = index[axis] + sub
         shift.append(value - n if value > n / 2 else value)
-    return best, peak, np.array(shift)
+    return best, peak, np.array(shift), peaks
+
+
+def _vertex(values: np.ndarray) -> float:
+    """Offset in (-0.5, 0.5) of the maximum of the parabola through three equally spaced
+    values whose middle one is the largest (0 when they are not curved down)."""
+    low, mid, high = (float(v) for v in values)
+    curvature = low - 2 * mid + high
+    return float(np.clip(0.5 * (low - high) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+
+
+class _Level:
+    """One level of the pose pyramid: the reference's conjugate spectra at its poses."""
+
+    def __init__(self, coarse: np.ndarray, owner: Registrar, angles: range, scales: range) -> None:
+        self.indices = [(i, j) for i in angles for j in scales]
+        self.row = {index: n for n, index in enumerate(self.indices)}
+        self.stride = angles.step
+        fill = float(coarse.mean())
+        stack = []
+        for index in self.indices:
+            angle, scale = owner.pose_of(index)
+            matrix, offset = _similarity(math.radians(angle), scale, coarse.shape)
+            seen = _warp_plane(coarse, matrix, offset, coarse.shape, fill)
+            stack.append(_whiten_spectrum(seen, owner.coarse_window, owner.coarse_pass))
+        self.spectra = np.conj(np.stack(stack))
+
+    def around(self, index: tuple[int, int]) -> list[int]:
+        """Rows of the 3 × 3 poses around a pose of the level above (all in this level)."""
+        i, j = index
+        steps = (-self.stride, 0, self.stride)
+        return [self.row[(i + di, j + dj)] for di in steps for dj in steps]
+
+
+def _level_limits(axes: tuple[int, int], rounds: int) -> list[tuple[range, range]]:
+    """Each level's angle and scale indices, in units of the finest step (``2**rounds``
+    finest steps to the grid's): level 0 the grid's own ±``axes``; level ``k`` every
+    ``2**(rounds - k)`` units, wide enough for the poses around the edge of the level above."""
+    out = []
+    reach = [a * 2**rounds for a in axes]
+    for k in range(rounds + 1):
+        stride = 2 ** (rounds - k)
+        if k:
+            reach = [r + stride for r in reach]
+        out.append(tuple(range(-r, r + 1, stride) for r in reach))
+    return out  # type: ignore[return-value]
 
 
 class Registrar:
-    """The reference of one :class:`AlignSpec`, prepared for registering inputs to it."""
+    """The reference of one :class:`AlignSpec`, prepared for registering inputs to it.
+
+    The reference is seen, at a quarter of its side, at every pose of a pyramid of grids: the
+    spec's grid (level 0), then ``ALIGN_ROUNDS`` levels each at half the previous step and
+    wide enough for the poses around any pose of the level above. Their conjugate spectra are
+    computed once, so registering a frame resamples nothing until the last step: each level
+    correlates the frame's spectrum with those of the 3 × 3 poses around the best so far.
+    """
 
     def __init__(self, spec: AlignSpec) -> None:
         self.spec = spec
@@ -273,28 +340,28 @@ class Registrar:
         grey = _grey(self.reference)
         self.grid = _Grid(self.shape)
         self.sparse = _Grid.every(self.grid, COARSE)
-        # coarse stage: the reference at every pose of the grid, as conjugate spectra
         coarse = _shrink(grey, COARSE)
+        self.coarse_shape = coarse.shape
         self.coarse_window = np.outer(np.hanning(coarse.shape[0]), np.hanning(coarse.shape[1]))
         self.coarse_pass = _high_pass(coarse.shape, HIGH_PASS_SIGMA)
-        self.poses = [
-            (a, s)
-            for a in _steps(spec.max_angle, spec.angle_step)
-            for s in _scales(spec.max_scale, spec.scale_step)
+        # poses in units of the finest level's steps: angle i * angle_unit, scale 1 + j * scale_unit
+        self.angle_unit = spec.angle_step / 2**ALIGN_ROUNDS
+        self.scale_unit = spec.scale_step / 2**ALIGN_ROUNDS
+        self.levels = [
+            _Level(coarse, self, *limits)
+            for limits in _level_limits(spec.coarse_axes, ALIGN_ROUNDS)
         ]
-        stack = []
-        for angle, scale in self.poses:
-            matrix, offset = _similarity(math.radians(angle), scale, coarse.shape)
-            seen = _warp_plane(coarse, matrix, offset, coarse.shape, float(coarse.mean()))
-            stack.append(_whiten_spectrum(seen, self.coarse_window, self.coarse_pass))
-        self.coarse_spectra = np.conj(np.stack(stack))
-        # fine stage: the reference as it is
+        # the last step: the frame, undone by the pose found, against the reference at half side
         self.fine = _shrink(grey, FINE)
         self.fine_window = np.outer(np.hanning(self.fine.shape[0]), np.hanning(self.fine.shape[1]))
         self.fine_pass = _high_pass(self.fine.shape, HIGH_PASS_SIGMA)
         self.fine_spectrum = np.conj(_whiten_spectrum(self.fine, self.fine_window, self.fine_pass))[
             None
         ]
+
+    def pose_of(self, index: tuple[int, int]) -> tuple[float, float]:
+        """Degrees and scale of a pose's grid index."""
+        return index[0] * self.angle_unit, 1.0 + index[1] * self.scale_unit
 
     def estimate(self, pixels: np.ndarray) -> Pose:
         """The pose of an input ``(H, W[, C])`` of the reference's size against the reference."""
@@ -309,33 +376,44 @@ class Registrar:
         if not (math.isfinite(low) and math.isfinite(high)) or high - low < FLAT_RANGE:
             return Pose(angle=0.0, scale=1.0, shift=(0.0, 0.0), peak=0.0, flat=True)
         coarse = _shrink(grey, COARSE)
-        spectrum = _whiten_spectrum(coarse, self.coarse_window, self.coarse_pass)
-        best, _, shift = _correlate(spectrum[None], self.coarse_spectra, coarse.shape)
-        angle, scale = self.poses[best]
+        spectrum = _whiten_spectrum(coarse, self.coarse_window, self.coarse_pass)[None]
+        # level 0: every pose of the grid; each further level: the 3 × 3 poses around the best
+        top = self.levels[0]
+        best, _, shift = _correlate(spectrum, top.spectra, coarse.shape)
+        index = top.indices[best]
+        for level in self.levels[1:]:
+            rows = level.around(index)
+            best, _, shift = _correlate(spectrum, level.spectra[rows], coarse.shape)
+            index = level.indices[rows[best]]
+        angle, scale = self.pose_of(index)
         shift = shift * COARSE
+        # the last step, at half the side (a quarter resolves the angle to about a degree): the
+        # input undone by the 3 × 3 finest poses around the best, each against the reference;
+        # frame(p) ≈ posed reference(p - e) made undone(q) ≈ reference(q - r) for the best, so
+        # undone(q + r) ≈ reference(q): its residual r and its peak
         fine = _shrink(grey, FINE)
         centre = np.array([(fine.shape[0] - 1) / 2, (fine.shape[1] - 1) / 2])
         fill = float(fine.mean())
-        angle_step, scale_step = self.spec.angle_step, self.spec.scale_step
-        peak = 0.0
-        for _ in range(FINE_ROUNDS):
-            angle_step, scale_step = angle_step / 2, scale_step / 2
-            candidates = [
-                (angle + da, scale * (1 + ds))
-                for da in (-angle_step, 0.0, angle_step)
-                for ds in (-scale_step, 0.0, scale_step)
-            ]
-            spectra = []
-            for a, s in candidates:
-                matrix, offset = self._undo(a, s, shift / FINE, centre)
-                undone = _warp_plane(fine, matrix, offset, fine.shape, fill)
-                spectra.append(_whiten_spectrum(undone, self.fine_window, self.fine_pass))
-            # each undone input against the reference: the best pose has the highest peak, and
-            # undone(q) ≈ reference(q - e) gives undone(q + e) ≈ reference(q)
-            best, peak, residual = _correlate(np.stack(spectra), self.fine_spectrum, fine.shape)
-            angle, scale = candidates[best]
-            matrix, _ = self._undo(angle, scale, shift / FINE, centre)
-            shift = shift + FINE * (matrix @ residual)
+        candidates = [
+            (angle + da * self.angle_unit, scale + ds * self.scale_unit)
+            for da in (-1, 0, 1)
+            for ds in (-1, 0, 1)
+        ]
+        spectra = []
+        for a, s in candidates:
+            matrix, offset = self._undo(a, s, shift / FINE, centre)
+            undone = _warp_plane(fine, matrix, offset, fine.shape, fill)
+            spectra.append(_whiten_spectrum(undone, self.fine_window, self.fine_pass))
+        best, peak, residual, peaks = _correlate_all(
+            np.stack(spectra), self.fine_spectrum, fine.shape
+        )
+        angle, scale = candidates[best]
+        matrix, _ = self._undo(angle, scale, shift / FINE, centre)
+        shift = shift + FINE * (matrix @ residual)
+        if best == 4:  # between the finest poses: a parabola's vertex along each axis
+            grid = peaks.reshape(3, 3)  # rows: angle -, 0, +; columns: scale -, 0, +
+            angle += _vertex(grid[:, 1]) * self.angle_unit
+            scale += _vertex(grid[1, :]) * self.scale_unit
         pose = Pose(angle=math.radians(angle), scale=scale, shift=(shift[0], shift[1]), peak=peak)
         return replace(pose, outside=self.outside(pose))
 
@@ -403,16 +481,7 @@ class Registrar:
         return self.apply(pixels, pose), pose
 
 
-def _steps(limit: float, step: float) -> list[float]:
-    count = int(round(limit / step))
-    return [i * step for i in range(-count, count + 1)]
-
-
-def _scales(limit: float, step: float) -> list[float]:
-    return [1.0 + d for d in _steps(limit, step)]
-
-
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=2)  # the served model and a shadow; a registrar holds its spectra
 def registrar(spec: AlignSpec) -> Registrar:
     """The prepared :class:`Registrar` of a spec (cached: a device builds it once a model)."""
     return Registrar(spec)

@@ -31,7 +31,9 @@ ALIGN_METHODS = ("similarity",)
 MAX_ALIGN_ANGLE = 30.0  # degrees; each step of the grid is one coarse correlation
 MAX_ALIGN_SCALE = 0.5
 MAX_ALIGN_POSES = 1024  # coarse grid size: its spectra are held in memory
-MAX_ALIGN_SIDE = 1024  # input side px: the coarse spectra take poses × (side / 4)² × 4 bytes
+MAX_ALIGN_SIDE = 1024  # input side px
+ALIGN_ROUNDS = 2  # levels of the pose pyramid below the grid, each at half the step
+MAX_ALIGN_SPECTRA_MB = 256  # MiB: the pyramid's spectra, held in memory while the model is loaded
 
 
 class ModelPackageError(ValueError):
@@ -82,11 +84,33 @@ class AlignSpec:
     scale_step: float = 0.04
 
     @property
+    def coarse_axes(self) -> tuple[int, int]:
+        """Grid steps each side of the reference pose: for the angle, for the scale."""
+        return int(round(self.max_angle / self.angle_step)), int(
+            round(self.max_scale / self.scale_step)
+        )
+
+    @property
     def coarse_poses(self) -> int:
         """Poses of the coarse grid (one phase correlation each)."""
-        angles = 2 * int(round(self.max_angle / self.angle_step)) + 1
-        scales = 2 * int(round(self.max_scale / self.scale_step)) + 1
-        return angles * scales
+        angles, scales = self.coarse_axes
+        return (2 * angles + 1) * (2 * scales + 1)
+
+    @property
+    def pyramid_poses(self) -> int:
+        """Poses of the grid and of every finer level (``inspector.align``)."""
+        total = 0
+        reach = [a * 2**ALIGN_ROUNDS for a in self.coarse_axes]
+        for k in range(ALIGN_ROUNDS + 1):
+            stride = 2 ** (ALIGN_ROUNDS - k)
+            if k:
+                reach = [r + stride for r in reach]
+            total += (2 * (reach[0] // stride) + 1) * (2 * (reach[1] // stride) + 1)
+        return total
+
+    def spectra_bytes(self, height: int, width: int) -> int:
+        """Memory of the pyramid's spectra for an input of that size (complex64, 1/4 side)."""
+        return self.pyramid_poses * (height // 4) * (width // 8 + 1) * 8
 
 
 @dataclass(frozen=True)
@@ -463,6 +487,14 @@ def _input_spec(inp: _Reader) -> InputSpec:
             f"registration takes inputs up to {MAX_ALIGN_SIDE} px a side, not "
             f"{spec.width}x{spec.height}",
         )
+    if spec.align is not None:
+        megabytes = spec.align.spectra_bytes(spec.height, spec.width) / 2**20
+        if megabytes > MAX_ALIGN_SPECTRA_MB:
+            raise inp._fail(
+                "align.angle_step",
+                f"{spec.align.pyramid_poses} poses of a {spec.width}x{spec.height} input need "
+                f"{megabytes:.0f} MiB of spectra, at most {MAX_ALIGN_SPECTRA_MB}: a coarser grid",
+            )
     return spec
 
 

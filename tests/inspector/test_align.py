@@ -66,7 +66,12 @@ def _centre_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize(
     ("angle", "scale", "shift"),
-    [(0.0, 1.0, (9.0, -14.0)), (5.0, 0.9, (-12.0, 6.5)), (-6.5, 1.12, (3.0, 17.0))],
+    [
+        (0.0, 1.0, (9.0, -14.0)),
+        (5.0, 0.9, (-12.0, 6.5)),
+        (-6.5, 1.12, (3.0, 17.0)),
+        (7.8, 0.86, (-5.0, 5.0)),  # at the grid's corner: the finer levels reach past it
+    ],
 )
 def test_the_pose_is_recovered_and_undone(
     angle: float, scale: float, shift: tuple[float, float]
@@ -221,6 +226,10 @@ def test_align_with_tiles_pad_or_a_large_input_is_refused() -> None:
     large = {**_input_doc(), "height": 2048}
     with pytest.raises(ModelPackageError, match="up to 1024 px a side"):
         parse_input(large)
+    # the default grid's pyramid (1,963 poses) at 1,024 px would hold 495 MiB of spectra
+    heavy = {**_input_doc(), "height": 1024, "width": 1024}
+    with pytest.raises(ModelPackageError, match="1963 poses .* 495 MiB of spectra"):
+        parse_input(heavy)
 
 
 # ---- the device --------------------------------------------------------------------------------
