@@ -2,19 +2,21 @@
 
     nice .venv/bin/python bench/training_accuracy.py [--families synthetic photo] \\
         [--sources NAME ...] [--seed 20261128] [--size large] [--photo-size plant] \\
-        [--threads 2] [--out FILE]
+        [--threads 2] [--align auto|similarity|none] [--out FILE]
 
 Two families of data sources, both generated offline from the seed: ``synthetic``, the sample
 products with drawn defects (``training.sample_data``: brick, grass, gravel, tissue), and
 ``photo``, parts cut from real photographs whose own variation exceeds their defects
 (``training.photo_data``: coins, print, retina, stars, stereo). The data seed is one never used
 while choosing the model's design. Each source is trained with default settings on its train
-split; thresholds come from the validation split; every candidate package training left
-(``<model>/candidates/<name>/``, or the package itself when there are none) and the kept package
-are evaluated with ``training.evaluate`` on the same held-out test split: image AUROC with its
+split (``--align`` overrides train's ``--align`` for every source, for a side-by-side run of
+registration on and off); thresholds come from the validation split; every candidate
+package training left (``<model>/candidates/<name>/``, or the package itself when there are
+none) and the kept package are evaluated with ``training.evaluate`` on the same held-out test split: image AUROC with its
 95 % bootstrap interval, and accuracy and recall at the package's calibrated reject threshold,
 beside each candidate's validation AUROC gain over the anomaly model (``validation_gain``, with
-its interval: what the one kept was chosen on).
+its interval: what the one kept was chosen on), and whether the source was registered to its
+part's pose (``align``: the decision and its figures).
 
 Summaries: the synthetic family's mean AUROC against 0.98, the photo family's mean AUROC and
 accuracy against 0.95 and 0.88, and ``targets_met`` over the families run. Progress goes to
@@ -246,16 +248,24 @@ def _line(name: str, f: dict[str, Any]) -> str:
 
 
 def run_source(
-    family: str, name: str, data: Path, work: Path, *, threads: int, resamples: int
+    family: str,
+    name: str,
+    data: Path,
+    work: Path,
+    *,
+    threads: int,
+    resamples: int,
+    align: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``data`` with the defaults and evaluate what training left."""
-    from training.train import train
+    """Train ``data`` with the defaults (``align``: train's ``--align``, None its default) and
+    evaluate what training left."""
+    from training.train import DEFAULT_ALIGN, train
 
     started = time.perf_counter()
     model_dir = work / "model"
     _progress(f"{family}/{name}: training")
     with contextlib.redirect_stdout(io.StringIO()):
-        train(data, model_dir, threads=threads)
+        train(data, model_dir, threads=threads, align=align or DEFAULT_ALIGN)
         trained = time.perf_counter() - started
         result = evaluate_candidates(model_dir, data, work, resamples=resamples)
     for candidate, f in result["models"].items():
@@ -269,10 +279,9 @@ def run_source(
             )
     _progress(f"{family}/{name}: " + _line(f"kept ({result['kept']})", result["kept_model"]))
     align = result["align"]
-    if align is not None:
-        _progress(
-            f"{family}/{name}: align: {'yes' if align.get('aligned') else 'no'} ({align.get('reason')})"
-        )
+    if isinstance(align, dict):
+        aligned = "yes" if align.get("aligned") else "no"
+        _progress(f"{family}/{name}: align: {aligned} ({align.get('reason')})")
     return {
         "family": family,
         **result,
@@ -307,6 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap-resamples", type=int, default=1000, help="resamples for the 95 %% intervals"
     )
+    parser.add_argument(
+        "--align",
+        choices=("auto", "similarity", "none"),
+        help="train's --align for every source (default: train's own, auto)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     photo_size = args.photo_size or args.size
@@ -339,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     Path(tmp) / "runs" / name,
                     threads=args.threads,
                     resamples=args.bootstrap_resamples,
+                    align=args.align,
                 )
             except BenchError as exc:
                 print(f"error: {family}/{name}: {exc}", file=sys.stderr)
@@ -349,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data_seed": args.seed,
         "size": args.size,
         "photo_size": photo_size,
+        "align": args.align or "auto",
         "families": sorted({f for f, _ in chosen}, key=FAMILIES.index),
         "sources": sources,
         "summary": summary,
