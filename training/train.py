@@ -75,6 +75,7 @@ from training.scoring import (
 )
 
 GOLDEN_FILE = "golden.png"
+GOLDEN_CANDIDATES = 20  # validation good images the golden image is chosen from (it must register)
 MODEL_FILE = "model.onnx"
 TRAINING_FILE = "training.json"
 
@@ -288,7 +289,14 @@ def train(
         spec = parse_input(replace(spec, align=alignment).to_json(), "preprocessing")
         # the device refuses (manual) what does not register; validation good images it would
         # refuse still set the thresholds here, so their count is recorded beside the decision
-        reasons = [r for r in refused([s.path for s in val_good], spec, frames) if r is not None]
+        every_reason = refused([s.path for s in val_good], spec, frames)
+        if all(r is not None for r in every_reason[:GOLDEN_CANDIDATES]):
+            raise TrainingError(
+                f"none of the first {min(len(val_good), GOLDEN_CANDIDATES)} validation good "
+                "images registers to the part's reference pose (the device would send them to "
+                f"manual: {every_reason[0]}): train with --align none"
+            )
+        reasons = [r for r in every_reason if r is not None]
         align_figures["validation_good_refused"] = len(reasons)
         if reasons:
             _log(
@@ -667,7 +675,7 @@ def _write_package(
 
     # the golden image must be judged on the device: the first validation good image that
     # registers (every one does, unless the part moves beyond the searched range)
-    first = val_good[:20]
+    first = val_good[:GOLDEN_CANDIDATES]
     reasons = refused([s.path for s in first], spec, frames)
     judged = [s for s, r in zip(first, reasons, strict=True) if r is None]
     if not judged:

@@ -86,8 +86,10 @@ class AlignSpec:
     @property
     def coarse_axes(self) -> tuple[int, int]:
         """Grid steps each side of the reference pose: for the angle, for the scale."""
-        return int(round(self.max_angle / self.angle_step)), int(
-            round(self.max_scale / self.scale_step)
+        # whole steps within the limits (the finer levels reach 1.125 steps beyond them)
+        return (
+            int(self.max_angle / self.angle_step + 1e-9),
+            int(self.max_scale / self.scale_step + 1e-9),
         )
 
     @property

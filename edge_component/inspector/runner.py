@@ -98,15 +98,15 @@ class ModelRunner:
             except ModelPackageError as exc:
                 reason = SHA256_MISMATCH if exc.field_path == "sha256" else PACKAGE_INVALID
                 raise ModelLoadError(reason, str(exc)) from None
-        if package.manifest.input.align is not None:
-            from inspector.align import registrar
+        spec = package.manifest.input
+        if spec.align is not None:
+            from inspector.align import reference_size, registrar
 
-            spec = package.manifest.input
             try:  # a reference that does not decode refuses the package, not every frame
-                reference = registrar(spec.align).reference
+                width, height, channels = reference_size(spec.align.reference)
             except ValueError as exc:
                 raise ModelLoadError(PACKAGE_INVALID, f"{package.root}: {exc}") from None
-            height, width, channels = reference.shape
+            # checked before the pyramid is built: its memory bound is the input's size's
             if (height, width) != (spec.height, spec.width) or channels not in (1, spec.channels):
                 raise ModelLoadError(
                     PACKAGE_INVALID,
@@ -114,6 +114,10 @@ class ModelRunner:
                     f"{channels} channel(s), the input {spec.width}x{spec.height} with "
                     f"{spec.channels}",
                 )
+            try:
+                registrar(spec.align)
+            except ValueError as exc:
+                raise ModelLoadError(PACKAGE_INVALID, f"{package.root}: {exc}") from None
         ort = _import_ort()
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.intra_op_threads

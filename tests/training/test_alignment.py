@@ -177,3 +177,38 @@ def test_a_defect_mask_moves_with_its_image(aligned_package: Path, tmp_path: Pat
         inside_plain.append(ndimage.binary_dilation(plain, iterations=2)[changed].mean())
     assert min(inside_registered) > 0.9
     assert np.mean(inside_plain) < np.mean(inside_registered) - 0.2
+
+
+def test_the_reference_is_the_mean_in_the_images_median_pose() -> None:
+    from inspector.align import encode_reference
+    from inspector.model_package import AlignSpec
+    from tests.inspector.test_align import _posed
+    from training.alignment import REFERENCE_ROUNDS, _centred_mean
+
+    # nine views around one pose: angle 3° ± 1, scale 1.06 ± 0.02, shift (5, -7) ± 2 px
+    poses = [
+        (3.0 + da, 1.06 + ds, (5.0 + dr, -7.0 - dr))
+        for da, ds, dr in [
+            (0, 0, 0),
+            (-1, 0.02, 2),
+            (1, -0.02, -2),
+            (-1, -0.02, 1),
+            (1, 0.02, -1),
+            (0.5, 0.01, 2),
+            (-0.5, -0.01, -2),
+            (1, 0.0, 0),
+            (-1, 0.0, 0),
+        ]
+    ]
+    images = [_posed(*pose) for pose in poses]
+    reference = images[1]  # start from a view off the median, as the first image may be
+    for _ in range(REFERENCE_ROUNDS):
+        reg = Registrar(AlignSpec(reference=encode_reference(reference), min_peak=0.0))
+        reference = _centred_mean(reg, images)
+    centred = Registrar(AlignSpec(reference=encode_reference(reference), min_peak=0.0))
+    pose = centred.estimate(images[0])  # the median view registers at about the identity
+    assert abs(math.degrees(pose.angle)) < 0.6
+    assert pose.scale == pytest.approx(1.0, abs=0.012)
+    assert math.hypot(*pose.shift) < 1.5
+    off = Registrar(AlignSpec(reference=encode_reference(images[1]), min_peak=0.0))
+    assert abs(math.degrees(off.estimate(images[0]).angle)) > 0.6  # which the start did not
