@@ -10,7 +10,10 @@ sample. The ImageNet Lite0
 classifier (the same weights, the whole network to its logits, exported with torch.onnx for
 batch 1 like the model) is timed in the same run, runs alternating with the models' so that
 machine load hits all alike; ``ratio_p50`` is model / classifier (target ≤ 0.6). One and two
-ORT threads, batch 1. Prints one JSON document.
+ORT threads, batch 1. It also times registration to the part's pose (``train --align``:
+``align``, on the photo family's coins) and prints ``ratio_p50_model_plus_align``, the model
+and registration together against the classifier, for a part that moves. Prints one JSON
+document.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +97,42 @@ def side_by_side(
         key = "ratio_p50" if name == "model" else f"ratio_p50_{name}"
         figures[key] = round(figures[name]["p50_ms"] / classifier_ms, 3)  # type: ignore[index]
     return {**figures, "threads": threads}
+
+
+def align_latency(work: Path, runs: int) -> dict[str, object]:
+    """Registration's cost per frame (``inspector.align``, one core), on the photo family's
+    coins: the reference built by training from 100 good frames, then ``runs`` registrations
+    of 80 other frames (new poses, never seen by training), each timed alone."""
+    from inspector.align import registrar
+    from training.alignment import pixels_of, plan_alignment
+    from training.photo_data import SIZES, SOURCES, generate_source
+    from training.scoring import describe_frames
+    from training.train import input_spec
+
+    (source,) = [s for s in SOURCES if s.name == "coins"]
+    data = work / "coins"
+    _quiet(lambda: generate_source(source, data, replace(SIZES["small"], good=180), seed=0))
+    goods = sorted((data / "good").glob("*.png"))
+    _, frames = describe_frames(goods)
+    spec = input_spec()
+    align, _ = plan_alignment(goods[:100], spec, frames, "similarity")
+    assert align is not None
+    reg = registrar(align)
+    inputs = [pixels_of(path, spec, frames) for path in goods[100:]]
+    times = []
+    for i in range(WARM_UP + runs):
+        pixels = inputs[i % len(inputs)]
+        started = time.perf_counter()
+        reg.align(pixels, strict=False)
+        if i >= WARM_UP:
+            times.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 3),
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "runs": runs,
+        "poses": align.coarse_poses,
+        "data": "photo coins, 224x224 RGB inputs",
+    }
 
 
 def _quiet(work: Callable[[], object]) -> float:
@@ -174,6 +214,14 @@ def main() -> int:
             result[f"onnxruntime_{threads}_thread{'s' if threads > 1 else ''}"] = side_by_side(
                 models, classifier, batch, args.runs, threads
             )
+        # registration (``train --align``) runs before the model on a part that moves
+        align = align_latency(Path(tmp), min(args.runs, 300))
+        result["align"] = align
+        one = result["onnxruntime_1_thread"]
+        assert isinstance(one, dict)
+        result["ratio_p50_model_plus_align"] = round(
+            (one["model"]["p50_ms"] + align["p50_ms"]) / one["classifier"]["p50_ms"], 3
+        )
         if extra:
             from training.scoring import onnx_session
 

@@ -34,8 +34,9 @@ of view (after the pose is undone) is not in the model's input.
 
 The peak is phase correlation's: the inverse transform of the whitened cross-power spectrum at
 its maximum. It is relative, not a coherence in [0, 1] — an input identical to the reference
-gives about 0.8 with this regulariser and high-pass — so ``min_peak`` means something only for
-the part it was calibrated on, which is how training sets it.
+gives about 0.5–0.9 with this regulariser and high-pass, by how much of the part's spectrum
+is structure rather than noise — so ``min_peak`` means something only for the part it was
+calibrated on, which is how training sets it.
 
 Numpy and Pillow only, as the rest of the device's preprocessing.
 """
@@ -76,10 +77,10 @@ class Pose:
     coordinates. ``angle`` in radians: the frame shows the part turned by ``R(-angle)`` from
     the reference (clockwise on screen for a positive angle). ``scale`` is the reference's size
     of the part over the frame's (above 1: the part looks smaller in the frame). ``shift``
-    (rows, cols) in input pixels. ``peak`` is the final phase-correlation peak (relative: about
-    0.8 for an input identical to the reference, near 0 for unrelated images, 0 for a flat
-    one); ``outside`` the share of the aligned input's pixels that lie beyond the frame;
-    ``flat`` an input with no structure to register (the identity pose, peak 0).
+    (rows, cols) in input pixels. ``peak`` is the final phase-correlation peak (relative:
+    about 0.5–0.9 for an input identical to the reference, by the part; near 0 for unrelated
+    images; 0 for a flat one); ``outside`` the share of the aligned input's pixels that lie
+    beyond the frame; ``flat`` an input with no structure to register (the identity pose, peak 0).
     """
 
     angle: float
