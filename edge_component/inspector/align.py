@@ -322,20 +322,6 @@ class _Level:
         return [self.row[(i + di, j + dj)] for di in steps for dj in steps]
 
 
-def _level_limits(axes: tuple[int, int], rounds: int) -> list[tuple[range, range]]:
-    """Each level's angle and scale indices, in units of the finest step (``2**rounds``
-    finest steps to the grid's): level 0 the grid's own ±``axes``; level ``k`` every
-    ``2**(rounds - k)`` units, wide enough for the poses around the edge of the level above."""
-    out = []
-    reach = [a * 2**rounds for a in axes]
-    for k in range(rounds + 1):
-        stride = 2 ** (rounds - k)
-        if k:
-            reach = [r + stride for r in reach]
-        out.append(tuple(range(-r, r + 1, stride) for r in reach))
-    return out  # type: ignore[return-value]
-
-
 class Registrar:
     """The reference of one :class:`AlignSpec`, prepared for registering inputs to it.
 
@@ -363,10 +349,7 @@ class Registrar:
         # poses in units of the finest level's steps: angle i * angle_unit, scale 1 + j * scale_unit
         self.angle_unit = spec.angle_step / 2**ALIGN_ROUNDS
         self.scale_unit = spec.scale_step / 2**ALIGN_ROUNDS
-        self.levels = [
-            _Level(coarse, self, *limits)
-            for limits in _level_limits(spec.coarse_axes, ALIGN_ROUNDS)
-        ]
+        self.levels = [_Level(coarse, self, *limits) for limits in spec.pyramid_levels]
         # the last step: the frame, undone by the pose found, against the reference at half side
         self.fine = _shrink(grey, FINE)
         self.fine_window = np.outer(np.hanning(self.fine.shape[0]), np.hanning(self.fine.shape[1]))

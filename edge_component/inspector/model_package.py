@@ -99,16 +99,26 @@ class AlignSpec:
         return (2 * angles + 1) * (2 * scales + 1)
 
     @property
-    def pyramid_poses(self) -> int:
-        """Poses of the grid and of every finer level (``inspector.align``)."""
-        total = 0
+    def pyramid_levels(self) -> list[tuple[range, range]]:
+        """Each level of the pose pyramid's angle and scale indices, in units of the finest
+        level's steps (``2**ALIGN_ROUNDS`` of them to the grid's step): level 0 the grid's own
+        whole steps; level ``k`` every ``2**(ALIGN_ROUNDS - k)`` units, wide enough for the
+        3 × 3 poses around any pose of the level above (``inspector.align``)."""
+        levels = []
         reach = [a * 2**ALIGN_ROUNDS for a in self.coarse_axes]
         for k in range(ALIGN_ROUNDS + 1):
             stride = 2 ** (ALIGN_ROUNDS - k)
             if k:
                 reach = [r + stride for r in reach]
-            total += (2 * (reach[0] // stride) + 1) * (2 * (reach[1] // stride) + 1)
-        return total
+            levels.append(
+                (range(-reach[0], reach[0] + 1, stride), range(-reach[1], reach[1] + 1, stride))
+            )
+        return levels
+
+    @property
+    def pyramid_poses(self) -> int:
+        """Poses of the grid and of every finer level."""
+        return sum(len(angles) * len(scales) for angles, scales in self.pyramid_levels)
 
     def spectra_bytes(self, height: int, width: int) -> int:
         """Memory of the pyramid's spectra for an input of that size (complex64, 1/4 side)."""

@@ -185,21 +185,23 @@ def test_random_poses_are_recovered_within_the_documented_bounds() -> None:
 
 
 @pytest.mark.parametrize(
-    "limits",
+    ("limits", "poses"),
     [
-        {},
-        {"max_angle": 0.0},
-        {"max_scale": 0.0},
-        {"max_angle": 5.0},
-        {"max_angle": 7.0, "angle_step": 1.5},
+        # (2a + 1)(2s + 1) grid poses, then each level at half the step reaching one step
+        # further: 9 × 9, 19 × 19, 39 × 39 by default
+        ({}, 81 + 361 + 1521),
+        ({"max_angle": 0.0}, 1 * 9 + 3 * 19 + 7 * 39),
+        ({"max_scale": 0.0}, 9 * 1 + 19 * 3 + 39 * 7),
+        ({"max_angle": 5.0}, 5 * 9 + 11 * 19 + 23 * 39),  # whole steps within the limit: ±4°
+        ({"max_angle": 7.0, "angle_step": 1.5}, 9 * 9 + 19 * 19 + 39 * 39),  # ±6°
     ],
 )
 def test_the_pyramid_holds_the_poses_the_manifest_counts_and_reaches_every_corner(
-    limits: dict,
+    limits: dict, poses: int
 ) -> None:
     spec = _spec(**limits)
     reg = Registrar(spec)
-    assert sum(len(level.indices) for level in reg.levels) == spec.pyramid_poses
+    assert spec.pyramid_poses == poses == sum(len(level.indices) for level in reg.levels)
     for upper, lower in zip(reg.levels, reg.levels[1:], strict=False):
         for index in upper.indices:  # the window around any pose of a level is in the next
             assert len(lower.around(index)) == 9
