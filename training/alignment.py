@@ -119,6 +119,22 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def check_mode(mode: str, spec: InputSpec) -> str | None:
+    """Refuse a mode that cannot apply to ``spec`` (:class:`ValueError`); return why ``auto``
+    would not align it (None: it may)."""
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {mode!r}")
+    if spec.tiles is not None and spec.tiles.count > 1:
+        if mode == "similarity":
+            raise ValueError("--align similarity takes whole-frame models only, not --tiles")
+        return "tiles: whole frames only"
+    if spec.fit == "pad":
+        if mode == "similarity":
+            raise ValueError("--align similarity takes --fit stretch only, not pad")
+        return "fit pad: stretch only"
+    return None
+
+
 def plan_alignment(
     paths: Sequence[Path],
     spec: InputSpec,
@@ -130,18 +146,11 @@ def plan_alignment(
 ) -> tuple[AlignSpec | None, dict[str, Any]]:
     """The :class:`AlignSpec` for ``spec`` from training good images ``paths`` (None: no
     alignment) and the figures behind it, for ``metrics.align``."""
-    if mode not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {mode!r}")
+    unfit = check_mode(mode, spec)
     if mode == "none":
         return None, {"mode": mode, "aligned": False, "reason": "--align none"}
-    if spec.tiles is not None and spec.tiles.count > 1:
-        if mode == "similarity":
-            raise ValueError("--align similarity takes whole-frame models only, not --tiles")
-        return None, {"mode": mode, "aligned": False, "reason": "tiles: whole frames only"}
-    if spec.fit == "pad":
-        if mode == "similarity":
-            raise ValueError("--align similarity takes --fit stretch only, not pad")
-        return None, {"mode": mode, "aligned": False, "reason": "fit pad: stretch only"}
+    if unfit is not None:
+        return None, {"mode": mode, "aligned": False, "reason": unfit}
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(paths))
     chosen = [paths[i] for i in order[: REFERENCE_IMAGES + MEASURE_IMAGES]]

@@ -47,7 +47,7 @@ def _decoded(
         image.load()
         try:
             # an image that registers poorly is still scored (the device would route it to
-            # manual: training.alignment counts those among the good images it measured)
+            # manual: training counts the validation good images it would refuse)
             return convert(image, spec, frames, align_strict=False)
         except FrameError as exc:
             raise DatasetError(f"{path}: the model does not take this image ({exc})") from None

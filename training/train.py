@@ -51,6 +51,7 @@ from training import model as patchcore
 from training.alignment import (
     ALIGN_MODES,
     DEFAULT_ALIGN,
+    check_mode,
     plan_alignment,
     refused,
     registered_masks,
@@ -215,13 +216,8 @@ def train(
             f"coarse {coarse}, refine {refine}"
         )
     targets = targets or Targets()
-    input_spec(roi=roi, fit=fit, tiles=tiles)  # a bad choice fails before any work
-    if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
-    if align == "similarity" and tiles is not None and tiles.count > 1:
-        raise ValueError("--align similarity takes whole-frame models only, not --tiles")
-    if align == "similarity" and fit == "pad":
-        raise ValueError("--align similarity takes --fit stretch only, not pad")
+    # a bad choice fails before any work
+    check_mode(align, input_spec(roi=roi, fit=fit, tiles=tiles))
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -285,17 +281,22 @@ def train(
     alignment, align_figures = plan_alignment(
         [s.path for s in train_good], spec, frames, align, seed=seed, log=_log
     )
+    golden_sample = val_good[0]
     if alignment is not None:
         spec = parse_input(replace(spec, align=alignment).to_json(), "preprocessing")
         # the device refuses (manual) what does not register; validation good images it would
-        # refuse still set the thresholds here, so their count is recorded beside the decision
+        # refuse still set the thresholds here, so their count is recorded beside the decision.
+        # The golden image must be judged on the device: the first one that registers
         every_reason = refused([s.path for s in val_good], spec, frames)
-        if all(r is not None for r in every_reason[:GOLDEN_CANDIDATES]):
+        first = zip(val_good[:GOLDEN_CANDIDATES], every_reason, strict=False)
+        judged = next((s for s, r in first if r is None), None)
+        if judged is None:
             raise TrainingError(
                 f"none of the first {min(len(val_good), GOLDEN_CANDIDATES)} validation good "
                 "images registers to the part's reference pose (the device would send them to "
                 f"manual: {every_reason[0]}): train with --align none"
             )
+        golden_sample = judged
         reasons = [r for r in every_reason if r is not None]
         align_figures["validation_good_refused"] = len(reasons)
         if reasons:
@@ -417,6 +418,7 @@ def train(
                 frames=frames,
                 val_good=val_good,
                 val_defect=val_defect,
+                golden_sample=golden_sample,
                 targets=targets,
                 threads=threads,
                 metrics={**metrics, **(extra if kind == "supervised" else {})},
@@ -623,6 +625,7 @@ def _write_package(
     frames: FrameSpec,
     val_good: Sequence[Sample],
     val_defect: Sequence[Sample],
+    golden_sample: Sample,
     targets: Targets,
     threads: int | None,
     metrics: dict[str, object],
@@ -673,17 +676,6 @@ def _write_package(
     for note in calib["notes"]:
         _log(f"{kind}: calibration: {note}")
 
-    # the golden image must be judged on the device: the first validation good image that
-    # registers (every one does, unless the part moves beyond the searched range)
-    first = val_good[:GOLDEN_CANDIDATES]
-    reasons = refused([s.path for s in first], spec, frames)
-    judged = [s for s, r in zip(first, reasons, strict=True) if r is None]
-    if not judged:
-        raise TrainingError(
-            f"none of the first {len(first)} validation good images registers to the part's "
-            "reference pose (the device would send them to manual): train with --align none"
-        )
-    golden_sample = judged[0]
     with Image.open(golden_sample.path) as image:
         image.load()
         image.save(root / GOLDEN_FILE, format="PNG")

@@ -151,22 +151,14 @@ def _similarity(
 
 
 class _Grid:
-    """Pixel coordinates of one output shape, computed once."""
+    """Pixel coordinates of one output shape (every ``step``-th pixel of each axis), computed
+    once."""
 
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self.shape = shape
-        rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    def __init__(self, shape: tuple[int, int], step: int = 1) -> None:
+        rows, cols = np.mgrid[0 : shape[0] : step, 0 : shape[1] : step]
+        self.shape = (int(rows.shape[0]), int(rows.shape[1]))
         self.rows = rows.astype(np.float32)
         self.cols = cols.astype(np.float32)
-
-    @staticmethod
-    def every(grid: _Grid, step: int) -> _Grid:
-        """Every ``step``-th pixel of ``grid`` on each axis (the same coordinates, fewer)."""
-        sparse = object.__new__(_Grid)
-        sparse.rows = grid.rows[::step, ::step]
-        sparse.cols = grid.cols[::step, ::step]
-        sparse.shape = sparse.rows.shape
-        return sparse
 
 
 def _pil_affine(matrix: np.ndarray, offset: np.ndarray) -> tuple[float, ...]:
@@ -340,10 +332,11 @@ class Registrar:
             raise ValueError(f"input.align.reference is {width}x{height} px, at least 32x32")
         self.shape = (height, width)
         grey = _grey(self.reference)
+        self.centre = np.array([(height - 1) / 2, (width - 1) / 2])
+        self.grey_reference = grey  # the fill of a grey input against a colour reference
         self.grid = _Grid(self.shape)
-        self.sparse = _Grid.every(self.grid, COARSE)
+        self.sparse = _Grid(self.shape, COARSE)
         coarse = _shrink(grey, COARSE)
-        self.coarse_shape = coarse.shape
         self.coarse_window = np.outer(np.hanning(coarse.shape[0]), np.hanning(coarse.shape[1]))
         self.coarse_pass = _high_pass(coarse.shape, HIGH_PASS_SIGMA)
         # poses in units of the finest level's steps: angle i * angle_unit, scale 1 + j * scale_unit
@@ -425,10 +418,7 @@ class Registrar:
     def outside(self, pose: Pose) -> float:
         """The share of the aligned input's pixels that ``pose`` takes from beyond the frame
         (on every fourth pixel of each axis: within about 1 % of the exact share)."""
-        centre = np.array([(self.shape[0] - 1) / 2, (self.shape[1] - 1) / 2])
-        matrix, offset = self._undo(
-            math.degrees(pose.angle), pose.scale, np.array(pose.shift), centre
-        )
+        matrix, offset = self._affine(pose)
         inside = _inside(matrix, offset, self.sparse, self.shape[0], self.shape[1])
         return float(1.0 - inside.mean())
 
@@ -442,20 +432,23 @@ class Registrar:
         matrix = np.array([[cos, -sin], [sin, cos]]) / scale
         return matrix, centre + shift - matrix @ centre
 
+    def _affine(self, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+        """``pose`` as ``source = A @ q + t`` over the input's pixels."""
+        return self._undo(math.degrees(pose.angle), pose.scale, np.array(pose.shift), self.centre)
+
     def apply(self, pixels: np.ndarray, pose: Pose, fill: float | None = None) -> np.ndarray:
         """``pixels`` (``(H, W, C)`` or ``(H, W)`` float) in the reference's pose; pixels from
         beyond the input take the reference's (or ``fill``, e.g. 0 for a defect mask)."""
-        centre = np.array([(self.shape[0] - 1) / 2, (self.shape[1] - 1) / 2])
-        matrix, offset = self._undo(
-            math.degrees(pose.angle), pose.scale, np.array(pose.shift), centre
-        )
+        matrix, offset = self._affine(pose)
         if fill is not None:
             return _warp(pixels, matrix, offset, self.grid, np.full((1,), fill, np.float32))
-        grey = pixels.ndim == 2 or pixels.shape[2] != self.reference.shape[2]
-        reference = _grey(self.reference)[:, :, None] if grey else self.reference
-        return _warp(
-            pixels, matrix, offset, self.grid, reference[:, :, 0] if pixels.ndim == 2 else reference
-        )
+        if pixels.ndim == 2:
+            reference = self.grey_reference
+        elif pixels.shape[2] != self.reference.shape[2]:
+            reference = self.grey_reference[:, :, None]
+        else:
+            reference = self.reference
+        return _warp(pixels, matrix, offset, self.grid, reference)
 
     def refusal(self, pose: Pose) -> str | None:
         """Why the device refuses an input registered at ``pose`` (None: it is judged)."""
